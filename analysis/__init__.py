@@ -1,0 +1,1 @@
+"""Post-mortem analysis of the event log in pandas."""

@@ -1,0 +1,1 @@
+"""poolwarden: keeps a pool of browser-based AI accelerators serving through failure."""

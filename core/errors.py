@@ -1,0 +1,263 @@
+"""The one error tree of poolwarden.
+
+Every error poolwarden raises on purpose derives from :class:`PoolwardenError`. Errors carry
+structured fields (the file, the stream, the retry time) besides their message, so that callers
+can act on them without parsing text. Some also derive from the standard exception with the same
+meaning (``TypeError``, ``ValueError``, ``TimeoutError``) so that generic handlers keep working.
+
+.. code-block:: text
+
+    PoolwardenError
+    ├── ConfigurationError (ValueError)
+    ├── StoreError
+    │   ├── StoreClosed
+    │   ├── ConcurrencyConflict
+    │   ├── EventNotSerializable (TypeError)
+    │   ├── DatabaseError                 -- a problem with the database file itself
+    │   │   ├── DatabaseUnavailable       -- missing folder, no permission, cannot open
+    │   │   ├── ReadOnlyDatabase
+    │   │   ├── CorruptDatabase           -- not SQLite, truncated, integrity check failed
+    │   │   ├── DatabaseLocked            -- other writers held the lock past the timeout
+    │   │   └── SchemaMismatch
+    │   │       ├── SchemaOutdated        -- older than the code and upgrades were refused
+    │   │       └── SchemaTooNew          -- written by a newer poolwarden
+    │   └── WriteFailed                   -- buffered appends that could not be committed
+    ├── StateMachineError
+    │   └── InvalidTransition
+    ├── ProtocolError
+    └── RequestError                      -- a request the pool could not serve
+        ├── CircuitOpen
+        ├── NoHealthyConnection
+        ├── QueueFull
+        ├── DeadlineExceeded (TimeoutError)
+        ├── ModelError
+        ├── InvalidInput (ValueError)
+        └── UnknownModel (KeyError)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = [
+    "CircuitOpen",
+    "ConcurrencyConflict",
+    "ConfigurationError",
+    "CorruptDatabase",
+    "DatabaseError",
+    "DatabaseLocked",
+    "DatabaseUnavailable",
+    "DeadlineExceeded",
+    "EventNotSerializable",
+    "InvalidInput",
+    "InvalidTransition",
+    "ModelError",
+    "NoHealthyConnection",
+    "PoolwardenError",
+    "ProtocolError",
+    "QueueFull",
+    "ReadOnlyDatabase",
+    "RequestError",
+    "SchemaMismatch",
+    "SchemaOutdated",
+    "SchemaTooNew",
+    "StateMachineError",
+    "StoreClosed",
+    "StoreError",
+    "UnknownModel",
+    "WriteFailed",
+]
+
+
+class PoolwardenError(Exception):
+    """Base class of every error poolwarden raises on purpose."""
+
+
+class ConfigurationError(PoolwardenError, ValueError):
+    """A setting or an argument is not valid."""
+
+
+# --- the event store -------------------------------------------------------------------------
+
+
+class StoreError(PoolwardenError):
+    """The event store could not do what was asked."""
+
+
+class StoreClosed(StoreError):
+    """The store was closed; nothing more can be appended or read through it."""
+
+
+class ConcurrencyConflict(StoreError):
+    """An append expected a stream version that is no longer (or not yet) the stream's head.
+
+    Nothing of the conflicting append was written.
+    """
+
+    def __init__(self, stream: str, expected_version: int, actual_version: int) -> None:
+        super().__init__(
+            f"stream {stream!r} is at version {actual_version}, the append expected {expected_version}"
+        )
+        self.stream = stream
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+
+
+class EventNotSerializable(StoreError, TypeError):
+    """An event's payload cannot be stored as JSON."""
+
+    def __init__(self, event_type: str, reason: str) -> None:
+        super().__init__(f"payload of {event_type!r} is not JSON-serialisable: {reason}")
+        self.event_type = event_type
+        self.reason = reason
+
+
+class DatabaseError(StoreError):
+    """A problem with the database file itself: where it is, what it holds, who may write it."""
+
+    hint = "check the path and the file"
+
+    def __init__(self, path: str | Path | None, detail: str, hint: str | None = None) -> None:
+        self.path = str(path) if path is not None else None
+        self.detail = detail
+        if hint is not None:
+            self.hint = hint
+        where = self.path if self.path is not None else "the database"
+        super().__init__(f"{where}: {detail} ({self.hint})")
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be opened: its folder is missing, or permission is denied."""
+
+    hint = "create the folder or fix its permissions"
+
+
+class ReadOnlyDatabase(DatabaseError):
+    """The database file or its folder cannot be written; appends are impossible."""
+
+    hint = "make the file and its folder writable, or open the store with read_only=True"
+
+
+class CorruptDatabase(DatabaseError):
+    """The file is not an SQLite database, or SQLite reports it damaged."""
+
+    hint = "restore it from a backup, or move it aside and start a new file"
+
+
+class DatabaseLocked(DatabaseError):
+    """Other connections held the write lock longer than the store was willing to wait."""
+
+    hint = "another process is writing; retry, or raise busy_timeout"
+
+
+class SchemaMismatch(DatabaseError):
+    """The file's schema revision is not the one this code expects."""
+
+    def __init__(self, path: str | Path | None, found: str | None, expected: str, detail: str) -> None:
+        self.found = found
+        self.expected = expected
+        super().__init__(path, detail)
+
+
+class SchemaOutdated(SchemaMismatch):
+    """The file's schema is older than the code, and upgrading was not allowed."""
+
+    hint = "run `poolwarden db upgrade --db PATH`, or open the store with upgrade=True"
+
+
+class SchemaTooNew(SchemaMismatch):
+    """The file was written by a newer poolwarden whose schema this code does not know."""
+
+    hint = "upgrade poolwarden to read this file"
+
+
+class WriteFailed(StoreError):
+    """Buffered appends that had been accepted could not be committed.
+
+    ``failures`` pairs each failed append's stream with the error that stopped it.
+    """
+
+    def __init__(self, failures: Sequence[tuple[str, BaseException]]) -> None:
+        self.failures = list(failures)
+        first = self.failures[0] if self.failures else ("?", RuntimeError("unknown"))
+        super().__init__(
+            f"{len(self.failures)} buffered append(s) could not be committed; first: "
+            f"stream {first[0]!r}: {first[1]}"
+        )
+
+
+# --- the state machines -----------------------------------------------------------------------
+
+
+class StateMachineError(PoolwardenError):
+    """A state machine was driven in a way its design forbids."""
+
+
+class InvalidTransition(StateMachineError):
+    """An input is not allowed in the machine's current state."""
+
+    def __init__(self, machine: str, state: str, trigger: str) -> None:
+        super().__init__(f"{machine}: {trigger!r} is not allowed in state {state}")
+        self.machine = machine
+        self.state = state
+        self.trigger = trigger
+
+
+# --- the wire --------------------------------------------------------------------------------
+
+
+class ProtocolError(PoolwardenError):
+    """A message from a browser worker broke the protocol (malformed, unknown, too large)."""
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+class RequestError(PoolwardenError):
+    """A request to the pool was not served; the subclass says why."""
+
+
+class CircuitOpen(RequestError):
+    """A circuit breaker rejected the call; it may be retried at ``retry_at`` (epoch seconds)."""
+
+    def __init__(self, key: str, reason: str, retry_at: float | None) -> None:
+        super().__init__(f"circuit {key!r} is open: {reason}")
+        self.key = key
+        self.reason = reason
+        self.retry_at = retry_at
+
+
+class NoHealthyConnection(RequestError):
+    """No connection of the pool can serve the request now."""
+
+
+class QueueFull(RequestError):
+    """The pool's or the connection's queue is full; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(RequestError, TimeoutError):
+    """The request's deadline passed before it was answered."""
+
+
+class ModelError(RequestError):
+    """The model failed on the worker; ``kind`` is the error kind the worker reported."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class InvalidInput(RequestError, ValueError):
+    """The request's inputs do not fit the model."""
+
+
+class UnknownModel(RequestError, KeyError):
+    """No model of that id is known to the pool."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown model"

@@ -1,0 +1,1 @@
+"""Alembic migrations for the event store schema, shipped inside the package."""

@@ -1,0 +1,150 @@
+"""The event store's interface, which every backend implements and the contract tests check.
+
+A backend appends events to streams with optimistic concurrency, reads a stream or the whole
+log in order, follows the log as it grows, and keeps one snapshot per stream.
+
+Appends go through a group-commit writer. Durability is chosen per store and may be overridden
+per append:
+
+* ``"sync"``: :meth:`EventStore.append` returns once the transaction holding its events has
+  committed; a conflict or a write error is raised right there.
+* ``"buffered"``: :meth:`EventStore.append` returns as soon as the append is queued. The
+  returned :class:`Receipt` completes when it commits (``await receipt``). The queue is bounded:
+  when it is full, appenders wait (backpressure), nothing is dropped. :meth:`EventStore.flush`
+  and :meth:`EventStore.close` wait for everything queued and raise
+  :class:`~poolwarden.errors.WriteFailed` for buffered appends that failed and that no one awaited.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
+from typing import Any, Literal
+
+from poolwarden.events import AppendResult, NewEvent, RecordedEvent, Snapshot
+
+__all__ = ["ANY_VERSION", "Durability", "EventStore", "Receipt"]
+
+Durability = Literal["sync", "buffered"]
+
+ANY_VERSION: None = None
+"""``expected_version`` meaning: append after whatever the stream holds, without a check."""
+
+
+class Receipt:
+    """The promise of one append: awaiting it gives its :class:`AppendResult` once committed.
+
+    In ``sync`` mode the receipt is already complete when ``append`` returns.
+    """
+
+    __slots__ = ("_future", "stream")
+
+    def __init__(self, stream: str, future: asyncio.Future[AppendResult]) -> None:
+        self.stream = stream
+        self._future = future
+
+    def done(self) -> bool:
+        """Whether the append has committed or failed."""
+        return self._future.done()
+
+    def result(self) -> AppendResult:
+        """The committed append's result; raises its error, or ``InvalidStateError`` if pending."""
+        return self._future.result()
+
+    def __await__(self) -> Generator[Any, None, AppendResult]:
+        return asyncio.shield(self._future).__await__()
+
+    def __repr__(self) -> str:
+        state = "done" if self._future.done() else "pending"
+        return f"<Receipt stream={self.stream!r} {state}>"
+
+
+class EventStore(abc.ABC):
+    """An append-only log of events in streams, with snapshots. Use it as an async context manager."""
+
+    durability: Durability
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, check (and if allowed, upgrade) the schema, and start the writer."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush everything queued, stop the writer and release the database."""
+
+    @abc.abstractmethod
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: int | None = ANY_VERSION,
+        *,
+        durability: Durability | None = None,
+    ) -> Receipt:
+        """Append ``events`` to ``stream``, all or nothing.
+
+        ``expected_version`` is the version the stream must be at (0 for a new stream), or
+        :data:`ANY_VERSION` to append without a check. A mismatch raises (or, buffered, completes
+        the receipt with) :class:`~poolwarden.errors.ConcurrencyConflict`, and writes nothing of
+        this append.
+        """
+
+    @abc.abstractmethod
+    async def flush(self) -> None:
+        """Wait until everything appended so far has committed."""
+
+    @abc.abstractmethod
+    async def read_stream(
+        self, stream: str, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """The events of ``stream`` from ``from_version`` on, in version order."""
+
+    @abc.abstractmethod
+    async def read_all(
+        self, from_position: int = 1, limit: int = 1000, *, types: Sequence[str] | None = None
+    ) -> list[RecordedEvent]:
+        """Up to ``limit`` events of every stream from ``from_position`` on, in position order."""
+
+    @abc.abstractmethod
+    def follow(
+        self, from_position: int = 1, *, poll_interval: float = 0.05, batch: int = 1000
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event from ``from_position`` on, then each new one as it lands, forever.
+
+        Events appended by this store wake the follower at once; events written by another
+        process are seen within ``poll_interval`` seconds.
+        """
+
+    @abc.abstractmethod
+    async def stream_version(self, stream: str) -> int:
+        """The stream's current version (0 if it has no events)."""
+
+    @abc.abstractmethod
+    async def head_position(self) -> int:
+        """The position of the last committed event (0 if the log is empty)."""
+
+    @abc.abstractmethod
+    async def streams(self, prefix: str = "") -> dict[str, int]:
+        """Each stream whose id starts with ``prefix``, with its current version."""
+
+    @abc.abstractmethod
+    async def save_snapshot(
+        self, stream: str, version: int, state: Mapping[str, Any], *, schema_version: int = 1
+    ) -> None:
+        """Save ``state`` as the stream's snapshot at ``version``, replacing an older one."""
+
+    @abc.abstractmethod
+    async def load_snapshot(self, stream: str) -> Snapshot | None:
+        """The stream's latest snapshot, or ``None``."""
+
+    @abc.abstractmethod
+    async def load_snapshots(self, prefix: str = "") -> dict[str, Snapshot]:
+        """The latest snapshot of every stream whose id starts with ``prefix``."""
+
+    async def __aenter__(self) -> EventStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
