@@ -87,6 +87,13 @@ _MACHINE = Machine(
     auto_transitions=False,
 )
 _TRIGGERS = _MACHINE.events
+# The same table, read out of the Machine, for replay: checking a recorded transition needs no
+# callbacks, and skipping the ~8 us trigger makes folding a long log several times faster.
+_TABLE: dict[tuple[str, BreakerState], BreakerState] = {
+    (name, BreakerState[source]): BreakerState[str(found[0].dest)]
+    for name, event in _TRIGGERS.items()
+    for source, found in event.transitions.items()
+}
 
 # Jitter needs no independence between breakers, and seeding a Random per breaker costs ~16 us.
 _SHARED_RNG = random.Random()
@@ -144,6 +151,7 @@ class CircuitBreaker:
         "_rej_last",
         "_rej_n",
         "_rejected_total",
+        "_replaying",
         "_rng",
         "_runs",
         "_seq",
@@ -216,6 +224,7 @@ class CircuitBreaker:
         self._rej_first = 0.0
         self._rej_last = 0.0
         self._rejected_total = 0
+        self._replaying = False
         self._fast = True
         self._admit = Decision(True, "closed", None, 0)
         self._verdict: Decision | None = None
@@ -399,7 +408,11 @@ class CircuitBreaker:
         """Fold a recorded event into the breaker (replay); raises InvalidTransition if impossible."""
         if event.successes is not None:
             self._fold_successes(event.successes)
-        self._apply(event)
+        self._replaying = True
+        try:
+            self._apply(event)
+        finally:
+            self._replaying = False
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -439,6 +452,12 @@ class CircuitBreaker:
         self._seq += 1
 
     def _fire(self, trigger: str) -> None:
+        if self._replaying:
+            dest = _TABLE.get((trigger, self.state))
+            if dest is None:
+                raise InvalidTransition("CircuitBreaker", self.state.value, trigger)
+            self.state = dest
+            return
         try:
             _TRIGGERS[trigger].trigger(self)
         except MachineError as exc:

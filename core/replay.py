@@ -59,6 +59,8 @@ def restore(
     policy: BreakerPolicy | None = None,
     snapshot: Snapshot | Mapping[str, Any] | None = None,
     level: BreakerLevel | None = None,
+    connection_id: str | None = None,
+    model_id: str | None = None,
     clock: Clock = system_clock,
     rng: RandomSource | None = None,
     catch_up: bool = True,
@@ -66,7 +68,8 @@ def restore(
     """The breaker ``key`` as of its last event: ``snapshot`` plus the ``records`` after it.
 
     Records at or below the snapshot's version are skipped, so the whole stream may be passed.
-    Without a snapshot, the level comes from ``level`` or else from the first event's columns.
+    Without a snapshot, the identity (level, connection, model) comes from the arguments or else
+    from the first event's columns.
     With ``catch_up`` the breaker then polls its clock (open -> half-open if its wait passed).
     """
     state: Mapping[str, Any] | None
@@ -83,8 +86,8 @@ def restore(
     else:
         tail_list = list(tail)
         first = tail_list[0] if tail_list else None
-        connection_id = first.connection_id if first is not None else None
-        model_id = first.model_id if first is not None else None
+        if first is not None and connection_id is None and model_id is None:
+            connection_id, model_id = first.connection_id, first.model_id
         breaker = CircuitBreaker(
             key,
             policy,

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterable
 
+from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_events import BreakerEvent
+from poolwarden.clock import FakeClock
 from poolwarden.events import RecordedEvent
+from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, OpenBackoff, SlidingWindow
 
 
 class Log:
@@ -45,3 +49,48 @@ class Log:
     def stream(self, stream: str) -> list[RecordedEvent]:
         """The records of one stream, in version order."""
         return [record for record in self.records if record.stream == stream]
+
+
+def simulate(
+    n_breakers: int, n_events: int, *, seed: int = 0, policy: BreakerPolicy | None = None
+) -> tuple[dict[str, CircuitBreaker], Log, FakeClock]:
+    """Drive ``n_breakers`` breakers with random traffic until their log holds ``n_events`` events.
+
+    Returns the live breakers (checkpointed, nothing pending), the log and the clock.
+    """
+    rng = random.Random(seed)
+    clock = FakeClock(1_700_000_000.0)
+    policy = policy or BreakerPolicy(
+        failure_rate=0.5, window=SlidingWindow(size=20, min_calls=10), backoff=OpenBackoff(base=5.0, cap=60.0)
+    )
+    breakers = {
+        f"conn-{i}": CircuitBreaker(
+            f"conn-{i}",
+            policy,
+            clock=clock,
+            rng=rng,
+            level=BreakerLevel.CONNECTION,
+            connection_id=f"conn-{i}",
+        )
+        for i in range(n_breakers)
+    }
+    keys = list(breakers)
+    log = Log()
+    kinds = (ErrorKind.TRANSPORT, ErrorKind.TIMEOUT, ErrorKind.INPUT, ErrorKind.PAGE_CRASH)
+    while len(log.records) < n_events:
+        clock.advance(rng.random() * 0.01)
+        breaker = breakers[keys[rng.randrange(n_breakers)]]
+        decision = breaker.allow()
+        if decision:
+            if rng.random() < 0.55:
+                breaker.record_success(decision.permit, rng.random())
+            else:
+                breaker.record_failure(kinds[rng.randrange(4)], rng.random(), decision.permit)
+        if rng.random() < 0.001:
+            breaker.checkpoint()
+        if breaker.has_events:
+            log.add(breaker.drain_events())
+    for breaker in breakers.values():
+        breaker.checkpoint()
+        log.add(breaker.drain_events())
+    return breakers, log, clock

@@ -6,7 +6,6 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
-
 from poolwarden.breaker import BreakerState, CircuitBreaker
 from poolwarden.breaker_events import (
     BreakerClosed,
@@ -97,7 +96,13 @@ TRANSITION_TYPES = {
 ROWS = [
     Row("closed stays closed below the limit", [*fail(4), *ok(), *fail(4)], BreakerState.CLOSED, []),
     Row("closed -> open on consecutive failures", TO_OPEN, BreakerState.OPEN, ["BreakerOpened"]),
-    Row("closed -> open on failure rate (count window)", [*ok(2), *fail(2)], BreakerState.OPEN, ["BreakerOpened"], RATE),
+    Row(
+        "closed -> open on failure rate (count window)",
+        [*ok(2), *fail(2)],
+        BreakerState.OPEN,
+        ["BreakerOpened"],
+        RATE,
+    ),
     Row("failure rate waits for min_calls", [*fail(3)], BreakerState.CLOSED, [], RATE),
     Row(
         "closed -> open on failure rate (time window)",
@@ -154,7 +159,12 @@ ROWS = [
             consecutive_failures=None, failure_burst=FailureBurst(3, within_seconds=10.0), backoff=NO_JITTER
         ),
     ),
-    Row("open stays open before retry_at", [*TO_OPEN, *tick(29.9), *ok()], BreakerState.OPEN, ["BreakerOpened"]),
+    Row(
+        "open stays open before retry_at",
+        [*TO_OPEN, *tick(29.9), *ok()],
+        BreakerState.OPEN,
+        ["BreakerOpened"],
+    ),
     Row(
         "open -> half_open when asked after retry_at",
         [*TO_HALF, ("poll",)],
@@ -192,7 +202,9 @@ ROWS = [
         BreakerState.METRICS_ONLY,
         ["BreakerOverridden", "BreakerWouldHaveOpened"],
     ),
-    Row("disabled counts nothing", [*act("disable"), *fail(20)], BreakerState.DISABLED, ["BreakerOverridden"]),
+    Row(
+        "disabled counts nothing", [*act("disable"), *fail(20)], BreakerState.DISABLED, ["BreakerOverridden"]
+    ),
 ]
 for source_name, path, source_transitions in (
     ("closed", [], []),
@@ -289,7 +301,9 @@ def test_late_result_from_before_a_transition_is_ignored() -> None:
 def test_reopen_streak_grows_the_wait_and_decays_after_healthy_time() -> None:
     """Each failed trial doubles the wait; a trip long after the last close starts from base again."""
     clock = FakeClock(T0)
-    policy = BreakerPolicy(backoff=OpenBackoff(base=10, multiplier=2, cap=1000, jitter="none", decay_after=100))
+    policy = BreakerPolicy(
+        backoff=OpenBackoff(base=10, multiplier=2, cap=1000, jitter="none", decay_after=100)
+    )
     breaker = CircuitBreaker("c", policy, clock=clock)
     run(breaker, clock, fail(5))
     waits = [breaker.retry_at - clock()]  # type: ignore[operator]

@@ -6,7 +6,6 @@ import json
 import random
 
 import pytest
-
 from poolwarden.errors import ConfigurationError
 from poolwarden.policy import (
     BreakerLevel,
