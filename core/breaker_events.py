@@ -24,6 +24,7 @@ from poolwarden.events import NewEvent, RecordedEvent
 from poolwarden.policy import ErrorKind
 
 __all__ = [
+    "OVERRIDE_ACTIONS",
     "STREAM_PREFIX",
     "BreakerClosed",
     "BreakerEvent",
@@ -41,6 +42,9 @@ __all__ = [
     "key_of_stream",
     "stream_of",
 ]
+
+OVERRIDE_ACTIONS: frozenset[str] = frozenset({"force_open", "disable", "metrics_only", "reset"})
+"""The manual changes a breaker accepts; each is also the name of its method."""
 
 STREAM_PREFIX = "breaker/"
 """Every breaker stream id starts with this."""
@@ -322,8 +326,11 @@ class BreakerOverridden(BreakerEvent):
 
     @classmethod
     def _extra(cls, record: RecordedEvent, payload: Mapping[str, Any]) -> dict[str, Any]:
+        action = payload["action"]
+        if action not in OVERRIDE_ACTIONS:
+            raise ValueError(f"unknown override action {action!r}")
         return {
-            "action": payload["action"],
+            "action": action,
             "from_state": record.from_state,
             "to_state": record.to_state,
             "who": payload["who"],
