@@ -135,7 +135,7 @@ class BreakerRegistry:
         return self._get(name, BreakerLevel.STANDALONE, None, None)
 
     def admit(self, connection_id: str, model_id: str) -> Admission:
-        """Ask the connection's breaker, then the model's; a refusal by the model frees the connection's trial."""
+        """Ask the connection's breaker, then the model's; a model refusal frees the connection's trial."""
         connection = self.connection(connection_id)
         model = self.model(connection_id, model_id)
         first = connection.allow()
