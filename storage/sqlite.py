@@ -57,11 +57,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-__all__ = ["SQLiteEventStore", "sqlite_url"]
+__all__ = ["SQLiteEventStore", "check_file", "sqlite_url"]
 
 log = logging.getLogger(__name__)
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_WRITABLE_STATES = (migrate.SchemaState.EMPTY, migrate.SchemaState.CURRENT, migrate.SchemaState.OUTDATED)
 _MAX_VARIABLES = 500  # stream ids per IN (...) query; far below SQLite's limit
 
 _INSERT_EVENTS = (
@@ -96,6 +97,51 @@ def sqlite_url(target: str | os.PathLike[str]) -> tuple[str, Path | None]:
         return "sqlite+aiosqlite://", None
     path = Path(url.database).expanduser().absolute()
     return url.set(database=str(path)).render_as_string(hide_password=False), path
+
+
+def check_file(path: Path, *, must_exist: bool = False) -> None:
+    """Refuse, before SQLite touches it, a file that would fail later or come to harm.
+
+    Raises :class:`DatabaseUnavailable` for a missing folder (or a missing file when
+    ``must_exist``), something that is not a regular file, or a file that cannot be read, and
+    :class:`CorruptDatabase` for a file that is not SQLite or was cut short.
+    """
+    folder = path.parent
+    if not folder.is_dir():
+        raise DatabaseUnavailable(path, f"the folder {folder} does not exist")
+    if not path.exists():
+        if must_exist:
+            raise DatabaseUnavailable(path, "does not exist", hint="check the path")
+        return
+    if not path.is_file():
+        raise DatabaseUnavailable(path, "is not a regular file", hint="check the path")
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+    except PermissionError as error:
+        raise DatabaseUnavailable(path, f"cannot be read: {error.strerror}") from error
+    if header and (len(header) < 100 or not header.startswith(_SQLITE_MAGIC)):
+        raise CorruptDatabase(path, "is not an SQLite database (its header is wrong)")
+    if header and _truncated(path, header):
+        raise CorruptDatabase(path, "is shorter than its header says: the file was truncated")
+
+
+def _truncated(path: Path, header: bytes) -> bool:
+    """Whether the file holds fewer pages than its header records (and no WAL explains it).
+
+    The header's page count is trusted only when its "version-valid-for" number matches the
+    change counter, as SQLite itself does; a non-empty WAL may hold pages a checkpoint was
+    copying when a process died, so then SQLite, not this check, is the judge.
+    """
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    change_counter = header[24:28]
+    pages = int.from_bytes(header[28:32], "big")
+    valid = header[92:96] == change_counter and pages > 0
+    wal = path.with_name(path.name + "-wal")
+    if not valid or (wal.exists() and wal.stat().st_size > 0):
+        return False
+    return path.stat().st_size < pages * page_size
 
 
 # --- the writer's work items ------------------------------------------------------------------
@@ -258,26 +304,11 @@ class SQLiteEventStore(EventStore):
         self._state = "open"
 
     def _check_file(self) -> None:
-        """Refuse, before SQLite touches anything, what would fail later or harm the file."""
         if self.path is None:
             if self.read_only:
                 raise ConfigurationError("an in-memory store cannot be read-only: it starts empty")
             return
-        folder = self.path.parent
-        if not folder.is_dir():
-            raise DatabaseUnavailable(self.path, f"the folder {folder} does not exist")
-        if self.path.exists():
-            if not self.path.is_file():
-                raise DatabaseUnavailable(self.path, "is not a regular file")
-            try:
-                with self.path.open("rb") as f:
-                    header = f.read(100)
-            except PermissionError as error:
-                raise DatabaseUnavailable(self.path, f"cannot be read: {error.strerror}") from error
-            if header and (len(header) < 100 or not header.startswith(_SQLITE_MAGIC)):
-                raise CorruptDatabase(self.path, "is not an SQLite database (its header is wrong)")
-        elif self.read_only:
-            raise DatabaseUnavailable(self.path, "does not exist, and a read-only store cannot create it")
+        check_file(self.path, must_exist=self.read_only)
 
     async def _connect(self) -> None:
         busy_ms = int(self.busy_timeout * 1000)
@@ -333,6 +364,14 @@ class SQLiteEventStore(EventStore):
             elif status.state is migrate.SchemaState.OUTDATED and self.upgrade and not self.read_only:
                 log.info("upgrading %s from schema %s to %s", self.path, status.current, status.head)
                 await conn.run_sync(migrate.upgrade)
+            if (
+                not self.read_only
+                and status.state in _WRITABLE_STATES
+                and (self.upgrade or status.state is not migrate.SchemaState.OUTDATED)
+            ):
+                # SQLite opens a file it may not write read-only without a word, and in WAL mode
+                # even BEGIN IMMEDIATE succeeds: only a write tells. This one changes nothing.
+                await conn.exec_driver_sql("UPDATE store_info SET value = value WHERE key = 'store_id'")
             await conn.commit()
         except (StoreError, asyncio.CancelledError):
             await conn.rollback()
@@ -732,7 +771,10 @@ class SQLiteEventStore(EventStore):
 
     async def integrity_check(self) -> list[str]:
         """SQLite's ``PRAGMA integrity_check``: an empty list when the file is sound."""
-        rows = await self._query("PRAGMA integrity_check")
+        try:
+            rows = await self._query("PRAGMA integrity_check")
+        except CorruptDatabase as error:  # damaged enough that the check itself cannot run
+            return [error.detail]
         problems = [str(row[0]) for row in rows]
         return [] if problems == ["ok"] else problems
 
