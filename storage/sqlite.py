@@ -714,14 +714,33 @@ class SQLiteEventStore(EventStore):
     ) -> list[RecordedEvent]:
         if limit < 1:
             raise ConfigurationError(f"limit must be at least 1, not {limit}")
+        return [RecordedEvent(*row) for row in await self._page(from_position, limit, types)]
+
+    async def iter_all(
+        self, from_position: int = 1, *, batch: int = 10_000, types: Sequence[str] | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        # Reads the next page while the caller works through this one: SQLite steps in the
+        # driver's thread (without the GIL) while the loop builds and hands out events.
+        loop = asyncio.get_running_loop()
+        ahead = loop.create_task(self._page(from_position, batch, types))
+        try:
+            while rows := await ahead:
+                ahead = loop.create_task(self._page(rows[-1][0] + 1, batch, types))
+                for row in rows:
+                    yield RecordedEvent(*row)
+        finally:
+            if not ahead.done():
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StoreError):
+                    await ahead
+
+    async def _page(self, from_position: int, limit: int, types: Sequence[str] | None) -> list[Any]:
         sql = f"{_SELECT_EVENTS} WHERE position >= ?"
         params: tuple[Any, ...] = (from_position,)
         if types is not None:
             sql += f" AND type IN ({', '.join('?' * len(types))})"
             params += tuple(types)
-        sql += " ORDER BY position LIMIT ?"
-        params += (limit,)
-        return [RecordedEvent(*row) for row in await self._query(sql, params)]
+        return await self._query(sql + " ORDER BY position LIMIT ?", (*params, limit))
 
     async def follow(
         self, from_position: int = 1, *, poll_interval: float = 0.05, batch: int = 1000

@@ -322,3 +322,11 @@ class StoreContract:
         await store.close()
         assert all(r.done() for r in receipts)
         assert receipts[-1].result().last_version == 100
+
+    async def test_iter_all_reads_to_the_end_in_order(self, store: EventStore, make_event: MakeEvent) -> None:
+        """iter_all() yields every event from a position to the end, across page boundaries, then stops."""
+        for i in range(25):
+            await store.append(f"s/{i % 4}", [make_event()])
+        positions = [e.position async for e in store.iter_all(from_position=3, batch=7)]
+        assert positions == list(range(3, 26))
+        assert [e.type async for e in store.iter_all(types=["Nothing"])] == []
