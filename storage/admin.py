@@ -10,12 +10,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+
 from poolwarden.errors import ConfigurationError, DatabaseError, StoreError
 from poolwarden.storage import migrate
 from poolwarden.storage.sqlite import SQLiteEventStore, check_file, sqlite_url
 from poolwarden.storage.sqlite_errors import translate
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
 
 __all__ = ["DatabaseReport", "check_database", "current_revision", "upgrade_database"]
 

@@ -29,6 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import event
+from sqlalchemy.engine import Connection as SyncConnection
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import (
     ConcurrencyConflict,
@@ -51,11 +57,6 @@ from poolwarden.storage import migrate
 from poolwarden.storage.base import ANY_VERSION, Durability, EventStore, Receipt
 from poolwarden.storage.schema import EVENT_COLUMNS
 from poolwarden.storage.sqlite_errors import is_locked, translate
-from sqlalchemy import event
-from sqlalchemy.engine import Connection as SyncConnection
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
 
 __all__ = ["SQLiteEventStore", "check_file", "sqlite_url"]
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from poolwarden.clock import FakeClock
 from poolwarden.events import NewEvent
 

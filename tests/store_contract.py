@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+
 from poolwarden.errors import ConcurrencyConflict, EventNotSerializable, StoreClosed, WriteFailed
 from poolwarden.events import NewEvent
 from poolwarden.storage import EventStore

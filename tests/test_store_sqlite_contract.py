@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from poolwarden.storage import EventStore, SQLiteEventStore
 
+from poolwarden.storage import EventStore, SQLiteEventStore
 from tests.store_contract import StoreContract
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
+
 from poolwarden.errors import (
     CorruptDatabase,
     DatabaseLocked,
@@ -23,7 +25,6 @@ from poolwarden.errors import (
 )
 from poolwarden.events import NewEvent
 from poolwarden.storage import SQLiteEventStore, migrate
-from sqlalchemy import create_engine
 
 MakeEvent = Callable[..., NewEvent]
 

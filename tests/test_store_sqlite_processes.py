@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from poolwarden.events import NewEvent
 from poolwarden.storage import SQLiteEventStore
 
