@@ -25,6 +25,8 @@ import random
 from collections import deque
 from typing import Any
 
+from transitions import Machine, MachineError
+
 from poolwarden.breaker_events import (
     BreakerClosed,
     BreakerEvent,
@@ -43,7 +45,6 @@ from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import ConfigurationError, InvalidTransition
 from poolwarden.outcome_window import FAILED, SLOW, CountWindow, OutcomeWindow, new_window, window_from_json
 from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, RandomSource, counts
-from transitions import Machine, MachineError
 
 __all__ = ["BreakerState", "CircuitBreaker", "Decision"]
 

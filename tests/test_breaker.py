@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
+
 from poolwarden.breaker import BreakerState, CircuitBreaker
 from poolwarden.breaker_events import (
     BreakerClosed,

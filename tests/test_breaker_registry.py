@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from poolwarden.breaker import BreakerState
 from poolwarden.breaker_registry import BreakerRegistry, model_key
 from poolwarden.clock import FakeClock

@@ -6,9 +6,9 @@ import json
 import random
 
 import pytest
-from _breaker_support import Log, simulate
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+
 from poolwarden.breaker import BreakerState, CircuitBreaker
 from poolwarden.breaker_events import stream_of
 from poolwarden.clock import FakeClock
@@ -24,6 +24,7 @@ from poolwarden.policy import (
     SlidingWindow,
 )
 from poolwarden.replay import restore, restore_all
+from tests._breaker_support import Log, simulate
 
 T0 = 1_000.0
 QUICK = OpenBackoff(base=5.0, multiplier=2.0, cap=40.0, decay_after=30.0)

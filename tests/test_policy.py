@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+
 from poolwarden.errors import ConfigurationError
 from poolwarden.policy import (
     BreakerLevel,

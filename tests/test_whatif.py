@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from _breaker_support import Log, simulate
 from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_events import CallFailed, from_recorded, stream_of
 from poolwarden.clock import FakeClock
 from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, OpenBackoff, SlidingWindow
 from poolwarden.whatif import what_if
+from tests._breaker_support import Log, simulate
 
 T0 = 1_000.0
 RECORDING = BreakerPolicy(consecutive_failures=5, backoff=OpenBackoff(base=30.0, jitter="none"))
