@@ -317,6 +317,11 @@ class CircuitBreaker:
         return bool(self._events)
 
     @property
+    def pending_events(self) -> int:
+        """How many events wait to be drained."""
+        return len(self._events)
+
+    @property
     def activity(self) -> tuple[int, int, int]:
         """A value that changes whenever the breaker sees a call; a registry compares it to find idle ones."""
         return (self._ok, self._seq, self._rejected_total)

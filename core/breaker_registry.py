@@ -112,8 +112,8 @@ class BreakerRegistry:
             BreakerLevel.MODEL: model_policy or BreakerPolicy(),
             BreakerLevel.STANDALONE: named_policy or BreakerPolicy(),
         }
-        self._clock = clock
-        self._rng = rng
+        self.clock = clock
+        self.rng = rng
         self.idle_after = idle_after
         self._breakers: dict[str, CircuitBreaker] = {}
         self._seen: dict[str, tuple[tuple[int, int, int], float]] = {}
@@ -161,7 +161,7 @@ class BreakerRegistry:
 
         Idleness is noticed between calls of this method, so call it periodically.
         """
-        now = self._clock()
+        now = self.clock()
         evicted = []
         for key, breaker in list(self._breakers.items()):
             activity = breaker.activity
@@ -191,8 +191,8 @@ class BreakerRegistry:
             breaker = CircuitBreaker(
                 key,
                 self.policy_for(key, level),
-                clock=self._clock,
-                rng=self._rng,
+                clock=self.clock,
+                rng=self.rng,
                 level=level,
                 connection_id=connection_id,
                 model_id=model_id,
