@@ -108,9 +108,9 @@ class BreakerRegistry:
         if not idle_after > 0:
             raise ConfigurationError("idle_after must be > 0 seconds")
         self._policies = {
-            BreakerLevel.CONNECTION: connection_policy or BreakerPolicy(),
-            BreakerLevel.MODEL: model_policy or BreakerPolicy(),
-            BreakerLevel.STANDALONE: named_policy or BreakerPolicy(),
+            BreakerLevel.CONNECTION: connection_policy if connection_policy is not None else BreakerPolicy(),
+            BreakerLevel.MODEL: model_policy if model_policy is not None else BreakerPolicy(),
+            BreakerLevel.STANDALONE: named_policy if named_policy is not None else BreakerPolicy(),
         }
         self.clock = clock
         self.rng = rng

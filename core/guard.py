@@ -164,7 +164,9 @@ class Breakers:
         timer: Callable[[], float] = time.perf_counter,
         registry: BreakerRegistry | None = None,
     ) -> None:
-        self.registry = registry or BreakerRegistry(named_policy=policy, clock=clock, rng=rng)
+        self.registry = (
+            registry if registry is not None else BreakerRegistry(named_policy=policy, clock=clock, rng=rng)
+        )
         self._classify = classify
         self._timer = timer
 
