@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import random
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from transitions import Machine, MachineError
@@ -40,13 +41,17 @@ from poolwarden.breaker_events import (
     CallsSummarised,
     Rejections,
     Successes,
+    from_recorded,
 )
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import ConfigurationError, InvalidTransition
+from poolwarden.events import RecordedEvent
 from poolwarden.outcome_window import FAILED, SLOW, CountWindow, OutcomeWindow, new_window, window_from_json
 from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, RandomSource, counts
 
 __all__ = ["BreakerState", "CircuitBreaker", "Decision"]
+
+_FAST_TYPES = frozenset({CallFailed.TYPE, CallsSummarised.TYPE, BreakerTrialAdmitted.TYPE})
 
 
 class BreakerState(enum.StrEnum):
@@ -303,7 +308,7 @@ class CircuitBreaker:
 
     def checkpoint(self) -> None:
         """Write the successes and rejections seen since the last event into a ``CallsSummarised``."""
-        if self._ok != self._ok_mark or self._rej_n:
+        if self.has_summary:
             self._emit(CallsSummarised(**self._common(self._clock())))
 
     def drain_events(self) -> list[BreakerEvent]:
@@ -315,6 +320,11 @@ class CircuitBreaker:
     def has_events(self) -> bool:
         """Whether events wait to be drained."""
         return bool(self._events)
+
+    @property
+    def has_summary(self) -> bool:
+        """Whether successes or rejections wait to be summarised by :meth:`checkpoint`."""
+        return self._ok != self._ok_mark or bool(self._rej_n)
 
     @property
     def pending_events(self) -> int:
@@ -413,12 +423,32 @@ class CircuitBreaker:
     def apply(self, event: BreakerEvent) -> None:
         """Fold a recorded event into the breaker (replay); raises InvalidTransition if impossible."""
         if event.successes is not None:
-            self._fold_successes(event.successes)
+            summary = event.successes
+            self._fold_successes(summary.n, summary.runs, summary.buckets)
         self._replaying = True
         try:
             self._apply(event)
         finally:
             self._replaying = False
+
+    def apply_recorded(self, record: RecordedEvent) -> None:
+        """Fold a recorded event straight from its columns and payload (the replay fast path).
+
+        The frequent types (failures, summaries, trial admissions) skip building the domain
+        event; the rest go through :meth:`apply`. Both end in the same ``_apply_*`` code.
+        """
+        kind = record.type
+        if kind not in _FAST_TYPES:
+            self.apply(from_recorded(record))
+            return
+        payload = record.payload
+        ok = payload.get("ok")
+        if ok is not None:
+            self._fold_successes(ok["n"], ok.get("runs"), ok.get("buckets"))
+        if kind == "CallFailed":
+            self._apply_failure(payload["counted"], payload.get("slow", False), record.occurred_at)
+        elif kind == "BreakerTrialAdmitted":
+            self._apply_admitted(record.occurred_at)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -652,7 +682,12 @@ class CircuitBreaker:
         self.trials_admitted = self.trials_ok = self.trials_failed = 0
         self.trial_started_at = None
 
-    def _fold_successes(self, summary: Successes) -> None:
+    def _fold_successes(
+        self,
+        n: int,
+        runs: Sequence[Sequence[int]] | None,
+        buckets: Sequence[Sequence[int]] | None,
+    ) -> None:
         """Apply summarised successes in the state they were seen in (no transition separates them)."""
         state = self.state
         if state in _COUNTING:
@@ -661,18 +696,18 @@ class CircuitBreaker:
             if window is None:
                 return
             if isinstance(window, CountWindow):
-                for code, count in summary.runs or ((0, summary.n),):
+                for code, count in runs or ((0, n),):
                     window.add(code, count)
             else:
-                for second, count, slow in summary.buckets or ():
+                for second, count, slow in buckets or ():
                     window.add_bucket(second, count, slow)
         elif state is _HALF_OPEN:
-            self.trials_ok += summary.n
+            self.trials_ok += n
 
     def _apply(self, event: BreakerEvent) -> None:
         """Change state as ``event`` says; the one place state changes, live or in replay."""
         if isinstance(event, CallFailed):
-            self._apply_failure(event)
+            self._apply_failure(event.counted, event.slow, event.at)
         elif isinstance(event, BreakerOpened):
             self._fire("trip")
             self._new_epoch()
@@ -695,10 +730,7 @@ class CircuitBreaker:
             self._clear_counts()
             self._refresh()
         elif isinstance(event, BreakerTrialAdmitted):
-            if self.trials_admitted == 0:
-                self.trial_started_at = event.at
-            self.trials_admitted += 1
-            self._verdict = None
+            self._apply_admitted(event.at)
         elif isinstance(event, BreakerTrialReleased):
             self.trials_admitted -= 1
         elif isinstance(event, BreakerOverridden):
@@ -706,23 +738,29 @@ class CircuitBreaker:
         elif isinstance(event, BreakerWouldHaveOpened):
             self._clear_counts()
 
-    def _apply_failure(self, event: CallFailed) -> None:
+    def _apply_failure(self, counted: bool, slow: bool, at: float) -> None:
         state = self.state
         if state is _HALF_OPEN:
-            if event.counted:
+            if counted:
                 self.trials_failed += 1
             else:
                 self.trials_admitted -= 1  # an ignored kind says nothing: the slot is free again
-        elif state in _COUNTING and event.counted:
+        elif state in _COUNTING and counted:
             self._consecutive += 1
             if self._window is not None:
-                self._window.add(FAILED | (SLOW if event.slow else 0), 1, event.at)
+                self._window.add(FAILED | (SLOW if slow else 0), 1, at)
             burst = self._burst
             if burst is not None and self.policy.failure_burst is not None:
-                burst.append(event.at)
-                horizon = event.at - self.policy.failure_burst.within_seconds
+                burst.append(at)
+                horizon = at - self.policy.failure_burst.within_seconds
                 while burst and burst[0] <= horizon:
                     burst.popleft()
+
+    def _apply_admitted(self, at: float) -> None:
+        if self.trials_admitted == 0:
+            self.trial_started_at = at
+        self.trials_admitted += 1
+        self._verdict = None
 
     def _apply_override(self, event: BreakerOverridden) -> None:
         self._fire(event.action)

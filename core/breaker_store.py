@@ -106,8 +106,11 @@ class DurableBreakers:
 
     # --- persisting ----------------------------------------------------------------------------
 
-    async def flush(self) -> int:
+    async def flush(self, *, snapshot_all: bool = False) -> int:
         """Append every breaker's pending events (and due snapshots); returns how many were written.
+
+        With ``snapshot_all`` every breaker whose snapshot is behind its stream gets a new one
+        (done at a clean shutdown, so the next start-up reads no tails at all).
 
         Raises the first store error (a version conflict first of all) after every stream has
         been tried; the events of the streams that failed are kept for the next flush.
@@ -117,12 +120,16 @@ class DurableBreakers:
             for breaker in self.registry:
                 stream = STREAM_PREFIX + breaker.key
                 held = self._unsent.pop(stream, [])
-                if not breaker.pending_events and not held:
-                    continue
+                pending = len(held) + breaker.pending_events
                 version = self._versions.get(stream, 0)
-                due = self._snapshot_versions.get(stream, 0) + self.snapshot_every
+                snapshot_version = self._snapshot_versions.get(stream, 0)
+                due = version + pending >= snapshot_version + self.snapshot_every or (
+                    snapshot_all and (pending or breaker.has_summary or version > snapshot_version)
+                )
+                if not pending and not due:
+                    continue
                 state = None
-                if version + len(held) + breaker.pending_events >= due:
+                if due:
                     # Summarise first: the snapshot must hold nothing a later event will carry again.
                     breaker.checkpoint()
                     events = held + breaker.drain_events()
@@ -155,6 +162,8 @@ class DurableBreakers:
 
     async def _append(self, stream: str, events: Sequence[BreakerEvent]) -> int:
         expected = self._versions.get(stream, 0)
+        if not events:
+            return expected
         receipt = await self.store.append(
             stream, [event.to_new_event() for event in events], expected_version=expected
         )
@@ -166,11 +175,11 @@ class DurableBreakers:
         await self.store.save_snapshot(stream, version, state)
         self._snapshot_versions[stream] = version
 
-    async def checkpoint(self) -> int:
-        """Have every breaker summarise its successes, then flush."""
+    async def checkpoint(self, *, snapshot_all: bool = False) -> int:
+        """Have every breaker summarise its successes, then flush (see :meth:`flush`)."""
         for breaker in self.registry:
             breaker.checkpoint()
-        return await self.flush()
+        return await self.flush(snapshot_all=snapshot_all)
 
     def wake(self) -> None:
         """Ask the background loop to flush now rather than at its next tick."""
@@ -214,7 +223,7 @@ class DurableBreakers:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.checkpoint()
+        await self.checkpoint(snapshot_all=True)
         await self.store.flush()
 
     @property

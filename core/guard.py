@@ -76,7 +76,7 @@ class Guard:
     """One protected call: a context manager (sync or async) and a decorator.
 
     As a context manager a guard serves one call at a time (ask :meth:`Breakers.circuit` for a
-    new one per call, it is cheap); as a decorator it makes its own per call.
+    new one per call, it is cheap); as a decorator it serves any number of concurrent calls.
     """
 
     __slots__ = ("_classify", "_decision", "_started", "_timer", "breaker")
@@ -124,29 +124,51 @@ class Guard:
     ) -> None:
         self._end(exc)
 
-    def _fresh(self) -> Guard:
-        return Guard(self.breaker, self._classify, self._timer)
-
     @overload
     def __call__(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]: ...
     @overload
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
 
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Protect ``fn`` (sync or async): each call goes through the breaker."""
+        """Protect ``fn`` (sync or async): each call goes through the breaker.
+
+        The wrappers inline what ``with guard:`` does, without a guard object per call.
+        """
+        breaker, classify, timer = self.breaker, self._classify, self._timer
+
+        def admit() -> Decision:
+            decision = breaker.allow()
+            if not decision:
+                raise CircuitOpen(breaker.key, decision.reason, decision.retry_at)
+            return decision
+
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
-                async with self._fresh():
-                    return await fn(*args, **kwargs)
+                decision = admit()
+                started = timer()
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    breaker.record_failure(classify(exc), timer() - started, decision.permit)
+                    raise
+                breaker.record_success(decision.permit, timer() - started)
+                return result
 
             return guarded_async
 
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
-            with self._fresh():
-                return fn(*args, **kwargs)
+            decision = admit()
+            started = timer()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                breaker.record_failure(classify(exc), timer() - started, decision.permit)
+                raise
+            breaker.record_success(decision.permit, timer() - started)
+            return result
 
         return guarded
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from poolwarden.breaker import CircuitBreaker
-from poolwarden.breaker_events import STREAM_PREFIX, from_recorded, key_of_stream
+from poolwarden.breaker_events import STREAM_PREFIX, key_of_stream
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import ReplayError, StateMachineError
 from poolwarden.events import RecordedEvent, Snapshot
@@ -43,12 +43,16 @@ def fold(breaker: CircuitBreaker, records: Iterable[RecordedEvent]) -> CircuitBr
     An event that is not a breaker event, or impossible in the state it finds, raises
     :class:`~poolwarden.errors.ReplayError` naming its stream and version.
     """
+    apply = breaker.apply_recorded
     for record in records:
-        event = from_recorded(record)
         try:
-            breaker.apply(event)
+            apply(record)
         except StateMachineError as exc:
+            if isinstance(exc, ReplayError):
+                raise
             raise ReplayError(record.stream, record.version, str(exc)) from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReplayError(record.stream, record.version, f"malformed {record.type}: {exc!r}") from exc
     return breaker
 
 

@@ -131,6 +131,21 @@ async def test_snapshots_are_taken_every_n_events_and_restore_from_them(tmp_path
         assert restored.named("api").snapshot() == live.named("api").snapshot()
 
 
+async def test_clean_shutdown_snapshots_every_breaker_at_its_head(tmp_path: Path) -> None:
+    """After a clean exit every breaker stream's snapshot is at its last version: no tail to read."""
+    clock = FakeClock(T0)
+    reg = registry(clock)
+    async with open_store(tmp_path / "b.db") as store:
+        async with DurableBreakers(store, reg, snapshot_every=1_000):
+            trip(reg, "a")
+            reg.named("b").record_success()
+            reg.named("c").record_failure(ErrorKind.TIMEOUT)
+        versions = await store.streams("breaker/")
+        snapshots = await store.load_snapshots("breaker/")
+        assert versions == {"breaker/a": 4, "breaker/b": 1, "breaker/c": 1}
+        assert {stream: snap.version for stream, snap in snapshots.items()} == versions
+
+
 async def test_successes_survive_a_restart_through_the_exit_summary(tmp_path: Path) -> None:
     """Window counts of successes are summarised at exit, so the restored window equals the live one."""
     clock = FakeClock(T0)
