@@ -69,6 +69,7 @@ class DurableBreakers:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self.last_error: StoreError | None = None
 
     # --- start-up ------------------------------------------------------------------------------
 
@@ -208,8 +209,10 @@ class DurableBreakers:
                     await self.flush()
             except ConcurrencyConflict:
                 raise
-            except StoreError:
-                continue  # kept in _unsent; the next tick tries again
+            except StoreError as exc:
+                # The events wait in _unsent and the next tick tries again; the error stays
+                # visible here, and the final flush at exit raises it if it persists.
+                self.last_error = exc
 
     async def __aenter__(self) -> DurableBreakers:
         await self.restore()

@@ -13,7 +13,6 @@ its ``half_open.max_seconds`` deadline and the breaker re-opens, as it would for
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_events import STREAM_PREFIX, key_of_stream
@@ -61,7 +60,7 @@ def restore(
     records: Iterable[RecordedEvent],
     *,
     policy: BreakerPolicy | None = None,
-    snapshot: Snapshot | Mapping[str, Any] | None = None,
+    snapshot: Snapshot | None = None,
     level: BreakerLevel | None = None,
     connection_id: str | None = None,
     model_id: str | None = None,
@@ -76,17 +75,10 @@ def restore(
     from the first event's columns.
     With ``catch_up`` the breaker then polls its clock (open -> half-open if its wait passed).
     """
-    state: Mapping[str, Any] | None
-    after = 0
-    if isinstance(snapshot, Snapshot):
-        state, after = snapshot.state, snapshot.version
-    else:
-        state = snapshot
-        if state is not None:
-            after = int(state.get("version", 0))
+    after = snapshot.version if snapshot is not None else 0
     tail = (record for record in records if record.version > after)
-    if state is not None:
-        breaker = CircuitBreaker.from_snapshot(dict(state), policy, clock=clock, rng=rng)
+    if snapshot is not None:
+        breaker = CircuitBreaker.from_snapshot(dict(snapshot.state), policy, clock=clock, rng=rng)
     else:
         tail_list = list(tail)
         first = tail_list[0] if tail_list else None

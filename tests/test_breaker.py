@@ -86,6 +86,15 @@ TO_HALF = [*TO_OPEN, *tick(30)]
 RATE = BreakerPolicy(
     consecutive_failures=None, failure_rate=0.5, window=SlidingWindow(size=10, min_calls=4), backoff=NO_JITTER
 )
+TIME_RATE = BreakerPolicy(
+    consecutive_failures=None,
+    failure_rate=0.7,
+    window=SlidingWindow(kind="time", size=10, min_calls=4),
+    backoff=NO_JITTER,
+)
+BURST = BreakerPolicy(
+    consecutive_failures=None, failure_burst=FailureBurst(3, within_seconds=10.0), backoff=NO_JITTER
+)
 TRANSITION_TYPES = {
     "BreakerOpened",
     "BreakerHalfOpened",
@@ -110,24 +119,14 @@ ROWS = [
         [*ok(3), *tick(11), *ok(1), *fail(3)],
         BreakerState.OPEN,
         ["BreakerOpened"],
-        BreakerPolicy(
-            consecutive_failures=None,
-            failure_rate=0.7,
-            window=SlidingWindow(kind="time", size=10, min_calls=4),
-            backoff=NO_JITTER,
-        ),
+        TIME_RATE,
     ),
     Row(
         "time window forgets old successes (no trip without them)",
         [*ok(3), *tick(11), *fail(3)],
         BreakerState.CLOSED,
         [],
-        BreakerPolicy(
-            consecutive_failures=None,
-            failure_rate=0.7,
-            window=SlidingWindow(kind="time", size=10, min_calls=4),
-            backoff=NO_JITTER,
-        ),
+        TIME_RATE,
     ),
     Row(
         "closed -> open on slow-call rate (successes only)",
@@ -147,18 +146,14 @@ ROWS = [
         [*fail(), *ok(), *fail(), *ok(), *fail()],
         BreakerState.OPEN,
         ["BreakerOpened"],
-        BreakerPolicy(
-            consecutive_failures=None, failure_burst=FailureBurst(3, within_seconds=10.0), backoff=NO_JITTER
-        ),
+        BURST,
     ),
     Row(
         "a burst spread beyond its window does not trip",
         [*fail(), *tick(6), *fail(), *tick(6), *fail()],
         BreakerState.CLOSED,
         [],
-        BreakerPolicy(
-            consecutive_failures=None, failure_burst=FailureBurst(3, within_seconds=10.0), backoff=NO_JITTER
-        ),
+        BURST,
     ),
     Row(
         "open stays open before retry_at",
