@@ -105,6 +105,15 @@ _TABLE: dict[tuple[str, BreakerState], BreakerState] = {
 _SHARED_RNG = random.Random()
 
 
+def _error_kind(value: object) -> ErrorKind:
+    try:
+        return ErrorKind(str(value))
+    except ValueError:
+        raise ConfigurationError(
+            f"{value!r} is not an error kind; use one of {', '.join(k.value for k in ErrorKind)}"
+        ) from None
+
+
 class Decision:
     """The answer of :meth:`CircuitBreaker.allow`: truthy when the call may go ahead.
 
@@ -258,7 +267,9 @@ class CircuitBreaker:
     def record_failure(
         self, kind: ErrorKind, duration: float | None = None, permit: int | None = None
     ) -> None:
-        """A call admitted under ``permit`` failed with an error of ``kind``."""
+        """A call admitted under ``permit`` failed with an error of ``kind`` (an ErrorKind or its value)."""
+        if kind.__class__ is not ErrorKind:
+            kind = _error_kind(kind)
         now = self._clock()
         self._advance(now)
         if permit is not None and permit != self.epoch:

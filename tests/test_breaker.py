@@ -479,3 +479,14 @@ def test_model_breaker_never_locks_a_model_out_for_good() -> None:
     clock.set(breaker.retry_at)  # type: ignore[arg-type]
     run(breaker, clock, ok())
     assert breaker.state is BreakerState.CLOSED
+
+
+def test_error_kind_may_be_given_by_value_and_a_wrong_one_is_refused() -> None:
+    """record_failure takes 'transport' as ErrorKind.TRANSPORT, and refuses an unknown kind clearly."""
+    breaker = CircuitBreaker("c", clock=FakeClock(T0))
+    breaker.record_failure("transport")  # type: ignore[arg-type]
+    (event,) = breaker.drain_events()
+    assert isinstance(event, CallFailed)
+    assert event.kind is ErrorKind.TRANSPORT
+    with pytest.raises(ConfigurationError, match="'gremlins' is not an error kind"):
+        breaker.record_failure("gremlins")  # type: ignore[arg-type]
