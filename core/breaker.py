@@ -124,11 +124,20 @@ class Decision:
 
     __slots__ = ("allowed", "permit", "reason", "retry_at")
 
+    allowed: bool
+    reason: str
+    retry_at: float | None
+    permit: int | None
+
     def __init__(self, allowed: bool, reason: str, retry_at: float | None, permit: int | None) -> None:
-        self.allowed = allowed
-        self.reason = reason
-        self.retry_at = retry_at
-        self.permit = permit
+        # Breakers hand the same Decision to many callers, so nobody may change it.
+        object.__setattr__(self, "allowed", allowed)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "retry_at", retry_at)
+        object.__setattr__(self, "permit", permit)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Decision is immutable (tried to set {name!r})")
 
     def __bool__(self) -> bool:
         return self.allowed
