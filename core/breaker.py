@@ -31,6 +31,7 @@ from transitions import Machine, MachineError
 from poolwarden.breaker_events import (
     BreakerClosed,
     BreakerEvent,
+    BreakerEvicted,
     BreakerHalfOpened,
     BreakerOpened,
     BreakerOverridden,
@@ -330,6 +331,16 @@ class CircuitBreaker:
         """Write the successes and rejections seen since the last event into a ``CallsSummarised``."""
         if self.has_summary:
             self._emit(CallsSummarised(**self._common(self._clock())))
+
+    def evict(self) -> None:
+        """Record that this breaker, at rest, is being forgotten (``BreakerEvicted``).
+
+        Replaying the event leaves the breaker exactly as a newly created one, which is what
+        the registry hands out next for the key: epoch 0, empty windows, no re-open streak.
+        """
+        if not self.at_rest:
+            raise InvalidTransition("CircuitBreaker", self.state.value, "evict")
+        self._emit(BreakerEvicted(**self._common(self._clock())))
 
     def drain_events(self) -> list[BreakerEvent]:
         """The events emitted since the last drain, oldest first."""
@@ -757,6 +768,8 @@ class CircuitBreaker:
             self._apply_override(event)
         elif isinstance(event, BreakerWouldHaveOpened):
             self._clear_counts()
+        elif isinstance(event, BreakerEvicted):
+            self._forget()
 
     def _apply_failure(self, counted: bool, slow: bool, at: float) -> None:
         state = self.state
@@ -775,6 +788,18 @@ class CircuitBreaker:
                 horizon = at - self.policy.failure_burst.within_seconds
                 while burst and burst[0] <= horizon:
                     burst.popleft()
+
+    def _forget(self) -> None:
+        """Back to a new breaker's state (the state machine stays CLOSED)."""
+        if self.state is not _CLOSED:
+            raise InvalidTransition("CircuitBreaker", self.state.value, "evict")
+        self.epoch = 0
+        self.trials_admitted = self.trials_ok = self.trials_failed = 0
+        self.trial_started_at = self.opened_at = self.retry_at = self.half_opened_at = self.closed_at = None
+        self.streak = 0
+        self.override = None
+        self._clear_counts()
+        self._refresh()
 
     def _apply_admitted(self, at: float) -> None:
         if self.trials_admitted == 0:

@@ -28,6 +28,7 @@ __all__ = [
     "STREAM_PREFIX",
     "BreakerClosed",
     "BreakerEvent",
+    "BreakerEvicted",
     "BreakerHalfOpened",
     "BreakerOpened",
     "BreakerOverridden",
@@ -354,6 +355,13 @@ class BreakerWouldHaveOpened(BreakerEvent):
         return {"reason": payload["reason"]}
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerEvicted(BreakerEvent):
+    """The breaker, closed and clean, was forgotten while idle; it starts again as a new one would."""
+
+    TYPE: ClassVar[str] = "BreakerEvicted"
+
+
 _TYPES: dict[str, type[BreakerEvent]] = {
     cls.TYPE: cls
     for cls in (
@@ -366,6 +374,7 @@ _TYPES: dict[str, type[BreakerEvent]] = {
         BreakerTrialReleased,
         BreakerOverridden,
         BreakerWouldHaveOpened,
+        BreakerEvicted,
     )
 }
 

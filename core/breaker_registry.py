@@ -9,8 +9,10 @@ A model breaker never locks a model out for good: it is an ordinary breaker whos
 capped by its policy's backoff, so it always comes back to a half-open trial.
 
 Eviction forgets only breakers *at rest* (closed, nothing pending, no failure in any window)
-that saw no call for ``idle_after`` seconds; a breaker created again for the key starts empty,
-which loses nothing but the successes in its window.
+that saw no call for ``idle_after`` seconds. Each emits ``BreakerEvicted`` first, so that a
+replay of its stream ends exactly as the new breaker created for the key starts: empty windows
+(the successes in them are forgotten) and no re-open streak (keep ``idle_after`` at least the
+backoff's ``decay_after`` and that streak would have been forgotten anyway).
 """
 
 from __future__ import annotations
@@ -156,9 +158,10 @@ class BreakerRegistry:
         """The breaker held under ``key``, without creating one."""
         return self._breakers.get(key)
 
-    def evict_idle(self) -> list[str]:
-        """Forget breakers at rest that saw no call for ``idle_after`` seconds; returns their keys.
+    def evict_idle(self) -> list[CircuitBreaker]:
+        """Forget breakers at rest that saw no call for ``idle_after`` seconds; returns them.
 
+        Each returned breaker holds its ``BreakerEvicted`` event for the driver to persist.
         Idleness is noticed between calls of this method, so call it periodically.
         """
         now = self.clock()
@@ -169,9 +172,10 @@ class BreakerRegistry:
             if seen is None or seen[0] != activity:
                 self._seen[key] = (activity, now)
             elif now - seen[1] >= self.idle_after and breaker.at_rest:
+                breaker.evict()
                 del self._breakers[key]
                 del self._seen[key]
-                evicted.append(key)
+                evicted.append(breaker)
         return evicted
 
     def __iter__(self) -> Iterator[CircuitBreaker]:

@@ -66,6 +66,7 @@ class DurableBreakers:
         self._versions: dict[str, int] = {}
         self._snapshot_versions: dict[str, int] = {}
         self._unsent: dict[str, list[BreakerEvent]] = {}
+        self._evicted: list[CircuitBreaker] = []
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -117,6 +118,12 @@ class DurableBreakers:
         been tried; the events of the streams that failed are kept for the next flush.
         """
         async with self._lock:
+            # Evicted breakers' last events go first in their streams, before anything a breaker
+            # created again for the same key has emitted since.
+            for gone in self._evicted:
+                stream = STREAM_PREFIX + gone.key
+                self._unsent[stream] = self._unsent.get(stream, []) + gone.drain_events()
+            self._evicted.clear()
             batches: list[tuple[str, list[BreakerEvent], dict[str, Any] | None]] = []
             for breaker in self.registry:
                 stream = STREAM_PREFIX + breaker.key
@@ -138,6 +145,8 @@ class DurableBreakers:
                 else:
                     events = held + breaker.drain_events()
                 batches.append((stream, events, state))
+            for stream in list(self._unsent):  # streams whose breaker is no longer held
+                batches.append((stream, self._unsent.pop(stream), None))
             results = await asyncio.gather(
                 *(self._append(stream, events) for stream, events, _ in batches), return_exceptions=True
             )
@@ -182,6 +191,12 @@ class DurableBreakers:
             breaker.checkpoint()
         return await self.flush(snapshot_all=snapshot_all)
 
+    def evict_idle(self) -> int:
+        """Let the registry forget idle breakers; their eviction events go out with the next flush."""
+        evicted = self.registry.evict_idle()
+        self._evicted.extend(evicted)
+        return len(evicted)
+
     def wake(self) -> None:
         """Ask the background loop to flush now rather than at its next tick."""
         self._wake.set()
@@ -204,7 +219,7 @@ class DurableBreakers:
                 if loop.time() >= next_summary:
                     next_summary = loop.time() + self.summary_interval
                     await self.checkpoint()
-                    self.registry.evict_idle()
+                    self.evict_idle()
                 else:
                     await self.flush()
             except ConcurrencyConflict:
@@ -233,7 +248,8 @@ class DurableBreakers:
     def pending(self) -> int:
         """Events accepted by breakers but not yet committed."""
         unsent = sum(len(events) for events in self._unsent.values())
-        return unsent + sum(breaker.pending_events for breaker in self.registry)
+        evicted = sum(breaker.pending_events for breaker in self._evicted)
+        return unsent + evicted + sum(breaker.pending_events for breaker in self.registry)
 
 
 def _level(snapshot: Snapshot | None, tail: Sequence[object]) -> BreakerLevel:

@@ -104,7 +104,7 @@ def test_idle_breakers_at_rest_are_evicted_after_idle_after() -> None:
     assert reg.evict_idle() == []  # idle for 30 s only
     clock.advance(30.0)
     busy.record_success()
-    assert reg.evict_idle() == ["idle"]
+    assert [b.key for b in reg.evict_idle()] == ["idle"]
     assert "idle" not in reg
     assert "failing" in reg
     assert "busy" in reg
@@ -121,7 +121,9 @@ def test_eviction_keeps_breakers_with_undrained_events() -> None:
     clock.advance(120.0)
     assert reg.evict_idle() == []
     reg.connection("c").drain_events()
-    assert reg.evict_idle() == ["c"]
+    (evicted,) = reg.evict_idle()
+    assert evicted.key == "c"
+    assert [e.TYPE for e in evicted.drain_events()] == ["BreakerEvicted"]
 
 
 def test_adopt_replaces_the_breaker_under_its_key() -> None:

@@ -79,6 +79,7 @@ common_ops = [
     st.tuples(st.just("release_fail"), kinds),
     st.tuples(st.just("checkpoint")),
     st.tuples(st.just("restart"), st.booleans()),
+    st.tuples(st.just("evict")),
 ]
 # Repeated branches weight the draw: mostly calls, time and restarts, rarely a manual override.
 operations = st.one_of(
@@ -158,6 +159,25 @@ def test_restored_equals_live_for_random_histories(
     for op in [*ops, ("restart", False)]:
         if op[0] == "tick":
             clock.advance(float(op[1]))  # type: ignore[arg-type]
+            continue
+        if op[0] == "evict":  # as the registry does to an idle breaker at rest
+            for breaker in (live, process.breaker):
+                breaker.checkpoint()
+            emitted = process.breaker.drain_events()
+            assert wire(emitted) == wire(live.drain_events())
+            process.log.add(emitted)
+            assert live.at_rest == process.breaker.at_rest
+            if not live.at_rest:
+                continue
+            live.evict()
+            process.breaker.evict()
+            process.log.add(process.breaker.drain_events())
+            live.drain_events()
+            process.breaker = CircuitBreaker(
+                "k", policy, clock=clock, rng=process_rng, level=level, connection_id="c"
+            )
+            assert process.breaker.snapshot() == live.snapshot()
+            event("evicted")
             continue
         if op[0] == "restart":
             for breaker in (live, process.breaker):

@@ -146,6 +146,32 @@ async def test_clean_shutdown_snapshots_every_breaker_at_its_head(tmp_path: Path
         assert {stream: snap.version for stream, snap in snapshots.items()} == versions
 
 
+async def test_an_evicted_breaker_restores_as_the_one_created_again(tmp_path: Path) -> None:
+    """After eviction and re-creation, the breaker restored from the log equals the live one."""
+    clock = FakeClock(T0)
+    db = tmp_path / "b.db"
+    policy = BreakerPolicy(consecutive_failures=None, failure_rate=0.5)
+    live = BreakerRegistry(named_policy=policy, clock=clock, idle_after=60.0)
+    async with open_store(db) as store, DurableBreakers(store, live) as durable:
+        for _ in range(30):
+            live.named("quiet").record_success()
+        live.named("quiet").force_open("ops", "drill")
+        live.named("quiet").reset("ops", "drill over")
+        await durable.checkpoint()
+        durable.evict_idle()
+        clock.advance(61.0)
+        assert durable.evict_idle() == 1
+        assert "quiet" not in live
+        live.named("quiet").record_failure(ErrorKind.TIMEOUT)  # created again, then used
+        await durable.flush()
+        types = [e.type for e in await store.read_stream("breaker/quiet")]
+        assert types[-2:] == ["BreakerEvicted", "CallFailed"]
+    restored = BreakerRegistry(named_policy=policy, clock=clock)
+    async with open_store(db) as store, DurableBreakers(store, restored):
+        assert restored.named("quiet").snapshot() == live.named("quiet").snapshot()
+        assert restored.named("quiet").epoch == 0
+
+
 async def test_successes_survive_a_restart_through_the_exit_summary(tmp_path: Path) -> None:
     """Window counts of successes are summarised at exit, so the restored window equals the live one."""
     clock = FakeClock(T0)
