@@ -23,7 +23,8 @@ meaning (``TypeError``, ``ValueError``, ``TimeoutError``) so that generic handle
     │   │       └── SchemaTooNew          -- written by a newer poolwarden
     │   └── WriteFailed                   -- buffered appends that could not be committed
     ├── StateMachineError
-    │   └── InvalidTransition
+    │   ├── InvalidTransition
+    │   └── RestoreFailed                 -- a stored event or snapshot cannot be folded back
     ├── ProtocolError
     └── RequestError                      -- a request the pool could not serve
         ├── CircuitOpen
@@ -59,6 +60,7 @@ __all__ = [
     "QueueFull",
     "ReadOnlyDatabase",
     "RequestError",
+    "RestoreFailed",
     "SchemaMismatch",
     "SchemaOutdated",
     "SchemaTooNew",
@@ -202,6 +204,18 @@ class InvalidTransition(StateMachineError):
         self.machine = machine
         self.state = state
         self.trigger = trigger
+
+
+class RestoreFailed(StateMachineError):
+    """A stored event or snapshot cannot be folded back into a machine's state.
+
+    ``what`` names the event or snapshot; ``reason`` says what is wrong with it.
+    """
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"cannot restore from {what}: {reason}")
+        self.what = what
+        self.reason = reason
 
 
 # --- the wire --------------------------------------------------------------------------------
