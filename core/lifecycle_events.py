@@ -315,10 +315,12 @@ class LifecycleRecord:
         self.updated_at = t
         if event.browser is not None:
             self.browser = event.browser
+        # Decided from the event alone: live, transitions has already set ``state`` by now.
         to_state = getattr(event, "to_state", None)
-        if to_state is not None and to_state is not self.state:
+        if to_state is not None:
+            if to_state is not getattr(event, "from_state", None):
+                self.since = t
             self.state = to_state
-            self.since = t
         match event:
             case ConnectionCreated() | ConnectionResumed():
                 self._end_incident()
