@@ -128,7 +128,16 @@ class ConnectionLifecycle:
     ['SendPing', 'WakeAt']
     """
 
-    __slots__ = ("_clock", "_commands", "_events", "_ids", "_policy", "_record", "_restored")
+    __slots__ = (
+        "_clock",
+        "_commands",
+        "_events",
+        "_ids",
+        "_last_incident",
+        "_policy",
+        "_record",
+        "_restored",
+    )
 
     def __init__(
         self,
@@ -155,6 +164,7 @@ class ConnectionLifecycle:
         self._events: list[LifecycleEvent] = []
         self._commands: list[LifecycleCommand] = []
         self._restored = False
+        self._last_incident = record.incident_id
 
     @classmethod
     def restore(
@@ -195,6 +205,11 @@ class ConnectionLifecycle:
     def incident_id(self) -> str | None:
         """The open recovery's incident id, if a recovery is under way."""
         return self._record.incident_id
+
+    @property
+    def last_incident_id(self) -> str | None:
+        """The id of the latest recovery this machine opened or restored, open or not."""
+        return self._last_incident
 
     @property
     def rung(self) -> Rung | None:
@@ -423,10 +438,11 @@ class ConnectionLifecycle:
     ) -> None:
         r = self._record
         now = self._clock()
+        self._last_incident = self._ids()
         self._emit(
             RecoveryStarted(
                 **self._base(now),
-                incident_id=self._ids(),
+                incident_id=self._last_incident,
                 trigger=trigger,
                 error_kind=error_kind,
                 close_code=close_code,
