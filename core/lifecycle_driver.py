@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from poolwarden.clock import Clock
 from poolwarden.errors import ProtocolError
@@ -50,6 +50,7 @@ from poolwarden.storage.base import Durability, EventStore
 __all__ = ["LifecycleDriver", "RecoveryActions", "error_kind_of", "restore_lifecycle"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class RecoveryActions(Protocol):
@@ -158,7 +159,7 @@ class LifecycleDriver:
         self._pumping = False
         self._pump_task: asyncio.Task[None] | None = None
         self._step: tuple[int, asyncio.Task[None]] | None = None
-        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._outcomes: dict[str, asyncio.Future[tuple[bool, str]]] = {}
         self._failure: BaseException | None = None
@@ -176,7 +177,7 @@ class LifecycleDriver:
         """Start the pump; whatever the machine has already decided is persisted and carried out."""
         if self._pump_task is None:
             self._pump_task = asyncio.create_task(self._pump_loop(), name=f"lifecycle {self.stream}")
-            self._kick()
+            self._wake.set()
 
     async def stop(self) -> None:
         """Persist everything decided so far, then stop the step, the timer and the pump.
@@ -189,10 +190,8 @@ class LifecycleDriver:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        tasks = list(self._side_tasks)
-        if self._step is not None:
-            tasks.append(self._step[1])
-            self._step = None
+        tasks = list(self._tasks)
+        self._step = None
         if self._pump_task is not None:
             tasks.append(self._pump_task)
         for task in tasks:
@@ -216,29 +215,27 @@ class LifecycleDriver:
 
     def hello(self) -> bool:
         """A hello arrived on the connection's socket."""
-        return self._fed(self.machine.hello())
+        return self._feed(self.machine.hello)
 
     def fault(self, fault: Fault) -> bool:
         """A fault was seen; recovery starts or escalates without waiting for it."""
-        return self._fed(self.machine.fault(fault))
+        return self._feed(lambda: self.machine.fault(fault))
 
     def request_drain(self, reason: str) -> None:
         """Begin proactive recycling (see :meth:`ConnectionLifecycle.request_drain`)."""
-        self.machine.request_drain(reason)
-        self._kick()
+        self._feed(lambda: self.machine.request_drain(reason))
 
     def drained(self) -> None:
         """In-flight work has finished: restart the browser."""
-        self.machine.drained()
-        self._kick()
+        self._feed(self.machine.drained)
 
     def resume(self) -> bool:
         """Resume a restored machine (see :meth:`ConnectionLifecycle.resume`)."""
-        return self._fed(self.machine.resume())
+        return self._feed(self.machine.resume)
 
     async def close_connection(self) -> None:
         """Close the connection for good and wait until that is persisted."""
-        self._fed(self.machine.request_close())
+        self._feed(self.machine.request_close)
         await self.settle()
 
     async def recover(self, fault: Fault) -> tuple[bool, str]:
@@ -263,13 +260,12 @@ class LifecycleDriver:
 
     # --- the pump -----------------------------------------------------------------------------
 
-    def _fed(self, changed: bool) -> bool:
-        self._kick()
-        return changed
-
-    def _kick(self) -> None:
+    def _feed(self, signal: Callable[[], T]) -> T:
+        """Feed the machine one input, unless the driver is broken, and wake the pump."""
         self._raise_failure()
+        result = signal()
         self._wake.set()
+        return result
 
     def _idle(self) -> bool:
         return not self._wake.is_set() and not self._pumping
@@ -343,8 +339,7 @@ class LifecycleDriver:
             case _:
                 if self._step is not None and not self._step[1].done():
                     self._step[1].cancel()  # the machine moved on; never two steps on one browser
-                task = asyncio.create_task(self._run_step(command), name=f"{self.stream} {command!r}")
-                self._step = (command.attempt, task)
+                self._step = (command.attempt, self._spawn(self._run_step(command)))
 
     async def _run_step(self, command: StepCommand) -> None:
         try:
@@ -356,7 +351,7 @@ class LifecycleDriver:
             )
         else:
             self.machine.step_succeeded(command.attempt)
-        self._kick()
+        self._wake.set()
 
     def _perform(self, command: StepCommand) -> Awaitable[None]:
         match command:
@@ -375,9 +370,11 @@ class LifecycleDriver:
         self._timer = None
         if self._failure is None:
             self.machine.tick()
-            self._kick()
+            self._wake.set()
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
+        """Run ``work`` as a task the driver tracks; an error escaping it breaks the driver."""
+
         async def run() -> None:
             try:
                 await work
@@ -387,8 +384,9 @@ class LifecycleDriver:
                 await self._break(exc)
 
         task = asyncio.create_task(run())
-        self._side_tasks.add(task)
-        task.add_done_callback(self._side_tasks.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _break(self, exc: BaseException) -> None:
         """The driver cannot go on (the store or an action failed): fail every waiter with ``exc``."""

@@ -282,4 +282,4 @@ def test_events_fill_the_indexed_columns() -> None:
 def test_policy_rejects_bad_values(kwargs: dict[str, float]) -> None:
     """A policy with a non-positive duration or a negative budget is a ConfigurationError."""
     with pytest.raises(ConfigurationError):
-        LifecyclePolicy(**kwargs)  # type: ignore[arg-type]
+        LifecyclePolicy(**kwargs)
