@@ -52,7 +52,6 @@ from poolwarden.lifecycle_events import (
     fold,
 )
 from poolwarden.lifecycle_types import (
-    FAULT_NAMES,
     AbortStep,
     CancelWake,
     ConnectionState,
@@ -274,7 +273,7 @@ class ConnectionLifecycle:
         rung = Rung.RESTART if r.state is S.STARTING else fault.start_rung
         close_code = getattr(fault, "code", None)
         if r.incident_id is None:
-            self._open_incident(FAULT_NAMES[type(fault)], fault.error_kind, close_code, rung)
+            self._open_incident(fault.trigger, fault.error_kind, close_code, rung)
             return True
         assert r.rung is not None  # an open incident is always on a rung
         if rung.level <= r.rung.level:

@@ -15,11 +15,11 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from poolwarden.errors import ConfigurationError
 
 __all__ = [
-    "FAULT_NAMES",
     "RENDERER_GONE",
     "AbortStep",
     "CancelWake",
@@ -239,19 +239,17 @@ RENDERER_GONE = 1001
 """WebSocket close code Chromium sends when the page's renderer dies while the browser lives."""
 
 
+# Each fault says, as class attributes, the trigger it is recorded under, its error kind, and the
+# rung recovery from it begins at.
+
+
 @dataclass(frozen=True, slots=True)
 class HeartbeatMissed:
     """An application heartbeat went unanswered: the page may be hung. Starts at the ping rung."""
 
-    @property
-    def error_kind(self) -> str:
-        """The error kind this fault is recorded with."""
-        return "timeout"
-
-    @property
-    def start_rung(self) -> Rung:
-        """Where on the ladder recovery from this fault begins."""
-        return Rung.PING
+    trigger: ClassVar[str] = "heartbeat_missed"
+    error_kind: ClassVar[str] = "timeout"
+    start_rung: ClassVar[Rung] = Rung.PING
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,16 +262,13 @@ class SocketClosed:
     """
 
     code: int
+    trigger: ClassVar[str] = "socket_closed"
+    start_rung: ClassVar[Rung] = Rung.RECONNECT
 
     @property
     def error_kind(self) -> str:
-        """The error kind this fault is recorded with."""
+        """``page_crash`` for 1001, else ``transport``."""
         return "page_crash" if self.code == RENDERER_GONE else "transport"
-
-    @property
-    def start_rung(self) -> Rung:
-        """Where on the ladder recovery from this fault begins."""
-        return Rung.RECONNECT
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,56 +276,28 @@ class ProcessExited:
     """The browser's main process exited. Only a restart can help."""
 
     returncode: int | None = None
-
-    @property
-    def error_kind(self) -> str:
-        """The error kind this fault is recorded with."""
-        return "process_exit"
-
-    @property
-    def start_rung(self) -> Rung:
-        """Where on the ladder recovery from this fault begins."""
-        return Rung.RESTART
+    trigger: ClassVar[str] = "process_exited"
+    error_kind: ClassVar[str] = "process_exit"
+    start_rung: ClassVar[Rung] = Rung.RESTART
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceLost:
     """The page reported its GPU device lost. The page recreates it; a ping proves it did."""
 
-    @property
-    def error_kind(self) -> str:
-        """The error kind this fault is recorded with."""
-        return "device_lost"
-
-    @property
-    def start_rung(self) -> Rung:
-        """Where on the ladder recovery from this fault begins."""
-        return Rung.PING
+    trigger: ClassVar[str] = "device_lost"
+    error_kind: ClassVar[str] = "device_lost"
+    start_rung: ClassVar[Rung] = Rung.PING
 
 
 @dataclass(frozen=True, slots=True)
 class OutOfMemory:
     """The page ran out of memory. A reload frees the renderer's heap and GPU buffers."""
 
-    @property
-    def error_kind(self) -> str:
-        """The error kind this fault is recorded with."""
-        return "out_of_memory"
-
-    @property
-    def start_rung(self) -> Rung:
-        """Where on the ladder recovery from this fault begins."""
-        return Rung.RECONNECT
+    trigger: ClassVar[str] = "out_of_memory"
+    error_kind: ClassVar[str] = "out_of_memory"
+    start_rung: ClassVar[Rung] = Rung.RECONNECT
 
 
 Fault = HeartbeatMissed | SocketClosed | ProcessExited | DeviceLost | OutOfMemory
 """A signal that the connection is not serving."""
-
-FAULT_NAMES: dict[type[Fault], str] = {
-    HeartbeatMissed: "heartbeat_missed",
-    SocketClosed: "socket_closed",
-    ProcessExited: "process_exited",
-    DeviceLost: "device_lost",
-    OutOfMemory: "out_of_memory",
-}
-"""The trigger name each fault is recorded under (``RecoveryStarted.trigger``)."""

@@ -104,6 +104,7 @@ def row(start: str, signal: str, end: S, events: str = "", commands: str = "") -
 
 
 RESTART = "RecoveryStarted RungAttempted"
+ESCALATE = "RungFailed RungAttempted"
 TABLE = [
     # STARTING: waits for the first hello; any fault or the start deadline means the launch failed.
     row("starting", "hello", S.HEALTHY, "ConnectionStarted", "CancelWake"),
@@ -128,79 +129,35 @@ TABLE = [
     row("healthy", "request_close", S.CLOSED, "ConnectionClosed", "CancelWake"),
     # PINGING: success goes on to verification; failure escalates; a hung page gets crash + reload.
     row("pinging", "step_ok", S.PINGING, "RungVerificationStarted", "VerifyRoundTrip WakeAt"),
-    row("pinging", "step_failed", S.RECONNECTING, "RungFailed RungAttempted", "ReloadPage WakeAt"),
-    row(
-        "pinging", "step_failed_timeout", S.RECONNECTING, "RungFailed RungAttempted", "CrashAndReload WakeAt"
-    ),
-    row(
-        "pinging",
-        "deadline",
-        S.RECONNECTING,
-        "RungFailed RungAttempted",
-        "AbortStep CrashAndReload WakeAt",
-    ),
+    row("pinging", "step_failed", S.RECONNECTING, ESCALATE, "ReloadPage WakeAt"),
+    row("pinging", "step_failed_timeout", S.RECONNECTING, ESCALATE, "CrashAndReload WakeAt"),
+    row("pinging", "deadline", S.RECONNECTING, ESCALATE, "AbortStep CrashAndReload WakeAt"),
     row("pinging", "early_tick", S.PINGING, "", "WakeAt"),
     row("pinging", "heartbeat_missed", S.PINGING),
     row("pinging", "device_lost", S.PINGING),
     row("pinging", "hello", S.PINGING),
     row("pinging", "stale_ok", S.PINGING),
     row("pinging", "stale_failed", S.PINGING),
-    row(
-        "pinging",
-        "socket_closed_1001",
-        S.RECONNECTING,
-        "RungFailed RungAttempted",
-        "AbortStep ReloadPage WakeAt",
-    ),
-    row(
-        "pinging",
-        "process_exited",
-        S.RESTARTING,
-        "RungFailed RungAttempted",
-        "AbortStep RestartBrowser WakeAt",
-    ),
+    row("pinging", "socket_closed_1001", S.RECONNECTING, ESCALATE, "AbortStep ReloadPage WakeAt"),
+    row("pinging", "process_exited", S.RESTARTING, ESCALATE, "AbortStep RestartBrowser WakeAt"),
     row("pinging", "request_close", S.CLOSED, "ConnectionClosed", "AbortStep CancelWake"),
     row("pinging/verifying", "step_ok", S.HEALTHY, "RungSucceeded RecoveryCompleted", "CancelWake"),
-    row("pinging/verifying", "step_failed", S.RECONNECTING, "RungFailed RungAttempted", "ReloadPage WakeAt"),
+    row("pinging/verifying", "step_failed", S.RECONNECTING, ESCALATE, "ReloadPage WakeAt"),
     row("pinging/verifying", "stale_ok", S.PINGING),
     # RECONNECTING: our own reload closes the socket, so socket faults are covered; a dead browser is not.
     row("reconnecting", "step_ok", S.RECONNECTING, "RungVerificationStarted", "VerifyRoundTrip WakeAt"),
-    row("reconnecting", "step_failed", S.RESTARTING, "RungFailed RungAttempted", "RestartBrowser WakeAt"),
-    row(
-        "reconnecting",
-        "deadline",
-        S.RESTARTING,
-        "RungFailed RungAttempted",
-        "AbortStep RestartBrowser WakeAt",
-    ),
+    row("reconnecting", "step_failed", S.RESTARTING, ESCALATE, "RestartBrowser WakeAt"),
+    row("reconnecting", "deadline", S.RESTARTING, ESCALATE, "AbortStep RestartBrowser WakeAt"),
     row("reconnecting", "socket_closed_1006", S.RECONNECTING),
     row("reconnecting", "out_of_memory", S.RECONNECTING),
     row("reconnecting", "heartbeat_missed", S.RECONNECTING),
-    row(
-        "reconnecting",
-        "process_exited",
-        S.RESTARTING,
-        "RungFailed RungAttempted",
-        "AbortStep RestartBrowser WakeAt",
-    ),
+    row("reconnecting", "process_exited", S.RESTARTING, ESCALATE, "AbortStep RestartBrowser WakeAt"),
     row("reconnecting/verifying", "step_ok", S.HEALTHY, "RungSucceeded RecoveryCompleted", "CancelWake"),
-    row(
-        "reconnecting/verifying",
-        "step_failed",
-        S.RESTARTING,
-        "RungFailed RungAttempted",
-        "RestartBrowser WakeAt",
-    ),
+    row("reconnecting/verifying", "step_failed", S.RESTARTING, ESCALATE, "RestartBrowser WakeAt"),
     # RESTARTING: retried while the budget allows; our own kill ends the process, so exits are covered.
     row("restarting", "step_ok", S.RESTARTING, "RungVerificationStarted", "VerifyRoundTrip WakeAt"),
-    row("restarting", "step_failed", S.RESTARTING, "RungFailed RungAttempted", "RestartBrowser WakeAt"),
-    row(
-        "restarting",
-        "deadline",
-        S.RESTARTING,
-        "RungFailed RungAttempted",
-        "AbortStep RestartBrowser WakeAt",
-    ),
+    row("restarting", "step_failed", S.RESTARTING, ESCALATE, "RestartBrowser WakeAt"),
+    row("restarting", "deadline", S.RESTARTING, ESCALATE, "AbortStep RestartBrowser WakeAt"),
     row("restarting", "process_exited", S.RESTARTING),
     row("restarting", "socket_closed_1001", S.RESTARTING),
     row("restarting", "request_close", S.CLOSED, "ConnectionClosed", "AbortStep CancelWake"),
