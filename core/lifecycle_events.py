@@ -65,13 +65,11 @@ class LifecycleEvent:
         """The event as the store appends it, indexed columns filled."""
         columns: dict[str, Any] = {}
         payload: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            if f.name in _ENVELOPE:
-                continue
-            value = getattr(self, f.name)
+        for name, is_column in _encoding_plan(type(self)):
+            value = getattr(self, name)
             if isinstance(value, enum.Enum):
                 value = value.value
-            (columns if f.name in INDEXED_FIELDS else payload)[f.name] = value
+            (columns if is_column else payload)[name] = value
         return NewEvent(
             type=type(self).__name__,
             occurred_at=self.occurred_at,
@@ -79,6 +77,19 @@ class LifecycleEvent:
             payload=payload,
             **columns,
         )
+
+
+_ENCODING_PLANS: dict[type[LifecycleEvent], tuple[tuple[str, bool], ...]] = {}
+
+
+def _encoding_plan(cls: type[LifecycleEvent]) -> tuple[tuple[str, bool], ...]:
+    """Per field but the envelope's: its name and whether it is a column (else a payload key)."""
+    plan = _ENCODING_PLANS.get(cls)
+    if plan is None:
+        plan = _ENCODING_PLANS[cls] = tuple(
+            (f.name, f.name in INDEXED_FIELDS) for f in dataclasses.fields(cls) if f.name not in _ENVELOPE
+        )
+    return plan
 
 
 _ENVELOPE = frozenset({"occurred_at", "incident_id"})
@@ -256,32 +267,46 @@ _ENUM_FIELDS: dict[str, type[enum.Enum]] = {
 }
 
 
+def _decoding_plan(cls: type[LifecycleEvent]) -> tuple[tuple[str, bool, dict[Any, Any] | None], ...]:
+    """Per field: its name, whether it is a column (else a payload key), and its enum's value map."""
+    return tuple(
+        (
+            f.name,
+            f.name in _ENVELOPE or f.name in INDEXED_FIELDS,
+            {m.value: m for m in _ENUM_FIELDS[f.name]} if f.name in _ENUM_FIELDS else None,
+        )
+        for f in dataclasses.fields(cls)
+    )
+
+
+# Worked out once per type, since restore decodes every event of every connection.
+_DECODERS = {name: (cls, _decoding_plan(cls)) for name, cls in _EVENT_TYPES.items()}
+
+
 def decode_event(recorded: RecordedEvent) -> LifecycleEvent | None:
     """The typed lifecycle event a stored event holds, or ``None`` if it is not a lifecycle event.
 
     Other components may record their own events (errors seen, say) on a connection's stream;
     the fold skips them.
     """
-    cls = _EVENT_TYPES.get(recorded.type)
-    if cls is None:
+    decoder = _DECODERS.get(recorded.type)
+    if decoder is None:
         return None
+    cls, plan = decoder
     payload = recorded.payload
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name in _ENVELOPE or f.name in INDEXED_FIELDS:
-            value = getattr(recorded, f.name)
-        elif f.name in payload:
-            value = payload[f.name]
-        else:
-            continue
-        kwargs[f.name] = value
     try:
-        for name, enum_type in _ENUM_FIELDS.items():
-            if kwargs.get(name) is not None:
-                kwargs[name] = enum_type(kwargs[name])
+        for name, is_column, members in plan:
+            if is_column:
+                value = getattr(recorded, name)
+            elif name in payload:
+                value = payload[name]
+            else:
+                continue
+            kwargs[name] = members[value] if members is not None and value is not None else value
         return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise RestoreFailed(repr(recorded), str(exc)) from exc
+    except (TypeError, KeyError) as exc:
+        raise RestoreFailed(repr(recorded), f"{type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(slots=True)
