@@ -76,9 +76,9 @@ __all__ = ["ConnectionLifecycle", "IdFactory"]
 IdFactory = Callable[[], str]
 """Makes incident ids; tests inject a counter so ids are deterministic."""
 
-S = ConnectionState
-_RECOVERING: Final = frozenset({S.PINGING, S.RECONNECTING, S.RESTARTING})
-_ALIVE: Final = frozenset({S.STARTING, S.HEALTHY, S.DRAINING}) | _RECOVERING
+_S = ConnectionState
+_RECOVERING: Final = frozenset({_S.PINGING, _S.RECONNECTING, _S.RESTARTING})
+_ALIVE: Final = frozenset({_S.STARTING, _S.HEALTHY, _S.DRAINING}) | _RECOVERING
 
 # The one Machine of the class. Records are passed to its events as models rather than added with
 # add_model: add_model binds a method per trigger onto every model and keeps each model in a list
@@ -86,18 +86,22 @@ _ALIVE: Final = frozenset({S.STARTING, S.HEALTHY, S.DRAINING}) | _RECOVERING
 _MACHINE: Final = Machine(
     model=None,
     states=ConnectionState,
-    initial=S.STARTING,
+    initial=_S.STARTING,
     auto_transitions=False,
     transitions=[
-        {"trigger": "started", "source": S.STARTING, "dest": S.HEALTHY},
-        {"trigger": "enter_ping", "source": [S.HEALTHY, S.DRAINING], "dest": S.PINGING},
-        {"trigger": "enter_reconnect", "source": [S.HEALTHY, S.DRAINING, S.PINGING], "dest": S.RECONNECTING},
-        {"trigger": "enter_restart", "source": [S.STARTING, *_ALIVE], "dest": S.RESTARTING},
-        {"trigger": "recovered", "source": list(_RECOVERING), "dest": S.HEALTHY},
-        {"trigger": "quarantine", "source": list(_ALIVE), "dest": S.FAILED},
-        {"trigger": "drain", "source": S.HEALTHY, "dest": S.DRAINING},
-        {"trigger": "close", "source": [*_ALIVE, S.FAILED], "dest": S.CLOSED},
-        {"trigger": "resume", "source": [S.STARTING, S.HEALTHY, S.DRAINING], "dest": S.STARTING},
+        {"trigger": "started", "source": _S.STARTING, "dest": _S.HEALTHY},
+        {"trigger": "enter_ping", "source": [_S.HEALTHY, _S.DRAINING], "dest": _S.PINGING},
+        {
+            "trigger": "enter_reconnect",
+            "source": [_S.HEALTHY, _S.DRAINING, _S.PINGING],
+            "dest": _S.RECONNECTING,
+        },
+        {"trigger": "enter_restart", "source": list(_ALIVE), "dest": _S.RESTARTING},
+        {"trigger": "recovered", "source": list(_RECOVERING), "dest": _S.HEALTHY},
+        {"trigger": "quarantine", "source": list(_ALIVE), "dest": _S.FAILED},
+        {"trigger": "drain", "source": _S.HEALTHY, "dest": _S.DRAINING},
+        {"trigger": "close", "source": [*_ALIVE, _S.FAILED], "dest": _S.CLOSED},
+        {"trigger": "resume", "source": [_S.STARTING, _S.HEALTHY, _S.DRAINING], "dest": _S.STARTING},
     ],
 )
 
@@ -179,7 +183,8 @@ class ConnectionLifecycle:
         """The machine as its log left it: ``snapshot`` (if any), then ``events`` after it.
 
         It emits nothing. It holds the state the previous process recorded, but that process's
-        browsers are gone (swept as orphans), so call :meth:`resume` before driving it.
+        browsers are gone (swept as orphans), so it takes no signal but :meth:`resume` (or
+        :meth:`request_close`) until resumed: others raise InvalidTransition.
         """
         policy = policy if policy is not None else LifecyclePolicy()
         record = fold(connection_id, events, restart_window_s=policy.restart_window_s, snapshot=snapshot)
@@ -251,8 +256,9 @@ class ConnectionLifecycle:
 
         During a recovery a hello is part of the step under way, whose outcome the driver reports.
         """
+        self._require_resumed("hello")
         r = self._record
-        if r.state is not S.STARTING:
+        if r.state is not _S.STARTING:
             return False
         now = self._clock()
         self._emit(ConnectionStarted(**self._base(now), latency_ms=(now - r.since) * 1000), "started")
@@ -267,10 +273,11 @@ class ConnectionLifecycle:
         reload closes the socket; our own restart ends the process). Ignored when FAILED or CLOSED.
         Returns whether anything changed.
         """
+        self._require_resumed("fault")
         r = self._record
         if r.state not in _ALIVE:
             return False
-        rung = Rung.RESTART if r.state is S.STARTING else fault.start_rung
+        rung = Rung.RESTART if r.state is _S.STARTING else fault.start_rung
         close_code = getattr(fault, "code", None)
         if r.incident_id is None:
             self._open_incident(fault.trigger, fault.error_kind, close_code, rung)
@@ -284,6 +291,7 @@ class ConnectionLifecycle:
 
     def step_succeeded(self, attempt: int) -> bool:
         """The step numbered ``attempt`` succeeded. Returns False (and changes nothing) if stale."""
+        self._require_resumed("step_succeeded")
         r = self._record
         if not self._current(attempt):
             return False
@@ -325,6 +333,7 @@ class ConnectionLifecycle:
 
     def step_failed(self, attempt: int, error_kind: str, detail: str | None = None) -> bool:
         """The step numbered ``attempt`` failed with ``error_kind``: escalate. False if stale."""
+        self._require_resumed("step_failed")
         if not self._current(attempt):
             return False
         self._fail_step("failed", error_kind, abort=False, detail=detail)
@@ -337,6 +346,7 @@ class ConnectionLifecycle:
         Early (the timer fired before the clock reached the deadline) it asks for the same
         wake-up again. Returns whether anything changed.
         """
+        self._require_resumed("tick")
         r = self._record
         if r.deadline is None or r.state not in _ALIVE:
             return False
@@ -344,9 +354,9 @@ class ConnectionLifecycle:
         if now < r.deadline:
             self._commands.append(WakeAt(r.deadline))
             return False
-        if r.state is S.STARTING:
+        if r.state is _S.STARTING:
             self._open_incident("start_timeout", "timeout", None, Rung.RESTART)
-        elif r.state is S.DRAINING:
+        elif r.state is _S.DRAINING:
             self._open_incident("drain_timeout", None, None, Rung.RESTART, planned=True)
         else:
             self._fail_step("timed_out", "timeout", abort=True)
@@ -360,6 +370,7 @@ class ConnectionLifecycle:
 
         Raises :class:`~poolwarden.errors.InvalidTransition` unless HEALTHY.
         """
+        self._require_resumed("request_drain")
         now = self._clock()
         deadline = now + self._policy.drain_timeout_s
         self._emit(DrainStarted(**self._base(now), reason=reason, deadline=deadline), "drain")
@@ -370,14 +381,16 @@ class ConnectionLifecycle:
 
         Raises :class:`~poolwarden.errors.InvalidTransition` unless DRAINING.
         """
-        if self._record.state is not S.DRAINING:
+        self._require_resumed("drained")
+        if self._record.state is not _S.DRAINING:
             raise InvalidTransition(type(self).__name__, self._record.state.name, "drained")
         self._open_incident("drained", None, None, Rung.RESTART, planned=True)
 
     def request_close(self) -> bool:
         """Close the connection for good, abandoning any recovery. False if already CLOSED."""
         r = self._record
-        if r.state is S.CLOSED:
+        self._restored = False  # closing needs no browser, so a restored machine may close at once
+        if r.state is _S.CLOSED:
             return False
         if r.phase is not None:
             self._commands.append(AbortStep(r.attempt))
@@ -423,6 +436,13 @@ class ConnectionLifecycle:
         )
         self._attempt(Rung.RESTART, r.incident_error_kind)
         return True
+
+    def _require_resumed(self, trigger: str) -> None:
+        # A restored machine holds a past process's state; its browser and timers are gone.
+        if self._restored:
+            raise InvalidTransition(
+                type(self).__name__, f"{self._record.state.name} (restored, not resumed)", trigger
+            )
 
     # --- the ladder -------------------------------------------------------------------------
 

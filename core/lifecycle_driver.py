@@ -185,19 +185,22 @@ class LifecycleDriver:
         The connection is not closed: a later process restores it and resumes. Raises the
         error that broke the driver, if one did.
         """
-        if self._pump_task is not None and self._failure is None:
-            await asyncio.shield(self.settle())
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        tasks = list(self._tasks)
-        self._step = None
-        if self._pump_task is not None:
-            tasks.append(self._pump_task)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._pump_task = None
+        try:
+            if self._pump_task is not None and self._failure is None:
+                await asyncio.shield(self.settle())
+        finally:
+            # Also when settling failed or was cancelled: no timer or task may outlive the driver.
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            tasks = list(self._tasks)
+            self._step = None
+            if self._pump_task is not None:
+                tasks.append(self._pump_task)
+                self._pump_task = None
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         self._raise_failure()
 
     async def settle(self) -> None:
@@ -251,8 +254,7 @@ class LifecycleDriver:
             return False, "closed"
         self.fault(fault)
         incident = self.machine.last_incident_id
-        if incident is None:
-            raise RuntimeError(f"{self.machine!r} opened no recovery for {fault!r}")  # pragma: no cover
+        assert incident is not None, "a fault in a live state always opens or joins a recovery"
         future = self._outcomes.get(incident)
         if future is None:
             future = self._outcomes[incident] = asyncio.get_running_loop().create_future()
@@ -280,9 +282,7 @@ class LifecycleDriver:
                 self._pumping = False
                 async with self._settled:
                     self._settled.notify_all()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
+        except Exception as exc:
             await self._break(exc)
 
     async def _pump_once(self) -> None:
@@ -378,9 +378,7 @@ class LifecycleDriver:
         async def run() -> None:
             try:
                 await work
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:
+            except Exception as exc:
                 await self._break(exc)
 
         task = asyncio.create_task(run())

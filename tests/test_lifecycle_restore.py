@@ -165,6 +165,23 @@ def test_resume_is_only_for_a_restored_machine() -> None:
         restored.resume()
 
 
+def test_restored_machine_takes_no_signal_before_resume() -> None:
+    """Until resumed, a restored machine refuses signals (its browser is gone) but may be closed."""
+    life, clock, log, ids = new_connection()
+    life.hello()
+    life.fault(HeartbeatMissed())
+    log.persist(life.drain_events())
+    restored = restart(log, clock, ids)
+    with pytest.raises(InvalidTransition, match="not resumed"):
+        restored.fault(ProcessExited())
+    with pytest.raises(InvalidTransition, match="not resumed"):
+        restored.step_succeeded(restored.attempt)
+    assert restored.state is S.PINGING
+    assert restored.request_close()
+    assert restored.state is S.CLOSED
+    assert not restored.fault(ProcessExited())
+
+
 def test_unknown_event_types_are_skipped() -> None:
     """Events other components put on a connection's stream do not disturb the fold."""
     life, clock, log, ids = new_connection()
