@@ -24,7 +24,7 @@ meaning (``TypeError``, ``ValueError``, ``TimeoutError``) so that generic handle
     │   └── WriteFailed                   -- buffered appends that could not be committed
     ├── StateMachineError
     │   ├── InvalidTransition
-    │   └── RestoreFailed                 -- a stored event or snapshot cannot be folded back
+    │   └── ReplayError                   -- a recorded event cannot be folded into state
     ├── ProtocolError
     └── RequestError                      -- a request the pool could not serve
         ├── CircuitOpen
@@ -59,8 +59,8 @@ __all__ = [
     "ProtocolError",
     "QueueFull",
     "ReadOnlyDatabase",
+    "ReplayError",
     "RequestError",
-    "RestoreFailed",
     "SchemaMismatch",
     "SchemaOutdated",
     "SchemaTooNew",
@@ -206,16 +206,18 @@ class InvalidTransition(StateMachineError):
         self.trigger = trigger
 
 
-class RestoreFailed(StateMachineError):
-    """A stored event or snapshot cannot be folded back into a machine's state.
+class ReplayError(StateMachineError):
+    """A recorded event cannot be folded into a machine: unknown type, or impossible where it is.
 
-    ``what`` names the event or snapshot; ``reason`` says what is wrong with it.
+    ``stream`` and ``version`` say which event; nothing is guessed past it.
     """
 
-    def __init__(self, what: str, reason: str) -> None:
-        super().__init__(f"cannot restore from {what}: {reason}")
-        self.what = what
-        self.reason = reason
+    def __init__(self, stream: str, version: int | None, detail: str) -> None:
+        where = f"{stream!r} version {version}" if version is not None else repr(stream)
+        super().__init__(f"cannot replay {where}: {detail}")
+        self.stream = stream
+        self.version = version
+        self.detail = detail
 
 
 # --- the wire --------------------------------------------------------------------------------

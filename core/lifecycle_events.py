@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from poolwarden.errors import RestoreFailed
+from poolwarden.errors import ReplayError
 from poolwarden.events import INDEXED_FIELDS, NewEvent, RecordedEvent
 from poolwarden.lifecycle_types import ConnectionState, Phase, Rung
 
@@ -306,7 +306,8 @@ def decode_event(recorded: RecordedEvent) -> LifecycleEvent | None:
             kwargs[name] = members[value] if members is not None and value is not None else value
         return cls(**kwargs)
     except (TypeError, KeyError) as exc:
-        raise RestoreFailed(repr(recorded), f"{type(exc).__name__}: {exc}") from exc
+        detail = f"{recorded.type} lacks or garbles a field: {type(exc).__name__}: {exc}"
+        raise ReplayError(recorded.stream, recorded.version, detail) from exc
 
 
 @dataclass(slots=True)
@@ -412,8 +413,8 @@ class LifecycleRecord:
     def from_dict(cls, data: Mapping[str, Any]) -> LifecycleRecord:
         """The record a :meth:`to_dict` dict describes."""
         if data.get("schema") != SNAPSHOT_SCHEMA:
-            raise RestoreFailed(
-                "a lifecycle snapshot", f"schema {data.get('schema')!r} is not {SNAPSHOT_SCHEMA}"
+            raise ReplayError(
+                _snapshot_of(data), None, f"snapshot schema {data.get('schema')!r} is not {SNAPSHOT_SCHEMA}"
             )
         kwargs: dict[str, Any] = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
         try:
@@ -423,7 +424,12 @@ class LifecycleRecord:
             kwargs["restart_times"] = [float(s) for s in kwargs.get("restart_times", [])]
             return cls(**kwargs)
         except (TypeError, ValueError) as exc:
-            raise RestoreFailed("a lifecycle snapshot", str(exc)) from exc
+            raise ReplayError(_snapshot_of(data), None, f"snapshot: {type(exc).__name__}: {exc}") from exc
+
+
+def _snapshot_of(data: Mapping[str, Any]) -> str:
+    """The stream a snapshot dict belongs to, for error messages."""
+    return stream_of(str(data.get("connection_id", "?")))
 
 
 _RECORD_ENUMS: dict[str, type[enum.Enum]] = {"state": ConnectionState, "rung": Rung, "phase": Phase}

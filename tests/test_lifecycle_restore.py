@@ -10,7 +10,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from lifecycle_support import CountingIds, SyncLog
 from poolwarden.clock import FakeClock
-from poolwarden.errors import InvalidTransition, RestoreFailed
+from poolwarden.errors import InvalidTransition, ReplayError
 from poolwarden.events import RecordedEvent
 from poolwarden.lifecycle import ConnectionLifecycle
 from poolwarden.lifecycle_events import ConnectionResumed, RecoveryResumed, RungAttempted
@@ -192,16 +192,17 @@ def test_unknown_event_types_are_skipped() -> None:
 
 
 def test_corrupt_event_raises_restore_failed() -> None:
-    """A lifecycle event missing a field it needs raises RestoreFailed, naming the event."""
+    """A lifecycle event missing a field it needs raises ReplayError, naming the event."""
     clock = FakeClock()
     broken = RecordedEvent(1, "connection/c", 1, "ConnectionCreated", 1, clock(), clock(), "{}")
-    with pytest.raises(RestoreFailed, match="ConnectionCreated"):
+    with pytest.raises(ReplayError, match="ConnectionCreated") as caught:
         ConnectionLifecycle.restore("c", [broken], policy=POLICY, clock=clock)
+    assert (caught.value.stream, caught.value.version) == ("connection/c", 1)
 
 
 def test_snapshot_of_another_schema_is_refused() -> None:
-    """A snapshot written with an unknown schema raises RestoreFailed rather than guessing."""
-    with pytest.raises(RestoreFailed):
+    """A snapshot written with an unknown schema raises ReplayError rather than guessing."""
+    with pytest.raises(ReplayError):
         ConnectionLifecycle.restore("c", [], snapshot={"schema": 99}, policy=POLICY, clock=FakeClock())
 
 
