@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from lifecycle_support import CountingIds
 from poolwarden.clock import system_clock
 from poolwarden.errors import ModelError, StoreClosed
 from poolwarden.lifecycle import ConnectionLifecycle
@@ -23,6 +22,8 @@ from poolwarden.lifecycle_types import (
     SocketClosed,
 )
 from poolwarden.storage import EventStore, open_store
+
+from tests.lifecycle_support import CountingIds
 
 S = ConnectionState
 # Deadlines far beyond what a scripted step takes even on a loaded machine, so only the steps a

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from lifecycle_support import CountingIds
 from poolwarden.clock import FakeClock
 from poolwarden.errors import ConfigurationError
 from poolwarden.lifecycle import ConnectionLifecycle
@@ -32,6 +31,8 @@ from poolwarden.lifecycle_types import (
     SocketClosed,
     WakeAt,
 )
+
+from tests.lifecycle_support import CountingIds
 
 S = ConnectionState
 

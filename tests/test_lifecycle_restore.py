@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from lifecycle_support import CountingIds, SyncLog
 from poolwarden.clock import FakeClock
 from poolwarden.errors import InvalidTransition, ReplayError
 from poolwarden.events import RecordedEvent
@@ -26,6 +25,8 @@ from poolwarden.lifecycle_types import (
     SocketClosed,
     WakeAt,
 )
+
+from tests.lifecycle_support import CountingIds, SyncLog
 
 S = ConnectionState
 POLICY = LifecyclePolicy(

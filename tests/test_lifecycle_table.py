@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from lifecycle_support import CountingIds
 from poolwarden.clock import FakeClock
 from poolwarden.errors import InvalidTransition
 from poolwarden.lifecycle import ConnectionLifecycle
@@ -19,6 +18,8 @@ from poolwarden.lifecycle_types import (
     ProcessExited,
     SocketClosed,
 )
+
+from tests.lifecycle_support import CountingIds
 
 S = ConnectionState
 POLICY = LifecyclePolicy(
