@@ -9,9 +9,10 @@ migrations/alembic.ini -x db=PATH upgrade head``), it opens the file itself.
 from __future__ import annotations
 
 from alembic import context
-from poolwarden.storage.schema import metadata
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
+
+from poolwarden.storage.schema import metadata
 
 
 def _run(connection: Connection) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["EVENT_COLUMNS", "events", "metadata", "snapshots"]
+__all__ = ["EVENT_COLUMNS", "events", "metadata", "snapshots", "store_info"]
 
 metadata = MetaData(
     naming_convention={
@@ -69,6 +69,14 @@ snapshots = Table(
     Column("taken_at", Float, nullable=False),
     Column("state", Text, nullable=False),
 )
+
+store_info = Table(
+    "store_info",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+"""What the store says of itself: ``store_id`` (a UUID made when the file was created), ``created_at``."""
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(column.name for column in events.columns)
 """The events table's columns in table order, which is also RecordedEvent's argument order."""

@@ -29,6 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import event
+from sqlalchemy.engine import Connection as SyncConnection
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import (
     ConcurrencyConflict,
@@ -51,17 +57,13 @@ from poolwarden.storage import migrate
 from poolwarden.storage.base import ANY_VERSION, Durability, EventStore, Receipt
 from poolwarden.storage.schema import EVENT_COLUMNS
 from poolwarden.storage.sqlite_errors import is_locked, translate
-from sqlalchemy import event
-from sqlalchemy.engine import Connection as SyncConnection
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
 
-__all__ = ["SQLiteEventStore", "sqlite_url"]
+__all__ = ["SQLiteEventStore", "check_file", "sqlite_url"]
 
 log = logging.getLogger(__name__)
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_WRITABLE_STATES = (migrate.SchemaState.EMPTY, migrate.SchemaState.CURRENT, migrate.SchemaState.OUTDATED)
 _MAX_VARIABLES = 500  # stream ids per IN (...) query; far below SQLite's limit
 
 _INSERT_EVENTS = (
@@ -96,6 +98,51 @@ def sqlite_url(target: str | os.PathLike[str]) -> tuple[str, Path | None]:
         return "sqlite+aiosqlite://", None
     path = Path(url.database).expanduser().absolute()
     return url.set(database=str(path)).render_as_string(hide_password=False), path
+
+
+def check_file(path: Path, *, must_exist: bool = False) -> None:
+    """Refuse, before SQLite touches it, a file that would fail later or come to harm.
+
+    Raises :class:`DatabaseUnavailable` for a missing folder (or a missing file when
+    ``must_exist``), something that is not a regular file, or a file that cannot be read, and
+    :class:`CorruptDatabase` for a file that is not SQLite or was cut short.
+    """
+    folder = path.parent
+    if not folder.is_dir():
+        raise DatabaseUnavailable(path, f"the folder {folder} does not exist")
+    if not path.exists():
+        if must_exist:
+            raise DatabaseUnavailable(path, "does not exist", hint="check the path")
+        return
+    if not path.is_file():
+        raise DatabaseUnavailable(path, "is not a regular file", hint="check the path")
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+    except PermissionError as error:
+        raise DatabaseUnavailable(path, f"cannot be read: {error.strerror}") from error
+    if header and (len(header) < 100 or not header.startswith(_SQLITE_MAGIC)):
+        raise CorruptDatabase(path, "is not an SQLite database (its header is wrong)")
+    if header and _truncated(path, header):
+        raise CorruptDatabase(path, "is shorter than its header says: the file was truncated")
+
+
+def _truncated(path: Path, header: bytes) -> bool:
+    """Whether the file holds fewer pages than its header records (and no WAL explains it).
+
+    The header's page count is trusted only when its "version-valid-for" number matches the
+    change counter, as SQLite itself does; a non-empty WAL may hold pages a checkpoint was
+    copying when a process died, so then SQLite, not this check, is the judge.
+    """
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    change_counter = header[24:28]
+    pages = int.from_bytes(header[28:32], "big")
+    valid = header[92:96] == change_counter and pages > 0
+    wal = path.with_name(path.name + "-wal")
+    if not valid or (wal.exists() and wal.stat().st_size > 0):
+        return False
+    return path.stat().st_size < pages * page_size
 
 
 # --- the writer's work items ------------------------------------------------------------------
@@ -258,26 +305,11 @@ class SQLiteEventStore(EventStore):
         self._state = "open"
 
     def _check_file(self) -> None:
-        """Refuse, before SQLite touches anything, what would fail later or harm the file."""
         if self.path is None:
             if self.read_only:
                 raise ConfigurationError("an in-memory store cannot be read-only: it starts empty")
             return
-        folder = self.path.parent
-        if not folder.is_dir():
-            raise DatabaseUnavailable(self.path, f"the folder {folder} does not exist")
-        if self.path.exists():
-            if not self.path.is_file():
-                raise DatabaseUnavailable(self.path, "is not a regular file")
-            try:
-                with self.path.open("rb") as f:
-                    header = f.read(100)
-            except PermissionError as error:
-                raise DatabaseUnavailable(self.path, f"cannot be read: {error.strerror}") from error
-            if header and (len(header) < 100 or not header.startswith(_SQLITE_MAGIC)):
-                raise CorruptDatabase(self.path, "is not an SQLite database (its header is wrong)")
-        elif self.read_only:
-            raise DatabaseUnavailable(self.path, "does not exist, and a read-only store cannot create it")
+        check_file(self.path, must_exist=self.read_only)
 
     async def _connect(self) -> None:
         busy_ms = int(self.busy_timeout * 1000)
@@ -333,6 +365,14 @@ class SQLiteEventStore(EventStore):
             elif status.state is migrate.SchemaState.OUTDATED and self.upgrade and not self.read_only:
                 log.info("upgrading %s from schema %s to %s", self.path, status.current, status.head)
                 await conn.run_sync(migrate.upgrade)
+            if (
+                not self.read_only
+                and status.state in _WRITABLE_STATES
+                and (self.upgrade or status.state is not migrate.SchemaState.OUTDATED)
+            ):
+                # SQLite opens a file it may not write read-only without a word, and in WAL mode
+                # even BEGIN IMMEDIATE succeeds: only a write tells. This one changes nothing.
+                await conn.exec_driver_sql("UPDATE store_info SET value = value WHERE key = 'store_id'")
             await conn.commit()
         except (StoreError, asyncio.CancelledError):
             await conn.rollback()
@@ -439,6 +479,8 @@ class SQLiteEventStore(EventStore):
         receipt = Receipt(stream, future)
         item = _Append(stream, expected_version, rows, future, buffered=(mode == "buffered"))
         await self._require_queue().put(item)  # waits while the queue is full: backpressure
+        if self._writer_task is not None and self._writer_task.done() and not future.done():
+            future.set_exception(StoreClosed(f"{self!r} closed before this append was written"))
         if mode == "sync":
             await receipt  # raises ConcurrencyConflict or the write's error
         return receipt
@@ -489,18 +531,22 @@ class SQLiteEventStore(EventStore):
                     size += _size(item)
                 stop = await self._handle(batch)
                 if stop:
+                    # Appenders that were waiting for room when close() began queued behind
+                    # the stop: they are told, not left waiting.
+                    self._fail_queued(StoreClosed(f"{self!r} closed before this append was written"))
                     return
         except BaseException as error:
             self._broken = error
-            self._fail_queued(error)
+            self._fail_queued(StoreError(f"the store's writer stopped: {error!r}"))
             raise
 
-    def _fail_queued(self, error: BaseException) -> None:
+    def _fail_queued(self, error: StoreError) -> None:
         queue = self._require_queue()
         while not queue.empty():
             item = queue.get_nowait()
             if not item.future.done():
-                item.future.set_exception(StoreError(f"the store's writer stopped: {error!r}"))
+                item.future.set_exception(error)
+                item.future.exception()  # retrieved: the appender, if still there, re-raises it
 
     async def _handle(self, batch: list[_Item]) -> bool:
         work = [item for item in batch if not isinstance(item, _Barrier)]
@@ -675,14 +721,33 @@ class SQLiteEventStore(EventStore):
     ) -> list[RecordedEvent]:
         if limit < 1:
             raise ConfigurationError(f"limit must be at least 1, not {limit}")
+        return [RecordedEvent(*row) for row in await self._page(from_position, limit, types)]
+
+    async def iter_all(
+        self, from_position: int = 1, *, batch: int = 10_000, types: Sequence[str] | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        # Reads the next page while the caller works through this one: SQLite steps in the
+        # driver's thread (without the GIL) while the loop builds and hands out events.
+        loop = asyncio.get_running_loop()
+        ahead = loop.create_task(self._page(from_position, batch, types))
+        try:
+            while rows := await ahead:
+                ahead = loop.create_task(self._page(rows[-1][0] + 1, batch, types))
+                for row in rows:
+                    yield RecordedEvent(*row)
+        finally:
+            if not ahead.done():
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StoreError):
+                    await ahead
+
+    async def _page(self, from_position: int, limit: int, types: Sequence[str] | None) -> list[Any]:
         sql = f"{_SELECT_EVENTS} WHERE position >= ?"
         params: tuple[Any, ...] = (from_position,)
         if types is not None:
             sql += f" AND type IN ({', '.join('?' * len(types))})"
             params += tuple(types)
-        sql += " ORDER BY position LIMIT ?"
-        params += (limit,)
-        return [RecordedEvent(*row) for row in await self._query(sql, params)]
+        return await self._query(sql + " ORDER BY position LIMIT ?", (*params, limit))
 
     async def follow(
         self, from_position: int = 1, *, poll_interval: float = 0.05, batch: int = 1000
@@ -732,7 +797,10 @@ class SQLiteEventStore(EventStore):
 
     async def integrity_check(self) -> list[str]:
         """SQLite's ``PRAGMA integrity_check``: an empty list when the file is sound."""
-        rows = await self._query("PRAGMA integrity_check")
+        try:
+            rows = await self._query("PRAGMA integrity_check")
+        except CorruptDatabase as error:  # damaged enough that the check itself cannot run
+            return [error.detail]
         problems = [str(row[0]) for row in rows]
         return [] if problems == ["ok"] else problems
 

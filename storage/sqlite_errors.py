@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from sqlalchemy import exc as sa_exc
+
 from poolwarden.errors import (
     CorruptDatabase,
     DatabaseError,
@@ -16,7 +18,6 @@ from poolwarden.errors import (
     DatabaseUnavailable,
     ReadOnlyDatabase,
 )
-from sqlalchemy import exc as sa_exc
 
 __all__ = ["driver_error", "is_locked", "translate"]
 

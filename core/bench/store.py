@@ -66,17 +66,12 @@ async def _append_all(path: Path, events: int, durability: Durability) -> float:
 async def _replay(path: Path) -> tuple[float, int]:
     async with open_store(path, read_only=True) as store:
         started = time.perf_counter()
-        position, seen, last = 1, 0, 0
-        while True:
-            page = await store.read_all(position, 10_000)
-            if not page:
-                break
-            for recorded in page:
-                if recorded.position <= last:
-                    raise AssertionError("replay out of order")
-                last = recorded.position
-            seen += len(page)
-            position = page[-1].position + 1
+        seen, last = 0, 0
+        async for recorded in store.iter_all():
+            if recorded.position <= last:
+                raise AssertionError("replay out of order")
+            last = recorded.position
+            seen += 1
         return time.perf_counter() - started, seen
 
 
