@@ -30,6 +30,8 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
+from transitions import Machine, MachineError
+
 from poolwarden.clock import Clock
 from poolwarden.errors import InvalidTransition
 from poolwarden.events import RecordedEvent
@@ -69,7 +71,6 @@ from poolwarden.lifecycle_types import (
     VerifyRoundTrip,
     WakeAt,
 )
-from transitions import Machine, MachineError
 
 __all__ = ["ConnectionLifecycle", "IdFactory"]
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from poolwarden.clock import system_clock
 from poolwarden.errors import ModelError, StoreClosed
 from poolwarden.lifecycle import ConnectionLifecycle
@@ -22,7 +23,6 @@ from poolwarden.lifecycle_types import (
     SocketClosed,
 )
 from poolwarden.storage import EventStore, open_store
-
 from tests.lifecycle_support import CountingIds
 
 S = ConnectionState

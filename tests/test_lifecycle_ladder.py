@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from poolwarden.clock import FakeClock
 from poolwarden.errors import ConfigurationError
 from poolwarden.lifecycle import ConnectionLifecycle
@@ -31,7 +32,6 @@ from poolwarden.lifecycle_types import (
     SocketClosed,
     WakeAt,
 )
-
 from tests.lifecycle_support import CountingIds
 
 S = ConnectionState

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+
 from poolwarden.clock import FakeClock
 from poolwarden.errors import InvalidTransition, ReplayError
 from poolwarden.events import RecordedEvent
@@ -25,7 +26,6 @@ from poolwarden.lifecycle_types import (
     SocketClosed,
     WakeAt,
 )
-
 from tests.lifecycle_support import CountingIds, SyncLog
 
 S = ConnectionState

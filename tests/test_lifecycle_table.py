@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+
 from poolwarden.clock import FakeClock
 from poolwarden.errors import InvalidTransition
 from poolwarden.lifecycle import ConnectionLifecycle
@@ -18,7 +19,6 @@ from poolwarden.lifecycle_types import (
     ProcessExited,
     SocketClosed,
 )
-
 from tests.lifecycle_support import CountingIds
 
 S = ConnectionState

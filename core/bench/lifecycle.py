@@ -14,12 +14,13 @@ import time
 import tracemalloc
 from typing import Any
 
+from transitions import Machine
+
 from poolwarden.clock import FakeClock
 from poolwarden.events import RecordedEvent
 from poolwarden.lifecycle import ConnectionLifecycle
 from poolwarden.lifecycle_events import LifecycleEvent, stream_of
 from poolwarden.lifecycle_types import HeartbeatMissed, ProcessExited
-from transitions import Machine
 
 __all__ = ["run"]
 
