@@ -59,6 +59,20 @@ SETUP: dict[str, list[Op]] = {
     "reconnecting/verifying": [lambda m, c: m.hello(), lambda m, c: m.fault(SocketClosed(1001)), step_ok],
     "restarting": [lambda m, c: m.hello(), lambda m, c: m.fault(ProcessExited(-9))],
     "restarting/verifying": [lambda m, c: m.hello(), lambda m, c: m.fault(ProcessExited(-9)), step_ok],
+    "restarting/last": [
+        lambda m, c: m.hello(),
+        lambda m, c: m.fault(ProcessExited()),
+        lambda m, c: m.step_failed(m.attempt, "process_exit"),
+        lambda m, c: m.step_failed(m.attempt, "process_exit"),
+    ],
+    "healthy/spent": [
+        lambda m, c: m.hello(),
+        *[
+            op
+            for _ in range(3)
+            for op in (lambda m, c: m.fault(ProcessExited()), step_ok, step_ok)  # restart, verified
+        ],
+    ],
     "draining": [lambda m, c: m.hello(), lambda m, c: m.request_drain("jobs")],
     "failed": [
         lambda m, c: m.hello(),
@@ -163,6 +177,30 @@ TABLE = [
     row("restarting", "socket_closed_1001", S.RESTARTING),
     row("restarting", "request_close", S.CLOSED, "ConnectionClosed", "AbortStep CancelWake"),
     row("restarting/verifying", "step_ok", S.HEALTHY, "RungSucceeded RecoveryCompleted", "CancelWake"),
+    # The restart budget (3 in 600 s) spent: the next restart quarantines instead.
+    row(
+        "restarting/last",
+        "step_failed",
+        S.FAILED,
+        "RungFailed ConnectionQuarantined",
+        "Quarantine CancelWake",
+    ),
+    row(
+        "restarting/last",
+        "deadline",
+        S.FAILED,
+        "RungFailed ConnectionQuarantined",
+        "AbortStep Quarantine CancelWake",
+    ),
+    row("restarting/last", "step_ok", S.RESTARTING, "RungVerificationStarted", "VerifyRoundTrip WakeAt"),
+    row(
+        "healthy/spent",
+        "process_exited",
+        S.FAILED,
+        "RecoveryStarted ConnectionQuarantined",
+        "Quarantine CancelWake",
+    ),
+    row("healthy/spent", "heartbeat_missed", S.PINGING, RESTART, "SendPing WakeAt"),
     # DRAINING: a planned restart once in-flight work is done or the drain deadline passes.
     row("draining", "drained", S.RESTARTING, RESTART, "RestartBrowser WakeAt"),
     row("draining", "deadline", S.RESTARTING, RESTART, "RestartBrowser WakeAt"),
