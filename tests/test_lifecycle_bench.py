@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from poolwarden.bench.lifecycle import main, run
+from poolwarden.bench.lifecycle import run
+from poolwarden.cli import main
 
 
 def test_bench_reports_every_figure() -> None:
@@ -26,7 +27,8 @@ def test_bench_reports_every_figure() -> None:
 
 
 def test_bench_json_is_the_last_line(capsys: pytest.CaptureFixture[str]) -> None:
-    """With --json the last line printed is one JSON object."""
-    main(["--json"], connections=5, recoveries=5, rounds=1)
+    """`poolwarden bench lifecycle --json` prints one JSON object as its last line."""
+    code = main(["bench", "lifecycle", "--json", "--connections", "5", "--recoveries", "5", "--rounds", "1"])
+    assert code == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last)["connections"] == 5

@@ -1,4 +1,4 @@
-"""``poolwarden bench lifecycle``: what the connection lifecycle machine costs, against baselines.
+"""``poolwarden bench lifecycle [--json]``: what the connection lifecycle machine costs, against baselines.
 
 In one process: a whole recovery decided by the pure machine (a missed heartbeat, the ping, the
 verified round trip, events converted for the store), against one bare transitions trigger on
@@ -9,7 +9,6 @@ fold), against only decoding those events' JSON payloads, which any restore must
 from __future__ import annotations
 
 import json
-import sys
 import time
 import tracemalloc
 from typing import Any
@@ -146,17 +145,3 @@ def run(connections: int = 10_000, recoveries: int = 20_000, rounds: int = 3) ->
         "restore_ratio": round(restore_s / decode_s, 2),
         "bytes_per_connection": round(bytes_per_connection),
     }
-
-
-def main(argv: list[str] | None = None, **sizes: int) -> None:
-    """Print the figures; with ``--json`` the last line is one JSON object. ``sizes`` go to :func:`run`."""
-    args = sys.argv[1:] if argv is None else argv
-    figures = run(**sizes)
-    if "--json" not in args:
-        for key, value in figures.items():
-            print(f"{key:>22}: {value}")
-    print(json.dumps(figures))
-
-
-if __name__ == "__main__":
-    main()
