@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -322,3 +323,47 @@ async def test_unknown_connection_restores_to_none(store: EventStore) -> None:
 def test_error_kind_of(exc: BaseException, kind: str) -> None:
     """A failed step's exception maps to the error kind it is recorded with."""
     assert error_kind_of(exc) == kind
+
+
+class ControlledActions(ScriptedActions):
+    """Actions that wait until the test settles each call with success or an error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[asyncio.Future[None]] = []
+
+    async def _act(self, method: str) -> None:
+        self.calls.append(method)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        await future
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_random_run_restores_to_the_live_state(store: EventStore, seed: int) -> None:
+    """Through random faults and step outcomes, one step runs at a time, and the store restores the state."""
+    rng = random.Random(seed)
+    faults = [HeartbeatMissed(), SocketClosed(1001), SocketClosed(1006), ProcessExited()]
+    actions = ControlledActions()
+    driver = await healthy_driver(store, actions, dataclasses.replace(POLICY, restart_budget=8))
+    async with asyncio.timeout(WITHIN):
+        for _ in range(60):
+            running = [f for f in actions.pending if not f.done()]
+            assert len(running) <= 1, "two steps ran on one browser at once"
+            if running and rng.random() < 0.7:
+                before = (driver.machine.attempt, driver.machine.state, driver.machine.incident_id)
+                if rng.random() < 0.75:
+                    running[0].set_result(None)
+                else:
+                    running[0].set_exception(ConnectionResetError("dropped"))
+                # Every current step's outcome moves the machine: a new step, HEALTHY, or FAILED.
+                await driver.wait_for(lambda m, b=before: (m.attempt, m.state, m.incident_id) != b)
+            elif driver.machine.state in (S.HEALTHY, S.PINGING, S.RECONNECTING):
+                driver.fault(rng.choice(faults))
+            await driver.settle()
+    await driver.stop()  # a settled step result may still be on its way to the machine until then
+    restored = await restore_lifecycle(store, "conn-1", policy=POLICY, clock=system_clock)
+    assert restored is not None
+    assert restored[0].snapshot() == driver.machine.snapshot()
+    assert restored[1] == driver.version
+    assert len(actions.calls) > 5
