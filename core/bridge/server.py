@@ -148,7 +148,7 @@ class WorkerConnection:
         arrives while the action runs is not missed. Raises DeadlineExceeded after ``timeout``.
         """
         after = self.generation if after is None else after
-        await self._wait(lambda: self.generation > after and self.hello is not None, timeout, "a hello")
+        await self._wait(lambda: self.generation > after and self.hello is not None, timeout, "hello")
         assert self.hello is not None
         return self.hello
 
@@ -487,7 +487,7 @@ class BridgeServer:
         try:
             await self._receive_loop(ws, conn)
         finally:
-            code = ws.close_code if ws.close_code is not None else 1006
+            code = int(ws.close_code) if ws.close_code is not None else 1006
             reason = ws.close_reason or ""
             if conn._detach(ws, generation, code, reason):
                 self._emit(
