@@ -487,8 +487,7 @@ class BridgeServer:
         try:
             await self._receive_loop(ws, conn)
         finally:
-            code = int(ws.close_code) if ws.close_code is not None else 1006
-            reason = ws.close_reason or ""
+            code, reason = _close_of(ws)
             if conn._detach(ws, generation, code, reason):
                 self._emit(
                     "WorkerDisconnected",
@@ -592,6 +591,13 @@ class BridgeServer:
 
 
 _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+
+
+def _close_of(ws: ServerConnection) -> tuple[int, str]:
+    # The peer's close frame if one came; else the one we sent (1008 abuse, 1009 too big); else
+    # 1006, the peer vanished.
+    frame = ws.protocol.close_rcvd or ws.protocol.close_sent
+    return (int(frame.code), frame.reason) if frame is not None else (1006, "")
 
 
 def _check_worker_id(worker_id: str) -> str:

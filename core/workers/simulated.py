@@ -236,15 +236,31 @@ class SimulatedWorker:
         )
 
     async def _serve(self, ws: ClientConnection) -> None:
-        async for frame in ws:
-            hang = self._hung_until - time.monotonic()
-            if hang > 0:
-                await asyncio.sleep(hang)  # a hung page handles nothing until it is free again
-            try:
-                command = parse_command(frame, self.limits)
-            except ProtocolError as exc:
-                await ws.send(encode_error(None, exc.kind, str(exc)))
-                continue
+        # Like the page's async handlers: a slow inference does not stop the next message (or the
+        # socket's close) from being seen; only a hang stops everything.
+        handlers: set[asyncio.Task[None]] = set()
+        try:
+            async for frame in ws:
+                hang = self._hung_until - time.monotonic()
+                if hang > 0:
+                    await asyncio.sleep(hang)  # a hung page handles nothing until it is free again
+                try:
+                    command = parse_command(frame, self.limits)
+                except ProtocolError as exc:
+                    await ws.send(encode_error(None, exc.kind, str(exc)))
+                    continue
+                task = asyncio.create_task(self._handle_until_closed(ws, command))
+                handlers.add(task)
+                task.add_done_callback(handlers.discard)
+        finally:
+            for task in handlers:
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+
+    async def _handle_until_closed(self, ws: ClientConnection, command: Command) -> None:
+        # A socket that goes away mid-answer is no error of the handler: the connection loop sees
+        # the close too, and reconnects.
+        with contextlib.suppress(ConnectionClosed):
             await self._handle(ws, command)
 
     async def _handle(self, ws: ClientConnection, command: Command) -> None:
