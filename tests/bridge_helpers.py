@@ -24,7 +24,9 @@ class EventRecorder:
         """The events of one type, oldest first."""
         return [e for e in self.events if e.type == type]
 
-    async def wait_for(self, match: Callable[[NewEvent], bool], timeout: float = 10.0, start: int = 0) -> NewEvent:
+    async def wait_for(
+        self, match: Callable[[NewEvent], bool], timeout: float = 10.0, start: int = 0
+    ) -> NewEvent:
         """The first event from index ``start`` on that matches, waiting up to ``timeout`` seconds."""
         async with asyncio.timeout(timeout):
             while True:

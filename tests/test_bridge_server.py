@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 from bridge_helpers import EventRecorder
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-
 from poolwarden.bridge.protocol import Limits
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.errors import DeadlineExceeded, InvalidInput, ModelError, UnknownModel, WorkerDisconnected
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 from poolwarden.workers.simulated import Fault, SimulatedWorker
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 
 @pytest.fixture
@@ -61,15 +60,24 @@ async def raw_client(server: BridgeServer, worker_id: str = "raw-1", token: str 
     return ws
 
 
+async def drain(ws: object) -> None:
+    """Read until the socket closes (the error replies queued before the close come first)."""
+    while True:
+        await ws.recv()  # type: ignore[attr-defined]
+
+
 async def test_simulated_round_trip_matches_numpy(server: BridgeServer, worker: SimulatedWorker) -> None:
     """toy-mlp and matmul results from the simulated worker equal the numpy reference."""
     conn = server.worker("sim-1")
-    assert conn.hello is not None and conn.hello.backend == "simulated"
+    assert conn.hello is not None
+    assert conn.hello.backend == "simulated"
     await conn.load_model("toy-mlp")
     x = np.random.default_rng(1).standard_normal((4, 16)).astype(np.float32)
     result = await conn.infer("toy-mlp", {"input": x})
     assert result.backend == "simulated"
-    np.testing.assert_allclose(result.tensors[0].to_numpy(), reference_forward(resolve_model("toy-mlp"), x), RTOL, ATOL)
+    np.testing.assert_allclose(
+        result.tensors[0].to_numpy(), reference_forward(resolve_model("toy-mlp"), x), RTOL, ATOL
+    )
     await conn.load_model("mm", "matmul", {"k": 32, "n": 8})
     a = np.random.default_rng(2).standard_normal((5, 32)).astype(np.float32)
     out = (await conn.infer("mm", {"input": a.tolist()})).tensors[0]
@@ -112,7 +120,9 @@ async def test_wrong_token_is_refused_and_not_retried(server: BridgeServer, even
         await sim.stop()
 
 
-async def test_foreign_origin_is_refused_at_the_handshake(server: BridgeServer, events: EventRecorder) -> None:
+async def test_foreign_origin_is_refused_at_the_handshake(
+    server: BridgeServer, events: EventRecorder
+) -> None:
     """A WebSocket handshake from another Origin gets HTTP 403 and a WorkerRefused event."""
     with pytest.raises(InvalidStatus) as info:
         await connect(server.ws_url("evil"), origin="http://evil.example")  # type: ignore[arg-type]
@@ -153,7 +163,8 @@ async def test_page_is_served_with_cross_origin_isolation_headers(server: Bridge
     assert "Cross-Origin-Embedder-Policy: require-corp" in head
     assert "worker.js" in body
     head, body = await get("/worker/worker.js")
-    assert "text/javascript" in head and "mulberry32" in body
+    assert "text/javascript" in head
+    assert "mulberry32" in body
     head, _ = await get("/etc/passwd")
     assert head.startswith("HTTP/1.1 404")
 
@@ -190,8 +201,7 @@ async def test_repeated_abuse_closes_the_connection(server: BridgeServer) -> Non
     closed = await conn.wait_closed(generation=1, timeout=5)
     assert closed.code == 1008
     with pytest.raises(ConnectionClosed):
-        while True:
-            await ws.recv()  # type: ignore[attr-defined]
+        await drain(ws)
 
 
 async def test_text_over_the_protocol_cap_costs_a_strike_not_the_connection(
@@ -255,7 +265,9 @@ async def test_dropped_socket_fails_pending_requests_and_the_worker_reconnects(
     assert events.of_type("WorkerDisconnected")[0].payload["code"] == 1006
 
 
-async def test_crashed_worker_stays_down_until_restarted(server: BridgeServer, worker: SimulatedWorker) -> None:
+async def test_crashed_worker_stays_down_until_restarted(
+    server: BridgeServer, worker: SimulatedWorker
+) -> None:
     """A crash closes with 1006, requests fail fast while down, and a restart brings a new instance."""
     conn = server.worker("sim-1")
     old_instance = worker.instance

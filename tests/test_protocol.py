@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from poolwarden.bridge.protocol import (
     ErrorKind,
     ErrorReply,
@@ -90,7 +89,9 @@ def test_binary_frame_round_trips(rows: list[list[float]], extra: int) -> None:
 
 def test_binary_frame_layout_is_aligned_to_eight_bytes() -> None:
     """Tensor data starts at an 8-byte boundary after the header, as worker.js expects."""
-    frame = encode_binary({"type": "infer", "id": 1, "model": "m"}, [Tensor.from_values("input", [1.0, 2.0, 3.0])])
+    frame = encode_binary(
+        {"type": "infer", "id": 1, "model": "m"}, [Tensor.from_values("input", [1.0, 2.0, 3.0])]
+    )
     magic, head_len = struct.unpack_from("<4sI", frame)
     assert magic == b"PWT1"
     base = (8 + head_len + 7) & ~7
@@ -118,7 +119,11 @@ def test_damaged_binary_frames_raise_typed_protocol_errors(mutate: object, kind:
 def test_tensor_descriptor_must_match_its_bytes() -> None:
     """A descriptor whose byte count disagrees with its shape is a bad_tensor breach."""
     head = json.dumps(
-        {"type": "result", "id": 1, "tensors": [{"name": "o", "dtype": "float32", "shape": [3], "offset": 0, "nbytes": 8}]}
+        {
+            "type": "result",
+            "id": 1,
+            "tensors": [{"name": "o", "dtype": "float32", "shape": [3], "offset": 0, "nbytes": 8}],
+        }
     ).encode()
     frame = struct.pack("<4sI", b"PWT1", len(head)) + head + b"\0" * ((8 - len(head) % 8) % 8) + b"\0" * 8
     with pytest.raises(ProtocolError) as info:
@@ -140,7 +145,8 @@ def test_hello_is_parsed_with_its_capabilities() -> None:
     assert isinstance(msg, Hello)
     assert (msg.token, msg.worker_id, msg.backend, msg.browser) == ("t", "w1", "webgpu", "chromium")
     assert msg.is_fallback_adapter is True
-    assert msg.webgpu is not None and msg.webgpu["limits"]["maxBufferSize"] == 1 << 30
+    assert msg.webgpu is not None
+    assert msg.webgpu["limits"]["maxBufferSize"] == 1 << 30
     assert msg.webnn_available is False
 
 

@@ -6,7 +6,6 @@ import itertools
 
 import numpy as np
 import pytest
-
 from poolwarden.errors import InvalidInput, UnknownModel
 from poolwarden.workers.models import mulberry32, reference_forward, resolve_model
 
@@ -33,7 +32,9 @@ def test_toy_mlp_maps_sixteen_inputs_to_four_outputs() -> None:
     out = reference_forward(spec, x)
     assert out.shape == (2, 4)
     assert out.dtype == np.float32
-    hidden = np.maximum(x @ np.array(spec.layers[0].weight, np.float32).reshape(16, 32) + spec.layers[0].bias, 0)
+    hidden = np.maximum(
+        x @ np.array(spec.layers[0].weight, np.float32).reshape(16, 32) + spec.layers[0].bias, 0
+    )
     expected = hidden @ np.array(spec.layers[1].weight, np.float32).reshape(32, 4) + spec.layers[1].bias
     np.testing.assert_allclose(out, expected, rtol=1e-6)
 
@@ -56,7 +57,9 @@ def test_matmul_size_comes_from_its_options() -> None:
         ("toy-mlp", {"k": 8}, InvalidInput),
     ],
 )
-def test_bad_model_kinds_and_options_are_typed_errors(kind: str, options: dict[str, object], error: type) -> None:
+def test_bad_model_kinds_and_options_are_typed_errors(
+    kind: str, options: dict[str, object], error: type
+) -> None:
     """Unknown kinds are UnknownModel; out-of-range or foreign options are InvalidInput."""
     with pytest.raises(error):
         resolve_model(kind, options)

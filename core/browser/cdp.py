@@ -107,6 +107,10 @@ class DevTools:
         self._watchers.append((method, session, dict(params or {}), future))
         return future
 
+    def _forget(self, future: asyncio.Future[dict[str, Any]]) -> None:
+        self._watchers = [w for w in self._watchers if w[3] is not future]
+        future.cancel()
+
     async def send(
         self,
         method: str,
@@ -181,10 +185,27 @@ class DevTools:
             raise DevToolsError("no page attached: call attach_page() first")
         return self.page_target_id, self.page_session
 
-    async def reload(self, timeout: float = 5.0) -> None:
-        """``Page.reload`` the attached page (it waits for a hung page: use :meth:`crash_and_reload`)."""
+    async def reload(self, timeout: float = 5.0, attempts: int = 3) -> None:
+        """``Page.reload`` the attached page and wait for its load event.
+
+        A reload sent while the browser has not yet noticed a dead renderer is lost (it goes to the
+        dying one), so a reload without a load event within ``timeout / attempts`` is sent again.
+        A hung page never loads: use :meth:`crash_and_reload` for it.
+        """
         _, session = self._session()
-        await self.send("Page.reload", {"ignoreCache": True}, session=session, timeout=timeout)
+        last: Exception | None = None
+        for _ in range(attempts):
+            loaded = self.expect_event("Page.loadEventFired", session=session)
+            try:
+                async with asyncio.timeout(timeout / attempts):
+                    await self.send("Page.reload", {"ignoreCache": True}, session=session, timeout=timeout)
+                    await loaded
+                return
+            except (TimeoutError, DevToolsError) as exc:  # lost, or refused by a target still crashing
+                last = exc
+            finally:
+                self._forget(loaded)
+        raise DevToolsError(f"Page.reload: the page did not load within {timeout} s (last: {last!r})")
 
     async def crash_and_reload(self, timeout: float = 5.0) -> None:
         """Crash the attached page's renderer (``Page.crash``), then ``Page.reload`` it afresh.
@@ -200,4 +221,4 @@ class DevTools:
                 await crashed
         except TimeoutError:
             raise DevToolsError(f"Page.crash: the page did not crash within {timeout} s") from None
-        await self.send("Page.reload", {"ignoreCache": True}, session=session, timeout=timeout)
+        await self.reload(timeout)

@@ -520,7 +520,7 @@ async function handle(data) {
         status(`bridge error: ${msg.kind}: ${msg.message}`);
         return;
       case "load_model":
-        return loadModel(id, msg);
+        return await loadModel(id, msg);
       case "unload_model": {
         const model = models.get(msg.model);
         if (model) releaseModel(model);
@@ -528,9 +528,9 @@ async function handle(data) {
         return send({ type: "unloaded", id, model: msg.model });
       }
       case "infer":
-        return infer(id, msg, tensors);
+        return await infer(id, msg, tensors);
       case "ping":
-        return ping(id, msg);
+        return await ping(id, msg);
       case "memory":
         return send(memoryReport(id));
       case "hook":
