@@ -25,7 +25,10 @@ class EventRecorder:
         return [e for e in self.events if e.type == type]
 
     async def wait_for(
-        self, match: Callable[[NewEvent], bool], timeout: float = 10.0, start: int = 0
+        self,
+        match: Callable[[NewEvent], bool],
+        timeout: float = 10.0,  # noqa: ASYNC109 -- a test's wait must end in a failure, never hang
+        start: int = 0,
     ) -> NewEvent:
         """The first event from index ``start`` on that matches, waiting up to ``timeout`` seconds."""
         async with asyncio.timeout(timeout):

@@ -25,6 +25,8 @@ from poolwarden.bridge.server import BridgeServer, WorkerConnection
 from poolwarden.browser.cdp import DevTools
 from poolwarden.browser.launcher import BrowserProcess, find_chromium, launch_chromium, sweep_orphans
 from poolwarden.errors import BrowserNotFound, DeadlineExceeded, InvalidInput
+from poolwarden.workers.chromium import ChromiumWorker
+from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 
 
@@ -191,21 +193,23 @@ async def test_killed_renderer_closes_with_1001_and_reload_recovers(healthy: Rig
     await check_toy_mlp(conn, "webgpu")
 
 
-async def test_killed_browser_closes_with_1006_and_relaunch_recovers(rig: Rig) -> None:
-    """Killing a browser's process group shows as close 1006; a relaunch says hello on the same worker id."""
-    conn = rig.server.worker("chromium-2")
-    browser = await launch_chromium(rig.server.page_url("chromium-2"))
+async def test_killed_browser_closes_with_1006_and_restart_recovers(rig: Rig) -> None:
+    """Killing a browser's process group shows as close 1006; ChromiumWorker.restart relaunches it,
+    the page says hello on the same worker id, and a verified round trip succeeds."""
+    worker = ChromiumWorker(rig.server, "chromium-2")
     try:
-        await conn.wait_for_hello(after=0, timeout=HELLO_TIMEOUT)
-        await browser.kill()
-        assert not browser.user_data_dir.exists()
-        assert (await conn.wait_closed(1, timeout=10)).code == 1006
-        browser = await launch_chromium(rig.server.page_url("chromium-2"))
-        await conn.wait_for_hello(after=1, timeout=HELLO_TIMEOUT)
-        await conn.load_model("toy-mlp")
-        await check_toy_mlp(conn, "webgpu")
+        await worker.start(timeout=HELLO_TIMEOUT)
+        assert worker.process is not None
+        profile = worker.process.user_data_dir
+        generation = worker.connection.generation
+        await worker.inject(InjectedFault.BROWSER_KILL)
+        assert (await worker.connection.wait_closed(generation, timeout=10)).code == 1006
+        await worker.restart(timeout=HELLO_TIMEOUT)
+        assert not profile.exists()
+        assert worker.connection.generation == generation + 1
+        assert await verify_round_trip(worker.connection) < 5.0
     finally:
-        await browser.kill()
+        await worker.stop()
 
 
 async def test_without_unsafe_webgpu_the_page_computes_in_javascript(rig: Rig) -> None:
