@@ -189,15 +189,18 @@ class DevTools:
         """``Page.reload`` the attached page and wait for its load event.
 
         A reload sent while the browser has not yet noticed a dead renderer is lost (it goes to the
-        dying one), so a reload without a load event within ``timeout / attempts`` is sent again.
-        A hung page never loads: use :meth:`crash_and_reload` for it.
+        dying one), so a reload without a load event soon (0.5 s, then 1 s, ... within ``timeout``)
+        is sent again. A hung page never loads: use :meth:`crash_and_reload` for it.
         """
         _, session = self._session()
         last: Exception | None = None
-        for _ in range(attempts):
+        deadline = asyncio.get_running_loop().time() + timeout
+        for attempt in range(attempts):
+            remaining = deadline - asyncio.get_running_loop().time()
+            wait = remaining if attempt == attempts - 1 else min(remaining, 0.5 * 2**attempt)
             loaded = self.expect_event("Page.loadEventFired", session=session)
             try:
-                async with asyncio.timeout(timeout / attempts):
+                async with asyncio.timeout(wait):
                     await self.send("Page.reload", {"ignoreCache": True}, session=session, timeout=timeout)
                     await loaded
                 return
