@@ -1,4 +1,4 @@
-"""Launching headless Chromium as a worker, killing it whole, and sweeping orphans.
+"""Launching headless Chromium or Firefox as a worker, killing it whole, and sweeping orphans.
 
 Each launch gets a fresh user-data-dir under :func:`profiles_root`, holding a marker file that
 names the Python process that owns it. The browser runs in its own session (so its own process
@@ -21,7 +21,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +31,14 @@ from poolwarden.errors import BrowserLaunchFailed, BrowserNotFound
 __all__ = [
     "CHROMIUM_CANDIDATES",
     "CHROMIUM_FLAGS",
+    "FIREFOX_CANDIDATES",
+    "FIREFOX_PREFS",
     "MARKER_FILE",
     "BrowserProcess",
     "find_chromium",
+    "find_firefox",
     "launch_chromium",
+    "launch_firefox",
     "profiles_root",
     "sweep_orphans",
     "tree_pss",
@@ -67,6 +71,28 @@ CHROMIUM_FLAGS = (
 """Flags every worker Chromium gets; ``--enable-unsafe-webgpu`` and the user-data-dir are added
 per launch."""
 
+FIREFOX_CANDIDATES = ("firefox-esr", "firefox")
+"""Names of Firefox looked for on PATH, in order."""
+
+FIREFOX_PREFS: dict[str, bool | int | str] = {
+    "browser.shell.checkDefaultBrowser": False,
+    "browser.startup.homepage_override.mstone": "ignore",
+    "browser.aboutwelcome.enabled": False,
+    "datareporting.policy.dataSubmissionEnabled": False,
+    "datareporting.healthreport.uploadEnabled": False,
+    "toolkit.telemetry.reportingpolicy.firstRun": False,
+    "toolkit.telemetry.enabled": False,
+    "app.update.auto": False,
+    "app.normandy.enabled": False,
+    "messaging-system.rsexperimentloader.enabled": False,
+    "extensions.update.enabled": False,
+    "network.connectivity-service.enabled": False,
+    "browser.safebrowsing.malware.enabled": False,
+    "browser.safebrowsing.phishing.enabled": False,
+    "browser.safebrowsing.downloads.enabled": False,
+}
+"""Prefs written to every worker Firefox profile (user.js); the WebGPU prefs are added per launch."""
+
 MARKER_FILE = "poolwarden-owner.json"
 """The file in each user-data-dir naming the process that owns the browser."""
 
@@ -78,12 +104,20 @@ def profiles_root() -> Path:
 
 def find_chromium(path: str | os.PathLike[str] | None = None) -> str:
     """The Chromium executable: ``path`` when given, else the first of CHROMIUM_CANDIDATES found."""
-    candidates: Sequence[str] = [os.fspath(path)] if path is not None else CHROMIUM_CANDIDATES
+    return _find("chromium", [os.fspath(path)] if path is not None else CHROMIUM_CANDIDATES)
+
+
+def find_firefox(path: str | os.PathLike[str] | None = None) -> str:
+    """The Firefox executable: ``path`` when given, else the first of FIREFOX_CANDIDATES found."""
+    return _find("firefox", [os.fspath(path)] if path is not None else FIREFOX_CANDIDATES)
+
+
+def _find(browser: str, candidates: Sequence[str]) -> str:
     for candidate in candidates:
         found = candidate if os.path.isabs(candidate) else shutil.which(candidate)
         if found and os.path.isfile(found) and os.access(found, os.X_OK):
             return found
-    raise BrowserNotFound("chromium", candidates)
+    raise BrowserNotFound(browser, candidates)
 
 
 @dataclass(eq=False)
@@ -109,7 +143,7 @@ class BrowserProcess:
 
     @property
     def devtools_url(self) -> str:
-        """The browser-wide Chrome DevTools Protocol WebSocket URL."""
+        """The remote-control WebSocket URL: CDP for Chromium, WebDriver BiDi for Firefox."""
         return f"ws://127.0.0.1:{self.devtools_port}{self.devtools_path}"
 
     async def kill(self) -> None:
@@ -144,12 +178,67 @@ async def launch_chromium(
     the page falls back to JavaScript). Raises BrowserNotFound or BrowserLaunchFailed.
     """
     binary = find_chromium(executable)
-    profile = await asyncio.to_thread(_new_profile, root or profiles_root())
+    profile = await asyncio.to_thread(_new_profile, root or profiles_root(), "chromium")
     args = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
     if webgpu:
         args.append("--enable-unsafe-webgpu")
     args.extend(extra_args)
     args.append(url)
+    return await _spawn("chromium", binary, args, profile, url, _chromium_endpoint, timeout)
+
+
+async def launch_firefox(
+    url: str,
+    *,
+    executable: str | os.PathLike[str] | None = None,
+    webgpu: bool = True,
+    extra_args: Iterable[str] = (),
+    root: Path | None = None,
+    timeout: float = 30.0,
+) -> BrowserProcess:
+    """Start headless Firefox on ``url`` with a fresh profile and wait until its BiDi port is open.
+
+    ``webgpu`` sets the WebGPU prefs (Firefox ESR on a machine without a GPU offers no adapter
+    anyway; the page then uses its JavaScript path). The profile also turns off the network
+    chatter (updates, telemetry, remote settings) a worker has no use for.
+    """
+    binary = find_firefox(executable)
+    profile = await asyncio.to_thread(_new_profile, root or profiles_root(), "firefox")
+    prefs = {**FIREFOX_PREFS, "dom.webgpu.enabled": webgpu, "gfx.webgpu.ignore-blocklist": webgpu}
+    lines = [f"user_pref({json.dumps(k)}, {json.dumps(v)});" for k, v in prefs.items()]
+    await asyncio.to_thread((profile / "user.js").write_text, "\n".join(lines) + "\n")
+    args = ["--headless", "--no-remote", "--profile", str(profile), "--remote-debugging-port", "0"]
+    args.extend(extra_args)
+    args.append(url)
+    return await _spawn("firefox", binary, args, profile, url, _firefox_endpoint, timeout)
+
+
+def _chromium_endpoint(profile: Path) -> tuple[int, str] | None:
+    # Chromium writes the port it picked (and the browser target's path) once it listens.
+    lines = _read_text(profile / "DevToolsActivePort").splitlines()
+    if len(lines) >= 2 and lines[0].isdigit():
+        return int(lines[0]), lines[1]
+    return None
+
+
+def _firefox_endpoint(profile: Path) -> tuple[int, str] | None:
+    # Firefox writes its WebDriver BiDi port here once it listens.
+    try:
+        port = json.loads(_read_text(profile / "WebDriverBiDiServer.json") or "{}").get("ws_port")
+    except ValueError:
+        return None  # half-written
+    return (port, "/session") if isinstance(port, int) and port > 0 else None
+
+
+async def _spawn(
+    kind: str,
+    binary: str,
+    args: Sequence[str],
+    profile: Path,
+    url: str,
+    endpoint: Callable[[Path], tuple[int, str] | None],
+    timeout: float,
+) -> BrowserProcess:
     stderr = await asyncio.to_thread(open, profile / "stderr.log", "wb")
     try:
         process = await asyncio.create_subprocess_exec(
@@ -162,33 +251,25 @@ async def launch_chromium(
         )
     finally:
         stderr.close()  # the child holds its own descriptor
-    browser = BrowserProcess("chromium", process, profile, 0, "", url)
+    browser = BrowserProcess(kind, process, profile, 0, "", url)
     try:
-        browser.devtools_port, browser.devtools_path = await _devtools_endpoint(process, profile, timeout)
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            if process.returncode is not None:
+                tail = await asyncio.to_thread(_tail, profile / "stderr.log")
+                raise BrowserLaunchFailed(f"{kind} exited with {process.returncode} at start-up: {tail}")
+            found = await asyncio.to_thread(endpoint, profile)
+            if found is not None:
+                browser.devtools_port, browser.devtools_path = found
+                return browser
+            if time.monotonic() > deadline:
+                raise BrowserLaunchFailed(f"{kind} did not open its remote-control port within {timeout} s")
+            await asyncio.sleep(delay)  # the file appears when the browser is ready; no event to await
+            delay = min(delay * 2, 0.1)
     except BaseException:
         await browser.kill()
         raise
-    return browser
-
-
-async def _devtools_endpoint(
-    process: asyncio.subprocess.Process, profile: Path, timeout: float
-) -> tuple[int, str]:
-    # Chromium writes the port it picked (and the browser target's path) to this file once it listens.
-    port_file = profile / "DevToolsActivePort"
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while time.monotonic() < deadline:
-        if process.returncode is not None:
-            tail = await asyncio.to_thread(_tail, profile / "stderr.log")
-            raise BrowserLaunchFailed(f"chromium exited with {process.returncode} at start-up: {tail}")
-        text = await asyncio.to_thread(_read_text, port_file)
-        lines = text.splitlines()
-        if len(lines) >= 2 and lines[0].isdigit():
-            return int(lines[0]), lines[1]
-        await asyncio.sleep(delay)  # the file appears when Chromium is ready; there is no event to await
-        delay = min(delay * 2, 0.1)
-    raise BrowserLaunchFailed(f"chromium did not open its DevTools port within {timeout} s")
 
 
 def _read_text(path: Path) -> str:
@@ -205,9 +286,9 @@ def _tail(path: Path, size: int = 2000) -> str:
         return ""
 
 
-def _new_profile(root: Path) -> Path:
+def _new_profile(root: Path, kind: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=root))
+    profile = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=root))
     me = psutil.Process()
     marker = {"owner_pid": me.pid, "owner_create_time": me.create_time(), "created_at": time.time()}
     (profile / MARKER_FILE).write_text(json.dumps(marker))
@@ -226,8 +307,10 @@ def _owner_alive(marker: dict[str, object]) -> bool:
 
 
 def _uses_profile(proc: psutil.Process, profile: Path) -> bool:
+    # Chromium: --user-data-dir=<profile>; Firefox: --profile <profile>.
+    path = str(profile)
     try:
-        return f"--user-data-dir={profile}" in proc.cmdline()
+        return any(arg == path or arg.endswith("=" + path) for arg in proc.cmdline())
     except psutil.Error:
         return False
 
@@ -236,7 +319,11 @@ def _kill_users_of(profile: Path) -> list[int]:
     killed = []
     for proc in psutil.process_iter():
         if _uses_profile(proc, profile):
-            with contextlib.suppress(psutil.Error):
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                if os.getpgid(proc.pid) == proc.pid:
+                    # A session leader we started: its group holds the children without the flag
+                    # (Firefox's content processes).
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.kill()
                 killed.append(proc.pid)
     return killed
@@ -285,6 +372,8 @@ def _renderers(pid: int) -> list[int]:
     pids = []
     for child in children:
         with contextlib.suppress(psutil.Error):
-            if "--type=renderer" in child.cmdline():
+            cmdline = child.cmdline()
+            # Chromium's renderers; Firefox's content processes that host tabs.
+            if "--type=renderer" in cmdline or ("-contentproc" in cmdline and "tab" in cmdline):
                 pids.append(child.pid)
     return pids
