@@ -298,3 +298,79 @@ async def test_waiting_for_a_hello_that_never_comes_times_out(server: BridgeServ
     """wait_for_hello raises DeadlineExceeded when no page connects in time."""
     with pytest.raises(DeadlineExceeded):
         await server.worker("nobody").wait_for_hello(timeout=0.05)
+
+
+async def test_silent_client_is_closed_after_the_hello_timeout(events: EventRecorder) -> None:
+    """A socket that never says hello is closed with 4408 and recorded as refused."""
+    async with BridgeServer(on_event=events, hello_timeout=0.1) as srv:
+        async with connect(srv.ws_url("mute"), origin=srv.origin) as ws:  # type: ignore[arg-type]
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 4408
+        refused = await events.wait_for(lambda e: e.type == "WorkerRefused")
+        assert refused.error_kind == "hello_timeout"
+
+
+@pytest.mark.parametrize(
+    ("first", "kind"),
+    [
+        ({"type": "log", "level": "info", "message": "hi"}, "not_ready"),
+        ({"worker_id": "someone-else"}, "malformed"),
+    ],
+)
+async def test_a_bad_first_message_closes_with_4400(
+    server: BridgeServer, events: EventRecorder, first: dict[str, str], kind: str
+) -> None:
+    """A first message that is not a hello, or a hello for another worker id, is refused with 4400."""
+    hello = {"type": "hello", "protocol": 1, "token": server.token, "worker_id": "w", "instance": "i"}
+    message = first if first.get("type") == "log" else {**hello, "backend": "js", **first}
+    async with connect(server.ws_url("w"), origin=server.origin) as ws:  # type: ignore[arg-type]
+        await ws.send(json.dumps(message))
+        with pytest.raises(ConnectionClosed) as info:
+            await drain(ws)
+    assert info.value.rcvd is not None
+    assert info.value.rcvd.code == 4400
+    assert (await events.wait_for(lambda e: e.type == "WorkerRefused")).error_kind == kind
+
+
+async def test_a_newer_socket_replaces_the_old_one(server: BridgeServer, events: EventRecorder) -> None:
+    """A second hello for the same worker id takes over; the old socket is closed with 4409."""
+    old = await raw_client(server, "twin")
+    new = await raw_client(server, "twin")
+    try:
+        conn = server.worker("twin")
+        await conn.wait_for_hello(after=1, timeout=5)
+        with pytest.raises(ConnectionClosed) as info:
+            await drain(old)
+        assert info.value.rcvd is not None  # type: ignore[attr-defined]
+        assert info.value.rcvd.code == 4409  # type: ignore[attr-defined]
+        assert conn.connected
+        assert [e.payload["code"] for e in events.of_type("WorkerDisconnected")] == [4409]
+    finally:
+        await new.close()  # type: ignore[attr-defined]
+
+
+async def test_test_hooks_need_the_hooks_flag(server: BridgeServer) -> None:
+    """A worker started without hooks refuses hook commands with kind unsupported."""
+    sim = SimulatedWorker.for_server(server, "no-hooks", hooks=False)
+    await sim.start()
+    try:
+        conn = server.worker("no-hooks")
+        await conn.wait_for_hello(after=0, timeout=5)
+        with pytest.raises(ModelError) as info:
+            await conn.hook("hang", seconds=10)
+        assert info.value.kind == "unsupported"
+        assert (await conn.app_ping()).backend == "simulated"
+    finally:
+        await sim.stop()
+
+
+async def test_allocate_hook_shows_in_the_memory_report(
+    server: BridgeServer, worker: SimulatedWorker
+) -> None:
+    """Memory allocated through the test hook is reported by the worker."""
+    conn = server.worker("sim-1")
+    assert (await conn.memory()).test_allocated_bytes == 0
+    await conn.hook("allocate", mb=2)
+    assert (await conn.memory()).test_allocated_bytes == 2 * 1024 * 1024

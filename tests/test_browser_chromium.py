@@ -24,7 +24,7 @@ from bridge_helpers import EventRecorder
 from poolwarden.bridge.server import BridgeServer, WorkerConnection
 from poolwarden.browser.cdp import DevTools
 from poolwarden.browser.launcher import BrowserProcess, find_chromium, launch_chromium, sweep_orphans
-from poolwarden.errors import BrowserNotFound, DeadlineExceeded, InvalidInput
+from poolwarden.errors import BrowserNotFound, DeadlineExceeded, InvalidInput, ModelError
 from poolwarden.workers.chromium import ChromiumWorker
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
@@ -225,6 +225,9 @@ async def test_without_unsafe_webgpu_the_page_computes_in_javascript(rig: Rig) -
         await check_toy_mlp(conn, "js")
         pong = await conn.app_ping()
         assert (pong.backend, pong.gpu) == ("js", "none")
+        with pytest.raises(ModelError) as info:  # loaded without the hooks flag
+            await conn.hook("hang", seconds=60)
+        assert info.value.kind == "unsupported"
     finally:
         await browser.kill()
 

@@ -465,6 +465,12 @@ class BridgeServer:
         if previous is not None:
             # The page reloaded before its old socket was seen to close; the old one is stale.
             conn._detach(previous, generation - 1, CLOSE_REPLACED, "replaced by a newer page")
+            self._emit(
+                "WorkerDisconnected",
+                worker_id,
+                browser=hello.browser,
+                payload={"generation": generation - 1, "code": CLOSE_REPLACED, "reason": "replaced"},
+            )
             await previous.close(CLOSE_REPLACED, "replaced by a newer page")
         await ws.send(
             encode_command(
@@ -587,6 +593,7 @@ class BridgeServer:
         try:
             self._on_event(event)
         except Exception:
+            # A failing sink must not take a worker's connection down with it; it is logged loudly.
             logger.exception("the bridge's event sink failed on %s", type)
 
 

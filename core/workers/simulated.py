@@ -30,7 +30,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poolwarden.bridge.protocol import (
     PROTOCOL_VERSION,
@@ -46,6 +46,9 @@ from poolwarden.errors import InvalidInput, PoolwardenError, ProtocolError, Unkn
 from poolwarden.workers.models import ModelSpec, reference_forward, resolve_model
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+if TYPE_CHECKING:
+    from poolwarden.bridge.server import BridgeServer
 
 __all__ = ["TERMINAL_CLOSE_CODES", "Fault", "SimulatedWorker"]
 
@@ -112,9 +115,10 @@ class SimulatedWorker:
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._hung_until = 0.0
+        self._allocations: list[bytearray] = []
 
     @classmethod
-    def for_server(cls, server: Any, worker_id: str, **kwargs: Any) -> SimulatedWorker:
+    def for_server(cls, server: BridgeServer, worker_id: str, **kwargs: Any) -> SimulatedWorker:
         """A worker for a :class:`~poolwarden.bridge.server.BridgeServer`'s URL, token and Origin."""
         return cls(server.ws_url(worker_id), server.token, worker_id, origin=server.origin, **kwargs)
 
@@ -152,6 +156,7 @@ class SimulatedWorker:
         """Stop (if running) and start afresh: a new instance with no models."""
         await self.stop()
         self._faults.clear()
+        self._allocations.clear()
         self._hung_until = 0.0
         await self.start()
 
@@ -302,7 +307,7 @@ class SimulatedWorker:
                         js_heap_used=None,
                         js_heap_total=None,
                         gpu_buffer_bytes=0,
-                        test_allocated_bytes=0,
+                        test_allocated_bytes=sum(len(b) for b in self._allocations),
                         models=list(self._models),
                     )
                 )
@@ -361,6 +366,9 @@ class SimulatedWorker:
             await self.inject(Fault.DEVICE_LOST)
         elif action == "drop_socket":
             await self.inject(Fault.DROP)
+        elif action == "allocate":
+            # Really held (and touched, like the page's), so process memory grows as it would.
+            self._allocations.append(bytearray(b"\x01") * int(float(fields.get("mb", 1)) * 1024 * 1024))
 
     def _take(self, fault: Fault) -> _Pending | None:
         for pending in self._faults:
