@@ -5,7 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from poolwarden.errors import BrowserNotFound
 from poolwarden.events import NewEvent
+
+
+def installed(find: Callable[[], str]) -> bool:
+    """Whether ``find`` (find_chromium, find_firefox) finds its browser on this machine."""
+    try:
+        find()
+    except BrowserNotFound:
+        return False
+    return True
 
 
 class EventRecorder:

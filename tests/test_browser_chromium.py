@@ -20,28 +20,19 @@ import numpy as np
 import psutil
 import pytest
 import pytest_asyncio
-from bridge_helpers import EventRecorder
+from bridge_helpers import EventRecorder, installed
 from poolwarden.bridge.server import BridgeServer, WorkerConnection
 from poolwarden.browser.cdp import DevTools
 from poolwarden.browser.launcher import BrowserProcess, find_chromium, launch_chromium, sweep_orphans
-from poolwarden.errors import BrowserNotFound, DeadlineExceeded, InvalidInput, ModelError
+from poolwarden.errors import DeadlineExceeded, InvalidInput, ModelError
 from poolwarden.workers.chromium import ChromiumWorker
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 
-
-def _chromium_installed() -> bool:
-    try:
-        find_chromium()
-    except BrowserNotFound:
-        return False
-    return True
-
-
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.asyncio(loop_scope="module"),
-    pytest.mark.skipif(not _chromium_installed(), reason="Chromium is not installed"),
+    pytest.mark.skipif(not installed(find_chromium), reason="Chromium is not installed"),
 ]
 
 WORKER = "chromium-1"

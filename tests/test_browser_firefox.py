@@ -7,26 +7,17 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 import pytest_asyncio
+from bridge_helpers import installed
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.browser.launcher import find_firefox
-from poolwarden.errors import BrowserNotFound
 from poolwarden.workers.firefox import FirefoxWorker
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 
-
-def _firefox_installed() -> bool:
-    try:
-        find_firefox()
-    except BrowserNotFound:
-        return False
-    return True
-
-
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.asyncio(loop_scope="module"),
-    pytest.mark.skipif(not _firefox_installed(), reason="Firefox is not installed"),
+    pytest.mark.skipif(not installed(find_firefox), reason="Firefox is not installed"),
 ]
 
 

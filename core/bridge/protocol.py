@@ -311,6 +311,13 @@ def _load_json(data: bytes | str) -> dict[str, Any]:
     return obj
 
 
+def _load_text(frame: str, limits: Limits) -> dict[str, Any]:
+    # A character is at least one byte: the cheap length check first, the exact one after it.
+    if len(frame) > limits.max_text_bytes or len(frame.encode()) > limits.max_text_bytes:
+        raise ProtocolError(f"text message over the {limits.max_text_bytes}-byte cap", ErrorKind.TOO_LARGE)
+    return _load_json(frame)
+
+
 def _str(obj: Mapping[str, Any], key: str, default: str | None = None) -> str:
     value = obj.get(key, default)
     if not isinstance(value, str):
@@ -487,11 +494,7 @@ def parse_page_message(frame: str | bytes, limits: Limits) -> PageMessage:
             _num(header, "elapsed_ms"),
             tensors,
         )
-    if len(frame) > limits.max_text_bytes:  # characters >= bytes/4; recheck encoded below
-        raise ProtocolError(f"text message of {len(frame)} characters is over the cap", ErrorKind.TOO_LARGE)
-    if len(frame.encode()) > limits.max_text_bytes:
-        raise ProtocolError("text message is over the byte cap", ErrorKind.TOO_LARGE)
-    msg = _load_json(frame)
+    msg = _load_text(frame, limits)
     kind = msg.get("type")
     if kind == "hello":
         return _parse_hello(msg)
@@ -589,9 +592,7 @@ def parse_command(frame: str | bytes, limits: Limits) -> Command:
             raise ProtocolError(f"binary frame of type {header.get('type')!r}", ErrorKind.UNKNOWN_TYPE)
         _str(header, "model")
         return Command("infer", _int(header, "id"), header, tensors)
-    if len(frame) > limits.max_text_bytes:
-        raise ProtocolError("text message is over the cap", ErrorKind.TOO_LARGE)
-    msg = _load_json(frame)
+    msg = _load_text(frame, limits)
     kind = msg.get("type")
     if kind not in _COMMAND_TYPES or kind == "infer":
         raise ProtocolError(f"unknown message type {kind!r}", ErrorKind.UNKNOWN_TYPE)

@@ -57,7 +57,7 @@ class WorkerHandle(Protocol):
         """The logical connection the worker's page attaches to."""
         ...
 
-    async def start(self, timeout: float = 20.0) -> Hello:
+    async def start(self, timeout: float | None = None) -> Hello:
         """Start the worker and return its first hello."""
         ...
 
@@ -65,7 +65,7 @@ class WorkerHandle(Protocol):
         """Reload the page (crashing it first when ``hung``) and return the new hello."""
         ...
 
-    async def restart(self, timeout: float = 20.0) -> Hello:
+    async def restart(self, timeout: float | None = None) -> Hello:
         """Kill the worker's processes, start it afresh, and return the new hello."""
         ...
 

@@ -42,11 +42,13 @@ class SimulatedHandle:
         """The logical connection the simulated worker attaches to."""
         return self.server.worker(self.worker_id)
 
-    async def start(self, timeout: float = 20.0) -> Hello:
+    async def start(self, timeout: float | None = None) -> Hello:
         """Start the worker and wait for its hello."""
         generation = self.connection.generation
         await self.worker.start()
-        return await self.connection.wait_for_hello(after=generation, timeout=timeout)
+        return await self.connection.wait_for_hello(
+            after=generation, timeout=10.0 if timeout is None else timeout
+        )
 
     async def reconnect(self, *, hung: bool, timeout: float = 10.0) -> Hello:
         """Reload the worker (a hang ends with it, as with a crashed and reloaded page)."""
@@ -54,11 +56,13 @@ class SimulatedHandle:
         await self.worker.reload()
         return await self.connection.wait_for_hello(after=generation, timeout=timeout)
 
-    async def restart(self, timeout: float = 20.0) -> Hello:
+    async def restart(self, timeout: float | None = None) -> Hello:
         """Stop and start the worker afresh."""
         generation = self.connection.generation
         await self.worker.restart()
-        return await self.connection.wait_for_hello(after=generation, timeout=timeout)
+        return await self.connection.wait_for_hello(
+            after=generation, timeout=10.0 if timeout is None else timeout
+        )
 
     async def stop(self) -> None:
         """Stop the worker."""
@@ -71,3 +75,7 @@ class SimulatedHandle:
             await self.worker.inject(Fault.HANG, seconds=600)
         else:
             await self.worker.inject(_FAULTS[fault])
+
+
+def _or_default(timeout: float | None) -> float:
+    return 10.0 if timeout is None else timeout
