@@ -362,6 +362,7 @@ class BridgeServer:
         self._server: Server | None = None
         self._workers: dict[str, WorkerConnection] = {}
         self._files: dict[str, bytes] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self.port = 0
 
     async def __aenter__(self) -> BridgeServer:
@@ -431,6 +432,8 @@ class BridgeServer:
         server, self._server = self._server, None
         server.close()
         await server.wait_closed()
+        if self._closing:
+            await asyncio.wait(self._closing)
 
     # --- HTTP ------------------------------------------------------------------------------------
 
@@ -471,12 +474,10 @@ class BridgeServer:
                 browser=hello.browser,
                 payload={"generation": generation - 1, "code": CLOSE_REPLACED, "reason": "replaced"},
             )
-            await previous.close(CLOSE_REPLACED, "replaced by a newer page")
-        await ws.send(
-            encode_command(
-                "welcome", None, protocol=PROTOCOL_VERSION, worker_id=worker_id, generation=generation
-            )
-        )
+            # In the background: an unresponsive old peer must not hold up the new page's welcome.
+            closing = asyncio.create_task(previous.close(CLOSE_REPLACED, "replaced by a newer page"))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
         self._emit(
             "WorkerConnected",
             worker_id,
@@ -490,8 +491,14 @@ class BridgeServer:
                 "webnn": hello.webnn_available,
             },
         )
+        welcome = encode_command(
+            "welcome", None, protocol=PROTOCOL_VERSION, worker_id=worker_id, generation=generation
+        )
         try:
+            await ws.send(welcome)
             await self._receive_loop(ws, conn)
+        except ConnectionClosed:
+            pass  # how it closed is read from the socket just below
         finally:
             code, reason = _close_of(ws)
             if conn._detach(ws, generation, code, reason):
@@ -533,43 +540,40 @@ class BridgeServer:
 
     async def _receive_loop(self, ws: ServerConnection, conn: WorkerConnection) -> None:
         strikes = StrikeCounter(self.strike_limit)
-        try:
-            async for frame in ws:
-                try:
-                    message = parse_page_message(frame, self.limits)
-                    if isinstance(message, Hello):
-                        raise ProtocolError("hello sent twice on one connection", ErrorKind.MALFORMED)
-                except ProtocolError as exc:
-                    exhausted = strikes.strike()
-                    self._emit(
-                        "ProtocolViolated",
-                        conn.connection_id,
-                        error_kind=str(exc.kind),
-                        payload={"detail": str(exc), "strikes": strikes.strikes},
-                    )
-                    await ws.send(encode_error(None, exc.kind, str(exc), strikes=strikes.strikes))
-                    if exhausted:
-                        await ws.close(1008, "too many protocol errors")
-                        return
-                    continue
-                if isinstance(message, Log):
-                    page_logger.log(
-                        _LOG_LEVELS.get(message.level, logging.INFO),
-                        "%s: %s",
-                        conn.connection_id,
-                        message.message,
-                    )
-                elif isinstance(message, ErrorReply) and message.id is None:
-                    self._emit(
-                        "WorkerReported",
-                        conn.connection_id,
-                        error_kind=message.kind,
-                        payload={"detail": message.message},
-                    )
-                else:
-                    conn._deliver(message)
-        except ConnectionClosed:
-            pass  # how it closed is read from ws.close_code by the caller
+        async for frame in ws:
+            try:
+                message = parse_page_message(frame, self.limits)
+                if isinstance(message, Hello):
+                    raise ProtocolError("hello sent twice on one connection", ErrorKind.MALFORMED)
+            except ProtocolError as exc:
+                exhausted = strikes.strike()
+                self._emit(
+                    "ProtocolViolated",
+                    conn.connection_id,
+                    error_kind=str(exc.kind),
+                    payload={"detail": str(exc), "strikes": strikes.strikes},
+                )
+                await ws.send(encode_error(None, exc.kind, str(exc), strikes=strikes.strikes))
+                if exhausted:
+                    await ws.close(1008, "too many protocol errors")
+                    return
+                continue
+            if isinstance(message, Log):
+                page_logger.log(
+                    _LOG_LEVELS.get(message.level, logging.INFO),
+                    "%s: %s",
+                    conn.connection_id,
+                    message.message,
+                )
+            elif isinstance(message, ErrorReply) and message.id is None:
+                self._emit(
+                    "WorkerReported",
+                    conn.connection_id,
+                    error_kind=message.kind,
+                    payload={"detail": message.message},
+                )
+            else:
+                conn._deliver(message)
 
     def _emit(
         self,
