@@ -121,6 +121,18 @@ async def test_bad_input_is_an_input_error(healthy: Rig) -> None:
         await healthy.conn.infer("toy-mlp", {"input": [[1.0] * 15]})
 
 
+async def test_gpu_validation_error_is_reported_as_its_kind(healthy: Rig) -> None:
+    """A dispatch past WebGPU's limits fails in the page's error scope as a validation ModelError."""
+    await healthy.conn.load_model("wide", "matmul", {"k": 1, "n": 1024})
+    with pytest.raises(ModelError) as info:
+        # 40000 x 1024 outputs: more workgroups than one dispatch dimension allows, and an output
+        # binding larger than maxStorageBufferBindingSize.
+        await healthy.conn.infer("wide", {"input": np.ones((40000, 1), np.float32)})
+    assert info.value.kind == "validation"
+    await healthy.conn.unload_model("wide")
+    await check_toy_mlp(healthy.conn, "webgpu")
+
+
 async def test_app_ping_proves_the_gpu_queue_and_memory_is_reported(healthy: Rig) -> None:
     """The pong says the GPU submission completed; the memory report and the browser's PSS are real."""
     pong = await healthy.conn.app_ping(timeout=2.0)
