@@ -10,8 +10,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from poolwarden.browser.launcher import MARKER_FILE, find_chromium, find_firefox, sweep_orphans, tree_pss
-from poolwarden.errors import BrowserNotFound, ConfigurationError
+from poolwarden.browser.launcher import (
+    MARKER_FILE,
+    find_chromium,
+    find_firefox,
+    launch_chromium,
+    sweep_orphans,
+    tree_pss,
+)
+from poolwarden.errors import BrowserLaunchFailed, BrowserNotFound, ConfigurationError
 
 
 def test_a_missing_executable_is_a_typed_configuration_error(tmp_path: Path) -> None:
@@ -81,3 +88,11 @@ def test_tree_pss_counts_a_live_process_and_is_zero_for_a_dead_one() -> None:
     """PSS of this process is positive; of a pid that does not exist it is 0, not an error."""
     assert tree_pss(os.getpid()) > 0
     assert tree_pss(2**22 + 11) == 0
+
+
+async def test_a_browser_that_exits_at_start_up_is_a_launch_failure(tmp_path: Path) -> None:
+    """An executable that exits at once raises BrowserLaunchFailed, and its profile is removed."""
+    with pytest.raises(BrowserLaunchFailed) as info:
+        await launch_chromium("about:blank", executable="/bin/false", root=tmp_path, timeout=5)
+    assert "exited with 1" in str(info.value)
+    assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
