@@ -210,6 +210,7 @@ async def test_killed_browser_closes_with_1006_and_restart_recovers(rig: Rig) ->
         await worker.restart(timeout=HELLO_TIMEOUT)
         assert not profile.exists()
         assert worker.connection.generation == generation + 1
+        assert (await worker.pss_bytes() or 0) > 50 * 1024 * 1024
         assert await verify_round_trip(worker.connection) < 5.0
     finally:
         await worker.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -43,14 +44,19 @@ def _profile(root: Path, name: str, owner_pid: int, owner_created: float) -> Pat
 
 @pytest.fixture
 async def fake_browsers(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, ...]]:
-    """Two stand-in 'browsers' (sleeping shells) whose command lines name a profile, like Chromium's."""
+    """Two stand-in 'browsers' (sleeping Pythons) whose command lines name a profile, like Chromium's."""
     me = psutil.Process()
     orphan_profile = _profile(tmp_path, "orphan", 2**22 + 7, 1.0)  # no such owner
     owned_profile = _profile(tmp_path, "owned", me.pid, me.create_time())
     procs = tuple(
         [
             await asyncio.create_subprocess_exec(
-                "/bin/sh", "-c", "sleep 60", f"--user-data-dir={profile}", start_new_session=True
+                # Python keeps its argv in the command line (a shell may exec `sleep` and lose it).
+                sys.executable,
+                "-c",
+                "import time; time.sleep(60)",
+                f"--user-data-dir={profile}",
+                start_new_session=True,
             )
             for profile in (orphan_profile, owned_profile)
         ]

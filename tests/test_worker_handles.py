@@ -29,6 +29,7 @@ async def handle() -> AsyncIterator[SimulatedHandle]:
 async def test_fresh_worker_passes_verification(handle: SimulatedHandle) -> None:
     """A healthy worker's probe inference matches numpy and takes a positive time."""
     assert await verify_round_trip(handle.connection) > 0
+    assert await handle.pss_bytes() is None
 
 
 async def test_killed_worker_is_recovered_by_restart(handle: SimulatedHandle) -> None:

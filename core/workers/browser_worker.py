@@ -90,6 +90,10 @@ class BrowserWorker:
         if process is not None:
             await process.kill()
 
+    async def pss_bytes(self) -> int | None:
+        """PSS of the browser's whole process tree, sampled in a thread; None when not running."""
+        return None if self.process is None else await self.process.pss_bytes()
+
     async def inject(self, fault: InjectedFault | str) -> None:
         """Cause ``fault``: kill the group or the page's process, hang the page, drop the socket,
         lose the GPU device (the last two need a page loaded with test hooks)."""

@@ -77,6 +77,10 @@ class WorkerHandle(Protocol):
         """Cause ``fault`` (needs a page loaded with test hooks for page_hang and device_lost)."""
         ...
 
+    async def pss_bytes(self) -> int | None:
+        """PSS of the worker's process tree (sampled in a thread), or None when it has none of its own."""
+        ...
+
 
 async def verify_round_trip(connection: WorkerConnection, timeout: float = 5.0) -> float:
     """Load the probe model, run one tiny inference, check it against numpy; return the seconds taken.

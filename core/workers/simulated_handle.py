@@ -68,6 +68,10 @@ class SimulatedHandle:
         """Stop the worker."""
         await self.worker.stop()
 
+    async def pss_bytes(self) -> int | None:
+        """None: a simulated worker lives in the pool's own process and has no memory of its own."""
+        return None
+
     async def inject(self, fault: InjectedFault | str) -> None:
         """Cause ``fault`` on the simulated worker (a page hang lasts until a reload)."""
         fault = InjectedFault(fault)
