@@ -318,14 +318,17 @@ def _uses_profile(proc: psutil.Process, profile: Path) -> bool:
 def _kill_users_of(profile: Path) -> list[int]:
     killed = []
     for proc in psutil.process_iter():
-        if _uses_profile(proc, profile):
-            with contextlib.suppress(psutil.Error, ProcessLookupError):
-                if os.getpgid(proc.pid) == proc.pid:
-                    # A session leader we started: its group holds the children without the flag
-                    # (Firefox's content processes).
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.kill()
-                killed.append(proc.pid)
+        if not _uses_profile(proc, profile):
+            continue
+        # A session leader we started: its group also holds the children without the flag
+        # (Firefox's content processes). Once the group is killed, the process may be reaped at
+        # any moment, so a vanished process counts as killed rather than as an error.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+        killed.append(proc.pid)
     return killed
 
 
