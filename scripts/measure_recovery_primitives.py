@@ -3,7 +3,8 @@
 For each injected fault, the primitive that answers it is run directly: restart for a killed
 browser, reload for a killed renderer, app-ping timeout then crash+reload for a hung page, nothing
 for a dropped socket (the page reconnects by itself), nothing for a lost device (the page recreates
-it). The figure is from the injection to a verified tiny inference. The recovery benchmark of the
+it). The figure is from the injection to a verified tiny inference. It also reports the time
+from launch to hello and the median round trip of a 64x64 matmul. The recovery benchmark of the
 pool (``poolwarden bench recovery``) measures the same through the lifecycle machine's ladder.
 
 Usage: .venv/bin/python scripts/measure_recovery_primitives.py [--workers chromium|simulated]
@@ -18,6 +19,7 @@ import json
 import statistics
 import time
 
+import numpy as np
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.errors import DeadlineExceeded, ModelError
 from poolwarden.workers.chromium import ChromiumWorker
@@ -60,6 +62,20 @@ async def recover_once(handle: WorkerHandle, fault: InjectedFault, ping_timeout:
     return rung, time.perf_counter() - started
 
 
+async def matmul_latency_ms(handle: WorkerHandle, runs: int = 50) -> float:
+    """Median round trip of a 64x64 matmul, after a few warm-up calls."""
+    conn = handle.connection
+    await conn.load_model("mm64", "matmul", {"k": 64, "n": 64})
+    a = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    times = []
+    for i in range(runs + 5):
+        started = time.perf_counter()
+        await conn.infer("mm64", {"input": a})
+        if i >= 5:
+            times.append(time.perf_counter() - started)
+    return round(statistics.median(times) * 1000, 2)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", choices=["chromium", "simulated"], default="chromium")
@@ -74,9 +90,12 @@ async def main() -> None:
             handle = ChromiumWorker(server, "measure", hooks=True)
         else:
             handle = SimulatedHandle(server, "measure")
+        started = time.perf_counter()
         await handle.start()
+        report["start_to_hello_s"] = round(time.perf_counter() - started, 3)
         try:
             await verify_round_trip(handle.connection)
+            report["matmul64_round_trip_ms"] = await matmul_latency_ms(handle)
             for fault in InjectedFault:
                 times = []
                 rung = ""
