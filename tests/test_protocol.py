@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 
@@ -217,3 +218,35 @@ def test_strike_counter_says_when_the_limit_is_reached() -> None:
     """strike() is False until the limit-th breach, then True."""
     counter = StrikeCounter(3)
     assert [counter.strike() for _ in range(3)] == [False, False, True]
+
+
+def test_deeply_nested_json_is_malformed_not_a_crash() -> None:
+    """Nesting deep enough to overflow the JSON decoder is a malformed breach, not a RecursionError."""
+    with pytest.raises(ProtocolError) as info:
+        parse_page_message("[" * 60000, LIMITS)
+    assert info.value.kind == ErrorKind.MALFORMED
+
+
+@given(st.binary(max_size=300))
+def test_any_binary_frame_parses_or_raises_protocol_error(frame: bytes) -> None:
+    """Arbitrary bytes never escape as anything but a ProtocolError."""
+    with contextlib.suppress(ProtocolError):
+        parse_page_message(frame, LIMITS)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=20,
+)
+_TYPES = ["hello", "pong", "memory", "error", "log", "loaded", "unloaded", "hook_done", "x"]
+_FIELDS = ("id", "token", "protocol", "worker_id", "browser", "capabilities", "models", "backend", "gpu")
+
+
+@given(_JSON, st.sampled_from(_TYPES))
+def test_any_json_message_parses_or_raises_protocol_error(value: object, kind: str) -> None:
+    """A message of any type whose fields hold arbitrary JSON never escapes as another exception."""
+    with contextlib.suppress(ProtocolError):
+        parse_page_message(json.dumps({**dict.fromkeys(_FIELDS, value), "type": kind}), LIMITS)

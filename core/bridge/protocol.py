@@ -304,6 +304,8 @@ def _tensor_from(d: Any, frame: bytes, base: int, expected: int, limits: Limits)
 def _load_json(data: bytes | str) -> dict[str, Any]:
     try:
         obj = json.loads(data)
+    except RecursionError as exc:  # "[[[[..." within the size cap still overflows the decoder
+        raise ProtocolError("JSON nested too deeply", ErrorKind.MALFORMED) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not valid JSON: {exc}", ErrorKind.MALFORMED) from exc
     if not isinstance(obj, dict):
