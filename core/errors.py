@@ -23,12 +23,13 @@ meaning (``TypeError``, ``ValueError``, ``TimeoutError``) so that generic handle
     │   │       └── SchemaTooNew          -- written by a newer poolwarden
     │   └── WriteFailed                   -- buffered appends that could not be committed
     ├── StateMachineError
-    │   └── InvalidTransition
+    │   ├── InvalidTransition
+    │   └── ReplayError                   -- a recorded event cannot be folded into state
     ├── ProtocolError                     -- a message broke the worker protocol
     ├── BrowserError                      -- a browser process could not be driven
     │   ├── BrowserNotFound (ConfigurationError)
     │   ├── BrowserLaunchFailed
-    │   └── DevToolsError                 -- a CDP command failed or went unanswered
+    │   └── DevToolsError                 -- a CDP or BiDi command failed or went unanswered
     └── RequestError                      -- a request the pool could not serve
         ├── WorkerDisconnected            -- the worker's socket closed or is not attached
         ├── CircuitOpen
@@ -67,6 +68,7 @@ __all__ = [
     "ProtocolError",
     "QueueFull",
     "ReadOnlyDatabase",
+    "ReplayError",
     "RequestError",
     "SchemaMismatch",
     "SchemaOutdated",
@@ -214,6 +216,20 @@ class InvalidTransition(StateMachineError):
         self.trigger = trigger
 
 
+class ReplayError(StateMachineError):
+    """A recorded event cannot be folded into a machine: unknown type, or impossible where it is.
+
+    ``stream`` and ``version`` say which event; nothing is guessed past it.
+    """
+
+    def __init__(self, stream: str, version: int | None, detail: str) -> None:
+        where = f"{stream!r} version {version}" if version is not None else repr(stream)
+        super().__init__(f"cannot replay {where}: {detail}")
+        self.stream = stream
+        self.version = version
+        self.detail = detail
+
+
 # --- the wire --------------------------------------------------------------------------------
 
 
@@ -250,7 +266,7 @@ class BrowserLaunchFailed(BrowserError):
 
 
 class DevToolsError(BrowserError):
-    """A Chrome DevTools Protocol command failed, or its answer did not come in time."""
+    """A Chrome DevTools Protocol (or WebDriver BiDi) command failed, or its answer did not come in time."""
 
 
 # --- requests --------------------------------------------------------------------------------

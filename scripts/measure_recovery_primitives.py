@@ -20,6 +20,7 @@ import statistics
 import time
 
 import numpy as np
+
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.errors import DeadlineExceeded, ModelError
 from poolwarden.workers.chromium import ChromiumWorker

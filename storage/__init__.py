@@ -1,1 +1,25 @@
-"""The durable event store."""
+"""The durable event store: an append-only log of events in streams, with snapshots.
+
+>>> async with open_store("poolwarden.db") as store:          # doctest: +SKIP
+...     await store.append("breaker/conn-1", [event], expected_version=0)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from poolwarden.storage.base import ANY_VERSION, Durability, EventStore, Receipt
+from poolwarden.storage.sqlite import SQLiteEventStore
+
+__all__ = ["ANY_VERSION", "Durability", "EventStore", "Receipt", "SQLiteEventStore", "open_store"]
+
+
+def open_store(target: str | os.PathLike[str] = ":memory:", **options: Any) -> EventStore:
+    """The event store for ``target``: a file path, ``":memory:"`` or a database URL.
+
+    Use the result as an async context manager (``async with open_store(path) as store``), or
+    call ``await store.open()`` and ``await store.close()``. Options go to the backend
+    (:class:`SQLiteEventStore` for SQLite).
+    """
+    return SQLiteEventStore(target, **options)

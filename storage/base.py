@@ -106,6 +106,19 @@ class EventStore(abc.ABC):
     ) -> list[RecordedEvent]:
         """Up to ``limit`` events of every stream from ``from_position`` on, in position order."""
 
+    async def iter_all(
+        self, from_position: int = 1, *, batch: int = 10_000, types: Sequence[str] | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event from ``from_position`` to the end of the log, in pages of ``batch``.
+
+        Unlike :meth:`follow` it stops at the end. Backends may read ahead while the caller works.
+        """
+        position = from_position
+        while page := await self.read_all(position, batch, types=types):
+            for recorded in page:
+                yield recorded
+            position = page[-1].position + 1
+
     @abc.abstractmethod
     def follow(
         self, from_position: int = 1, *, poll_interval: float = 0.05, batch: int = 1000

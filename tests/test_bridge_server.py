@@ -8,14 +8,15 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
-from bridge_helpers import EventRecorder
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
 from poolwarden.bridge.protocol import Limits
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.errors import DeadlineExceeded, InvalidInput, ModelError, UnknownModel, WorkerDisconnected
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 from poolwarden.workers.simulated import Fault, SimulatedWorker
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from tests.bridge_helpers import EventRecorder
 
 
 @pytest.fixture

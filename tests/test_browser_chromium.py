@@ -20,7 +20,7 @@ import numpy as np
 import psutil
 import pytest
 import pytest_asyncio
-from bridge_helpers import EventRecorder, installed
+
 from poolwarden.bridge.server import BridgeServer, WorkerConnection
 from poolwarden.browser.cdp import DevTools
 from poolwarden.browser.launcher import BrowserProcess, find_chromium, launch_chromium, sweep_orphans
@@ -28,6 +28,7 @@ from poolwarden.errors import DeadlineExceeded, InvalidInput, ModelError
 from poolwarden.workers.chromium import ChromiumWorker
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
+from tests.bridge_helpers import EventRecorder, installed
 
 pytestmark = [
     pytest.mark.browser,

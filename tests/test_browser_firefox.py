@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 import pytest_asyncio
-from bridge_helpers import installed
+
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.browser.launcher import find_firefox
 from poolwarden.workers.firefox import FirefoxWorker
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
+from tests.bridge_helpers import installed
 
 pytestmark = [
     pytest.mark.browser,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from poolwarden.browser.launcher import (
     MARKER_FILE,
     find_chromium,

@@ -7,12 +7,13 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+from websockets.asyncio.client import connect
+
 from poolwarden.bridge.protocol import Tensor, encode_binary, parse_command
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.errors import DeadlineExceeded, ModelError, WorkerDisconnected
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.simulated_handle import SimulatedHandle
-from websockets.asyncio.client import connect
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from poolwarden.errors import InvalidInput, UnknownModel
 from poolwarden.workers.models import mulberry32, reference_forward, resolve_model
 

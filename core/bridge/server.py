@@ -34,6 +34,12 @@ from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Origin
+
 from poolwarden.bridge.protocol import (
     PROTOCOL_VERSION,
     ErrorKind,
@@ -66,11 +72,6 @@ from poolwarden.errors import (
     WorkerDisconnected,
 )
 from poolwarden.events import NewEvent
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
-from websockets.typing import Origin
 
 __all__ = ["BridgeServer", "CloseInfo", "EventSink", "WorkerConnection"]
 

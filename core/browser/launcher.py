@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
 from poolwarden.errors import BrowserLaunchFailed, BrowserNotFound
 
 __all__ = [

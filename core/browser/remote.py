@@ -15,9 +15,10 @@ import itertools
 import json
 from typing import Any, Self
 
-from poolwarden.errors import DevToolsError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from poolwarden.errors import DevToolsError
 
 __all__ = ["RemoteClient"]
 

@@ -32,6 +32,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
 from poolwarden.bridge.protocol import (
     PROTOCOL_VERSION,
     Command,
@@ -44,8 +47,6 @@ from poolwarden.bridge.protocol import (
 )
 from poolwarden.errors import InvalidInput, PoolwardenError, ProtocolError, UnknownModel
 from poolwarden.workers.models import ModelSpec, reference_forward, resolve_model
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 if TYPE_CHECKING:
     from poolwarden.bridge.server import BridgeServer

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``poolwarden bench``: each reports a ratio against a same-process baseline."""

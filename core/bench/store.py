@@ -1,0 +1,164 @@
+"""``poolwarden bench store``: the event store's append and replay speed against raw sqlite3.
+
+In one process and one folder: N events (100 streams, ~150-byte payloads) appended through the
+store by 32 concurrent appenders, buffered and then sync; all of them read back in order; and the
+same rows written with plain ``sqlite3.executemany`` into the same schema, as the baseline that
+machine noise affects equally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from poolwarden.events import NewEvent
+from poolwarden.storage import open_store
+from poolwarden.storage.base import Durability
+from poolwarden.storage.schema import EVENT_COLUMNS
+
+__all__ = ["run"]
+
+STREAMS = 100
+APPENDERS = 32
+
+
+def _event(i: int) -> NewEvent:
+    return NewEvent(
+        type="CallFailed",
+        occurred_at=1_700_000_000.0 + i * 0.001,
+        payload={"attempt": i, "detail": "websocket closed by peer during inference", "n": i % 7},
+        connection_id=f"conn-{i % 8}",
+        model_id="toy-mlp",
+        error_kind="transport",
+        latency_ms=12.5,
+    )
+
+
+async def _append_all(path: Path, events: int, durability: Durability) -> float:
+    async with open_store(path, durability=durability) as store:
+        per_appender = events // APPENDERS
+        extra = events - per_appender * APPENDERS
+
+        async def appender(index: int) -> None:
+            count = per_appender + (1 if index < extra else 0)
+            owned = [f"bench/stream-{j}" for j in range(index, STREAMS, APPENDERS)]
+            versions: dict[str, int] = {}
+            for k in range(count):
+                stream = owned[k % len(owned)]
+                version = versions.get(stream, 0)
+                await store.append(stream, [_event(k)], expected_version=version)
+                versions[stream] = version + 1
+
+        # Each appender owns the streams j with j % APPENDERS == index, as a breaker driver owns
+        # its breaker's stream, and appends with the version it expects.
+        started = time.perf_counter()
+        await asyncio.gather(*(appender(i) for i in range(APPENDERS)))
+        await store.flush()
+        return time.perf_counter() - started
+
+
+async def _replay(path: Path) -> tuple[float, int]:
+    async with open_store(path, read_only=True) as store:
+        started = time.perf_counter()
+        seen, last = 0, 0
+        async for recorded in store.iter_all():
+            if recorded.position <= last:
+                raise AssertionError("replay out of order")
+            last = recorded.position
+            seen += 1
+        return time.perf_counter() - started, seen
+
+
+def _raw_sqlite(path: Path, schema_from: Path, events: int) -> float:
+    """The same rows through plain sqlite3.executemany, batches of 5,000 rows a transaction."""
+    with sqlite3.connect(schema_from) as source:
+        ddl = [sql for (sql,) in source.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")]
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    for statement in ddl:
+        conn.execute(statement)
+    sql = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+    encode = json.JSONEncoder(separators=(",", ":")).encode
+    started = time.perf_counter()
+    batch: list[tuple[Any, ...]] = []
+    for i in range(events):
+        new = _event(i)
+        batch.append(
+            (
+                i + 1,
+                f"bench/stream-{i % STREAMS}",
+                i // STREAMS + 1,
+                new.type,
+                1,
+                new.occurred_at,
+                time.time(),
+                encode(new.payload),
+                None,
+                new.connection_id,
+                new.model_id,
+                None,
+                new.error_kind,
+                None,
+                None,
+                None,
+                None,
+                new.latency_ms,
+            )
+        )
+        if len(batch) == 5000 or i == events - 1:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(sql, batch)
+            conn.execute("COMMIT")
+            batch = []
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return elapsed
+
+
+def _raw_replay(path: Path) -> float:
+    """Every row of the log iterated in position order with plain sqlite3: the replay baseline."""
+    conn = sqlite3.connect(path)
+    started = time.perf_counter()
+    count = sum(1 for _ in conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY position"))
+    elapsed = time.perf_counter() - started
+    conn.close()
+    if count == 0:
+        raise AssertionError("nothing to replay")
+    return elapsed
+
+
+def run(events: int = 200_000, sync_events: int | None = None) -> dict[str, Any]:
+    """Run the store benchmark and return its figures."""
+    sync_events = sync_events or events
+    with tempfile.TemporaryDirectory(prefix="poolwarden-bench-") as folder:
+        base = Path(folder)
+        buffered_s = asyncio.run(_append_all(base / "buffered.db", events, "buffered"))
+        sync_s = asyncio.run(_append_all(base / "sync.db", sync_events, "sync"))
+        replay_s, replayed = asyncio.run(_replay(base / "buffered.db"))
+        if replayed != events:
+            raise AssertionError(f"replayed {replayed} events, appended {events}")
+        raw_s = _raw_sqlite(base / "raw.db", base / "buffered.db", events)
+        raw_replay_s = _raw_replay(base / "buffered.db")
+        size = os.path.getsize(base / "buffered.db")
+    result: dict[str, Any] = {
+        "events": events,
+        "sync_events": sync_events,
+        "appenders": APPENDERS,
+        "streams": STREAMS,
+        "buffered_events_per_s": round(events / buffered_s),
+        "sync_events_per_s": round(sync_events / sync_s),
+        "raw_sqlite_events_per_s": round(events / raw_s),
+        "replay_events_per_s": round(replayed / replay_s),
+        "db_bytes": size,
+    }
+    result["raw_replay_events_per_s"] = round(events / raw_replay_s)
+    result["buffered_ratio"] = round(result["buffered_events_per_s"] / result["raw_sqlite_events_per_s"], 3)
+    result["replay_ratio"] = round(result["replay_events_per_s"] / result["raw_replay_events_per_s"], 3)
+    return result

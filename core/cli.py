@@ -1,0 +1,162 @@
+"""The ``poolwarden`` command line.
+
+Every failure poolwarden can name ends in one line on stderr (``poolwarden: <what> (<what to
+do>)``) and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from poolwarden.errors import PoolwardenError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    from poolwarden.storage.admin import current_revision
+
+    status = current_revision(args.db)
+    print(f"{args.db}: revision {status.current or '(none)'}, code head {status.head}: {status.state.value}")
+    return EXIT_OK if status.state.value == "current" else EXIT_PROBLEM
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from poolwarden.storage.admin import upgrade_database
+
+    before, after = asyncio.run(upgrade_database(args.db))
+    if before == after:
+        print(f"{args.db}: already at revision {after}")
+    else:
+        print(f"{args.db}: upgraded from {before or '(new file)'} to {after}")
+    return EXIT_OK
+
+
+def _db_check(args: argparse.Namespace) -> int:
+    from poolwarden.storage.admin import check_database
+
+    report = check_database(args.db)
+    schema = report.schema
+    print(f"schema: revision {schema.current or '(none)'}, code head {schema.head}: {schema.state.value}")
+    if report.integrity:
+        print(f"integrity: {len(report.integrity)} problem(s)")
+        for problem in report.integrity[:20]:
+            print(f"  {problem}")
+    else:
+        print("integrity: ok")
+    return EXIT_OK if report.ok else EXIT_PROBLEM
+
+
+def _print_result(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+        return
+    width = max(len(key) for key in result)
+    for key, value in result.items():
+        shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
+        print(f"{key:<{width}}  {shown}")
+
+
+def _bench_store(args: argparse.Namespace) -> int:
+    from poolwarden.bench.store import run
+
+    print(f"appending {args.events:,} events through the store and through raw sqlite3 ...", file=sys.stderr)
+    _print_result(run(events=args.events, sync_events=args.sync_events), args.json)
+    return EXIT_OK
+
+
+def _bench_lifecycle(args: argparse.Namespace) -> int:
+    from poolwarden.bench.lifecycle import run
+
+    print(f"deciding recoveries and restoring {args.connections:,} connections ...", file=sys.stderr)
+    _print_result(
+        run(connections=args.connections, recoveries=args.recoveries, rounds=args.rounds), args.json
+    )
+    return EXIT_OK
+
+
+def _events(args: argparse.Namespace) -> int:
+    from poolwarden.eventlog import print_events
+
+    return asyncio.run(
+        print_events(
+            args.db,
+            stream=args.stream,
+            types=args.type,
+            follow=args.follow,
+            as_json=args.json,
+            limit=args.limit,
+        )
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="poolwarden",
+        description="Keep a pool of browser-based AI accelerators serving through failure.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    db = commands.add_parser("db", help="look after a database file: schema revision, upgrades, integrity")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    for name, handler, text in (
+        ("current", _db_current, "print the file's schema revision and the code's"),
+        ("upgrade", _db_upgrade, "bring the file's schema to the code's head (creating the file if missing)"),
+        ("check", _db_check, "schema at head and PRAGMA integrity_check; non-zero exit on any problem"),
+    ):
+        sub = db_commands.add_parser(name, help=text, description=text)
+        sub.add_argument("--db", required=True, metavar="PATH", help="the SQLite file")
+        sub.set_defaults(handler=handler)
+
+    bench = commands.add_parser("bench", help="benchmarks, each against a same-process baseline")
+    bench_commands = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+    store = bench_commands.add_parser("store", help="append and replay speed against raw sqlite3")
+    store.add_argument("--events", type=int, default=200_000, help="events to append (default 200,000)")
+    store.add_argument(
+        "--sync-events", type=int, default=None, help="events for the sync-mode run (default: --events)"
+    )
+    store.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    store.set_defaults(handler=_bench_store)
+    lifecycle = bench_commands.add_parser(
+        "lifecycle", help="recovery decision cost against a bare trigger; restore against JSON decoding"
+    )
+    lifecycle.add_argument("--connections", type=int, default=10_000, help="connections to restore")
+    lifecycle.add_argument("--recoveries", type=int, default=20_000, help="recoveries to decide per round")
+    lifecycle.add_argument("--rounds", type=int, default=3, help="rounds; each figure is the best")
+    lifecycle.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    lifecycle.set_defaults(handler=_bench_lifecycle)
+
+    events = commands.add_parser("events", help="print the event log")
+    events.add_argument("--db", required=True, metavar="PATH")
+    events.add_argument("--stream", help="only this stream (or streams starting with it, if it ends in /)")
+    events.add_argument("--type", action="append", help="only events of this type (repeatable)")
+    events.add_argument("--limit", type=int, default=None, help="at most this many (the last ones)")
+    events.add_argument("--follow", action="store_true", help="keep printing new events as they land")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.set_defaults(handler=_events)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return handler(args)
+    except PoolwardenError as error:
+        print(f"poolwarden: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,819 @@
+"""The SQLite event store: SQLAlchemy's async engine over aiosqlite, with a group-commit writer.
+
+One writer connection per store takes every append in turn from a bounded queue, gathers those
+that arrive together into one ``BEGIN IMMEDIATE`` transaction, checks each append's expected
+version against the stream heads it reads inside that transaction, assigns versions and
+positions, inserts, commits, and then completes each append's receipt. Reads use a separate
+pool of connections; WAL lets them run while the writer writes, from this process or another.
+
+Several processes may append to one file. ``BEGIN IMMEDIATE`` takes the write lock before the
+version check, so the check and the insert are atomic; SQLite's busy handler waits for the
+lock, and the writer retries past it until ``lock_timeout``, then fails the batch with
+:class:`~poolwarden.errors.DatabaseLocked` (nothing of it written).
+
+An in-memory store (``":memory:"``) has one connection, shared by the writer and readers in
+turn, since every SQLite connection to ``:memory:`` is a database of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection as SyncConnection
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from poolwarden.clock import Clock, system_clock
+from poolwarden.errors import (
+    ConcurrencyConflict,
+    ConfigurationError,
+    CorruptDatabase,
+    DatabaseError,
+    DatabaseLocked,
+    DatabaseUnavailable,
+    EventNotSerializable,
+    ReadOnlyDatabase,
+    SchemaMismatch,
+    SchemaOutdated,
+    SchemaTooNew,
+    StoreClosed,
+    StoreError,
+    WriteFailed,
+)
+from poolwarden.events import AppendResult, NewEvent, RecordedEvent, Snapshot
+from poolwarden.storage import migrate
+from poolwarden.storage.base import ANY_VERSION, Durability, EventStore, Receipt
+from poolwarden.storage.schema import EVENT_COLUMNS
+from poolwarden.storage.sqlite_errors import is_locked, translate
+
+__all__ = ["SQLiteEventStore", "check_file", "sqlite_url"]
+
+log = logging.getLogger(__name__)
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_WRITABLE_STATES = (migrate.SchemaState.EMPTY, migrate.SchemaState.CURRENT, migrate.SchemaState.OUTDATED)
+_MAX_VARIABLES = 500  # stream ids per IN (...) query; far below SQLite's limit
+
+_INSERT_EVENTS = (
+    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+)
+_SELECT_EVENTS = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
+_UPSERT_SNAPSHOT = (
+    "INSERT INTO snapshots (stream, version, schema_version, taken_at, state) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (stream) DO UPDATE SET version = excluded.version, "
+    "schema_version = excluded.schema_version, taken_at = excluded.taken_at, state = excluded.state "
+    "WHERE excluded.version >= snapshots.version"
+)
+
+
+def sqlite_url(target: str | os.PathLike[str]) -> tuple[str, Path | None]:
+    """The SQLAlchemy URL for a path, ``":memory:"`` or a ``sqlite+aiosqlite://`` URL, and its file.
+
+    >>> sqlite_url(":memory:")
+    ('sqlite+aiosqlite://', None)
+    """
+    text = os.fspath(target)
+    if text in (":memory:", ""):
+        return "sqlite+aiosqlite://", None
+    if "://" not in text:
+        path = Path(text).expanduser().absolute()
+        return f"sqlite+aiosqlite:///{path}", path
+    url = make_url(text)
+    if url.get_backend_name() != "sqlite":
+        raise ConfigurationError(f"{text!r} is not an SQLite URL; this backend stores events in SQLite")
+    url = url.set(drivername="sqlite+aiosqlite")
+    if not url.database or url.database == ":memory:":
+        return "sqlite+aiosqlite://", None
+    path = Path(url.database).expanduser().absolute()
+    return url.set(database=str(path)).render_as_string(hide_password=False), path
+
+
+def check_file(path: Path, *, must_exist: bool = False) -> None:
+    """Refuse, before SQLite touches it, a file that would fail later or come to harm.
+
+    Raises :class:`DatabaseUnavailable` for a missing folder (or a missing file when
+    ``must_exist``), something that is not a regular file, or a file that cannot be read, and
+    :class:`CorruptDatabase` for a file that is not SQLite or was cut short.
+    """
+    folder = path.parent
+    if not folder.is_dir():
+        raise DatabaseUnavailable(path, f"the folder {folder} does not exist")
+    if not path.exists():
+        if must_exist:
+            raise DatabaseUnavailable(path, "does not exist", hint="check the path")
+        return
+    if not path.is_file():
+        raise DatabaseUnavailable(path, "is not a regular file", hint="check the path")
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+    except PermissionError as error:
+        raise DatabaseUnavailable(path, f"cannot be read: {error.strerror}") from error
+    if header and (len(header) < 100 or not header.startswith(_SQLITE_MAGIC)):
+        raise CorruptDatabase(path, "is not an SQLite database (its header is wrong)")
+    if header and _truncated(path, header):
+        raise CorruptDatabase(path, "is shorter than its header says: the file was truncated")
+
+
+def _truncated(path: Path, header: bytes) -> bool:
+    """Whether the file holds fewer pages than its header records (and no WAL explains it).
+
+    The header's page count is trusted only when its "version-valid-for" number matches the
+    change counter, as SQLite itself does; a non-empty WAL may hold pages a checkpoint was
+    copying when a process died, so then SQLite, not this check, is the judge.
+    """
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    change_counter = header[24:28]
+    pages = int.from_bytes(header[28:32], "big")
+    valid = header[92:96] == change_counter and pages > 0
+    wal = path.with_name(path.name + "-wal")
+    if not valid or (wal.exists() and wal.stat().st_size > 0):
+        return False
+    return path.stat().st_size < pages * page_size
+
+
+# --- the writer's work items ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Append:
+    stream: str
+    expected_version: int | None
+    rows: list[tuple[Any, ...]]  # every column but position, stream, version and recorded_at
+    future: asyncio.Future[AppendResult]
+    buffered: bool
+
+
+@dataclass(slots=True)
+class _SaveSnapshot:
+    row: tuple[str, int, int, float, str]
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Barrier:
+    """Completes once everything queued before it has been handled: flush() and close()."""
+
+    future: asyncio.Future[None]
+    stop: bool = False
+
+
+_Item = _Append | _SaveSnapshot | _Barrier
+
+
+@dataclass(slots=True)
+class _Failures:
+    """Buffered appends that failed, reported by the next flush() or close()."""
+
+    items: list[tuple[str, BaseException]] = field(default_factory=list)
+
+    def take(self) -> list[tuple[str, BaseException]]:
+        items, self.items = self.items, []
+        return items
+
+
+# One encoder for every payload: json.dumps with options builds a new encoder on each call.
+_encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+
+
+def _encode_payload(new: NewEvent) -> str:
+    try:
+        return _encode_json(new.payload)
+    except (TypeError, ValueError) as error:
+        raise EventNotSerializable(new.type, str(error)) from error
+
+
+def _row(new: NewEvent) -> tuple[Any, ...]:
+    if not new.type:
+        raise EventNotSerializable("", "an event needs a type")
+    if not math.isfinite(new.occurred_at):
+        raise EventNotSerializable(new.type, f"occurred_at must be a finite time, not {new.occurred_at}")
+    return (
+        new.type,
+        new.schema_version,
+        float(new.occurred_at),
+        _encode_payload(new),
+        new.incident_id,
+        new.connection_id,
+        new.model_id,
+        new.browser,
+        new.error_kind,
+        new.from_state,
+        new.to_state,
+        new.rung,
+        new.outcome,
+        None if new.latency_ms is None else float(new.latency_ms),
+    )
+
+
+class SQLiteEventStore(EventStore):
+    """An :class:`~poolwarden.storage.base.EventStore` in one SQLite file (or in memory).
+
+    :param target: a file path, ``":memory:"``, or a ``sqlite://`` / ``sqlite+aiosqlite://`` URL.
+    :param durability: ``"sync"`` (append returns after commit) or ``"buffered"``.
+    :param upgrade: upgrade an older schema on open; with ``False`` such a file is refused.
+    :param read_only: open for reading only (appends raise :class:`ReadOnlyDatabase`).
+    :param max_batch: most events committed in one transaction.
+    :param linger: seconds the writer waits for more appends when a batch is small (besides
+        yielding to the appenders woken by the last commit, which it always does).
+    :param max_pending: appends that may wait in the queue before appenders are made to wait.
+    :param busy_timeout: seconds SQLite's busy handler waits for a lock in one attempt.
+    :param lock_timeout: seconds the writer keeps retrying a locked database before failing.
+    :param synchronous: SQLite's ``synchronous`` pragma. ``NORMAL`` (with WAL) survives a crash
+        of the process; ``FULL`` also survives a power cut, at an fsync per commit.
+    :param clock: source of ``recorded_at``.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] = ":memory:",
+        *,
+        durability: Durability = "sync",
+        upgrade: bool = True,
+        read_only: bool = False,
+        max_batch: int = 5000,
+        linger: float = 0.0,
+        max_pending: int = 10_000,
+        busy_timeout: float = 5.0,
+        lock_timeout: float = 60.0,
+        synchronous: str = "NORMAL",
+        clock: Clock = system_clock,
+    ) -> None:
+        if durability not in ("sync", "buffered"):
+            raise ConfigurationError(f"durability must be 'sync' or 'buffered', not {durability!r}")
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ConfigurationError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
+        if max_batch < 1 or max_pending < 1:
+            raise ConfigurationError("max_batch and max_pending must be at least 1")
+        self.url, self.path = sqlite_url(target)
+        self.durability = durability
+        self.upgrade = upgrade
+        self.read_only = read_only
+        self.max_batch = max_batch
+        self.linger = linger
+        self.max_pending = max_pending
+        self.busy_timeout = busy_timeout
+        self.lock_timeout = lock_timeout
+        self.synchronous = synchronous.upper()
+        self._clock = clock
+        self._writer_engine: AsyncEngine | None = None
+        self._reader_engine: AsyncEngine | None = None
+        self._writer_conn: AsyncConnection | None = None
+        self._shared_lock: asyncio.Lock | None = None  # in-memory: one connection for all
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._committed = asyncio.Event()
+        self._failures = _Failures()
+        self._broken: BaseException | None = None
+        self._state = "new"
+
+    def __repr__(self) -> str:
+        where = self.path if self.path is not None else ":memory:"
+        return f"<SQLiteEventStore {where} {self.durability} {self._state}>"
+
+    # --- opening and closing ------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._state != "new":
+            raise StoreError(f"{self!r} was already opened")
+        self._check_file()
+        try:
+            await self._connect()
+            await self._prepare_schema()
+        except BaseException:
+            await self._dispose()
+            self._state = "closed"
+            raise
+        self._queue = asyncio.Queue(maxsize=self.max_pending)
+        if not self.read_only:
+            self._writer_task = asyncio.get_running_loop().create_task(
+                self._write_loop(), name=f"poolwarden-writer:{self.path or ':memory:'}"
+            )
+        self._state = "open"
+
+    def _check_file(self) -> None:
+        if self.path is None:
+            if self.read_only:
+                raise ConfigurationError("an in-memory store cannot be read-only: it starts empty")
+            return
+        check_file(self.path, must_exist=self.read_only)
+
+    async def _connect(self) -> None:
+        busy_ms = int(self.busy_timeout * 1000)
+        pragmas = [f"PRAGMA busy_timeout = {busy_ms}", "PRAGMA foreign_keys = ON"]
+        if not self.read_only:
+            pragmas.append(f"PRAGMA synchronous = {self.synchronous}")
+            if self.path is not None:
+                pragmas.append("PRAGMA journal_mode = WAL")  # persistent; readers never block the writer
+
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Take transactions out of the sqlite3 module's hands: BEGIN is ours (see on_begin).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            for pragma in pragmas:
+                cursor.execute(pragma)
+            cursor.close()
+
+        def on_begin(connection: SyncConnection) -> None:
+            # IMMEDIATE takes the write lock up front, so reading stream heads and inserting
+            # are one atomic step across processes, and a busy lock is waited for, not failed.
+            connection.exec_driver_sql("BEGIN" if self.read_only else "BEGIN IMMEDIATE")
+
+        url = self.url
+        if self.path is None:
+            engine = create_async_engine(url, poolclass=StaticPool)
+            event.listen(engine.sync_engine, "connect", on_connect)
+            event.listen(engine.sync_engine, "begin", on_begin)
+            self._writer_engine = self._reader_engine = engine
+            self._shared_lock = asyncio.Lock()
+        else:
+            connect_args = {"timeout": self.busy_timeout}
+            if self.read_only:
+                url = f"sqlite+aiosqlite:///file:{self.path}?mode=ro&uri=true"
+            writer = create_async_engine(url, pool_size=1, max_overflow=0, connect_args=connect_args)
+            event.listen(writer.sync_engine, "connect", on_connect)
+            event.listen(writer.sync_engine, "begin", on_begin)
+            reader = create_async_engine(url, pool_size=4, max_overflow=4, connect_args=connect_args)
+            event.listen(reader.sync_engine, "connect", on_connect)
+            event.listen(reader.sync_engine, "begin", lambda c: c.exec_driver_sql("BEGIN"))
+            self._writer_engine, self._reader_engine = writer, reader
+        try:
+            self._writer_conn = await self._writer_engine.connect()
+        except Exception as error:
+            raise self._translate(error) from error
+
+    async def _prepare_schema(self) -> None:
+        conn = self._require_writer_conn()
+        try:
+            await conn.begin()
+            status = await conn.run_sync(migrate.schema_status)
+            if status.state is migrate.SchemaState.EMPTY and not self.read_only:
+                await conn.run_sync(migrate.upgrade)
+            elif status.state is migrate.SchemaState.OUTDATED and self.upgrade and not self.read_only:
+                log.info("upgrading %s from schema %s to %s", self.path, status.current, status.head)
+                await conn.run_sync(migrate.upgrade)
+            if (
+                not self.read_only
+                and status.state in _WRITABLE_STATES
+                and (self.upgrade or status.state is not migrate.SchemaState.OUTDATED)
+            ):
+                # SQLite opens a file it may not write read-only without a word, and in WAL mode
+                # even BEGIN IMMEDIATE succeeds: only a write tells. This one changes nothing.
+                await conn.exec_driver_sql("UPDATE store_info SET value = value WHERE key = 'store_id'")
+            await conn.commit()
+        except (StoreError, asyncio.CancelledError):
+            await conn.rollback()
+            raise
+        except Exception as error:
+            await conn.rollback()
+            raise self._translate(error) from error
+        where = self.path
+        if status.state is migrate.SchemaState.EMPTY and self.read_only:
+            raise SchemaMismatch(where, None, status.head, "holds no poolwarden schema yet")
+        if status.state is migrate.SchemaState.FOREIGN:
+            raise SchemaMismatch(
+                where, None, status.head, "is an SQLite database, but not a poolwarden event store"
+            )
+        if status.state is migrate.SchemaState.TOO_NEW:
+            raise SchemaTooNew(
+                where,
+                status.current,
+                status.head,
+                f"has schema revision {status.current}, newer than this code's {status.head}",
+            )
+        if status.state is migrate.SchemaState.OUTDATED and (not self.upgrade or self.read_only):
+            raise SchemaOutdated(
+                where,
+                status.current,
+                status.head,
+                f"has schema revision {status.current}, older than this code's {status.head}",
+            )
+
+    async def close(self) -> None:
+        if self._state != "open":
+            self._state = "closed"
+            return
+        self._state = "closing"
+        failures: list[tuple[str, BaseException]] = []
+        try:
+            if self._writer_task is not None and not self._writer_task.done():
+                barrier = _Barrier(asyncio.get_running_loop().create_future(), stop=True)
+                await self._require_queue().put(barrier)
+                await asyncio.shield(barrier.future)
+                await self._writer_task
+            failures = self._failures.take()
+        finally:
+            self._state = "closed"
+            self._committed.set()  # wake followers so that they see the store is closed
+            await self._dispose()
+        if failures:
+            raise WriteFailed(failures)
+
+    async def _dispose(self) -> None:
+        if self._writer_conn is not None:
+            with contextlib.suppress(Exception):  # closing after a failure must not hide it
+                await self._writer_conn.close()
+            self._writer_conn = None
+        for engine in {self._writer_engine, self._reader_engine} - {None}:
+            assert engine is not None
+            await engine.dispose()
+        self._writer_engine = self._reader_engine = None
+
+    def _translate(self, error: BaseException) -> StoreError:
+        if isinstance(error, StoreError):
+            return error
+        translated = translate(error, self.path)
+        if translated is not None:
+            return translated
+        return DatabaseError(self.path, f"{type(error).__name__}: {error}", hint="see the cause")
+
+    def _require_open(self) -> None:
+        if self._state != "open":
+            raise StoreClosed(f"{self!r} is not open")
+        if self._broken is not None:
+            raise StoreError(f"{self!r} stopped writing after an unexpected error") from self._broken
+
+    def _require_queue(self) -> asyncio.Queue[_Item]:
+        assert self._queue is not None, "store not opened"
+        return self._queue
+
+    def _require_writer_conn(self) -> AsyncConnection:
+        assert self._writer_conn is not None, "store not opened"
+        return self._writer_conn
+
+    # --- appending ----------------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: int | None = ANY_VERSION,
+        *,
+        durability: Durability | None = None,
+    ) -> Receipt:
+        self._require_open()
+        if self.read_only:
+            raise ReadOnlyDatabase(self.path, "the store was opened read-only")
+        if not stream:
+            raise ConfigurationError("a stream id must not be empty")
+        if expected_version is not None and expected_version < 0:
+            raise ConfigurationError(f"expected_version must be >= 0, not {expected_version}")
+        mode = durability or self.durability
+        if mode not in ("sync", "buffered"):
+            raise ConfigurationError(f"durability must be 'sync' or 'buffered', not {mode!r}")
+        rows = [_row(new) for new in events]  # raises EventNotSerializable before anything is queued
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        receipt = Receipt(stream, future)
+        item = _Append(stream, expected_version, rows, future, buffered=(mode == "buffered"))
+        await self._require_queue().put(item)  # waits while the queue is full: backpressure
+        if self._writer_task is not None and self._writer_task.done() and not future.done():
+            future.set_exception(StoreClosed(f"{self!r} closed before this append was written"))
+        if mode == "sync":
+            await receipt  # raises ConcurrencyConflict or the write's error
+        return receipt
+
+    async def flush(self) -> None:
+        self._require_open()
+        if self._writer_task is None:
+            return
+        barrier = _Barrier(asyncio.get_running_loop().create_future())
+        await self._require_queue().put(barrier)
+        await asyncio.shield(barrier.future)
+        failures = self._failures.take()
+        if failures:
+            raise WriteFailed(failures)
+
+    async def save_snapshot(
+        self, stream: str, version: int, state: Mapping[str, Any], *, schema_version: int = 1
+    ) -> None:
+        self._require_open()
+        if self.read_only:
+            raise ReadOnlyDatabase(self.path, "the store was opened read-only")
+        try:
+            encoded = _encode_json(state)
+        except (TypeError, ValueError) as error:
+            raise EventNotSerializable(f"snapshot of {stream}", str(error)) from error
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        row = (stream, version, schema_version, self._clock(), encoded)
+        await self._require_queue().put(_SaveSnapshot(row, future))
+        await asyncio.shield(future)
+
+    async def _write_loop(self) -> None:
+        queue = self._require_queue()
+        try:
+            while True:
+                batch = [await queue.get()]
+                size = _size(batch[0])
+                # Appenders woken by the last commit are about to queue their next append: yield
+                # to them (and, with linger, wait a little) so that they share this commit.
+                for _ in range(2):
+                    if size + queue.qsize() >= self.max_batch:
+                        break
+                    await asyncio.sleep(0)
+                if self.linger > 0 and size + queue.qsize() < self.max_batch:
+                    await asyncio.sleep(self.linger)
+                while size < self.max_batch and not queue.empty():
+                    item = queue.get_nowait()
+                    batch.append(item)
+                    size += _size(item)
+                stop = await self._handle(batch)
+                if stop:
+                    # Appenders that were waiting for room when close() began queued behind
+                    # the stop: they are told, not left waiting.
+                    self._fail_queued(StoreClosed(f"{self!r} closed before this append was written"))
+                    return
+        except BaseException as error:
+            self._broken = error
+            self._fail_queued(StoreError(f"the store's writer stopped: {error!r}"))
+            raise
+
+    def _fail_queued(self, error: StoreError) -> None:
+        queue = self._require_queue()
+        while not queue.empty():
+            item = queue.get_nowait()
+            if not item.future.done():
+                item.future.set_exception(error)
+                item.future.exception()  # retrieved: the appender, if still there, re-raises it
+
+    async def _handle(self, batch: list[_Item]) -> bool:
+        work = [item for item in batch if not isinstance(item, _Barrier)]
+        if work:
+            await self._commit(work)
+        stop = False
+        for item in batch:
+            if isinstance(item, _Barrier):
+                stop = stop or item.stop
+                if not item.future.done():
+                    item.future.set_result(None)
+        return stop
+
+    async def _commit(self, work: list[_Append | _SaveSnapshot]) -> None:
+        deadline = asyncio.get_running_loop().time() + self.lock_timeout
+        delay = 0.005
+        while True:
+            try:
+                outcomes = await self._transaction(work)
+                break
+            except Exception as error:
+                if is_locked(error) and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 0.5)
+                    continue
+                translated = self._translate(error)
+                if is_locked(error):
+                    translated = DatabaseLocked(
+                        self.path, f"still locked after {self.lock_timeout:g} s: {error}"
+                    )
+                for item in work:
+                    self._settle(item, translated)
+                return
+        for item, outcome in zip(work, outcomes, strict=True):
+            self._settle(item, outcome)
+        self._committed.set()
+        self._committed = asyncio.Event()
+
+    def _settle(self, item: _Append | _SaveSnapshot, outcome: AppendResult | BaseException | None) -> None:
+        if item.future.done():
+            return
+        if isinstance(outcome, BaseException):
+            item.future.set_exception(outcome)
+            if isinstance(item, _Append) and item.buffered:
+                item.future.exception()  # retrieved here; reported by flush() and close()
+                if not self._failures.items:
+                    log.error("buffered append to %s failed: %s (flush() reports all)", item.stream, outcome)
+                self._failures.items.append((item.stream, outcome))
+        elif isinstance(item, _Append):
+            assert isinstance(outcome, AppendResult)
+            item.future.set_result(outcome)
+        else:
+            item.future.set_result(None)
+
+    async def _transaction(
+        self, work: list[_Append | _SaveSnapshot]
+    ) -> list[AppendResult | BaseException | None]:
+        # The hot path speaks to the driver connection SQLAlchemy holds for the writer: four
+        # thread hops a batch (BEGIN, heads, insert, COMMIT), none of SQLAlchemy's per-statement
+        # work. The connection's isolation_level is None, so these statements are the transaction.
+        async with self._writing() as driver:
+            await driver.execute("BEGIN IMMEDIATE")
+            try:
+                appends = [item for item in work if isinstance(item, _Append)]
+                heads, position = await self._heads(driver, {item.stream for item in appends})
+                outcomes, rows, snapshots = self._plan(work, heads, position)
+                if rows:
+                    await driver.executemany(_INSERT_EVENTS, rows)
+                if snapshots:
+                    await driver.executemany(_UPSERT_SNAPSHOT, snapshots)
+                await driver.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):  # the original error is the one to report
+                    await driver.execute("ROLLBACK")
+                raise
+        return outcomes
+
+    def _plan(
+        self, work: list[_Append | _SaveSnapshot], heads: dict[str, int], position: int
+    ) -> tuple[list[AppendResult | BaseException | None], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Inside the write transaction: check versions, assign versions and positions."""
+        recorded_at = self._clock()
+        outcomes: list[AppendResult | BaseException | None] = []
+        rows: list[tuple[Any, ...]] = []
+        snapshots: list[tuple[Any, ...]] = []
+        for item in work:
+            if isinstance(item, _SaveSnapshot):
+                snapshots.append(item.row)
+                outcomes.append(None)
+                continue
+            head = heads.get(item.stream, 0)
+            if item.expected_version is not None and item.expected_version != head:
+                outcomes.append(ConcurrencyConflict(item.stream, item.expected_version, head))
+                continue
+            first_position = position + 1
+            stream = item.stream
+            for offset, (kind, schema, occurred, *rest) in enumerate(item.rows, start=1):
+                position += 1
+                rows.append((position, stream, head + offset, kind, schema, occurred, recorded_at, *rest))
+            heads[stream] = head + len(item.rows)
+            outcomes.append(AppendResult(stream, head + 1, head + len(item.rows), first_position, position))
+        return outcomes, rows, snapshots
+
+    @staticmethod
+    async def _heads(driver: Any, streams: Iterable[str]) -> tuple[dict[str, int], int]:
+        """The current version of each of ``streams`` and the log's last position, in one query."""
+        names = list(streams)
+        heads: dict[str, int] = {}
+        position = 0
+        for start in range(0, max(len(names), 1), _MAX_VARIABLES):
+            chunk = names[start : start + _MAX_VARIABLES]
+            sql = "SELECT NULL, MAX(position) FROM events"
+            if chunk:
+                sql += (
+                    " UNION ALL SELECT stream, MAX(version) FROM events WHERE stream IN "
+                    f"({', '.join('?' * len(chunk))}) GROUP BY stream"
+                )
+            for stream, value in await driver.execute_fetchall(sql, tuple(chunk)):
+                if stream is None:
+                    position = value or 0
+                else:
+                    heads[stream] = value
+        return heads, position
+
+    # --- connections --------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[Any]:
+        """The writer's driver connection (an ``aiosqlite.Connection``), exclusively."""
+        conn = self._require_writer_conn()
+        if self._shared_lock is None:
+            yield (await conn.get_raw_connection()).driver_connection
+            return
+        async with self._shared_lock:
+            yield (await conn.get_raw_connection()).driver_connection
+
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[Any]:
+        """A driver connection for reading: one of the reader pool's, or in memory the only one."""
+        self._require_open()
+        try:
+            if self._shared_lock is not None:
+                async with self._shared_lock:
+                    yield (await self._require_writer_conn().get_raw_connection()).driver_connection
+                return
+            assert self._reader_engine is not None
+            async with self._reader_engine.connect() as conn:
+                yield (await conn.get_raw_connection()).driver_connection
+        except StoreError:
+            raise
+        except Exception as error:
+            raise self._translate(error) from error
+
+    async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        async with self._reading() as driver:
+            return list(await driver.execute_fetchall(sql, params))
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def read_stream(
+        self, stream: str, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        sql = f"{_SELECT_EVENTS} WHERE stream = ? AND version >= ? ORDER BY version"
+        params: tuple[Any, ...] = (stream, from_version)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params += (limit,)
+        return [RecordedEvent(*row) for row in await self._query(sql, params)]
+
+    async def read_all(
+        self, from_position: int = 1, limit: int = 1000, *, types: Sequence[str] | None = None
+    ) -> list[RecordedEvent]:
+        if limit < 1:
+            raise ConfigurationError(f"limit must be at least 1, not {limit}")
+        return [RecordedEvent(*row) for row in await self._page(from_position, limit, types)]
+
+    async def iter_all(
+        self, from_position: int = 1, *, batch: int = 10_000, types: Sequence[str] | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        # Reads the next page while the caller works through this one: SQLite steps in the
+        # driver's thread (without the GIL) while the loop builds and hands out events.
+        loop = asyncio.get_running_loop()
+        ahead = loop.create_task(self._page(from_position, batch, types))
+        try:
+            while rows := await ahead:
+                ahead = loop.create_task(self._page(rows[-1][0] + 1, batch, types))
+                for row in rows:
+                    yield RecordedEvent(*row)
+        finally:
+            if not ahead.done():
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StoreError):
+                    await ahead
+
+    async def _page(self, from_position: int, limit: int, types: Sequence[str] | None) -> list[Any]:
+        sql = f"{_SELECT_EVENTS} WHERE position >= ?"
+        params: tuple[Any, ...] = (from_position,)
+        if types is not None:
+            sql += f" AND type IN ({', '.join('?' * len(types))})"
+            params += tuple(types)
+        return await self._query(sql + " ORDER BY position LIMIT ?", (*params, limit))
+
+    async def follow(
+        self, from_position: int = 1, *, poll_interval: float = 0.05, batch: int = 1000
+    ) -> AsyncIterator[RecordedEvent]:
+        position = from_position
+        while True:
+            committed = self._committed
+            events = await self.read_all(position, batch)
+            for recorded in events:
+                yield recorded
+                position = recorded.position + 1
+            if len(events) < batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(committed.wait(), poll_interval)
+
+    async def stream_version(self, stream: str) -> int:
+        rows = await self._query("SELECT MAX(version) FROM events WHERE stream = ?", (stream,))
+        return int(rows[0][0] or 0)
+
+    async def head_position(self) -> int:
+        rows = await self._query("SELECT MAX(position) FROM events")
+        return int(rows[0][0] or 0)
+
+    async def streams(self, prefix: str = "") -> dict[str, int]:
+        sql = "SELECT stream, MAX(version) FROM events"
+        params: tuple[Any, ...] = ()
+        if prefix:
+            sql += " WHERE stream >= ? AND stream < ?"
+            params = (prefix, prefix + "\U0010ffff")
+        sql += " GROUP BY stream ORDER BY stream"
+        return {stream: int(version) for stream, version in await self._query(sql, params)}
+
+    async def load_snapshot(self, stream: str) -> Snapshot | None:
+        rows = await self._query(
+            "SELECT stream, version, state, taken_at, schema_version FROM snapshots WHERE stream = ?",
+            (stream,),
+        )
+        return _snapshot(rows[0]) if rows else None
+
+    async def load_snapshots(self, prefix: str = "") -> dict[str, Snapshot]:
+        sql = "SELECT stream, version, state, taken_at, schema_version FROM snapshots"
+        params: tuple[Any, ...] = ()
+        if prefix:
+            sql += " WHERE stream >= ? AND stream < ?"
+            params = (prefix, prefix + "\U0010ffff")
+        return {row[0]: _snapshot(row) for row in await self._query(sql, params)}
+
+    async def integrity_check(self) -> list[str]:
+        """SQLite's ``PRAGMA integrity_check``: an empty list when the file is sound."""
+        try:
+            rows = await self._query("PRAGMA integrity_check")
+        except CorruptDatabase as error:  # damaged enough that the check itself cannot run
+            return [error.detail]
+        problems = [str(row[0]) for row in rows]
+        return [] if problems == ["ok"] else problems
+
+
+def _size(item: _Item) -> int:
+    return len(item.rows) if isinstance(item, _Append) else 1
+
+
+def _snapshot(row: Any) -> Snapshot:
+    return Snapshot(
+        stream=row[0],
+        version=int(row[1]),
+        state=json.loads(row[2]),
+        taken_at=float(row[3]),
+        schema_version=int(row[4]),
+    )
