@@ -25,8 +25,13 @@ meaning (``TypeError``, ``ValueError``, ``TimeoutError``) so that generic handle
     ├── StateMachineError
     │   ├── InvalidTransition
     │   └── ReplayError                   -- a recorded event cannot be folded into state
-    ├── ProtocolError
+    ├── ProtocolError                     -- a message broke the worker protocol
+    ├── BrowserError                      -- a browser process could not be driven
+    │   ├── BrowserNotFound (ConfigurationError)
+    │   ├── BrowserLaunchFailed
+    │   └── DevToolsError                 -- a CDP or BiDi command failed or went unanswered
     └── RequestError                      -- a request the pool could not serve
+        ├── WorkerDisconnected            -- the worker's socket closed or is not attached
         ├── CircuitOpen
         ├── NoHealthyConnection
         ├── QueueFull
@@ -42,6 +47,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
+    "BrowserError",
+    "BrowserLaunchFailed",
+    "BrowserNotFound",
     "CircuitOpen",
     "ConcurrencyConflict",
     "ConfigurationError",
@@ -50,6 +58,7 @@ __all__ = [
     "DatabaseLocked",
     "DatabaseUnavailable",
     "DeadlineExceeded",
+    "DevToolsError",
     "EventNotSerializable",
     "InvalidInput",
     "InvalidTransition",
@@ -68,6 +77,7 @@ __all__ = [
     "StoreClosed",
     "StoreError",
     "UnknownModel",
+    "WorkerDisconnected",
     "WriteFailed",
 ]
 
@@ -224,7 +234,39 @@ class ReplayError(StateMachineError):
 
 
 class ProtocolError(PoolwardenError):
-    """A message from a browser worker broke the protocol (malformed, unknown, too large)."""
+    """A message from a browser worker broke the protocol (malformed, unknown, too large).
+
+    ``kind`` names the breach (``malformed``, ``unknown_type``, ``too_large``, ``bad_tensor``,
+    ``bad_token``, ``unsupported_version``, ...) as it is sent back to the peer in the error reply.
+    """
+
+    def __init__(self, message: str, kind: str = "malformed") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# --- browsers --------------------------------------------------------------------------------
+
+
+class BrowserError(PoolwardenError):
+    """A browser process could not be found, started or driven."""
+
+
+class BrowserNotFound(BrowserError, ConfigurationError):
+    """No executable of the requested browser was found; ``tried`` lists the places looked at."""
+
+    def __init__(self, browser: str, tried: Sequence[str]) -> None:
+        self.browser = browser
+        self.tried = list(tried)
+        super().__init__(f"no {browser} executable found (tried: {', '.join(self.tried)})")
+
+
+class BrowserLaunchFailed(BrowserError):
+    """The browser was started but did not come up (exited, or never opened its DevTools port)."""
+
+
+class DevToolsError(BrowserError):
+    """A Chrome DevTools Protocol (or WebDriver BiDi) command failed, or its answer did not come in time."""
 
 
 # --- requests --------------------------------------------------------------------------------
@@ -242,6 +284,21 @@ class CircuitOpen(RequestError):
         self.key = key
         self.reason = reason
         self.retry_at = retry_at
+
+
+class WorkerDisconnected(RequestError):
+    """The worker's socket closed before answering, or no page is attached to that worker now.
+
+    Retryable: the request never completed, so sending it to another worker is safe. ``code`` is
+    the WebSocket close code when one was seen (1006 when the peer vanished without a close frame).
+    """
+
+    def __init__(self, connection_id: str, code: int | None = None, reason: str = "") -> None:
+        detail = f" (close code {code}{': ' + reason if reason else ''})" if code is not None else ""
+        super().__init__(f"worker {connection_id!r} is not connected{detail}")
+        self.connection_id = connection_id
+        self.code = code
+        self.reason = reason
 
 
 class NoHealthyConnection(RequestError):

@@ -1,0 +1,643 @@
+"""The bridge server: one loopback port serving the worker page over HTTP and its WebSocket.
+
+A :class:`BridgeServer` belongs to one pool. It has a secret token, put in every page URL; the
+page presents it in its hello. The WebSocket handshake is refused (HTTP 403) for any Origin but
+the server's own, and the connection is closed (code 4401) for a hello with a wrong token.
+
+Each worker page carries a worker id in its URL. The server keeps one :class:`WorkerConnection`
+per worker id, which outlives the sockets: when the page reloads, or its browser is restarted,
+the new socket's hello re-attaches to the same object and bumps its ``generation``. Callers
+(the pool, the recovery ladder) hold on to that object and use its async methods.
+
+Malformed, unknown or oversized messages get an ``error`` reply and an event; the connection
+stays up until it has used up its strikes (:class:`~poolwarden.bridge.protocol.StrikeCounter`),
+then it is closed with 1008.
+"""
+
+# ruff: noqa: ASYNC109 -- every request takes its own timeout: it becomes a typed DeadlineExceeded
+# naming the worker, and app_ping passes part of it to the page as the GPU submission's deadline.
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import logging
+import re
+import secrets
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import formatdate
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Origin
+
+from poolwarden.bridge.protocol import (
+    PROTOCOL_VERSION,
+    ErrorKind,
+    ErrorReply,
+    Hello,
+    HookDone,
+    Limits,
+    Loaded,
+    Log,
+    MemoryReport,
+    PageMessage,
+    Pong,
+    Result,
+    StrikeCounter,
+    Tensor,
+    Unloaded,
+    encode_binary,
+    encode_command,
+    encode_error,
+    parse_page_message,
+)
+from poolwarden.clock import Clock, system_clock
+from poolwarden.errors import (
+    ConfigurationError,
+    DeadlineExceeded,
+    InvalidInput,
+    ModelError,
+    ProtocolError,
+    UnknownModel,
+    WorkerDisconnected,
+)
+from poolwarden.events import NewEvent
+
+__all__ = ["BridgeServer", "CloseInfo", "EventSink", "WorkerConnection"]
+
+_Reply = TypeVar("_Reply", Loaded, Unloaded, Result, Pong, MemoryReport, HookDone)
+
+logger = logging.getLogger("poolwarden.bridge")
+page_logger = logging.getLogger("poolwarden.worker")
+
+EventSink = Callable[[NewEvent], None]
+"""Receives the bridge's events (connected, disconnected, refused, protocol violated)."""
+
+CLOSE_BAD_HELLO = 4400
+CLOSE_BAD_TOKEN = 4401
+CLOSE_HELLO_TIMEOUT = 4408
+CLOSE_REPLACED = 4409
+
+_WORKER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_PAGE_FILES = {
+    "/worker/": ("index.html", "text/html; charset=utf-8"),
+    "/worker/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/worker/worker.js": ("worker.js", "text/javascript; charset=utf-8"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CloseInfo:
+    """How one socket of a worker ended: its close code (1006 when none was received)."""
+
+    generation: int
+    code: int
+    reason: str
+
+
+class WorkerConnection:
+    """The logical connection to one worker id, across the sockets its page opens.
+
+    Requests go to the socket attached now; they fail fast with
+    :class:`~poolwarden.errors.WorkerDisconnected` when none is, and every request still pending
+    when a socket closes fails with it too, so nothing waits forever.
+    """
+
+    def __init__(self, server: BridgeServer, worker_id: str) -> None:
+        self.connection_id = worker_id
+        self.hello: Hello | None = None
+        self.generation = 0
+        self.last_close: CloseInfo | None = None
+        self._server = server
+        self._ws: ServerConnection | None = None
+        self._pending: dict[int, asyncio.Future[PageMessage]] = {}
+        self._ids = itertools.count(1)
+        self._changed = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return (
+            f"WorkerConnection({self.connection_id!r}, generation={self.generation}, "
+            f"connected={self.connected})"
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Whether a page's socket is attached and has said hello."""
+        return self._ws is not None
+
+    @property
+    def backend(self) -> str | None:
+        """The backend the attached page announced (webgpu, webnn, js), if any has said hello."""
+        return self.hello.backend if self.hello else None
+
+    # --- waiting for the page -------------------------------------------------------------
+
+    async def wait_for_hello(self, after: int | None = None, timeout: float = 10.0) -> Hello:
+        """Wait for a hello newer than generation ``after`` (default: the current one).
+
+        Read ``generation`` before starting a recovery action and pass it here, so a hello that
+        arrives while the action runs is not missed. Raises DeadlineExceeded after ``timeout``.
+        """
+        after = self.generation if after is None else after
+        await self._wait(lambda: self.generation > after and self.hello is not None, timeout, "hello")
+        assert self.hello is not None
+        return self.hello
+
+    async def wait_closed(self, generation: int | None = None, timeout: float = 10.0) -> CloseInfo:
+        """Wait until the socket of ``generation`` (default: the current one) has closed."""
+        generation = self.generation if generation is None else generation
+
+        def closed() -> bool:
+            return self.last_close is not None and self.last_close.generation >= generation
+
+        await self._wait(closed, timeout, "the socket to close")
+        assert self.last_close is not None
+        return self.last_close
+
+    async def _wait(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                while not ready():
+                    await self._changed.wait()
+        except TimeoutError:
+            raise DeadlineExceeded(f"worker {self.connection_id!r}: no {what} within {timeout} s") from None
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # --- requests -----------------------------------------------------------------------------
+
+    async def load_model(
+        self,
+        model: str,
+        kind: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        timeout: float = 30.0,
+    ) -> Loaded:
+        """Load ``model`` (a built-in ``kind``, by default the model's own name) on the page."""
+        fields = {"model": model, "kind": kind or model, "options": dict(options or {})}
+        return await self._request("load_model", fields, Loaded, timeout)
+
+    async def unload_model(self, model: str, timeout: float = 10.0) -> Unloaded:
+        """Unload ``model`` and release its buffers."""
+        return await self._request("unload_model", {"model": model}, Unloaded, timeout)
+
+    async def infer(self, model: str, inputs: Mapping[str, Any], timeout: float = 30.0) -> Result:
+        """Run ``model`` on ``inputs`` (name -> Tensor, nested lists or numpy array).
+
+        Raises ModelError (with the page's ``kind``: device_lost, out_of_memory, validation, ...),
+        InvalidInput, UnknownModel, DeadlineExceeded or WorkerDisconnected.
+        """
+        tensors = [v if isinstance(v, Tensor) else Tensor.from_values(k, v) for k, v in inputs.items()]
+        return await self._request("infer", {"model": model}, Result, timeout, tensors)
+
+    async def app_ping(self, timeout: float = 2.0) -> Pong:
+        """An application ping: answered only when the page's JavaScript thread (and GPU) responds.
+
+        The page gets half the timeout as the deadline for its tiny GPU submission, so a hung GPU
+        shows as ``pong.gpu == "timeout"`` rather than as a missing pong.
+        """
+        return await self._request("ping", {"gpu_deadline_ms": max(1, int(timeout * 500))}, Pong, timeout)
+
+    async def memory(self, timeout: float = 5.0) -> MemoryReport:
+        """Ask the page for its memory report."""
+        return await self._request("memory", {}, MemoryReport, timeout)
+
+    async def hook(self, action: str, timeout: float = 10.0, **args: Any) -> HookDone:
+        """Trigger a test hook (hang, destroy_device, allocate, drop_socket); pages honour it only
+        when loaded with the hooks flag."""
+        return await self._request("hook", {"action": action, **args}, HookDone, timeout)
+
+    async def protocol_ping(self, timeout: float = 2.0) -> float:
+        """A WebSocket protocol ping; returns its latency in seconds.
+
+        The browser's network stack answers it even when the page's JavaScript is hung, so it
+        proves only that the socket is up (see :meth:`app_ping`).
+        """
+        ws = self._require_ws()
+        try:
+            async with asyncio.timeout(timeout):
+                return await (await ws.ping())
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"worker {self.connection_id!r}: no protocol pong in {timeout} s"
+            ) from None
+        except ConnectionClosed as exc:
+            raise WorkerDisconnected(self.connection_id, exc.rcvd.code if exc.rcvd else 1006) from exc
+
+    async def drop(self) -> None:
+        """Cut the attached socket without a closing handshake (as a network failure would)."""
+        ws = self._ws
+        if ws is not None:
+            ws.transport.abort()
+            await ws.wait_closed()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the attached socket cleanly; the page will reconnect unless it is told otherwise."""
+        ws = self._ws
+        if ws is not None:
+            await ws.close(code, reason)
+
+    def _require_ws(self) -> ServerConnection:
+        if self._ws is None:
+            code = self.last_close.code if self.last_close else None
+            raise WorkerDisconnected(self.connection_id, code)
+        return self._ws
+
+    async def _request(
+        self,
+        message_type: str,
+        fields: Mapping[str, Any],
+        expect: type[_Reply],
+        timeout: float,
+        tensors: list[Tensor] | None = None,
+    ) -> _Reply:
+        ws = self._require_ws()
+        request_id = next(self._ids)
+        if tensors is not None:
+            data: str | bytes = encode_binary({"type": message_type, "id": request_id, **fields}, tensors)
+        else:
+            data = encode_command(message_type, request_id, **fields)
+        future: asyncio.Future[PageMessage] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            async with asyncio.timeout(timeout):
+                await ws.send(data)
+                reply = await future
+        except TimeoutError:
+            raise DeadlineExceeded(f"worker {self.connection_id!r}: no answer within {timeout} s") from None
+        except ConnectionClosed as exc:
+            raise WorkerDisconnected(self.connection_id, exc.rcvd.code if exc.rcvd else 1006) from exc
+        finally:
+            self._pending.pop(request_id, None)
+        if isinstance(reply, ErrorReply):
+            raise _error_from(self.connection_id, reply)
+        if not isinstance(reply, expect):
+            raise ProtocolError(
+                f"worker {self.connection_id!r} answered request {request_id} with {type(reply).__name__}",
+                ErrorKind.MALFORMED,
+            )
+        return reply
+
+    # --- driven by the server -----------------------------------------------------------------
+
+    def _attach(self, ws: ServerConnection, hello: Hello) -> ServerConnection | None:
+        previous = self._ws
+        self._ws = ws
+        self.hello = hello
+        self.generation += 1
+        self._notify()
+        return previous
+
+    def _detach(self, ws: ServerConnection, generation: int, code: int, reason: str) -> bool:
+        if self._ws is not ws:
+            return False
+        self._ws = None
+        self.last_close = CloseInfo(generation, code, reason)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(WorkerDisconnected(self.connection_id, code, reason))
+        self._pending.clear()
+        self._notify()
+        return True
+
+    def _deliver(self, message: PageMessage) -> None:
+        request_id = getattr(message, "id", None)
+        future = self._pending.get(request_id) if request_id is not None else None
+        if future is None:
+            # A late answer to a request that timed out: nobody is waiting, and that is no breach.
+            logger.debug("worker %s: answer to no pending request: %r", self.connection_id, message)
+        elif not future.done():
+            future.set_result(message)
+
+
+def _error_from(connection_id: str, reply: ErrorReply) -> Exception:
+    text = f"worker {connection_id!r}: {reply.kind}: {reply.message}"
+    if reply.kind == ErrorKind.INPUT:
+        return InvalidInput(text)
+    if reply.kind == ErrorKind.UNKNOWN_MODEL:
+        return UnknownModel(text)
+    if reply.kind == ErrorKind.TIMEOUT:
+        return DeadlineExceeded(text)
+    return ModelError(text, reply.kind)
+
+
+class BridgeServer:
+    """Serves worker pages and their WebSockets on one loopback port (see the module docstring).
+
+    Use as ``async with BridgeServer() as server:``; ``server.page_url(worker_id)`` is the URL a
+    browser opens, ``server.worker(worker_id)`` the connection to await on.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        limits: Limits | None = None,
+        strike_limit: int = 5,
+        hello_timeout: float = 10.0,
+        on_event: EventSink | None = None,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.host = host
+        self.token = token or secrets.token_urlsafe(24)
+        self.limits = limits or Limits()
+        self.strike_limit = strike_limit
+        self.hello_timeout = hello_timeout
+        self._requested_port = port
+        self._on_event = on_event
+        self._clock = clock
+        self._server: Server | None = None
+        self._workers: dict[str, WorkerConnection] = {}
+        self._files: dict[str, bytes] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    async def __aenter__(self) -> BridgeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def origin(self) -> str:
+        """The only Origin whose WebSocket handshakes are accepted: the page's own."""
+        return f"http://{self.host}:{self.port}"
+
+    def page_url(self, worker_id: str, *, hooks: bool = False) -> str:
+        """The URL of the worker page for ``worker_id`` (with the token; ``hooks`` enables test hooks)."""
+        query = {"worker": _check_worker_id(worker_id), "token": self.token}
+        if hooks:
+            query["hooks"] = "1"
+        return f"{self.origin}/worker/?{urlencode(query)}"
+
+    def ws_url(self, worker_id: str) -> str:
+        """The WebSocket URL a worker (page or simulated) connects to."""
+        return f"ws://{self.host}:{self.port}/ws?{urlencode({'worker': _check_worker_id(worker_id)})}"
+
+    def worker(self, worker_id: str) -> WorkerConnection:
+        """The logical connection of ``worker_id`` (created on first use, before any page connects)."""
+        conn = self._workers.get(worker_id)
+        if conn is None:
+            conn = self._workers[_check_worker_id(worker_id)] = WorkerConnection(self, worker_id)
+        return conn
+
+    @property
+    def workers(self) -> Mapping[str, WorkerConnection]:
+        """Every worker id seen or asked for, with its connection."""
+        return dict(self._workers)
+
+    async def start(self) -> None:
+        """Bind the port (127.0.0.1 and an ephemeral port by default) and start serving."""
+        if self._server is not None:
+            return
+        self._files = await asyncio.to_thread(_read_page_files)
+        # Bind first so the port, and so the one allowed Origin, is known before serving.
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self._requested_port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigurationError(f"cannot bind {self.host}:{self._requested_port}: {exc}") from exc
+        self.port = sock.getsockname()[1]
+        self._server = await serve(
+            self._handle,
+            sock=sock,
+            origins=[Origin(self.origin)],
+            process_request=self._process_request,
+            process_response=self._process_response,
+            max_size=self.limits.max_frame_bytes,
+            compression=None,  # float32 tensors do not compress; deflate would only cost CPU
+            server_header=None,
+        )
+
+    async def close(self) -> None:
+        """Close every socket (code 1001) and stop listening."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.close()
+        await server.wait_closed()
+        if self._closing:
+            await asyncio.wait(self._closing)
+
+    # --- HTTP ------------------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path == "/ws":
+            worker = parse_qs(url.query).get("worker", [""])[0]
+            if not _WORKER_ID.fullmatch(worker):
+                self._emit("WorkerRefused", None, error_kind="bad_worker_id", payload={"path": url.path})
+                return _response(400, b"a worker id is required", "text/plain")
+            return None
+        entry = _PAGE_FILES.get(url.path)
+        if entry is None:
+            return _response(404, b"not found", "text/plain")
+        return _response(200, self._files[entry[0]], entry[1])
+
+    def _process_response(self, connection: ServerConnection, request: Request, response: Response) -> None:
+        if urlsplit(request.path).path == "/ws" and response.status_code == 403:
+            origin = request.headers.get("Origin")
+            self._emit("WorkerRefused", None, error_kind="foreign_origin", payload={"origin": origin})
+
+    # --- WebSocket -------------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        worker_id = parse_qs(urlsplit(ws.request.path if ws.request else "").query)["worker"][0]
+        hello = await self._receive_hello(ws, worker_id)
+        if hello is None:
+            return
+        conn = self.worker(worker_id)
+        previous = conn._attach(ws, hello)
+        generation = conn.generation
+        if previous is not None:
+            # The page reloaded before its old socket was seen to close; the old one is stale.
+            conn._detach(previous, generation - 1, CLOSE_REPLACED, "replaced by a newer page")
+            self._emit(
+                "WorkerDisconnected",
+                worker_id,
+                browser=hello.browser,
+                payload={"generation": generation - 1, "code": CLOSE_REPLACED, "reason": "replaced"},
+            )
+            # In the background: an unresponsive old peer must not hold up the new page's welcome.
+            closing = asyncio.create_task(previous.close(CLOSE_REPLACED, "replaced by a newer page"))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        self._emit(
+            "WorkerConnected",
+            worker_id,
+            browser=hello.browser,
+            payload={
+                "generation": generation,
+                "instance": hello.instance,
+                "backend": hello.backend,
+                "user_agent": hello.user_agent,
+                "fallback_adapter": hello.is_fallback_adapter,
+                "webnn": hello.webnn_available,
+            },
+        )
+        welcome = encode_command(
+            "welcome", None, protocol=PROTOCOL_VERSION, worker_id=worker_id, generation=generation
+        )
+        try:
+            await ws.send(welcome)
+            await self._receive_loop(ws, conn)
+        except ConnectionClosed:
+            pass  # how it closed is read from the socket just below
+        finally:
+            code, reason = _close_of(ws)
+            if conn._detach(ws, generation, code, reason):
+                self._emit(
+                    "WorkerDisconnected",
+                    worker_id,
+                    browser=hello.browser,
+                    payload={"generation": generation, "code": code, "reason": reason},
+                )
+
+    async def _receive_hello(self, ws: ServerConnection, worker_id: str) -> Hello | None:
+        try:
+            async with asyncio.timeout(self.hello_timeout):
+                frame = await ws.recv()
+        except TimeoutError:
+            await ws.close(CLOSE_HELLO_TIMEOUT, "no hello in time")
+            self._emit("WorkerRefused", worker_id, error_kind="hello_timeout")
+            return None
+        except ConnectionClosed:
+            return None
+        try:
+            message = parse_page_message(frame, self.limits)
+            if not isinstance(message, Hello):
+                raise ProtocolError("the first message must be a hello", ErrorKind.NOT_READY)
+            if message.worker_id != worker_id:
+                raise ProtocolError(
+                    f"hello names worker {message.worker_id!r}, the URL {worker_id!r}", ErrorKind.MALFORMED
+                )
+            if not hmac.compare_digest(message.token.encode(), self.token.encode()):
+                raise ProtocolError("wrong token", ErrorKind.BAD_TOKEN)
+        except ProtocolError as exc:
+            code = CLOSE_BAD_TOKEN if exc.kind == ErrorKind.BAD_TOKEN else CLOSE_BAD_HELLO
+            with contextlib.suppress(ConnectionClosed):  # the peer may already be gone; we close anyway
+                await ws.send(encode_error(None, exc.kind, str(exc)))
+            await ws.close(code, str(exc.kind))
+            self._emit("WorkerRefused", worker_id, error_kind=str(exc.kind), payload={"detail": str(exc)})
+            return None
+        return message
+
+    async def _receive_loop(self, ws: ServerConnection, conn: WorkerConnection) -> None:
+        strikes = StrikeCounter(self.strike_limit)
+        async for frame in ws:
+            try:
+                message = parse_page_message(frame, self.limits)
+                if isinstance(message, Hello):
+                    raise ProtocolError("hello sent twice on one connection", ErrorKind.MALFORMED)
+            except ProtocolError as exc:
+                exhausted = strikes.strike()
+                self._emit(
+                    "ProtocolViolated",
+                    conn.connection_id,
+                    error_kind=str(exc.kind),
+                    payload={"detail": str(exc), "strikes": strikes.strikes},
+                )
+                await ws.send(encode_error(None, exc.kind, str(exc), strikes=strikes.strikes))
+                if exhausted:
+                    await ws.close(1008, "too many protocol errors")
+                    return
+                continue
+            if isinstance(message, Log):
+                page_logger.log(
+                    _LOG_LEVELS.get(message.level, logging.INFO),
+                    "%s: %s",
+                    conn.connection_id,
+                    message.message,
+                )
+            elif isinstance(message, ErrorReply) and message.id is None:
+                self._emit(
+                    "WorkerReported",
+                    conn.connection_id,
+                    error_kind=message.kind,
+                    payload={"detail": message.message},
+                )
+            else:
+                conn._deliver(message)
+
+    def _emit(
+        self,
+        type: str,
+        connection_id: str | None,
+        *,
+        browser: str | None = None,
+        error_kind: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> None:
+        if self._on_event is None:
+            return
+        event = NewEvent(
+            type=type,
+            occurred_at=self._clock(),
+            payload=dict(payload or {}),
+            connection_id=connection_id,
+            browser=browser,
+            error_kind=error_kind,
+        )
+        try:
+            self._on_event(event)
+        except Exception:
+            # A failing sink must not take a worker's connection down with it; it is logged loudly.
+            logger.exception("the bridge's event sink failed on %s", type)
+
+
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+
+
+def _close_of(ws: ServerConnection) -> tuple[int, str]:
+    # The peer's close frame if one came; else the one we sent (1008 abuse, 1009 too big); else
+    # 1006, the peer vanished.
+    frame = ws.protocol.close_rcvd or ws.protocol.close_sent
+    return (int(frame.code), frame.reason) if frame is not None else (1006, "")
+
+
+def _check_worker_id(worker_id: str) -> str:
+    if not _WORKER_ID.fullmatch(worker_id):
+        raise ConfigurationError(f"worker id {worker_id!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+    return worker_id
+
+
+def _read_page_files() -> dict[str, bytes]:
+    root = resources.files("poolwarden.worker_page")
+    return {name: (root / name).read_bytes() for name in ("index.html", "worker.js")}
+
+
+def _response(status: int, body: bytes, content_type: str) -> Response:
+    headers = Headers(
+        [
+            ("Date", formatdate(usegmt=True)),
+            ("Connection", "close"),
+            ("Content-Length", str(len(body))),
+            ("Content-Type", content_type),
+            ("Cache-Control", "no-store"),
+            # Cross-origin isolation: the page gets SharedArrayBuffer and precise timers, and
+            # nothing from another origin can be embedded in it.
+            ("Cross-Origin-Opener-Policy", "same-origin"),
+            ("Cross-Origin-Embedder-Policy", "require-corp"),
+            ("Cross-Origin-Resource-Policy", "same-origin"),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+    )
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "")
+    return Response(status, reason, headers, body)

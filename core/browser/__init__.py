@@ -1,0 +1,1 @@
+"""Real browsers as workers: launching, killing and sweeping them, and driving them over CDP."""

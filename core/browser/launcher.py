@@ -1,0 +1,383 @@
+"""Launching headless Chromium or Firefox as a worker, killing it whole, and sweeping orphans.
+
+Each launch gets a fresh user-data-dir under :func:`profiles_root`, holding a marker file that
+names the Python process that owns it. The browser runs in its own session (so its own process
+group): :meth:`BrowserProcess.kill` kills the group, then any process still using the
+user-data-dir. Because a browser in its own session outlives a parent that dies,
+:func:`sweep_orphans` (run at start-up) kills the browsers whose owner is gone.
+
+Everything that reads ``/proc`` (psutil) runs in a thread, never on the event loop.
+"""
+
+# ruff: noqa: ASYNC109 -- a launch has its own start-up deadline, reported as BrowserLaunchFailed.
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from poolwarden.errors import BrowserLaunchFailed, BrowserNotFound
+
+__all__ = [
+    "CHROMIUM_CANDIDATES",
+    "CHROMIUM_FLAGS",
+    "FIREFOX_CANDIDATES",
+    "FIREFOX_PREFS",
+    "MARKER_FILE",
+    "BrowserProcess",
+    "find_chromium",
+    "find_firefox",
+    "launch_chromium",
+    "launch_firefox",
+    "profiles_root",
+    "sweep_orphans",
+    "tree_pss",
+]
+
+CHROMIUM_CANDIDATES = (
+    "/usr/lib/chromium/chromium",
+    "chromium",
+    "chromium-browser",
+    "google-chrome",
+    "google-chrome-stable",
+    "microsoft-edge",
+    "microsoft-edge-stable",
+)
+"""Where Chromium is looked for, in order (absolute paths, then names on PATH). Debian's
+``/usr/bin/chromium`` is a wrapper script; the binary itself comes first so signals reach it."""
+
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",  # the tests run as root, where Chromium's sandbox refuses to start
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-default-browser-check",
+    "--mute-audio",
+    "--remote-debugging-port=0",
+)
+"""Flags every worker Chromium gets; ``--enable-unsafe-webgpu`` and the user-data-dir are added
+per launch."""
+
+FIREFOX_CANDIDATES = ("firefox-esr", "firefox")
+"""Names of Firefox looked for on PATH, in order."""
+
+FIREFOX_PREFS: dict[str, bool | int | str] = {
+    "browser.shell.checkDefaultBrowser": False,
+    "browser.startup.homepage_override.mstone": "ignore",
+    "browser.aboutwelcome.enabled": False,
+    "datareporting.policy.dataSubmissionEnabled": False,
+    "datareporting.healthreport.uploadEnabled": False,
+    "toolkit.telemetry.reportingpolicy.firstRun": False,
+    "toolkit.telemetry.enabled": False,
+    "app.update.auto": False,
+    "app.normandy.enabled": False,
+    "messaging-system.rsexperimentloader.enabled": False,
+    "extensions.update.enabled": False,
+    "network.connectivity-service.enabled": False,
+    "browser.safebrowsing.malware.enabled": False,
+    "browser.safebrowsing.phishing.enabled": False,
+    "browser.safebrowsing.downloads.enabled": False,
+}
+"""Prefs written to every worker Firefox profile (user.js); the WebGPU prefs are added per launch."""
+
+MARKER_FILE = "poolwarden-owner.json"
+"""The file in each user-data-dir naming the process that owns the browser."""
+
+
+def profiles_root() -> Path:
+    """The folder holding the user-data-dirs of the browsers poolwarden launches."""
+    return Path(tempfile.gettempdir()) / "poolwarden-browsers"
+
+
+def find_chromium(path: str | os.PathLike[str] | None = None) -> str:
+    """The Chromium executable: ``path`` when given, else the first of CHROMIUM_CANDIDATES found."""
+    return _find("chromium", [os.fspath(path)] if path is not None else CHROMIUM_CANDIDATES)
+
+
+def find_firefox(path: str | os.PathLike[str] | None = None) -> str:
+    """The Firefox executable: ``path`` when given, else the first of FIREFOX_CANDIDATES found."""
+    return _find("firefox", [os.fspath(path)] if path is not None else FIREFOX_CANDIDATES)
+
+
+def _find(browser: str, candidates: Sequence[str]) -> str:
+    for candidate in candidates:
+        found = candidate if os.path.isabs(candidate) else shutil.which(candidate)
+        if found and os.path.isfile(found) and os.access(found, os.X_OK):
+            return found
+    raise BrowserNotFound(browser, candidates)
+
+
+@dataclass(eq=False)
+class BrowserProcess:
+    """A running browser that poolwarden launched and owns."""
+
+    kind: str
+    process: asyncio.subprocess.Process
+    user_data_dir: Path
+    devtools_port: int
+    devtools_path: str
+    url: str
+
+    @property
+    def pid(self) -> int:
+        """The browser's main process id (also its process group id)."""
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        """Whether the main process has not exited."""
+        return self.process.returncode is None
+
+    @property
+    def devtools_url(self) -> str:
+        """The remote-control WebSocket URL: CDP for Chromium, WebDriver BiDi for Firefox."""
+        return f"ws://127.0.0.1:{self.devtools_port}{self.devtools_path}"
+
+    async def kill(self) -> None:
+        """Kill the whole process tree (SIGKILL to the group, then stragglers), and remove the profile."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        await self.process.wait()
+        await asyncio.to_thread(_kill_users_of, self.user_data_dir)
+        await asyncio.to_thread(shutil.rmtree, self.user_data_dir, True)
+
+    async def pss_bytes(self) -> int:
+        """The proportional set size of the browser's process tree, in bytes (0 once it is gone)."""
+        return await asyncio.to_thread(tree_pss, self.pid)
+
+    async def renderer_pids(self) -> list[int]:
+        """The pids of the browser's renderer processes (where its pages run)."""
+        return await asyncio.to_thread(_renderers, self.pid)
+
+
+async def launch_chromium(
+    url: str,
+    *,
+    executable: str | os.PathLike[str] | None = None,
+    webgpu: bool = True,
+    extra_args: Iterable[str] = (),
+    root: Path | None = None,
+    timeout: float = 15.0,
+) -> BrowserProcess:
+    """Start headless Chromium on ``url`` and wait until its DevTools port is open.
+
+    ``webgpu`` adds ``--enable-unsafe-webgpu`` (without it Linux Chromium offers no adapter, and
+    the page falls back to JavaScript). Raises BrowserNotFound or BrowserLaunchFailed.
+    """
+    binary = find_chromium(executable)
+    profile = await asyncio.to_thread(_new_profile, root or profiles_root(), "chromium")
+    args = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+    if webgpu:
+        args.append("--enable-unsafe-webgpu")
+    args.extend(extra_args)
+    args.append(url)
+    return await _spawn("chromium", binary, args, profile, url, _chromium_endpoint, timeout)
+
+
+async def launch_firefox(
+    url: str,
+    *,
+    executable: str | os.PathLike[str] | None = None,
+    webgpu: bool = True,
+    extra_args: Iterable[str] = (),
+    root: Path | None = None,
+    timeout: float = 30.0,
+) -> BrowserProcess:
+    """Start headless Firefox on ``url`` with a fresh profile and wait until its BiDi port is open.
+
+    ``webgpu`` sets the WebGPU prefs (Firefox ESR on a machine without a GPU offers no adapter
+    anyway; the page then uses its JavaScript path). The profile also turns off the network
+    chatter (updates, telemetry, remote settings) a worker has no use for.
+    """
+    binary = find_firefox(executable)
+    profile = await asyncio.to_thread(_new_profile, root or profiles_root(), "firefox")
+    prefs = {**FIREFOX_PREFS, "dom.webgpu.enabled": webgpu, "gfx.webgpu.ignore-blocklist": webgpu}
+    lines = [f"user_pref({json.dumps(k)}, {json.dumps(v)});" for k, v in prefs.items()]
+    await asyncio.to_thread((profile / "user.js").write_text, "\n".join(lines) + "\n")
+    args = ["--headless", "--no-remote", "--profile", str(profile), "--remote-debugging-port", "0"]
+    args.extend(extra_args)
+    args.append(url)
+    return await _spawn("firefox", binary, args, profile, url, _firefox_endpoint, timeout)
+
+
+def _chromium_endpoint(profile: Path) -> tuple[int, str] | None:
+    # Chromium writes the port it picked (and the browser target's path) once it listens.
+    lines = _read_text(profile / "DevToolsActivePort").splitlines()
+    if len(lines) >= 2 and lines[0].isdigit():
+        return int(lines[0]), lines[1]
+    return None
+
+
+def _firefox_endpoint(profile: Path) -> tuple[int, str] | None:
+    # Firefox writes its WebDriver BiDi port here once it listens.
+    try:
+        port = json.loads(_read_text(profile / "WebDriverBiDiServer.json") or "{}").get("ws_port")
+    except ValueError:
+        return None  # half-written
+    return (port, "/session") if isinstance(port, int) and port > 0 else None
+
+
+async def _spawn(
+    kind: str,
+    binary: str,
+    args: Sequence[str],
+    profile: Path,
+    url: str,
+    endpoint: Callable[[Path], tuple[int, str] | None],
+    timeout: float,
+) -> BrowserProcess:
+    stderr = await asyncio.to_thread(open, profile / "stderr.log", "wb")
+    try:
+        process = await asyncio.create_subprocess_exec(
+            binary,
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,  # its own process group, killed whole
+        )
+    finally:
+        stderr.close()  # the child holds its own descriptor
+    browser = BrowserProcess(kind, process, profile, 0, "", url)
+    try:
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            if process.returncode is not None:
+                tail = await asyncio.to_thread(_tail, profile / "stderr.log")
+                raise BrowserLaunchFailed(f"{kind} exited with {process.returncode} at start-up: {tail}")
+            found = await asyncio.to_thread(endpoint, profile)
+            if found is not None:
+                browser.devtools_port, browser.devtools_path = found
+                return browser
+            if time.monotonic() > deadline:
+                raise BrowserLaunchFailed(f"{kind} did not open its remote-control port within {timeout} s")
+            await asyncio.sleep(delay)  # the file appears when the browser is ready; no event to await
+            delay = min(delay * 2, 0.1)
+    except BaseException:
+        await browser.kill()
+        raise
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def _tail(path: Path, size: int = 2000) -> str:
+    try:
+        return path.read_bytes()[-size:].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _new_profile(root: Path, kind: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    profile = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=root))
+    me = psutil.Process()
+    marker = {"owner_pid": me.pid, "owner_create_time": me.create_time(), "created_at": time.time()}
+    (profile / MARKER_FILE).write_text(json.dumps(marker))
+    return profile
+
+
+def _owner_alive(marker: dict[str, object]) -> bool:
+    pid, created = marker.get("owner_pid"), marker.get("owner_create_time")
+    if not isinstance(pid, int) or not isinstance(created, int | float):
+        return False
+    try:
+        # A recycled pid belongs to a process started at another time.
+        return abs(psutil.Process(pid).create_time() - created) < 1.0
+    except psutil.Error:
+        return False
+
+
+def _uses_profile(proc: psutil.Process, profile: Path) -> bool:
+    # Chromium: --user-data-dir=<profile>; Firefox: --profile <profile>.
+    path = str(profile)
+    try:
+        return any(arg == path or arg.endswith("=" + path) for arg in proc.cmdline())
+    except psutil.Error:
+        return False
+
+
+def _kill_users_of(profile: Path) -> list[int]:
+    killed = []
+    for proc in psutil.process_iter():
+        if not _uses_profile(proc, profile):
+            continue
+        # A session leader we started: its group also holds the children without the flag
+        # (Firefox's content processes). Once the group is killed, the process may be reaped at
+        # any moment, so a vanished process counts as killed rather than as an error.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+        killed.append(proc.pid)
+    return killed
+
+
+def _sweep(root: Path) -> list[int]:
+    killed: list[int] = []
+    if not root.is_dir():
+        return killed
+    for profile in root.iterdir():
+        try:
+            marker = json.loads((profile / MARKER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or half-written by a launch in progress
+        if isinstance(marker, dict) and _owner_alive(marker):
+            continue
+        killed.extend(_kill_users_of(profile))
+        shutil.rmtree(profile, ignore_errors=True)
+    return killed
+
+
+async def sweep_orphans(root: Path | None = None) -> list[int]:
+    """Kill browsers whose owning Python process is gone, remove their profiles; return the pids killed."""
+    return await asyncio.to_thread(_sweep, root or profiles_root())
+
+
+def tree_pss(pid: int) -> int:
+    """PSS of process ``pid`` and all its descendants, in bytes (blocking: call it in a thread)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_full_info().pss
+    return total
+
+
+def _renderers(pid: int) -> list[int]:
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    pids = []
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            cmdline = child.cmdline()
+            # Chromium's renderers; Firefox's content processes that host tabs.
+            if "--type=renderer" in cmdline or ("-contentproc" in cmdline and "tab" in cmdline):
+                pids.append(child.pid)
+    return pids

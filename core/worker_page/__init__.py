@@ -1,0 +1,1 @@
+"""Package data: the worker page (index.html, worker.js) the bridge serves to browsers."""

@@ -1,0 +1,115 @@
+"""What Chromium and Firefox workers share: a browser process, its page, and a remote-control session.
+
+A subclass says how to launch its browser, how to open its remote-control session (CDP for
+Chromium, WebDriver BiDi for Firefox) and how to reconnect its page; starting, restarting,
+stopping and fault injection are the same for both.
+"""
+
+# ruff: noqa: ASYNC109 -- each primitive has its own deadline, which the ladder sets per rung.
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from poolwarden.errors import BrowserError
+from poolwarden.workers.handle import InjectedFault
+
+if TYPE_CHECKING:
+    from poolwarden.bridge.protocol import Hello
+    from poolwarden.bridge.server import BridgeServer, WorkerConnection
+    from poolwarden.browser.launcher import BrowserProcess
+    from poolwarden.browser.remote import RemoteClient
+
+__all__ = ["BrowserWorker"]
+
+
+class BrowserWorker:
+    """A worker page in its own headless browser, launched by and attached to ``server``."""
+
+    browser = "browser"
+    start_timeout = 20.0
+
+    def __init__(
+        self,
+        server: BridgeServer,
+        worker_id: str,
+        *,
+        executable: str | None = None,
+        webgpu: bool = True,
+        hooks: bool = False,
+        extra_args: Iterable[str] = (),
+    ) -> None:
+        self.worker_id = worker_id
+        self.server = server
+        self.executable = executable
+        self.webgpu = webgpu
+        self.hooks = hooks
+        self.extra_args = tuple(extra_args)
+        self.process: BrowserProcess | None = None
+        self.remote: RemoteClient | None = None
+
+    @property
+    def connection(self) -> WorkerConnection:
+        """The logical connection this worker's page attaches to."""
+        return self.server.worker(self.worker_id)
+
+    async def _launch(self, url: str, timeout: float) -> BrowserProcess:
+        raise NotImplementedError
+
+    async def _open_remote(self, process: BrowserProcess) -> RemoteClient:
+        raise NotImplementedError
+
+    async def reconnect(self, *, hung: bool, timeout: float = 10.0) -> Hello:
+        """Reload the page (crashing it first when ``hung``) and return the new hello."""
+        raise NotImplementedError
+
+    async def start(self, timeout: float | None = None) -> Hello:
+        """Launch the browser on the worker page, wait for its hello, open the remote-control session."""
+        timeout = self.start_timeout if timeout is None else timeout
+        generation = self.connection.generation
+        self.process = await self._launch(self.server.page_url(self.worker_id, hooks=self.hooks), timeout)
+        hello = await self.connection.wait_for_hello(after=generation, timeout=timeout)
+        self.remote = await self._open_remote(self.process)
+        return hello
+
+    async def restart(self, timeout: float | None = None) -> Hello:
+        """Kill the browser's whole process group, launch a fresh one, and wait for its hello."""
+        await self.stop()
+        return await self.start(timeout)
+
+    async def stop(self) -> None:
+        """Close the remote-control session and kill the browser (idempotent)."""
+        remote, self.remote = self.remote, None
+        process, self.process = self.process, None
+        if remote is not None:
+            await remote.close()
+        if process is not None:
+            await process.kill()
+
+    async def pss_bytes(self) -> int | None:
+        """PSS of the browser's whole process tree, sampled in a thread; None when not running."""
+        return None if self.process is None else await self.process.pss_bytes()
+
+    async def inject(self, fault: InjectedFault | str) -> None:
+        """Cause ``fault``: kill the group or the page's process, hang the page, drop the socket,
+        lose the GPU device (the last two need a page loaded with test hooks)."""
+        fault = InjectedFault(fault)
+        if fault is InjectedFault.SOCKET_DROP:
+            await self.connection.drop()
+        elif fault is InjectedFault.PAGE_HANG:
+            await self.connection.hook("hang", seconds=600)
+        elif fault is InjectedFault.DEVICE_LOST:
+            await self.connection.hook("destroy_device")
+        elif self.process is None:
+            raise BrowserError(f"worker {self.worker_id!r} has no browser to {fault.value}")
+        elif fault is InjectedFault.BROWSER_KILL:
+            with contextlib.suppress(ProcessLookupError):  # already dead is as good
+                os.killpg(self.process.pid, signal.SIGKILL)
+        else:
+            for pid in await self.process.renderer_pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)

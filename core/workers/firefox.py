@@ -1,0 +1,50 @@
+"""A Firefox worker: one headless Firefox, its worker page, and a WebDriver BiDi session.
+
+:class:`FirefoxWorker` implements :class:`~poolwarden.workers.handle.WorkerHandle`. Firefox has no
+way to crash a hung page from outside (no ``Page.crash``), so ``reconnect(hung=True)`` restarts
+the browser; a page that is merely disconnected is reloaded over BiDi.
+"""
+
+# ruff: noqa: ASYNC109 -- each primitive has its own deadline, which the ladder sets per rung.
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from poolwarden.browser.bidi import BiDi
+from poolwarden.browser.launcher import BrowserProcess, launch_firefox
+from poolwarden.errors import BrowserError
+from poolwarden.workers.browser_worker import BrowserWorker
+
+if TYPE_CHECKING:
+    from poolwarden.bridge.protocol import Hello
+
+__all__ = ["FirefoxWorker"]
+
+
+class FirefoxWorker(BrowserWorker):
+    """A worker page in its own headless Firefox (``webgpu`` sets the WebGPU prefs)."""
+
+    browser = "firefox"
+    start_timeout = 30.0  # Firefox takes ~3 s to a hello here, Chromium ~0.6 s
+
+    async def _launch(self, url: str, timeout: float) -> BrowserProcess:
+        return await launch_firefox(
+            url, executable=self.executable, webgpu=self.webgpu, extra_args=self.extra_args, timeout=timeout
+        )
+
+    async def _open_remote(self, process: BrowserProcess) -> BiDi:
+        bidi = BiDi(process.devtools_url)
+        await bidi.open()
+        await bidi.start_session()
+        return bidi
+
+    async def reconnect(self, *, hung: bool, timeout: float = 10.0) -> Hello:
+        """Reload the page over BiDi; a hung page cannot be reloaded, so it is restarted instead."""
+        if hung:
+            return await self.restart(timeout=max(timeout, self.start_timeout))
+        if not isinstance(self.remote, BiDi):
+            raise BrowserError(f"worker {self.worker_id!r} has no BiDi session (not started?)")
+        generation = self.connection.generation
+        await self.remote.reload(f"worker={self.worker_id}", timeout=timeout)
+        return await self.connection.wait_for_hello(after=generation, timeout=timeout)

@@ -1,0 +1,385 @@
+"""A worker in Python that speaks exactly the page's protocol, with faults on demand.
+
+It sends the same hello, answers the same commands with the same binary tensor frames, and
+computes the built-in models with numpy (:mod:`poolwarden.workers.models`), so everything above the
+bridge (the pool, the breakers, the recovery ladder) runs against it unchanged and fast. Like the
+page, it handles one message at a time (a page has one JavaScript thread), reconnects with backoff
+when its socket drops, and honours test hooks.
+
+Faults (:class:`Fault`), injected with :meth:`SimulatedWorker.inject`:
+
+- ``hang``: stop handling messages for ``seconds`` (WebSocket pings are still answered, as a hung
+  page's network stack does);
+- ``drop``: cut the socket without a close frame, then reconnect;
+- ``crash``: cut the socket and stay down until :meth:`~SimulatedWorker.restart`;
+- ``slow``: add ``seconds`` to each of the next ``count`` inferences;
+- ``out_of_memory``, ``device_lost``: fail the next ``count`` inferences with that kind (device
+  loss is also reported unprompted, and the device is "recreated" afterwards, as the page does);
+- ``garbage``: answer the next request with bytes that are not a message;
+- ``oversized``: send a frame of ``size`` bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from poolwarden.bridge.protocol import (
+    PROTOCOL_VERSION,
+    Command,
+    ErrorKind,
+    Limits,
+    Tensor,
+    encode_binary,
+    encode_error,
+    parse_command,
+)
+from poolwarden.errors import InvalidInput, PoolwardenError, ProtocolError, UnknownModel
+from poolwarden.workers.models import ModelSpec, reference_forward, resolve_model
+
+if TYPE_CHECKING:
+    from poolwarden.bridge.server import BridgeServer
+
+__all__ = ["TERMINAL_CLOSE_CODES", "Fault", "SimulatedWorker"]
+
+logger = logging.getLogger("poolwarden.workers.simulated")
+
+TERMINAL_CLOSE_CODES = frozenset({1008, 4400, 4401})
+"""Close codes after which a worker stops reconnecting: it was refused, retrying cannot help."""
+
+USER_AGENT = "poolwarden-simulated/1"
+
+
+class Fault(StrEnum):
+    """The faults a simulated worker can be told to show."""
+
+    HANG = "hang"
+    DROP = "drop"
+    CRASH = "crash"
+    SLOW = "slow"
+    OUT_OF_MEMORY = "out_of_memory"
+    DEVICE_LOST = "device_lost"
+    GARBAGE = "garbage"
+    OVERSIZED = "oversized"
+
+
+@dataclass(slots=True)
+class _Pending:
+    fault: Fault
+    count: int
+    seconds: float
+    size: int
+
+
+class SimulatedWorker:
+    """A simulated worker page for ``worker_id``, connecting to ``ws_url`` with ``token``.
+
+    ``origin`` is sent as the handshake's Origin header, as a browser would send its page's.
+    """
+
+    def __init__(
+        self,
+        ws_url: str,
+        token: str,
+        worker_id: str,
+        *,
+        origin: str | None = None,
+        hooks: bool = True,
+        protocol: int = PROTOCOL_VERSION,
+        limits: Limits | None = None,
+        backoff: tuple[float, float] = (0.05, 2.0),
+    ) -> None:
+        self.ws_url = ws_url
+        self.token = token
+        self.worker_id = worker_id
+        self.origin = origin
+        self.hooks = hooks
+        self.protocol = protocol
+        self.limits = limits or Limits()
+        self.backoff = backoff
+        self.instance = ""
+        self.last_close_code: int | None = None
+        self.connects = 0
+        self._models: dict[str, ModelSpec] = {}
+        self._faults: list[_Pending] = []
+        self._ws: ClientConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._hung_until = 0.0
+        self._allocations: list[bytearray] = []
+
+    @classmethod
+    def for_server(cls, server: BridgeServer, worker_id: str, **kwargs: Any) -> SimulatedWorker:
+        """A worker for a :class:`~poolwarden.bridge.server.BridgeServer`'s URL, token and Origin."""
+        return cls(server.ws_url(worker_id), server.token, worker_id, origin=server.origin, **kwargs)
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker is up (connected or reconnecting), as a live browser page would be."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models loaded now (a reload or restart loses them, as a page does)."""
+        return tuple(self._models)
+
+    async def start(self) -> None:
+        """Start the worker: it connects, says hello and serves until stopped or crashed."""
+        if self.running:
+            return
+        self.instance = secrets.token_hex(8)
+        self._models.clear()
+        self._task = asyncio.create_task(self._run(), name=f"simulated-worker-{self.worker_id}")
+
+    async def stop(self) -> None:
+        """Stop the worker, closing its socket cleanly (code 1001, as a closing page does)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        ws = self._ws
+        if ws is not None:
+            await ws.close(1001, "worker stopped")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def restart(self) -> None:
+        """Stop (if running) and start afresh: a new instance with no models."""
+        await self.stop()
+        self._faults.clear()
+        self._allocations.clear()
+        self._hung_until = 0.0
+        await self.start()
+
+    async def reload(self) -> None:
+        """Behave as a reloaded page: close with 1001, forget the models, reconnect as a new instance."""
+        await self.restart()
+
+    async def inject(
+        self, fault: Fault | str, *, count: int = 1, seconds: float = 1.0, size: int = 0
+    ) -> None:
+        """Arrange for ``fault`` to happen (see the module docstring for what each one does)."""
+        fault = Fault(fault)
+        if fault is Fault.HANG:
+            self._hung_until = time.monotonic() + seconds
+        elif fault in (Fault.DROP, Fault.CRASH):
+            ws = self._ws
+            if fault is Fault.CRASH and self._task is not None:
+                self._task.cancel()
+            if ws is not None:
+                ws.transport.abort()
+        elif fault is Fault.OVERSIZED:
+            ws = self._ws
+            if ws is not None:
+                with contextlib.suppress(ConnectionClosed):  # an oversized frame may get the socket closed
+                    await ws.send("x" * size)
+        else:
+            self._faults.append(_Pending(fault, count, seconds, size))
+
+    # --- the connection loop ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = self.backoff[0]
+        while True:
+            try:
+                async with connect(
+                    self.ws_url,
+                    origin=self.origin,  # type: ignore[arg-type]
+                    max_size=self.limits.max_frame_bytes,
+                    compression=None,
+                    open_timeout=5,
+                    user_agent_header=USER_AGENT,
+                ) as ws:
+                    self._ws = ws
+                    self.connects += 1
+                    await ws.send(self._hello())
+                    delay = self.backoff[0]
+                    await self._serve(ws)
+            except ConnectionClosed:
+                pass  # the close code is read below
+            except (OSError, InvalidHandshake, TimeoutError) as exc:
+                logger.info("simulated worker %s: cannot connect: %s", self.worker_id, exc)
+            finally:
+                if self._ws is not None:
+                    self.last_close_code = self._ws.close_code
+                self._ws = None
+            if self.last_close_code in TERMINAL_CLOSE_CODES:
+                logger.warning(
+                    "simulated worker %s refused (%s); not reconnecting", self.worker_id, self.last_close_code
+                )
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.backoff[1])
+
+    def _hello(self) -> str:
+        return json.dumps(
+            {
+                "type": "hello",
+                "protocol": self.protocol,
+                "token": self.token,
+                "worker_id": self.worker_id,
+                "instance": self.instance,
+                "browser": {"name": "simulated", "version": "1", "user_agent": USER_AGENT},
+                "backend": "simulated",
+                "capabilities": {
+                    "backends": ["simulated"],
+                    "webgpu": {"available": False, "reason": "simulated worker"},
+                    "webnn": {"available": False, "reason": "simulated worker"},
+                    "cross_origin_isolated": False,
+                },
+                "hooks": self.hooks,
+            }
+        )
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        # Like the page's async handlers: a slow inference does not stop the next message (or the
+        # socket's close) from being seen; only a hang stops everything.
+        handlers: set[asyncio.Task[None]] = set()
+        try:
+            async for frame in ws:
+                hang = self._hung_until - time.monotonic()
+                if hang > 0:
+                    await asyncio.sleep(hang)  # a hung page handles nothing until it is free again
+                try:
+                    command = parse_command(frame, self.limits)
+                except ProtocolError as exc:
+                    await ws.send(encode_error(None, exc.kind, str(exc)))
+                    continue
+                task = asyncio.create_task(self._handle_until_closed(ws, command))
+                handlers.add(task)
+                task.add_done_callback(handlers.discard)
+        finally:
+            for task in handlers:
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+
+    async def _handle_until_closed(self, ws: ClientConnection, command: Command) -> None:
+        # A socket that goes away mid-answer is no error of the handler: the connection loop sees
+        # the close too, and reconnects.
+        with contextlib.suppress(ConnectionClosed):
+            await self._handle(ws, command)
+
+    async def _handle(self, ws: ClientConnection, command: Command) -> None:
+        request_id, fields = command.id, command.fields
+        if self._take(Fault.GARBAGE) is not None and command.type not in ("welcome", "error"):
+            await ws.send(b"\x00garbage\xff")
+            return
+        try:
+            if command.type in ("welcome", "error"):
+                if command.type == "error":
+                    logger.info("simulated worker %s told: %s", self.worker_id, fields.get("message"))
+                return
+            if command.type == "load_model":
+                spec = resolve_model(str(fields.get("kind")), fields.get("options") or {})
+                self._models[str(fields["model"])] = spec
+                await ws.send(
+                    _json(
+                        type="loaded",
+                        id=request_id,
+                        model=fields["model"],
+                        backend="simulated",
+                        elapsed_ms=0.0,
+                    )
+                )
+            elif command.type == "unload_model":
+                self._models.pop(str(fields.get("model")), None)
+                await ws.send(_json(type="unloaded", id=request_id, model=fields.get("model")))
+            elif command.type == "infer":
+                await self._infer(ws, command)
+            elif command.type == "ping":
+                await ws.send(
+                    _json(type="pong", id=request_id, backend="simulated", gpu="none", elapsed_ms=0.0)
+                )
+            elif command.type == "memory":
+                await ws.send(
+                    _json(
+                        type="memory",
+                        id=request_id,
+                        js_heap_used=None,
+                        js_heap_total=None,
+                        gpu_buffer_bytes=0,
+                        test_allocated_bytes=sum(len(b) for b in self._allocations),
+                        models=list(self._models),
+                    )
+                )
+            elif command.type == "hook":
+                await self._hook(ws, request_id, str(fields.get("action")), fields)
+        except UnknownModel as exc:
+            await ws.send(encode_error(request_id, ErrorKind.UNKNOWN_MODEL, str(exc)))
+        except InvalidInput as exc:
+            await ws.send(encode_error(request_id, ErrorKind.INPUT, str(exc)))
+        except PoolwardenError as exc:
+            await ws.send(encode_error(request_id, ErrorKind.INTERNAL, str(exc)))
+
+    async def _infer(self, ws: ClientConnection, command: Command) -> None:
+        started = time.perf_counter()
+        model = str(command.fields["model"])
+        slow = self._take(Fault.SLOW)
+        if slow is not None:
+            await asyncio.sleep(slow.seconds)
+        for kind in (Fault.OUT_OF_MEMORY, Fault.DEVICE_LOST):
+            if self._take(kind) is not None:
+                if kind is Fault.DEVICE_LOST:
+                    await ws.send(
+                        encode_error(None, ErrorKind.DEVICE_LOST, "simulated device loss; device recreated")
+                    )
+                await ws.send(encode_error(command.id, kind.value, f"simulated {kind.value}"))
+                return
+        spec = self._models.get(model)
+        if spec is None:
+            raise UnknownModel(f"model {model!r} is not loaded")
+        inputs = {t.name: t for t in command.tensors}
+        if set(inputs) != {"input"}:
+            raise InvalidInput(f"{model}: expects one tensor named 'input', got {sorted(inputs)}")
+        output = reference_forward(spec, inputs["input"].to_numpy())
+        header = {
+            "type": "result",
+            "id": command.id,
+            "model": model,
+            "backend": "simulated",
+            "elapsed_ms": (time.perf_counter() - started) * 1000,
+        }
+        await ws.send(encode_binary(header, [Tensor.from_values("output", output)]))
+
+    async def _hook(
+        self, ws: ClientConnection, request_id: int | None, action: str, fields: Mapping[str, Any]
+    ) -> None:
+        if not self.hooks:
+            await ws.send(encode_error(request_id, ErrorKind.UNSUPPORTED, "test hooks are not enabled"))
+            return
+        if action not in ("hang", "destroy_device", "allocate", "drop_socket"):
+            await ws.send(encode_error(request_id, ErrorKind.UNSUPPORTED, f"no test hook {action!r}"))
+            return
+        await ws.send(_json(type="hook_done", id=request_id, action=action))
+        if action == "hang":
+            await self.inject(Fault.HANG, seconds=float(fields.get("seconds", 5.0)))
+        elif action == "destroy_device":
+            await self.inject(Fault.DEVICE_LOST)
+        elif action == "drop_socket":
+            await self.inject(Fault.DROP)
+        elif action == "allocate":
+            # Really held (and touched, like the page's), so process memory grows as it would.
+            self._allocations.append(bytearray(b"\x01") * int(float(fields.get("mb", 1)) * 1024 * 1024))
+
+    def _take(self, fault: Fault) -> _Pending | None:
+        for pending in self._faults:
+            if pending.fault is fault:
+                pending.count -= 1
+                if pending.count <= 0:
+                    self._faults.remove(pending)
+                return pending
+        return None
+
+
+def _json(**fields: Any) -> str:
+    return json.dumps(fields, separators=(",", ":"))

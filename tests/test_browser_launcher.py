@@ -1,0 +1,105 @@
+"""The launcher's bookkeeping without a browser: finding executables, sweeping orphans by marker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from poolwarden.browser.launcher import (
+    MARKER_FILE,
+    find_chromium,
+    find_firefox,
+    launch_chromium,
+    sweep_orphans,
+    tree_pss,
+)
+from poolwarden.errors import BrowserLaunchFailed, BrowserNotFound, ConfigurationError
+
+
+def test_a_missing_executable_is_a_typed_configuration_error(tmp_path: Path) -> None:
+    """A configured browser path that does not exist raises BrowserNotFound naming what was tried."""
+    missing = str(tmp_path / "no-such-chrome")
+    with pytest.raises(BrowserNotFound) as info:
+        find_chromium(missing)
+    assert info.value.tried == [missing]
+    assert isinstance(info.value, ConfigurationError)
+    with pytest.raises(BrowserNotFound):
+        find_firefox(missing)
+
+
+def _profile(root: Path, name: str, owner_pid: int, owner_created: float) -> Path:
+    profile = root / name
+    profile.mkdir(parents=True)
+    (profile / MARKER_FILE).write_text(
+        json.dumps({"owner_pid": owner_pid, "owner_create_time": owner_created})
+    )
+    return profile
+
+
+@pytest.fixture
+async def fake_browsers(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, ...]]:
+    """Two stand-in 'browsers' (sleeping Pythons) whose command lines name a profile, like Chromium's."""
+    me = psutil.Process()
+    orphan_profile = _profile(tmp_path, "orphan", 2**22 + 7, 1.0)  # no such owner
+    owned_profile = _profile(tmp_path, "owned", me.pid, me.create_time())
+    procs = tuple(
+        [
+            await asyncio.create_subprocess_exec(
+                # Python keeps its argv in the command line (a shell may exec `sleep` and lose it).
+                sys.executable,
+                "-c",
+                "import time; time.sleep(60)",
+                f"--user-data-dir={profile}",
+                start_new_session=True,
+            )
+            for profile in (orphan_profile, owned_profile)
+        ]
+    )
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+
+
+async def test_sweep_kills_only_browsers_whose_owner_is_gone(
+    tmp_path: Path, fake_browsers: tuple[asyncio.subprocess.Process, ...]
+) -> None:
+    """A dead owner's browser is killed and its profile removed; a live owner's browser is kept."""
+    orphan, owned = fake_browsers
+    killed = await sweep_orphans(tmp_path)
+    assert killed == [orphan.pid]
+    assert await orphan.wait() != 0
+    assert owned.returncode is None
+    assert not (tmp_path / "orphan").exists()
+    assert (tmp_path / "owned").exists()
+
+
+async def test_a_recycled_owner_pid_does_not_protect_an_orphan(tmp_path: Path) -> None:
+    """A marker naming a live pid that started at another time (a recycled pid) counts as orphaned."""
+    _profile(tmp_path, "recycled", os.getpid(), 12345.0)
+    assert await sweep_orphans(tmp_path) == []
+    assert not (tmp_path / "recycled").exists()
+
+
+def test_tree_pss_counts_a_live_process_and_is_zero_for_a_dead_one() -> None:
+    """PSS of this process is positive; of a pid that does not exist it is 0, not an error."""
+    assert tree_pss(os.getpid()) > 0
+    assert tree_pss(2**22 + 11) == 0
+
+
+async def test_a_browser_that_exits_at_start_up_is_a_launch_failure(tmp_path: Path) -> None:
+    """An executable that exits at once raises BrowserLaunchFailed, and its profile is removed."""
+    with pytest.raises(BrowserLaunchFailed) as info:
+        await launch_chromium("about:blank", executable="/bin/false", root=tmp_path, timeout=5)
+    assert "exited with 1" in str(info.value)
+    assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
