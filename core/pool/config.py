@@ -67,6 +67,8 @@ class PoolConfig:
     :param max_queue: requests the pool holds (running or waiting) before it answers QueueFull.
     :param per_connection_concurrency: requests one connection runs at once.
     :param default_deadline: seconds a request may take when the caller gives none.
+    :param attempt_timeout: seconds one attempt on one connection may take before it is abandoned
+        (the connection is suspected hung) and the request retried elsewhere.
     :param max_ejection_share: the largest share of connections whose breakers may keep requests
         away; beyond it the pool serves from the least bad connection (Envoy's panic threshold).
     :param heartbeat_interval: seconds between application pings to an idle connection.
@@ -83,6 +85,7 @@ class PoolConfig:
     max_queue: int = 256
     per_connection_concurrency: int = 8
     default_deadline: float = 10.0
+    attempt_timeout: float = 3.0
     max_ejection_share: float = 0.5
     heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 1.0
@@ -108,7 +111,12 @@ class PoolConfig:
             raise ConfigurationError("max_queue and per_connection_concurrency must be at least 1")
         if not 0 < self.max_ejection_share <= 1:
             raise ConfigurationError("max_ejection_share must be in (0, 1]")
-        if self.default_deadline <= 0 or self.heartbeat_interval <= 0 or self.memory_interval <= 0:
+        if (
+            self.attempt_timeout <= 0
+            or self.default_deadline <= 0
+            or self.heartbeat_interval <= 0
+            or self.memory_interval <= 0
+        ):
             raise ConfigurationError("deadlines and intervals must be positive")
         if self.heartbeat_timeout >= self.heartbeat_interval:
             raise ConfigurationError("heartbeat_timeout must be shorter than heartbeat_interval")

@@ -10,14 +10,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from poolwarden.clock import Clock
-from poolwarden.lifecycle import ConnectionLifecycle
 from poolwarden.lifecycle_driver import LifecycleDriver
 from poolwarden.lifecycle_types import ConnectionState, ProcessExited, SocketClosed
 from poolwarden.workers.handle import WorkerHandle, verify_round_trip
 
 if TYPE_CHECKING:
     from poolwarden.bridge.server import WorkerConnection
-    from poolwarden.storage.base import EventStore
 
 __all__ = ["ModelSlot", "PoolMember"]
 
@@ -50,6 +48,7 @@ class PoolMember:
     started_at: float = 0.0
     draining: bool = False
     driver: LifecycleDriver | None = None
+    loading: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     slots: asyncio.Semaphore = field(init=False)
     idle: asyncio.Event = field(init=False)
     _watcher: asyncio.Task[None] | None = None
@@ -205,9 +204,3 @@ class DeviceFault(Exception):
     """The page answered a ping but reported its GPU device lost or hung."""
 
     kind = "device_lost"
-
-
-def new_lifecycle(member: PoolMember, store: EventStore, actions: MemberActions, **options: Any) -> LifecycleDriver:
-    """A lifecycle driver for a new connection (see :class:`LifecycleDriver`)."""
-    machine = ConnectionLifecycle(member.connection_id, browser=member.browser, **options)
-    return LifecycleDriver(machine, actions, store, clock=options["clock"])

@@ -58,7 +58,14 @@ from poolwarden.lifecycle_types import (
     OutOfMemory,
     ProcessExited,
 )
-from poolwarden.memory import BrowserReading, EvictModel, HostReading, LoadedModel, MemoryGovernor, RecycleBrowser
+from poolwarden.memory import (
+    BrowserReading,
+    EvictModel,
+    HostReading,
+    LoadedModel,
+    MemoryGovernor,
+    RecycleBrowser,
+)
 from poolwarden.policy import ErrorKind
 from poolwarden.pool.config import PoolConfig
 from poolwarden.pool.member import MemberActions, ModelSlot, PoolMember
@@ -175,8 +182,8 @@ class ResourcePool:
         self.config = config or PoolConfig()
         self.clock = clock
         self._own_store = store is None
-        self.store: EventStore = store if store is not None else open_store(
-            self.config.db, durability=self.config.durability
+        self.store: EventStore = (
+            store if store is not None else open_store(self.config.db, durability=self.config.durability)
         )
         self.server = BridgeServer(clock=clock)
         self.registry = BreakerRegistry(
@@ -200,7 +207,13 @@ class ResourcePool:
         self._monitor: asyncio.Task[None] | None = None
         self._closing = False
         self._started = False
-        self.counters: dict[str, int] = {"requests": 0, "served": 0, "failed": 0, "retries": 0, "fallbacks": 0}
+        self.counters: dict[str, int] = {
+            "requests": 0,
+            "served": 0,
+            "failed": 0,
+            "retries": 0,
+            "fallbacks": 0,
+        }
         self.errors_by_kind: dict[str, int] = {}
 
     # --- starting and stopping ----------------------------------------------------------------
@@ -249,7 +262,9 @@ class ResourcePool:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(self._stop_member(m) for m in list(self.members.values())), return_exceptions=True)
+        await asyncio.gather(
+            *(self._stop_member(m) for m in list(self.members.values())), return_exceptions=True
+        )
         await self.server.close()
         try:
             await self._pool_event("PoolStopped", payload=dict(self.counters))
@@ -277,7 +292,9 @@ class ResourcePool:
         if kind == "chromium":
             from poolwarden.workers.chromium import ChromiumWorker
 
-            return ChromiumWorker(self.server, connection_id, executable=self.config.browser_path, hooks=self.config.hooks)
+            return ChromiumWorker(
+                self.server, connection_id, executable=self.config.browser_path, hooks=self.config.hooks
+            )
         from poolwarden.workers.firefox import FirefoxWorker
 
         return FirefoxWorker(self.server, connection_id, hooks=self.config.hooks)
@@ -286,9 +303,13 @@ class ResourcePool:
         """Create (or restore from the log) one connection and start its worker."""
         while True:
             connection_id = f"conn-{next(self._ids)}"
-            restored = await restore_lifecycle(
-                self.store, connection_id, policy=self.config.lifecycle, clock=self.clock
-            ) if connection_id in used else None
+            restored = (
+                await restore_lifecycle(
+                    self.store, connection_id, policy=self.config.lifecycle, clock=self.clock
+                )
+                if connection_id in used
+                else None
+            )
             if restored is None or restored[0].state not in (ConnectionState.FAILED, ConnectionState.CLOSED):
                 break
         member = PoolMember(
@@ -399,7 +420,9 @@ class ResourcePool:
 
     def _ranked(self, info: _ModelInfo, members: list[PoolMember]) -> list[PoolMember]:
         by_id = {m.connection_id: m for m in members}
-        order = rank(info.model_type, [Candidate(m.connection_id, m.browser, m.load) for m in members], self.stats)
+        order = rank(
+            info.model_type, [Candidate(m.connection_id, m.browser, m.load) for m in members], self.stats
+        )
         return [by_id[c.connection_id] for c in order]
 
     async def _place(self, info: _ModelInfo, member: PoolMember) -> str:
@@ -408,18 +431,26 @@ class ResourcePool:
             await self._pool_event("ModelLoadRefused", model_id=info.model_id, payload={"reason": reason})
             raise RequestError(f"not loading {info.model_id!r}: {reason}")
         if info.model_id not in member.models:
-            loaded = await member.connection.load_model(info.model_id, info.kind, info.options)
-            member.models[info.model_id] = ModelSlot(info.model_id, info.kind, info.options, self.clock())
-            await self._pool_event(
-                "ModelPlaced",
-                connection_id=member.connection_id,
-                model_id=info.model_id,
-                browser=member.browser,
-                latency_ms=loaded.elapsed_ms,
-                payload={"backend": loaded.backend, "model_type": info.model_type, "kind": info.kind},
-            )
+            loading = member.loading.get(info.model_id)
+            if loading is None:
+                # Concurrent requests that all want the model here share one load.
+                loading = member.loading[info.model_id] = asyncio.ensure_future(self._load(info, member))
+                loading.add_done_callback(lambda _: member.loading.pop(info.model_id, None))
+            await asyncio.shield(loading)
         self.model_connections.setdefault(info.model_id, member.connection_id)
         return member.connection_id
+
+    async def _load(self, info: _ModelInfo, member: PoolMember) -> None:
+        loaded = await member.connection.load_model(info.model_id, info.kind, info.options)
+        member.models[info.model_id] = ModelSlot(info.model_id, info.kind, info.options, self.clock())
+        await self._pool_event(
+            "ModelPlaced",
+            connection_id=member.connection_id,
+            model_id=info.model_id,
+            browser=member.browser,
+            latency_ms=loaded.elapsed_ms,
+            payload={"backend": loaded.backend, "model_type": info.model_type, "kind": info.kind},
+        )
 
     async def unload_model(self, model_id: str, connection_id: str, reason: str = "requested") -> None:
         """Unload ``model_id`` from ``connection_id``."""
@@ -436,7 +467,10 @@ class ResourcePool:
         with contextlib.suppress(PoolwardenError):
             await member.connection.unload_model(model_id)
         await self._pool_event(
-            "ModelEvicted", connection_id=connection_id, model_id=model_id, browser=member.browser,
+            "ModelEvicted",
+            connection_id=connection_id,
+            model_id=model_id,
+            browser=member.browser,
             payload={"reason": reason},
         )
 
@@ -465,7 +499,9 @@ class ResourcePool:
             async with asyncio.timeout(timeout):
                 return await self._serve(info, inputs, started)
         except TimeoutError:
-            await self._request_failed(model_id, None, "timeout", (time.monotonic() - started) * 1000, "deadline")
+            await self._request_failed(
+                model_id, None, "timeout", (time.monotonic() - started) * 1000, "deadline"
+            )
             raise DeadlineExceeded(f"request for {model_id!r} not served within {timeout:g} s") from None
         finally:
             self._queued -= 1
@@ -478,7 +514,11 @@ class ResourcePool:
         while True:
             member, panic, refusal = await self._choose(info, tried, refused)
             if member is None:
-                error = refusal or last_error or NoHealthyConnection(f"no healthy connection serves {info.model_id!r}")
+                error = (
+                    refusal
+                    or last_error
+                    or NoHealthyConnection(f"no healthy connection serves {info.model_id!r}")
+                )
                 return await self._give_up(info, inputs, error, started, attempts)
             tried.add(member.connection_id)
             try:
@@ -517,7 +557,9 @@ class ResourcePool:
         serving = [m for m in self.members.values() if m.serving]
         holders = [m for m in serving if info.model_id in m.models]
         ordered = self._ranked(info, holders) + self._ranked(info, [m for m in serving if m not in holders])
-        ordered = [m for m in ordered if m.connection_id not in tried] + [m for m in ordered if m.connection_id in tried]
+        ordered = [m for m in ordered if m.connection_id not in tried] + [
+            m for m in ordered if m.connection_id in tried
+        ]
         refusal: CircuitOpen | None = None
         busy = 0
         for member in ordered:
@@ -549,7 +591,9 @@ class ResourcePool:
             )
             if least_bad is not None:
                 await self._pool_event(
-                    "PanicRouted", connection_id=least_bad.connection_id, model_id=info.model_id,
+                    "PanicRouted",
+                    connection_id=least_bad.connection_id,
+                    model_id=info.model_id,
                     payload={"open_share": self._open_share(serving, now)},
                 )
                 return least_bad, True, None
@@ -557,7 +601,10 @@ class ResourcePool:
 
     def _blocking_breaker(self, connection_id: str, model_id: str, now: float) -> CircuitBreaker | None:
         """The breaker that would refuse a call now, without asking it (asking may admit a trial)."""
-        for breaker in (self.registry.connection(connection_id), self.registry.model(connection_id, model_id)):
+        for breaker in (
+            self.registry.connection(connection_id),
+            self.registry.model(connection_id, model_id),
+        ):
             if breaker.state is BreakerState.FORCED_OPEN:
                 return breaker
             if breaker.state is BreakerState.OPEN and (breaker.retry_at is None or breaker.retry_at > now):
@@ -595,7 +642,9 @@ class ResourcePool:
             member.begin(info.model_id)
             began = time.monotonic()
             try:
-                result = await member.connection.infer(info.model_id, inputs, timeout=self.config.default_deadline)
+                result = await member.connection.infer(
+                    info.model_id, inputs, timeout=self.config.attempt_timeout
+                )
             except BaseException as error:
                 duration = time.monotonic() - began
                 kind = _kind_of(error)
@@ -623,8 +672,12 @@ class ResourcePool:
                 browser=member.browser,
                 outcome="success",
                 latency_ms=latency_ms,
-                payload={"backend": result.backend, "attempts": attempts, "worker_ms": result.elapsed_ms,
-                         "panic": panic},
+                payload={
+                    "backend": result.backend,
+                    "attempts": attempts,
+                    "worker_ms": result.elapsed_ms,
+                    "panic": panic,
+                },
             )
         return InferenceResult(
             model_id=info.model_id,
@@ -645,19 +698,26 @@ class ResourcePool:
         self.counters["fallbacks"] += 1
         latency_ms = (time.monotonic() - started) * 1000
         await self._pool_event(
-            "FallbackServed", model_id=info.model_id, outcome="fallback", latency_ms=latency_ms,
-            error_kind=type(error).__name__, payload={"reason": str(error)},
+            "FallbackServed",
+            model_id=info.model_id,
+            outcome="fallback",
+            latency_ms=latency_ms,
+            error_kind=type(error).__name__,
+            payload={"reason": str(error)},
         )
-        return InferenceResult(info.model_id, [output], None, None, "fallback", latency_ms, attempts, is_fallback=True)
+        return InferenceResult(
+            info.model_id, [output], None, None, "fallback", latency_ms, attempts, is_fallback=True
+        )
 
     def _on_request_fault(self, member: PoolMember, kind: ErrorKind) -> None:
         """A failed request is a signal about the connection: feed its lifecycle."""
-        fault: Fault | None = {
+        faults: dict[ErrorKind, Fault] = {
             ErrorKind.TIMEOUT: HeartbeatMissed(),
             ErrorKind.DEVICE_LOST: DeviceLost(),
             ErrorKind.OUT_OF_MEMORY: OutOfMemory(),
             ErrorKind.PROCESS_EXIT: ProcessExited(),
-        }.get(kind)
+        }
+        fault = faults.get(kind)
         if fault is not None and member.driver is not None and member.state is ConnectionState.HEALTHY:
             member.driver.fault(fault)
 
@@ -728,14 +788,19 @@ class ResourcePool:
 
     async def _drain_then_restart(self, member: PoolMember, reason: str) -> None:
         assert member.driver is not None
-        await self._pool_event("RecycleStarted", connection_id=member.connection_id, browser=member.browser,
-                               payload={"reason": reason, "in_flight": member.in_flight})
+        await self._pool_event(
+            "RecycleStarted",
+            connection_id=member.connection_id,
+            browser=member.browser,
+            payload={"reason": reason, "in_flight": member.in_flight},
+        )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(member.idle.wait(), self.config.drain_timeout)
         if member.driver.machine.state is ConnectionState.DRAINING:
             member.driver.drained()
-        await member.driver.wait_for(lambda m: m.state is not ConnectionState.RESTARTING and
-                                     m.state is not ConnectionState.DRAINING)
+        await member.driver.wait_for(
+            lambda m: m.state is not ConnectionState.RESTARTING and m.state is not ConnectionState.DRAINING
+        )
         member.draining = False
         self.governor.forget_browser(member.connection_id)
         member.jobs = 0
@@ -748,7 +813,9 @@ class ResourcePool:
                 with contextlib.suppress(Exception):
                     pss = await member.handle.pss_bytes()
                     if pss is not None:
-                        self.governor.observe_browser(BrowserReading(member.connection_id, member.browser, pss / 2**20))
+                        self.governor.observe_browser(
+                            BrowserReading(member.connection_id, member.browser, pss / 2**20)
+                        )
         models = [
             LoadedModel(m.connection_id, slot.model_id, slot.last_used_at, slot.in_flight)
             for m in self.members.values()
@@ -771,8 +838,13 @@ class ResourcePool:
         """Cause ``fault`` on a connection (browser_kill, renderer_crash, page_hang, socket_drop,
         device_lost) and record that it was injected: for demos and tests."""
         member = self.members[connection_id]
-        await self._pool_event("FaultInjected", connection_id=connection_id, browser=member.browser,
-                               error_kind=fault, payload={"fault": fault})
+        await self._pool_event(
+            "FaultInjected",
+            connection_id=connection_id,
+            browser=member.browser,
+            error_kind=fault,
+            payload={"fault": fault},
+        )
         await member.handle.inject(fault)
 
     async def _pool_event(self, type: str, **fields: Any) -> None:
@@ -808,7 +880,9 @@ def _as_request_error(error: BaseException, connection_id: str) -> RequestError:
 def _check_inputs(info: _ModelInfo, inputs: Mapping[str, Any]) -> None:
     """Refuse inputs that cannot fit the model before they cost a round trip."""
     if not isinstance(inputs, Mapping) or not inputs:
-        raise InvalidInput(f"inputs for {info.model_id!r} must be a mapping of name to tensor, got {type(inputs).__name__}")
+        raise InvalidInput(
+            f"inputs for {info.model_id!r} must be a mapping of name to tensor, got {type(inputs).__name__}"
+        )
     import numpy as np
 
     for name, value in inputs.items():
@@ -818,7 +892,8 @@ def _check_inputs(info: _ModelInfo, inputs: Mapping[str, Any]) -> None:
             raise InvalidInput(f"input {name!r} for {info.model_id!r} is not numeric: {error}") from error
         if array.ndim == 0 or array.shape[-1] != info.input_width:
             raise InvalidInput(
-                f"input {name!r} for {info.model_id!r} has shape {array.shape}; the last axis must be {info.input_width}"
+                f"input {name!r} for {info.model_id!r} has shape {array.shape}; "
+                f"the last axis must be {info.input_width}"
             )
         if not np.isfinite(array).all():
             raise InvalidInput(f"input {name!r} for {info.model_id!r} holds NaN or infinity")
