@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -128,8 +129,9 @@ def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         durability=args.durability,
         db=args.db,
-        **({"faults": faults} if faults is not None else {}),
     )
+    if faults is not None:
+        options = dataclasses.replace(options, faults=faults)
     summary = asyncio.run(run_demo(options, live=not args.json))
     if args.json:
         print(json.dumps(summary))

@@ -140,7 +140,8 @@ async def _inject_faults(
 
 async def _recoveries(store: SQLiteEventStore, since: float) -> dict[str, int]:
     rows = await store.fetch(
-        "SELECT rung, COUNT(*) FROM events WHERE type = 'RecoveryCompleted' AND occurred_at >= ? GROUP BY rung",
+        "SELECT rung, COUNT(*) FROM events WHERE type = 'RecoveryCompleted' AND occurred_at >= ?"
+        " GROUP BY rung",
         (since,),
     )
     result = {str(rung): int(count) for rung, count in rows}
@@ -178,7 +179,8 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
     if unknown:
         raise PoolwardenError(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(FAULTS)}")
     kind, why = resolve_workers(options.workers)
-    print(f"poolwarden demo: {why}; log in {Path(options.db).resolve()}", file=sys.stderr)
+    db_path = await asyncio.to_thread(lambda: str(Path(options.db).resolve()))
+    print(f"poolwarden demo: {why}; log in {db_path}", file=sys.stderr)
     config = PoolConfig(
         connections=options.connections,
         workers=(kind,),
@@ -244,7 +246,7 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
         "workers": kind,
         "connections": options.connections,
         "duration_s": options.duration,
-        "db": str(Path(options.db).resolve()),
+        "db": db_path,
         "requests": tally.requests,
         "served": tally.served,
         "requests_lost": tally.requests - tally.served - sum(tally.errors_by_kind.values()),

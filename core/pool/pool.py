@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -477,9 +477,18 @@ class ResourcePool:
     # --- requests -----------------------------------------------------------------------------
 
     async def run_inference(
-        self, model_id: str, inputs: Mapping[str, Any], *, deadline: float | None = None
+        self,
+        model_id: str,
+        inputs: Mapping[str, Any],
+        *,
+        deadline: float | None = None,
+        attempts: int | None = None,
     ) -> InferenceResult:
-        """Serve one request within ``deadline`` seconds (the config's default if None)."""
+        """Serve one request within ``deadline`` seconds (the config's default if None).
+
+        ``attempts`` caps the tries on connections (the retry policy's if None). A typed error
+        carries ``attempted``: the connections whose breakers recorded a failed attempt.
+        """
         info = self._models.get(model_id)
         if info is None:
             raise UnknownModel(f"model {model_id!r} was never loaded into this pool")
@@ -497,7 +506,7 @@ class ResourcePool:
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
-                return await self._serve(info, inputs, started)
+                return await self._serve(info, inputs, started, attempts or self.config.retry.attempts)
         except TimeoutError:
             await self._request_failed(
                 model_id, None, "timeout", (time.monotonic() - started) * 1000, "deadline"
@@ -506,7 +515,19 @@ class ResourcePool:
         finally:
             self._queued -= 1
 
-    async def _serve(self, info: _ModelInfo, inputs: Mapping[str, Any], started: float) -> InferenceResult:
+    async def _serve(
+        self, info: _ModelInfo, inputs: Mapping[str, Any], started: float, max_attempts: int
+    ) -> InferenceResult:
+        ran: list[str] = []
+        try:
+            return await self._serve_attempts(info, inputs, started, max_attempts, ran)
+        except RequestError as error:
+            error.attempted = tuple(ran)  # type: ignore[attr-defined]
+            raise
+
+    async def _serve_attempts(
+        self, info: _ModelInfo, inputs: Mapping[str, Any], started: float, max_attempts: int, ran: list[str]
+    ) -> InferenceResult:
         attempts = 0
         last_error: RequestError | None = None
         tried: set[str] = set()
@@ -527,16 +548,15 @@ class ResourcePool:
                 refused.add(member.connection_id)
                 last_error = error
                 continue
-            except (InvalidInput, UnknownModel):
-                raise
-            except ModelError as error:
-                last_error = error
-                if error.kind not in self.config.retry.retryable:
-                    raise
             except RequestError as error:
+                ran.append(member.connection_id)
+                if isinstance(error, InvalidInput | UnknownModel):
+                    raise
+                if isinstance(error, ModelError) and error.kind not in self.config.retry.retryable:
+                    raise  # a deterministic model error fails the same way everywhere
                 last_error = error
             attempts += 1
-            if attempts >= self.config.retry.attempts:
+            if attempts >= max_attempts:
                 raise last_error
             budget = self.config.retry
             if not self._budget.try_spend(time.monotonic(), budget.budget_ratio, budget.budget_min):
@@ -600,11 +620,16 @@ class ResourcePool:
         return None, False, refusal
 
     def _blocking_breaker(self, connection_id: str, model_id: str, now: float) -> CircuitBreaker | None:
-        """The breaker that would refuse a call now, without asking it (asking may admit a trial)."""
-        for breaker in (
-            self.registry.connection(connection_id),
-            self.registry.model(connection_id, model_id),
-        ):
+        breakers = (self.registry.connection(connection_id), self.registry.model(connection_id, model_id))
+        return self.blocking_breaker(breakers, now)
+
+    def blocking_breaker(
+        self, breakers: Iterable[CircuitBreaker], now: float | None = None
+    ) -> CircuitBreaker | None:
+        """The first of ``breakers`` that would refuse a call now, found without asking them
+        (asking a half-open breaker would take its trial)."""
+        now = self.clock() if now is None else now
+        for breaker in breakers:
             if breaker.state is BreakerState.FORCED_OPEN:
                 return breaker
             if breaker.state is BreakerState.OPEN and (breaker.retry_at is None or breaker.retry_at > now):
