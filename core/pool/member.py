@@ -51,12 +51,14 @@ class PoolMember:
     loading: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     slots: asyncio.Semaphore = field(init=False)
     idle: asyncio.Event = field(init=False)
+    _changed: asyncio.Event = field(init=False)
     _watcher: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.concurrency)
         self.idle = asyncio.Event()
         self.idle.set()
+        self._changed = asyncio.Event()
 
     @property
     def connection(self) -> WorkerConnection:
@@ -96,6 +98,7 @@ class PoolMember:
         if slot is not None:
             slot.in_flight += 1
             slot.last_used_at = self.clock()
+        self._notify()
 
     def end(self, model_id: str) -> None:
         """A request on this connection ended (whatever its outcome)."""
@@ -106,6 +109,16 @@ class PoolMember:
             slot.in_flight = max(0, slot.in_flight - 1)
         if self.in_flight == 0:
             self.idle.set()
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_until(self, predicate: Callable[[PoolMember], bool]) -> None:
+        """Wait until ``predicate(self)`` holds; re-checked each time a request starts or ends."""
+        while not predicate(self):
+            await self._changed.wait()
 
     def watch(self, on_fault: Callable[[PoolMember, object], None]) -> None:
         """Turn the socket's closes into lifecycle faults, in a background task."""

@@ -85,6 +85,15 @@ MEMORY_STREAM = "pool/memory"
 MemorySampler = Callable[[], Awaitable[HostReading]]
 """Reads the host's memory (the default uses psutil in a thread); tests inject readings."""
 
+BrowserMemory = Callable[[PoolMember], Awaitable[int | None]]
+"""Reads one connection's browser memory in bytes (the default asks its handle, which samples the
+PSS of the browser's process tree in a thread); tests inject readings."""
+
+
+async def _handle_pss(member: PoolMember) -> int | None:
+    return await member.handle.pss_bytes()
+
+
 Fallback = Callable[[str, Mapping[str, Any], RequestError], Awaitable[Any]]
 """Called when no connection could serve a request; its return value is the result's output."""
 
@@ -176,6 +185,7 @@ class ResourcePool:
         store: EventStore | None = None,
         clock: Clock = system_clock,
         memory_sampler: MemorySampler | None = None,
+        browser_memory: BrowserMemory | None = None,
         fallback: Fallback | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -198,6 +208,7 @@ class ResourcePool:
         self.model_connections: dict[str, str] = {}
         self._models: dict[str, _ModelInfo] = {}
         self._memory_sampler = memory_sampler or _psutil_host_reading
+        self._browser_memory = browser_memory or _handle_pss
         self._fallback = fallback
         self._rng = rng or random.Random()
         self._budget = _RetryBudget(self.config.retry.budget_window)
@@ -836,7 +847,7 @@ class ResourcePool:
         for member in list(self.members.values()):
             if member.state is ConnectionState.HEALTHY:
                 with contextlib.suppress(Exception):
-                    pss = await member.handle.pss_bytes()
+                    pss = await self._browser_memory(member)
                     if pss is not None:
                         self.governor.observe_browser(
                             BrowserReading(member.connection_id, member.browser, pss / 2**20)
