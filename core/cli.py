@@ -140,6 +140,97 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK if summary["requests_lost"] == 0 and summary["wrong_results"] == 0 else EXIT_PROBLEM
 
 
+def _write_json(data: object, output: str | None) -> None:
+    text = json.dumps(data, indent=2, default=str)
+    if output is None:
+        print(text)
+        return
+    try:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    except OSError as error:
+        raise PoolwardenError(f"{output}: cannot write the telemetry: {error.strerror}") from error
+    print(f"telemetry written to {output}", file=sys.stderr)
+
+
+def _telemetry(args: argparse.Namespace) -> int:
+    from poolwarden.tools import telemetry_from_log
+
+    _write_json(asyncio.run(telemetry_from_log(args.db, detailed=args.detailed)), args.output)
+    return EXIT_OK
+
+
+def _test_recovery(args: argparse.Namespace) -> int:
+    from poolwarden.tools import run_recovery_trial
+
+    report = asyncio.run(
+        run_recovery_trial(
+            workers=args.workers, connection_id=args.connection_id, fault=args.fault, db=args.db
+        )
+    )
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['why']}: injected {report['fault']} on {report['connection_id']}")
+        for step in report["steps"]:
+            latency = f" {step['latency_ms']:.0f} ms" if step["latency_ms"] is not None else ""
+            print(
+                f"  {step['at']}  {step['type']:<24} rung={step['rung']} outcome={step['outcome']}{latency}"
+            )
+        verdict = (
+            f"recovered by {report['rung']}"
+            if report["recovered"]
+            else f"not recovered ({report['outcome']})"
+        )
+        print(f"{verdict} in {report['fault_to_healthy_s']} s (fault to serving again)")
+    return EXIT_OK if report["recovered"] else EXIT_PROBLEM
+
+
+def _whatif(args: argparse.Namespace) -> int:
+    from poolwarden.policy import BreakerPolicy
+    from poolwarden.whatif import what_if
+
+    try:
+        with open(args.policy, encoding="utf-8") as f:
+            policy = BreakerPolicy.from_dict(json.load(f))
+    except OSError as error:
+        raise PoolwardenError(f"{args.policy}: cannot read the policy: {error.strerror}") from error
+    except (ValueError, TypeError) as error:
+        raise PoolwardenError(f"{args.policy}: not a breaker policy: {error}") from error
+
+    async def records() -> list[Any]:
+        from poolwarden.storage import SQLiteEventStore
+
+        async with SQLiteEventStore(args.db, read_only=True) as store:
+            return [e async for e in store.iter_all() if e.stream.startswith("breaker/")]
+
+    report = what_if(asyncio.run(records()), policy)
+    rows = [
+        {
+            "key": key,
+            "calls": b.calls,
+            "recorded_opens": len(b.recorded_opened),
+            "whatif_opens": len(b.opened),
+            "recorded_rejected": b.recorded_rejected,
+            "whatif_rejected": b.rejected,
+            "final_state": str(b.final_state),
+        }
+        for key, b in sorted(report.breakers.items())
+    ]
+    if args.json:
+        print(json.dumps({"breakers": rows, "approximations": list(report.approximations)}))
+        return EXIT_OK
+    for row in rows:
+        print(
+            f"{row['key']:<36} calls {row['calls']:>7}"
+            f"  opens {row['recorded_opens']} -> {row['whatif_opens']}"
+            f"  rejected {row['recorded_rejected']} -> {row['whatif_rejected']}  ends {row['final_state']}"
+        )
+    for note in report.approximations:
+        print(f"note: {note}")
+    return EXIT_OK
+
+
 def _events(args: argparse.Namespace) -> int:
     from poolwarden.eventlog import print_events
 
@@ -234,6 +325,32 @@ def build_parser() -> argparse.ArgumentParser:
     breakers.add_argument("--json", action="store_true", help="one JSON array")
     breakers.set_defaults(handler=_breakers)
 
+    telemetry = commands.add_parser("telemetry", help="the seed's telemetry, counted from a log")
+    telemetry.add_argument("--db", default="poolwarden.db", metavar="PATH")
+    telemetry.add_argument("--detailed", action="store_true", help="per connection, breaker and model")
+    telemetry.add_argument("--output", metavar="FILE", help="write the JSON here instead of stdout")
+    telemetry.set_defaults(handler=_telemetry)
+
+    trial = commands.add_parser(
+        "test-recovery", help="start a pool, inject a fault, show the ladder recover it and how fast"
+    )
+    trial.add_argument("--connection-id", help="the connection to hurt (default: the one holding the model)")
+    trial.add_argument(
+        "--fault",
+        default="page_hang",
+        choices=("browser_kill", "renderer_crash", "page_hang", "socket_drop", "device_lost"),
+    )
+    trial.add_argument("--workers", choices=("auto", "chromium", "firefox", "simulated"), default="auto")
+    trial.add_argument("--db", default="poolwarden.db", metavar="PATH")
+    trial.add_argument("--json", action="store_true")
+    trial.set_defaults(handler=_test_recovery)
+
+    whatif = commands.add_parser("whatif", help="replay a log's breaker calls through another policy")
+    whatif.add_argument("--db", required=True, metavar="PATH")
+    whatif.add_argument("--policy", required=True, metavar="FILE", help="a BreakerPolicy as JSON")
+    whatif.add_argument("--json", action="store_true")
+    whatif.set_defaults(handler=_whatif)
+
     events = commands.add_parser("events", help="print the event log")
     events.add_argument("--db", required=True, metavar="PATH")
     events.add_argument("--stream", help="only this stream (or streams starting with it, if it ends in /)")
@@ -245,9 +362,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seed_flags(argv: Sequence[str]) -> list[str] | None:
+    """The seed's flags (``--test-recovery``, ``--export-telemetry``) as subcommand arguments."""
+    seed = argparse.ArgumentParser(prog="poolwarden", add_help=False)
+    seed.add_argument("--test-recovery", action="store_true")
+    seed.add_argument("--export-telemetry", action="store_true")
+    seed.add_argument("--connection-id")
+    seed.add_argument("--detailed", action="store_true")
+    seed.add_argument("--output")
+    seed.add_argument("--db", default="poolwarden.db")
+    seed.add_argument("--workers", default="auto")
+    args, rest = seed.parse_known_args(list(argv))
+    if args.test_recovery:
+        translated = ["test-recovery", "--db", args.db, "--workers", args.workers]
+        return translated + (["--connection-id", args.connection_id] if args.connection_id else []) + rest
+    if args.export_telemetry:
+        translated = ["telemetry", "--db", args.db]
+        return (
+            translated
+            + (["--detailed"] if args.detailed else [])
+            + (["--output", args.output] if args.output else [])
+            + rest
+        )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("--test-recovery", "--export-telemetry", "--connection-id", "--detailed"):
+        argv = _seed_flags(argv) or argv
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:

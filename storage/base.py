@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from poolwarden.events import AppendResult, NewEvent, RecordedEvent, Snapshot
 
@@ -155,7 +155,7 @@ class EventStore(abc.ABC):
     async def load_snapshots(self, prefix: str = "") -> dict[str, Snapshot]:
         """The latest snapshot of every stream whose id starts with ``prefix``."""
 
-    async def __aenter__(self) -> EventStore:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 

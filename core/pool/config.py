@@ -99,7 +99,8 @@ class PoolConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     connection_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     model_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
-    lifecycle: LifecyclePolicy = field(default_factory=LifecyclePolicy)
+    # A ping that takes a second is as good as lost for a page that answers in milliseconds.
+    lifecycle: LifecyclePolicy = field(default_factory=lambda: LifecyclePolicy(ping_timeout_s=1.0))
     memory: MemoryPolicy = field(default_factory=MemoryPolicy)
 
     def __post_init__(self) -> None:

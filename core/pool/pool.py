@@ -694,7 +694,8 @@ class ResourcePool:
             finally:
                 member.end(info.model_id)
                 self.breakers.wake()
-        duration = time.monotonic() - began
+        member.last_answer_at = time.monotonic()
+        duration = member.last_answer_at - began
         if admission is not None:
             admission.succeeded(duration)
         latency_ms = (time.monotonic() - started) * 1000
@@ -786,8 +787,12 @@ class ResourcePool:
         next_memory = 0.0
         while True:
             await asyncio.sleep(self.config.heartbeat_interval)
+            now = time.monotonic()
             for member in list(self.members.values()):
-                if member.serving and member.in_flight == 0:
+                # Idle connections get a heartbeat; so do busy ones that stopped answering (a hung
+                # page holds its requests: only an application ping tells).
+                silent = now - member.last_answer_at > self.config.heartbeat_interval
+                if member.serving and (member.in_flight == 0 or silent):
                     self._spawn(self._heartbeat(member), f"heartbeat {member.connection_id}")
                 self._check_recycling(member)
             if time.monotonic() >= next_memory:
@@ -798,6 +803,7 @@ class ResourcePool:
     async def _heartbeat(self, member: PoolMember) -> None:
         try:
             pong = await member.connection.app_ping(self.config.heartbeat_timeout)
+            member.last_answer_at = time.monotonic()
             if pong.gpu in ("lost", "timeout") and member.driver is not None and member.serving:
                 member.driver.fault(DeviceLost())
         except (RequestError, TimeoutError):

@@ -1,0 +1,201 @@
+"""Command-line tools over a pool and its log: telemetry from a log, and the ladder on trial.
+
+``telemetry_from_log`` answers the seed's ``--export-telemetry`` for a log whose pool is not
+running: connection states are the last states the lifecycles recorded, breaker states are
+restored from their streams, and every count is a query. ``test_recovery`` starts a pool,
+injects one fault and reports the incident the ladder ran, rung by rung.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from poolwarden.breaker_report import breaker_statuses
+from poolwarden.errors import PoolwardenError
+from poolwarden.storage import SQLiteEventStore
+from poolwarden.storage.queries import recovery_counts, request_counts
+
+__all__ = ["run_recovery_trial", "telemetry_from_log"]
+
+
+async def telemetry_from_log(db: str | os.PathLike[str], *, detailed: bool = False) -> dict[str, Any]:
+    """The seed's telemetry keys, from the log alone (its pool need not be running)."""
+    statuses = await breaker_statuses(db)
+    async with SQLiteEventStore(db, read_only=True) as store:
+        connections = await store.fetch(
+            "SELECT e.stream, e.to_state, e.browser, e.occurred_at FROM events e"
+            " WHERE e.stream LIKE 'connection/%' AND e.to_state IS NOT NULL AND e.position ="
+            " (SELECT MAX(position) FROM events WHERE stream = e.stream AND to_state IS NOT NULL)"
+        )
+        requests = await request_counts(store)
+        rungs = await recovery_counts(store)
+        errors = await store.fetch(
+            "SELECT occurred_at, connection_id, model_id, error_kind, outcome FROM events"
+            " WHERE type = 'InferenceFailed' ORDER BY position DESC LIMIT 10"
+        )
+    states = Counter(state for _, state, _, _ in connections)
+    connection_breakers = [s for s in statuses if "/" not in s.key]
+    breaker_states = Counter(s.effective_state for s in connection_breakers)
+    attempts = sum(r.attempts for r in rungs)
+    successes = sum(r.successes for r in rungs)
+    telemetry: dict[str, Any] = {
+        "timestamp": datetime.now(tz=UTC).isoformat(),
+        "source": {"db": str(db), "live": False},
+        "connections": {
+            "total": len(connections),
+            "healthy": states["healthy"],
+            "degraded": states["pinging"] + states["reconnecting"] + states["draining"],
+            "unhealthy": states["restarting"] + states["failed"] + states["starting"],
+            "closed": states["closed"],
+            "browser_distribution": dict(Counter(browser for _, _, browser, _ in connections)),
+        },
+        "circuit_breaker": {
+            "open": breaker_states["open"] + breaker_states["forced_open"],
+            "half_open": breaker_states["half_open"],
+            "closed": breaker_states["closed"] + breaker_states["disabled"] + breaker_states["metrics_only"],
+        },
+        "models": len({r.model_id for r in requests}),
+        "requests": {
+            "total": sum(r.served + r.failed for r in requests),
+            "served": sum(r.served for r in requests),
+            "failed": sum(r.failed for r in requests),
+        },
+        "recovery": {
+            "attempts": attempts,
+            "successes": successes,
+            "success_rate": successes / attempts if attempts else None,
+            "by_rung": {
+                r.rung: {
+                    "attempts": r.attempts,
+                    "successes": r.successes,
+                    "median_time_to_recover_ms": r.median_latency_ms,
+                }
+                for r in rungs
+            },
+        },
+        "recent_errors": [
+            {
+                "at": datetime.fromtimestamp(at, tz=UTC).isoformat(),
+                "connection_id": c,
+                "model_id": m,
+                "error_kind": k,
+                "outcome": o,
+            }
+            for at, c, m, k, o in errors
+        ],
+    }
+    if detailed:
+        telemetry["connection_details"] = [
+            {
+                "connection_id": stream.removeprefix("connection/"),
+                "state": state,
+                "browser": browser,
+                "since": datetime.fromtimestamp(at, tz=UTC).isoformat(),
+            }
+            for stream, state, browser, at in connections
+        ]
+        telemetry["breaker_details"] = [s.as_dict() for s in statuses]
+        by_model: dict[str, dict[str, Any]] = {}
+        for row in requests:
+            entry = by_model.setdefault(
+                row.model_id, {"execution_count": 0, "success_count": 0, "failure_count": 0}
+            )
+            entry["execution_count"] += row.served + row.failed
+            entry["success_count"] += row.served
+            entry["failure_count"] += row.failed
+        for entry in by_model.values():
+            entry["success_rate"] = (
+                entry["success_count"] / entry["execution_count"] if entry["execution_count"] else None
+            )
+        telemetry["model_details"] = {model: {"metrics": metrics} for model, metrics in by_model.items()}
+    return telemetry
+
+
+async def run_recovery_trial(
+    *,
+    workers: str = "auto",
+    connection_id: str | None = None,
+    fault: str = "page_hang",
+    db: str = "poolwarden.db",
+    wait_s: float = 120.0,
+) -> dict[str, Any]:
+    """Start a pool, inject ``fault`` on one connection, and report the recovery it ran.
+
+    Returns the incident: its rungs as attempted (with outcomes and times), the rung that
+    recovered (or that it was quarantined) and the seconds from fault to serving again.
+    """
+    from poolwarden.demo import resolve_workers
+    from poolwarden.pool import PoolConfig, ResourcePool
+
+    kind, why = resolve_workers(workers)
+    config = PoolConfig(
+        connections=2,
+        workers=(kind,),
+        db=db,
+        hooks=kind != "simulated",
+        heartbeat_interval=0.5,
+        heartbeat_timeout=0.4,
+    )
+    async with ResourcePool(config) as pool:
+        await pool.load_model("toy-mlp")
+        target = connection_id or pool.model_connections["toy-mlp"]
+        member = pool.members.get(target)
+        if member is None or member.driver is None:
+            raise PoolwardenError(f"no connection {target!r} in the pool (it has {', '.join(pool.members)})")
+        driver = member.driver
+        injected_at = time.monotonic()
+        await pool.inject_fault(target, fault)
+        # Something must notice the fault: traffic, the close watcher, or the heartbeat.
+        probe = asyncio.create_task(_probe(pool))
+        try:
+            await asyncio.wait_for(driver.wait_for(lambda m: m.incident_id is not None), wait_s)
+            incident = driver.machine.incident_id
+            await asyncio.wait_for(driver.wait_for(lambda m: m.incident_id is None), wait_s)
+        finally:
+            probe.cancel()
+        elapsed = time.monotonic() - injected_at
+        await pool.store.flush()
+        events = [
+            e for e in await pool.store.read_stream(f"connection/{target}") if e.incident_id == incident
+        ]
+    steps = [
+        {
+            "type": e.type,
+            "rung": e.rung,
+            "outcome": e.outcome,
+            "latency_ms": e.latency_ms,
+            "at": datetime.fromtimestamp(e.occurred_at, tz=UTC).isoformat(timespec="milliseconds"),
+        }
+        for e in events
+    ]
+    last = events[-1] if events else None
+    recovered = last is not None and last.type == "RecoveryCompleted"
+    return {
+        "workers": kind,
+        "why": why,
+        "connection_id": target,
+        "fault": fault,
+        "incident_id": incident,
+        "recovered": recovered,
+        "rung": last.rung if recovered and last is not None else None,
+        "outcome": last.outcome if last is not None else None,
+        "fault_to_healthy_s": round(elapsed, 3),
+        "steps": steps,
+    }
+
+
+async def _probe(pool: Any) -> None:
+    """Light traffic while a fault is being recovered, so that request failures are signals too."""
+    import numpy as np
+
+    x = np.zeros((1, 16), dtype=np.float32)
+    while True:
+        with contextlib.suppress(PoolwardenError):
+            await pool.run_inference("toy-mlp", {"input": x}, deadline=2.0)
+        await asyncio.sleep(0.2)
