@@ -1,4 +1,4 @@
-"""The recovery ladder on real headless Chromium (and a Firefox ESR smoke test): fault in, verified HEALTHY out.
+"""The recovery ladder on real headless Chromium, and a Firefox ESR smoke test: fault in, HEALTHY out.
 
 One Chromium serves the whole module: every test leaves it recovered, which is what is under test.
 Each fault is caused for real (SIGKILL of the process group or of the renderer, a JS busy loop,
