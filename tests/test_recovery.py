@@ -147,30 +147,31 @@ async def test_hung_page_fails_ping_and_recovers_by_crash_and_reload(rig: Rig) -
     assert reconnect[0].payload["method"] == "crash_and_reload"
 
 
-async def test_device_lost_reported_by_the_page_recovers_by_ping(rig: Rig) -> None:
-    """A device loss the page reports starts at the ping rung, whose pong proves the new device."""
+@pytest.mark.parametrize(
+    ("fault", "rung", "handed_over"),
+    [
+        # The page reports a device loss by itself (a WorkerReported the bridge routes to us).
+        (Fault.DEVICE_LOST, "ping", False),
+        # An out-of-memory reply reaches the recovery only through the owner's notice_error.
+        (Fault.OUT_OF_MEMORY, "reconnect", True),
+    ],
+)
+async def test_page_error_kinds_start_their_rung(
+    rig: Rig, fault: Fault, rung: str, handed_over: bool
+) -> None:
+    """device_lost recovers by a ping (the page recreated its device), out_of_memory by a reload."""
     before = rig.recovery.machine.last_incident_id
-    await rig.handle.worker.inject(Fault.DEVICE_LOST)
+    await rig.handle.worker.inject(fault)
     with pytest.raises(ModelError) as failure:
         await rig.handle.connection.infer("mlp", {"input": X}, timeout=WITHIN)
-    assert failure.value.kind == "device_lost"
-    assert await rig.recovery.wait_outcome(before, WITHIN) == (True, "ping")
-    await assert_serves(rig)
-    events = await assert_incident_logged(rig.store, WORKER, "inc-1", ["ping"], "recovered")
-    assert events[0].error_kind == "device_lost"
-
-
-async def test_out_of_memory_reply_recovers_by_reconnect(rig: Rig) -> None:
-    """An out-of-memory reply handed to notice_error reloads the page, and its models come back."""
-    before = rig.recovery.machine.last_incident_id
-    await rig.handle.worker.inject(Fault.OUT_OF_MEMORY)
-    with pytest.raises(ModelError) as failure:
-        await rig.handle.connection.infer("mlp", {"input": X}, timeout=WITHIN)
-    assert rig.recovery.notice_error(failure.value)
-    assert await rig.recovery.wait_outcome(before, WITHIN) == (True, "reconnect")
+    assert failure.value.kind == fault.value
+    if handed_over:
+        assert rig.recovery.notice_error(failure.value)
+    assert await rig.recovery.wait_outcome(before, WITHIN) == (True, rung)
     assert "mlp" in rig.handle.worker.models
     await assert_serves(rig)
-    await assert_incident_logged(rig.store, WORKER, "inc-1", ["reconnect"], "recovered")
+    events = await assert_incident_logged(rig.store, WORKER, "inc-1", [rung], "recovered")
+    assert events[0].error_kind == fault.value
 
 
 async def test_other_error_kinds_start_no_recovery(rig: Rig) -> None:
