@@ -124,9 +124,12 @@ async def test_device_destroyed_page_recreates_it_and_ping_recovers(chromium: Re
 
 
 @pytest.mark.skipif(not installed(find_firefox), reason="Firefox ESR is not installed")
-async def test_firefox_browser_killed_recovers_by_restart(tmp_path: Path) -> None:
-    """Firefox ESR on the JS path: a killed browser is restarted by the ladder and computes right."""
+async def test_firefox_recovers_a_killed_browser_and_a_killed_content_process(tmp_path: Path) -> None:
+    """Firefox ESR on the JS path: a killed browser is restarted, a killed content process (1001)
+    is loaded again in its browsing context, and each time the numbers are right."""
     async with recovery_rig("firefox", tmp_path / "events.db", policy=POLICY, worker_id="firefox-rec") as rig:
         assert rig.handle.connection.backend == "js"
         events = await recover(rig, InjectedFault.BROWSER_KILL, "restart")
         assert events[0].payload["trigger"] == "process_exited"
+        events = await recover(rig, InjectedFault.RENDERER_CRASH, "reconnect")
+        assert events[0].payload["close_code"] == 1001
