@@ -248,6 +248,7 @@ class Recovery:
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=f"recovery {name} {self.connection.connection_id}")
+        task.add_done_callback(_report_watcher_failure)
         self._watchers.append(task)
 
     async def _watch_socket(self) -> None:
@@ -309,6 +310,12 @@ class Recovery:
                     self.driver.fault(DeviceLost())
                 elif pong.gpu == "timeout":
                     self.driver.fault(HeartbeatMissed())
+
+
+def _report_watcher_failure(task: asyncio.Task[None]) -> None:
+    # At once, not only at stop(): a dead watcher means faults go unnoticed until then.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped: %r (stop() raises it)", task.get_name(), task.exception())
 
 
 async def _wait_hello(connection: WorkerConnection, after: int, within: float) -> bool:

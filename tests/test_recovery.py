@@ -7,6 +7,7 @@ the browser is simulated. Every wait is for a lifecycle outcome or a hello, neve
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest_asyncio
 
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.errors import ModelError
-from poolwarden.lifecycle_types import ConnectionState, LifecyclePolicy, ProcessExited
+from poolwarden.lifecycle_types import ConnectionState, HeartbeatMissed, LifecyclePolicy, ProcessExited
 from poolwarden.recovery import Recovery
 from poolwarden.recovery_actions import PlacedModel
 from poolwarden.storage import EventStore, open_store
@@ -242,4 +243,46 @@ async def test_stop_leaves_no_watcher_and_the_worker_running(rig: Rig) -> None:
     await rig.handle.inject(InjectedFault.SOCKET_DROP)
     await rig.handle.connection.wait_for_hello(after=generation, timeout=WITHIN)
     assert await rig.store.stream_version(f"connection/{WORKER}") == version
+    await rig.recovery.start()
+
+
+async def test_a_recovery_started_before_the_hello_waits_for_it(tmp_path: Path) -> None:
+    """A Recovery started before its worker leaves STARTING on the first hello, logged with its latency."""
+    async with BridgeServer() as server, open_store(tmp_path / "start.db") as store:
+        handle = SimulatedHandle(server, "late-1")
+        try:
+            async with Recovery(handle, store, policy=POLICY) as recovery:
+                assert recovery.state is ConnectionState.STARTING
+                await handle.start()
+                await asyncio.wait_for(
+                    recovery.driver.wait_for(lambda m: m.state is ConnectionState.HEALTHY), WITHIN
+                )
+        finally:
+            await handle.stop()  # after the Recovery: a worker stopping under it is a fault
+        types = [event.type for event in await store.read_stream("connection/late-1")]
+        assert types == ["ConnectionCreated", "ConnectionStarted"]
+
+
+async def test_a_recovery_interrupted_by_a_stop_resumes_with_a_restart(rig: Rig) -> None:
+    """A recovery still open when its Recovery stopped is resumed by the next one at the restart rung."""
+    slow_ping = dataclasses.replace(POLICY, ping_timeout_s=WITHIN, restart_budget=3)
+    first = Recovery(rig.handle, rig.store, policy=slow_ping, models=MODELS, ids=CountingIds())
+    await rig.recovery.stop()
+    await rig.handle.inject(InjectedFault.PAGE_HANG)
+    async with first:
+        first.driver.fault(HeartbeatMissed())
+        await first.driver.wait_for(lambda m: m.state is ConnectionState.PINGING)
+    second = Recovery(rig.handle, rig.store, policy=slow_ping, models=MODELS, ids=CountingIds())
+    async with second:
+        incident = second.machine.last_incident_id
+        assert incident is not None
+        # A fault no worse than the resumed restart joins it: recover_connection reports its end.
+        assert await asyncio.wait_for(second.recover_connection(ProcessExited()), WITHIN) == (
+            True,
+            "restart",
+        )
+        assert second.machine.last_incident_id == incident
+    await assert_serves(rig)
+    events = await assert_incident_logged(rig.store, WORKER, incident, ["ping", "restart"], "recovered")
+    assert "RecoveryResumed" in [event.type for event in events]
     await rig.recovery.start()
