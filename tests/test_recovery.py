@@ -143,7 +143,9 @@ async def test_hung_page_fails_ping_and_recovers_by_crash_and_reload(rig: Rig) -
     await assert_serves(rig)
     events = await assert_incident_logged(rig.store, WORKER, "inc-1", ["ping", "reconnect"], "recovered")
     failed = [e for e in events if e.type == "RungFailed"]
-    assert [(e.rung, e.outcome) for e in failed] == [("ping", "timed_out")]
+    # The rung's deadline and the ping's own timeout end together; either way it is a timeout.
+    assert [e.rung for e in failed] == ["ping"]
+    assert failed[0].outcome == "timed_out" or failed[0].error_kind == "timeout"
     reconnect = [e for e in events if e.type == "RungAttempted" and e.rung == "reconnect"]
     assert reconnect[0].payload["method"] == "crash_and_reload"
 

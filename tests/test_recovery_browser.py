@@ -85,7 +85,10 @@ async def test_hung_page_fails_ping_then_crash_and_reload_recovers(chromium: Rec
         chromium.recovery.store, "chromium-rec", incident, ["ping", "reconnect"], "recovered"
     )
     assert events[0].payload["trigger"] == "heartbeat_missed"
-    assert [(e.rung, e.outcome) for e in events if e.type == "RungFailed"] == [("ping", "timed_out")]
+    failed = [e for e in events if e.type == "RungFailed"]
+    # The rung's deadline and the ping's own timeout end together; either way it is a timeout.
+    assert [e.rung for e in failed] == ["ping"]
+    assert failed[0].outcome == "timed_out" or failed[0].error_kind == "timeout"
     methods = [e.payload["method"] for e in events if e.type == "RungAttempted"]
     assert methods == ["send_ping", "crash_and_reload"]
 
