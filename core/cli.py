@@ -231,6 +231,28 @@ def _whatif(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench_recovery(args: argparse.Namespace) -> int:
+    from poolwarden.bench.recovery import run
+
+    print(
+        f"injecting each fault {args.repeat} time(s) into a {args.workers} worker, "
+        "timing each to a verified HEALTHY ...",
+        file=sys.stderr,
+    )
+    result = run(workers=args.workers, repeat=args.repeat, ping_timeout_s=args.ping_timeout)
+    if args.json:
+        print(json.dumps(result))
+        return EXIT_OK
+    print(f"workers {result['workers']}, ping timeout {result['ping_timeout_s']} s")
+    for fault, figures in result["faults"].items():
+        if figures["runs"] == 0:
+            print(f"{fault:<15}  skipped")
+        else:
+            rung, median, runs = figures["rung"], figures["median_s"], figures["runs"]
+            print(f"{fault:<15}  rung {rung:<9}  median {median:.3f} s  runs {runs}")
+    return EXIT_OK
+
+
 def _events(args: argparse.Namespace) -> int:
     from poolwarden.eventlog import print_events
 
@@ -307,6 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
     lifecycle.add_argument("--rounds", type=int, default=3, help="rounds; each figure is the best")
     lifecycle.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     lifecycle.set_defaults(handler=_bench_lifecycle)
+    recovery = bench_commands.add_parser(
+        "recovery", help="inject each fault into a live worker and time it to a verified HEALTHY"
+    )
+    recovery.add_argument(
+        "--workers", choices=["chromium", "firefox", "simulated"], default="chromium", help="the worker kind"
+    )
+    recovery.add_argument("--repeat", type=int, default=3, help="injections of each fault (default 3)")
+    recovery.add_argument(
+        "--ping-timeout", type=float, default=0.5, help="the ping rung's (and heartbeat's) timeout, seconds"
+    )
+    recovery.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    recovery.set_defaults(handler=_bench_recovery)
 
     breaker = bench_commands.add_parser(
         "breaker", help="protected call against a bare call; creating and restoring breakers"

@@ -281,6 +281,10 @@ class WorkerConnection:
             raise WorkerDisconnected(self.connection_id, exc.rcvd.code if exc.rcvd else 1006) from exc
         finally:
             self._pending.pop(request_id, None)
+            if future.done() and not future.cancelled():
+                # The socket closed while the request was being sent: the send's own error is
+                # raised, and the future's (the same disconnect) must not be reported as lost.
+                future.exception()
         if isinstance(reply, ErrorReply):
             raise _error_from(self.connection_id, reply)
         if not isinstance(reply, expect):

@@ -2,7 +2,9 @@
 
 Firefox has no Chrome DevTools Protocol; it speaks WebDriver BiDi on the port it writes to
 ``WebDriverBiDiServer.json`` in its profile. There is no ``Page.crash`` equivalent, so a hung
-Firefox page cannot be reloaded: its recovery goes to the restart rung.
+Firefox page cannot be reloaded: its recovery goes to the restart rung. A page whose content
+process died shows ``about:blank`` in the same browsing context, so it is found again by the
+context id taken while it was healthy, and navigated back (:meth:`BiDi.navigate`).
 """
 
 # ruff: noqa: ASYNC109 -- each command has its own deadline, turned into a typed DevToolsError.
@@ -36,3 +38,8 @@ class BiDi(RemoteClient):
         # ignoreCache is "unsupported operation" in Firefox; the page is served no-store anyway.
         params = {"context": context, "wait": "complete"}
         await self.send("browsingContext.reload", params, timeout=timeout)
+
+    async def navigate(self, context: str, url: str, timeout: float = 10.0) -> None:
+        """Load ``url`` in the browsing context ``context`` and wait until it has loaded."""
+        params = {"context": context, "url": url, "wait": "complete"}
+        await self.send("browsingContext.navigate", params, timeout=timeout)

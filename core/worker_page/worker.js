@@ -573,6 +573,8 @@ async function infer(id, msg, tensors) {
 async function ping(id, msg) {
   const started = performance.now();
   let gpuState = "none";
+  // A device being recreated after a loss is waited for: the pong then proves the new one works.
+  if (backend === "webgpu" && !gpu.device && gpu.recreating) await gpu.recreating;
   const device = backend === "webgpu" ? gpu.device : null;
   if (backend === "webgpu" && !device) gpuState = "lost";
   if (device) {

@@ -2,7 +2,8 @@
 
 :class:`FirefoxWorker` implements :class:`~poolwarden.workers.handle.WorkerHandle`. Firefox has no
 way to crash a hung page from outside (no ``Page.crash``), so ``reconnect(hung=True)`` restarts
-the browser; a page that is merely disconnected is reloaded over BiDi.
+the browser; a page that is merely disconnected, or whose content process died, is loaded again
+over BiDi in its browsing context.
 """
 
 # ruff: noqa: ASYNC109 -- each primitive has its own deadline, which the ladder sets per rung.
@@ -27,6 +28,8 @@ class FirefoxWorker(BrowserWorker):
 
     browser = "firefox"
     start_timeout = 30.0  # Firefox takes ~3 s to a hello here, Chromium ~0.6 s
+    page_context: str | None = None
+    """The worker page's BiDi browsing context id, found at start."""
 
     async def _launch(self, url: str, timeout: float) -> BrowserProcess:
         return await launch_firefox(
@@ -37,14 +40,18 @@ class FirefoxWorker(BrowserWorker):
         bidi = BiDi(process.devtools_url)
         await bidi.open()
         await bidi.start_session()
+        # Taken while the page is healthy: after its content process dies the context shows
+        # about:blank, and only its id still finds it.
+        self.page_context = await bidi.page_context(f"worker={self.worker_id}")
         return bidi
 
     async def reconnect(self, *, hung: bool, timeout: float = 10.0) -> Hello:
         """Reload the page over BiDi; a hung page cannot be reloaded, so it is restarted instead."""
         if hung:
             return await self.restart(timeout=max(timeout, self.start_timeout))
-        if not isinstance(self.remote, BiDi):
+        if not isinstance(self.remote, BiDi) or self.page_context is None:
             raise BrowserError(f"worker {self.worker_id!r} has no BiDi session (not started?)")
         generation = self.connection.generation
-        await self.remote.reload(f"worker={self.worker_id}", timeout=timeout)
+        url = self.server.page_url(self.worker_id, hooks=self.hooks)
+        await self.remote.navigate(self.page_context, url, timeout=timeout)
         return await self.connection.wait_for_hello(after=generation, timeout=timeout)
