@@ -113,6 +113,11 @@ class Recovery:
         return self.handle.connection
 
     @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has run (and :meth:`stop` not yet)."""
+        return self._driver is not None
+
+    @property
     def driver(self) -> LifecycleDriver:
         """The lifecycle driver (only once started)."""
         if self._driver is None:

@@ -29,8 +29,9 @@ async def test_demo_on_simulated_workers_loses_nothing_and_recovers(tmp_path: Pa
         "socket_drop",
         "device_lost",
     ]
-    assert sum(summary["recoveries"].values()) >= 2
-    assert "restart" in summary["recoveries"]
+    # A simulated worker has no browser process: a kill shows as a socket that stays down, which
+    # the reconnect rung repairs (the restart rung is exercised on real Chromium below).
+    assert summary["recoveries"].get("reconnect", 0) >= 2
     keys = {b["key"] for b in summary["breakers"]}
     assert {"conn-0", "conn-1", "conn-2"} <= keys
 
@@ -100,3 +101,5 @@ def test_short_demo_on_real_chromium(tmp_path: Path) -> None:
     assert summary["requests_lost"] == 0
     assert summary["wrong_results"] == 0
     assert set(summary["backends"]) <= {"webgpu", "webnn", "js"}
+    assert summary["recoveries"].get("restart", 0) >= 1  # the killed browser was restarted
+    assert summary["recoveries"].get("reconnect", 0) >= 1  # the crashed renderer was reloaded

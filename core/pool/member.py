@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,8 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from poolwarden.clock import Clock
 from poolwarden.lifecycle_driver import LifecycleDriver
-from poolwarden.lifecycle_types import ConnectionState, ProcessExited, SocketClosed
-from poolwarden.workers.handle import WorkerHandle, verify_round_trip
+from poolwarden.lifecycle_types import ConnectionState
+from poolwarden.recovery import Recovery
+from poolwarden.recovery_actions import PlacedModel
+from poolwarden.workers.handle import WorkerHandle
 
 if TYPE_CHECKING:
     from poolwarden.bridge.server import WorkerConnection
@@ -48,12 +49,11 @@ class PoolMember:
     started_at: float = 0.0
     last_answer_at: float = 0.0  # monotonic time of the last answer (a result or a pong)
     draining: bool = False
-    driver: LifecycleDriver | None = None
+    recovery: Recovery | None = None
     loading: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     slots: asyncio.Semaphore = field(init=False)
     idle: asyncio.Event = field(init=False)
     _changed: asyncio.Event = field(init=False)
-    _watcher: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.concurrency)
@@ -72,9 +72,20 @@ class PoolMember:
         return str(getattr(self.handle, "browser", self.kind))
 
     @property
+    def driver(self) -> LifecycleDriver | None:
+        """The lifecycle driver of this connection's recovery (None before it started)."""
+        recovery = self.recovery
+        return recovery.driver if recovery is not None and recovery.started else None
+
+    @property
     def state(self) -> ConnectionState:
         """The lifecycle state (STARTING before the machine exists)."""
-        return self.driver.machine.state if self.driver is not None else ConnectionState.STARTING
+        driver = self.driver
+        return driver.machine.state if driver is not None else ConnectionState.STARTING
+
+    def placed_models(self) -> list[PlacedModel]:
+        """The models to load again after a reload or a restart."""
+        return [PlacedModel(slot.model_id, slot.kind, slot.options) for slot in self.models.values()]
 
     @property
     def serving(self) -> bool:
@@ -120,101 +131,3 @@ class PoolMember:
         """Wait until ``predicate(self)`` holds; re-checked each time a request starts or ends."""
         while not predicate(self):
             await self._changed.wait()
-
-    def watch(self, on_fault: Callable[[PoolMember, object], None]) -> None:
-        """Turn the socket's closes into lifecycle faults, in a background task."""
-        if self._watcher is None:
-            self._watcher = asyncio.create_task(self._watch(on_fault), name=f"watch {self.connection_id}")
-
-    async def _watch(self, on_fault: Callable[[PoolMember, object], None]) -> None:
-        connection = self.connection
-        while True:
-            generation = connection.generation
-            with contextlib.suppress(TimeoutError):
-                close = await connection.wait_closed(generation, timeout=3600.0)
-                if self.state is not ConnectionState.HEALTHY:
-                    # A recovery step (our own reload or restart) closed it, or it is not up yet.
-                    await connection.wait_for_hello(after=close.generation, timeout=3600.0)
-                    continue
-                if not self._process_alive():
-                    on_fault(self, ProcessExited())
-                else:
-                    on_fault(self, SocketClosed(close.code))
-                with contextlib.suppress(TimeoutError):
-                    await connection.wait_for_hello(after=close.generation, timeout=3600.0)
-
-    def _process_alive(self) -> bool:
-        process = getattr(self.handle, "process", None)
-        if process is not None:
-            return bool(process.alive)
-        worker = getattr(self.handle, "worker", None)
-        running = getattr(worker, "running", None)
-        return True if running is None else bool(running)
-
-    async def stop_watching(self) -> None:
-        """Stop the close watcher."""
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-
-
-class MemberActions:
-    """The recovery ladder's steps carried out on a pool member's worker handle."""
-
-    def __init__(
-        self,
-        member: PoolMember,
-        *,
-        rung_timeout: float,
-        on_quarantine: Callable[[PoolMember, str], None],
-    ) -> None:
-        self.member = member
-        self.rung_timeout = rung_timeout
-        self.on_quarantine = on_quarantine
-
-    async def send_ping(self, timeout: float) -> None:  # noqa: ASYNC109 - the ping carries its deadline
-        """An application ping; a pong that reports a lost or hung GPU is a failure too."""
-        pong = await self.member.connection.app_ping(timeout)
-        if pong.gpu in ("lost", "timeout"):
-            raise DeviceFault(f"the page answered but its GPU is {pong.gpu}")
-
-    async def reload_page(self) -> None:
-        """Reload the page and wait for its hello; its models must be loaded again."""
-        await self.member.handle.reconnect(hung=False, timeout=self.rung_timeout)
-        await self._reload_models()
-
-    async def crash_and_reload(self) -> None:
-        """Crash the hung page, reload it, wait for its hello, load its models again."""
-        await self.member.handle.reconnect(hung=True, timeout=self.rung_timeout)
-        await self._reload_models()
-
-    async def restart_browser(self) -> None:
-        """Kill the browser and launch it afresh; load its models again."""
-        await self.member.handle.restart(timeout=self.rung_timeout)
-        self.member.started_at = self.member.clock()
-        self.member.jobs = 0
-        await self._reload_models()
-
-    async def verify_round_trip(self) -> None:
-        """A tiny inference checked against numpy."""
-        await verify_round_trip(self.member.connection, timeout=self.rung_timeout)
-
-    async def quarantine(self, reason: str) -> None:
-        """Stop the worker; the pool stops routing to it and starts a replacement."""
-        with contextlib.suppress(Exception):  # a dead browser need not die twice
-            await self.member.handle.stop()
-        self.on_quarantine(self.member, reason)
-
-    async def _reload_models(self) -> None:
-        for slot in list(self.member.models.values()):
-            await self.member.connection.load_model(
-                slot.model_id, slot.kind, slot.options, timeout=self.rung_timeout
-            )
-
-
-class DeviceFault(Exception):
-    """The page answered a ping but reported its GPU device lost or hung."""
-
-    kind = "device_lost"

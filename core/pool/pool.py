@@ -48,14 +48,10 @@ from poolwarden.errors import (
 )
 from poolwarden.events import NewEvent
 from poolwarden.guard import classify_exception
-from poolwarden.lifecycle import ConnectionLifecycle
-from poolwarden.lifecycle_driver import LifecycleDriver, restore_lifecycle
+from poolwarden.lifecycle_driver import restore_lifecycle
 from poolwarden.lifecycle_types import (
     ConnectionState,
-    DeviceLost,
-    Fault,
     HeartbeatMissed,
-    OutOfMemory,
     ProcessExited,
 )
 from poolwarden.memory import (
@@ -68,8 +64,9 @@ from poolwarden.memory import (
 )
 from poolwarden.policy import ErrorKind
 from poolwarden.pool.config import PoolConfig
-from poolwarden.pool.member import MemberActions, ModelSlot, PoolMember
+from poolwarden.pool.member import ModelSlot, PoolMember
 from poolwarden.pool.placement import Candidate, StatsBook, rank
+from poolwarden.recovery import Recovery
 from poolwarden.storage import open_store
 from poolwarden.storage.base import EventStore
 from poolwarden.workers.handle import WorkerHandle
@@ -80,6 +77,7 @@ __all__ = ["InferenceResult", "MemorySampler", "ResourcePool"]
 log = logging.getLogger(__name__)
 
 POOL_STREAM = "pool/main"
+BRIDGE_STREAM = "pool/bridge"
 MEMORY_STREAM = "pool/memory"
 
 MemorySampler = Callable[[], Awaitable[HostReading]]
@@ -195,7 +193,7 @@ class ResourcePool:
         self.store: EventStore = (
             store if store is not None else open_store(self.config.db, durability=self.config.durability)
         )
-        self.server = BridgeServer(clock=clock)
+        self.server = BridgeServer(clock=clock, on_event=self._on_bridge_event)
         self.registry = BreakerRegistry(
             connection_policy=self.config.connection_breaker,
             model_policy=self.config.model_breaker,
@@ -331,44 +329,34 @@ class ResourcePool:
             clock=self.clock,
             started_at=self.clock(),
         )
-        actions = MemberActions(
-            member, rung_timeout=self.config.lifecycle.restart_timeout_s, on_quarantine=self._on_quarantine
+        member.recovery = Recovery(
+            member.handle,
+            self.store,
+            policy=self.config.lifecycle,
+            clock=self.clock,
+            models=member.placed_models,
+            on_quarantine=lambda reason: self._on_quarantine(member, reason),
+            heartbeat_interval_s=self.config.heartbeat_interval,
         )
-        if restored is None:
-            machine = ConnectionLifecycle(
-                connection_id, browser=member.browser, policy=self.config.lifecycle, clock=self.clock
-            )
-            version = 0
-        else:
-            machine, version = restored
-        member.driver = LifecycleDriver(machine, actions, self.store, clock=self.clock, version=version)
         self.members[connection_id] = member
-        member.driver.start()
-        if restored is not None and member.driver.resume() and machine.incident_id is not None:
-            # An interrupted recovery resumes at the restart rung: the driver launches the browser.
-            await member.driver.wait_for(lambda m: m.state is not ConnectionState.RESTARTING)
-        else:
-            await self._launch(member)
-        member.watch(self._on_close_fault)
+        # The recovery restores the connection's history (a restart budget spent before survives)
+        # and, for a recovery a crash interrupted, resumes it at the restart rung.
+        await member.recovery.start()
+        if member.state is ConnectionState.STARTING:
+            try:
+                await member.handle.start()  # its hello ends STARTING (the socket watcher sees it)
+            except Exception as error:  # the lifecycle decides what a failed launch means
+                log.warning("connection %s failed to start: %s", connection_id, error)
+                member.recovery.driver.fault(ProcessExited())
+        await member.recovery.driver.wait_for(
+            lambda m: m.state not in (ConnectionState.STARTING, ConnectionState.RESTARTING)
+        )
         return member
 
-    async def _launch(self, member: PoolMember) -> None:
-        assert member.driver is not None
-        try:
-            await member.handle.start()
-        except Exception as error:  # the lifecycle decides what a failed launch means
-            log.warning("connection %s failed to start: %s", member.connection_id, error)
-            member.driver.fault(ProcessExited())
-            return
-        member.started_at = self.clock()
-        member.driver.hello()
-        await member.driver.settle()
-
     async def _stop_member(self, member: PoolMember) -> None:
-        await member.stop_watching()
-        if member.driver is not None:
-            with contextlib.suppress(Exception):
-                await member.driver.stop()
+        if member.recovery is not None:
+            with contextlib.suppress(Exception):  # stopping must go on; the driver logged its error
+                await member.recovery.stop()
         with contextlib.suppress(Exception):
             await member.handle.stop()
 
@@ -747,20 +735,24 @@ class ResourcePool:
         )
 
     def _on_request_fault(self, member: PoolMember, kind: ErrorKind) -> None:
-        """A failed request is a signal about the connection: feed its lifecycle."""
-        faults: dict[ErrorKind, Fault] = {
-            ErrorKind.TIMEOUT: HeartbeatMissed(),
-            ErrorKind.DEVICE_LOST: DeviceLost(),
-            ErrorKind.OUT_OF_MEMORY: OutOfMemory(),
-            ErrorKind.PROCESS_EXIT: ProcessExited(),
-        }
-        fault = faults.get(kind)
-        if fault is not None and member.driver is not None and member.state is ConnectionState.HEALTHY:
-            member.driver.fault(fault)
+        """A failed request is a signal about its connection: feed the connection's recovery."""
+        recovery = member.recovery
+        if recovery is None or not recovery.started or member.state is not ConnectionState.HEALTHY:
+            return
+        if kind is ErrorKind.TIMEOUT:
+            # A page that holds requests past their timeout may be hung: ping it now rather than
+            # at the next heartbeat.
+            recovery.driver.fault(HeartbeatMissed())
+        else:
+            recovery.notice_error(kind.value)
 
-    def _on_close_fault(self, member: PoolMember, fault: object) -> None:
-        if member.driver is not None and not self._closing:
-            member.driver.fault(fault)  # type: ignore[arg-type]
+    def _on_bridge_event(self, event: NewEvent) -> None:
+        """The bridge's events go to the log, and to the recovery of the connection they concern."""
+        member = self.members.get(event.connection_id or "")
+        if member is not None and member.recovery is not None and member.recovery.started:
+            member.recovery.on_bridge_event(event)
+        if not self._closing:
+            self._spawn(self.store.append(BRIDGE_STREAM, [event], durability="buffered"), "bridge event")
 
     async def _request_failed(
         self, model_id: str, member: PoolMember | None, error_kind: str, latency_ms: float, outcome: str
@@ -783,32 +775,16 @@ class ResourcePool:
     # --- the monitor --------------------------------------------------------------------------
 
     async def _monitor_loop(self) -> None:
-        """Heartbeats to idle connections, memory readings and decisions, recycling, eviction."""
-        next_memory = 0.0
-        while True:
-            await asyncio.sleep(self.config.heartbeat_interval)
-            now = time.monotonic()
-            for member in list(self.members.values()):
-                # Idle connections get a heartbeat; so do busy ones that stopped answering (a hung
-                # page holds its requests: only an application ping tells).
-                silent = now - member.last_answer_at > self.config.heartbeat_interval
-                if member.serving and (member.in_flight == 0 or silent):
-                    self._spawn(self._heartbeat(member), f"heartbeat {member.connection_id}")
-                self._check_recycling(member)
-            if time.monotonic() >= next_memory:
-                next_memory = time.monotonic() + self.config.memory_interval
-                await self.check_memory()
-            self.breakers.evict_idle()
+        """Memory readings and decisions, proactive recycling, idle breaker eviction.
 
-    async def _heartbeat(self, member: PoolMember) -> None:
-        try:
-            pong = await member.connection.app_ping(self.config.heartbeat_timeout)
-            member.last_answer_at = time.monotonic()
-            if pong.gpu in ("lost", "timeout") and member.driver is not None and member.serving:
-                member.driver.fault(DeviceLost())
-        except (RequestError, TimeoutError):
-            if member.driver is not None and member.serving:
-                member.driver.fault(HeartbeatMissed())
+        Heartbeats are each connection's :class:`~poolwarden.recovery.Recovery`'s own.
+        """
+        while True:
+            await asyncio.sleep(self.config.memory_interval)
+            for member in list(self.members.values()):
+                self._check_recycling(member)
+            await self.check_memory()
+            self.breakers.evict_idle()
 
     def _check_recycling(self, member: PoolMember) -> None:
         cfg = self.config
