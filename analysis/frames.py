@@ -17,8 +17,8 @@ __all__ = [
     "CATEGORY_COLUMNS",
     "EVENT_COLUMNS",
     "TIME_DTYPE",
-    "empty_frame",
     "empty_events",
+    "empty_frame",
     "make_category",
     "string_category",
 ]

@@ -38,8 +38,20 @@ import pandas as pd
 from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
-from poolwarden.analysis.frames import CATEGORY_COLUMNS, EVENT_COLUMNS, TIME_DTYPE, empty_events, string_category
-from poolwarden.errors import ConfigurationError, CorruptDatabase, SchemaMismatch, SchemaOutdated, SchemaTooNew
+from poolwarden.analysis.frames import (
+    CATEGORY_COLUMNS,
+    EVENT_COLUMNS,
+    TIME_DTYPE,
+    empty_events,
+    string_category,
+)
+from poolwarden.errors import (
+    ConfigurationError,
+    CorruptDatabase,
+    SchemaMismatch,
+    SchemaOutdated,
+    SchemaTooNew,
+)
 from poolwarden.storage.migrate import SchemaState, head_revision, schema_status
 from poolwarden.storage.sqlite import check_file, sqlite_url
 from poolwarden.storage.sqlite_errors import translate
@@ -76,8 +88,11 @@ def _path_of(db: str | os.PathLike[str]) -> Path:
 def _epoch(value: TimeLike) -> float:
     if isinstance(value, int | float):
         return float(value)
-    stamp = pd.Timestamp(value)
-    if stamp is pd.NaT:
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError) as error:
+        raise ConfigurationError(f"{value!r} is not a point in time") from error
+    if pd.isna(stamp):
         raise ConfigurationError(f"{value!r} is not a point in time")
     if stamp.tzinfo is None:
         stamp = stamp.tz_localize(UTC)
@@ -148,7 +163,9 @@ def _check_schema(uri: str, path: Path) -> None:
     if status.state is SchemaState.EMPTY:
         raise SchemaMismatch(path, None, status.head, "holds no poolwarden event log")
     if status.state is SchemaState.FOREIGN:
-        raise SchemaMismatch(path, None, status.head, "is an SQLite database, but not a poolwarden event store")
+        raise SchemaMismatch(
+            path, None, status.head, "is an SQLite database, but not a poolwarden event store"
+        )
 
 
 def _translate(error: sqlite3.Error, path: Path) -> Exception:
@@ -199,9 +216,9 @@ def _frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
     for name, dtype in EVENT_COLUMNS.items():
         values = columns.pop(name)  # let each list go as soon as its column exists
         if name in _TIME_COLUMNS:
-            data[name] = pd.Series(np.asarray(values, dtype=np.int64).astype("datetime64[us]")).dt.tz_localize(
-                "UTC"
-            )
+            data[name] = pd.Series(
+                np.asarray(values, dtype=np.int64).astype("datetime64[us]")
+            ).dt.tz_localize("UTC")
         elif name in CATEGORY_COLUMNS:
             data[name] = pd.Series(string_category(np.asarray(values, dtype=object)))
         elif name == "payload":
