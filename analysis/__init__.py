@@ -11,6 +11,7 @@ from poolwarden.analysis.frames import EVENT_COLUMNS, empty_events
 from poolwarden.analysis.load import load_events
 from poolwarden.analysis.rates import error_rates, latency_percentiles, memory_samples
 from poolwarden.analysis.recovery import incidents, mtbf, mttr, recovery_success_rates
+from poolwarden.analysis.report import main_analyze, write_report
 from poolwarden.analysis.timeline import breaker_timeline, connection_timeline
 
 __all__ = [
@@ -22,8 +23,10 @@ __all__ = [
     "incidents",
     "latency_percentiles",
     "load_events",
+    "main_analyze",
     "memory_samples",
     "mtbf",
     "mttr",
     "recovery_success_rates",
+    "write_report",
 ]
