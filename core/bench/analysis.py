@@ -336,7 +336,7 @@ def run(events: int = 1_000_000, repeat: int = 2) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m poolwarden.bench.analysis [--events N] [--json]`` until the CLI wires ``bench analysis``."""
+    """``python -m poolwarden.bench.analysis [--events N] [--json]``, until the CLI has ``bench analysis``."""
     import argparse
     import sys
 
