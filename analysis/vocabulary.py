@@ -53,12 +53,10 @@ RUNG_ORDER: tuple[str, ...] = ("ping", "reconnect", "restart")
 """The recovery ladder, lowest rung first (plots and tables list rungs in this order)."""
 
 TYPES: dict[str, str] = {
-    "rung_attempted": "RungAttempted",
     "memory_sampled": "MemorySampled",
 }
 """The event types analysis looks for by name.
 
-``rung_attempted``: a recovery rung's action was issued (its ``rung`` column says which).
 ``memory_sampled``: a memory sample of a connection's browser: ``browser`` and
 ``connection_id`` columns, payload ``pss_mb`` (or ``pss_bytes``) for the browser's whole process
 tree and optionally ``js_heap_mb``. The browser driver is expected to emit it on
