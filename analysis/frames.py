@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from poolwarden.events import INDEXED_FIELDS
+
 __all__ = [
     "CATEGORY_COLUMNS",
     "EVENT_COLUMNS",
@@ -26,18 +28,7 @@ __all__ = [
 TIME_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
 """Every point in time: microseconds, UTC (the store keeps epoch seconds; a float holds ~0.2 us)."""
 
-CATEGORY_COLUMNS: tuple[str, ...] = (
-    "stream",
-    "type",
-    "connection_id",
-    "model_id",
-    "browser",
-    "error_kind",
-    "from_state",
-    "to_state",
-    "rung",
-    "outcome",
-)
+CATEGORY_COLUMNS: tuple[str, ...] = ("stream", "type", *(f for f in INDEXED_FIELDS if f != "latency_ms"))
 """Text columns with few distinct values: categories, for cheap memory and fast group-bys."""
 
 EVENT_COLUMNS: dict[str, Any] = {

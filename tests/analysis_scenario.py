@@ -15,6 +15,7 @@ Two connections, conn-1 (chromium) and conn-2 (firefox), from T0 (a minute bound
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from poolwarden.clock import FakeClock
 from poolwarden.events import NewEvent
 from poolwarden.storage import SQLiteEventStore
 
-__all__ = ["T0", "scenario", "write_events", "write_scenario"]
+__all__ = ["T0", "create_empty_store", "scenario", "write_events", "write_scenario"]
 
 T0 = 1_800_000_000.0  # divisible by 60: one-minute buckets start here
 
@@ -235,3 +236,14 @@ async def write_events(path: Path, events: list[tuple[str, NewEvent]]) -> None:
 async def write_scenario(path: Path) -> None:
     """Write :func:`scenario` to a new store at ``path``."""
     await write_events(path, scenario())
+
+
+def create_empty_store(path: Path) -> Path:
+    """A store at ``path`` with its schema and no events; returns ``path``."""
+
+    async def create() -> None:
+        async with SQLiteEventStore(path):
+            pass
+
+    asyncio.run(create())
+    return path

@@ -23,7 +23,7 @@ from poolwarden.analysis import (
     recovery_success_rates,
 )
 from poolwarden.errors import ConfigurationError
-from tests.analysis_scenario import T0, write_scenario
+from tests.analysis_scenario import T0, create_empty_store, write_scenario
 
 
 def at(seconds: float) -> pd.Timestamp:
@@ -208,16 +208,7 @@ ANALYSES: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
 @pytest.mark.parametrize("name", list(ANALYSES))
 def test_empty_log_gives_empty_frames_of_the_same_shape(name: str, df: pd.DataFrame, tmp_path: Path) -> None:
     """On a log with no events, each analysis returns no rows with the full result's columns and dtypes."""
-    import asyncio
-
-    from poolwarden.storage import SQLiteEventStore
-
-    async def create() -> None:
-        async with SQLiteEventStore(tmp_path / "empty.db"):
-            pass
-
-    asyncio.run(create())
-    empty = load_events(tmp_path / "empty.db")
+    empty = load_events(create_empty_store(tmp_path / "empty.db"))
     assert empty.empty
     assert (empty.dtypes == empty_events().dtypes).all()
     full, none = ANALYSES[name](df), ANALYSES[name](empty)

@@ -24,7 +24,7 @@ from poolwarden.errors import (
     SchemaTooNew,
 )
 from poolwarden.storage import SQLiteEventStore
-from tests.analysis_scenario import T0, write_scenario
+from tests.analysis_scenario import T0, create_empty_store, write_scenario
 
 CHILD = str(Path(__file__).with_name("analysis_child.py"))
 
@@ -143,13 +143,7 @@ def test_bad_arguments_are_configuration_errors(scenario_db: Path) -> None:
 
 def test_empty_log_loads_as_empty_typed_frame(tmp_path: Path) -> None:
     """A store with no events loads as an empty frame with every column and dtype."""
-
-    async def create() -> None:
-        async with SQLiteEventStore(tmp_path / "empty.db"):
-            pass
-
-    asyncio.run(create())
-    df = load_events(tmp_path / "empty.db")
+    df = load_events(create_empty_store(tmp_path / "empty.db"))
     assert df.empty
     assert list(df.columns) == list(EVENT_COLUMNS)
     assert df.dtypes.astype(str).tolist() == empty_events().dtypes.astype(str).tolist()

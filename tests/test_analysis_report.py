@@ -20,8 +20,7 @@ import pytest
 
 from poolwarden.analysis.report import FIGURES, bucket_for, main_analyze, write_report
 from poolwarden.errors import DatabaseUnavailable
-from poolwarden.storage import SQLiteEventStore
-from tests.analysis_scenario import write_scenario
+from tests.analysis_scenario import create_empty_store, write_scenario
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -37,14 +36,7 @@ def scenario_db(tmp_path: Path) -> Path:
 @pytest.fixture
 def empty_db(tmp_path: Path) -> Path:
     """A store with its schema and no events."""
-    path = tmp_path / "empty.db"
-
-    async def create() -> None:
-        async with SQLiteEventStore(path):
-            pass
-
-    asyncio.run(create())
-    return path
+    return create_empty_store(tmp_path / "empty.db")
 
 
 def _non_white_share(png: Path) -> float:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from poolwarden.events import INDEXED_FIELDS
 from poolwarden.storage import open_store
 from poolwarden.storage.schema import EVENT_COLUMNS
 
@@ -41,37 +42,15 @@ _Row = tuple[Any, ...]
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def _row(
-    type: str,
-    at: float,
-    payload: dict[str, Any],
-    *,
-    incident_id: str | None = None,
-    connection_id: str | None = None,
-    model_id: str | None = None,
-    browser: str | None = None,
-    error_kind: str | None = None,
-    from_state: str | None = None,
-    to_state: str | None = None,
-    rung: str | None = None,
-    outcome: str | None = None,
-    latency_ms: float | None = None,
-) -> _Row:
+def _row(type: str, at: float, payload: dict[str, Any], **columns: Any) -> _Row:
+    """A row for the events table; ``columns`` are ``incident_id`` and the indexed fields, by name."""
     return (
         type,
         1,
         at,
         _encode(payload),
-        incident_id,
-        connection_id,
-        model_id,
-        browser,
-        error_kind,
-        from_state,
-        to_state,
-        rung,
-        outcome,
-        latency_ms,
+        columns.get("incident_id"),
+        *(columns.get(name) for name in INDEXED_FIELDS),
     )
 
 
