@@ -72,6 +72,16 @@ def _bench_store(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench_lifecycle(args: argparse.Namespace) -> int:
+    from poolwarden.bench.lifecycle import run
+
+    print(f"deciding recoveries and restoring {args.connections:,} connections ...", file=sys.stderr)
+    _print_result(
+        run(connections=args.connections, recoveries=args.recoveries, rounds=args.rounds), args.json
+    )
+    return EXIT_OK
+
+
 def _events(args: argparse.Namespace) -> int:
     from poolwarden.eventlog import print_events
 
@@ -115,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     store.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     store.set_defaults(handler=_bench_store)
+    lifecycle = bench_commands.add_parser(
+        "lifecycle", help="recovery decision cost against a bare trigger; restore against JSON decoding"
+    )
+    lifecycle.add_argument("--connections", type=int, default=10_000, help="connections to restore")
+    lifecycle.add_argument("--recoveries", type=int, default=20_000, help="recoveries to decide per round")
+    lifecycle.add_argument("--rounds", type=int, default=3, help="rounds; each figure is the best")
+    lifecycle.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    lifecycle.set_defaults(handler=_bench_lifecycle)
 
     events = commands.add_parser("events", help="print the event log")
     events.add_argument("--db", required=True, metavar="PATH")

@@ -23,7 +23,8 @@ meaning (``TypeError``, ``ValueError``, ``TimeoutError``) so that generic handle
     │   │       └── SchemaTooNew          -- written by a newer poolwarden
     │   └── WriteFailed                   -- buffered appends that could not be committed
     ├── StateMachineError
-    │   └── InvalidTransition
+    │   ├── InvalidTransition
+    │   └── ReplayError                   -- a recorded event cannot be folded into state
     ├── ProtocolError
     └── RequestError                      -- a request the pool could not serve
         ├── CircuitOpen
@@ -58,6 +59,7 @@ __all__ = [
     "ProtocolError",
     "QueueFull",
     "ReadOnlyDatabase",
+    "ReplayError",
     "RequestError",
     "SchemaMismatch",
     "SchemaOutdated",
@@ -202,6 +204,20 @@ class InvalidTransition(StateMachineError):
         self.machine = machine
         self.state = state
         self.trigger = trigger
+
+
+class ReplayError(StateMachineError):
+    """A recorded event cannot be folded into a machine: unknown type, or impossible where it is.
+
+    ``stream`` and ``version`` say which event; nothing is guessed past it.
+    """
+
+    def __init__(self, stream: str, version: int | None, detail: str) -> None:
+        where = f"{stream!r} version {version}" if version is not None else repr(stream)
+        super().__init__(f"cannot replay {where}: {detail}")
+        self.stream = stream
+        self.version = version
+        self.detail = detail
 
 
 # --- the wire --------------------------------------------------------------------------------

@@ -479,6 +479,8 @@ class SQLiteEventStore(EventStore):
         receipt = Receipt(stream, future)
         item = _Append(stream, expected_version, rows, future, buffered=(mode == "buffered"))
         await self._require_queue().put(item)  # waits while the queue is full: backpressure
+        if self._writer_task is not None and self._writer_task.done() and not future.done():
+            future.set_exception(StoreClosed(f"{self!r} closed before this append was written"))
         if mode == "sync":
             await receipt  # raises ConcurrencyConflict or the write's error
         return receipt
@@ -529,18 +531,22 @@ class SQLiteEventStore(EventStore):
                     size += _size(item)
                 stop = await self._handle(batch)
                 if stop:
+                    # Appenders that were waiting for room when close() began queued behind
+                    # the stop: they are told, not left waiting.
+                    self._fail_queued(StoreClosed(f"{self!r} closed before this append was written"))
                     return
         except BaseException as error:
             self._broken = error
-            self._fail_queued(error)
+            self._fail_queued(StoreError(f"the store's writer stopped: {error!r}"))
             raise
 
-    def _fail_queued(self, error: BaseException) -> None:
+    def _fail_queued(self, error: StoreError) -> None:
         queue = self._require_queue()
         while not queue.empty():
             item = queue.get_nowait()
             if not item.future.done():
-                item.future.set_exception(StoreError(f"the store's writer stopped: {error!r}"))
+                item.future.set_exception(error)
+                item.future.exception()  # retrieved: the appender, if still there, re-raises it
 
     async def _handle(self, batch: list[_Item]) -> bool:
         work = [item for item in batch if not isinstance(item, _Barrier)]

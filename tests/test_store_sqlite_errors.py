@@ -22,6 +22,7 @@ from poolwarden.errors import (
     SchemaMismatch,
     SchemaOutdated,
     SchemaTooNew,
+    StoreClosed,
 )
 from poolwarden.events import NewEvent
 from poolwarden.storage import SQLiteEventStore, migrate
@@ -226,3 +227,32 @@ async def test_full_queue_makes_appenders_wait_and_drops_nothing(
         await store.flush()
         assert all(r.done() for r in receipts)
         assert await store.stream_version("s/a") == 8
+
+
+async def test_close_while_appenders_wait_for_room_leaves_none_hanging(
+    tmp_path: Path, make_event: MakeEvent
+) -> None:
+    """Appenders waiting on a full queue when close() starts either commit or get StoreClosed; none hang."""
+    target = tmp_path / "events.db"
+    store = SQLiteEventStore(target, max_pending=1, max_batch=1, busy_timeout=30)
+    await store.open()
+    blocker = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    appends = [asyncio.create_task(store.append("s/a", [make_event()])) for _ in range(6)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    closing = asyncio.create_task(store.close())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    with pytest.raises(StoreClosed):  # a new append after close() began is refused at once
+        await store.append("s/a", [make_event()])
+    await asyncio.to_thread(blocker.execute, "ROLLBACK")
+    blocker.close()
+    await asyncio.wait_for(closing, timeout=30)
+    outcomes = await asyncio.wait_for(asyncio.gather(*appends, return_exceptions=True), timeout=30)
+    committed = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert all(isinstance(o, StoreClosed) for o in refused), refused
+    assert committed, "the append in the writer's hands when close() began must commit"
+    async with SQLiteEventStore(target) as reopened:
+        assert await reopened.stream_version("s/a") == len(committed)
