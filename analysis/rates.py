@@ -110,19 +110,22 @@ def memory_samples(df: pd.DataFrame) -> pd.DataFrame:
     """The memory samples of the browsers, one row each, in time order.
 
     ``pss_mb`` is the payload's ``pss_mb``, or its ``pss_bytes`` in MiB; ``js_heap_mb`` the
-    payload's ``js_heap_mb`` where the browser reports it (Firefox does not), else NaN.
+    payload's ``js_heap_mb`` where the browser reports it (Firefox does not), else NaN. Samples
+    of the host (the memory governor's ``scope: host``, which carry no PSS) are left out.
     """
     rows = typed(df, "memory_sampled")
+    pss = np.array([_pss_mb(payload) for payload in rows["payload"]], dtype=np.float64)
+    rows = rows[~np.isnan(pss)]
     if rows.empty:
         return empty_frame(MEMORY_COLUMNS)
-    pss = [_pss_mb(payload) for payload in rows["payload"]]
+    pss = pss[~np.isnan(pss)]
     heap = [payload.get("js_heap_mb") for payload in rows["payload"]]
     return pd.DataFrame(
         {
             "occurred_at": rows["occurred_at"].astype(TIME_DTYPE).reset_index(drop=True),
             "connection_id": make_category(rows["connection_id"].astype(object)),
             "browser": make_category(rows["browser"].astype(object)),
-            "pss_mb": pd.Series(np.array(pss, dtype=np.float64)),
+            "pss_mb": pd.Series(pss),
             "js_heap_mb": pd.Series(np.array(heap, dtype=np.float64)),
         }
     )

@@ -57,8 +57,8 @@ TYPES: dict[str, str] = {
 }
 """The event types analysis looks for by name.
 
-``memory_sampled``: a memory sample of a connection's browser: ``browser`` and
-``connection_id`` columns, payload ``pss_mb`` (or ``pss_bytes``) for the browser's whole process
-tree and optionally ``js_heap_mb``. The browser driver is expected to emit it on
-``connection/<id>`` streams; until it does, the report's memory panel says "no data".
+``memory_sampled``: a memory sample, as ``poolwarden.memory.MemoryGovernor`` writes it (stream
+``pool/memory``): of a browser (payload ``scope: browser``, ``pss_mb`` for its whole process
+tree, ``browser`` and ``connection_id`` columns; ``pss_bytes`` and ``js_heap_mb`` are read too)
+or of the host (``scope: host``, ``percent``, ``available_mb``; no PSS).
 """
