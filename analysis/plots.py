@@ -117,8 +117,7 @@ def breaker_lanes(timeline: pd.DataFrame) -> Figure:
     present = set(shown["state"].astype(str))
     states = [s for s in STATE_COLOURS if s in present] + sorted(present - set(STATE_COLOURS))
     grid = _lane_grid(shown, {key: i for i, key in enumerate(chosen)}, states)
-    colours = ListedColormap([STATE_COLOURS.get(s, _OTHER_COLOUR) for s in states])
-    colours.set_bad("white")
+    colours = ListedColormap([STATE_COLOURS.get(s, _OTHER_COLOUR) for s in states]).with_extremes(bad="white")
     begin, finish = mdates.date2num(  # type: ignore[no-untyped-call]
         _naive_utc(pd.Series([shown["start"].min(), shown["end"].max()]))
     )
