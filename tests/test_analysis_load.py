@@ -84,6 +84,9 @@ def test_filters_by_time_type_and_stream(scenario_db: Path) -> None:
         "BreakerOpened",
         "BreakerOpened",
     ]
+    two = load_events(scenario_db, streams=["connection/conn-2", "breaker/conn-1/toy-mlp"])
+    assert two["position"].is_monotonic_increasing  # even if SQLite walks the (stream, version) index
+    assert set(two["stream"]) == {"connection/conn-2", "breaker/conn-1/toy-mlp"}
     naive = load_events(scenario_db, since="2027-01-15 08:03:00")  # naive means UTC
     assert naive["type"].astype(str).tolist() == ["CallFailed"]
     assert load_events(scenario_db, types=[]).empty
