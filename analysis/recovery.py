@@ -16,10 +16,12 @@ import pandas as pd
 
 from poolwarden.analysis.frames import TIME_DTYPE, empty_frame, make_category
 from poolwarden.analysis.select import as_columns, attempt_rows, incident_rows, log_end
+from poolwarden.analysis.timeline import connection_timeline
 from poolwarden.analysis.vocabulary import (
     ATTEMPT_FAILED,
     ATTEMPT_OUTCOMES,
     ATTEMPT_SUCCEEDED,
+    CONNECTION_END_STATES,
     INCIDENT_END_STATES,
     RECOVERED_STATES,
     RUNG_ORDER,
@@ -278,9 +280,10 @@ def mttr(df: pd.DataFrame) -> pd.DataFrame:
 def mtbf(df: pd.DataFrame) -> pd.DataFrame:
     """Mean time between failures per connection: its time up divided by its incidents.
 
-    ``observed_s`` runs from the connection's first event (on any stream) to the log's end;
-    ``downtime_s`` is the time spent in its incidents (an open one counts to the log's end);
-    ``mtbf_s`` is ``(observed_s - downtime_s) / failures``, NaN when it never failed.
+    ``observed_s`` runs from the connection's first event (on any stream) to the log's end, or
+    to the moment it was quarantined or closed for good (its last lifecycle state); ``downtime_s``
+    is the time spent in its incidents (an open one counts to the log's end); ``mtbf_s`` is
+    ``(observed_s - downtime_s) / failures``, NaN when it never failed.
     """
     with_connection = df[df["connection_id"].notna()]
     end_of_log = log_end(df)
@@ -288,7 +291,11 @@ def mtbf(df: pd.DataFrame) -> pd.DataFrame:
         return empty_frame(MTBF_COLUMNS)
     connection = with_connection["connection_id"].astype(object)
     first_seen = with_connection["occurred_at"].groupby(connection).min()
-    observed = (end_of_log - first_seen).dt.total_seconds()
+    states = connection_timeline(df)
+    final = states.groupby(states["connection_id"].astype(object), sort=False).last()
+    stopped = final["start"].where(final["state"].astype(str).isin(list(CONNECTION_END_STATES)))
+    until = stopped.reindex(first_seen.index).fillna(end_of_log)
+    observed = (until - first_seen).dt.total_seconds()
     table = incidents(df)
     table = table[table["connection_id"].notna()]
     by_connection = table.groupby(table["connection_id"].astype(object))

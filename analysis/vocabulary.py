@@ -15,6 +15,7 @@ __all__ = [
     "ATTEMPT_SUCCEEDED",
     "BREAKER_INITIAL_STATE",
     "BREAKER_STREAMS",
+    "CONNECTION_END_STATES",
     "CONNECTION_STREAMS",
     "INCIDENT_END_STATES",
     "RECOVERED_STATES",
@@ -48,6 +49,9 @@ RECOVERED_STATES = frozenset({"healthy"})
 
 INCIDENT_END_STATES = RECOVERED_STATES | {"failed", "closed"}
 """``to_state`` values that end an incident: recovered, quarantined, or closed on request."""
+
+CONNECTION_END_STATES = frozenset({"failed", "closed"})
+"""Lifecycle states a connection does not leave: quarantined (the pool replaces it) or closed."""
 
 RUNG_ORDER: tuple[str, ...] = ("ping", "reconnect", "restart")
 """The recovery ladder, lowest rung first (plots and tables list rungs in this order)."""

@@ -142,9 +142,9 @@ def test_mttr_per_connection(df: pd.DataFrame) -> None:
 
 
 def test_mtbf_per_connection(df: pd.DataFrame) -> None:
-    """MTBF is the time up (first event to log end, minus incidents) over the number of incidents."""
+    """MTBF is the time up (first event to log end or quarantine, minus incidents) over the incidents."""
     table = mtbf(df).set_index("connection_id")
-    assert table.loc["conn-1"].tolist() == pytest.approx([200.0, 27.5, 2, 86.25])
+    assert table.loc["conn-1"].tolist() == pytest.approx([130.0, 27.5, 2, 51.25])  # quarantined at +130
     assert table.loc["conn-2"].tolist() == pytest.approx([150.0, 5.0, 2, 72.5])
 
 
