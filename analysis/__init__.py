@@ -13,6 +13,7 @@ from poolwarden.analysis.rates import error_rates, latency_percentiles, memory_s
 from poolwarden.analysis.recovery import incidents, mtbf, mttr, recovery_success_rates
 from poolwarden.analysis.report import main_analyze, write_report
 from poolwarden.analysis.timeline import breaker_timeline, connection_timeline
+from poolwarden.analysis.whatif import recorded_events, whatif
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -27,6 +28,8 @@ __all__ = [
     "memory_samples",
     "mtbf",
     "mttr",
+    "recorded_events",
     "recovery_success_rates",
+    "whatif",
     "write_report",
 ]

@@ -10,6 +10,7 @@ external resource: it opens from disk in any browser. ``main_analyze`` is the bo
 from __future__ import annotations
 
 import html
+import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,8 +25,12 @@ from poolwarden.analysis.rates import error_rates, latency_percentiles, memory_s
 from poolwarden.analysis.recovery import incidents, mtbf, mttr, recovery_success_rates
 from poolwarden.analysis.select import call_latencies
 from poolwarden.analysis.timeline import breaker_timeline
+from poolwarden.analysis.whatif import whatif
+from poolwarden.errors import ConfigurationError
+from poolwarden.policy import BreakerPolicy
+from poolwarden.whatif import APPROXIMATIONS
 
-__all__ = ["FIGURES", "bucket_for", "main_analyze", "write_report"]
+__all__ = ["FIGURES", "bucket_for", "main_analyze", "read_policy", "write_report"]
 
 FIGURES: tuple[str, ...] = (
     "breaker_states.png",
@@ -129,11 +134,24 @@ def _memory_summary(samples: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def write_report(db: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+def _whatif_section(df: pd.DataFrame, policy: BreakerPolicy) -> _Section:
+    table = whatif(df, policy)
+    counts = table.drop(columns=["recorded_opened_at", "whatif_opened_at", "whatif_closed_at"])
+    note = "Under the given policy, beside what was recorded. The replay's guesses: " + "; ".join(
+        APPROXIMATIONS
+    )
+    return _Section("What-if", None, (("Opens and rejections per breaker", counts),), note + ".")
+
+
+def write_report(
+    db: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, policy: BreakerPolicy | None = None
+) -> Path:
     """Write ``out_dir/report.html`` and its PNG plots for the log at ``db``; returns the page's path.
 
-    ``out_dir`` is created if needed; files of an earlier report there are replaced. Errors of a
-    missing or unreadable log are those of :func:`~poolwarden.analysis.load_events`.
+    ``out_dir`` is created if needed; files of an earlier report there are replaced. With a
+    ``policy``, the page ends with what that breaker policy would have done on this log
+    (:func:`~poolwarden.analysis.whatif`). Errors of a missing or unreadable log are those of
+    :func:`~poolwarden.analysis.load_events`.
     """
     df = load_events(db)
     out = Path(out_dir)
@@ -158,7 +176,7 @@ def write_report(db: str | os.PathLike[str], out_dir: str | os.PathLike[str]) ->
         _save(figures[name], out / name)
 
     error_totals = errors.groupby("error_kind", observed=True)["errors"].sum().reset_index()
-    sections = (
+    sections: tuple[_Section, ...] = (
         _Section(
             "Circuit breakers",
             "breaker_states.png",
@@ -191,6 +209,8 @@ def write_report(db: str | os.PathLike[str], out_dir: str | os.PathLike[str]) ->
         ),
         _Section("Memory", "memory_by_browser.png", (("PSS per browser (MB)", _memory_summary(samples)),)),
     )
+    if policy is not None:
+        sections += (_whatif_section(df, policy),)
     page = out / "report.html"
     page.write_text(_page(db, df, sections), encoding="utf-8")
     return page
@@ -230,11 +250,30 @@ def _page(db: str | os.PathLike[str], df: pd.DataFrame, sections: tuple[_Section
     return "\n".join(parts)
 
 
-def main_analyze(db: str | os.PathLike[str], out: str | os.PathLike[str]) -> int:
-    """``poolwarden analyze --db PATH --out DIR``: write the report and print where it is; returns 0.
+def read_policy(path: str | os.PathLike[str]) -> BreakerPolicy:
+    """The breaker policy in the JSON file at ``path`` (``BreakerPolicy.to_dict()``'s shape)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot read the policy file {os.fspath(path)}: {error.strerror}"
+        ) from error
+    except json.JSONDecodeError as error:
+        raise ConfigurationError(f"the policy file {os.fspath(path)} is not JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"the policy file {os.fspath(path)} must hold a JSON object")
+    return BreakerPolicy.from_dict(data)
 
-    Errors of the one tree (a missing file, a newer schema) propagate for the CLI to print.
+
+def main_analyze(
+    db: str | os.PathLike[str], out: str | os.PathLike[str], policy_file: str | os.PathLike[str] | None = None
+) -> int:
+    """``poolwarden analyze --db PATH --out DIR [--policy FILE]``: write the report, print where; returns 0.
+
+    ``policy_file`` is a breaker policy as JSON, for the report's what-if section. Errors of the
+    one tree (a missing file, a newer schema, a bad policy) propagate for the CLI to print.
     """
-    page = write_report(db, out)
+    policy = None if policy_file is None else read_policy(policy_file)
+    page = write_report(db, out, policy=policy)
     print(f"report written to {page}")
     return 0

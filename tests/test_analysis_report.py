@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from poolwarden.analysis.report import FIGURES, bucket_for, main_analyze, write_report
-from poolwarden.errors import DatabaseUnavailable
+from poolwarden.errors import ConfigurationError, DatabaseUnavailable
+from poolwarden.policy import BreakerPolicy
 from tests.analysis_scenario import create_empty_store, write_scenario
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -193,3 +194,26 @@ def test_report_renders_in_headless_chromium(
         assert (image["width"], image["height"]) == (width, height), image
         assert image["colours"] >= 3, image
         assert image["inked"] > 0.005, image
+
+
+def test_report_with_a_policy_adds_the_whatif_section(scenario_db: Path, tmp_path: Path) -> None:
+    """Given a policy file, the page ends with what that policy would have done to each breaker."""
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(BreakerPolicy(consecutive_failures=2).to_dict()), encoding="utf-8")
+    assert main_analyze(scenario_db, tmp_path / "r", policy) == 0
+    text = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+    assert "<h2>What-if</h2>" in text
+    assert "whatif_opens" in text
+    assert "conn-1/toy-mlp" in text.split("<h2>What-if</h2>")[1]
+
+
+def test_a_bad_policy_file_is_a_configuration_error(scenario_db: Path, tmp_path: Path) -> None:
+    """A policy file that is not JSON, or names an unknown knob, is refused before any report is written."""
+    garbled = tmp_path / "garbled.json"
+    garbled.write_text("{consecutive_failures: 2", encoding="utf-8")
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text('{"trip_on_full_moon": true}', encoding="utf-8")
+    for path in (garbled, unknown, tmp_path / "missing.json"):
+        with pytest.raises(ConfigurationError):
+            main_analyze(scenario_db, tmp_path / "r", path)
+    assert not (tmp_path / "r").exists()
