@@ -10,41 +10,18 @@ import pytest
 
 from poolwarden.analysis import load_events, recorded_events, whatif
 from poolwarden.analysis.whatif import WHATIF_COLUMNS
-from poolwarden.breaker import CircuitBreaker
-from poolwarden.clock import FakeClock
-from poolwarden.events import NewEvent, RecordedEvent
-from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, OpenBackoff
+from poolwarden.events import RecordedEvent
+from poolwarden.policy import BreakerPolicy, OpenBackoff
 from poolwarden.storage import SQLiteEventStore
 from poolwarden.whatif import what_if
-from tests.analysis_scenario import T0, create_empty_store, write_events
-
-RECORDING = BreakerPolicy(consecutive_failures=5, backoff=OpenBackoff(base=30.0, jitter="none"))
+from tests.analysis_scenario import create_empty_store, write_events
+from tests.test_whatif import RECORDING, recorded_outage
 
 
 @pytest.fixture
 def outage_db(tmp_path: Path) -> Path:
-    """A connection breaker called every second: 4 failures, recovery, two minutes of failures, recovery."""
-    clock = FakeClock(T0)
-    breaker = CircuitBreaker(
-        "conn-1", RECORDING, clock=clock, level=BreakerLevel.CONNECTION, connection_id="conn-1"
-    )
-    events: list[tuple[str, NewEvent]] = []
-
-    def call(fails: bool) -> None:
-        decision = breaker.allow()
-        if decision:
-            if fails:
-                breaker.record_failure(ErrorKind.TRANSPORT, 0.2, decision.permit)
-            else:
-                breaker.record_success(decision.permit, 0.1)
-        events.extend((e.stream, e.to_new_event()) for e in breaker.drain_events())
-        clock.advance(1.0)
-
-    for fails, times in ((False, 50), (True, 4), (False, 50), (True, 120), (False, 100)):
-        for _ in range(times):
-            call(fails)
-    breaker.checkpoint()
-    events.extend((e.stream, e.to_new_event()) for e in breaker.drain_events())
+    """The breaker tests' recorded outage (a real breaker, 4 failures, then two minutes of them), stored."""
+    events = [(record.stream, record.to_new_event()) for record in recorded_outage().records]
     path = tmp_path / "outage.db"
     asyncio.run(write_events(path, events))
     return path
