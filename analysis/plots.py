@@ -27,6 +27,7 @@ __all__ = [
     "errors_over_time",
     "latency_by_model",
     "memory_by_browser",
+    "no_data",
     "recovery_by_rung",
     "time_to_recover",
 ]

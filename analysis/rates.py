@@ -24,6 +24,7 @@ MEMORY_COLUMNS: dict[str, Any] = {
 """Columns of :func:`memory_samples`."""
 
 DEFAULT_PERCENTILES: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99)
+"""The percentiles :func:`latency_percentiles` reports unless told otherwise."""
 
 
 def _bucket_seconds(freq: str) -> float:
