@@ -15,11 +15,10 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from matplotlib.figure import Figure
 
-from poolwarden.analysis import plots
 from poolwarden.analysis.load import load_events
 from poolwarden.analysis.rates import error_rates, latency_percentiles, memory_samples
 from poolwarden.analysis.recovery import incidents, mtbf, mttr, recovery_success_rates
@@ -29,6 +28,9 @@ from poolwarden.analysis.whatif import whatif
 from poolwarden.errors import ConfigurationError
 from poolwarden.policy import BreakerPolicy
 from poolwarden.whatif import APPROXIMATIONS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["FIGURES", "bucket_for", "main_analyze", "read_policy", "write_report"]
 
@@ -153,6 +155,9 @@ def write_report(
     (:func:`~poolwarden.analysis.whatif`). Errors of a missing or unreadable log are those of
     :func:`~poolwarden.analysis.load_events`.
     """
+    # Here, not at the top: matplotlib loads only when a report is drawn, not for load_events.
+    from poolwarden.analysis import plots
+
     df = load_events(db)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
