@@ -1,0 +1,284 @@
+"""The post-mortem report: one HTML page with its PNG plots beside it, made from the log alone.
+
+``write_report(db, out_dir)`` loads the log once, runs every analysis on the frame, draws each
+figure (a "no data" panel where the log holds nothing of its kind) and writes
+``out_dir/report.html`` with the tables behind the figures. The page has no script and no
+external resource: it opens from disk in any browser. ``main_analyze`` is the body of
+``poolwarden analyze --db PATH --out DIR``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from poolwarden.analysis.load import load_events
+from poolwarden.analysis.rates import error_rates, latency_percentiles, memory_samples
+from poolwarden.analysis.recovery import incidents, mtbf, mttr, recovery_success_rates
+from poolwarden.analysis.select import call_latencies
+from poolwarden.analysis.timeline import breaker_timeline
+from poolwarden.analysis.whatif import whatif
+from poolwarden.errors import ConfigurationError
+from poolwarden.policy import BreakerPolicy
+from poolwarden.whatif import APPROXIMATIONS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["FIGURES", "bucket_for", "main_analyze", "read_policy", "write_report"]
+
+FIGURES: tuple[str, ...] = (
+    "breaker_states.png",
+    "errors_over_time.png",
+    "recovery_by_rung.png",
+    "time_to_recover.png",
+    "latency_by_model.png",
+    "memory_by_browser.png",
+)
+"""The PNG files a report writes beside report.html, in page order."""
+
+_BUCKETS = ("1s", "5s", "10s", "30s", "1min", "5min", "10min", "30min", "1h", "3h", "6h", "12h", "1D")
+_MAX_TABLE_ROWS = 200
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1em; }
+th, td { border: 1px solid #ddd; padding: 0.2em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; } .note { color: #666; font-size: 0.9em; }
+"""
+
+
+def bucket_for(span: pd.Timedelta, buckets: int = 120) -> str:
+    """The smallest round bucket width that cuts ``span`` into at most about ``buckets`` buckets."""
+    for freq in _BUCKETS:
+        if span / pd.Timedelta(freq) <= buckets:
+            return freq
+    return _BUCKETS[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
+    title: str
+    figure: str | None
+    tables: tuple[tuple[str, pd.DataFrame], ...]
+    note: str = ""
+
+
+def _save(figure: Figure, path: Path) -> None:
+    figure.savefig(path, format="png", facecolor="white")
+
+
+def _shown(frame: pd.DataFrame) -> str:
+    """A frame as an HTML table: lists joined with arrows, times to the millisecond, long ones cut."""
+    view = frame.head(_MAX_TABLE_ROWS).copy()
+    for name in view.columns:
+        column = view[name]
+        if column.dtype == object and column.map(lambda v: isinstance(v, list)).any():
+            view[name] = column.map(lambda v: " → ".join(map(str, v)) if isinstance(v, list) else v)
+        elif isinstance(column.dtype, pd.DatetimeTZDtype):
+            view[name] = column.dt.strftime("%Y-%m-%d %H:%M:%S.%f").str.slice(0, 23)
+        elif pd.api.types.is_timedelta64_dtype(column.dtype):
+            view[name] = column.dt.total_seconds().round(3)
+    table = view.to_html(index=False, na_rep="—", float_format=lambda x: f"{x:,.3f}", border=0, escape=True)
+    if len(frame) > _MAX_TABLE_ROWS:
+        table += f'<p class="note">first {_MAX_TABLE_ROWS} of {len(frame):,} rows</p>'
+    return table
+
+
+def _breaker_summary(timeline: pd.DataFrame) -> pd.DataFrame:
+    """Per breaker: how often it opened, how long it was not closed, and its state at the end."""
+    if timeline.empty:
+        return pd.DataFrame(columns=["key", "opens", "not_closed_s", "last_state"])
+    keys = timeline["key"].astype(str)
+    states = timeline["state"].astype(str)
+    grouped = timeline.groupby(keys, sort=True)
+    return (
+        pd.DataFrame(
+            {
+                "opens": (states == "open").groupby(keys).sum(),
+                "not_closed_s": timeline["duration"]
+                .dt.total_seconds()
+                .where(states != "closed", 0.0)
+                .groupby(keys)
+                .sum(),
+                "last_state": grouped["state"].last().astype(str),
+            }
+        )
+        .rename_axis("key")
+        .reset_index()
+        .sort_values("not_closed_s", ascending=False, kind="stable")
+    )
+
+
+def _memory_summary(samples: pd.DataFrame) -> pd.DataFrame:
+    if samples.empty:
+        return pd.DataFrame(columns=["browser", "samples", "min_mb", "median_mb", "max_mb"])
+    grouped = samples.groupby(samples["browser"].astype(object).fillna("(unknown)"))["pss_mb"]
+    return (
+        pd.DataFrame(
+            {
+                "samples": grouped.size(),
+                "min_mb": grouped.min(),
+                "median_mb": grouped.median(),
+                "max_mb": grouped.max(),
+            }
+        )
+        .rename_axis("browser")
+        .reset_index()
+    )
+
+
+def _whatif_section(df: pd.DataFrame, policy: BreakerPolicy) -> _Section:
+    table = whatif(df, policy)
+    counts = table.drop(columns=["recorded_opened_at", "whatif_opened_at", "whatif_closed_at"])
+    note = "Under the given policy, beside what was recorded. The replay's guesses: " + "; ".join(
+        APPROXIMATIONS
+    )
+    return _Section("What-if", None, (("Opens and rejections per breaker", counts),), note + ".")
+
+
+def write_report(
+    db: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, policy: BreakerPolicy | None = None
+) -> Path:
+    """Write ``out_dir/report.html`` and its PNG plots for the log at ``db``; returns the page's path.
+
+    ``out_dir`` is created if needed; files of an earlier report there are replaced. With a
+    ``policy``, the page ends with what that breaker policy would have done on this log
+    (:func:`~poolwarden.analysis.whatif`). Errors of a missing or unreadable log are those of
+    :func:`~poolwarden.analysis.load_events`.
+    """
+    # Here, not at the top: matplotlib loads only when a report is drawn, not for load_events.
+    from poolwarden.analysis import plots
+
+    df = load_events(db)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    span = (df["occurred_at"].max() - df["occurred_at"].min()) if not df.empty else pd.Timedelta(0)
+    freq = bucket_for(span)
+
+    timeline = breaker_timeline(df)
+    errors = error_rates(df, by="error_kind", freq=freq)
+    by_rung = recovery_success_rates(df, by=("rung",))
+    incident_table = incidents(df)
+    samples = memory_samples(df)
+    figures = {
+        "breaker_states.png": plots.breaker_lanes(timeline),
+        "errors_over_time.png": plots.errors_over_time(errors, freq),
+        "recovery_by_rung.png": plots.recovery_by_rung(by_rung),
+        "time_to_recover.png": plots.time_to_recover(incident_table),
+        "latency_by_model.png": plots.latency_by_model(call_latencies(df)),
+        "memory_by_browser.png": plots.memory_by_browser(samples),
+    }
+    for name in FIGURES:
+        _save(figures[name], out / name)
+
+    error_totals = errors.groupby("error_kind", observed=True)["errors"].sum().reset_index()
+    sections: tuple[_Section, ...] = (
+        _Section(
+            "Circuit breakers",
+            "breaker_states.png",
+            (("Breakers, longest not closed first", _breaker_summary(timeline)),),
+        ),
+        _Section("Errors", "errors_over_time.png", (("Call errors by kind", error_totals),)),
+        _Section(
+            "Recovery",
+            "recovery_by_rung.png",
+            (
+                ("Success by rung", by_rung),
+                ("Success by rung and browser", recovery_success_rates(df, by=("rung", "browser"))),
+                ("Success by error kind", recovery_success_rates(df, by=("error_kind",))),
+            ),
+            "Attempts are rung results (succeeded, failed, timed out); recover times run from an "
+            "incident's first event to healthy.",
+        ),
+        _Section(
+            "Incidents and time to recover",
+            "time_to_recover.png",
+            (
+                ("Per connection: MTTR", mttr(df)),
+                ("Per connection: MTBF", mtbf(df)),
+                ("Incidents", incident_table),
+            ),
+            "An incident with no ending event (cut short by a crash, or still running) is open.",
+        ),
+        _Section(
+            "Latency", "latency_by_model.png", (("Call latency per model (ms)", latency_percentiles(df)),)
+        ),
+        _Section("Memory", "memory_by_browser.png", (("PSS per browser (MB)", _memory_summary(samples)),)),
+    )
+    if policy is not None:
+        sections += (_whatif_section(df, policy),)
+    page = out / "report.html"
+    page.write_text(_page(db, df, sections), encoding="utf-8")
+    return page
+
+
+def _page(db: str | os.PathLike[str], df: pd.DataFrame, sections: tuple[_Section, ...]) -> str:
+    if df.empty:
+        summary = "The log holds no events."
+    else:
+        first, last = df["occurred_at"].min(), df["occurred_at"].max()
+        seconds = (last - first).total_seconds()
+        summary = (
+            f"{len(df):,} events on {df['stream'].nunique():,} streams, "
+            f"from {first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} UTC ({seconds:,.0f} s)."
+        )
+    made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>poolwarden post-mortem: {html.escape(os.fspath(db))}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>poolwarden post-mortem</h1>",
+        f'<p class="note">{html.escape(os.fspath(db))} · made {made}</p>',
+        f"<p>{html.escape(summary)}</p>",
+    ]
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        if section.note:
+            parts.append(f'<p class="note">{html.escape(section.note)}</p>')
+        if section.figure:
+            alt = html.escape(section.title)
+            parts.append(f'<p><img src="{section.figure}" alt="{alt}"></p>')
+        for caption, table in section.tables:
+            parts.append(f"<h3>{html.escape(caption)}</h3>")
+            parts.append(_shown(table) if not table.empty else '<p class="note">no data</p>')
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def read_policy(path: str | os.PathLike[str]) -> BreakerPolicy:
+    """The breaker policy in the JSON file at ``path`` (``BreakerPolicy.to_dict()``'s shape)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot read the policy file {os.fspath(path)}: {error.strerror}"
+        ) from error
+    except json.JSONDecodeError as error:
+        raise ConfigurationError(f"the policy file {os.fspath(path)} is not JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"the policy file {os.fspath(path)} must hold a JSON object")
+    return BreakerPolicy.from_dict(data)
+
+
+def main_analyze(
+    db: str | os.PathLike[str], out: str | os.PathLike[str], policy_file: str | os.PathLike[str] | None = None
+) -> int:
+    """``poolwarden analyze --db PATH --out DIR [--policy FILE]``: write the report, print where; returns 0.
+
+    ``policy_file`` is a breaker policy as JSON, for the report's what-if section. Errors of the
+    one tree (a missing file, a newer schema, a bad policy) propagate for the CLI to print.
+    """
+    policy = None if policy_file is None else read_policy(policy_file)
+    page = write_report(db, out, policy=policy)
+    print(f"report written to {page}")
+    return 0

@@ -1,0 +1,80 @@
+"""Picking the rows an analysis is about, from the indexed columns rather than from type names.
+
+Each selector states its rule in its docstring; every analysis that needs "the call errors" or
+"the recovery attempts" asks here, so that the rule lives in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from poolwarden.analysis.vocabulary import ATTEMPT_OUTCOMES, TYPES
+from poolwarden.errors import ConfigurationError
+
+__all__ = [
+    "as_columns",
+    "attempt_rows",
+    "call_errors",
+    "call_latencies",
+    "incident_rows",
+    "log_end",
+    "on_streams",
+    "typed",
+]
+
+
+def log_end(df: pd.DataFrame) -> pd.Timestamp | None:
+    """The time of the frame's last event: where open-ended intervals and open incidents stop."""
+    return None if df.empty else pd.Timestamp(df["occurred_at"].max())
+
+
+def on_streams(df: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """The rows whose stream starts with ``prefix`` (``breaker/``, ``connection/``)."""
+    streams = df["stream"]
+    if isinstance(streams.dtype, pd.CategoricalDtype):
+        # Test the few distinct names, not every row.
+        wanted = [name for name in streams.cat.categories if str(name).startswith(prefix)]
+        return df[streams.isin(wanted)]
+    return df[streams.astype(str).str.startswith(prefix)]
+
+
+def typed(df: pd.DataFrame, role: str) -> pd.DataFrame:
+    """The rows of the event type that plays ``role`` in :data:`~poolwarden.analysis.vocabulary.TYPES`."""
+    return df[df["type"] == TYPES[role]]
+
+
+def incident_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows that belong to a recovery incident (``incident_id`` set)."""
+    return df[df["incident_id"].notna()]
+
+
+def attempt_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The results of recovery rungs: an incident's rows with a ``rung`` and a rung ``outcome``."""
+    return df[df["incident_id"].notna() & df["rung"].notna() & df["outcome"].isin(list(ATTEMPT_OUTCOMES))]
+
+
+def call_errors(df: pd.DataFrame) -> pd.DataFrame:
+    """Errors seen by calls: rows with an ``error_kind`` that are neither a transition nor part of a recovery.
+
+    A recovery's events repeat the error kind of the fault that started it, and a transition's
+    cause is not itself a new error; neither is counted again here.
+    """
+    return df[df["error_kind"].notna() & df["incident_id"].isna() & df["to_state"].isna()]
+
+
+def call_latencies(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows that time a call: ``latency_ms`` set, and not a recovery's or a transition's duration."""
+    return df[df["latency_ms"].notna() & df["incident_id"].isna() & df["to_state"].isna() & df["rung"].isna()]
+
+
+def as_columns(df: pd.DataFrame, by: str | Sequence[str] | None) -> list[str]:
+    """``by`` as a list of the frame's column names; an unknown name is a :class:`ConfigurationError`."""
+    if by is None:
+        return []
+    names = [by] if isinstance(by, str) else list(by)
+    unknown = [name for name in names if name not in df.columns]
+    if unknown:
+        raise ConfigurationError(f"cannot group by {unknown}: the events frame has no such column")
+    return names

@@ -1,0 +1,337 @@
+"""``poolwarden bench analysis``: loading a log into pandas, against ``pandas.read_sql`` over sqlite3.
+
+In one process and one folder: a log of N events with the mix a pool writes (calls failing on
+connection and model breakers, successes summarised, breakers opening, half-opening and closing,
+recoveries climbing the ladder under one incident id, memory samples) is built with plain
+``sqlite3.executemany`` into a schema the store created; then ``load_events``, two analyses on
+its frame, and the baseline, ``pandas.read_sql("SELECT * FROM events", sqlite3_connection)``,
+are timed on the same file. ``load_ratio`` is load_events' time over the baseline's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from poolwarden.events import INDEXED_FIELDS
+from poolwarden.storage import open_store
+from poolwarden.storage.schema import EVENT_COLUMNS
+
+__all__ = ["build_log", "run"]
+
+START = 1_800_000_000.0
+CONNECTIONS = 32
+MODELS = ("toy-mlp", "matmul")
+ERROR_KINDS = ("transport", "timeout", "process_exit", "page_crash", "device_lost", "out_of_memory")
+_ERROR_WEIGHTS = (40, 25, 5, 10, 10, 10)
+_INSERT = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+
+# One generated row: every column but position, stream, version and recorded_at, in table order.
+_Row = tuple[Any, ...]
+
+
+# One encoder for every payload: json.dumps with options builds a new encoder on each call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _row(type: str, at: float, payload: dict[str, Any], **columns: Any) -> _Row:
+    """A row for the events table; ``columns`` are ``incident_id`` and the indexed fields, by name."""
+    return (
+        type,
+        1,
+        at,
+        _encode(payload),
+        columns.get("incident_id"),
+        *(columns.get(name) for name in INDEXED_FIELDS),
+    )
+
+
+class _Pool:
+    """A deterministic stand-in for a pool's history, event by event (stream, row)."""
+
+    def __init__(self, seed: int) -> None:
+        self.random = random.Random(seed)
+        self.now = START
+        self.connections = [f"conn-{i:02d}" for i in range(CONNECTIONS)]
+        self.browser = {c: ("chromium" if i % 4 else "firefox") for i, c in enumerate(self.connections)}
+        self.breakers = list(self.connections) + [f"{c}/{m}" for c in self.connections for m in MODELS]
+        self.breaker_state = dict.fromkeys(self.breakers, "closed")
+        self.incidents = 0
+
+    def _tick(self) -> float:
+        self.now += self.random.expovariate(100.0)  # about 100 events a second
+        return round(self.now, 6)
+
+    def _ids(self, key: str) -> tuple[str, str | None]:
+        connection, _, model = key.partition("/")
+        return connection, model or None
+
+    def events(self) -> Iterator[tuple[str, _Row]]:
+        """An endless history; the caller takes as many events as it wants."""
+        r = self.random
+        while True:
+            roll = r.random()
+            if roll < 0.55:
+                yield self._call_failed(r.choice(self.breakers))
+            elif roll < 0.75:
+                key = r.choice(self.breakers)
+                connection, model = self._ids(key)
+                ok = {"ok": {"n": r.randint(1, 500), "slow": r.randint(0, 3)}}
+                yield (
+                    f"breaker/{key}",
+                    _row("CallsSummarised", self._tick(), ok, connection_id=connection, model_id=model),
+                )
+            elif roll < 0.87:
+                yield self._breaker_transition(r.choice(self.breakers))
+            elif roll < 0.95:
+                yield from self._incident(r.choice(self.connections))
+            else:
+                connection = r.choice(self.connections)
+                pss = round(380.0 + r.gauss(0, 25), 1)
+                yield (
+                    f"connection/{connection}",
+                    _row(
+                        "MemorySampled",
+                        self._tick(),
+                        {"pss_mb": pss, "js_heap_mb": round(pss / 8, 1)},
+                        connection_id=connection,
+                        browser=self.browser[connection],
+                    ),
+                )
+
+    def _call_failed(self, key: str) -> tuple[str, _Row]:
+        r = self.random
+        connection, model = self._ids(key)
+        duration = round(r.lognormvariate(-3.5, 0.8), 6)
+        kind = r.choices(ERROR_KINDS, _ERROR_WEIGHTS)[0]
+        payload = {"counted": True, "slow": duration > 0.25, "duration": duration}
+        return f"breaker/{key}", _row(
+            "CallFailed",
+            self._tick(),
+            payload,
+            connection_id=connection,
+            model_id=model,
+            error_kind=kind,
+            outcome="counted",
+            latency_ms=duration * 1000.0,
+        )
+
+    def _breaker_transition(self, key: str) -> tuple[str, _Row]:
+        r = self.random
+        connection, model = self._ids(key)
+        state, at = self.breaker_state[key], self._tick()
+        if state == "closed" or (state == "half_open" and r.random() < 0.3):
+            streak = 1 if state == "closed" else 2
+            payload = {"reason": "consecutive_failures", "retry_at": at + 30.0 * streak, "streak": streak}
+            kind, to_state = "BreakerOpened", "open"
+        elif state == "open":
+            payload, kind, to_state = {}, "BreakerHalfOpened", "half_open"
+        else:
+            payload, kind, to_state = {"ok": {"n": 1}}, "BreakerClosed", "closed"
+        self.breaker_state[key] = to_state
+        return f"breaker/{key}", _row(
+            kind, at, payload, connection_id=connection, model_id=model, from_state=state, to_state=to_state
+        )
+
+    def _incident(self, connection: str) -> Iterator[tuple[str, _Row]]:
+        r = self.random
+        self.incidents += 1
+        incident = f"inc-{self.incidents:07d}"
+        kind = r.choices(ERROR_KINDS, _ERROR_WEIGHTS)[0]
+        ids: dict[str, Any] = {
+            "connection_id": connection,
+            "browser": self.browser[connection],
+            "incident_id": incident,
+        }
+        stream = f"connection/{connection}"
+        fault_at = self._tick()
+        start = "restart" if kind == "process_exit" else "ping"
+        payload = {"trigger": "heartbeat_missed", "close_code": None, "overall_deadline": fault_at + 120}
+        yield (
+            stream,
+            _row(
+                "RecoveryStarted", fault_at, payload, error_kind=kind, from_state="healthy", rung=start, **ids
+            ),
+        )
+        ladder = ("ping", "reconnect", "restart")[("ping", "reconnect", "restart").index(start) :]
+        for attempt, rung in enumerate(ladder, 1):
+            tried_at = self._tick()
+            payload = {"method": rung, "attempt": attempt, "deadline": tried_at + 10, "charged": False}
+            yield stream, _row("RungAttempted", tried_at, payload, rung=rung, to_state=f"{rung}ing", **ids)
+            took = round(r.lognormvariate(-1.5, 0.6) * 1000.0, 3)
+            if r.random() < 0.6:
+                yield (
+                    stream,
+                    _row(
+                        "RungSucceeded",
+                        self._tick(),
+                        {"attempt": attempt},
+                        rung=rung,
+                        outcome="succeeded",
+                        latency_ms=took,
+                        **ids,
+                    ),
+                )
+                done = self._tick()
+                yield (
+                    stream,
+                    _row(
+                        "RecoveryCompleted",
+                        done,
+                        {},
+                        rung=rung,
+                        error_kind=kind,
+                        to_state="healthy",
+                        outcome="recovered",
+                        latency_ms=round((done - fault_at) * 1000.0, 3),
+                        **ids,
+                    ),
+                )
+                return
+            yield (
+                stream,
+                _row(
+                    "RungFailed",
+                    self._tick(),
+                    {"attempt": attempt, "phase": "acting", "detail": None},
+                    rung=rung,
+                    outcome="timed_out",
+                    error_kind=kind,
+                    latency_ms=took,
+                    **ids,
+                ),
+            )
+        gave_up = self._tick()
+        yield (
+            stream,
+            _row(
+                "ConnectionQuarantined",
+                gave_up,
+                {},
+                rung="restart",
+                error_kind=kind,
+                to_state="failed",
+                outcome="budget_exhausted",
+                latency_ms=round((gave_up - fault_at) * 1000.0, 3),
+                **ids,
+            ),
+        )
+
+
+async def _create_schema(path: Path) -> None:
+    async with open_store(path):
+        pass
+
+
+def build_log(path: Path, events: int, *, seed: int = 6) -> None:
+    """Write a log of ``events`` events at ``path`` (a new file): the store's schema, raw inserts."""
+    asyncio.run(_create_schema(path))
+    versions: dict[str, int] = {}
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA synchronous = OFF")
+        batch: list[tuple[Any, ...]] = []
+        history = _Pool(seed).events()
+        for position in range(1, events + 1):
+            stream, row = next(history)
+            version = versions[stream] = versions.get(stream, 0) + 1
+            # The table's order: position, stream, version, then the row with recorded_at after occurred_at.
+            batch.append((position, stream, version, *row[:3], row[2] + 0.001, *row[3:]))
+            if len(batch) == 20_000 or position == events:
+                conn.execute("BEGIN")
+                conn.executemany(_INSERT, batch)
+                conn.execute("COMMIT")
+                batch = []
+    finally:
+        conn.close()
+
+
+def _timed(work: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Wall and CPU seconds of ``work()``, and its result."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = work()
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def run(events: int = 1_000_000, repeat: int = 2) -> dict[str, Any]:
+    """Run the analysis benchmark and return its figures.
+
+    ``load_events`` and the baseline run ``repeat`` times each, alternately, and the best of each
+    counts, so that a busy moment of the machine weighs on both alike. ``load_cpu_ratio`` is the
+    same ratio in CPU seconds of this process, steadier on a shared machine.
+    """
+    # Imported here: the benchmark module is importable without pandas, the CLI lists it anyway.
+    import pandas as pd
+
+    from poolwarden.analysis import breaker_timeline, incidents, load_events, recovery_success_rates
+
+    with tempfile.TemporaryDirectory(prefix="poolwarden-bench-") as folder:
+        path = Path(folder) / "analysis.db"
+        build_s, _, _ = _timed(lambda: build_log(path, events))
+
+        def baseline() -> pd.DataFrame:
+            with contextlib.closing(sqlite3.connect(path)) as connection:
+                return pd.read_sql("SELECT * FROM events", connection)
+
+        loads: list[tuple[float, float]] = []
+        baselines: list[tuple[float, float]] = []
+        frame = pd.DataFrame()
+        for _ in range(repeat):
+            wall, cpu, expected = _timed(baseline)
+            baselines.append((wall, cpu))
+            del expected
+            wall, cpu, frame = _timed(lambda: load_events(path))
+            loads.append((wall, cpu))
+        if len(frame) != events:
+            raise AssertionError(f"load_events returned {len(frame)} events of {events}")
+        rates_s, _, _ = _timed(lambda: recovery_success_rates(frame))
+        timeline_s, _, _ = _timed(lambda: breaker_timeline(frame))
+        incidents_s, _, _ = _timed(lambda: incidents(frame))
+        size = path.stat().st_size
+    load_s, load_cpu = min(loads)[0], min(cpu for _, cpu in loads)
+    read_sql_s, read_sql_cpu = min(baselines)[0], min(cpu for _, cpu in baselines)
+    return {
+        "events": events,
+        "db_bytes": size,
+        "build_s": round(build_s, 2),
+        "load_events_s": round(load_s, 3),
+        "read_sql_s": round(read_sql_s, 3),
+        "load_ratio": round(load_s / read_sql_s, 3),
+        "load_cpu_s": round(load_cpu, 3),
+        "read_sql_cpu_s": round(read_sql_cpu, 3),
+        "load_cpu_ratio": round(load_cpu / read_sql_cpu, 3),
+        "recovery_success_rates_s": round(rates_s, 3),
+        "breaker_timeline_s": round(timeline_s, 3),
+        "incidents_s": round(incidents_s, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m poolwarden.bench.analysis [--events N] [--json]``, until the CLI has ``bench analysis``."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m poolwarden.bench.analysis", description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000, help="events in the log (default 1,000,000)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = parser.parse_args(argv)
+    print(f"building a log of {args.events:,} events and loading it ...", file=sys.stderr)
+    result = run(events=args.events)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:<26} {value:,}" if isinstance(value, int) else f"{key:<26} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
