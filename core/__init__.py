@@ -36,6 +36,14 @@ _EXPORTS: dict[str, str] = {
     "ConnectionState": "poolwarden.lifecycle_types",
     "LifecyclePolicy": "poolwarden.lifecycle_types",
     "LifecycleDriver": "poolwarden.lifecycle_driver",
+    # the pool, the seed's API and post-mortems
+    "PoolConfig": "poolwarden.pool",
+    "ResourcePool": "poolwarden.pool",
+    "ResourcePoolBridge": "poolwarden.compat",
+    "ResourcePoolErrorRecovery": "poolwarden.compat",
+    "Recovery": "poolwarden.recovery",
+    "load_events": "poolwarden.analysis",
+    "write_report": "poolwarden.analysis",
     # memory
     "MemoryGovernor": "poolwarden.memory",
     "MemoryPolicy": "poolwarden.memory",
@@ -58,20 +66,29 @@ __all__ = [
     "MemoryGovernor",
     "MemoryPolicy",
     "NewEvent",
+    "PoolConfig",
     "PoolwardenError",
     "RecordedEvent",
+    "Recovery",
+    "ResourcePool",
+    "ResourcePoolBridge",
+    "ResourcePoolErrorRecovery",
     "__version__",
     "circuit",
+    "load_events",
     "open_breakers",
     "open_store",
     "what_if",
+    "write_report",
 ]
 
 if TYPE_CHECKING:
+    from poolwarden.analysis import load_events, write_report
     from poolwarden.breaker import BreakerState, CircuitBreaker
     from poolwarden.breaker_registry import BreakerRegistry
     from poolwarden.breaker_store import DurableBreakers
     from poolwarden.clock import FakeClock
+    from poolwarden.compat import ResourcePoolBridge, ResourcePoolErrorRecovery
     from poolwarden.errors import CircuitOpen, ConcurrencyConflict, PoolwardenError
     from poolwarden.events import NewEvent, RecordedEvent
     from poolwarden.guard import circuit, open_breakers
@@ -80,6 +97,8 @@ if TYPE_CHECKING:
     from poolwarden.lifecycle_types import ConnectionState, LifecyclePolicy
     from poolwarden.memory import MemoryGovernor, MemoryPolicy
     from poolwarden.policy import BreakerPolicy, ErrorKind
+    from poolwarden.pool import PoolConfig, ResourcePool
+    from poolwarden.recovery import Recovery
     from poolwarden.storage import open_store
     from poolwarden.whatif import what_if
 

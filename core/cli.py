@@ -253,6 +253,20 @@ def _bench_recovery(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from poolwarden.analysis.report import main_analyze
+
+    return main_analyze(args.db, args.out, args.policy)
+
+
+def _bench_analysis(args: argparse.Namespace) -> int:
+    from poolwarden.bench.analysis import run
+
+    print(f"building a log of {args.events:,} events and loading it ...", file=sys.stderr)
+    _print_result(run(events=args.events), args.json)
+    return EXIT_OK
+
+
 def _events(args: argparse.Namespace) -> int:
     from poolwarden.eventlog import print_events
 
@@ -358,6 +372,21 @@ def build_parser() -> argparse.ArgumentParser:
     breakers.add_argument("--db", required=True, metavar="PATH")
     breakers.add_argument("--json", action="store_true", help="one JSON array")
     breakers.set_defaults(handler=_breakers)
+
+    analyze = commands.add_parser("analyze", help="write a post-mortem report (HTML + PNG plots) from a log")
+    analyze.add_argument("--db", required=True, metavar="PATH")
+    analyze.add_argument("--out", required=True, metavar="DIR")
+    analyze.add_argument("--policy", metavar="FILE", help="a breaker policy (JSON) for a what-if section")
+    analyze.set_defaults(handler=_analyze)
+
+    analysis = bench_commands.add_parser(
+        "analysis", help="load_events against pandas.read_sql on the same file"
+    )
+    analysis.add_argument(
+        "--events", type=int, default=1_000_000, help="events in the log (default 1,000,000)"
+    )
+    analysis.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    analysis.set_defaults(handler=_bench_analysis)
 
     telemetry = commands.add_parser("telemetry", help="the seed's telemetry, counted from a log")
     telemetry.add_argument("--db", default="poolwarden.db", metavar="PATH")
