@@ -60,7 +60,10 @@ class BrowserWorker:
     async def _launch(self, url: str, timeout: float) -> BrowserProcess:
         raise NotImplementedError
 
-    async def _open_remote(self, process: BrowserProcess) -> RemoteClient:
+    def _remote_client(self, process: BrowserProcess) -> RemoteClient:
+        raise NotImplementedError
+
+    async def _prepare_remote(self, client: RemoteClient) -> None:
         raise NotImplementedError
 
     async def reconnect(self, *, hung: bool, timeout: float = 10.0) -> Hello:
@@ -73,7 +76,10 @@ class BrowserWorker:
         generation = self.connection.generation
         self.process = await self._launch(self.server.page_url(self.worker_id, hooks=self.hooks), timeout)
         hello = await self.connection.wait_for_hello(after=generation, timeout=timeout)
-        self.remote = await self._open_remote(self.process)
+        # Held before it is opened, so stop() closes it even if this start is cancelled midway.
+        self.remote = self._remote_client(self.process)
+        await self.remote.open()
+        await self._prepare_remote(self.remote)
         return hello
 
     async def restart(self, timeout: float | None = None) -> Hello:
@@ -89,6 +95,11 @@ class BrowserWorker:
             await remote.close()
         if process is not None:
             await process.kill()
+
+    async def wait_exited(self) -> int | None:
+        """Wait until the browser's main process exits; its return code (None if none was started)."""
+        process = self.process
+        return None if process is None else await process.process.wait()
 
     async def pss_bytes(self) -> int | None:
         """PSS of the browser's whole process tree, sampled in a thread; None when not running."""

@@ -18,6 +18,7 @@ from poolwarden.workers.browser_worker import BrowserWorker
 
 if TYPE_CHECKING:
     from poolwarden.bridge.protocol import Hello
+    from poolwarden.browser.remote import RemoteClient
 
 __all__ = ["FirefoxWorker"]
 
@@ -33,11 +34,12 @@ class FirefoxWorker(BrowserWorker):
             url, executable=self.executable, webgpu=self.webgpu, extra_args=self.extra_args, timeout=timeout
         )
 
-    async def _open_remote(self, process: BrowserProcess) -> BiDi:
-        bidi = BiDi(process.devtools_url)
-        await bidi.open()
-        await bidi.start_session()
-        return bidi
+    def _remote_client(self, process: BrowserProcess) -> BiDi:
+        return BiDi(process.devtools_url)
+
+    async def _prepare_remote(self, client: RemoteClient) -> None:
+        assert isinstance(client, BiDi)
+        await client.start_session()
 
     async def reconnect(self, *, hung: bool, timeout: float = 10.0) -> Hello:
         """Reload the page over BiDi; a hung page cannot be reloaded, so it is restarted instead."""

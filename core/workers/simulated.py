@@ -141,6 +141,12 @@ class SimulatedWorker:
         self._models.clear()
         self._task = asyncio.create_task(self._run(), name=f"simulated-worker-{self.worker_id}")
 
+    async def wait_stopped(self) -> None:
+        """Wait until the worker is down: stopped, crashed, or refused for good."""
+        task = self._task
+        if task is not None:
+            await asyncio.wait([task])
+
     async def stop(self) -> None:
         """Stop the worker, closing its socket cleanly (code 1001, as a closing page does)."""
         task, self._task = self._task, None
@@ -364,7 +370,9 @@ class SimulatedWorker:
         if action == "hang":
             await self.inject(Fault.HANG, seconds=float(fields.get("seconds", 5.0)))
         elif action == "destroy_device":
-            await self.inject(Fault.DEVICE_LOST)
+            # As the page does: the loss is reported at once and the device recreated, so only an
+            # inference running at that moment would fail.
+            await ws.send(encode_error(None, ErrorKind.DEVICE_LOST, "simulated device destroyed; recreated"))
         elif action == "drop_socket":
             await self.inject(Fault.DROP)
         elif action == "allocate":
