@@ -82,6 +82,23 @@ def _bench_lifecycle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench_recovery(args: argparse.Namespace) -> int:
+    from poolwarden.bench.recovery import run
+
+    print(f"injecting each fault {args.repeat} time(s) into one {args.workers} worker ...", file=sys.stderr)
+    result = run(workers=args.workers, repeat=args.repeat, ping_timeout=args.ping_timeout)
+    if args.json:
+        _print_result(result, True)
+    else:
+        print(f"{'fault':<16}{'recovered':<11}{'rung':<11}{'median_s':>10}{'max_s':>10}{'runs':>6}")
+        for fault, figures in result["faults"].items():
+            print(
+                f"{fault:<16}{figures['recovered']!s:<11}{figures['rung']:<11}"
+                f"{figures.get('median_s', '-'):>10}{figures.get('max_s', '-'):>10}{figures['runs']:>6}"
+            )
+    return EXIT_OK if all(f["recovered"] for f in result["faults"].values()) else EXIT_PROBLEM
+
+
 def _events(args: argparse.Namespace) -> int:
     from poolwarden.eventlog import print_events
 
@@ -133,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     lifecycle.add_argument("--rounds", type=int, default=3, help="rounds; each figure is the best")
     lifecycle.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     lifecycle.set_defaults(handler=_bench_lifecycle)
+    recovery = bench_commands.add_parser(
+        "recovery", help="fault to verified recovery through the lifecycle ladder, per fault"
+    )
+    recovery.add_argument(
+        "--workers", choices=["chromium", "firefox", "simulated"], default="chromium", help="the worker"
+    )
+    recovery.add_argument("--repeat", type=int, default=3, help="injections per fault (default 3)")
+    recovery.add_argument(
+        "--ping-timeout", type=float, default=0.5, help="heartbeat and ping rung timeout (default 0.5 s)"
+    )
+    recovery.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    recovery.set_defaults(handler=_bench_recovery)
 
     events = commands.add_parser("events", help="print the event log")
     events.add_argument("--db", required=True, metavar="PATH")

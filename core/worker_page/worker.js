@@ -573,11 +573,15 @@ async function infer(id, msg, tensors) {
 async function ping(id, msg) {
   const started = performance.now();
   let gpuState = "none";
+  const deadline = Math.max(1, Number(msg.gpu_deadline_ms) || 500);
+  if (backend === "webgpu" && !gpu.device && gpu.recreating) {
+    // A device being recreated after a loss is not lost: give it the ping's deadline to come back.
+    await Promise.race([gpu.recreating, new Promise((resolve) => setTimeout(resolve, deadline))]);
+  }
   const device = backend === "webgpu" ? gpu.device : null;
   if (backend === "webgpu" && !device) gpuState = "lost";
   if (device) {
     // A tiny submission proves the GPU queue still makes progress, not just that the device exists.
-    const deadline = Math.max(1, Number(msg.gpu_deadline_ms) || 500);
     device.queue.submit([device.createCommandEncoder().finish()]);
     gpuState = await Promise.race([
       device.queue.onSubmittedWorkDone().then(() => "ok"),
