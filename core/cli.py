@@ -96,7 +96,7 @@ def _bench_recovery(args: argparse.Namespace) -> int:
                 f"{fault:<16}{figures['recovered']!s:<11}{figures['rung']:<11}"
                 f"{figures.get('median_s', '-'):>10}{figures.get('max_s', '-'):>10}{figures['runs']:>6}"
             )
-    return EXIT_OK if all(f["recovered"] for f in result["faults"].values()) else EXIT_PROBLEM
+    return EXIT_PROBLEM if any(f["recovered"] is False for f in result["faults"].values()) else EXIT_OK
 
 
 def _events(args: argparse.Namespace) -> int:

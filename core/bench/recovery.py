@@ -4,7 +4,9 @@ One worker, one lifecycle driver over an in-memory store, and a minimal monitor 
 the bridge sees into the lifecycle's faults (a heartbeat that times out, a socket's close code, the
 browser's exit, a device loss the page reports). Each fault is injected ``repeat`` times; a run is
 timed from the injection until the driver reports the recovery it started as completed, which
-happens only after a verified round trip. The original system slept 5 to 50 s per rung.
+happens only after a verified round trip. A fault the worker cannot show (a device loss where the
+page has no GPU device) is reported with ``recovered: null``. The original system slept 5 to 50 s
+per rung.
 """
 
 # ruff: noqa: ASYNC109 -- the benchmark's deadlines are its parameters.
@@ -19,7 +21,7 @@ from typing import Any
 
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.clock import system_clock
-from poolwarden.errors import DeadlineExceeded, PoolwardenError
+from poolwarden.errors import DeadlineExceeded, ModelError, PoolwardenError
 from poolwarden.events import NewEvent
 from poolwarden.lifecycle import ConnectionLifecycle
 from poolwarden.lifecycle_driver import LifecycleDriver
@@ -127,7 +129,7 @@ async def run_async(workers: str = "simulated", repeat: int = 3, ping_timeout: f
             driver.hello()
             await driver.settle()
             for fault in InjectedFault:
-                if faults and not all(f["recovered"] for f in faults.values()):
+                if any(f["recovered"] is False for f in faults.values()):
                     # The worker is quarantined or broken: later figures would measure nothing.
                     faults[fault.value] = {"recovered": False, "rung": "not run", "runs": 0}
                     continue
@@ -144,6 +146,12 @@ async def run_async(workers: str = "simulated", repeat: int = 3, ping_timeout: f
 
                     try:
                         ok, rung, seconds = await _timed(one)
+                    except ModelError as exc:
+                        if exc.kind != "unsupported":
+                            raise
+                        # This worker cannot show the fault (no GPU device to lose, say).
+                        rungs.add("not applicable")
+                        break
                     except (PoolwardenError, TimeoutError) as exc:
                         ok, rung, seconds = False, f"error: {exc!r}", float("nan")
                     recovered = recovered and ok
@@ -151,6 +159,9 @@ async def run_async(workers: str = "simulated", repeat: int = 3, ping_timeout: f
                     runs.append(seconds)
                     if not ok:
                         break
+                if not runs:
+                    faults[fault.value] = {"recovered": None, "rung": "/".join(sorted(rungs)), "runs": 0}
+                    continue
                 faults[fault.value] = {
                     "recovered": recovered,
                     "rung": "/".join(sorted(rungs)),

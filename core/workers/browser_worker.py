@@ -9,6 +9,7 @@ stopping and fault injection are the same for both.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -84,17 +85,27 @@ class BrowserWorker:
 
     async def restart(self, timeout: float | None = None) -> Hello:
         """Kill the browser's whole process group, launch a fresh one, and wait for its hello."""
-        await self.stop()
-        return await self.start(timeout)
+        old = await self._stop(remove_profile=False)
+        # The old profile is deleted while the new browser starts, off the recovery's critical path.
+        cleanup = asyncio.create_task(old.remove_profile()) if old is not None else None
+        try:
+            return await self.start(timeout)
+        finally:
+            if cleanup is not None:
+                await cleanup
 
     async def stop(self) -> None:
         """Close the remote-control session and kill the browser (idempotent)."""
+        await self._stop(remove_profile=True)
+
+    async def _stop(self, *, remove_profile: bool) -> BrowserProcess | None:
         remote, self.remote = self.remote, None
         process, self.process = self.process, None
         if remote is not None:
             await remote.close()
         if process is not None:
-            await process.kill()
+            await process.kill(remove_profile=remove_profile)
+        return process
 
     async def wait_exited(self) -> int | None:
         """Wait until the browser's main process exits; its return code (None if none was started)."""
