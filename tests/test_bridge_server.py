@@ -12,11 +12,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from poolwarden.bridge.protocol import Limits
+from poolwarden.bridge.recorder import EventRecorder
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.errors import DeadlineExceeded, InvalidInput, ModelError, UnknownModel, WorkerDisconnected
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 from poolwarden.workers.simulated import Fault, SimulatedWorker
-from tests.bridge_helpers import EventRecorder
 
 
 @pytest.fixture
@@ -375,3 +375,18 @@ async def test_allocate_hook_shows_in_the_memory_report(
     assert (await conn.memory()).test_allocated_bytes == 0
     await conn.hook("allocate", mb=2)
     assert (await conn.memory()).test_allocated_bytes == 2 * 1024 * 1024
+
+
+async def test_event_recorder_wait_ends_in_a_typed_timeout(events: EventRecorder) -> None:
+    """Waiting for an event that never comes raises DeadlineExceeded; one already seen returns at once."""
+    with pytest.raises(DeadlineExceeded):
+        await events.wait_for(lambda e: e.type == "Never", timeout=0.05)
+    async with BridgeServer(on_event=events) as srv:
+        sim = SimulatedWorker.for_server(srv, "seen")
+        await sim.start()
+        try:
+            await srv.worker("seen").wait_for_hello(after=0, timeout=5)
+            connected = await events.wait_for(lambda e: e.type == "WorkerConnected", timeout=0.05)
+            assert connected.connection_id == "seen"
+        finally:
+            await sim.stop()

@@ -21,6 +21,7 @@ import psutil
 import pytest
 import pytest_asyncio
 
+from poolwarden.bridge.recorder import EventRecorder
 from poolwarden.bridge.server import BridgeServer, WorkerConnection
 from poolwarden.browser.cdp import DevTools
 from poolwarden.browser.launcher import BrowserProcess, find_chromium, launch_chromium, sweep_orphans
@@ -34,7 +35,7 @@ from poolwarden.workers.chromium import ChromiumWorker
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 from poolwarden.workers.recovery_actions import ModelLoad, WorkerRecoveryActions
-from tests.bridge_helpers import EventRecorder, installed
+from tests.bridge_helpers import installed
 
 pytestmark = [
     pytest.mark.browser,

@@ -10,12 +10,12 @@ import pytest
 from websockets.asyncio.client import connect
 
 from poolwarden.bridge.protocol import Tensor, encode_binary, parse_command
+from poolwarden.bridge.recorder import EventRecorder
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.errors import DeadlineExceeded, ModelError, WorkerDisconnected
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.simulated import Fault
 from poolwarden.workers.simulated_handle import SimulatedHandle
-from tests.bridge_helpers import EventRecorder
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ page has no GPU device) is reported with ``recovered: null``. The original syste
 per rung.
 """
 
-# ruff: noqa: ASYNC109 -- the benchmark's deadlines are its parameters.
-
 from __future__ import annotations
 
 import asyncio
@@ -19,10 +17,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from poolwarden.bridge.recorder import EventRecorder
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.clock import system_clock
 from poolwarden.errors import DeadlineExceeded, ModelError, PoolwardenError
-from poolwarden.events import NewEvent
 from poolwarden.lifecycle import ConnectionLifecycle
 from poolwarden.lifecycle_driver import LifecycleDriver
 from poolwarden.lifecycle_types import (
@@ -56,39 +54,20 @@ def _handle(workers: str, server: BridgeServer) -> WorkerHandle:
     return SimulatedHandle(server, WORKER_ID)
 
 
-class _Reports:
-    """The bridge's events, kept so the monitor can wait for the next one of a kind."""
-
-    def __init__(self) -> None:
-        self.events: list[NewEvent] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, event: NewEvent) -> None:
-        self.events.append(event)
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def next(self, match: Callable[[NewEvent], bool], start: int, timeout: float) -> NewEvent:
-        async with asyncio.timeout(timeout):
-            while True:
-                for event in self.events[start:]:
-                    if match(event):
-                        return event
-                await self._changed.wait()
-
-
 async def _detect(
-    fault: InjectedFault, handle: WorkerHandle, reports: _Reports, mark: int, ping_timeout: float
+    fault: InjectedFault, handle: WorkerHandle, reports: EventRecorder, mark: int, ping_timeout: float
 ) -> Fault:
     """Wait for what a monitor would see after ``fault`` and name it as the lifecycle's fault."""
     conn = handle.connection
     if fault is InjectedFault.BROWSER_KILL:
         return ProcessExited(await asyncio.wait_for(handle.wait_exited(), 30))
     if fault in (InjectedFault.RENDERER_CRASH, InjectedFault.SOCKET_DROP):
-        closed = await reports.next(lambda e: e.type == "WorkerDisconnected", mark, 30)
+        closed = await reports.wait_for(lambda e: e.type == "WorkerDisconnected", 30, mark)
         return SocketClosed(int(closed.payload["code"]))
     if fault is InjectedFault.DEVICE_LOST:
-        await reports.next(lambda e: e.type == "WorkerReported" and e.error_kind == "device_lost", mark, 30)
+        await reports.wait_for(
+            lambda e: e.type == "WorkerReported" and e.error_kind == "device_lost", 30, mark
+        )
         return DeviceLost()
     try:  # the heartbeat
         await conn.app_ping(timeout=ping_timeout)
@@ -107,7 +86,7 @@ async def run_async(workers: str = "simulated", repeat: int = 3, ping_timeout: f
     """Inject every fault ``repeat`` times into one worker and time each recovery (see the module)."""
     if workers not in ("chromium", "firefox", "simulated"):
         raise ValueError(f"workers must be chromium, firefox or simulated, not {workers!r}")
-    reports = _Reports()
+    reports = EventRecorder()
     # The restart budget is the pool's guard against crash loops, not what is measured here.
     policy = LifecyclePolicy(
         ping_timeout_s=ping_timeout,
