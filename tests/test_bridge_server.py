@@ -352,6 +352,26 @@ async def test_a_newer_socket_replaces_the_old_one(server: BridgeServer, events:
         await new.close()  # type: ignore[attr-defined]
 
 
+async def test_a_replaced_worker_stops_reconnecting(server: BridgeServer) -> None:
+    """A simulated worker whose worker id is taken by a newer one stops (4409) instead of fighting back."""
+    first = SimulatedWorker.for_server(server, "dup")
+    second = SimulatedWorker.for_server(server, "dup")
+    conn = server.worker("dup")
+    await first.start()
+    try:
+        await conn.wait_for_hello(after=0, timeout=5)
+        await second.start()
+        await conn.wait_for_hello(after=1, timeout=5)
+        await first.wait_stopped()
+        assert first.last_close_code == 4409
+        assert conn.hello is not None
+        assert conn.hello.instance == second.instance
+        assert conn.generation == 2
+    finally:
+        await first.stop()
+        await second.stop()
+
+
 async def test_test_hooks_need_the_hooks_flag(server: BridgeServer) -> None:
     """A worker started without hooks refuses hook commands with kind unsupported."""
     sim = SimulatedWorker.for_server(server, "no-hooks", hooks=False)

@@ -55,8 +55,9 @@ __all__ = ["TERMINAL_CLOSE_CODES", "Fault", "SimulatedWorker"]
 
 logger = logging.getLogger("poolwarden.workers.simulated")
 
-TERMINAL_CLOSE_CODES = frozenset({1008, 4400, 4401})
-"""Close codes after which a worker stops reconnecting: it was refused, retrying cannot help."""
+TERMINAL_CLOSE_CODES = frozenset({1008, 4400, 4401, 4409})
+"""Close codes after which a worker stops reconnecting: it was refused, or another page took its
+worker id (4409); retrying would only fight the newer page for it."""
 
 USER_AGENT = "poolwarden-simulated/1"
 
