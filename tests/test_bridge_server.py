@@ -147,11 +147,11 @@ async def test_unsupported_protocol_version_is_refused(server: BridgeServer) -> 
 
 
 async def test_page_is_served_with_cross_origin_isolation_headers(server: BridgeServer) -> None:
-    """GET /worker/ returns the page with COOP same-origin and COEP require-corp; unknown paths 404."""
+    """GET /worker/ returns the page with COOP/COEP; unknown paths 404; a foreign Host header 421."""
 
-    async def get(path: str) -> tuple[str, str]:
+    async def get(path: str, host: str = f"127.0.0.1:{server.port}") -> tuple[str, str]:
         reader, writer = await asyncio.open_connection(server.host, server.port)
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
         data = await reader.read()
         writer.close()
         await writer.wait_closed()
@@ -168,6 +168,8 @@ async def test_page_is_served_with_cross_origin_isolation_headers(server: Bridge
     assert "mulberry32" in body
     head, _ = await get("/etc/passwd")
     assert head.startswith("HTTP/1.1 404")
+    head, _ = await get("/worker/", host="evil.example")  # DNS rebinding
+    assert head.startswith("HTTP/1.1 421")
 
 
 async def test_malformed_unknown_and_oversized_messages_get_error_replies(

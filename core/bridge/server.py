@@ -440,6 +440,12 @@ class BridgeServer:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
+        host = request.headers.get("Host", "")
+        if host != f"{self.host}:{self.port}":
+            # DNS rebinding: a foreign site whose name now resolves to 127.0.0.1 still sends its
+            # own name as Host. Only the address the pages are given is served.
+            self._emit("WorkerRefused", None, error_kind="foreign_host", payload={"host": host})
+            return _response(421, b"misdirected request", "text/plain")
         if url.path == "/ws":
             worker = parse_qs(url.query).get("worker", [""])[0]
             if not _WORKER_ID.fullmatch(worker):
@@ -639,5 +645,5 @@ def _response(status: int, body: bytes, content_type: str) -> Response:
             ("X-Content-Type-Options", "nosniff"),
         ]
     )
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "")
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 421: "Misdirected Request"}.get(status, "")
     return Response(status, reason, headers, body)
