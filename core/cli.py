@@ -99,6 +99,41 @@ def _bench_recovery(args: argparse.Namespace) -> int:
     return EXIT_PROBLEM if any(f["recovered"] is False for f in result["faults"].values()) else EXIT_OK
 
 
+def _bench_breaker(args: argparse.Namespace) -> int:
+    from poolwarden.bench.breaker import run
+
+    result = run(
+        args.json,
+        calls=args.calls,
+        restore_events=args.events,
+        restore_breakers=args.breakers,
+        snapshot_every=args.snapshot_every,
+    )
+    _print_result(result, args.json)
+    return EXIT_OK
+
+
+def _breakers(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from poolwarden.breaker_report import breaker_statuses
+
+    statuses = asyncio.run(breaker_statuses(args.db))
+    if args.json:
+        print(json.dumps([status.as_dict() for status in statuses]))
+        return EXIT_OK
+    if not statuses:
+        print(f"{args.db}: no breakers recorded")
+    for status in statuses:
+        retry = (
+            datetime.fromtimestamp(status.retry_at, tz=UTC).isoformat(timespec="seconds")
+            if status.retry_at is not None
+            else "-"
+        )
+        print(f"{status.key:<40} {status.state:<12} now {status.effective_state:<12} retry_at {retry}")
+    return EXIT_OK
+
+
 def _events(args: argparse.Namespace) -> int:
     from poolwarden.eventlog import print_events
 
@@ -162,6 +197,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recovery.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     recovery.set_defaults(handler=_bench_recovery)
+
+    breaker = bench_commands.add_parser(
+        "breaker", help="protected call against a bare call; creating and restoring breakers"
+    )
+    breaker.add_argument("--calls", type=int, default=1_000_000, help="calls timed for the hot path")
+    breaker.add_argument("--events", type=int, default=1_000_000, help="events in the restore log")
+    breaker.add_argument("--breakers", type=int, default=10_000, help="breakers in the restore log")
+    breaker.add_argument("--snapshot-every", type=int, default=25, help="events between snapshots")
+    breaker.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    breaker.set_defaults(handler=_bench_breaker)
+
+    breakers = commands.add_parser(
+        "breakers", help="every breaker's state as last persisted and as it stands now"
+    )
+    breakers.add_argument("--db", required=True, metavar="PATH")
+    breakers.add_argument("--json", action="store_true", help="one JSON array")
+    breakers.set_defaults(handler=_breakers)
 
     events = commands.add_parser("events", help="print the event log")
     events.add_argument("--db", required=True, metavar="PATH")

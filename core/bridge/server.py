@@ -42,7 +42,6 @@ from websockets.typing import Origin
 
 from poolwarden.bridge.protocol import (
     PROTOCOL_VERSION,
-    ErrorKind,
     ErrorReply,
     Hello,
     HookDone,
@@ -56,6 +55,7 @@ from poolwarden.bridge.protocol import (
     StrikeCounter,
     Tensor,
     Unloaded,
+    WireErrorKind,
     encode_binary,
     encode_command,
     encode_error,
@@ -286,7 +286,7 @@ class WorkerConnection:
         if not isinstance(reply, expect):
             raise ProtocolError(
                 f"worker {self.connection_id!r} answered request {request_id} with {type(reply).__name__}",
-                ErrorKind.MALFORMED,
+                WireErrorKind.MALFORMED,
             )
         return reply
 
@@ -324,11 +324,11 @@ class WorkerConnection:
 
 def _error_from(connection_id: str, reply: ErrorReply) -> Exception:
     text = f"worker {connection_id!r}: {reply.kind}: {reply.message}"
-    if reply.kind == ErrorKind.INPUT:
+    if reply.kind == WireErrorKind.INPUT:
         return InvalidInput(text)
-    if reply.kind == ErrorKind.UNKNOWN_MODEL:
+    if reply.kind == WireErrorKind.UNKNOWN_MODEL:
         return UnknownModel(text)
-    if reply.kind == ErrorKind.TIMEOUT:
+    if reply.kind == WireErrorKind.TIMEOUT:
         return DeadlineExceeded(text)
     return ModelError(text, reply.kind)
 
@@ -529,15 +529,16 @@ class BridgeServer:
         try:
             message = parse_page_message(frame, self.limits)
             if not isinstance(message, Hello):
-                raise ProtocolError("the first message must be a hello", ErrorKind.NOT_READY)
+                raise ProtocolError("the first message must be a hello", WireErrorKind.NOT_READY)
             if message.worker_id != worker_id:
                 raise ProtocolError(
-                    f"hello names worker {message.worker_id!r}, the URL {worker_id!r}", ErrorKind.MALFORMED
+                    f"hello names worker {message.worker_id!r}, the URL {worker_id!r}",
+                    WireErrorKind.MALFORMED,
                 )
             if not hmac.compare_digest(message.token.encode(), self.token.encode()):
-                raise ProtocolError("wrong token", ErrorKind.BAD_TOKEN)
+                raise ProtocolError("wrong token", WireErrorKind.BAD_TOKEN)
         except ProtocolError as exc:
-            code = CLOSE_BAD_TOKEN if exc.kind == ErrorKind.BAD_TOKEN else CLOSE_BAD_HELLO
+            code = CLOSE_BAD_TOKEN if exc.kind == WireErrorKind.BAD_TOKEN else CLOSE_BAD_HELLO
             with contextlib.suppress(ConnectionClosed):  # the peer may already be gone; we close anyway
                 await ws.send(encode_error(None, exc.kind, str(exc)))
             await ws.close(code, str(exc.kind))
@@ -551,7 +552,7 @@ class BridgeServer:
             try:
                 message = parse_page_message(frame, self.limits)
                 if isinstance(message, Hello):
-                    raise ProtocolError("hello sent twice on one connection", ErrorKind.MALFORMED)
+                    raise ProtocolError("hello sent twice on one connection", WireErrorKind.MALFORMED)
             except ProtocolError as exc:
                 exhausted = strikes.strike()
                 self._emit(

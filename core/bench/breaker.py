@@ -1,0 +1,319 @@
+"""``poolwarden bench breaker``: what a circuit breaker costs a call, and what restoring many costs.
+
+In one process:
+
+* ``bare_ns``: a call to a trivial function; ``protected_ns``: the same call between ``allow()``
+  and ``record_success()`` of a closed breaker; ``overhead_ns`` is the difference (target <= 500).
+* ``guard_ns``: the same call through the ``circuit(name)`` decorator (timing each call too).
+* ``create_10k_s``: creating 10,000 breakers (target <= 1.0); ``bytes_per_breaker`` by tracemalloc.
+* ``restore_*``: a synthetic log of ``restore_events`` events over ``restore_breakers`` breakers
+  (random traffic, snapshots every ``snapshot_every`` events per stream as the driver takes them),
+  folded back in memory three ways: from the whole log (``restore_full_s``, and its ratio to
+  ``restore_json_baseline_s``, the time to merely decode every payload once), from the snapshots
+  plus their tails (``restore_from_snapshots_s``: a start after a crash), and from snapshots
+  at every stream's head (``restore_after_clean_shutdown_s``: the driver snapshots all at exit).
+  ``restore_exact`` says all three equal the live breakers. Reading from SQLite is not included;
+  ``poolwarden bench store`` measures that.
+"""
+
+from __future__ import annotations
+
+import gc
+import json as jsonlib
+import random
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from poolwarden.breaker import CircuitBreaker
+from poolwarden.breaker_events import BreakerEvent, stream_of
+from poolwarden.clock import FakeClock
+from poolwarden.events import RecordedEvent, Snapshot
+from poolwarden.guard import Breakers
+from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, OpenBackoff, SlidingWindow
+from poolwarden.replay import restore_all
+
+__all__ = ["MemoryLog", "run", "synthetic_traffic"]
+
+CALLS = 1_000_000
+REPEATS = 5
+
+
+class MemoryLog:
+    """Breaker events recorded in memory as a store numbers them (per-stream versions, global positions)."""
+
+    def __init__(self) -> None:
+        self.records: list[RecordedEvent] = []
+        self.versions: dict[str, int] = {}
+        self.snapshots: dict[str, Snapshot] = {}
+
+    def add(self, events: Iterable[BreakerEvent]) -> None:
+        """Record ``events`` as appended, in order."""
+        for event in events:
+            new = event.to_new_event()
+            version = self.versions.get(event.stream, 0) + 1
+            self.versions[event.stream] = version
+            self.records.append(
+                RecordedEvent(
+                    position=len(self.records) + 1,
+                    stream=event.stream,
+                    version=version,
+                    type=new.type,
+                    schema_version=new.schema_version,
+                    occurred_at=new.occurred_at,
+                    recorded_at=new.occurred_at,
+                    payload_json=jsonlib.dumps(dict(new.payload)),
+                    connection_id=new.connection_id,
+                    model_id=new.model_id,
+                    error_kind=new.error_kind,
+                    from_state=new.from_state,
+                    to_state=new.to_state,
+                    outcome=new.outcome,
+                    latency_ms=new.latency_ms,
+                )
+            )
+
+    def stream(self, stream: str) -> list[RecordedEvent]:
+        """The records of one stream, in version order."""
+        return [record for record in self.records if record.stream == stream]
+
+
+def synthetic_traffic(
+    n_breakers: int,
+    n_events: int,
+    *,
+    seed: int = 0,
+    policy: BreakerPolicy | None = None,
+    snapshot_every: int | None = None,
+) -> tuple[dict[str, CircuitBreaker], MemoryLog, FakeClock]:
+    """Drive ``n_breakers`` connection breakers with random calls until their log holds ``n_events``.
+
+    About 45% of calls fail (transport, timeout, page crash, or an input error that never
+    counts). With ``snapshot_every``, streams are snapshotted as the durable driver does it.
+    Returns the live breakers (checkpointed, nothing pending), the log and the clock.
+    """
+    rng = random.Random(seed)
+    clock = FakeClock(1_700_000_000.0)
+    policy = policy or BreakerPolicy(
+        failure_rate=0.5, window=SlidingWindow(size=20, min_calls=10), backoff=OpenBackoff(base=5.0, cap=60.0)
+    )
+    breakers = {
+        f"conn-{i}": CircuitBreaker(
+            f"conn-{i}",
+            policy,
+            clock=clock,
+            rng=rng,
+            level=BreakerLevel.CONNECTION,
+            connection_id=f"conn-{i}",
+        )
+        for i in range(n_breakers)
+    }
+    keys = list(breakers)
+    log = MemoryLog()
+    kinds = (ErrorKind.TRANSPORT, ErrorKind.TIMEOUT, ErrorKind.INPUT, ErrorKind.PAGE_CRASH)
+
+    def persist(breaker: CircuitBreaker) -> None:
+        stream = stream_of(breaker.key)
+        due = snapshot_every is not None and (
+            log.versions.get(stream, 0) + breaker.pending_events
+            >= (log.snapshots[stream].version if stream in log.snapshots else 0) + snapshot_every
+        )
+        if due:
+            breaker.checkpoint()
+        log.add(breaker.drain_events())
+        if due:
+            log.snapshots[stream] = Snapshot(stream, log.versions[stream], breaker.snapshot(), clock())
+
+    while len(log.records) < n_events:
+        clock.advance(rng.random() * 0.01)
+        breaker = breakers[keys[rng.randrange(n_breakers)]]
+        decision = breaker.allow()
+        if decision:
+            if rng.random() < 0.55:
+                breaker.record_success(decision.permit, rng.random())
+            else:
+                breaker.record_failure(kinds[rng.randrange(4)], rng.random(), decision.permit)
+        if rng.random() < 0.001:
+            breaker.checkpoint()
+        if breaker.has_events:
+            persist(breaker)
+    for breaker in breakers.values():
+        breaker.checkpoint()
+        log.add(breaker.drain_events())
+    return breakers, log, clock
+
+
+def _best_ns(loop: Callable[[int], float], calls: int) -> float:
+    return min(loop(calls) for _ in range(REPEATS)) / calls
+
+
+def _work() -> int:
+    return 1
+
+
+def _bare(calls: int) -> float:
+    work = _work
+    started = time.perf_counter_ns()
+    for _ in range(calls):
+        work()
+    return time.perf_counter_ns() - started
+
+
+def _protected_loop(breaker: CircuitBreaker) -> Callable[[int], float]:
+    def loop(calls: int) -> float:
+        work = _work
+        allow = breaker.allow
+        record = breaker.record_success
+        started = time.perf_counter_ns()
+        for _ in range(calls):
+            decision = allow()
+            work()
+            record(decision.permit)
+        return time.perf_counter_ns() - started
+
+    return loop
+
+
+def _guard_loop(guarded: Callable[[], int]) -> Callable[[int], float]:
+    def loop(calls: int) -> float:
+        started = time.perf_counter_ns()
+        for _ in range(calls):
+            guarded()
+        return time.perf_counter_ns() - started
+
+    return loop
+
+
+def _create(count: int) -> float:
+    clock = FakeClock()
+    rng = random.Random(0)
+    keys = [f"conn-{i}/model-{i % 7}" for i in range(count)]
+    started = time.perf_counter()
+    made = [CircuitBreaker(key, clock=clock, rng=rng) for key in keys]
+    elapsed = time.perf_counter() - started
+    del made
+    return elapsed
+
+
+def _bytes_per_breaker(count: int) -> int:
+    clock = FakeClock()
+    rng = random.Random(0)
+    keys = [f"conn-{i}/model-{i % 7}" for i in range(count)]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    made = [CircuitBreaker(key, clock=clock, rng=rng) for key in keys]
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del made
+    return round((after - before) / count)
+
+
+def _restore(n_breakers: int, n_events: int, snapshot_every: int) -> dict[str, Any]:
+    breakers, log, clock = synthetic_traffic(n_breakers, n_events, seed=1, snapshot_every=snapshot_every)
+    policy = next(iter(breakers.values())).policy
+    for record in log.records:
+        record._payload = None  # as read from a store: payloads still undecoded
+    # The million-record log is held in memory only to feed the fold; freezing it keeps the
+    # cyclic GC from re-scanning it on every collection (that alone doubles the per-event time).
+    gc.collect()
+    gc.freeze()
+    try:
+        return _timed_restores(breakers, log, clock, policy, n_breakers, snapshot_every)
+    finally:
+        gc.unfreeze()
+
+
+def _timed_restores(
+    breakers: dict[str, CircuitBreaker],
+    log: MemoryLog,
+    clock: FakeClock,
+    policy: BreakerPolicy,
+    n_breakers: int,
+    snapshot_every: int,
+) -> dict[str, Any]:
+    def policy_for(key: str, level: BreakerLevel) -> BreakerPolicy:
+        return policy
+
+    # The baseline: decoding every payload once, which any fold of this log must do at least.
+    loads = jsonlib.loads
+    started = time.perf_counter()
+    for record in log.records:
+        loads(record.payload_json)
+    json_s = time.perf_counter() - started
+    started = time.perf_counter()
+    full = restore_all(log.records, policy_for=policy_for, clock=clock, catch_up=False)
+    full_s = time.perf_counter() - started
+    tail = [
+        r for r in log.records if r.stream not in log.snapshots or r.version > log.snapshots[r.stream].version
+    ]
+    for record in tail:
+        record._payload = None
+    started = time.perf_counter()
+    quick = restore_all(tail, policy_for=policy_for, snapshots=log.snapshots, clock=clock, catch_up=False)
+    quick_s = time.perf_counter() - started
+    # A clean shutdown snapshots every breaker at its head: the next start reads no tail at all.
+    heads = {
+        stream_of(key): Snapshot(
+            stream_of(key), log.versions.get(stream_of(key), 0), live.snapshot(), clock()
+        )
+        for key, live in breakers.items()
+    }
+    started = time.perf_counter()
+    clean = restore_all([], policy_for=policy_for, snapshots=heads, clock=clock, catch_up=False)
+    clean_s = time.perf_counter() - started
+    exact = all(
+        full[key].snapshot() == live.snapshot() == quick[key].snapshot() == clean[key].snapshot()
+        for key, live in breakers.items()
+    )
+    return {
+        "restore_events": len(log.records),
+        "restore_breakers": n_breakers,
+        "restore_full_s": round(full_s, 3),
+        "restore_json_baseline_s": round(json_s, 3),
+        "restore_full_ratio": round(full_s / json_s, 2),
+        "restore_snapshot_every": snapshot_every,
+        "restore_tail_events": len(tail),
+        "restore_from_snapshots_s": round(quick_s, 3),
+        "restore_after_clean_shutdown_s": round(clean_s, 3),
+        "restore_exact": exact,
+    }
+
+
+def run(
+    json: bool = False,
+    *,
+    calls: int = CALLS,
+    restore_events: int = 1_000_000,
+    restore_breakers: int = 10_000,
+    snapshot_every: int = 25,
+) -> dict[str, Any]:
+    """Run the breaker benchmark and return its figures (progress goes to stderr unless ``json``)."""
+
+    def say(message: str) -> None:
+        if not json:
+            print(message, file=sys.stderr)
+
+    say(f"timing {calls:,} bare and protected calls, best of {REPEATS} ...")
+    breaker = CircuitBreaker("bench", clock=FakeClock())
+    bare_ns = _best_ns(_bare, calls)
+    protected_ns = _best_ns(_protected_loop(breaker), calls)
+    guarded = Breakers(clock=FakeClock()).circuit("bench")(_work)
+    guard_ns = _best_ns(_guard_loop(guarded), calls // 4)
+    say("creating 10,000 breakers ...")
+    create_10k_s = min(_create(10_000) for _ in range(3))
+    result: dict[str, Any] = {
+        "bare_ns": round(bare_ns, 1),
+        "protected_ns": round(protected_ns, 1),
+        "overhead_ns": round(protected_ns - bare_ns, 1),
+        "protected_ratio": round(protected_ns / bare_ns, 2),
+        "guard_ns": round(guard_ns, 1),
+        "create_10k_s": round(create_10k_s, 4),
+        "bytes_per_breaker": _bytes_per_breaker(10_000),
+    }
+    if restore_events:
+        say(f"generating {restore_events:,} events over {restore_breakers:,} breakers, then restoring ...")
+        result.update(_restore(restore_breakers, restore_events, snapshot_every))
+    return result

@@ -1,0 +1,243 @@
+"""Circuit breakers for any call: a decorator and a context manager keyed by name.
+
+In memory, for one process's lifetime::
+
+    import poolwarden
+
+    @poolwarden.circuit("payments-api")
+    async def charge(order): ...
+
+    with poolwarden.circuit("reports-db"):
+        run_query()
+
+Durable, so that an open breaker is still open after a restart (state in an event store)::
+
+    async with poolwarden.open_breakers("breakers.db") as breakers:
+        @breakers.circuit("payments-api")
+        async def charge(order): ...
+
+A rejected call raises :class:`~poolwarden.errors.CircuitOpen` (with ``retry_at``) without
+running. An exception from the call is classified into an :class:`~poolwarden.policy.ErrorKind`
+(:func:`classify_exception`, or your own ``classify``) and re-raised unchanged; kinds that never
+count (``input``, ``cancelled``) leave the breaker as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+from poolwarden.breaker import CircuitBreaker, Decision
+from poolwarden.breaker_registry import BreakerRegistry
+from poolwarden.breaker_store import DurableBreakers
+from poolwarden.clock import Clock, system_clock
+from poolwarden.errors import CircuitOpen, ConfigurationError, InvalidInput, ModelError
+from poolwarden.policy import BreakerPolicy, ErrorKind, RandomSource
+from poolwarden.storage import open_store
+from poolwarden.storage.base import EventStore
+
+__all__ = ["Breakers", "Guard", "circuit", "classify_exception", "open_breakers"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Classifier = Callable[[BaseException], ErrorKind]
+"""Says what kind of failure an exception is."""
+
+
+def classify_exception(exc: BaseException) -> ErrorKind:
+    """The default mapping of exceptions to error kinds (most specific first)."""
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit | GeneratorExit):
+        return ErrorKind.CANCELLED
+    if isinstance(exc, TimeoutError):
+        return ErrorKind.TIMEOUT
+    if isinstance(exc, InvalidInput):
+        return ErrorKind.INPUT
+    if isinstance(exc, ModelError):
+        try:
+            return ErrorKind(exc.kind)
+        except ValueError:
+            return ErrorKind.UNKNOWN
+    if isinstance(exc, ConnectionError | OSError):
+        return ErrorKind.TRANSPORT
+    if isinstance(exc, MemoryError):
+        return ErrorKind.OUT_OF_MEMORY
+    return ErrorKind.UNKNOWN
+
+
+class Guard:
+    """One protected call: a context manager (sync or async) and a decorator.
+
+    As a context manager a guard serves one call at a time (ask :meth:`Breakers.circuit` for a
+    new one per call, it is cheap); as a decorator it serves any number of concurrent calls.
+    """
+
+    __slots__ = ("_classify", "_decision", "_started", "_timer", "breaker")
+
+    def __init__(self, breaker: CircuitBreaker, classify: Classifier, timer: Callable[[], float]) -> None:
+        self.breaker = breaker
+        self._classify = classify
+        self._timer = timer
+        self._decision: Decision | None = None
+        self._started = 0.0
+
+    def _begin(self) -> None:
+        if self._decision is not None:
+            raise ConfigurationError(f"guard {self.breaker.key!r} is already in use; take a new one per call")
+        decision = self.breaker.allow()
+        if not decision:
+            raise CircuitOpen(self.breaker.key, decision.reason, decision.retry_at)
+        self._decision = decision
+        self._started = self._timer()
+
+    def _end(self, exc: BaseException | None) -> None:
+        decision, self._decision = self._decision, None
+        assert decision is not None
+        duration = self._timer() - self._started
+        if exc is None:
+            self.breaker.record_success(decision.permit, duration)
+        else:
+            self.breaker.record_failure(self._classify(exc), duration, decision.permit)
+
+    def __enter__(self) -> Guard:
+        self._begin()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._end(exc)
+
+    async def __aenter__(self) -> Guard:
+        self._begin()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._end(exc)
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
+
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Protect ``fn`` (sync or async): each call goes through the breaker.
+
+        The wrappers inline what ``with guard:`` does, without a guard object per call.
+        """
+        breaker, classify, timer = self.breaker, self._classify, self._timer
+
+        def admit() -> Decision:
+            decision = breaker.allow()
+            if not decision:
+                raise CircuitOpen(breaker.key, decision.reason, decision.retry_at)
+            return decision
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                decision = admit()
+                started = timer()
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    breaker.record_failure(classify(exc), timer() - started, decision.permit)
+                    raise
+                breaker.record_success(decision.permit, timer() - started)
+                return result
+
+            return guarded_async
+
+        @functools.wraps(fn)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
+            decision = admit()
+            started = timer()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                breaker.record_failure(classify(exc), timer() - started, decision.permit)
+                raise
+            breaker.record_success(decision.permit, timer() - started)
+            return result
+
+        return guarded
+
+
+class Breakers:
+    """Named breakers; in memory as constructed, durable through :func:`open_breakers`."""
+
+    def __init__(
+        self,
+        policy: BreakerPolicy | None = None,
+        *,
+        clock: Clock = system_clock,
+        rng: RandomSource | None = None,
+        classify: Classifier = classify_exception,
+        timer: Callable[[], float] = time.perf_counter,
+        registry: BreakerRegistry | None = None,
+    ) -> None:
+        self.registry = (
+            registry if registry is not None else BreakerRegistry(named_policy=policy, clock=clock, rng=rng)
+        )
+        self._classify = classify
+        self._timer = timer
+
+    def breaker(self, name: str) -> CircuitBreaker:
+        """The breaker called ``name`` (for manual control: ``force_open``, ``reset`` ...)."""
+        return self.registry.named(name)
+
+    def circuit(self, name: str) -> Guard:
+        """A guard on the breaker ``name``: decorate a function with it, or enter it around a call."""
+        return Guard(self.registry.named(name), self._classify, self._timer)
+
+    __call__ = circuit
+
+
+_DEFAULT = Breakers()
+
+
+def circuit(name: str) -> Guard:
+    """A guard on the process-wide in-memory breaker ``name`` (see :class:`Breakers`)."""
+    return _DEFAULT.circuit(name)
+
+
+@contextlib.asynccontextmanager
+async def open_breakers(
+    store: EventStore | str | os.PathLike[str],
+    *,
+    policy: BreakerPolicy | None = None,
+    clock: Clock = system_clock,
+    rng: RandomSource | None = None,
+    classify: Classifier = classify_exception,
+    snapshot_every: int = 25,
+    flush_interval: float = 0.25,
+    summary_interval: float = 30.0,
+) -> AsyncIterator[Breakers]:
+    """Durable named breakers: restored from ``store`` (an open store, or a path to open) at entry.
+
+    Their events are flushed every ``flush_interval`` seconds and at exit.
+    """
+    registry = BreakerRegistry(named_policy=policy, clock=clock, rng=rng)
+    async with contextlib.AsyncExitStack() as stack:
+        if not isinstance(store, EventStore):
+            store = await stack.enter_async_context(open_store(store))
+        await stack.enter_async_context(
+            DurableBreakers(
+                store,
+                registry,
+                snapshot_every=snapshot_every,
+                flush_interval=flush_interval,
+                summary_interval=summary_interval,
+            )
+        )
+        yield Breakers(registry=registry, classify=classify)

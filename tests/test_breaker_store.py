@@ -1,0 +1,261 @@
+"""Durable breakers: the asyncio driver against the SQLite event store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from poolwarden.breaker import BreakerState
+from poolwarden.breaker_registry import BreakerRegistry
+from poolwarden.breaker_store import DurableBreakers
+from poolwarden.clock import FakeClock
+from poolwarden.errors import ConcurrencyConflict, DatabaseLocked
+from poolwarden.events import NewEvent
+from poolwarden.policy import BreakerPolicy, ErrorKind, OpenBackoff
+from poolwarden.storage import Receipt, SQLiteEventStore, open_store
+
+T0 = 1_800_000_000.0
+POLICY = BreakerPolicy(consecutive_failures=3, backoff=OpenBackoff(base=30.0, jitter="none"))
+
+
+def registry(clock: FakeClock) -> BreakerRegistry:
+    """A registry whose breakers trip on three failures and wait 30 s."""
+    return BreakerRegistry(connection_policy=POLICY, model_policy=POLICY, named_policy=POLICY, clock=clock)
+
+
+def trip(reg: BreakerRegistry, key: str) -> None:
+    """Open the named breaker ``key`` with three transport failures."""
+    for _ in range(3):
+        reg.named(key).record_failure(ErrorKind.TRANSPORT)
+
+
+async def test_open_breaker_is_found_open_by_a_fresh_registry(tmp_path: Path) -> None:
+    """A breaker opened and flushed is restored OPEN, with the same retry_at, from the same file."""
+    clock = FakeClock(T0)
+    db = tmp_path / "breakers.db"
+    first = registry(clock)
+    async with open_store(db) as store, DurableBreakers(store, first) as durable:
+        trip(first, "payments")
+        assert await durable.flush() == 4
+    clock.advance(10.0)
+    second = registry(clock)
+    async with open_store(db) as store, DurableBreakers(store, second):
+        restored = second.get("payments")
+        assert restored is not None
+        assert restored.state is BreakerState.OPEN
+        assert restored.retry_at == T0 + 30.0
+        assert not restored.allow()
+
+
+async def test_breaker_whose_wait_passed_while_down_comes_back_half_open(tmp_path: Path) -> None:
+    """Restored after its retry_at, a breaker is HALF_OPEN and that transition is itself persisted."""
+    clock = FakeClock(T0)
+    db = tmp_path / "breakers.db"
+    first = registry(clock)
+    async with open_store(db) as store, DurableBreakers(store, first):
+        trip(first, "payments")
+    clock.advance(3_600.0)
+    second = registry(clock)
+    async with open_store(db) as store, DurableBreakers(store, second):
+        assert second.named("payments").state is BreakerState.HALF_OPEN
+        events = await store.read_stream("breaker/payments")
+        assert events[-1].type == "BreakerHalfOpened"
+        assert events[-1].occurred_at == T0 + 30.0
+
+
+CHILD = """
+import asyncio, json, sys
+from poolwarden.guard import open_breakers
+async def main():
+    async with open_breakers(sys.argv[1]) as breakers:
+        b = breakers.breaker("payments")
+        print(json.dumps({"state": b.state.value, "retry_at": b.retry_at}))
+asyncio.run(main())
+"""
+
+
+async def read_in_child(db: Path) -> dict[str, Any]:
+    """The state of breaker 'payments' as a fresh Python process restores it from ``db``."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, str(db), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await child.communicate()
+    assert child.returncode == 0, err.decode()
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize(("opened_ago", "state"), [(0.0, "open"), (3_600.0, "half_open")])
+async def test_a_fresh_process_finds_the_breaker_open_or_half_open(
+    tmp_path: Path, opened_ago: float, state: str
+) -> None:
+    """Another process reading the same file finds the breaker open, or half-open once its wait passed."""
+    clock = FakeClock(time.time() - opened_ago)
+    db = tmp_path / "breakers.db"
+    reg = BreakerRegistry(
+        named_policy=BreakerPolicy(backoff=OpenBackoff(base=600.0, jitter="none")), clock=clock
+    )
+    async with open_store(db) as store, DurableBreakers(store, reg):
+        for _ in range(5):
+            reg.named("payments").record_failure(ErrorKind.TRANSPORT)
+    assert await read_in_child(db) == {"state": state, "retry_at": clock() + 600.0}
+
+
+async def test_snapshots_are_taken_every_n_events_and_restore_from_them(tmp_path: Path) -> None:
+    """With snapshot_every=10, a stream of 25+ events has a snapshot, and restore equals the live state."""
+    clock = FakeClock(T0)
+    db = tmp_path / "breakers.db"
+    live = registry(clock)
+    async with open_store(db) as store:
+        async with DurableBreakers(store, live, snapshot_every=10) as durable:
+            for _ in range(8):
+                trip(live, "api")
+                clock.advance(30.0)
+                live.named("api").allow()
+                live.named("api").record_success()
+                await durable.flush()
+        snapshot = await store.load_snapshot("breaker/api")
+        version = await store.stream_version("breaker/api")
+        assert snapshot is not None
+        assert version >= 25
+        assert 10 <= snapshot.version <= version
+    restored = registry(clock)
+    async with open_store(db) as store, DurableBreakers(store, restored):
+        assert restored.named("api").snapshot() == live.named("api").snapshot()
+
+
+async def test_clean_shutdown_snapshots_every_breaker_at_its_head(tmp_path: Path) -> None:
+    """After a clean exit every breaker stream's snapshot is at its last version: no tail to read."""
+    clock = FakeClock(T0)
+    reg = registry(clock)
+    async with open_store(tmp_path / "b.db") as store:
+        async with DurableBreakers(store, reg, snapshot_every=1_000):
+            trip(reg, "a")
+            reg.named("b").record_success()
+            reg.named("c").record_failure(ErrorKind.TIMEOUT)
+        versions = await store.streams("breaker/")
+        snapshots = await store.load_snapshots("breaker/")
+        assert versions == {"breaker/a": 4, "breaker/b": 1, "breaker/c": 1}
+        assert {stream: snap.version for stream, snap in snapshots.items()} == versions
+
+
+async def test_an_evicted_breaker_restores_as_the_one_created_again(tmp_path: Path) -> None:
+    """After eviction and re-creation, the breaker restored from the log equals the live one."""
+    clock = FakeClock(T0)
+    db = tmp_path / "b.db"
+    policy = BreakerPolicy(consecutive_failures=None, failure_rate=0.5)
+    live = BreakerRegistry(named_policy=policy, clock=clock, idle_after=60.0)
+    async with open_store(db) as store, DurableBreakers(store, live) as durable:
+        for _ in range(30):
+            live.named("quiet").record_success()
+        live.named("quiet").force_open("ops", "drill")
+        live.named("quiet").reset("ops", "drill over")
+        await durable.checkpoint()
+        durable.evict_idle()
+        clock.advance(61.0)
+        assert durable.evict_idle() == 1
+        assert "quiet" not in live
+        live.named("quiet").record_failure(ErrorKind.TIMEOUT)  # created again, then used
+        await durable.flush()
+        types = [e.type for e in await store.read_stream("breaker/quiet")]
+        assert types[-2:] == ["BreakerEvicted", "CallFailed"]
+    restored = BreakerRegistry(named_policy=policy, clock=clock)
+    async with open_store(db) as store, DurableBreakers(store, restored):
+        assert restored.named("quiet").snapshot() == live.named("quiet").snapshot()
+        assert restored.named("quiet").epoch == 0
+
+
+async def test_successes_survive_a_restart_through_the_exit_summary(tmp_path: Path) -> None:
+    """Window counts of successes are summarised at exit, so the restored window equals the live one."""
+    clock = FakeClock(T0)
+    db = tmp_path / "breakers.db"
+    policy = BreakerPolicy(consecutive_failures=None, failure_rate=0.5)
+    live = BreakerRegistry(named_policy=policy, clock=clock)
+    async with open_store(db) as store, DurableBreakers(store, live):
+        for i in range(30):
+            live.named("db").record_success(duration=0.01)
+            if i % 4 == 0:
+                live.named("db").record_failure(ErrorKind.TIMEOUT, 0.5)
+    restored = BreakerRegistry(named_policy=policy, clock=clock)
+    async with open_store(db) as store, DurableBreakers(store, restored):
+        assert restored.named("db").snapshot() == live.named("db").snapshot()
+        assert restored.named("db").snapshot()["window"]["codes"].count("0") == 30
+
+
+async def test_two_writers_of_one_breaker_conflict_and_keep_their_events(tmp_path: Path) -> None:
+    """A second driver writing the same breaker gets ConcurrencyConflict; its events wait, not lost."""
+    clock = FakeClock(T0)
+    async with open_store(tmp_path / "b.db") as store:
+        one, two = registry(clock), registry(clock)
+        driver_one = DurableBreakers(store, one)
+        driver_two = DurableBreakers(store, two)
+        await driver_one.restore()
+        await driver_two.restore()
+        trip(one, "shared")
+        trip(two, "shared")
+        await driver_one.flush()
+        with pytest.raises(ConcurrencyConflict):
+            await driver_two.flush()
+        assert driver_two.pending == 4
+        assert await store.stream_version("breaker/shared") == 4
+
+
+class FlakyStore(SQLiteEventStore):
+    """The real store, whose next ``failures`` appends raise DatabaseLocked (fault injection)."""
+
+    failures = 0
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: int | None = None,
+        *,
+        durability: Any = None,
+    ) -> Receipt:
+        if self.failures:
+            self.failures -= 1
+            raise DatabaseLocked(self.path, "injected: held by another writer")
+        return await super().append(stream, events, expected_version, durability=durability)
+
+
+async def test_events_that_failed_to_append_are_retried_in_order(tmp_path: Path) -> None:
+    """After a failed flush, the next flush writes the kept events first, then the new ones."""
+    clock = FakeClock(T0)
+    reg = registry(clock)
+    store = FlakyStore(tmp_path / "b.db")
+    async with store:
+        durable = DurableBreakers(store, reg)
+        await durable.restore()
+        reg.named("x").record_failure(ErrorKind.TRANSPORT)
+        store.failures = 1
+        with pytest.raises(DatabaseLocked):
+            await durable.flush()
+        assert durable.pending == 1
+        reg.named("x").record_failure(ErrorKind.TIMEOUT)
+        assert await durable.flush() == 2
+        kinds = [e.error_kind for e in await store.read_stream("breaker/x")]
+        assert kinds == ["transport", "timeout"]
+
+
+async def test_background_loop_flushes_without_being_asked(tmp_path: Path) -> None:
+    """Events emitted while the driver runs reach the store without an explicit flush."""
+    clock = FakeClock(T0)
+    reg = registry(clock)
+    async with (
+        open_store(tmp_path / "b.db") as store,
+        DurableBreakers(store, reg, flush_interval=0.01) as durable,
+    ):
+        trip(reg, "auto")
+        durable.wake()
+        async for event in store.follow(poll_interval=0.01):
+            if event.type == "BreakerOpened":
+                break
+        assert event.stream == "breaker/auto"
