@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -134,6 +135,28 @@ def _breakers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from poolwarden.demo import DemoOptions, print_summary, run_demo
+
+    faults = tuple(f for f in args.faults.split(",") if f) if args.faults is not None else None
+    options = DemoOptions(
+        workers=args.workers,
+        connections=args.connections,
+        duration=args.duration,
+        seed=args.seed,
+        durability=args.durability,
+        db=args.db,
+    )
+    if faults is not None:
+        options = dataclasses.replace(options, faults=faults)
+    summary = asyncio.run(run_demo(options, live=not args.json))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print_summary(summary)
+    return EXIT_OK if summary["requests_lost"] == 0 and summary["wrong_results"] == 0 else EXIT_PROBLEM
+
+
 def _events(args: argparse.Namespace) -> int:
     from poolwarden.eventlog import print_events
 
@@ -156,6 +179,31 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep a pool of browser-based AI accelerators serving through failure.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="the main job: a pool serving under injected faults, recorded in the event log"
+    )
+    demo.add_argument(
+        "--workers",
+        choices=("auto", "chromium", "firefox", "simulated"),
+        default="auto",
+        help="auto: real Chromium if installed, else simulated workers (default auto)",
+    )
+    demo.add_argument("--connections", type=int, default=3, help="browser connections (default 3)")
+    demo.add_argument("--duration", type=float, default=15.0, help="seconds of load (default 15)")
+    demo.add_argument(
+        "--faults",
+        default=None,
+        help="comma-separated faults to inject, in order (default: all of "
+        "browser_kill,renderer_crash,page_hang,socket_drop,device_lost; '' for none)",
+    )
+    demo.add_argument("--seed", type=int, default=7, help="seed for inputs and fault targets")
+    demo.add_argument("--durability", choices=("sync", "buffered"), default="buffered")
+    demo.add_argument(
+        "--db", default="poolwarden.db", metavar="PATH", help="the event log (default ./poolwarden.db)"
+    )
+    demo.add_argument("--json", action="store_true", help="print the summary as one JSON object, last line")
+    demo.set_defaults(handler=_demo)
 
     db = commands.add_parser("db", help="look after a database file: schema revision, upgrades, integrity")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)

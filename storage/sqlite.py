@@ -795,6 +795,15 @@ class SQLiteEventStore(EventStore):
             params = (prefix, prefix + "\U0010ffff")
         return {row[0]: _snapshot(row) for row in await self._query(sql, params)}
 
+    async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only SQL query over the store's schema (aggregates for telemetry).
+
+        Runs on a reader connection, never the writer's; anything but a SELECT is refused.
+        """
+        if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
+            raise ConfigurationError("fetch() runs read-only queries (SELECT or WITH) only")
+        return [tuple(row) for row in await self._query(sql, params)]
+
     async def integrity_check(self) -> list[str]:
         """SQLite's ``PRAGMA integrity_check``: an empty list when the file is sound."""
         try:

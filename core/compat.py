@@ -1,0 +1,298 @@
+"""The seed's API, for code migrating from ``resource_pool_error_recovery``.
+
+``ResourcePoolErrorRecovery`` keeps the seed's static methods and signatures, and
+``ResourcePoolBridge`` the bridge they were used with, so that the seed's "Integration Example"
+(``EnhancedResourcePoolBridge``) runs with only its imports changed. Underneath is a
+:class:`~poolwarden.pool.ResourcePool`: real breakers, a real recovery ladder, an event log.
+
+Where the seed was wrong, this is right: a result that was not computed is never reported as a
+success. ``run_inference`` returns ``{"success": False, "status": "error", ...}`` with the typed
+error's name when no connection could serve. The seed's ``{"success": True, "status":
+"simulated"}`` exists only with ``simulate_on_failure=True``, always flagged ``is_simulation:
+True``, and neither breakers nor metrics ever count it as a success.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from poolwarden.errors import CircuitOpen, PoolwardenError, RequestError
+from poolwarden.lifecycle_types import HeartbeatMissed
+from poolwarden.policy import BreakerPolicy, ErrorKind
+from poolwarden.pool import PoolConfig, ResourcePool
+from poolwarden.pool.config import WorkerKind
+from poolwarden.pool.member import PoolMember
+from poolwarden.pool.telemetry import build_telemetry, system_figures
+from poolwarden.storage.queries import RequestCounts, RungCounts
+
+__all__ = ["BrowserConnection", "ResourcePoolBridge", "ResourcePoolErrorRecovery"]
+
+
+@dataclass(eq=False)
+class BrowserConnection:
+    """A connection as the seed's static methods take it: a view of one pool member."""
+
+    pool: ResourcePool
+    connection_id: str
+    # Outcomes the pool already recorded in the breakers for calls made through the bridge, so
+    # that the seed's update_circuit_breaker after such a call does not count it twice.
+    recorded: deque[str] = field(default_factory=deque)
+
+    @property
+    def member(self) -> PoolMember | None:
+        """The pool member behind this view (None once it was replaced)."""
+        return self.pool.members.get(self.connection_id)
+
+    @property
+    def browser_type(self) -> str | None:
+        """The browser, as the seed called it."""
+        member = self.member
+        return member.browser if member is not None else None
+
+    def is_healthy(self) -> bool:
+        """Whether requests are routed to this connection now."""
+        member = self.member
+        return member is not None and member.serving
+
+
+_KINDS = [
+    (re.compile(r"time ?out|deadline", re.I), ErrorKind.TIMEOUT),
+    (re.compile(r"device.?lost", re.I), ErrorKind.DEVICE_LOST),
+    (re.compile(r"out of memory|oom|out_of_memory", re.I), ErrorKind.OUT_OF_MEMORY),
+    (re.compile(r"websocket|connection|socket|disconnect", re.I), ErrorKind.TRANSPORT),
+    (re.compile(r"crash", re.I), ErrorKind.PAGE_CRASH),
+    (re.compile(r"invalid input|shape|input", re.I), ErrorKind.INPUT),
+    (re.compile(r"validation", re.I), ErrorKind.VALIDATION),
+]
+
+
+def _kind_of_message(error: str | None) -> ErrorKind:
+    for pattern, kind in _KINDS:
+        if error and pattern.search(error):
+            return kind
+    return ErrorKind.UNKNOWN
+
+
+class ResourcePoolErrorRecovery:
+    """The seed's static methods, over poolwarden's breakers and recovery ladder."""
+
+    @staticmethod
+    def check_circuit_breaker(connection: BrowserConnection, model_id: str | None = None) -> tuple[bool, str]:
+        """Whether a call may go to ``connection`` (and ``model_id`` on it) now, and why.
+
+        It only looks: a half-open breaker's trial is taken by the call itself, not by this check.
+        """
+        pool = connection.pool
+        connection_breaker = pool.registry.connection(connection.connection_id)
+        breakers = [connection_breaker]
+        if model_id is not None:
+            breakers.append(pool.registry.model(connection.connection_id, model_id))
+        blocked = pool.blocking_breaker(breakers)
+        if blocked is not None:
+            return False, f"circuit {blocked.key} is {blocked.state} until {blocked.retry_at}"
+        return True, f"circuit {connection_breaker.key} is {connection_breaker.state}"
+
+    @staticmethod
+    def update_circuit_breaker(
+        connection: BrowserConnection,
+        success: bool,
+        model_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record a call's outcome in the connection's breaker (and the model's).
+
+        A call made through :meth:`ResourcePoolBridge.run_inference` was recorded by the pool
+        already; this then only acknowledges it, so nothing is counted twice, and a simulated
+        result is never counted as a success.
+        """
+        if model_id is not None and model_id in connection.recorded:
+            connection.recorded.remove(model_id)
+            return
+        pool = connection.pool
+        breakers = [pool.registry.connection(connection.connection_id)]
+        if model_id is not None:
+            breakers.append(pool.registry.model(connection.connection_id, model_id))
+        for breaker in breakers:
+            if success:
+                breaker.record_success()
+            else:
+                breaker.record_failure(_kind_of_message(error))
+        pool.breakers.wake()
+
+    @staticmethod
+    async def recover_connection(connection: BrowserConnection) -> tuple[bool, str]:
+        """Run the recovery ladder on ``connection``: ``(True, rung)`` or ``(False, why)``.
+
+        The rung is ``ping``, ``reconnect`` or ``restart``; ``why`` is ``quarantine`` (the
+        connection was taken out of service) or ``closed``.
+        """
+        member = connection.member
+        if member is None or member.driver is None:
+            return False, "quarantine"
+        return await member.driver.recover(HeartbeatMissed())
+
+    @staticmethod
+    def export_telemetry(
+        resource_pool: ResourcePoolBridge | ResourcePool,
+        include_connections: bool = False,
+        include_models: bool = False,
+    ) -> dict[str, Any]:
+        """The seed's telemetry dictionary, its counts read from the pool's event log.
+
+        Synchronous, as the seed's was: it reads the log file directly (committed events; with
+        buffered durability the last few milliseconds may not be there yet).
+        """
+        pool = resource_pool.pool if isinstance(resource_pool, ResourcePoolBridge) else resource_pool
+        requests, rungs, errors = _log_counts(pool)
+        system = system_figures(pool.governor.level.value)
+        return build_telemetry(pool, requests, rungs, system, errors, include_connections, include_models)
+
+
+def _log_counts(pool: ResourcePool) -> tuple[list[RequestCounts], list[RungCounts], list[tuple[Any, ...]]]:
+    path = getattr(pool.store, "path", None)
+    if path is None:
+        raise PoolwardenError("synchronous telemetry reads the log file; this pool keeps its log in memory")
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as raw:
+        raw.execute("PRAGMA busy_timeout = 5000")
+        requests = [
+            RequestCounts(r[0], r[1], r[2], int(r[3] or 0), int(r[4] or 0), r[5], r[6], float(r[7]))
+            for r in raw.execute(
+                "SELECT model_id, connection_id, MAX(browser), SUM(type = 'InferenceServed'),"
+                " SUM(type = 'InferenceFailed'), AVG(CASE WHEN type = 'InferenceServed' THEN latency_ms END),"
+                " MAX(CASE WHEN type = 'InferenceServed' THEN latency_ms END), MAX(occurred_at) FROM events"
+                " WHERE type IN ('InferenceServed', 'InferenceFailed') AND model_id IS NOT NULL"
+                " GROUP BY model_id, connection_id"
+            )
+        ]
+        rungs = [
+            RungCounts(rung, int(attempts or 0), int(successes or 0), None)
+            for rung, attempts, successes in raw.execute(
+                "SELECT rung, SUM(type = 'RungAttempted'), SUM(type = 'RungSucceeded') FROM events"
+                " WHERE stream LIKE 'connection/%' AND type IN ('RungAttempted', 'RungSucceeded')"
+                " AND rung IS NOT NULL GROUP BY rung"
+            )
+        ]
+        errors = raw.execute(
+            "SELECT occurred_at, connection_id, model_id, error_kind, outcome FROM events"
+            " WHERE type = 'InferenceFailed' ORDER BY position DESC LIMIT 10"
+        ).fetchall()
+    return requests, rungs, errors
+
+
+class _ModelConnections(Mapping[str, BrowserConnection]):
+    """model id -> the connection it was placed on, as the seed's ``model_connections`` was."""
+
+    def __init__(self, bridge: ResourcePoolBridge) -> None:
+        self._bridge = bridge
+
+    def __getitem__(self, model_id: str) -> BrowserConnection:
+        return self._bridge.connection(self._bridge.pool.model_connections[model_id])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._bridge.pool.model_connections))
+
+    def __len__(self) -> int:
+        return len(self._bridge.pool.model_connections)
+
+
+class ResourcePoolBridge:
+    """The seed's bridge: ``initialize``, ``load_model``, ``run_inference`` (dicts), ``close``.
+
+    :param max_connections: how many browser connections.
+    :param workers: ``simulated``, ``chromium``, ``firefox`` or ``auto`` (Chromium if installed).
+    :param db: the event log file.
+    :param circuit_failure_threshold: consecutive failures that open a breaker (the seed's 5).
+    :param circuit_reset_timeout: seconds an open breaker waits before a trial (the seed's 30).
+    :param simulate_on_failure: the seed's behaviour, off by default: answer a request no
+        connection could serve with ``{"success": True, "status": "simulated", "is_simulation":
+        True}`` instead of an error. Never counted as a success.
+    """
+
+    def __init__(
+        self,
+        max_connections: int = 4,
+        workers: str = "simulated",
+        db: str = "poolwarden.db",
+        circuit_failure_threshold: int = 5,
+        circuit_reset_timeout: float = 30.0,
+        simulate_on_failure: bool = False,
+        **pool_options: Any,
+    ) -> None:
+        from poolwarden.demo import resolve_workers
+
+        kind: WorkerKind = resolve_workers(workers)[0]
+        policy = BreakerPolicy.from_dict(
+            {
+                **BreakerPolicy().to_dict(),
+                "consecutive_failures": circuit_failure_threshold,
+                "backoff": {**BreakerPolicy().to_dict()["backoff"], "base": circuit_reset_timeout},
+            }
+        )
+        self.config = PoolConfig(
+            connections=max_connections,
+            workers=(kind,),
+            db=db,
+            connection_breaker=policy,
+            model_breaker=policy,
+            **pool_options,
+        )
+        self.simulate_on_failure = simulate_on_failure
+        self.pool = ResourcePool(self.config)
+        self._connections: dict[str, BrowserConnection] = {}
+        self.model_connections: Mapping[str, BrowserConnection] = _ModelConnections(self)
+
+    def connection(self, connection_id: str) -> BrowserConnection:
+        """The seed-style view of a connection."""
+        view = self._connections.get(connection_id)
+        if view is None:
+            view = self._connections[connection_id] = BrowserConnection(self.pool, connection_id)
+        return view
+
+    async def initialize(self) -> bool:
+        """Start the pool; True once its connections are up."""
+        await self.pool.start()
+        return bool(self.pool.healthy_connections)
+
+    async def load_model(self, model_id: str, model_type: str = "text", **options: Any) -> bool:
+        """Place a built-in model (``toy-mlp``, ``matmul``) on the best connection."""
+        await self.pool.load_model(model_id, model_type=model_type, options=options or None)
+        return True
+
+    async def run_inference(
+        self, model_id: str, inputs: Mapping[str, Any], retry_attempts: int = 1
+    ) -> dict[str, Any]:
+        """Run ``model_id`` on ``inputs``; a dict with ``success`` True only for a computed result."""
+        try:
+            result = await self.pool.run_inference(model_id, inputs, attempts=1 + retry_attempts)
+        except RequestError as error:
+            for connection_id in getattr(error, "attempted", ()):
+                self.connection(connection_id).recorded.append(model_id)
+            failure: dict[str, Any] = {
+                "success": False,
+                "status": "error",
+                "model_id": model_id,
+                "error": str(error),
+                "error_type": type(error).__name__,
+                "is_simulation": False,
+            }
+            if isinstance(error, CircuitOpen):
+                failure.update(
+                    circuit_breaker_active=True, circuit_breaker_reason=error.reason, retry_at=error.retry_at
+                )
+            if self.simulate_on_failure:
+                failure.update(success=True, status="simulated", is_simulation=True, output=None)
+            return failure
+        if result.connection_id is not None:
+            self.connection(result.connection_id).recorded.append(model_id)
+        answer = result.to_dict()
+        answer["output"] = [output.tolist() for output in result.outputs]
+        return answer
+
+    async def close(self) -> None:
+        """Stop the pool and flush its log."""
+        await self.pool.close()

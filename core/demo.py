@@ -1,0 +1,296 @@
+"""``poolwarden demo``: a pool under load and injected faults, everything recorded in the log.
+
+Clients send requests for two built-in models (``toy-mlp``, and a 16x16 ``matmul``) and check
+every answer against numpy. Faults (a killed browser, a crashed renderer, a hung page, a dropped
+socket, a lost GPU device) are injected on a schedule. The pool's breakers and recovery ladder
+keep it serving; the summary says what happened, and ``requests_lost`` (requests that got
+neither an answer nor a typed error) must be 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from poolwarden.errors import PoolwardenError
+from poolwarden.pool import PoolConfig, ResourcePool
+from poolwarden.pool.config import WorkerKind
+from poolwarden.storage.base import Durability
+from poolwarden.storage.sqlite import SQLiteEventStore
+from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
+
+__all__ = ["FAULTS", "DemoOptions", "DemoTally", "resolve_workers", "run_demo"]
+
+FAULTS = ("browser_kill", "renderer_crash", "page_hang", "socket_drop", "device_lost")
+
+MODELS: dict[str, tuple[str, dict[str, int], str]] = {
+    # model id: (built-in kind, load options, model type for placement)
+    "toy-mlp": ("toy-mlp", {}, "text"),
+    "matmul-16": ("matmul", {"k": 16, "n": 16}, "vision"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """What ``poolwarden demo`` was asked to do."""
+
+    workers: str = "auto"
+    connections: int = 3
+    duration: float = 15.0
+    faults: tuple[str, ...] = FAULTS
+    seed: int = 7
+    durability: Durability = "buffered"
+    db: str = "poolwarden.db"
+    clients: int | None = None
+
+
+@dataclass(slots=True)
+class DemoTally:
+    """What the clients saw, request by request."""
+
+    requests: int = 0
+    served: int = 0
+    wrong_results: int = 0
+    errors_by_kind: Counter[str] = field(default_factory=Counter)
+    lost: int = 0
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    backends: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+def resolve_workers(requested: str) -> tuple[WorkerKind, str]:
+    """The worker kind to use for ``requested`` (``auto`` picks real Chromium if installed) and why."""
+    if requested in ("simulated", "chromium", "firefox"):
+        return requested, f"{requested} workers, as asked"  # type: ignore[return-value]
+    if requested != "auto":
+        raise PoolwardenError(f"--workers must be auto, chromium, firefox or simulated, not {requested!r}")
+    from poolwarden.browser.launcher import find_chromium
+
+    try:
+        path = find_chromium()
+    except PoolwardenError:
+        return "simulated", "no Chromium found, so simulated workers (they speak the real page's protocol)"
+    return "chromium", f"real headless Chromium ({path})"
+
+
+async def _client(pool: ResourcePool, tally: DemoTally, rng: random.Random, until: float) -> None:
+    models = list(MODELS)
+    while time.monotonic() < until:
+        model_id = rng.choice(models)
+        kind, options, _ = MODELS[model_id]
+        spec = resolve_model(kind, options)
+        x = np.asarray([[rng.uniform(-1, 1) for _ in range(spec.input_width)]], dtype=np.float32)
+        tally.requests += 1
+        try:
+            # A watchdog beyond the pool's own deadline: if it fires, the pool left a request hanging.
+            result = await asyncio.wait_for(
+                pool.run_inference(model_id, {"input": x}), pool.config.default_deadline + 5.0
+            )
+        except PoolwardenError as error:
+            tally.errors_by_kind[type(error).__name__] += 1
+            await asyncio.sleep(0.05)  # a refused client backs off a little, as a real one would
+            continue
+        except TimeoutError:
+            tally.lost += 1
+            continue
+        except Exception as error:  # an untyped error is a bug: counted as lost, and shown
+            tally.lost += 1
+            print(f"untyped error: {type(error).__name__}: {error}", file=sys.stderr)
+            continue
+        expected = reference_forward(spec, x)
+        if not np.allclose(result.outputs[0], expected, rtol=RTOL, atol=ATOL):
+            tally.wrong_results += 1
+            tally.errors_by_kind["WrongResult"] += 1
+            continue
+        tally.served += 1
+        tally.backends[result.backend] += 1
+        tally.latencies_ms.append(result.latency_ms)
+
+
+async def _inject_faults(
+    pool: ResourcePool, faults: tuple[str, ...], tally: DemoTally, rng: random.Random, duration: float
+) -> None:
+    if not faults:
+        return
+    gap = duration / (len(faults) + 1)
+    for fault in faults:
+        await asyncio.sleep(gap)
+        targets = pool.healthy_connections
+        if not targets:
+            tally.faults.append({"fault": fault, "connection_id": None, "injected": False})
+            continue
+        target = rng.choice(sorted(targets))
+        try:
+            await pool.inject_fault(target, fault)
+            tally.faults.append({"fault": fault, "connection_id": target, "injected": True})
+        except PoolwardenError as error:
+            tally.faults.append(
+                {"fault": fault, "connection_id": target, "injected": False, "why": str(error)}
+            )
+
+
+async def _recoveries(store: SQLiteEventStore, since: float) -> dict[str, int]:
+    rows = await store.fetch(
+        "SELECT rung, COUNT(*) FROM events WHERE type = 'RecoveryCompleted' AND occurred_at >= ?"
+        " GROUP BY rung",
+        (since,),
+    )
+    result = {str(rung): int(count) for rung, count in rows}
+    quarantined = await store.fetch(
+        "SELECT COUNT(*) FROM events WHERE type = 'ConnectionQuarantined' AND occurred_at >= ?", (since,)
+    )
+    if quarantined[0][0]:
+        result["quarantined"] = int(quarantined[0][0])
+    return result
+
+
+def _progress(pool: ResourcePool, tally: DemoTally, recoveries: dict[str, int], elapsed: float) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"poolwarden demo - {elapsed:5.1f} s", show_header=False, expand=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("requests", f"{tally.requests:,} ({tally.served:,} served, checked against numpy)")
+    table.add_row("errors", ", ".join(f"{k} {v}" for k, v in tally.errors_by_kind.most_common()) or "none")
+    table.add_row(
+        "faults", ", ".join(f"{f['fault']}->{f['connection_id']}" for f in tally.faults) or "none yet"
+    )
+    table.add_row("recoveries", ", ".join(f"{k} {v}" for k, v in recoveries.items()) or "none yet")
+    states = Counter(str(pool.registry.connection(c).state) for c in pool.members)
+    table.add_row(
+        "connections", ", ".join(f"{m.connection_id} {m.state.value}" for m in pool.members.values())
+    )
+    table.add_row("breakers", ", ".join(f"{k} {v}" for k, v in states.items()))
+    return table
+
+
+async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]:
+    """Run the demo and return its summary (the JSON ``poolwarden demo --json`` prints)."""
+    unknown = set(options.faults) - set(FAULTS)
+    if unknown:
+        raise PoolwardenError(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(FAULTS)}")
+    kind, why = resolve_workers(options.workers)
+    db_path = await asyncio.to_thread(lambda: str(Path(options.db).resolve()))
+    print(f"poolwarden demo: {why}; log in {db_path}", file=sys.stderr)
+    config = PoolConfig(
+        connections=options.connections,
+        workers=(kind,),
+        db=options.db,
+        durability=options.durability,
+        default_deadline=10.0,
+        hooks=kind != "simulated",
+        heartbeat_interval=1.0,
+        heartbeat_timeout=0.5,
+    )
+    rng = random.Random(options.seed)
+    tally = DemoTally()
+    started_at = time.time()
+    async with ResourcePool(config) as pool:
+        for model_id, (model_kind, load_options, model_type) in MODELS.items():
+            await pool.load_model(model_id, kind=model_kind, options=load_options, model_type=model_type)
+        until = time.monotonic() + options.duration
+        clients = options.clients or 4 * options.connections
+        work = [
+            asyncio.create_task(_client(pool, tally, random.Random(rng.random()), until))
+            for _ in range(clients)
+        ]
+        work.append(asyncio.create_task(_inject_faults(pool, options.faults, tally, rng, options.duration)))
+        store = pool.store
+        assert isinstance(store, SQLiteEventStore)
+        recoveries: dict[str, int] = {}
+        display = None
+        if live and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            display = Live(console=Console(stderr=True), refresh_per_second=4)
+            display.start()
+        try:
+            while not all(task.done() for task in work):
+                await asyncio.wait(work, timeout=0.5)
+                await store.flush()
+                recoveries = await _recoveries(store, started_at)
+                elapsed = options.duration - max(0.0, until - time.monotonic())
+                if display is not None:
+                    display.update(_progress(pool, tally, recoveries, elapsed))
+            for task in work:
+                task.result()
+            # Let recoveries still under way finish, so the summary shows how they ended.
+            for member in list(pool.members.values()):
+                if member.driver is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(member.driver.wait_for(lambda m: m.incident_id is None), 30)
+            await store.flush()
+            recoveries = await _recoveries(store, started_at)
+        finally:
+            if display is not None:
+                display.stop()
+        breakers = sorted(
+            ({"key": b.key, "state": str(b.state)} for b in pool.registry), key=lambda b: b["key"]
+        )
+        connections = [
+            {"connection_id": m.connection_id, "browser": m.browser, "state": m.state.value}
+            for m in pool.members.values()
+        ]
+    latencies = sorted(tally.latencies_ms)
+    return {
+        "workers": kind,
+        "connections": options.connections,
+        "duration_s": options.duration,
+        "db": db_path,
+        "requests": tally.requests,
+        "served": tally.served,
+        "requests_lost": tally.requests - tally.served - sum(tally.errors_by_kind.values()),
+        "wrong_results": tally.wrong_results,
+        "errors_by_kind": dict(tally.errors_by_kind),
+        "faults": tally.faults,
+        "recoveries": recoveries,
+        "breakers": breakers,
+        "final_connections": connections,
+        "backends": dict(tally.backends),
+        "latency_ms": {
+            "p50": latencies[len(latencies) // 2] if latencies else None,
+            "p99": latencies[int(len(latencies) * 0.99)] if latencies else None,
+        },
+    }
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The end-of-run summary table, on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="poolwarden demo: summary")
+    table.add_column("what", style="bold")
+    table.add_column("figure")
+    table.add_row("workers", f"{summary['connections']} x {summary['workers']}")
+    table.add_row("requests", f"{summary['requests']:,}")
+    table.add_row("served (checked against numpy)", f"{summary['served']:,}")
+    table.add_row("requests lost", str(summary["requests_lost"]))
+    table.add_row(
+        "errors by kind", ", ".join(f"{k}: {v}" for k, v in summary["errors_by_kind"].items()) or "none"
+    )
+    table.add_row(
+        "faults injected", ", ".join(f"{f['fault']} on {f['connection_id']}" for f in summary["faults"])
+    )
+    table.add_row(
+        "recoveries by rung", ", ".join(f"{k}: {v}" for k, v in summary["recoveries"].items()) or "none"
+    )
+    table.add_row("backends that ran", ", ".join(f"{k}: {v}" for k, v in summary["backends"].items()))
+    table.add_row("latency p50 / p99 ms", f"{summary['latency_ms']['p50']} / {summary['latency_ms']['p99']}")
+    table.add_row(
+        "breakers not closed",
+        ", ".join(f"{b['key']}: {b['state']}" for b in summary["breakers"] if b["state"] != "closed")
+        or "none",
+    )
+    table.add_row("event log", summary["db"])
+    Console().print(table)

@@ -1,0 +1,126 @@
+"""The settings of a resource pool, in one validated, immutable object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from poolwarden.errors import ConfigurationError
+from poolwarden.lifecycle_types import LifecyclePolicy
+from poolwarden.memory import MemoryPolicy
+from poolwarden.policy import BreakerPolicy
+from poolwarden.storage.base import Durability
+
+__all__ = ["BROWSER_PREFERENCES", "PoolConfig", "RetryPolicy", "WorkerKind"]
+
+WorkerKind = Literal["simulated", "chromium", "firefox"]
+
+BROWSER_PREFERENCES: dict[str, tuple[str, ...]] = {
+    # The seed's defaults: audio on Firefox (its compute shaders suit audio models), vision on
+    # Chromium, text on Edge where installed (best WebNN), else Chromium.
+    "audio": ("firefox", "chromium", "simulated"),
+    "vision": ("chromium", "firefox", "simulated"),
+    "text": ("edge", "chromium", "firefox", "simulated"),
+    "text_embedding": ("edge", "chromium", "firefox", "simulated"),
+    "multimodal": ("chromium", "firefox", "simulated"),
+}
+"""Model type -> browsers in order of preference. Unknown types take Chromium first."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a failed request is retried on another attempt.
+
+    Only retryable kinds are retried (never ``input`` or ``validation``); each retry waits an
+    exponential backoff with full jitter; and retries are capped by a budget: at most
+    ``budget_ratio`` of the recent requests plus ``budget_min`` may be retries, so a sick pool is
+    not flooded with retries of its own making.
+    """
+
+    attempts: int = 3
+    backoff_base: float = 0.02
+    backoff_cap: float = 0.5
+    budget_ratio: float = 0.2
+    budget_min: int = 10
+    budget_window: float = 10.0
+    retryable: frozenset[str] = frozenset(
+        {"transport", "timeout", "process_exit", "page_crash", "device_lost", "out_of_memory", "unknown"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.backoff_base < 0 or self.backoff_cap < self.backoff_base:
+            raise ConfigurationError("retry: attempts >= 1 and 0 <= backoff_base <= backoff_cap")
+        if self.budget_ratio < 0 or self.budget_min < 0 or self.budget_window <= 0:
+            raise ConfigurationError("retry budget: ratio >= 0, min >= 0, window > 0")
+        if self.retryable & {"input", "validation", "cancelled"}:
+            raise ConfigurationError("input, validation and cancelled errors are never retried")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """Everything a :class:`~poolwarden.pool.ResourcePool` is set up with.
+
+    :param connections: how many browser connections the pool keeps.
+    :param workers: the kind of each connection, cycled (``("chromium", "firefox")`` alternates).
+    :param db: the event log; ``":memory:"`` keeps nothing after the process ends.
+    :param max_queue: requests the pool holds (running or waiting) before it answers QueueFull.
+    :param per_connection_concurrency: requests one connection runs at once.
+    :param default_deadline: seconds a request may take when the caller gives none.
+    :param attempt_timeout: seconds one attempt on one connection may take before it is abandoned
+        (the connection is suspected hung) and the request retried elsewhere.
+    :param max_ejection_share: the largest share of connections whose breakers may keep requests
+        away; beyond it the pool serves from the least bad connection (Envoy's panic threshold).
+    :param heartbeat_interval: seconds between application pings to an idle connection.
+    :param memory_interval: seconds between memory readings.
+    :param recycle_after_jobs: restart a browser (after draining it) once it served this many.
+    :param recycle_after_s: or once it is this old.
+    :param hooks: load worker pages with test hooks (fault injection) enabled.
+    """
+
+    connections: int = 2
+    workers: tuple[WorkerKind, ...] = ("simulated",)
+    db: str | Path = "poolwarden.db"
+    durability: Durability = "buffered"
+    max_queue: int = 256
+    per_connection_concurrency: int = 8
+    default_deadline: float = 10.0
+    attempt_timeout: float = 3.0
+    max_ejection_share: float = 0.5
+    heartbeat_interval: float = 2.0
+    heartbeat_timeout: float = 1.0
+    memory_interval: float = 2.0
+    recycle_after_jobs: int | None = None
+    recycle_after_s: float | None = None
+    drain_timeout: float = 10.0
+    record_every_request: bool = True
+    hooks: bool = False
+    browser_path: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    connection_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    model_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    lifecycle: LifecyclePolicy = field(default_factory=LifecyclePolicy)
+    memory: MemoryPolicy = field(default_factory=MemoryPolicy)
+
+    def __post_init__(self) -> None:
+        if self.connections < 1:
+            raise ConfigurationError("a pool needs at least one connection")
+        if not self.workers or any(w not in ("simulated", "chromium", "firefox") for w in self.workers):
+            raise ConfigurationError(f"workers must be simulated, chromium or firefox, not {self.workers!r}")
+        if self.max_queue < 1 or self.per_connection_concurrency < 1:
+            raise ConfigurationError("max_queue and per_connection_concurrency must be at least 1")
+        if not 0 < self.max_ejection_share <= 1:
+            raise ConfigurationError("max_ejection_share must be in (0, 1]")
+        if (
+            self.attempt_timeout <= 0
+            or self.default_deadline <= 0
+            or self.heartbeat_interval <= 0
+            or self.memory_interval <= 0
+        ):
+            raise ConfigurationError("deadlines and intervals must be positive")
+        if self.heartbeat_timeout >= self.heartbeat_interval:
+            raise ConfigurationError("heartbeat_timeout must be shorter than heartbeat_interval")
+
+    def worker_kind(self, index: int) -> WorkerKind:
+        """The kind of the ``index``-th connection."""
+        return self.workers[index % len(self.workers)]

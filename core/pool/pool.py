@@ -1,0 +1,935 @@
+"""The resource pool: inference requests served by browser connections, through failure.
+
+A :class:`ResourcePool` keeps ``config.connections`` workers (headless browsers, or simulated
+workers that speak the same protocol) attached to one loopback :class:`BridgeServer`. Each has a
+lifecycle machine (:mod:`poolwarden.lifecycle`) whose driver runs the recovery ladder, and two
+levels of circuit breakers (:mod:`poolwarden.breaker_registry`) guard every call. Everything the
+pool decides is an event in its store: the breakers' and the lifecycles' on their own streams,
+the pool's own (placements, served and failed requests, recycling) on ``pool/main``, memory on
+``pool/memory``.
+
+A request (:meth:`ResourcePool.run_inference`) is admitted by the pool's bounded queue, then
+tried on the connections that hold its model (or can load it), best first, skipping those whose
+breakers refuse; a retryable failure is retried (backoff, jitter, a retry budget) on the next
+connection. It ends in a result or in a typed error, never in silence: CircuitOpen,
+NoHealthyConnection, QueueFull, DeadlineExceeded, ModelError, InvalidInput, UnknownModel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from poolwarden.breaker import BreakerState, CircuitBreaker
+from poolwarden.breaker_registry import BreakerRegistry
+from poolwarden.breaker_store import DurableBreakers
+from poolwarden.bridge.server import BridgeServer
+from poolwarden.clock import Clock, system_clock
+from poolwarden.errors import (
+    CircuitOpen,
+    ConfigurationError,
+    DeadlineExceeded,
+    InvalidInput,
+    ModelError,
+    NoHealthyConnection,
+    PoolwardenError,
+    QueueFull,
+    RequestError,
+    UnknownModel,
+    WorkerDisconnected,
+)
+from poolwarden.events import NewEvent
+from poolwarden.guard import classify_exception
+from poolwarden.lifecycle import ConnectionLifecycle
+from poolwarden.lifecycle_driver import LifecycleDriver, restore_lifecycle
+from poolwarden.lifecycle_types import (
+    ConnectionState,
+    DeviceLost,
+    Fault,
+    HeartbeatMissed,
+    OutOfMemory,
+    ProcessExited,
+)
+from poolwarden.memory import (
+    BrowserReading,
+    EvictModel,
+    HostReading,
+    LoadedModel,
+    MemoryGovernor,
+    RecycleBrowser,
+)
+from poolwarden.policy import ErrorKind
+from poolwarden.pool.config import PoolConfig
+from poolwarden.pool.member import MemberActions, ModelSlot, PoolMember
+from poolwarden.pool.placement import Candidate, StatsBook, rank
+from poolwarden.storage import open_store
+from poolwarden.storage.base import EventStore
+from poolwarden.workers.handle import WorkerHandle
+from poolwarden.workers.models import resolve_model
+
+__all__ = ["InferenceResult", "MemorySampler", "ResourcePool"]
+
+log = logging.getLogger(__name__)
+
+POOL_STREAM = "pool/main"
+MEMORY_STREAM = "pool/memory"
+
+MemorySampler = Callable[[], Awaitable[HostReading]]
+"""Reads the host's memory (the default uses psutil in a thread); tests inject readings."""
+
+BrowserMemory = Callable[[PoolMember], Awaitable[int | None]]
+"""Reads one connection's browser memory in bytes (the default asks its handle, which samples the
+PSS of the browser's process tree in a thread); tests inject readings."""
+
+
+async def _handle_pss(member: PoolMember) -> int | None:
+    return await member.handle.pss_bytes()
+
+
+Fallback = Callable[[str, Mapping[str, Any], RequestError], Awaitable[Any]]
+"""Called when no connection could serve a request; its return value is the result's output."""
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceResult:
+    """What a served request returns: the output and where and how it was computed."""
+
+    model_id: str
+    outputs: list[Any]
+    connection_id: str | None
+    browser: str | None
+    backend: str
+    latency_ms: float
+    attempts: int
+    is_fallback: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as the seed's dictionaries looked, plus where it ran."""
+        return {
+            "success": True,
+            "status": "fallback" if self.is_fallback else "success",
+            "model_id": self.model_id,
+            "output": self.outputs,
+            "connection_id": self.connection_id,
+            "browser": self.browser,
+            "backend": self.backend,
+            "latency_ms": self.latency_ms,
+            "attempts": self.attempts,
+            "is_simulation": False,
+            "is_fallback": self.is_fallback,
+        }
+
+
+@dataclass(slots=True)
+class _ModelInfo:
+    model_id: str
+    kind: str
+    model_type: str
+    options: dict[str, Any]
+    input_width: int
+
+
+@dataclass(slots=True)
+class _RetryBudget:
+    window: float
+    requests: deque[float] = field(default_factory=deque)
+    retries: deque[float] = field(default_factory=deque)
+
+    def note_request(self, now: float) -> None:
+        self.requests.append(now)
+        self._trim(now)
+
+    def try_spend(self, now: float, ratio: float, minimum: int) -> bool:
+        self._trim(now)
+        if len(self.retries) >= minimum + ratio * len(self.requests):
+            return False
+        self.retries.append(now)
+        return True
+
+    def _trim(self, now: float) -> None:
+        for queue in (self.requests, self.retries):
+            while queue and queue[0] < now - self.window:
+                queue.popleft()
+
+
+async def _psutil_host_reading() -> HostReading:
+    import psutil
+
+    memory = await asyncio.to_thread(psutil.virtual_memory)
+    return HostReading(
+        percent=float(memory.percent),
+        available_mb=memory.available / 2**20,
+        total_mb=memory.total / 2**20,
+    )
+
+
+class ResourcePool:
+    """A pool of browser connections serving inference; see the module docstring.
+
+    Use as ``async with ResourcePool(PoolConfig(...)) as pool``. ``store`` may be given to share
+    one event store; otherwise the pool opens ``config.db`` and closes it with itself.
+    """
+
+    def __init__(
+        self,
+        config: PoolConfig | None = None,
+        *,
+        store: EventStore | None = None,
+        clock: Clock = system_clock,
+        memory_sampler: MemorySampler | None = None,
+        browser_memory: BrowserMemory | None = None,
+        fallback: Fallback | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config or PoolConfig()
+        self.clock = clock
+        self._own_store = store is None
+        self.store: EventStore = (
+            store if store is not None else open_store(self.config.db, durability=self.config.durability)
+        )
+        self.server = BridgeServer(clock=clock)
+        self.registry = BreakerRegistry(
+            connection_policy=self.config.connection_breaker,
+            model_policy=self.config.model_breaker,
+            clock=clock,
+        )
+        self.breakers = DurableBreakers(self.store, self.registry)
+        self.governor = MemoryGovernor(self.config.memory, clock=clock)
+        self.stats = StatsBook()
+        self.members: dict[str, PoolMember] = {}
+        self.model_connections: dict[str, str] = {}
+        self._models: dict[str, _ModelInfo] = {}
+        self._memory_sampler = memory_sampler or _psutil_host_reading
+        self._browser_memory = browser_memory or _handle_pss
+        self._fallback = fallback
+        self._rng = rng or random.Random()
+        self._budget = _RetryBudget(self.config.retry.budget_window)
+        self._queued = 0
+        self._ids = itertools.count()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._monitor: asyncio.Task[None] | None = None
+        self._closing = False
+        self._started = False
+        self.counters: dict[str, int] = {
+            "requests": 0,
+            "served": 0,
+            "failed": 0,
+            "retries": 0,
+            "fallbacks": 0,
+        }
+        self.errors_by_kind: dict[str, int] = {}
+
+    # --- starting and stopping ----------------------------------------------------------------
+
+    async def __aenter__(self) -> ResourcePool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Open the store, restore the breakers, start the bridge and every connection."""
+        if self._started:
+            raise ConfigurationError("the pool was already started")
+        self._started = True
+        if self._own_store:
+            await self.store.open()
+        await self.breakers.__aenter__()
+        await self.server.start()
+        known = await self.store.streams("connection/")
+        used = {stream.removeprefix("connection/") for stream in known}
+        starts = []
+        for index in range(self.config.connections):
+            starts.append(self._add_member(self.config.worker_kind(index), used))
+        await asyncio.gather(*starts)
+        await self._pool_event(
+            "PoolStarted",
+            payload={
+                "connections": self.config.connections,
+                "workers": list(self.config.workers),
+                "port": self.server.port,
+            },
+        )
+        self._monitor = asyncio.create_task(self._monitor_loop(), name="poolwarden monitor")
+
+    async def close(self) -> None:
+        """Stop every connection and the monitor, persist everything, close the store."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(
+            *(self._stop_member(m) for m in list(self.members.values())), return_exceptions=True
+        )
+        await self.server.close()
+        try:
+            await self._pool_event("PoolStopped", payload=dict(self.counters))
+            await self.breakers.__aexit__(None, None, None)
+        finally:
+            if self._own_store:
+                await self.store.close()
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("pool task %s failed: %r", task.get_name(), task.exception())
+
+    def _new_handle(self, kind: str, connection_id: str) -> WorkerHandle:
+        if kind == "simulated":
+            from poolwarden.workers.simulated_handle import SimulatedHandle
+
+            return SimulatedHandle(self.server, connection_id)
+        if kind == "chromium":
+            from poolwarden.workers.chromium import ChromiumWorker
+
+            return ChromiumWorker(
+                self.server, connection_id, executable=self.config.browser_path, hooks=self.config.hooks
+            )
+        from poolwarden.workers.firefox import FirefoxWorker
+
+        return FirefoxWorker(self.server, connection_id, hooks=self.config.hooks)
+
+    async def _add_member(self, kind: str, used: set[str]) -> PoolMember:
+        """Create (or restore from the log) one connection and start its worker."""
+        while True:
+            connection_id = f"conn-{next(self._ids)}"
+            restored = (
+                await restore_lifecycle(
+                    self.store, connection_id, policy=self.config.lifecycle, clock=self.clock
+                )
+                if connection_id in used
+                else None
+            )
+            if restored is None or restored[0].state not in (ConnectionState.FAILED, ConnectionState.CLOSED):
+                break
+        member = PoolMember(
+            connection_id=connection_id,
+            kind=kind,
+            handle=self._new_handle(kind, connection_id),
+            concurrency=self.config.per_connection_concurrency,
+            clock=self.clock,
+            started_at=self.clock(),
+        )
+        actions = MemberActions(
+            member, rung_timeout=self.config.lifecycle.restart_timeout_s, on_quarantine=self._on_quarantine
+        )
+        if restored is None:
+            machine = ConnectionLifecycle(
+                connection_id, browser=member.browser, policy=self.config.lifecycle, clock=self.clock
+            )
+            version = 0
+        else:
+            machine, version = restored
+        member.driver = LifecycleDriver(machine, actions, self.store, clock=self.clock, version=version)
+        self.members[connection_id] = member
+        member.driver.start()
+        if restored is not None and member.driver.resume() and machine.incident_id is not None:
+            # An interrupted recovery resumes at the restart rung: the driver launches the browser.
+            await member.driver.wait_for(lambda m: m.state is not ConnectionState.RESTARTING)
+        else:
+            await self._launch(member)
+        member.watch(self._on_close_fault)
+        return member
+
+    async def _launch(self, member: PoolMember) -> None:
+        assert member.driver is not None
+        try:
+            await member.handle.start()
+        except Exception as error:  # the lifecycle decides what a failed launch means
+            log.warning("connection %s failed to start: %s", member.connection_id, error)
+            member.driver.fault(ProcessExited())
+            return
+        member.started_at = self.clock()
+        member.driver.hello()
+        await member.driver.settle()
+
+    async def _stop_member(self, member: PoolMember) -> None:
+        await member.stop_watching()
+        if member.driver is not None:
+            with contextlib.suppress(Exception):
+                await member.driver.stop()
+        with contextlib.suppress(Exception):
+            await member.handle.stop()
+
+    def _on_quarantine(self, member: PoolMember, reason: str) -> None:
+        """A connection was quarantined: stop routing to it and start a replacement."""
+        for model_id, connection_id in list(self.model_connections.items()):
+            if connection_id == member.connection_id:
+                del self.model_connections[model_id]
+        if self._closing:
+            return
+        self._spawn(self._replace(member, reason), f"replace {member.connection_id}")
+
+    async def _replace(self, member: PoolMember, reason: str) -> None:
+        await self._stop_member(member)
+        self.members.pop(member.connection_id, None)
+        self.governor.forget_browser(member.connection_id)
+        replacement = await self._add_member(member.kind, set())
+        await self._pool_event(
+            "ConnectionReplaced",
+            connection_id=replacement.connection_id,
+            browser=replacement.browser,
+            payload={"replaced": member.connection_id, "reason": reason},
+        )
+        for slot in member.models.values():
+            with contextlib.suppress(PoolwardenError):
+                await self._place(self._models[slot.model_id], replacement)
+
+    # --- models -------------------------------------------------------------------------------
+
+    async def load_model(
+        self,
+        model_id: str,
+        *,
+        kind: str | None = None,
+        model_type: str = "text",
+        options: Mapping[str, Any] | None = None,
+        connection_id: str | None = None,
+    ) -> str:
+        """Place ``model_id`` (a built-in ``kind``, by default its own name) on the best connection.
+
+        Returns the connection it was placed on. Raises UnknownModel for a kind no worker has,
+        NoHealthyConnection when no connection can take it, and RequestError when memory
+        pressure refuses new loads.
+        """
+        try:
+            spec = resolve_model(kind or model_id, options)
+        except (KeyError, ValueError) as error:
+            raise UnknownModel(f"no built-in model {kind or model_id!r}: {error}") from error
+        info = _ModelInfo(model_id, kind or model_id, model_type, dict(options or {}), spec.input_width)
+        self._models[model_id] = info
+        if connection_id is not None:
+            member = self.members.get(connection_id)
+            if member is None:
+                raise NoHealthyConnection(f"no connection {connection_id!r} in the pool")
+            return await self._place(info, member)
+        candidates = self._ranked(info, [m for m in self.members.values() if m.serving])
+        if not candidates:
+            raise NoHealthyConnection(f"no healthy connection can take {model_id!r}")
+        return await self._place(info, candidates[0])
+
+    def _ranked(self, info: _ModelInfo, members: list[PoolMember]) -> list[PoolMember]:
+        by_id = {m.connection_id: m for m in members}
+        order = rank(
+            info.model_type, [Candidate(m.connection_id, m.browser, m.load) for m in members], self.stats
+        )
+        return [by_id[c.connection_id] for c in order]
+
+    async def _place(self, info: _ModelInfo, member: PoolMember) -> str:
+        allowed, reason = self.governor.may_load_model()
+        if not allowed:
+            await self._pool_event("ModelLoadRefused", model_id=info.model_id, payload={"reason": reason})
+            raise RequestError(f"not loading {info.model_id!r}: {reason}")
+        if info.model_id not in member.models:
+            loading = member.loading.get(info.model_id)
+            if loading is None:
+                # Concurrent requests that all want the model here share one load.
+                loading = member.loading[info.model_id] = asyncio.ensure_future(self._load(info, member))
+                loading.add_done_callback(lambda _: member.loading.pop(info.model_id, None))
+            await asyncio.shield(loading)
+        self.model_connections.setdefault(info.model_id, member.connection_id)
+        return member.connection_id
+
+    async def _load(self, info: _ModelInfo, member: PoolMember) -> None:
+        loaded = await member.connection.load_model(info.model_id, info.kind, info.options)
+        member.models[info.model_id] = ModelSlot(info.model_id, info.kind, info.options, self.clock())
+        await self._pool_event(
+            "ModelPlaced",
+            connection_id=member.connection_id,
+            model_id=info.model_id,
+            browser=member.browser,
+            latency_ms=loaded.elapsed_ms,
+            payload={"backend": loaded.backend, "model_type": info.model_type, "kind": info.kind},
+        )
+
+    async def unload_model(self, model_id: str, connection_id: str, reason: str = "requested") -> None:
+        """Unload ``model_id`` from ``connection_id``."""
+        member = self.members.get(connection_id)
+        if member is None or model_id not in member.models:
+            return
+        del member.models[model_id]
+        if self.model_connections.get(model_id) == connection_id:
+            others = [m.connection_id for m in self.members.values() if model_id in m.models]
+            if others:
+                self.model_connections[model_id] = others[0]
+            else:
+                self.model_connections.pop(model_id, None)
+        with contextlib.suppress(PoolwardenError):
+            await member.connection.unload_model(model_id)
+        await self._pool_event(
+            "ModelEvicted",
+            connection_id=connection_id,
+            model_id=model_id,
+            browser=member.browser,
+            payload={"reason": reason},
+        )
+
+    # --- requests -----------------------------------------------------------------------------
+
+    async def run_inference(
+        self,
+        model_id: str,
+        inputs: Mapping[str, Any],
+        *,
+        deadline: float | None = None,
+        attempts: int | None = None,
+    ) -> InferenceResult:
+        """Serve one request within ``deadline`` seconds (the config's default if None).
+
+        ``attempts`` caps the tries on connections (the retry policy's if None). A typed error
+        carries ``attempted``: the connections whose breakers recorded a failed attempt.
+        """
+        info = self._models.get(model_id)
+        if info is None:
+            raise UnknownModel(f"model {model_id!r} was never loaded into this pool")
+        _check_inputs(info, inputs)
+        if self._queued >= self.config.max_queue:
+            await self._request_failed(model_id, None, "queue_full", 0.0, "rejected")
+            raise QueueFull(
+                f"{self._queued} requests are queued (max_queue={self.config.max_queue})",
+                retry_after=max(0.01, self.config.default_deadline / 10),
+            )
+        self._queued += 1
+        self.counters["requests"] += 1
+        self._budget.note_request(time.monotonic())
+        timeout = self.config.default_deadline if deadline is None else deadline
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._serve(info, inputs, started, attempts or self.config.retry.attempts)
+        except TimeoutError:
+            await self._request_failed(
+                model_id, None, "timeout", (time.monotonic() - started) * 1000, "deadline"
+            )
+            raise DeadlineExceeded(f"request for {model_id!r} not served within {timeout:g} s") from None
+        finally:
+            self._queued -= 1
+
+    async def _serve(
+        self, info: _ModelInfo, inputs: Mapping[str, Any], started: float, max_attempts: int
+    ) -> InferenceResult:
+        ran: list[str] = []
+        try:
+            return await self._serve_attempts(info, inputs, started, max_attempts, ran)
+        except RequestError as error:
+            error.attempted = tuple(ran)  # type: ignore[attr-defined]
+            raise
+
+    async def _serve_attempts(
+        self, info: _ModelInfo, inputs: Mapping[str, Any], started: float, max_attempts: int, ran: list[str]
+    ) -> InferenceResult:
+        attempts = 0
+        last_error: RequestError | None = None
+        tried: set[str] = set()
+        refused: set[str] = set()
+        while True:
+            member, panic, refusal = await self._choose(info, tried, refused)
+            if member is None:
+                error = (
+                    refusal
+                    or last_error
+                    or NoHealthyConnection(f"no healthy connection serves {info.model_id!r}")
+                )
+                return await self._give_up(info, inputs, error, started, attempts)
+            tried.add(member.connection_id)
+            try:
+                return await self._attempt(info, inputs, member, attempts + 1, started, panic=panic)
+            except CircuitOpen as error:  # refused at admission: not an attempt, try the next one
+                refused.add(member.connection_id)
+                last_error = error
+                continue
+            except RequestError as error:
+                ran.append(member.connection_id)
+                if isinstance(error, InvalidInput | UnknownModel):
+                    raise
+                if isinstance(error, ModelError) and error.kind not in self.config.retry.retryable:
+                    raise  # a deterministic model error fails the same way everywhere
+                last_error = error
+            attempts += 1
+            if attempts >= max_attempts:
+                raise last_error
+            budget = self.config.retry
+            if not self._budget.try_spend(time.monotonic(), budget.budget_ratio, budget.budget_min):
+                raise last_error
+            self.counters["retries"] += 1
+            cap = min(budget.backoff_cap, budget.backoff_base * 2 ** (attempts - 1))
+            await asyncio.sleep(self._rng.uniform(0, cap))  # full jitter
+
+    async def _choose(
+        self, info: _ModelInfo, tried: set[str], refused: set[str]
+    ) -> tuple[PoolMember | None, bool, RequestError | None]:
+        """The connection to try next (and whether it is a panic route), or why there is none.
+
+        Holders of the model first, best ranked first; connections tried already come last (a
+        retry goes elsewhere when it can); those whose breakers refused are skipped.
+        """
+        now = self.clock()
+        serving = [m for m in self.members.values() if m.serving]
+        holders = [m for m in serving if info.model_id in m.models]
+        ordered = self._ranked(info, holders) + self._ranked(info, [m for m in serving if m not in holders])
+        ordered = [m for m in ordered if m.connection_id not in tried] + [
+            m for m in ordered if m.connection_id in tried
+        ]
+        refusal: CircuitOpen | None = None
+        busy = 0
+        for member in ordered:
+            if member.connection_id in refused:
+                continue
+            if member.busy:
+                busy += 1
+                continue
+            blocked = self._blocking_breaker(member.connection_id, info.model_id, now)
+            if blocked is not None:
+                refusal = refusal or CircuitOpen(blocked.key, f"breaker {blocked.state}", blocked.retry_at)
+                continue
+            if info.model_id not in member.models:
+                try:
+                    await self._place(info, member)
+                except PoolwardenError as error:
+                    log.info("could not place %s on %s: %s", info.model_id, member.connection_id, error)
+                    continue
+            return member, False, None
+        if serving and busy == len(serving):
+            return None, False, QueueFull("every connection is busy", retry_after=0.05)
+        if refusal is not None and self._open_share(serving, now) > self.config.max_ejection_share:
+            # Envoy's panic threshold: too much of the pool is ejected to keep it away; serve
+            # from the least bad holder (the one whose breaker reopens first) without its breaker.
+            least_bad = min(
+                (m for m in holders if not m.busy and m.connection_id not in refused),
+                key=lambda m: _reopens_at(self._blocking_breaker(m.connection_id, info.model_id, now)),
+                default=None,
+            )
+            if least_bad is not None:
+                await self._pool_event(
+                    "PanicRouted",
+                    connection_id=least_bad.connection_id,
+                    model_id=info.model_id,
+                    payload={"open_share": self._open_share(serving, now)},
+                )
+                return least_bad, True, None
+        return None, False, refusal
+
+    def _blocking_breaker(self, connection_id: str, model_id: str, now: float) -> CircuitBreaker | None:
+        breakers = (self.registry.connection(connection_id), self.registry.model(connection_id, model_id))
+        return self.blocking_breaker(breakers, now)
+
+    def blocking_breaker(
+        self, breakers: Iterable[CircuitBreaker], now: float | None = None
+    ) -> CircuitBreaker | None:
+        """The first of ``breakers`` that would refuse a call now, found without asking them
+        (asking a half-open breaker would take its trial)."""
+        now = self.clock() if now is None else now
+        for breaker in breakers:
+            if breaker.state is BreakerState.FORCED_OPEN:
+                return breaker
+            if breaker.state is BreakerState.OPEN and (breaker.retry_at is None or breaker.retry_at > now):
+                return breaker
+        return None
+
+    def _open_share(self, serving: list[PoolMember], now: float) -> float:
+        """The share of serving connections whose own breaker keeps calls away."""
+        if not serving:
+            return 1.0
+        blocked = 0
+        for member in serving:
+            breaker = self.registry.connection(member.connection_id)
+            if breaker.state is BreakerState.FORCED_OPEN or (
+                breaker.state is BreakerState.OPEN and (breaker.retry_at is None or breaker.retry_at > now)
+            ):
+                blocked += 1
+        return blocked / len(serving)
+
+    async def _attempt(
+        self,
+        info: _ModelInfo,
+        inputs: Mapping[str, Any],
+        member: PoolMember,
+        attempts: int,
+        started: float,
+        *,
+        panic: bool,
+    ) -> InferenceResult:
+        admission = None if panic else self.registry.admit(member.connection_id, info.model_id)
+        if admission is not None and not admission.allowed:
+            key = admission.rejected_by.key if admission.rejected_by is not None else member.connection_id
+            raise CircuitOpen(key, admission.reason, admission.retry_at)
+        async with member.slots:
+            member.begin(info.model_id)
+            began = time.monotonic()
+            try:
+                result = await member.connection.infer(
+                    info.model_id, inputs, timeout=self.config.attempt_timeout
+                )
+            except BaseException as error:
+                duration = time.monotonic() - began
+                kind = _kind_of(error)
+                if admission is not None:
+                    admission.failed(kind, duration)
+                if isinstance(error, asyncio.CancelledError):
+                    raise
+                self._on_request_fault(member, kind)
+                await self._request_failed(info.model_id, member, kind.value, duration * 1000, "failed")
+                raise _as_request_error(error, member.connection_id) from error
+            finally:
+                member.end(info.model_id)
+                self.breakers.wake()
+        duration = time.monotonic() - began
+        if admission is not None:
+            admission.succeeded(duration)
+        latency_ms = (time.monotonic() - started) * 1000
+        self.counters["served"] += 1
+        self.stats.record(info.model_type, member.browser, True, latency_ms)
+        if self.config.record_every_request:
+            await self._pool_event(
+                "InferenceServed",
+                connection_id=member.connection_id,
+                model_id=info.model_id,
+                browser=member.browser,
+                outcome="success",
+                latency_ms=latency_ms,
+                payload={
+                    "backend": result.backend,
+                    "attempts": attempts,
+                    "worker_ms": result.elapsed_ms,
+                    "panic": panic,
+                },
+            )
+        return InferenceResult(
+            model_id=info.model_id,
+            outputs=[tensor.to_numpy() for tensor in result.tensors],
+            connection_id=member.connection_id,
+            browser=member.browser,
+            backend=result.backend,
+            latency_ms=latency_ms,
+            attempts=attempts,
+        )
+
+    async def _give_up(
+        self, info: _ModelInfo, inputs: Mapping[str, Any], error: RequestError, started: float, attempts: int
+    ) -> InferenceResult:
+        if self._fallback is None:
+            raise error
+        output = await self._fallback(info.model_id, inputs, error)
+        self.counters["fallbacks"] += 1
+        latency_ms = (time.monotonic() - started) * 1000
+        await self._pool_event(
+            "FallbackServed",
+            model_id=info.model_id,
+            outcome="fallback",
+            latency_ms=latency_ms,
+            error_kind=type(error).__name__,
+            payload={"reason": str(error)},
+        )
+        return InferenceResult(
+            info.model_id, [output], None, None, "fallback", latency_ms, attempts, is_fallback=True
+        )
+
+    def _on_request_fault(self, member: PoolMember, kind: ErrorKind) -> None:
+        """A failed request is a signal about the connection: feed its lifecycle."""
+        faults: dict[ErrorKind, Fault] = {
+            ErrorKind.TIMEOUT: HeartbeatMissed(),
+            ErrorKind.DEVICE_LOST: DeviceLost(),
+            ErrorKind.OUT_OF_MEMORY: OutOfMemory(),
+            ErrorKind.PROCESS_EXIT: ProcessExited(),
+        }
+        fault = faults.get(kind)
+        if fault is not None and member.driver is not None and member.state is ConnectionState.HEALTHY:
+            member.driver.fault(fault)
+
+    def _on_close_fault(self, member: PoolMember, fault: object) -> None:
+        if member.driver is not None and not self._closing:
+            member.driver.fault(fault)  # type: ignore[arg-type]
+
+    async def _request_failed(
+        self, model_id: str, member: PoolMember | None, error_kind: str, latency_ms: float, outcome: str
+    ) -> None:
+        self.counters["failed"] += 1
+        self.errors_by_kind[error_kind] = self.errors_by_kind.get(error_kind, 0) + 1
+        info = self._models.get(model_id)
+        if member is not None and info is not None:
+            self.stats.record(info.model_type, member.browser, False, None)
+        await self._pool_event(
+            "InferenceFailed",
+            connection_id=member.connection_id if member else None,
+            model_id=model_id,
+            browser=member.browser if member else None,
+            error_kind=error_kind,
+            outcome=outcome,
+            latency_ms=latency_ms,
+        )
+
+    # --- the monitor --------------------------------------------------------------------------
+
+    async def _monitor_loop(self) -> None:
+        """Heartbeats to idle connections, memory readings and decisions, recycling, eviction."""
+        next_memory = 0.0
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            for member in list(self.members.values()):
+                if member.serving and member.in_flight == 0:
+                    self._spawn(self._heartbeat(member), f"heartbeat {member.connection_id}")
+                self._check_recycling(member)
+            if time.monotonic() >= next_memory:
+                next_memory = time.monotonic() + self.config.memory_interval
+                await self.check_memory()
+            self.breakers.evict_idle()
+
+    async def _heartbeat(self, member: PoolMember) -> None:
+        try:
+            pong = await member.connection.app_ping(self.config.heartbeat_timeout)
+            if pong.gpu in ("lost", "timeout") and member.driver is not None and member.serving:
+                member.driver.fault(DeviceLost())
+        except (RequestError, TimeoutError):
+            if member.driver is not None and member.serving:
+                member.driver.fault(HeartbeatMissed())
+
+    def _check_recycling(self, member: PoolMember) -> None:
+        cfg = self.config
+        if not member.serving:
+            return
+        if cfg.recycle_after_jobs is not None and member.jobs >= cfg.recycle_after_jobs:
+            self.recycle(member.connection_id, f"served {member.jobs} jobs")
+        elif cfg.recycle_after_s is not None and self.clock() - member.started_at >= cfg.recycle_after_s:
+            self.recycle(member.connection_id, f"older than {cfg.recycle_after_s:g} s")
+
+    def recycle(self, connection_id: str, reason: str) -> None:
+        """Drain ``connection_id`` (finish in flight, accept nothing new), then restart its browser."""
+        member = self.members.get(connection_id)
+        if member is None or not member.serving or member.driver is None:
+            return
+        member.draining = True
+        member.driver.request_drain(reason)
+        self._spawn(self._drain_then_restart(member, reason), f"recycle {connection_id}")
+
+    async def _drain_then_restart(self, member: PoolMember, reason: str) -> None:
+        assert member.driver is not None
+        await self._pool_event(
+            "RecycleStarted",
+            connection_id=member.connection_id,
+            browser=member.browser,
+            payload={"reason": reason, "in_flight": member.in_flight},
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(member.idle.wait(), self.config.drain_timeout)
+        if member.driver.machine.state is ConnectionState.DRAINING:
+            member.driver.drained()
+        await member.driver.wait_for(
+            lambda m: m.state is not ConnectionState.RESTARTING and m.state is not ConnectionState.DRAINING
+        )
+        member.draining = False
+        self.governor.forget_browser(member.connection_id)
+        member.jobs = 0
+
+    async def check_memory(self) -> list[EvictModel | RecycleBrowser]:
+        """Take memory readings now, decide, and carry the decisions out. Returns them."""
+        self.governor.observe_host(await self._memory_sampler())
+        for member in list(self.members.values()):
+            if member.state is ConnectionState.HEALTHY:
+                with contextlib.suppress(Exception):
+                    pss = await self._browser_memory(member)
+                    if pss is not None:
+                        self.governor.observe_browser(
+                            BrowserReading(member.connection_id, member.browser, pss / 2**20)
+                        )
+        models = [
+            LoadedModel(m.connection_id, slot.model_id, slot.last_used_at, slot.in_flight)
+            for m in self.members.values()
+            for slot in m.models.values()
+        ]
+        actions = self.governor.decide(models)
+        events = self.governor.drain_events()
+        if events:
+            await self.store.append(MEMORY_STREAM, events, durability="buffered")
+        for action in actions:
+            if isinstance(action, EvictModel):
+                await self.unload_model(action.model_id, action.connection_id, action.reason)
+            else:
+                self.recycle(action.connection_id, action.reason)
+        return actions
+
+    # --- faults and events --------------------------------------------------------------------
+
+    async def inject_fault(self, connection_id: str, fault: str) -> None:
+        """Cause ``fault`` on a connection (browser_kill, renderer_crash, page_hang, socket_drop,
+        device_lost) and record that it was injected: for demos and tests."""
+        member = self.members[connection_id]
+        await self._pool_event(
+            "FaultInjected",
+            connection_id=connection_id,
+            browser=member.browser,
+            error_kind=fault,
+            payload={"fault": fault},
+        )
+        await member.handle.inject(fault)
+
+    async def _pool_event(self, type: str, **fields: Any) -> None:
+        event = NewEvent(type=type, occurred_at=self.clock(), **fields)
+        await self.store.append(POOL_STREAM, [event], durability="buffered")
+
+    @property
+    def healthy_connections(self) -> list[str]:
+        """The connections requests are routed to now."""
+        return [m.connection_id for m in self.members.values() if m.serving]
+
+
+def _reopens_at(breaker: CircuitBreaker | None) -> float:
+    if breaker is None or breaker.retry_at is None:
+        return float("inf") if breaker is not None else 0.0
+    return breaker.retry_at
+
+
+def _kind_of(error: BaseException) -> ErrorKind:
+    if isinstance(error, WorkerDisconnected):
+        return ErrorKind.TRANSPORT
+    return classify_exception(error)
+
+
+def _as_request_error(error: BaseException, connection_id: str) -> RequestError:
+    if isinstance(error, RequestError):
+        return error
+    if isinstance(error, TimeoutError):
+        return DeadlineExceeded(f"worker {connection_id!r}: {error}")
+    return ModelError(f"worker {connection_id!r}: {type(error).__name__}: {error}", _kind_of(error).value)
+
+
+def _check_inputs(info: _ModelInfo, inputs: Mapping[str, Any]) -> None:
+    """Refuse inputs that cannot fit the model before they cost a round trip."""
+    if not isinstance(inputs, Mapping) or not inputs:
+        raise InvalidInput(
+            f"inputs for {info.model_id!r} must be a mapping of name to tensor, got {type(inputs).__name__}"
+        )
+    import numpy as np
+
+    for name, value in inputs.items():
+        try:
+            array = np.asarray(getattr(value, "to_numpy", lambda v=value: v)(), dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            raise InvalidInput(f"input {name!r} for {info.model_id!r} is not numeric: {error}") from error
+        if array.ndim == 0 or array.shape[-1] != info.input_width:
+            raise InvalidInput(
+                f"input {name!r} for {info.model_id!r} has shape {array.shape}; "
+                f"the last axis must be {info.input_width}"
+            )
+        if not np.isfinite(array).all():
+            raise InvalidInput(f"input {name!r} for {info.model_id!r} holds NaN or infinity")

@@ -1,0 +1,202 @@
+"""Telemetry of a pool: the seed's keys, with the figures counted from the event log.
+
+Live state (which connection is healthy, which breaker open) comes from the pool; every count
+(requests, successes, failures, latencies, recoveries by rung, recent errors) is a query over
+the log, so it agrees with a post-mortem of the same file. The seed's bugs are fixed: half-open
+breakers are counted, and recent errors are the newest, not the oldest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from poolwarden.breaker import BreakerState
+from poolwarden.lifecycle_types import ConnectionState
+from poolwarden.storage.queries import RequestCounts, RungCounts, recovery_counts, request_counts
+from poolwarden.storage.sqlite import SQLiteEventStore
+
+if TYPE_CHECKING:
+    from poolwarden.pool.member import PoolMember
+    from poolwarden.pool.pool import ResourcePool
+
+__all__ = ["build_telemetry", "export_telemetry", "system_figures"]
+
+_DEGRADED = (ConnectionState.PINGING, ConnectionState.RECONNECTING, ConnectionState.DRAINING)
+
+
+def system_figures(pressure: str) -> dict[str, Any]:
+    """CPU and memory of the host (blocking: call it in a thread)."""
+    import psutil
+
+    memory = psutil.virtual_memory()
+    return {
+        "cpu_percent": psutil.cpu_percent(interval=None),
+        "cpu_count": psutil.cpu_count(),
+        "memory": {
+            "percent": memory.percent,
+            "available_mb": round(memory.available / 2**20, 1),
+            "total_mb": round(memory.total / 2**20, 1),
+        },
+        "memory_pressure": pressure,
+    }
+
+
+async def export_telemetry(
+    pool: ResourcePool, include_connections: bool = False, include_models: bool = False
+) -> dict[str, Any]:
+    """The pool's telemetry (see :func:`build_telemetry`), its counts queried from the log."""
+    store = pool.store
+    if not isinstance(store, SQLiteEventStore):  # pragma: no cover - the only backend today
+        raise TypeError("telemetry queries need the SQLite store")
+    await store.flush()  # what the pool has decided so far is in the log before it is counted
+    requests = await request_counts(store)
+    rungs = await recovery_counts(store)
+    errors = await store.fetch(
+        "SELECT occurred_at, connection_id, model_id, error_kind, outcome FROM events"
+        " WHERE type = 'InferenceFailed' ORDER BY position DESC LIMIT 10"
+    )
+    system = await asyncio.to_thread(system_figures, pool.governor.level.value)
+    return build_telemetry(
+        pool, requests, rungs, system, [tuple(row) for row in errors], include_connections, include_models
+    )
+
+
+def _connection_class(member: PoolMember) -> str:
+    state = member.state
+    if state is ConnectionState.HEALTHY and not member.draining:
+        return "healthy"
+    if state in _DEGRADED or member.draining:
+        return "degraded"
+    return "unhealthy"
+
+
+def build_telemetry(
+    pool: ResourcePool,
+    requests: list[RequestCounts],
+    rungs: list[RungCounts],
+    system: dict[str, Any],
+    recent_errors: list[tuple[Any, ...]],
+    include_connections: bool,
+    include_models: bool,
+) -> dict[str, Any]:
+    """Assemble the telemetry dictionary from the pool's live state and the log's counts."""
+    members = list(pool.members.values())
+    classes = Counter(_connection_class(m) for m in members)
+    breaker_states = Counter(str(pool.registry.connection(m.connection_id).state) for m in members)
+    telemetry: dict[str, Any] = {
+        "timestamp": datetime.now(tz=UTC).isoformat(),
+        "system": system,
+        "connections": {
+            "total": len(members),
+            "healthy": classes["healthy"],
+            "degraded": classes["degraded"],
+            "unhealthy": classes["unhealthy"],
+            "busy": sum(m.busy for m in members),
+            "browser_distribution": dict(Counter(m.browser for m in members)),
+            "platform_distribution": dict(Counter(_backend(m) for m in members)),
+        },
+        "circuit_breaker": {
+            "open": breaker_states[BreakerState.OPEN] + breaker_states[BreakerState.FORCED_OPEN],
+            "half_open": breaker_states[BreakerState.HALF_OPEN],
+            "closed": breaker_states[BreakerState.CLOSED]
+            + breaker_states[BreakerState.DISABLED]
+            + breaker_states[BreakerState.METRICS_ONLY],
+        },
+        "models": len({m for member in members for m in member.models} | set(pool.model_connections)),
+        "requests": {
+            "total": sum(r.served + r.failed for r in requests),
+            "served": sum(r.served for r in requests),
+            "failed": sum(r.failed for r in requests),
+        },
+        "recovery": _recovery(rungs),
+        "recent_errors": [
+            {
+                "at": datetime.fromtimestamp(at, tz=UTC).isoformat(),
+                "connection_id": connection_id,
+                "model_id": model_id,
+                "error_kind": kind,
+                "outcome": outcome,
+            }
+            for at, connection_id, model_id, kind, outcome in recent_errors
+        ],
+    }
+    if include_connections:
+        telemetry["connection_details"] = [_connection_details(pool, m) for m in members]
+    if include_models:
+        telemetry["model_details"] = _model_details(pool, requests)
+    return telemetry
+
+
+def _backend(member: PoolMember) -> str:
+    hello = getattr(member.connection, "hello", None)
+    return str(getattr(hello, "backend", None) or "unknown")
+
+
+def _recovery(rungs: list[RungCounts]) -> dict[str, Any]:
+    attempts = sum(r.attempts for r in rungs)
+    successes = sum(r.successes for r in rungs)
+    return {
+        "attempts": attempts,
+        "successes": successes,
+        "success_rate": successes / attempts if attempts else None,
+        "by_rung": {
+            r.rung: {
+                "attempts": r.attempts,
+                "successes": r.successes,
+                "success_rate": r.successes / r.attempts if r.attempts else None,
+                "median_time_to_recover_ms": r.median_latency_ms,
+            }
+            for r in rungs
+        },
+    }
+
+
+def _connection_details(pool: ResourcePool, member: PoolMember) -> dict[str, Any]:
+    breaker = pool.registry.connection(member.connection_id)
+    return {
+        "connection_id": member.connection_id,
+        "browser": member.browser,
+        "platform": _backend(member),
+        "state": str(member.state.value),
+        "status": _connection_class(member),
+        "in_flight": member.in_flight,
+        "jobs": member.jobs,
+        "models": sorted(member.models),
+        "circuit_breaker": {"state": str(breaker.state), "retry_at": breaker.retry_at},
+        "started_at": member.started_at,
+    }
+
+
+def _model_details(pool: ResourcePool, requests: list[RequestCounts]) -> dict[str, Any]:
+    by_model: dict[str, list[RequestCounts]] = {}
+    for row in requests:
+        by_model.setdefault(row.model_id, []).append(row)
+    details: dict[str, Any] = {}
+    for model_id in sorted(set(by_model) | set(pool.model_connections)):
+        rows = by_model.get(model_id, [])
+        served = sum(r.served for r in rows)
+        failed = sum(r.failed for r in rows)
+        latency_total = sum((r.latency_ms_mean or 0.0) * r.served for r in rows)
+        connection_id = pool.model_connections.get(model_id)
+        member = pool.members.get(connection_id) if connection_id is not None else None
+        details[model_id] = {
+            "connection_id": connection_id,
+            "browser": member.browser if member is not None else None,
+            "platform": _backend(member) if member is not None else None,
+            "metrics": {
+                "execution_count": served + failed,
+                "success_count": served,
+                "failure_count": failed,
+                "success_rate": served / (served + failed) if served + failed else None,
+                "average_latency_ms": latency_total / served if served else None,
+                "max_latency_ms": max((r.latency_ms_max or 0.0 for r in rows), default=None),
+                "last_used": max((r.last_at for r in rows), default=None),
+                "by_connection": {
+                    str(r.connection_id): {"success_count": r.served, "failure_count": r.failed} for r in rows
+                },
+            },
+        }
+    return details

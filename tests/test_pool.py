@@ -1,0 +1,246 @@
+"""The resource pool on simulated workers: serving, failover, in-flight safety, memory, recycling."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from poolwarden.errors import CircuitOpen, InvalidInput, QueueFull, RequestError, UnknownModel
+from poolwarden.memory import EvictModel, HostReading, RecycleBrowser
+from poolwarden.policy import BreakerPolicy
+from poolwarden.pool import PoolConfig, ResourcePool
+from poolwarden.pool.member import PoolMember
+from poolwarden.workers.models import reference_forward, resolve_model
+from poolwarden.workers.simulated import Fault
+
+X = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
+
+
+def _config(tmp_path: Path, **overrides: Any) -> PoolConfig:
+    options: dict[str, Any] = {
+        "connections": 2,
+        "workers": ("simulated",),
+        "db": tmp_path / "pool.db",
+        "heartbeat_interval": 30.0,  # the tests drive faults themselves
+        "heartbeat_timeout": 1.0,
+        "memory_interval": 3600.0,
+    }
+    options.update(overrides)
+    return PoolConfig(**options)
+
+
+class Readings:
+    """Injected memory readings: the host's percent, and each connection's browser PSS in MB."""
+
+    def __init__(self) -> None:
+        self.percent = 40.0
+        self.pss_mb: dict[str, float] = {}
+
+    async def host(self) -> HostReading:
+        return HostReading(percent=self.percent, available_mb=1000, total_mb=16000)
+
+    async def browser(self, member: PoolMember) -> int | None:
+        mb = self.pss_mb.get(member.connection_id)
+        return None if mb is None else int(mb * 2**20)
+
+
+@pytest.fixture
+def readings() -> Readings:
+    return Readings()
+
+
+@pytest.fixture
+async def pool(tmp_path: Path, readings: Readings) -> AsyncIterator[ResourcePool]:
+    async with ResourcePool(
+        _config(tmp_path), memory_sampler=readings.host, browser_memory=readings.browser
+    ) as pool:
+        await pool.load_model("toy-mlp", connection_id="conn-0")
+        yield pool
+
+
+def _expected() -> np.ndarray[Any, Any]:
+    return reference_forward(resolve_model("toy-mlp"), X)
+
+
+def _worker(pool: ResourcePool, connection_id: str) -> Any:
+    return pool.members[connection_id].handle.worker  # type: ignore[attr-defined]
+
+
+async def _events(pool: ResourcePool, type: str) -> list[Any]:
+    await pool.store.flush()
+    return [e async for e in pool.store.iter_all() if e.type == type]
+
+
+async def test_serves_the_model_and_the_numbers_are_right(pool: ResourcePool) -> None:
+    """A request is served on the connection holding the model, with the numpy reference's numbers."""
+    result = await pool.run_inference("toy-mlp", {"input": X})
+    assert result.connection_id == "conn-0"
+    assert result.backend == "simulated"
+    np.testing.assert_allclose(result.outputs[0], _expected(), rtol=1e-5, atol=1e-6)
+    (served,) = await _events(pool, "InferenceServed")
+    assert (served.connection_id, served.model_id, served.outcome) == ("conn-0", "toy-mlp", "success")
+
+
+async def test_bad_requests_get_typed_errors_and_the_pool_keeps_serving(pool: ResourcePool) -> None:
+    """Unknown models, misshapen or non-finite inputs raise typed errors; the next request is served."""
+    with pytest.raises(UnknownModel):
+        await pool.run_inference("no-such-model", {"input": X})
+    with pytest.raises(InvalidInput, match="last axis must be 16"):
+        await pool.run_inference("toy-mlp", {"input": [[1.0, 2.0]]})
+    with pytest.raises(InvalidInput, match="NaN"):
+        await pool.run_inference("toy-mlp", {"input": [[float("nan")] * 16]})
+    with pytest.raises(UnknownModel):
+        await pool.load_model("not-built-in")
+    assert (await pool.run_inference("toy-mlp", {"input": X})).connection_id == "conn-0"
+
+
+async def test_fails_over_when_a_connection_breaker_is_open(pool: ResourcePool) -> None:
+    """With conn-0's breaker open, the request goes to conn-1 (which loads the model) and is served."""
+    pool.registry.connection("conn-0").force_open("test", "simulate a sick connection")
+    result = await pool.run_inference("toy-mlp", {"input": X})
+    assert result.connection_id == "conn-1"
+    np.testing.assert_allclose(result.outputs[0], _expected(), rtol=1e-5, atol=1e-6)
+    placed = [e.connection_id for e in await _events(pool, "ModelPlaced")]
+    assert placed == ["conn-0", "conn-1"]
+
+
+async def test_failures_trip_the_breaker_and_traffic_moves(tmp_path: Path, readings: Readings) -> None:
+    """Repeated device-lost errors on conn-0 open its breaker; later requests are served by conn-1."""
+    config = _config(tmp_path, connection_breaker=BreakerPolicy(consecutive_failures=2))
+    async with ResourcePool(config, memory_sampler=readings.host) as pool:
+        await pool.load_model("toy-mlp", connection_id="conn-0")
+        await _worker(pool, "conn-0").inject(Fault.DEVICE_LOST, count=2)
+        first = await pool.run_inference("toy-mlp", {"input": X})
+        assert first.connection_id == "conn-1"  # the failed attempt was retried on conn-1
+        assert first.attempts == 2
+        await pool.members["conn-0"].driver.wait_for(lambda m: m.incident_id is None)  # type: ignore[union-attr]
+        second = await pool.run_inference("toy-mlp", {"input": X})
+        third = await pool.run_inference("toy-mlp", {"input": X})
+        failed = await _events(pool, "CallFailed")
+        assert {e.connection_id for e in failed} == {"conn-0"}
+        # conn-0 failed twice in a row (first request, then the lifecycle-verified retry sent
+        # back to it or not): whichever way, when its breaker is open nothing is routed there.
+        if str(pool.registry.connection("conn-0").state) == "open":
+            assert second.connection_id == third.connection_id == "conn-1"
+
+
+async def test_no_request_is_lost_when_a_connection_dies_with_requests_in_flight(pool: ResourcePool) -> None:
+    """Requests in flight on a worker that crashes are retried elsewhere or get a typed error; none hang."""
+    worker = _worker(pool, "conn-0")
+    await worker.inject(Fault.SLOW, count=50, seconds=0.5)
+    requests = [asyncio.create_task(pool.run_inference("toy-mlp", {"input": X})) for _ in range(12)]
+    member = pool.members["conn-0"]
+    await asyncio.wait_for(member.wait_until(lambda m: m.in_flight >= 4), 10)  # work really in flight
+    await pool.inject_fault("conn-0", "browser_kill")
+    outcomes = await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), timeout=30)
+    served = [o for o in outcomes if not isinstance(o, BaseException)]
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    assert all(isinstance(e, RequestError) for e in errors), errors
+    assert len(served) + len(errors) == 12
+    assert any(r.connection_id == "conn-1" and r.attempts >= 2 for r in served), "in-flight work moved"
+    for result in served:
+        np.testing.assert_allclose(result.outputs[0], _expected(), rtol=1e-5, atol=1e-6)
+
+
+async def test_queue_full_is_a_typed_refusal(tmp_path: Path, readings: Readings) -> None:
+    """Beyond max_queue, a request is refused at once with QueueFull and a retry_after."""
+    async with ResourcePool(_config(tmp_path, max_queue=2), memory_sampler=readings.host) as pool:
+        await pool.load_model("toy-mlp", connection_id="conn-0")
+        await _worker(pool, "conn-0").inject(Fault.SLOW, count=10, seconds=0.3)
+        pool.registry.connection("conn-1").force_open("test", "keep traffic on conn-0")
+        slow = [asyncio.create_task(pool.run_inference("toy-mlp", {"input": X})) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull) as caught:
+            await pool.run_inference("toy-mlp", {"input": X})
+        assert caught.value.retry_after > 0
+        await asyncio.gather(*slow)
+
+
+async def test_warning_pressure_refuses_new_model_loads(pool: ResourcePool, readings: Readings) -> None:
+    """At 85 % host memory, loading a model raises a typed error and the refusal is an event."""
+    readings.percent = 85.0
+    await pool.check_memory()
+    with pytest.raises(RequestError, match="memory pressure warning"):
+        await pool.load_model("matmul", options={"k": 4, "n": 4})
+    refused = await _events(pool, "ModelLoadRefused")
+    assert [e.model_id for e in refused] == ["matmul"]
+    # Already loaded models keep serving.
+    assert (await pool.run_inference("toy-mlp", {"input": X})).connection_id == "conn-0"
+
+
+async def test_critical_pressure_evicts_idle_models_and_recycles_the_largest_browser(
+    pool: ResourcePool, readings: Readings
+) -> None:
+    """At 95 %, idle models are unloaded and the browser holding the most memory is recycled."""
+    await pool.load_model("matmul", options={"k": 4, "n": 4}, connection_id="conn-1")
+    readings.pss_mb = {"conn-0": 300.0, "conn-1": 900.0}
+    readings.percent = 95.0
+    actions = await pool.check_memory()
+    assert (
+        EvictModel("conn-0", "toy-mlp", "critical memory pressure: least recently used idle model") in actions
+    )
+    assert RecycleBrowser("conn-1", "critical memory pressure: the browser holding the most") in actions
+    assert "toy-mlp" not in pool.members["conn-0"].models
+    evicted = await _events(pool, "ModelEvicted")
+    assert {(e.connection_id, e.model_id) for e in evicted} >= {("conn-0", "toy-mlp")}
+    member = pool.members["conn-1"]
+    await member.driver.wait_for(lambda m: m.incident_id is None and str(m.state.value) == "healthy")  # type: ignore[union-attr]
+    drains = await _events(pool, "DrainStarted")
+    assert [e.connection_id for e in drains] == ["conn-1"]
+
+
+async def test_recycling_drains_in_flight_work_before_restarting(pool: ResourcePool) -> None:
+    """A recycled connection finishes its in-flight requests, takes no new ones, then restarts."""
+    await _worker(pool, "conn-0").inject(Fault.SLOW, count=3, seconds=0.4)
+    in_flight = [asyncio.create_task(pool.run_inference("toy-mlp", {"input": X})) for _ in range(3)]
+    member = pool.members["conn-0"]
+    await asyncio.wait_for(member.wait_until(lambda m: m.in_flight >= 3), 10)
+    pool.recycle("conn-0", "test")
+    assert not member.serving
+    during = await pool.run_inference("toy-mlp", {"input": X})
+    assert during.connection_id == "conn-1"  # nothing new goes to a draining connection
+    results = await asyncio.gather(*in_flight)
+    assert [r.connection_id for r in results] == ["conn-0"] * 3  # in-flight work finished there
+    await member.driver.wait_for(lambda m: m.incident_id is None and str(m.state.value) == "healthy")  # type: ignore[union-attr]
+    await pool.store.flush()
+    stream = [e.type for e in await pool.store.read_stream("connection/conn-0")]
+    drain, restart = stream.index("DrainStarted"), stream.index("RungAttempted", stream.index("DrainStarted"))
+    assert drain < restart
+    served_after = await _events(pool, "InferenceServed")
+    last_served_on_conn0 = max(e.position for e in served_after if e.connection_id == "conn-0")
+    (restart_event,) = [
+        e for e in await pool.store.read_stream("connection/conn-0") if e.type == "RungAttempted"
+    ]
+    assert last_served_on_conn0 < restart_event.position  # every in-flight answer came before the restart
+    again = await pool.run_inference("toy-mlp", {"input": X})
+    assert again.outputs[0].shape == (1, 4)
+
+
+async def test_circuit_open_everywhere_is_a_typed_error_with_retry_at(
+    tmp_path: Path, readings: Readings
+) -> None:
+    """When every connection's breaker is forced open (and panic routing is off), CircuitOpen says when."""
+    async with ResourcePool(_config(tmp_path, max_ejection_share=1.0), memory_sampler=readings.host) as pool:
+        await pool.load_model("toy-mlp", connection_id="conn-0")
+        for connection_id in pool.members:
+            pool.registry.connection(connection_id).force_open("test", "isolate")
+        with pytest.raises(CircuitOpen):
+            await pool.run_inference("toy-mlp", {"input": X})
+
+
+async def test_panic_routing_serves_from_the_least_bad_when_too_much_is_ejected(
+    tmp_path: Path, readings: Readings
+) -> None:
+    """Above max_ejection_share, the pool serves from a holder of the model despite its open breaker."""
+    async with ResourcePool(_config(tmp_path, max_ejection_share=0.5), memory_sampler=readings.host) as pool:
+        await pool.load_model("toy-mlp", connection_id="conn-0")
+        for connection_id in pool.members:
+            pool.registry.connection(connection_id).force_open("test", "eject everything")
+        result = await pool.run_inference("toy-mlp", {"input": X})
+        np.testing.assert_allclose(result.outputs[0], _expected(), rtol=1e-5, atol=1e-6)
+        assert [e.connection_id for e in await _events(pool, "PanicRouted")] == [result.connection_id]
