@@ -83,6 +83,28 @@ def _bench_lifecycle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench_recovery(args: argparse.Namespace) -> int:
+    from poolwarden.bench.recovery import run
+
+    print(
+        f"injecting each fault {args.repeat} time(s) into a {args.workers} worker, "
+        "timing each to a verified HEALTHY ...",
+        file=sys.stderr,
+    )
+    result = run(workers=args.workers, repeat=args.repeat, ping_timeout_s=args.ping_timeout)
+    if args.json:
+        print(json.dumps(result))
+        return EXIT_OK
+    print(f"workers {result['workers']}, ping timeout {result['ping_timeout_s']} s")
+    for fault, figures in result["faults"].items():
+        if figures["runs"] == 0:
+            print(f"{fault:<15}  skipped")
+        else:
+            rung, median, runs = figures["rung"], figures["median_s"], figures["runs"]
+            print(f"{fault:<15}  rung {rung:<9}  median {median:.3f} s  runs {runs}")
+    return EXIT_OK
+
+
 def _bench_breaker(args: argparse.Namespace) -> int:
     from poolwarden.bench.breaker import run
 
@@ -228,28 +250,6 @@ def _whatif(args: argparse.Namespace) -> int:
         )
     for note in report.approximations:
         print(f"note: {note}")
-    return EXIT_OK
-
-
-def _bench_recovery(args: argparse.Namespace) -> int:
-    from poolwarden.bench.recovery import run
-
-    print(
-        f"injecting each fault {args.repeat} time(s) into a {args.workers} worker, "
-        "timing each to a verified HEALTHY ...",
-        file=sys.stderr,
-    )
-    result = run(workers=args.workers, repeat=args.repeat, ping_timeout_s=args.ping_timeout)
-    if args.json:
-        print(json.dumps(result))
-        return EXIT_OK
-    print(f"workers {result['workers']}, ping timeout {result['ping_timeout_s']} s")
-    for fault, figures in result["faults"].items():
-        if figures["runs"] == 0:
-            print(f"{fault:<15}  skipped")
-        else:
-            rung, median, runs = figures["rung"], figures["median_s"], figures["runs"]
-            print(f"{fault:<15}  rung {rung:<9}  median {median:.3f} s  runs {runs}")
     return EXIT_OK
 
 

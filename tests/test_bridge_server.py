@@ -12,11 +12,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from poolwarden.bridge.protocol import Limits
+from poolwarden.bridge.recorder import EventRecorder
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.errors import DeadlineExceeded, InvalidInput, ModelError, UnknownModel, WorkerDisconnected
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 from poolwarden.workers.simulated import Fault, SimulatedWorker
-from tests.bridge_helpers import EventRecorder
 
 
 @pytest.fixture
@@ -147,11 +147,11 @@ async def test_unsupported_protocol_version_is_refused(server: BridgeServer) -> 
 
 
 async def test_page_is_served_with_cross_origin_isolation_headers(server: BridgeServer) -> None:
-    """GET /worker/ returns the page with COOP same-origin and COEP require-corp; unknown paths 404."""
+    """GET /worker/ returns the page with COOP/COEP; unknown paths 404; a foreign Host header 421."""
 
-    async def get(path: str) -> tuple[str, str]:
+    async def get(path: str, host: str = f"127.0.0.1:{server.port}") -> tuple[str, str]:
         reader, writer = await asyncio.open_connection(server.host, server.port)
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
         data = await reader.read()
         writer.close()
         await writer.wait_closed()
@@ -168,6 +168,8 @@ async def test_page_is_served_with_cross_origin_isolation_headers(server: Bridge
     assert "mulberry32" in body
     head, _ = await get("/etc/passwd")
     assert head.startswith("HTTP/1.1 404")
+    head, _ = await get("/worker/", host="evil.example")  # DNS rebinding
+    assert head.startswith("HTTP/1.1 421")
 
 
 async def test_malformed_unknown_and_oversized_messages_get_error_replies(
@@ -352,6 +354,26 @@ async def test_a_newer_socket_replaces_the_old_one(server: BridgeServer, events:
         await new.close()  # type: ignore[attr-defined]
 
 
+async def test_a_replaced_worker_stops_reconnecting(server: BridgeServer) -> None:
+    """A simulated worker whose worker id is taken by a newer one stops (4409) instead of fighting back."""
+    first = SimulatedWorker.for_server(server, "dup")
+    second = SimulatedWorker.for_server(server, "dup")
+    conn = server.worker("dup")
+    await first.start()
+    try:
+        await conn.wait_for_hello(after=0, timeout=5)
+        await second.start()
+        await conn.wait_for_hello(after=1, timeout=5)
+        await first.wait_stopped()
+        assert first.last_close_code == 4409
+        assert conn.hello is not None
+        assert conn.hello.instance == second.instance
+        assert conn.generation == 2
+    finally:
+        await first.stop()
+        await second.stop()
+
+
 async def test_test_hooks_need_the_hooks_flag(server: BridgeServer) -> None:
     """A worker started without hooks refuses hook commands with kind unsupported."""
     sim = SimulatedWorker.for_server(server, "no-hooks", hooks=False)
@@ -375,3 +397,18 @@ async def test_allocate_hook_shows_in_the_memory_report(
     assert (await conn.memory()).test_allocated_bytes == 0
     await conn.hook("allocate", mb=2)
     assert (await conn.memory()).test_allocated_bytes == 2 * 1024 * 1024
+
+
+async def test_event_recorder_wait_ends_in_a_typed_timeout(events: EventRecorder) -> None:
+    """Waiting for an event that never comes raises DeadlineExceeded; one already seen returns at once."""
+    with pytest.raises(DeadlineExceeded):
+        await events.wait_for(lambda e: e.type == "Never", timeout=0.05)
+    async with BridgeServer(on_event=events) as srv:
+        sim = SimulatedWorker.for_server(srv, "seen")
+        await sim.start()
+        try:
+            await srv.worker("seen").wait_for_hello(after=0, timeout=5)
+            connected = await events.wait_for(lambda e: e.type == "WorkerConnected", timeout=0.05)
+            assert connected.connection_id == "seen"
+        finally:
+            await sim.stop()

@@ -21,14 +21,21 @@ import psutil
 import pytest
 import pytest_asyncio
 
+from poolwarden.bridge.recorder import EventRecorder
 from poolwarden.bridge.server import BridgeServer, WorkerConnection
 from poolwarden.browser.cdp import DevTools
 from poolwarden.browser.launcher import BrowserProcess, find_chromium, launch_chromium, sweep_orphans
+from poolwarden.clock import system_clock
 from poolwarden.errors import DeadlineExceeded, InvalidInput, ModelError
+from poolwarden.lifecycle import ConnectionLifecycle
+from poolwarden.lifecycle_driver import LifecycleDriver
+from poolwarden.lifecycle_types import HeartbeatMissed, LifecyclePolicy, ProcessExited, SocketClosed
+from poolwarden.recovery_actions import HandleRecoveryActions, PlacedModel
+from poolwarden.storage import open_store
 from poolwarden.workers.chromium import ChromiumWorker
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
-from tests.bridge_helpers import EventRecorder, installed
+from tests.bridge_helpers import installed
 
 pytestmark = [
     pytest.mark.browser,
@@ -278,3 +285,33 @@ async def test_orphan_sweep_kills_a_browser_whose_parent_died(tmp_path: Path) ->
     assert browser_pid in killed
     assert await asyncio.to_thread(_dead_within, browser_pid, 10.0)
     assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
+
+
+async def test_the_lifecycle_ladder_recovers_real_chromium(rig: Rig) -> None:
+    """The lifecycle driver, acting through HandleRecoveryActions, recovers a hung page by
+    crash+reload, a killed renderer by reload and a killed browser by restart, each verified."""
+    worker = ChromiumWorker(rig.server, "chromium-ladder", hooks=True)
+    actions = HandleRecoveryActions(
+        worker, policy=LifecyclePolicy(), models=lambda: [PlacedModel("toy-mlp", "toy-mlp")]
+    )
+    policy = LifecyclePolicy(ping_timeout_s=0.5, reconnect_timeout_s=10, restart_timeout_s=20)
+    machine = ConnectionLifecycle("chromium-ladder", browser="chromium", policy=policy, clock=system_clock)
+    async with open_store(":memory:") as store:
+        driver = LifecycleDriver(machine, actions, store, clock=system_clock)
+        driver.start()
+        try:
+            await worker.start(timeout=HELLO_TIMEOUT)
+            await worker.connection.load_model("toy-mlp")
+            driver.hello()
+            for injected, seen, rung in [
+                (InjectedFault.PAGE_HANG, HeartbeatMissed(), "reconnect"),
+                (InjectedFault.RENDERER_CRASH, SocketClosed(1001), "reconnect"),
+                (InjectedFault.BROWSER_KILL, ProcessExited(), "restart"),
+            ]:
+                await worker.inject(injected)
+                async with asyncio.timeout(60):
+                    assert await driver.recover(seen) == (True, rung)
+                await check_toy_mlp(worker.connection, "webgpu")
+        finally:
+            await driver.stop()
+            await worker.stop()

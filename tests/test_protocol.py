@@ -12,7 +12,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from poolwarden.bridge.protocol import (
-    ErrorKind,
     ErrorReply,
     Hello,
     Limits,
@@ -21,6 +20,7 @@ from poolwarden.bridge.protocol import (
     Result,
     StrikeCounter,
     Tensor,
+    WireErrorKind,
     decode_binary,
     encode_binary,
     encode_command,
@@ -103,14 +103,14 @@ def test_binary_frame_layout_is_aligned_to_eight_bytes() -> None:
 @pytest.mark.parametrize(
     ("mutate", "kind"),
     [
-        (lambda f: b"XXXX" + f[4:], ErrorKind.MALFORMED),
-        (lambda f: f[:6], ErrorKind.MALFORMED),
-        (lambda f: f[:-8], ErrorKind.BAD_TENSOR),
-        (lambda f: f + b"\0" * 16, ErrorKind.BAD_TENSOR),
-        (lambda f: f[:4] + struct.pack("<I", 10**6) + f[8:], ErrorKind.TOO_LARGE),
+        (lambda f: b"XXXX" + f[4:], WireErrorKind.MALFORMED),
+        (lambda f: f[:6], WireErrorKind.MALFORMED),
+        (lambda f: f[:-8], WireErrorKind.BAD_TENSOR),
+        (lambda f: f + b"\0" * 16, WireErrorKind.BAD_TENSOR),
+        (lambda f: f[:4] + struct.pack("<I", 10**6) + f[8:], WireErrorKind.TOO_LARGE),
     ],
 )
-def test_damaged_binary_frames_raise_typed_protocol_errors(mutate: object, kind: ErrorKind) -> None:
+def test_damaged_binary_frames_raise_typed_protocol_errors(mutate: object, kind: WireErrorKind) -> None:
     """Bad magic, truncation, trailing bytes and an oversized header each raise their ProtocolError kind."""
     frame = encode_binary({"type": "result", "id": 1}, [Tensor.from_values("o", [[1.0, 2.0]])])
     with pytest.raises(ProtocolError) as info:
@@ -130,7 +130,7 @@ def test_tensor_descriptor_must_match_its_bytes() -> None:
     frame = struct.pack("<4sI", b"PWT1", len(head)) + head + b"\0" * ((8 - len(head) % 8) % 8) + b"\0" * 8
     with pytest.raises(ProtocolError) as info:
         decode_binary(frame, LIMITS)
-    assert info.value.kind == ErrorKind.BAD_TENSOR
+    assert info.value.kind == WireErrorKind.BAD_TENSOR
 
 
 def test_too_many_tensors_is_too_large() -> None:
@@ -138,7 +138,7 @@ def test_too_many_tensors_is_too_large() -> None:
     frame = encode_binary({"type": "result", "id": 1}, [Tensor.from_values(f"t{i}", [1.0]) for i in range(3)])
     with pytest.raises(ProtocolError) as info:
         decode_binary(frame, Limits(max_tensors=2))
-    assert info.value.kind == ErrorKind.TOO_LARGE
+    assert info.value.kind == WireErrorKind.TOO_LARGE
 
 
 def test_hello_is_parsed_with_its_capabilities() -> None:
@@ -156,7 +156,7 @@ def test_hello_with_an_unsupported_version_is_refused() -> None:
     """A hello announcing protocol 2 is an unsupported_version breach."""
     with pytest.raises(ProtocolError) as info:
         parse_page_message(hello(protocol=2), LIMITS)
-    assert info.value.kind == ErrorKind.UNSUPPORTED_VERSION
+    assert info.value.kind == WireErrorKind.UNSUPPORTED_VERSION
 
 
 def test_reply_messages_are_parsed_into_their_types() -> None:
@@ -181,15 +181,15 @@ def test_reply_messages_are_parsed_into_their_types() -> None:
 @pytest.mark.parametrize(
     ("frame", "kind"),
     [
-        ("not json", ErrorKind.MALFORMED),
-        ("[1, 2]", ErrorKind.MALFORMED),
-        ('{"type": "launch_missiles"}', ErrorKind.UNKNOWN_TYPE),
-        ('{"type": "pong", "id": "x", "backend": "js", "gpu": "ok"}', ErrorKind.MALFORMED),
-        ('{"type": "pong", "id": -1, "backend": "js", "gpu": "ok"}', ErrorKind.MALFORMED),
-        ('{"type": "log", "message": ' + json.dumps("x" * 70000) + "}", ErrorKind.TOO_LARGE),
+        ("not json", WireErrorKind.MALFORMED),
+        ("[1, 2]", WireErrorKind.MALFORMED),
+        ('{"type": "launch_missiles"}', WireErrorKind.UNKNOWN_TYPE),
+        ('{"type": "pong", "id": "x", "backend": "js", "gpu": "ok"}', WireErrorKind.MALFORMED),
+        ('{"type": "pong", "id": -1, "backend": "js", "gpu": "ok"}', WireErrorKind.MALFORMED),
+        ('{"type": "log", "message": ' + json.dumps("x" * 70000) + "}", WireErrorKind.TOO_LARGE),
     ],
 )
-def test_bad_text_messages_raise_typed_protocol_errors(frame: str, kind: ErrorKind) -> None:
+def test_bad_text_messages_raise_typed_protocol_errors(frame: str, kind: WireErrorKind) -> None:
     """Invalid JSON, non-objects, unknown types, wrong field types and oversized text have their kinds."""
     with pytest.raises(ProtocolError) as info:
         parse_page_message(frame, LIMITS)
@@ -201,7 +201,7 @@ def test_binary_frame_from_a_worker_must_be_a_result() -> None:
     frame = encode_binary({"type": "infer", "id": 1, "model": "m"}, [])
     with pytest.raises(ProtocolError) as info:
         parse_page_message(frame, LIMITS)
-    assert info.value.kind == ErrorKind.UNKNOWN_TYPE
+    assert info.value.kind == WireErrorKind.UNKNOWN_TYPE
 
 
 def test_commands_round_trip_for_the_worker_side() -> None:
@@ -225,7 +225,7 @@ def test_deeply_nested_json_is_malformed_not_a_crash() -> None:
     """Nesting deep enough to overflow the JSON decoder is a malformed breach, not a RecursionError."""
     with pytest.raises(ProtocolError) as info:
         parse_page_message("[" * 60000, LIMITS)
-    assert info.value.kind == ErrorKind.MALFORMED
+    assert info.value.kind == WireErrorKind.MALFORMED
 
 
 @given(st.binary(max_size=300))

@@ -10,15 +10,22 @@ import pytest
 from websockets.asyncio.client import connect
 
 from poolwarden.bridge.protocol import Tensor, encode_binary, parse_command
+from poolwarden.bridge.recorder import EventRecorder
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.errors import DeadlineExceeded, ModelError, WorkerDisconnected
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
+from poolwarden.workers.simulated import Fault
 from poolwarden.workers.simulated_handle import SimulatedHandle
 
 
 @pytest.fixture
-async def handle() -> AsyncIterator[SimulatedHandle]:
-    async with BridgeServer() as server:
+async def events() -> EventRecorder:
+    return EventRecorder()
+
+
+@pytest.fixture
+async def handle(events: EventRecorder) -> AsyncIterator[SimulatedHandle]:
+    async with BridgeServer(on_event=events) as server:
         sim = SimulatedHandle(server, "sim-h")
         await sim.start(timeout=5)
         try:
@@ -74,9 +81,19 @@ async def test_dropped_socket_heals_without_a_rung(handle: SimulatedHandle) -> N
     await verify_round_trip(conn)
 
 
-async def test_device_loss_fails_one_request_then_serves(handle: SimulatedHandle) -> None:
-    """A lost device fails the next inference with kind device_lost; the one after succeeds."""
+async def test_device_loss_is_reported_and_the_worker_serves_on(
+    handle: SimulatedHandle, events: EventRecorder
+) -> None:
+    """A destroyed device is reported unprompted (device_lost), and the next inference succeeds."""
     await handle.inject(InjectedFault.DEVICE_LOST)
+    reported = await events.wait_for(lambda e: e.type == "WorkerReported")
+    assert reported.error_kind == "device_lost"
+    await verify_round_trip(handle.connection)
+
+
+async def test_loss_during_an_inference_fails_it_with_device_lost(handle: SimulatedHandle) -> None:
+    """A device lost while an inference runs fails that inference with kind device_lost, not the next."""
+    await handle.worker.inject(Fault.DEVICE_LOST)
     with pytest.raises(ModelError) as info:
         await verify_round_trip(handle.connection)
     assert info.value.kind == "device_lost"

@@ -39,7 +39,6 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
     "Command",
-    "ErrorKind",
     "ErrorReply",
     "Hello",
     "HookDone",
@@ -53,6 +52,7 @@ __all__ = [
     "StrikeCounter",
     "Tensor",
     "Unloaded",
+    "WireErrorKind",
     "decode_binary",
     "encode_binary",
     "encode_command",
@@ -73,8 +73,13 @@ BINARY_MAGIC = b"PWT1"
 _HEADER = struct.Struct("<4sI")
 
 
-class ErrorKind(StrEnum):
-    """The typed error kinds carried by ``error`` messages in either direction."""
+class WireErrorKind(StrEnum):
+    """The typed error kinds carried by ``error`` messages in either direction.
+
+    Not :class:`poolwarden.policy.ErrorKind`, which classifies failures for the breakers: the kinds
+    a worker reports about a request share its values (``device_lost``, ``out_of_memory``,
+    ``validation``, ``input``, ``timeout``) so they map onto it by value.
+    """
 
     # What a worker reports about one request.
     DEVICE_LOST = "device_lost"
@@ -231,21 +236,21 @@ def encode_binary(header: Mapping[str, Any], tensors: Sequence[Tensor]) -> bytes
 def decode_binary(frame: bytes, limits: Limits) -> tuple[dict[str, Any], tuple[Tensor, ...]]:
     """Decode a binary frame into its JSON header and its tensors, checking every length."""
     if len(frame) < _HEADER.size:
-        raise ProtocolError("binary frame shorter than its fixed header", ErrorKind.MALFORMED)
+        raise ProtocolError("binary frame shorter than its fixed header", WireErrorKind.MALFORMED)
     magic, head_len = _HEADER.unpack_from(frame)
     if magic != BINARY_MAGIC:
-        raise ProtocolError(f"binary frame magic {magic!r} is not {BINARY_MAGIC!r}", ErrorKind.MALFORMED)
+        raise ProtocolError(f"binary frame magic {magic!r} is not {BINARY_MAGIC!r}", WireErrorKind.MALFORMED)
     if head_len > limits.max_header_bytes:
-        raise ProtocolError(f"binary header of {head_len} bytes is over the cap", ErrorKind.TOO_LARGE)
+        raise ProtocolError(f"binary header of {head_len} bytes is over the cap", WireErrorKind.TOO_LARGE)
     if _HEADER.size + head_len > len(frame):
-        raise ProtocolError("binary header runs past the frame", ErrorKind.MALFORMED)
+        raise ProtocolError("binary header runs past the frame", WireErrorKind.MALFORMED)
     header = _load_json(bytes(frame[_HEADER.size : _HEADER.size + head_len]))
     raw = header.get("tensors")
     if not isinstance(raw, list):
-        raise ProtocolError("binary header has no 'tensors' list", ErrorKind.MALFORMED)
+        raise ProtocolError("binary header has no 'tensors' list", WireErrorKind.MALFORMED)
     if len(raw) > limits.max_tensors:
         raise ProtocolError(
-            f"{len(raw)} tensors in one frame, the cap is {limits.max_tensors}", ErrorKind.TOO_LARGE
+            f"{len(raw)} tensors in one frame, the cap is {limits.max_tensors}", WireErrorKind.TOO_LARGE
         )
     base = _align8(_HEADER.size + head_len)
     expected = end = 0
@@ -257,22 +262,22 @@ def decode_binary(frame: bytes, limits: Limits) -> tuple[dict[str, Any], tuple[T
         expected = _align8(end)
     # The last tensor's padding is optional; anything beyond it is not.
     if not base + end <= len(frame) <= base + expected:
-        raise ProtocolError("binary frame has bytes after its last tensor", ErrorKind.BAD_TENSOR)
+        raise ProtocolError("binary frame has bytes after its last tensor", WireErrorKind.BAD_TENSOR)
     return header, tuple(tensors)
 
 
 def _tensor_from(d: Any, frame: bytes, base: int, expected: int, limits: Limits) -> Tensor:
     if not isinstance(d, dict):
-        raise ProtocolError("tensor descriptor is not an object", ErrorKind.BAD_TENSOR)
+        raise ProtocolError("tensor descriptor is not an object", WireErrorKind.BAD_TENSOR)
     name, dtype, shape = d.get("name"), d.get("dtype"), d.get("shape")
     offset, nbytes = d.get("offset"), d.get("nbytes")
     if not isinstance(name, str) or not name or len(name) > 64:
         raise ProtocolError(
-            "tensor name must be a non-empty string of at most 64 characters", ErrorKind.BAD_TENSOR
+            "tensor name must be a non-empty string of at most 64 characters", WireErrorKind.BAD_TENSOR
         )
     if dtype != "float32":
         raise ProtocolError(
-            f"tensor {name!r}: dtype {dtype!r} is not supported (float32 only)", ErrorKind.BAD_TENSOR
+            f"tensor {name!r}: dtype {dtype!r} is not supported (float32 only)", WireErrorKind.BAD_TENSOR
         )
     if (
         not isinstance(shape, list)
@@ -280,21 +285,21 @@ def _tensor_from(d: Any, frame: bytes, base: int, expected: int, limits: Limits)
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
     ):
         raise ProtocolError(
-            f"tensor {name!r}: shape must be 1..{limits.max_rank} non-negative ints", ErrorKind.BAD_TENSOR
+            f"tensor {name!r}: shape must be 1..{limits.max_rank} non-negative ints", WireErrorKind.BAD_TENSOR
         )
     if offset != expected or not isinstance(nbytes, int) or isinstance(nbytes, bool):
         raise ProtocolError(
-            f"tensor {name!r}: offset {offset!r} is not the expected {expected}", ErrorKind.BAD_TENSOR
+            f"tensor {name!r}: offset {offset!r} is not the expected {expected}", WireErrorKind.BAD_TENSOR
         )
     if nbytes > limits.max_tensor_bytes:
-        raise ProtocolError(f"tensor {name!r}: {nbytes} bytes is over the cap", ErrorKind.TOO_LARGE)
+        raise ProtocolError(f"tensor {name!r}: {nbytes} bytes is over the cap", WireErrorKind.TOO_LARGE)
     if nbytes != 4 * math.prod(shape):
         raise ProtocolError(
-            f"tensor {name!r}: {nbytes} bytes do not match shape {shape}", ErrorKind.BAD_TENSOR
+            f"tensor {name!r}: {nbytes} bytes do not match shape {shape}", WireErrorKind.BAD_TENSOR
         )
     start = base + offset
     if start + nbytes > len(frame):
-        raise ProtocolError(f"tensor {name!r} runs past the end of the frame", ErrorKind.BAD_TENSOR)
+        raise ProtocolError(f"tensor {name!r} runs past the end of the frame", WireErrorKind.BAD_TENSOR)
     return Tensor(name, tuple(shape), bytes(frame[start : start + nbytes]))
 
 
@@ -305,25 +310,27 @@ def _load_json(data: bytes | str) -> dict[str, Any]:
     try:
         obj = json.loads(data)
     except RecursionError as exc:  # "[[[[..." within the size cap still overflows the decoder
-        raise ProtocolError("JSON nested too deeply", ErrorKind.MALFORMED) from exc
+        raise ProtocolError("JSON nested too deeply", WireErrorKind.MALFORMED) from exc
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"not valid JSON: {exc}", ErrorKind.MALFORMED) from exc
+        raise ProtocolError(f"not valid JSON: {exc}", WireErrorKind.MALFORMED) from exc
     if not isinstance(obj, dict):
-        raise ProtocolError("a message must be a JSON object", ErrorKind.MALFORMED)
+        raise ProtocolError("a message must be a JSON object", WireErrorKind.MALFORMED)
     return obj
 
 
 def _load_text(frame: str, limits: Limits) -> dict[str, Any]:
     # A character is at least one byte: the cheap length check first, the exact one after it.
     if len(frame) > limits.max_text_bytes or len(frame.encode()) > limits.max_text_bytes:
-        raise ProtocolError(f"text message over the {limits.max_text_bytes}-byte cap", ErrorKind.TOO_LARGE)
+        raise ProtocolError(
+            f"text message over the {limits.max_text_bytes}-byte cap", WireErrorKind.TOO_LARGE
+        )
     return _load_json(frame)
 
 
 def _str(obj: Mapping[str, Any], key: str, default: str | None = None) -> str:
     value = obj.get(key, default)
     if not isinstance(value, str):
-        raise ProtocolError(f"{obj.get('type')}: field {key!r} must be a string", ErrorKind.MALFORMED)
+        raise ProtocolError(f"{obj.get('type')}: field {key!r} must be a string", WireErrorKind.MALFORMED)
     return value
 
 
@@ -331,7 +338,7 @@ def _int(obj: Mapping[str, Any], key: str) -> int:
     value = obj.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ProtocolError(
-            f"{obj.get('type')}: field {key!r} must be a non-negative integer", ErrorKind.MALFORMED
+            f"{obj.get('type')}: field {key!r} must be a non-negative integer", WireErrorKind.MALFORMED
         )
     return value
 
@@ -343,14 +350,14 @@ def _opt_int(obj: Mapping[str, Any], key: str) -> int | None:
 def _num(obj: Mapping[str, Any], key: str) -> float:
     value = obj.get(key, 0.0)
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ProtocolError(f"{obj.get('type')}: field {key!r} must be a number", ErrorKind.MALFORMED)
+        raise ProtocolError(f"{obj.get('type')}: field {key!r} must be a number", WireErrorKind.MALFORMED)
     return float(value)
 
 
 def _dict(obj: Mapping[str, Any], key: str) -> dict[str, Any]:
     value = obj.get(key, {})
     if not isinstance(value, dict):
-        raise ProtocolError(f"{obj.get('type')}: field {key!r} must be an object", ErrorKind.MALFORMED)
+        raise ProtocolError(f"{obj.get('type')}: field {key!r} must be an object", WireErrorKind.MALFORMED)
     return value
 
 
@@ -487,7 +494,7 @@ def parse_page_message(frame: str | bytes, limits: Limits) -> PageMessage:
         header, tensors = decode_binary(bytes(frame), limits)
         if header.get("type") != "result":
             raise ProtocolError(
-                f"binary frame of type {header.get('type')!r} from a worker", ErrorKind.UNKNOWN_TYPE
+                f"binary frame of type {header.get('type')!r} from a worker", WireErrorKind.UNKNOWN_TYPE
             )
         return Result(
             _int(header, "id"),
@@ -511,7 +518,7 @@ def parse_page_message(frame: str | bytes, limits: Limits) -> PageMessage:
     if kind == "memory":
         models = msg.get("models", [])
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
-            raise ProtocolError("memory: 'models' must be a list of strings", ErrorKind.MALFORMED)
+            raise ProtocolError("memory: 'models' must be a list of strings", WireErrorKind.MALFORMED)
         return MemoryReport(
             _int(msg, "id"),
             _opt_int(msg, "js_heap_used"),
@@ -524,7 +531,7 @@ def parse_page_message(frame: str | bytes, limits: Limits) -> PageMessage:
         return Log(_str(msg, "level", "info"), _str(msg, "message"))
     if kind == "hook_done":
         return HookDone(_int(msg, "id"), _str(msg, "action"))
-    raise ProtocolError(f"unknown message type {kind!r}", ErrorKind.UNKNOWN_TYPE)
+    raise ProtocolError(f"unknown message type {kind!r}", WireErrorKind.UNKNOWN_TYPE)
 
 
 def _parse_hello(msg: Mapping[str, Any]) -> Hello:
@@ -532,7 +539,7 @@ def _parse_hello(msg: Mapping[str, Any]) -> Hello:
     if protocol not in SUPPORTED_VERSIONS:
         raise ProtocolError(
             f"protocol version {protocol} is not supported (supported: {sorted(SUPPORTED_VERSIONS)})",
-            ErrorKind.UNSUPPORTED_VERSION,
+            WireErrorKind.UNSUPPORTED_VERSION,
         )
     browser = _dict(msg, "browser")
     return Hello(
@@ -591,13 +598,13 @@ def parse_command(frame: str | bytes, limits: Limits) -> Command:
     if isinstance(frame, bytes | bytearray | memoryview):
         header, tensors = decode_binary(bytes(frame), limits)
         if header.get("type") != "infer":
-            raise ProtocolError(f"binary frame of type {header.get('type')!r}", ErrorKind.UNKNOWN_TYPE)
+            raise ProtocolError(f"binary frame of type {header.get('type')!r}", WireErrorKind.UNKNOWN_TYPE)
         _str(header, "model")
         return Command("infer", _int(header, "id"), header, tensors)
     msg = _load_text(frame, limits)
     kind = msg.get("type")
     if kind not in _COMMAND_TYPES or kind == "infer":
-        raise ProtocolError(f"unknown message type {kind!r}", ErrorKind.UNKNOWN_TYPE)
+        raise ProtocolError(f"unknown message type {kind!r}", WireErrorKind.UNKNOWN_TYPE)
     return Command(kind, _opt_int(msg, "id"), msg)
 
 

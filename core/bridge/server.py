@@ -42,7 +42,6 @@ from websockets.typing import Origin
 
 from poolwarden.bridge.protocol import (
     PROTOCOL_VERSION,
-    ErrorKind,
     ErrorReply,
     Hello,
     HookDone,
@@ -56,6 +55,7 @@ from poolwarden.bridge.protocol import (
     StrikeCounter,
     Tensor,
     Unloaded,
+    WireErrorKind,
     encode_binary,
     encode_command,
     encode_error,
@@ -290,7 +290,7 @@ class WorkerConnection:
         if not isinstance(reply, expect):
             raise ProtocolError(
                 f"worker {self.connection_id!r} answered request {request_id} with {type(reply).__name__}",
-                ErrorKind.MALFORMED,
+                WireErrorKind.MALFORMED,
             )
         return reply
 
@@ -328,11 +328,11 @@ class WorkerConnection:
 
 def _error_from(connection_id: str, reply: ErrorReply) -> Exception:
     text = f"worker {connection_id!r}: {reply.kind}: {reply.message}"
-    if reply.kind == ErrorKind.INPUT:
+    if reply.kind == WireErrorKind.INPUT:
         return InvalidInput(text)
-    if reply.kind == ErrorKind.UNKNOWN_MODEL:
+    if reply.kind == WireErrorKind.UNKNOWN_MODEL:
         return UnknownModel(text)
-    if reply.kind == ErrorKind.TIMEOUT:
+    if reply.kind == WireErrorKind.TIMEOUT:
         return DeadlineExceeded(text)
     return ModelError(text, reply.kind)
 
@@ -444,6 +444,12 @@ class BridgeServer:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
+        host = request.headers.get("Host", "")
+        if host != f"{self.host}:{self.port}":
+            # DNS rebinding: a foreign site whose name now resolves to 127.0.0.1 still sends its
+            # own name as Host. Only the address the pages are given is served.
+            self._emit("WorkerRefused", None, error_kind="foreign_host", payload={"host": host})
+            return _response(421, b"misdirected request", "text/plain")
         if url.path == "/ws":
             worker = parse_qs(url.query).get("worker", [""])[0]
             if not _WORKER_ID.fullmatch(worker):
@@ -527,15 +533,16 @@ class BridgeServer:
         try:
             message = parse_page_message(frame, self.limits)
             if not isinstance(message, Hello):
-                raise ProtocolError("the first message must be a hello", ErrorKind.NOT_READY)
+                raise ProtocolError("the first message must be a hello", WireErrorKind.NOT_READY)
             if message.worker_id != worker_id:
                 raise ProtocolError(
-                    f"hello names worker {message.worker_id!r}, the URL {worker_id!r}", ErrorKind.MALFORMED
+                    f"hello names worker {message.worker_id!r}, the URL {worker_id!r}",
+                    WireErrorKind.MALFORMED,
                 )
             if not hmac.compare_digest(message.token.encode(), self.token.encode()):
-                raise ProtocolError("wrong token", ErrorKind.BAD_TOKEN)
+                raise ProtocolError("wrong token", WireErrorKind.BAD_TOKEN)
         except ProtocolError as exc:
-            code = CLOSE_BAD_TOKEN if exc.kind == ErrorKind.BAD_TOKEN else CLOSE_BAD_HELLO
+            code = CLOSE_BAD_TOKEN if exc.kind == WireErrorKind.BAD_TOKEN else CLOSE_BAD_HELLO
             with contextlib.suppress(ConnectionClosed):  # the peer may already be gone; we close anyway
                 await ws.send(encode_error(None, exc.kind, str(exc)))
             await ws.close(code, str(exc.kind))
@@ -549,7 +556,7 @@ class BridgeServer:
             try:
                 message = parse_page_message(frame, self.limits)
                 if isinstance(message, Hello):
-                    raise ProtocolError("hello sent twice on one connection", ErrorKind.MALFORMED)
+                    raise ProtocolError("hello sent twice on one connection", WireErrorKind.MALFORMED)
             except ProtocolError as exc:
                 exhausted = strikes.strike()
                 self._emit(
@@ -643,5 +650,5 @@ def _response(status: int, body: bytes, content_type: str) -> Response:
             ("X-Content-Type-Options", "nosniff"),
         ]
     )
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "")
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 421: "Misdirected Request"}.get(status, "")
     return Response(status, reason, headers, body)

@@ -147,12 +147,18 @@ class BrowserProcess:
         """The remote-control WebSocket URL: CDP for Chromium, WebDriver BiDi for Firefox."""
         return f"ws://127.0.0.1:{self.devtools_port}{self.devtools_path}"
 
-    async def kill(self) -> None:
-        """Kill the whole process tree (SIGKILL to the group, then stragglers), and remove the profile."""
+    async def kill(self, *, remove_profile: bool = True) -> None:
+        """Kill the whole process tree (SIGKILL to the group, then stragglers), and remove the profile
+        (unless told not to: a restart removes it while the next browser starts)."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
         await self.process.wait()
         await asyncio.to_thread(_kill_users_of, self.user_data_dir)
+        if remove_profile:
+            await self.remove_profile()
+
+    async def remove_profile(self) -> None:
+        """Delete the user-data-dir (in a thread: it holds a hundred files or more)."""
         await asyncio.to_thread(shutil.rmtree, self.user_data_dir, True)
 
     async def pss_bytes(self) -> int:

@@ -11,7 +11,7 @@ const HOOKS = params.get("hooks") === "1";
 // Optional: restrict the backends tried (e.g. "js"), for diagnosis.
 const ALLOWED = (params.get("backends") || "webnn,webgpu,js").split(",");
 const INSTANCE = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
-const TERMINAL_CLOSE_CODES = new Set([1008, 4400, 4401]);
+const TERMINAL_CLOSE_CODES = new Set([1008, 4400, 4401, 4409]);
 const BACKOFF_MIN_MS = 50;
 const BACKOFF_MAX_MS = 2000;
 
@@ -573,13 +573,15 @@ async function infer(id, msg, tensors) {
 async function ping(id, msg) {
   const started = performance.now();
   let gpuState = "none";
-  // A device being recreated after a loss is waited for: the pong then proves the new one works.
-  if (backend === "webgpu" && !gpu.device && gpu.recreating) await gpu.recreating;
+  const deadline = Math.max(1, Number(msg.gpu_deadline_ms) || 500);
+  if (backend === "webgpu" && !gpu.device && gpu.recreating) {
+    // A device being recreated after a loss is not lost: give it the ping's deadline to come back.
+    await Promise.race([gpu.recreating, new Promise((resolve) => setTimeout(resolve, deadline))]);
+  }
   const device = backend === "webgpu" ? gpu.device : null;
   if (backend === "webgpu" && !device) gpuState = "lost";
   if (device) {
     // A tiny submission proves the GPU queue still makes progress, not just that the device exists.
-    const deadline = Math.max(1, Number(msg.gpu_deadline_ms) || 500);
     device.queue.submit([device.createCommandEncoder().finish()]);
     gpuState = await Promise.race([
       device.queue.onSubmittedWorkDone().then(() => "ok"),

@@ -9,6 +9,7 @@ stopping and fault injection are the same for both.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -60,7 +61,10 @@ class BrowserWorker:
     async def _launch(self, url: str, timeout: float) -> BrowserProcess:
         raise NotImplementedError
 
-    async def _open_remote(self, process: BrowserProcess) -> RemoteClient:
+    def _remote_client(self, process: BrowserProcess) -> RemoteClient:
+        raise NotImplementedError
+
+    async def _prepare_remote(self, client: RemoteClient) -> None:
         raise NotImplementedError
 
     async def reconnect(self, *, hung: bool, timeout: float = 10.0) -> Hello:
@@ -73,22 +77,40 @@ class BrowserWorker:
         generation = self.connection.generation
         self.process = await self._launch(self.server.page_url(self.worker_id, hooks=self.hooks), timeout)
         hello = await self.connection.wait_for_hello(after=generation, timeout=timeout)
-        self.remote = await self._open_remote(self.process)
+        # Held before it is opened, so stop() closes it even if this start is cancelled midway.
+        self.remote = self._remote_client(self.process)
+        await self.remote.open()
+        await self._prepare_remote(self.remote)
         return hello
 
     async def restart(self, timeout: float | None = None) -> Hello:
         """Kill the browser's whole process group, launch a fresh one, and wait for its hello."""
-        await self.stop()
-        return await self.start(timeout)
+        old = await self._stop(remove_profile=False)
+        # The old profile is deleted while the new browser starts, off the recovery's critical path.
+        cleanup = asyncio.create_task(old.remove_profile()) if old is not None else None
+        try:
+            return await self.start(timeout)
+        finally:
+            if cleanup is not None:
+                await cleanup
 
     async def stop(self) -> None:
         """Close the remote-control session and kill the browser (idempotent)."""
+        await self._stop(remove_profile=True)
+
+    async def _stop(self, *, remove_profile: bool) -> BrowserProcess | None:
         remote, self.remote = self.remote, None
         process, self.process = self.process, None
         if remote is not None:
             await remote.close()
         if process is not None:
-            await process.kill()
+            await process.kill(remove_profile=remove_profile)
+        return process
+
+    async def wait_exited(self) -> int | None:
+        """Wait until the browser's main process exits; its return code (None if none was started)."""
+        process = self.process
+        return None if process is None else await process.process.wait()
 
     async def pss_bytes(self) -> int | None:
         """PSS of the browser's whole process tree, sampled in a thread; None when not running."""

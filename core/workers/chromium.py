@@ -18,6 +18,7 @@ from poolwarden.workers.browser_worker import BrowserWorker
 
 if TYPE_CHECKING:
     from poolwarden.bridge.protocol import Hello
+    from poolwarden.browser.remote import RemoteClient
 
 __all__ = ["ChromiumWorker"]
 
@@ -33,11 +34,12 @@ class ChromiumWorker(BrowserWorker):
             url, executable=self.executable, webgpu=self.webgpu, extra_args=self.extra_args, timeout=timeout
         )
 
-    async def _open_remote(self, process: BrowserProcess) -> DevTools:
-        devtools = DevTools(process.devtools_url)
-        await devtools.open()
-        await devtools.attach_page(f"worker={self.worker_id}")
-        return devtools
+    def _remote_client(self, process: BrowserProcess) -> DevTools:
+        return DevTools(process.devtools_url)
+
+    async def _prepare_remote(self, client: RemoteClient) -> None:
+        assert isinstance(client, DevTools)
+        await client.attach_page(f"worker={self.worker_id}")
 
     async def reconnect(self, *, hung: bool, timeout: float = 10.0) -> Hello:
         """``Page.reload`` (or ``Page.crash`` then reload when ``hung``) and wait for the new hello."""

@@ -19,6 +19,7 @@ from poolwarden.workers.browser_worker import BrowserWorker
 
 if TYPE_CHECKING:
     from poolwarden.bridge.protocol import Hello
+    from poolwarden.browser.remote import RemoteClient
 
 __all__ = ["FirefoxWorker"]
 
@@ -36,14 +37,15 @@ class FirefoxWorker(BrowserWorker):
             url, executable=self.executable, webgpu=self.webgpu, extra_args=self.extra_args, timeout=timeout
         )
 
-    async def _open_remote(self, process: BrowserProcess) -> BiDi:
-        bidi = BiDi(process.devtools_url)
-        await bidi.open()
-        await bidi.start_session()
+    def _remote_client(self, process: BrowserProcess) -> BiDi:
+        return BiDi(process.devtools_url)
+
+    async def _prepare_remote(self, client: RemoteClient) -> None:
+        assert isinstance(client, BiDi)
+        await client.start_session()
         # Taken while the page is healthy: after its content process dies the context shows
         # about:blank, and only its id still finds it.
-        self.page_context = await bidi.page_context(f"worker={self.worker_id}")
-        return bidi
+        self.page_context = await client.page_context(f"worker={self.worker_id}")
 
     async def reconnect(self, *, hung: bool, timeout: float = 10.0) -> Hello:
         """Reload the page over BiDi; a hung page cannot be reloaded, so it is restarted instead."""

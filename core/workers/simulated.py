@@ -38,9 +38,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from poolwarden.bridge.protocol import (
     PROTOCOL_VERSION,
     Command,
-    ErrorKind,
     Limits,
     Tensor,
+    WireErrorKind,
     encode_binary,
     encode_error,
     parse_command,
@@ -55,8 +55,9 @@ __all__ = ["TERMINAL_CLOSE_CODES", "Fault", "SimulatedWorker"]
 
 logger = logging.getLogger("poolwarden.workers.simulated")
 
-TERMINAL_CLOSE_CODES = frozenset({1008, 4400, 4401})
-"""Close codes after which a worker stops reconnecting: it was refused, retrying cannot help."""
+TERMINAL_CLOSE_CODES = frozenset({1008, 4400, 4401, 4409})
+"""Close codes after which a worker stops reconnecting: it was refused, or another page took its
+worker id (4409); retrying would only fight the newer page for it."""
 
 USER_AGENT = "poolwarden-simulated/1"
 
@@ -140,6 +141,12 @@ class SimulatedWorker:
         self.instance = secrets.token_hex(8)
         self._models.clear()
         self._task = asyncio.create_task(self._run(), name=f"simulated-worker-{self.worker_id}")
+
+    async def wait_stopped(self) -> None:
+        """Wait until the worker is down: stopped, crashed, or refused for good."""
+        task = self._task
+        if task is not None:
+            await asyncio.wait([task])
 
     async def stop(self) -> None:
         """Stop the worker, closing its socket cleanly (code 1001, as a closing page does)."""
@@ -315,11 +322,11 @@ class SimulatedWorker:
             elif command.type == "hook":
                 await self._hook(ws, request_id, str(fields.get("action")), fields)
         except UnknownModel as exc:
-            await ws.send(encode_error(request_id, ErrorKind.UNKNOWN_MODEL, str(exc)))
+            await ws.send(encode_error(request_id, WireErrorKind.UNKNOWN_MODEL, str(exc)))
         except InvalidInput as exc:
-            await ws.send(encode_error(request_id, ErrorKind.INPUT, str(exc)))
+            await ws.send(encode_error(request_id, WireErrorKind.INPUT, str(exc)))
         except PoolwardenError as exc:
-            await ws.send(encode_error(request_id, ErrorKind.INTERNAL, str(exc)))
+            await ws.send(encode_error(request_id, WireErrorKind.INTERNAL, str(exc)))
 
     async def _infer(self, ws: ClientConnection, command: Command) -> None:
         started = time.perf_counter()
@@ -331,7 +338,9 @@ class SimulatedWorker:
             if self._take(kind) is not None:
                 if kind is Fault.DEVICE_LOST:
                     await ws.send(
-                        encode_error(None, ErrorKind.DEVICE_LOST, "simulated device loss; device recreated")
+                        encode_error(
+                            None, WireErrorKind.DEVICE_LOST, "simulated device loss; device recreated"
+                        )
                     )
                 await ws.send(encode_error(command.id, kind.value, f"simulated {kind.value}"))
                 return
@@ -355,16 +364,20 @@ class SimulatedWorker:
         self, ws: ClientConnection, request_id: int | None, action: str, fields: Mapping[str, Any]
     ) -> None:
         if not self.hooks:
-            await ws.send(encode_error(request_id, ErrorKind.UNSUPPORTED, "test hooks are not enabled"))
+            await ws.send(encode_error(request_id, WireErrorKind.UNSUPPORTED, "test hooks are not enabled"))
             return
         if action not in ("hang", "destroy_device", "allocate", "drop_socket"):
-            await ws.send(encode_error(request_id, ErrorKind.UNSUPPORTED, f"no test hook {action!r}"))
+            await ws.send(encode_error(request_id, WireErrorKind.UNSUPPORTED, f"no test hook {action!r}"))
             return
         await ws.send(_json(type="hook_done", id=request_id, action=action))
         if action == "hang":
             await self.inject(Fault.HANG, seconds=float(fields.get("seconds", 5.0)))
         elif action == "destroy_device":
-            await self.inject(Fault.DEVICE_LOST)
+            # As the page does: the loss is reported at once and the device recreated, so only an
+            # inference running at that moment would fail.
+            await ws.send(
+                encode_error(None, WireErrorKind.DEVICE_LOST, "simulated device destroyed; recreated")
+            )
         elif action == "drop_socket":
             await self.inject(Fault.DROP)
         elif action == "allocate":

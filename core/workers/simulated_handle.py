@@ -23,7 +23,6 @@ _FAULTS = {
     InjectedFault.BROWSER_KILL: Fault.CRASH,
     InjectedFault.RENDERER_CRASH: Fault.CRASH,
     InjectedFault.SOCKET_DROP: Fault.DROP,
-    InjectedFault.DEVICE_LOST: Fault.DEVICE_LOST,
 }
 
 
@@ -68,6 +67,11 @@ class SimulatedHandle:
         """Stop the worker."""
         await self.worker.stop()
 
+    async def wait_exited(self) -> int | None:
+        """Wait until the simulated worker stops or crashes; always None (it has no exit code)."""
+        await self.worker.wait_stopped()
+        return None
+
     async def pss_bytes(self) -> int | None:
         """None: a simulated worker lives in the pool's own process and has no memory of its own."""
         return None
@@ -77,6 +81,8 @@ class SimulatedHandle:
         fault = InjectedFault(fault)
         if fault is InjectedFault.PAGE_HANG:
             await self.worker.inject(Fault.HANG, seconds=600)
+        elif fault is InjectedFault.DEVICE_LOST:
+            await self.connection.hook("destroy_device")  # as on a browser: lost, reported, recreated
         else:
             await self.worker.inject(_FAULTS[fault])
 
