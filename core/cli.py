@@ -105,6 +105,14 @@ def _bench_recovery(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench_pool(args: argparse.Namespace) -> int:
+    from poolwarden.bench.pool import run
+
+    print(f"{args.requests:,} requests through the pool and over the bare bridge ...", file=sys.stderr)
+    _print_result(run(requests=args.requests, concurrency=args.concurrency), args.json)
+    return EXIT_OK
+
+
 def _bench_breaker(args: argparse.Namespace) -> int:
     from poolwarden.bench.breaker import run
 
@@ -355,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recovery.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     recovery.set_defaults(handler=_bench_recovery)
+
+    pool = bench_commands.add_parser("pool", help="inference through the pool against the bare bridge")
+    pool.add_argument("--requests", type=int, default=20_000, help="requests per run (default 20,000)")
+    pool.add_argument("--concurrency", type=int, default=16, help="concurrent clients (default 16)")
+    pool.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    pool.set_defaults(handler=_bench_pool)
 
     breaker = bench_commands.add_parser(
         "breaker", help="protected call against a bare call; creating and restoring breakers"
