@@ -15,7 +15,6 @@ True``, and neither breakers nor metrics ever count it as a success.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from poolwarden.pool import PoolConfig, ResourcePool
 from poolwarden.pool.config import WorkerKind
 from poolwarden.pool.member import PoolMember
 from poolwarden.pool.telemetry import build_telemetry, system_figures
-from poolwarden.storage.queries import RequestCounts, RungCounts
+from poolwarden.storage.queries import log_counts_sync
 
 __all__ = ["BrowserConnection", "ResourcePoolBridge", "ResourcePoolErrorRecovery"]
 
@@ -148,40 +147,13 @@ class ResourcePoolErrorRecovery:
         buffered durability the last few milliseconds may not be there yet).
         """
         pool = resource_pool.pool if isinstance(resource_pool, ResourcePoolBridge) else resource_pool
-        requests, rungs, errors = _log_counts(pool)
+        path = getattr(pool.store, "path", None)
+        if path is None:
+            raise PoolwardenError(
+                "synchronous telemetry reads the log file; this pool keeps its log in memory"
+            )
         system = system_figures(pool.governor.level.value)
-        return build_telemetry(pool, requests, rungs, system, errors, include_connections, include_models)
-
-
-def _log_counts(pool: ResourcePool) -> tuple[list[RequestCounts], list[RungCounts], list[tuple[Any, ...]]]:
-    path = getattr(pool.store, "path", None)
-    if path is None:
-        raise PoolwardenError("synchronous telemetry reads the log file; this pool keeps its log in memory")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as raw:
-        raw.execute("PRAGMA busy_timeout = 5000")
-        requests = [
-            RequestCounts(r[0], r[1], r[2], int(r[3] or 0), int(r[4] or 0), r[5], r[6], float(r[7]))
-            for r in raw.execute(
-                "SELECT model_id, connection_id, MAX(browser), SUM(type = 'InferenceServed'),"
-                " SUM(type = 'InferenceFailed'), AVG(CASE WHEN type = 'InferenceServed' THEN latency_ms END),"
-                " MAX(CASE WHEN type = 'InferenceServed' THEN latency_ms END), MAX(occurred_at) FROM events"
-                " WHERE type IN ('InferenceServed', 'InferenceFailed') AND model_id IS NOT NULL"
-                " GROUP BY model_id, connection_id"
-            )
-        ]
-        rungs = [
-            RungCounts(rung, int(attempts or 0), int(successes or 0), None)
-            for rung, attempts, successes in raw.execute(
-                "SELECT rung, SUM(type = 'RungAttempted'), SUM(type = 'RungSucceeded') FROM events"
-                " WHERE stream LIKE 'connection/%' AND type IN ('RungAttempted', 'RungSucceeded')"
-                " AND rung IS NOT NULL GROUP BY rung"
-            )
-        ]
-        errors = raw.execute(
-            "SELECT occurred_at, connection_id, model_id, error_kind, outcome FROM events"
-            " WHERE type = 'InferenceFailed' ORDER BY position DESC LIMIT 10"
-        ).fetchall()
-    return requests, rungs, errors
+        return build_telemetry(pool, log_counts_sync(path), system, include_connections, include_models)
 
 
 class _ModelConnections(Mapping[str, BrowserConnection]):

@@ -18,8 +18,9 @@ from typing import Any
 
 from poolwarden.breaker_report import breaker_statuses
 from poolwarden.errors import PoolwardenError
+from poolwarden.pool.telemetry import log_sections
 from poolwarden.storage import SQLiteEventStore
-from poolwarden.storage.queries import recovery_counts, request_counts
+from poolwarden.storage.queries import log_counts
 
 __all__ = ["run_recovery_trial", "telemetry_from_log"]
 
@@ -33,17 +34,11 @@ async def telemetry_from_log(db: str | os.PathLike[str], *, detailed: bool = Fal
             " WHERE e.stream LIKE 'connection/%' AND e.to_state IS NOT NULL AND e.position ="
             " (SELECT MAX(position) FROM events WHERE stream = e.stream AND to_state IS NOT NULL)"
         )
-        requests = await request_counts(store)
-        rungs = await recovery_counts(store)
-        errors = await store.fetch(
-            "SELECT occurred_at, connection_id, model_id, error_kind, outcome FROM events"
-            " WHERE type = 'InferenceFailed' ORDER BY position DESC LIMIT 10"
-        )
+        counts = await log_counts(store)
+    requests = counts.requests
     states = Counter(state for _, state, _, _ in connections)
     connection_breakers = [s for s in statuses if "/" not in s.key]
     breaker_states = Counter(s.effective_state for s in connection_breakers)
-    attempts = sum(r.attempts for r in rungs)
-    successes = sum(r.successes for r in rungs)
     telemetry: dict[str, Any] = {
         "timestamp": datetime.now(tz=UTC).isoformat(),
         "source": {"db": str(db), "live": False},
@@ -61,34 +56,7 @@ async def telemetry_from_log(db: str | os.PathLike[str], *, detailed: bool = Fal
             "closed": breaker_states["closed"] + breaker_states["disabled"] + breaker_states["metrics_only"],
         },
         "models": len({r.model_id for r in requests}),
-        "requests": {
-            "total": sum(r.served + r.failed for r in requests),
-            "served": sum(r.served for r in requests),
-            "failed": sum(r.failed for r in requests),
-        },
-        "recovery": {
-            "attempts": attempts,
-            "successes": successes,
-            "success_rate": successes / attempts if attempts else None,
-            "by_rung": {
-                r.rung: {
-                    "attempts": r.attempts,
-                    "successes": r.successes,
-                    "median_time_to_recover_ms": r.median_latency_ms,
-                }
-                for r in rungs
-            },
-        },
-        "recent_errors": [
-            {
-                "at": datetime.fromtimestamp(at, tz=UTC).isoformat(),
-                "connection_id": c,
-                "model_id": m,
-                "error_kind": k,
-                "outcome": o,
-            }
-            for at, c, m, k, o in errors
-        ],
+        **log_sections(counts),
     }
     if detailed:
         telemetry["connection_details"] = [

@@ -1,19 +1,49 @@
 """Aggregates over the event log that telemetry needs, as SQL on the indexed columns.
 
-Each takes an open :class:`~poolwarden.storage.SQLiteEventStore` and never parses JSON: the
-columns (model_id, connection_id, outcome, rung, latency_ms) hold what is counted.
+Each query is written once, as SQL plus a function that shapes its rows, and runs either through
+an open :class:`~poolwarden.storage.SQLiteEventStore` (``await log_counts(store)``) or on a plain
+read-only ``sqlite3`` connection (``log_counts_sync(path)``, for the seed's synchronous
+``export_telemetry``). None parses JSON: the columns (model_id, connection_id, outcome, rung,
+latency_ms) hold what is counted.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from poolwarden.storage.sqlite import SQLiteEventStore
 
-__all__ = ["RequestCounts", "RungCounts", "recovery_counts", "request_counts"]
+__all__ = ["LogCounts", "RequestCounts", "RungCounts", "log_counts", "log_counts_sync"]
 
 SERVED = "InferenceServed"
 FAILED = "InferenceFailed"
+
+_REQUESTS = (
+    "SELECT model_id, connection_id, MAX(browser),"
+    f" SUM(type = '{SERVED}'), SUM(type = '{FAILED}'),"
+    f" AVG(CASE WHEN type = '{SERVED}' THEN latency_ms END),"
+    f" MAX(CASE WHEN type = '{SERVED}' THEN latency_ms END), MAX(occurred_at)"
+    f" FROM events WHERE type IN ('{SERVED}', '{FAILED}') AND model_id IS NOT NULL"
+    " AND occurred_at >= ? GROUP BY model_id, connection_id ORDER BY model_id, connection_id"
+)
+_RUNGS = (
+    "SELECT rung, SUM(type = 'RungAttempted'), SUM(type = 'RungSucceeded') FROM events"
+    " WHERE stream LIKE 'connection/%' AND type IN ('RungAttempted', 'RungSucceeded')"
+    " AND rung IS NOT NULL AND occurred_at >= ? GROUP BY rung"
+)
+_RECOVERED = (
+    "SELECT rung, latency_ms FROM events WHERE stream LIKE 'connection/%'"
+    " AND type = 'RecoveryCompleted' AND occurred_at >= ? ORDER BY latency_ms"
+)
+_RECENT_ERRORS = (
+    f"SELECT occurred_at, connection_id, model_id, error_kind, outcome FROM events WHERE type = '{FAILED}'"
+    " AND occurred_at >= ? ORDER BY position DESC LIMIT 10"
+)
+_RUNG_ORDER = {"ping": 0, "reconnect": 1, "restart": 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,41 +70,58 @@ class RungCounts:
     median_latency_ms: float | None
 
 
-async def request_counts(store: SQLiteEventStore, since: float | None = None) -> list[RequestCounts]:
-    """Served and failed requests by (model, connection) since ``since`` (epoch seconds)."""
-    rows = await store.fetch(
-        "SELECT model_id, connection_id, MAX(browser),"
-        f" SUM(type = '{SERVED}'), SUM(type = '{FAILED}'),"
-        f" AVG(CASE WHEN type = '{SERVED}' THEN latency_ms END),"
-        f" MAX(CASE WHEN type = '{SERVED}' THEN latency_ms END), MAX(occurred_at)"
-        f" FROM events WHERE type IN ('{SERVED}', '{FAILED}') AND model_id IS NOT NULL"
-        " AND occurred_at >= ? GROUP BY model_id, connection_id ORDER BY model_id, connection_id",
-        (since if since is not None else 0.0,),
-    )
-    return [
-        RequestCounts(r[0], r[1], r[2], int(r[3] or 0), int(r[4] or 0), r[5], r[6], float(r[7])) for r in rows
-    ]
+@dataclass(frozen=True, slots=True)
+class LogCounts:
+    """Everything telemetry counts from the log."""
+
+    requests: list[RequestCounts]
+    rungs: list[RungCounts]
+    recent_errors: list[tuple[Any, ...]]  # (occurred_at, connection_id, model_id, error_kind, outcome)
 
 
-async def recovery_counts(store: SQLiteEventStore, since: float | None = None) -> list[RungCounts]:
-    """Attempts and successes of each recovery rung since ``since``, from the lifecycle events."""
-    rows = await store.fetch(
-        "SELECT rung, SUM(type = 'RungAttempted'), SUM(type = 'RungSucceeded') FROM events"
-        " WHERE stream LIKE 'connection/%' AND type IN ('RungAttempted', 'RungSucceeded')"
-        " AND rung IS NOT NULL AND occurred_at >= ? GROUP BY rung",
-        (since if since is not None else 0.0,),
-    )
+def _shape(
+    requests: Sequence[Sequence[Any]],
+    rungs: Sequence[Sequence[Any]],
+    recovered: Sequence[Sequence[Any]],
+    errors: Sequence[Sequence[Any]],
+) -> LogCounts:
     latencies: dict[str, list[float]] = {}
-    for rung, latency in await store.fetch(
-        "SELECT rung, latency_ms FROM events WHERE stream LIKE 'connection/%' AND type = 'RecoveryCompleted'"
-        " AND occurred_at >= ? ORDER BY latency_ms",
-        (since if since is not None else 0.0,),
-    ):
+    for rung, latency in recovered:
         latencies.setdefault(rung, []).append(latency)
-    result = []
-    for rung, attempts, successes in rows:
+    rung_counts = []
+    for rung, attempts, successes in rungs:
         values = latencies.get(rung, [])
         median = values[len(values) // 2] if values else None
-        result.append(RungCounts(rung, int(attempts or 0), int(successes or 0), median))
-    order = {"ping": 0, "reconnect": 1, "restart": 2}
-    return sorted(result, key=lambda c: order.get(c.rung, 9))
+        rung_counts.append(RungCounts(rung, int(attempts or 0), int(successes or 0), median))
+    return LogCounts(
+        requests=[
+            RequestCounts(r[0], r[1], r[2], int(r[3] or 0), int(r[4] or 0), r[5], r[6], float(r[7]))
+            for r in requests
+        ],
+        rungs=sorted(rung_counts, key=lambda c: _RUNG_ORDER.get(c.rung, 9)),
+        recent_errors=[tuple(row) for row in errors],
+    )
+
+
+async def log_counts(store: SQLiteEventStore, since: float = 0.0) -> LogCounts:
+    """Requests by (model, connection), recovery rungs and the newest errors since ``since``."""
+    params = (since,)
+    return _shape(
+        await store.fetch(_REQUESTS, params),
+        await store.fetch(_RUNGS, params),
+        await store.fetch(_RECOVERED, params),
+        await store.fetch(_RECENT_ERRORS, params),
+    )
+
+
+def log_counts_sync(path: str | Path, since: float = 0.0) -> LogCounts:
+    """:func:`log_counts` on a read-only sqlite3 connection to the file at ``path`` (blocking)."""
+    params = (since,)
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as raw:
+        raw.execute("PRAGMA busy_timeout = 5000")
+        return _shape(
+            raw.execute(_REQUESTS, params).fetchall(),
+            raw.execute(_RUNGS, params).fetchall(),
+            raw.execute(_RECOVERED, params).fetchall(),
+            raw.execute(_RECENT_ERRORS, params).fetchall(),
+        )

@@ -489,15 +489,18 @@ class ResourcePool:
         carries ``attempted``: the connections whose breakers recorded a failed attempt.
         """
         info = self._models.get(model_id)
-        if info is None:
-            raise UnknownModel(f"model {model_id!r} was never loaded into this pool")
-        _check_inputs(info, inputs)
-        if self._queued >= self.config.max_queue:
-            await self._request_failed(model_id, None, "queue_full", 0.0, "rejected")
-            raise QueueFull(
-                f"{self._queued} requests are queued (max_queue={self.config.max_queue})",
-                retry_after=max(0.01, self.config.default_deadline / 10),
-            )
+        try:
+            if info is None:
+                raise UnknownModel(f"model {model_id!r} was never loaded into this pool")
+            _check_inputs(info, inputs)
+            if self._queued >= self.config.max_queue:
+                raise QueueFull(
+                    f"{self._queued} requests are queued (max_queue={self.config.max_queue})",
+                    retry_after=max(0.01, self.config.default_deadline / 10),
+                )
+        except RequestError as error:
+            await self._request_failed(model_id, None, type(error).__name__, 0.0, "refused")
+            raise
         self._queued += 1
         self.counters["requests"] += 1
         self._budget.note_request(time.monotonic())
@@ -506,9 +509,15 @@ class ResourcePool:
         try:
             async with asyncio.timeout(timeout):
                 return await self._serve(info, inputs, started, attempts or self.config.retry.attempts)
+        except RequestError as error:
+            attempted = getattr(error, "attempted", ())
+            member = self.members.get(attempted[-1]) if attempted else None
+            latency_ms = (time.monotonic() - started) * 1000
+            await self._request_failed(model_id, member, type(error).__name__, latency_ms, "failed")
+            raise
         except TimeoutError:
             await self._request_failed(
-                model_id, None, "timeout", (time.monotonic() - started) * 1000, "deadline"
+                model_id, None, "DeadlineExceeded", (time.monotonic() - started) * 1000, "failed"
             )
             raise DeadlineExceeded(f"request for {model_id!r} not served within {timeout:g} s") from None
         finally:
@@ -677,7 +686,7 @@ class ResourcePool:
                 if isinstance(error, asyncio.CancelledError):
                     raise
                 self._on_request_fault(member, kind)
-                await self._request_failed(info.model_id, member, kind.value, duration * 1000, "failed")
+                await self._attempt_failed(info, member, kind, duration * 1000)
                 raise _as_request_error(error, member.connection_id) from error
             finally:
                 member.end(info.model_id)
@@ -754,20 +763,33 @@ class ResourcePool:
         if not self._closing:
             self._spawn(self.store.append(BRIDGE_STREAM, [event], durability="buffered"), "bridge event")
 
-    async def _request_failed(
-        self, model_id: str, member: PoolMember | None, error_kind: str, latency_ms: float, outcome: str
+    async def _attempt_failed(
+        self, info: _ModelInfo, member: PoolMember, kind: ErrorKind, latency_ms: float
     ) -> None:
+        """One attempt failed on ``member`` (the request may still be served elsewhere)."""
+        self.errors_by_kind[kind.value] = self.errors_by_kind.get(kind.value, 0) + 1
+        self.stats.record(info.model_type, member.browser, False, None)
+        await self._pool_event(
+            "AttemptFailed",
+            connection_id=member.connection_id,
+            model_id=info.model_id,
+            browser=member.browser,
+            error_kind=kind.value,
+            outcome="failed",
+            latency_ms=latency_ms,
+        )
+
+    async def _request_failed(
+        self, model_id: str, member: PoolMember | None, error_type: str, latency_ms: float, outcome: str
+    ) -> None:
+        """The request ended in a typed error (``error_type``, its class name) for its caller."""
         self.counters["failed"] += 1
-        self.errors_by_kind[error_kind] = self.errors_by_kind.get(error_kind, 0) + 1
-        info = self._models.get(model_id)
-        if member is not None and info is not None:
-            self.stats.record(info.model_type, member.browser, False, None)
         await self._pool_event(
             "InferenceFailed",
             connection_id=member.connection_id if member else None,
             model_id=model_id,
             browser=member.browser if member else None,
-            error_kind=error_kind,
+            error_kind=error_type,
             outcome=outcome,
             latency_ms=latency_ms,
         )

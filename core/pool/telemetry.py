@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from poolwarden.breaker import BreakerState
 from poolwarden.lifecycle_types import ConnectionState
-from poolwarden.storage.queries import RequestCounts, RungCounts, recovery_counts, request_counts
+from poolwarden.storage.queries import LogCounts, RequestCounts, log_counts
 from poolwarden.storage.sqlite import SQLiteEventStore
 
 if TYPE_CHECKING:
     from poolwarden.pool.member import PoolMember
     from poolwarden.pool.pool import ResourcePool
 
-__all__ = ["build_telemetry", "export_telemetry", "system_figures"]
+__all__ = ["build_telemetry", "export_telemetry", "log_sections", "system_figures"]
 
 _DEGRADED = (ConnectionState.PINGING, ConnectionState.RECONNECTING, ConnectionState.DRAINING)
 
@@ -52,16 +52,47 @@ async def export_telemetry(
     if not isinstance(store, SQLiteEventStore):  # pragma: no cover - the only backend today
         raise TypeError("telemetry queries need the SQLite store")
     await store.flush()  # what the pool has decided so far is in the log before it is counted
-    requests = await request_counts(store)
-    rungs = await recovery_counts(store)
-    errors = await store.fetch(
-        "SELECT occurred_at, connection_id, model_id, error_kind, outcome FROM events"
-        " WHERE type = 'InferenceFailed' ORDER BY position DESC LIMIT 10"
-    )
+    counts = await log_counts(store)
     system = await asyncio.to_thread(system_figures, pool.governor.level.value)
-    return build_telemetry(
-        pool, requests, rungs, system, [tuple(row) for row in errors], include_connections, include_models
-    )
+    return build_telemetry(pool, counts, system, include_connections, include_models)
+
+
+def log_sections(counts: LogCounts) -> dict[str, Any]:
+    """The telemetry sections counted from the log alone: requests, recovery, recent errors."""
+    requests, rungs = counts.requests, counts.rungs
+    attempts = sum(r.attempts for r in rungs)
+    successes = sum(r.successes for r in rungs)
+    return {
+        "requests": {
+            "total": sum(r.served + r.failed for r in requests),
+            "served": sum(r.served for r in requests),
+            "failed": sum(r.failed for r in requests),
+        },
+        "recovery": {
+            "attempts": attempts,
+            "successes": successes,
+            "success_rate": successes / attempts if attempts else None,
+            "by_rung": {
+                r.rung: {
+                    "attempts": r.attempts,
+                    "successes": r.successes,
+                    "success_rate": r.successes / r.attempts if r.attempts else None,
+                    "median_time_to_recover_ms": r.median_latency_ms,
+                }
+                for r in rungs
+            },
+        },
+        "recent_errors": [
+            {
+                "at": datetime.fromtimestamp(at, tz=UTC).isoformat(),
+                "connection_id": connection_id,
+                "model_id": model_id,
+                "error_kind": kind,
+                "outcome": outcome,
+            }
+            for at, connection_id, model_id, kind, outcome in counts.recent_errors
+        ],
+    }
 
 
 def _connection_class(member: PoolMember) -> str:
@@ -75,10 +106,8 @@ def _connection_class(member: PoolMember) -> str:
 
 def build_telemetry(
     pool: ResourcePool,
-    requests: list[RequestCounts],
-    rungs: list[RungCounts],
+    counts: LogCounts,
     system: dict[str, Any],
-    recent_errors: list[tuple[Any, ...]],
     include_connections: bool,
     include_models: bool,
 ) -> dict[str, Any]:
@@ -106,52 +135,18 @@ def build_telemetry(
             + breaker_states[BreakerState.METRICS_ONLY],
         },
         "models": len({m for member in members for m in member.models} | set(pool.model_connections)),
-        "requests": {
-            "total": sum(r.served + r.failed for r in requests),
-            "served": sum(r.served for r in requests),
-            "failed": sum(r.failed for r in requests),
-        },
-        "recovery": _recovery(rungs),
-        "recent_errors": [
-            {
-                "at": datetime.fromtimestamp(at, tz=UTC).isoformat(),
-                "connection_id": connection_id,
-                "model_id": model_id,
-                "error_kind": kind,
-                "outcome": outcome,
-            }
-            for at, connection_id, model_id, kind, outcome in recent_errors
-        ],
+        **log_sections(counts),
     }
     if include_connections:
         telemetry["connection_details"] = [_connection_details(pool, m) for m in members]
     if include_models:
-        telemetry["model_details"] = _model_details(pool, requests)
+        telemetry["model_details"] = _model_details(pool, counts.requests)
     return telemetry
 
 
 def _backend(member: PoolMember) -> str:
     hello = getattr(member.connection, "hello", None)
     return str(getattr(hello, "backend", None) or "unknown")
-
-
-def _recovery(rungs: list[RungCounts]) -> dict[str, Any]:
-    attempts = sum(r.attempts for r in rungs)
-    successes = sum(r.successes for r in rungs)
-    return {
-        "attempts": attempts,
-        "successes": successes,
-        "success_rate": successes / attempts if attempts else None,
-        "by_rung": {
-            r.rung: {
-                "attempts": r.attempts,
-                "successes": r.successes,
-                "success_rate": r.successes / r.attempts if r.attempts else None,
-                "median_time_to_recover_ms": r.median_latency_ms,
-            }
-            for r in rungs
-        },
-    }
 
 
 def _connection_details(pool: ResourcePool, member: PoolMember) -> dict[str, Any]:
