@@ -189,7 +189,6 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
         default_deadline=10.0,
         hooks=kind != "simulated",
         heartbeat_interval=1.0,
-        heartbeat_timeout=0.5,
     )
     rng = random.Random(options.seed)
     tally = DemoTally()

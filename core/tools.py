@@ -108,7 +108,6 @@ async def run_recovery_trial(
         db=db,
         hooks=kind != "simulated",
         heartbeat_interval=0.5,
-        heartbeat_timeout=0.4,
     )
     async with ResourcePool(config) as pool:
         await pool.load_model("toy-mlp")

@@ -720,14 +720,14 @@ class SQLiteEventStore(EventStore):
         if limit is not None:
             sql += " LIMIT ?"
             params += (limit,)
-        return [RecordedEvent(*row) for row in await self._query(sql, params)]
+        return list(map(RecordedEvent._make, await self._query(sql, params)))
 
     async def read_all(
         self, from_position: int = 1, limit: int = 1000, *, types: Sequence[str] | None = None
     ) -> list[RecordedEvent]:
         if limit < 1:
             raise ConfigurationError(f"limit must be at least 1, not {limit}")
-        return [RecordedEvent(*row) for row in await self._page(from_position, limit, types)]
+        return list(map(RecordedEvent._make, await self._page(from_position, limit, types)))
 
     async def iter_all(
         self, from_position: int = 1, *, batch: int = 10_000, types: Sequence[str] | None = None
@@ -739,8 +739,8 @@ class SQLiteEventStore(EventStore):
         try:
             while rows := await ahead:
                 ahead = loop.create_task(self._page(rows[-1][0] + 1, batch, types))
-                for row in rows:
-                    yield RecordedEvent(*row)
+                for recorded in map(RecordedEvent._make, rows):
+                    yield recorded
         finally:
             if not ahead.done():
                 ahead.cancel()

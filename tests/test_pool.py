@@ -27,7 +27,6 @@ def _config(tmp_path: Path, **overrides: Any) -> PoolConfig:
         "workers": ("simulated",),
         "db": tmp_path / "pool.db",
         "heartbeat_interval": 30.0,  # the tests drive faults themselves
-        "heartbeat_timeout": 1.0,
         "memory_interval": 3600.0,
     }
     options.update(overrides)

@@ -71,7 +71,8 @@ class PoolConfig:
         (the connection is suspected hung) and the request retried elsewhere.
     :param max_ejection_share: the largest share of connections whose breakers may keep requests
         away; beyond it the pool serves from the least bad connection (Envoy's panic threshold).
-    :param heartbeat_interval: seconds between application pings to an idle connection.
+    :param heartbeat_interval: seconds between application pings to each healthy connection (each
+        allowed ``lifecycle.ping_timeout_s``): only they find a page whose JavaScript is stuck.
     :param memory_interval: seconds between memory readings.
     :param recycle_after_jobs: restart a browser (after draining it) once it served this many.
     :param recycle_after_s: or once it is this old.
@@ -88,7 +89,6 @@ class PoolConfig:
     attempt_timeout: float = 3.0
     max_ejection_share: float = 0.5
     heartbeat_interval: float = 2.0
-    heartbeat_timeout: float = 1.0
     memory_interval: float = 2.0
     recycle_after_jobs: int | None = None
     recycle_after_s: float | None = None
@@ -119,8 +119,6 @@ class PoolConfig:
             or self.memory_interval <= 0
         ):
             raise ConfigurationError("deadlines and intervals must be positive")
-        if self.heartbeat_timeout >= self.heartbeat_interval:
-            raise ConfigurationError("heartbeat_timeout must be shorter than heartbeat_interval")
 
     def worker_kind(self, index: int) -> WorkerKind:
         """The kind of the ``index``-th connection."""
