@@ -50,7 +50,7 @@ class DurableBreakers:
         store: EventStore,
         registry: BreakerRegistry,
         *,
-        snapshot_every: int = 25,
+        snapshot_every: int = 10,
         flush_interval: float = 0.25,
         summary_interval: float = 30.0,
     ) -> None:

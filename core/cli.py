@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     breaker.add_argument("--calls", type=int, default=1_000_000, help="calls timed for the hot path")
     breaker.add_argument("--events", type=int, default=1_000_000, help="events in the restore log")
     breaker.add_argument("--breakers", type=int, default=10_000, help="breakers in the restore log")
-    breaker.add_argument("--snapshot-every", type=int, default=25, help="events between snapshots")
+    breaker.add_argument("--snapshot-every", type=int, default=10, help="events between snapshots")
     breaker.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     breaker.set_defaults(handler=_bench_breaker)
 

@@ -219,7 +219,7 @@ async def open_breakers(
     clock: Clock = system_clock,
     rng: RandomSource | None = None,
     classify: Classifier = classify_exception,
-    snapshot_every: int = 25,
+    snapshot_every: int = 10,
     flush_interval: float = 0.25,
     summary_interval: float = 30.0,
 ) -> AsyncIterator[Breakers]:

@@ -284,7 +284,7 @@ def run(
     calls: int = CALLS,
     restore_events: int = 1_000_000,
     restore_breakers: int = 10_000,
-    snapshot_every: int = 25,
+    snapshot_every: int = 10,
 ) -> dict[str, Any]:
     """Run the breaker benchmark and return its figures (progress goes to stderr unless ``json``)."""
 
