@@ -216,7 +216,7 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
         try:
             while not all(task.done() for task in work):
                 await asyncio.wait(work, timeout=0.5)
-                await store.flush()
+                await pool.flush()
                 recoveries = await _recoveries(store, started_at)
                 elapsed = options.duration - max(0.0, until - time.monotonic())
                 if display is not None:
@@ -228,7 +228,7 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
                 if member.driver is not None:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(member.driver.wait_for(lambda m: m.incident_id is None), 30)
-            await store.flush()
+            await pool.flush()
             recoveries = await _recoveries(store, started_at)
         finally:
             if display is not None:

@@ -127,7 +127,7 @@ async def run_recovery_trial(
         finally:
             probe.cancel()
         elapsed = time.monotonic() - injected_at
-        await pool.store.flush()
+        await pool.flush()
         events = [
             e for e in await pool.store.read_stream(f"connection/{target}") if e.incident_id == incident
         ]

@@ -140,7 +140,7 @@ async def test_export_telemetry_has_the_seed_keys_and_counts_from_the_log(tmp_pa
             assert (await bridge.run_inference("toy-mlp", INPUT))["success"]
         bad = await bridge.run_inference("toy-mlp", {"input": [[1.0]]})
         assert bad["error_type"] == "InvalidInput"
-        await bridge.pool.store.flush()
+        await bridge.pool.flush()
         telemetry = ResourcePoolErrorRecovery.export_telemetry(
             bridge, include_connections=True, include_models=True
         )

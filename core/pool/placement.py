@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from poolwarden.pool.config import BROWSER_PREFERENCES
 
-__all__ = ["BrowserStats", "Candidate", "StatsBook", "rank"]
+__all__ = ["BrowserStats", "Candidate", "StatsBook", "browser_rank", "rank"]
 
 _MIN_SAMPLES = 20  # below this, what the log says of a (type, browser) is not yet evidence
 
@@ -80,17 +80,18 @@ def rank(model_type: str, candidates: Sequence[Candidate], stats: StatsBook | No
     clearly worse (with enough samples) drops behind; ties go to the faster browser, then to the
     least loaded connection.
     """
+    return sorted(candidates, key=lambda c: (*browser_rank(model_type, c.browser, stats), c.load))
+
+
+def browser_rank(model_type: str, browser: str, stats: StatsBook | None = None) -> tuple[float, float]:
+    """How good ``browser`` is for ``model_type``, lower is better: (place, mean latency ms).
+
+    The place is the browser's position in the type's preference, pushed back one place for each
+    10 points of recorded failure rate (once there are enough samples to mean something).
+    """
     order = preference(model_type)
-
-    def key(candidate: Candidate) -> tuple[float, float, int]:
-        position = order.index(candidate.browser) if candidate.browser in order else len(order)
-        figures = stats.get(model_type, candidate.browser) if stats is not None else None
-        if figures is not None and figures.requests >= _MIN_SAMPLES:
-            # Each 10 points of failure rate cost one place in the preference order.
-            penalty = (1.0 - figures.success_rate) * 10
-            latency = figures.mean_latency_ms
-        else:
-            penalty, latency = 0.0, 0.0
-        return (position + penalty, latency, candidate.load)
-
-    return sorted(candidates, key=key)
+    position = order.index(browser) if browser in order else len(order)
+    figures = stats.get(model_type, browser) if stats is not None else None
+    if figures is None or figures.requests < _MIN_SAMPLES:
+        return float(position), 0.0
+    return position + (1.0 - figures.success_rate) * 10, figures.mean_latency_ms

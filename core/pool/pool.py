@@ -65,7 +65,7 @@ from poolwarden.memory import (
 from poolwarden.policy import ErrorKind
 from poolwarden.pool.config import PoolConfig
 from poolwarden.pool.member import ModelSlot, PoolMember
-from poolwarden.pool.placement import Candidate, StatsBook, rank
+from poolwarden.pool.placement import StatsBook, browser_rank
 from poolwarden.recovery import Recovery
 from poolwarden.storage import open_store
 from poolwarden.storage.base import EventStore
@@ -77,6 +77,8 @@ __all__ = ["InferenceResult", "MemorySampler", "ResourcePool"]
 log = logging.getLogger(__name__)
 
 POOL_STREAM = "pool/main"
+_EVENT_BATCH = 256
+_EVENT_LINGER = 0.02
 BRIDGE_STREAM = "pool/bridge"
 MEMORY_STREAM = "pool/memory"
 
@@ -216,6 +218,10 @@ class ResourcePool:
         self._monitor: asyncio.Task[None] | None = None
         self._closing = False
         self._started = False
+        self._events: list[NewEvent] = []
+        self._rank_cache: dict[tuple[str, str], tuple[float, float]] = {}
+        self._rank_expiry = 0.0
+        self._events_flusher: asyncio.Future[None] | None = None
         self.counters: dict[str, int] = {
             "requests": 0,
             "served": 0,
@@ -276,7 +282,10 @@ class ResourcePool:
         )
         await self.server.close()
         try:
+            if self._events_flusher is not None and not self._events_flusher.done():
+                self._events_flusher.cancel()
             await self._pool_event("PoolStopped", payload=dict(self.counters))
+            await self._flush_events()
             await self.breakers.__aexit__(None, None, None)
         finally:
             if self._own_store:
@@ -418,11 +427,26 @@ class ResourcePool:
         return await self._place(info, candidates[0])
 
     def _ranked(self, info: _ModelInfo, members: list[PoolMember]) -> list[PoolMember]:
-        by_id = {m.connection_id: m for m in members}
-        order = rank(
-            info.model_type, [Candidate(m.connection_id, m.browser, m.load) for m in members], self.stats
-        )
-        return [by_id[c.connection_id] for c in order]
+        """``members`` best first for ``info`` (see :func:`~poolwarden.pool.placement.rank`).
+
+        A browser's standing for a model type changes slowly, so it is worked out at most once a
+        second; the order by load is fresh every time.
+        """
+        now = time.monotonic()
+        if now >= self._rank_expiry:
+            self._rank_cache.clear()
+            self._rank_expiry = now + 1.0
+        cache = self._rank_cache
+
+        def key(member: PoolMember) -> tuple[float, float, int]:
+            standing = cache.get((info.model_type, member.browser))
+            if standing is None:
+                standing = cache[(info.model_type, member.browser)] = browser_rank(
+                    info.model_type, member.browser, self.stats
+                )
+            return (*standing, member.load)
+
+        return sorted(members, key=key)
 
     async def _place(self, info: _ModelInfo, member: PoolMember) -> str:
         allowed, reason = self.governor.may_load_model()
@@ -888,8 +912,29 @@ class ResourcePool:
         await member.handle.inject(fault)
 
     async def _pool_event(self, type: str, **fields: Any) -> None:
-        event = NewEvent(type=type, occurred_at=self.clock(), **fields)
-        await self.store.append(POOL_STREAM, [event], durability="buffered")
+        """Record a pool event. Events are gathered and appended together, one append for every
+        batch (at most ``_EVENT_BATCH`` events or ``_EVENT_LINGER`` seconds), so that the request
+        path pays for a list append, not for an append to the store each time."""
+        self._events.append(NewEvent(type=type, occurred_at=self.clock(), **fields))
+        if len(self._events) >= _EVENT_BATCH:
+            await self._flush_events()
+        elif self._events_flusher is None or self._events_flusher.done():
+            self._events_flusher = asyncio.ensure_future(self._flush_events_soon())
+
+    async def _flush_events_soon(self) -> None:
+        await asyncio.sleep(_EVENT_LINGER)
+        await self._flush_events()
+
+    async def flush(self) -> None:
+        """Wait until everything the pool and its breakers decided so far is committed to the log."""
+        await self._flush_events()
+        await self.store.flush()
+
+    async def _flush_events(self) -> None:
+        """Append the gathered pool events to the store now (buffered: backpressure applies)."""
+        events, self._events = self._events, []
+        if events:
+            await self.store.append(POOL_STREAM, events, durability="buffered")
 
     @property
     def healthy_connections(self) -> list[str]:

@@ -51,7 +51,7 @@ async def export_telemetry(
     store = pool.store
     if not isinstance(store, SQLiteEventStore):  # pragma: no cover - the only backend today
         raise TypeError("telemetry queries need the SQLite store")
-    await store.flush()  # what the pool has decided so far is in the log before it is counted
+    await pool.flush()  # what the pool has decided so far is in the log before it is counted
     counts = await log_counts(store)
     system = await asyncio.to_thread(system_figures, pool.governor.level.value)
     return build_telemetry(pool, counts, system, include_connections, include_models)
