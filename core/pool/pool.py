@@ -707,6 +707,9 @@ class ResourcePool:
                 kind = _kind_of(error)
                 if admission is not None:
                     admission.failed(kind, duration)
+                    # A counted failure is an event: have it persisted now. (A success in a closed
+                    # breaker is no event, so the hot path does not wake the flusher.)
+                    self.breakers.wake()
                 if isinstance(error, asyncio.CancelledError):
                     raise
                 self._on_request_fault(member, kind)
@@ -714,7 +717,6 @@ class ResourcePool:
                 raise _as_request_error(error, member.connection_id) from error
             finally:
                 member.end(info.model_id)
-                self.breakers.wake()
         member.last_answer_at = time.monotonic()
         duration = member.last_answer_at - began
         if admission is not None:
