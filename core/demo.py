@@ -257,8 +257,8 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
         "final_connections": connections,
         "backends": dict(tally.backends),
         "latency_ms": {
-            "p50": latencies[len(latencies) // 2] if latencies else None,
-            "p99": latencies[int(len(latencies) * 0.99)] if latencies else None,
+            "p50": round(latencies[len(latencies) // 2], 2) if latencies else None,
+            "p99": round(latencies[int(len(latencies) * 0.99)], 2) if latencies else None,
         },
     }
 
