@@ -1,29 +1,20 @@
-"""Where a model goes: the browser its type prefers, refined by what the log has seen, then by load.
+"""Where a model goes: the browser its type prefers, refined by what requests have shown.
 
-Pure: it ranks candidates from their browser, their load and the recorded success rate and
-latency of (model type, browser); the pool gathers those figures (from the log at start-up, then
-as requests complete).
+Pure: :func:`browser_rank` says how good a browser is for a model type, from the type's
+preference and the recorded success rate and latency of (model type, browser); the pool orders
+connections by it, then by load, and feeds the figures as requests complete.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from poolwarden.pool.config import BROWSER_PREFERENCES
 
-__all__ = ["BrowserStats", "Candidate", "StatsBook", "browser_rank", "rank"]
+__all__ = ["BrowserStats", "StatsBook", "browser_rank", "preference"]
 
 _MIN_SAMPLES = 20  # below this, what the log says of a (type, browser) is not yet evidence
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A connection that could take a model."""
-
-    connection_id: str
-    browser: str
-    load: int  # requests in flight plus models held
 
 
 @dataclass(slots=True)
@@ -71,16 +62,6 @@ class StatsBook:
 def preference(model_type: str) -> tuple[str, ...]:
     """The browsers ``model_type`` prefers, best first (Chromium first for unknown types)."""
     return BROWSER_PREFERENCES.get(model_type, ("chromium", "firefox", "simulated"))
-
-
-def rank(model_type: str, candidates: Sequence[Candidate], stats: StatsBook | None = None) -> list[Candidate]:
-    """``candidates`` best first for a model of ``model_type``.
-
-    The browser preference orders them; a browser whose recorded success rate for this type is
-    clearly worse (with enough samples) drops behind; ties go to the faster browser, then to the
-    least loaded connection.
-    """
-    return sorted(candidates, key=lambda c: (*browser_rank(model_type, c.browser, stats), c.load))
 
 
 def browser_rank(model_type: str, browser: str, stats: StatsBook | None = None) -> tuple[float, float]:

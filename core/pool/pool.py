@@ -229,7 +229,6 @@ class ResourcePool:
             "retries": 0,
             "fallbacks": 0,
         }
-        self.errors_by_kind: dict[str, int] = {}
 
     # --- starting and stopping ----------------------------------------------------------------
 
@@ -793,7 +792,6 @@ class ResourcePool:
         self, info: _ModelInfo, member: PoolMember, kind: ErrorKind, latency_ms: float
     ) -> None:
         """One attempt failed on ``member`` (the request may still be served elsewhere)."""
-        self.errors_by_kind[kind.value] = self.errors_by_kind.get(kind.value, 0) + 1
         self.stats.record(info.model_type, member.browser, False, None)
         await self._pool_event(
             "AttemptFailed",
