@@ -138,8 +138,15 @@ class BreakerRegistry:
 
     def admit(self, connection_id: str, model_id: str) -> Admission:
         """Ask the connection's breaker, then the model's; a model refusal frees the connection's trial."""
-        connection = self.connection(connection_id)
-        model = self.model(connection_id, model_id)
+        return self.admit_pair(self.connection(connection_id), self.model(connection_id, model_id))
+
+    def pair(self, connection_id: str, model_id: str) -> tuple[CircuitBreaker, CircuitBreaker]:
+        """The connection's breaker and the model's on it (created on first use)."""
+        return self.connection(connection_id), self.model(connection_id, model_id)
+
+    @staticmethod
+    def admit_pair(connection: CircuitBreaker, model: CircuitBreaker) -> Admission:
+        """:meth:`admit` for breakers already at hand (from :meth:`pair`)."""
         first = connection.allow()
         if not first:
             return Admission(connection, model, first, None)

@@ -3,8 +3,9 @@
 Each query is written once, as SQL plus a function that shapes its rows, and runs either through
 an open :class:`~poolwarden.storage.SQLiteEventStore` (``await log_counts(store)``) or on a plain
 read-only ``sqlite3`` connection (``log_counts_sync(path)``, for the seed's synchronous
-``export_telemetry``). None parses JSON: the columns (model_id, connection_id, outcome, rung,
-latency_ms) hold what is counted.
+``export_telemetry``). The columns (model_id, connection_id, outcome, rung, latency_ms) hold
+what is counted; only the pool's summaries of successful requests (``InferencesServed``, one
+per connection, model and batch) are looked into, for their count and latency totals.
 """
 
 from __future__ import annotations
@@ -20,14 +21,19 @@ from poolwarden.storage.sqlite import SQLiteEventStore
 __all__ = ["LogCounts", "RequestCounts", "RungCounts", "log_counts", "log_counts_sync"]
 
 SERVED = "InferenceServed"
+SERVED_SUMMARY = "InferencesServed"
 FAILED = "InferenceFailed"
 
 _REQUESTS = (
     "SELECT model_id, connection_id, MAX(browser),"
-    f" SUM(type = '{SERVED}'), SUM(type = '{FAILED}'),"
-    f" AVG(CASE WHEN type = '{SERVED}' THEN latency_ms END),"
-    f" MAX(CASE WHEN type = '{SERVED}' THEN latency_ms END), MAX(occurred_at)"
-    f" FROM events WHERE type IN ('{SERVED}', '{FAILED}') AND model_id IS NOT NULL"
+    f" SUM(CASE type WHEN '{SERVED}' THEN 1 WHEN '{SERVED_SUMMARY}' THEN json_extract(payload, '$.n')"
+    " ELSE 0 END),"
+    f" SUM(type = '{FAILED}'),"
+    f" SUM(CASE type WHEN '{SERVED}' THEN latency_ms"
+    f" WHEN '{SERVED_SUMMARY}' THEN json_extract(payload, '$.latency_ms_total') END),"
+    f" MAX(CASE type WHEN '{SERVED}' THEN latency_ms"
+    f" WHEN '{SERVED_SUMMARY}' THEN json_extract(payload, '$.latency_ms_max') END), MAX(occurred_at)"
+    f" FROM events WHERE type IN ('{SERVED}', '{SERVED_SUMMARY}', '{FAILED}') AND model_id IS NOT NULL"
     " AND occurred_at >= ? GROUP BY model_id, connection_id ORDER BY model_id, connection_id"
 )
 _RUNGS = (
@@ -94,12 +100,18 @@ def _shape(
         median = values[len(values) // 2] if values else None
         rung_counts.append(RungCounts(rung, int(attempts or 0), int(successes or 0), median))
     return LogCounts(
-        requests=[
-            RequestCounts(r[0], r[1], r[2], int(r[3] or 0), int(r[4] or 0), r[5], r[6], float(r[7]))
-            for r in requests
-        ],
+        requests=[_request_counts(row) for row in requests],
         rungs=sorted(rung_counts, key=lambda c: _RUNG_ORDER.get(c.rung, 9)),
         recent_errors=[tuple(row) for row in errors],
+    )
+
+
+def _request_counts(row: Sequence[Any]) -> RequestCounts:
+    model_id, connection_id, browser, served, failed, latency_total, latency_max, last_at = row
+    served = int(served or 0)
+    mean = latency_total / served if served and latency_total is not None else None
+    return RequestCounts(
+        model_id, connection_id, browser, served, int(failed or 0), mean, latency_max, float(last_at)
     )
 
 

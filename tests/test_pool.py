@@ -81,8 +81,23 @@ async def test_serves_the_model_and_the_numbers_are_right(pool: ResourcePool) ->
     assert result.connection_id == "conn-0"
     assert result.backend == "simulated"
     np.testing.assert_allclose(result.outputs[0], _expected(), rtol=1e-5, atol=1e-6)
-    (served,) = await _events(pool, "InferenceServed")
+    (served,) = await _events(pool, "InferencesServed")  # a first-attempt success is summarised
     assert (served.connection_id, served.model_id, served.outcome) == ("conn-0", "toy-mlp", "success")
+    assert served.payload["n"] == 1
+    assert served.payload["backend"] == "simulated"
+    assert served.payload["latency_ms"] == [round(result.latency_ms, 3)]
+    assert await _events(pool, "InferenceServed") == []
+
+
+async def test_every_request_is_its_own_event_when_configured(tmp_path: Path, readings: Readings) -> None:
+    """With record_every_request, each success is one InferenceServed event with its latency."""
+    config = _config(tmp_path, record_every_request=True)
+    async with ResourcePool(config, memory_sampler=readings.host) as pool:
+        await pool.load_model("toy-mlp", connection_id="conn-0")
+        results = [await pool.run_inference("toy-mlp", {"input": X}) for _ in range(3)]
+        served = await _events(pool, "InferenceServed")
+        assert [e.latency_ms for e in served] == [r.latency_ms for r in results]
+        assert await _events(pool, "InferencesServed") == []
 
 
 async def test_bad_requests_get_typed_errors_and_the_pool_keeps_serving(pool: ResourcePool) -> None:
@@ -210,8 +225,8 @@ async def test_recycling_drains_in_flight_work_before_restarting(pool: ResourceP
     stream = [e.type for e in await pool.store.read_stream("connection/conn-0")]
     drain, restart = stream.index("DrainStarted"), stream.index("RungAttempted", stream.index("DrainStarted"))
     assert drain < restart
-    served_after = await _events(pool, "InferenceServed")
-    last_served_on_conn0 = max(e.occurred_at for e in served_after if e.connection_id == "conn-0")
+    served_after = await _events(pool, "InferencesServed")
+    last_served_on_conn0 = max(e.payload["last_at"] for e in served_after if e.connection_id == "conn-0")
     (restart_event,) = [
         e for e in await pool.store.read_stream("connection/conn-0") if e.type == "RungAttempted"
     ]

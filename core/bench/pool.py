@@ -3,14 +3,14 @@
 In one process: a pool of simulated workers serves ``requests`` toy-mlp requests from
 ``concurrency`` clients, through its queue, breakers, placement and event log; then the same
 requests go straight over the same workers' WebSocket connections (request, binary tensor
-frame, answer) with no pool in between. ``overhead_ratio`` is the pool's time over the bare
-loop's; both pay for the same simulated worker in the same process, so it isolates the pool.
+frame, answer) with no pool in between. The two alternate for three rounds of ``requests / 3``
+each. ``overhead_ratio`` is the pool's best round over the bare loop's best; both pay for the
+same simulated worker in the same process, so it isolates the pool.
 """
 
 from __future__ import annotations
 
 import asyncio
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -55,15 +55,17 @@ async def _measure(requests: int, concurrency: int, connections: int, folder: Pa
                 await connection.infer("toy-mlp", {"input": x}, timeout=10.0)
                 latencies.append(time.perf_counter() - began)
 
-        per_client = requests // concurrency
+        rounds = 3
+        per_client = max(1, requests // (concurrency * rounds))
         results: dict[str, Any] = {}
-        # Warm both paths, then time each; the bare loop runs between two pool runs and the
-        # pool's figure is their mean, so a machine slowing down or speeding up shows in neither.
+        # Warm both paths, then time them in alternation, three rounds each; each path's figure
+        # is its best round (as timeit does), so that work of other processes during one round
+        # shows in neither, and a machine slowing down or speeding up affects both alike.
         await asyncio.gather(*(through_pool([], 20) for _ in range(concurrency)))
         await asyncio.gather(*(bare([], 20, i) for i in range(concurrency)))
         timings: dict[str, list[float]] = {"pool": [], "bare": []}
         latencies: dict[str, list[float]] = {"pool": [], "bare": []}
-        for name in ("pool", "bare", "pool"):
+        for name in ("pool", "bare") * rounds:
             started = time.perf_counter()
             if name == "pool":
                 await asyncio.gather(*(through_pool(latencies[name], per_client) for _ in range(concurrency)))
@@ -71,10 +73,11 @@ async def _measure(requests: int, concurrency: int, connections: int, folder: Pa
                 await asyncio.gather(*(bare(latencies[name], per_client, i) for i in range(concurrency)))
             timings[name].append(time.perf_counter() - started)
         done = per_client * concurrency
-        pool_s = statistics.mean(timings["pool"])
-        bare_s = timings["bare"][0]
+        pool_s = min(timings["pool"])
+        bare_s = min(timings["bare"])
         results.update(
-            requests=done,
+            requests=done * rounds,
+            rounds=rounds,
             concurrency=concurrency,
             connections=connections,
             pool_requests_per_s=round(done / pool_s),
@@ -84,7 +87,7 @@ async def _measure(requests: int, concurrency: int, connections: int, folder: Pa
             bare_p50_ms=round(_percentile(latencies["bare"], 0.5) * 1000, 3),
             bare_p99_ms=round(_percentile(latencies["bare"], 0.99) * 1000, 3),
             overhead_ratio=round(pool_s / bare_s, 3),
-            served_and_logged=pool.counters["served"],
+            served=pool.counters["served"],
         )
     return results
 

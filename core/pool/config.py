@@ -64,8 +64,10 @@ class PoolConfig:
     :param connections: how many browser connections the pool keeps.
     :param workers: the kind of each connection, cycled (``("chromium", "firefox")`` alternates).
     :param db: the event log; ``":memory:"`` keeps nothing after the process ends.
-    :param max_queue: requests the pool holds (running or waiting) before it answers QueueFull.
-    :param per_connection_concurrency: requests one connection runs at once.
+    :param max_queue: requests the pool holds (running, or waiting for a free slot on a
+        connection) before it answers QueueFull.
+    :param per_connection_concurrency: requests one connection runs at once; beyond it, requests
+        wait in the pool's queue (within their deadlines) for a slot.
     :param default_deadline: seconds a request may take when the caller gives none.
     :param attempt_timeout: seconds one attempt on one connection may take before it is abandoned
         (the connection is suspected hung) and the request retried elsewhere.
@@ -76,6 +78,11 @@ class PoolConfig:
     :param memory_interval: seconds between memory readings.
     :param recycle_after_jobs: restart a browser (after draining it) once it served this many.
     :param recycle_after_s: or once it is this old.
+    :param record_every_request: record each success as its own ``InferenceServed`` event.
+        By default a success at the first attempt is summarised: one ``InferencesServed`` event
+        per (connection, model, backend) for every append, with the count and every latency
+        (:mod:`poolwarden.pool.tally`); retried, panic-routed and fallback results are one event
+        each either way, and so is every failure.
     :param hooks: load worker pages with test hooks (fault injection) enabled.
     """
 
@@ -93,7 +100,7 @@ class PoolConfig:
     recycle_after_jobs: int | None = None
     recycle_after_s: float | None = None
     drain_timeout: float = 10.0
-    record_every_request: bool = True
+    record_every_request: bool = False
     hooks: bool = False
     browser_path: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)

@@ -51,25 +51,20 @@ class PoolMember:
     draining: bool = False
     recovery: Recovery | None = None
     loading: dict[str, asyncio.Future[None]] = field(default_factory=dict)
-    slots: asyncio.Semaphore = field(init=False)
     idle: asyncio.Event = field(init=False)
-    _changed: asyncio.Event = field(init=False)
+    browser: str = field(init=False)
+    """The browser behind the connection (``simulated`` for a simulated worker)."""
+    _watchers: list[asyncio.Future[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.slots = asyncio.Semaphore(self.concurrency)
+        self.browser = str(getattr(self.handle, "browser", self.kind))
         self.idle = asyncio.Event()
         self.idle.set()
-        self._changed = asyncio.Event()
 
     @property
     def connection(self) -> WorkerConnection:
         """The bridge connection the worker's page attaches to."""
         return self.handle.connection
-
-    @property
-    def browser(self) -> str:
-        """The browser behind the connection (``simulated`` for a simulated worker)."""
-        return str(getattr(self.handle, "browser", self.kind))
 
     @property
     def driver(self) -> LifecycleDriver | None:
@@ -89,8 +84,14 @@ class PoolMember:
 
     @property
     def serving(self) -> bool:
-        """Whether requests may be routed here now."""
-        return self.state is ConnectionState.HEALTHY and not self.draining
+        """Whether requests may be routed here now (asked for every request: kept direct)."""
+        recovery = self.recovery
+        return (
+            not self.draining
+            and recovery is not None
+            and recovery.started
+            and recovery.driver.machine.state is ConnectionState.HEALTHY
+        )
 
     @property
     def busy(self) -> bool:
@@ -103,9 +104,11 @@ class PoolMember:
         return self.in_flight + len(self.models)
 
     def begin(self, model_id: str) -> None:
-        """A request starts on this connection."""
+        """A request starts on this connection (the caller has checked that it is not busy:
+        :class:`~poolwarden.pool.routing.Router` only routes to members with a free slot)."""
         self.in_flight += 1
-        self.idle.clear()
+        if self.in_flight == 1:
+            self.idle.clear()
         slot = self.models.get(model_id)
         if slot is not None:
             slot.in_flight += 1
@@ -124,10 +127,15 @@ class PoolMember:
         self._notify()
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if self._watchers:  # nobody watches on the hot path: no allocation for them there
+            watchers, self._watchers = self._watchers, []
+            for watcher in watchers:
+                if not watcher.done():
+                    watcher.set_result(None)
 
     async def wait_until(self, predicate: Callable[[PoolMember], bool]) -> None:
         """Wait until ``predicate(self)`` holds; re-checked each time a request starts or ends."""
         while not predicate(self):
-            await self._changed.wait()
+            watcher = asyncio.get_running_loop().create_future()
+            self._watchers.append(watcher)
+            await watcher

@@ -44,7 +44,9 @@ class StatsBook:
 
     def record(self, model_type: str, browser: str, ok: bool, latency_ms: float | None) -> None:
         """Count one request's outcome."""
-        stats = self._stats.setdefault((model_type, browser), BrowserStats())
+        stats = self._stats.get((model_type, browser))
+        if stats is None:
+            stats = self._stats[(model_type, browser)] = BrowserStats()
         stats.requests += 1
         if ok:
             stats.successes += 1

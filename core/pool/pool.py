@@ -28,9 +28,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from poolwarden.breaker import BreakerState, CircuitBreaker
+from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_registry import BreakerRegistry
 from poolwarden.breaker_store import DurableBreakers
+from poolwarden.bridge.protocol import Tensor
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import (
@@ -64,8 +65,12 @@ from poolwarden.memory import (
 )
 from poolwarden.policy import ErrorKind
 from poolwarden.pool.config import PoolConfig
+from poolwarden.pool.inputs import as_tensors
 from poolwarden.pool.member import ModelSlot, PoolMember
-from poolwarden.pool.placement import StatsBook, browser_rank
+from poolwarden.pool.placement import StatsBook
+from poolwarden.pool.recorder import HIGH_WATER, EventRecorder
+from poolwarden.pool.routing import Router, blocking_breaker
+from poolwarden.pool.tally import ServedTally
 from poolwarden.recovery import Recovery
 from poolwarden.storage import open_store
 from poolwarden.storage.base import EventStore
@@ -77,8 +82,6 @@ __all__ = ["InferenceResult", "MemorySampler", "ResourcePool"]
 log = logging.getLogger(__name__)
 
 POOL_STREAM = "pool/main"
-_EVENT_BATCH = 256
-_EVENT_LINGER = 0.02
 BRIDGE_STREAM = "pool/bridge"
 MEMORY_STREAM = "pool/memory"
 
@@ -145,7 +148,8 @@ class _RetryBudget:
 
     def note_request(self, now: float) -> None:
         self.requests.append(now)
-        self._trim(now)
+        if len(self.requests) > 4096:  # trimmed when spending; this only bounds the memory
+            self._trim(now)
 
     def try_spend(self, now: float, ratio: float, minimum: int) -> bool:
         self._trim(now)
@@ -218,10 +222,11 @@ class ResourcePool:
         self._monitor: asyncio.Task[None] | None = None
         self._closing = False
         self._started = False
-        self._events: list[NewEvent] = []
-        self._rank_cache: dict[tuple[str, str], tuple[float, float]] = {}
-        self._rank_expiry = 0.0
-        self._events_flusher: asyncio.Future[None] | None = None
+        self.router = Router(self.members, self.registry, self.stats, clock, self.config.max_ejection_share)
+        self._served = ServedTally(clock)
+        self._recorder = EventRecorder(self.store, POOL_STREAM, clock, gather=self._served.drain)
+        self._bridge_recorder = EventRecorder(self.store, BRIDGE_STREAM, clock)
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self.counters: dict[str, int] = {
             "requests": 0,
             "served": 0,
@@ -254,7 +259,7 @@ class ResourcePool:
         for index in range(self.config.connections):
             starts.append(self._add_member(self.config.worker_kind(index), used))
         await asyncio.gather(*starts)
-        await self._pool_event(
+        self._recorder.record(
             "PoolStarted",
             payload={
                 "connections": self.config.connections,
@@ -281,10 +286,9 @@ class ResourcePool:
         )
         await self.server.close()
         try:
-            if self._events_flusher is not None and not self._events_flusher.done():
-                self._events_flusher.cancel()
-            await self._pool_event("PoolStopped", payload=dict(self.counters))
-            await self._flush_events()
+            self._recorder.record("PoolStopped", payload=dict(self.counters))
+            await self._recorder.close()
+            await self._bridge_recorder.close()
             await self.breakers.__aexit__(None, None, None)
         finally:
             if self._own_store:
@@ -382,7 +386,7 @@ class ResourcePool:
         self.members.pop(member.connection_id, None)
         self.governor.forget_browser(member.connection_id)
         replacement = await self._add_member(member.kind, set())
-        await self._pool_event(
+        self._recorder.record(
             "ConnectionReplaced",
             connection_id=replacement.connection_id,
             browser=replacement.browser,
@@ -420,37 +424,15 @@ class ResourcePool:
             if member is None:
                 raise NoHealthyConnection(f"no connection {connection_id!r} in the pool")
             return await self._place(info, member)
-        candidates = self._ranked(info, [m for m in self.members.values() if m.serving])
+        candidates = self.router.ranked(info.model_type, self._serving())
         if not candidates:
             raise NoHealthyConnection(f"no healthy connection can take {model_id!r}")
         return await self._place(info, candidates[0])
 
-    def _ranked(self, info: _ModelInfo, members: list[PoolMember]) -> list[PoolMember]:
-        """``members`` best first for ``info`` (see :func:`~poolwarden.pool.placement.rank`).
-
-        A browser's standing for a model type changes slowly, so it is worked out at most once a
-        second; the order by load is fresh every time.
-        """
-        now = time.monotonic()
-        if now >= self._rank_expiry:
-            self._rank_cache.clear()
-            self._rank_expiry = now + 1.0
-        cache = self._rank_cache
-
-        def key(member: PoolMember) -> tuple[float, float, int]:
-            standing = cache.get((info.model_type, member.browser))
-            if standing is None:
-                standing = cache[(info.model_type, member.browser)] = browser_rank(
-                    info.model_type, member.browser, self.stats
-                )
-            return (*standing, member.load)
-
-        return sorted(members, key=key)
-
     async def _place(self, info: _ModelInfo, member: PoolMember) -> str:
         allowed, reason = self.governor.may_load_model()
         if not allowed:
-            await self._pool_event("ModelLoadRefused", model_id=info.model_id, payload={"reason": reason})
+            self._recorder.record("ModelLoadRefused", model_id=info.model_id, payload={"reason": reason})
             raise RequestError(f"not loading {info.model_id!r}: {reason}")
         if info.model_id not in member.models:
             loading = member.loading.get(info.model_id)
@@ -465,7 +447,7 @@ class ResourcePool:
     async def _load(self, info: _ModelInfo, member: PoolMember) -> None:
         loaded = await member.connection.load_model(info.model_id, info.kind, info.options)
         member.models[info.model_id] = ModelSlot(info.model_id, info.kind, info.options, self.clock())
-        await self._pool_event(
+        self._recorder.record(
             "ModelPlaced",
             connection_id=member.connection_id,
             model_id=info.model_id,
@@ -488,7 +470,7 @@ class ResourcePool:
                 self.model_connections.pop(model_id, None)
         with contextlib.suppress(PoolwardenError):
             await member.connection.unload_model(model_id)
-        await self._pool_event(
+        self._recorder.record(
             "ModelEvicted",
             connection_id=connection_id,
             model_id=model_id,
@@ -510,79 +492,125 @@ class ResourcePool:
 
         ``attempts`` caps the tries on connections (the retry policy's if None). A typed error
         carries ``attempted``: the connections whose breakers recorded a failed attempt.
+
+        The deadline is enforced without a timer of its own on the common path: an attempt's
+        timeout is the attempt timeout or what is left of the deadline, whichever is less, and
+        every other wait (for a free slot, a model load, a backoff, the fallback, the log)
+        is bounded by the deadline where it happens.
         """
         info = self._models.get(model_id)
         try:
             if info is None:
                 raise UnknownModel(f"model {model_id!r} was never loaded into this pool")
-            _check_inputs(info, inputs)
+            tensors = as_tensors(model_id, info.input_width, inputs)
             if self._queued >= self.config.max_queue:
                 raise QueueFull(
                     f"{self._queued} requests are queued (max_queue={self.config.max_queue})",
                     retry_after=max(0.01, self.config.default_deadline / 10),
                 )
         except RequestError as error:
-            await self._request_failed(model_id, None, type(error).__name__, 0.0, "refused")
+            self._request_failed(model_id, None, type(error).__name__, 0.0, "refused")
             raise
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        timeout = self.config.default_deadline if deadline is None else deadline
+        deadline_at = started + timeout
         self._queued += 1
         self.counters["requests"] += 1
-        self._budget.note_request(time.monotonic())
-        timeout = self.config.default_deadline if deadline is None else deadline
-        started = time.monotonic()
+        self._budget.note_request(started)
+        ran: list[str] = []
         try:
-            async with asyncio.timeout(timeout):
-                return await self._serve(info, inputs, started, attempts or self.config.retry.attempts)
-        except RequestError as error:
-            attempted = getattr(error, "attempted", ())
-            member = self.members.get(attempted[-1]) if attempted else None
-            latency_ms = (time.monotonic() - started) * 1000
-            await self._request_failed(model_id, member, type(error).__name__, latency_ms, "failed")
-            raise
-        except TimeoutError:
-            await self._request_failed(
-                model_id, None, "DeadlineExceeded", (time.monotonic() - started) * 1000, "failed"
+            if self._recorder.pending > HIGH_WATER:  # the log is behind: let it catch up first
+                async with asyncio.timeout_at(deadline_at):
+                    await self._recorder.room()
+            return await self._serve(
+                info, tensors, started, deadline_at, attempts or self.config.retry.attempts, ran
             )
-            raise DeadlineExceeded(f"request for {model_id!r} not served within {timeout:g} s") from None
+        except RequestError as error:
+            error.attempted = tuple(ran)  # type: ignore[attr-defined]
+            member = self.members.get(ran[-1]) if ran else None
+            self._request_failed(
+                model_id, member, type(error).__name__, (loop.time() - started) * 1000, "failed"
+            )
+            raise
+        except TimeoutError:  # a wait bounded by the deadline (a slot, a load, a backoff, ...)
+            latency_ms = (loop.time() - started) * 1000
+            self._request_failed(model_id, None, "DeadlineExceeded", latency_ms, "failed")
+            exceeded = DeadlineExceeded(f"request for {model_id!r} not served within {timeout:g} s")
+            exceeded.attempted = tuple(ran)  # type: ignore[attr-defined]
+            raise exceeded from None
         finally:
             self._queued -= 1
 
     async def _serve(
-        self, info: _ModelInfo, inputs: Mapping[str, Any], started: float, max_attempts: int
+        self,
+        info: _ModelInfo,
+        tensors: Mapping[str, Tensor],
+        started: float,
+        deadline_at: float,
+        max_attempts: int,
+        ran: list[str],
     ) -> InferenceResult:
-        ran: list[str] = []
-        try:
-            return await self._serve_attempts(info, inputs, started, max_attempts, ran)
-        except RequestError as error:
-            error.attempted = tuple(ran)  # type: ignore[attr-defined]
-            raise
+        """Try connections until one serves, a non-retryable error, or the attempts run out.
 
-    async def _serve_attempts(
-        self, info: _ModelInfo, inputs: Mapping[str, Any], started: float, max_attempts: int, ran: list[str]
-    ) -> InferenceResult:
+        ``ran`` gets the connections whose breakers recorded a failed attempt.
+        """
         attempts = 0
         last_error: RequestError | None = None
         tried: set[str] = set()
-        refused: set[str] = set()
+        skip: set[str] = set()
         while True:
-            member, panic, refusal = await self._choose(info, tried, refused)
+            route = self.router.choose(info.model_id, info.model_type, tried, skip)
+            member = route.member
             if member is None:
+                if route.busy:  # every candidate is busy: wait in the pool's queue for a slot
+                    await self._wait_for_slot(deadline_at)
+                    continue
                 error = (
-                    refusal
+                    route.refusal
                     or last_error
                     or NoHealthyConnection(f"no healthy connection serves {info.model_id!r}")
                 )
-                return await self._give_up(info, inputs, error, started, attempts)
+                return await self._give_up(info, tensors, error, started, attempts, deadline_at)
+            if route.must_load:
+                try:
+                    async with asyncio.timeout_at(deadline_at):
+                        await self._place(info, member)
+                except PoolwardenError as error:
+                    log.info("could not place %s on %s: %s", info.model_id, member.connection_id, error)
+                    skip.add(member.connection_id)
+                    continue
+                if member.busy or not member.serving:  # things moved while the model loaded
+                    continue
+            if route.panic:
+                self._recorder.record(
+                    "PanicRouted",
+                    connection_id=member.connection_id,
+                    model_id=info.model_id,
+                    payload={"open_share": self.router.open_share(self._serving(), self.clock())},
+                )
             tried.add(member.connection_id)
             try:
-                return await self._attempt(info, inputs, member, attempts + 1, started, panic=panic)
+                return await self._attempt(
+                    info,
+                    tensors,
+                    member,
+                    attempts + 1,
+                    started,
+                    deadline_at,
+                    panic=route.panic,
+                    breakers=None if route.must_load else route.breakers,
+                )
             except CircuitOpen as error:  # refused at admission: not an attempt, try the next one
-                refused.add(member.connection_id)
+                skip.add(member.connection_id)
                 last_error = error
                 continue
             except RequestError as error:
                 ran.append(member.connection_id)
                 if isinstance(error, InvalidInput | UnknownModel):
                     raise
+                if isinstance(error, DeadlineExceeded) and asyncio.get_running_loop().time() >= deadline_at:
+                    raise  # the request's own deadline: no time is left for another attempt
                 if isinstance(error, ModelError) and error.kind not in self.config.retry.retryable:
                     raise  # a deterministic model error fails the same way everywhere
                 last_error = error
@@ -590,145 +618,120 @@ class ResourcePool:
             if attempts >= max_attempts:
                 raise last_error
             budget = self.config.retry
-            if not self._budget.try_spend(time.monotonic(), budget.budget_ratio, budget.budget_min):
+            if not self._budget.try_spend(
+                asyncio.get_running_loop().time(), budget.budget_ratio, budget.budget_min
+            ):
                 raise last_error
             self.counters["retries"] += 1
             cap = min(budget.backoff_cap, budget.backoff_base * 2 ** (attempts - 1))
-            await asyncio.sleep(self._rng.uniform(0, cap))  # full jitter
+            async with asyncio.timeout_at(deadline_at):
+                await asyncio.sleep(self._rng.uniform(0, cap))  # full jitter
 
-    async def _choose(
-        self, info: _ModelInfo, tried: set[str], refused: set[str]
-    ) -> tuple[PoolMember | None, bool, RequestError | None]:
-        """The connection to try next (and whether it is a panic route), or why there is none.
+    async def _wait_for_slot(self, deadline_at: float) -> None:
+        """Wait, first come first served, until a request on some connection ends."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline_at):
+                await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._slot_freed()  # woken, but leaving: the slot goes to the next in line
+            raise
 
-        Holders of the model first, best ranked first; connections tried already come last (a
-        retry goes elsewhere when it can); those whose breakers refused are skipped.
-        """
-        now = self.clock()
-        serving = [m for m in self.members.values() if m.serving]
-        holders = [m for m in serving if info.model_id in m.models]
-        ordered = self._ranked(info, holders) + self._ranked(info, [m for m in serving if m not in holders])
-        ordered = [m for m in ordered if m.connection_id not in tried] + [
-            m for m in ordered if m.connection_id in tried
-        ]
-        refusal: CircuitOpen | None = None
-        busy = 0
-        for member in ordered:
-            if member.connection_id in refused:
-                continue
-            if member.busy:
-                busy += 1
-                continue
-            blocked = self._blocking_breaker(member.connection_id, info.model_id, now)
-            if blocked is not None:
-                refusal = refusal or CircuitOpen(blocked.key, f"breaker {blocked.state}", blocked.retry_at)
-                continue
-            if info.model_id not in member.models:
-                try:
-                    await self._place(info, member)
-                except PoolwardenError as error:
-                    log.info("could not place %s on %s: %s", info.model_id, member.connection_id, error)
-                    continue
-            return member, False, None
-        if serving and busy == len(serving):
-            return None, False, QueueFull("every connection is busy", retry_after=0.05)
-        if refusal is not None and self._open_share(serving, now) > self.config.max_ejection_share:
-            # Envoy's panic threshold: too much of the pool is ejected to keep it away; serve
-            # from the least bad holder (the one whose breaker reopens first) without its breaker.
-            least_bad = min(
-                (m for m in holders if not m.busy and m.connection_id not in refused),
-                key=lambda m: _reopens_at(self._blocking_breaker(m.connection_id, info.model_id, now)),
-                default=None,
-            )
-            if least_bad is not None:
-                await self._pool_event(
-                    "PanicRouted",
-                    connection_id=least_bad.connection_id,
-                    model_id=info.model_id,
-                    payload={"open_share": self._open_share(serving, now)},
-                )
-                return least_bad, True, None
-        return None, False, refusal
+    def _slot_freed(self) -> None:
+        waiters = self._slot_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
-    def _blocking_breaker(self, connection_id: str, model_id: str, now: float) -> CircuitBreaker | None:
-        breakers = (self.registry.connection(connection_id), self.registry.model(connection_id, model_id))
-        return self.blocking_breaker(breakers, now)
+    def _serving(self) -> list[PoolMember]:
+        return [m for m in self.members.values() if m.serving]
 
     def blocking_breaker(
         self, breakers: Iterable[CircuitBreaker], now: float | None = None
     ) -> CircuitBreaker | None:
         """The first of ``breakers`` that would refuse a call now, found without asking them
         (asking a half-open breaker would take its trial)."""
-        now = self.clock() if now is None else now
-        for breaker in breakers:
-            if breaker.state is BreakerState.FORCED_OPEN:
-                return breaker
-            if breaker.state is BreakerState.OPEN and (breaker.retry_at is None or breaker.retry_at > now):
-                return breaker
-        return None
-
-    def _open_share(self, serving: list[PoolMember], now: float) -> float:
-        """The share of serving connections whose own breaker keeps calls away."""
-        if not serving:
-            return 1.0
-        blocked = 0
-        for member in serving:
-            breaker = self.registry.connection(member.connection_id)
-            if breaker.state is BreakerState.FORCED_OPEN or (
-                breaker.state is BreakerState.OPEN and (breaker.retry_at is None or breaker.retry_at > now)
-            ):
-                blocked += 1
-        return blocked / len(serving)
+        return blocking_breaker(breakers, self.clock() if now is None else now)
 
     async def _attempt(
         self,
         info: _ModelInfo,
-        inputs: Mapping[str, Any],
+        tensors: Mapping[str, Tensor],
         member: PoolMember,
         attempts: int,
         started: float,
+        deadline_at: float,
         *,
         panic: bool,
+        breakers: tuple[CircuitBreaker, CircuitBreaker] | None = None,
     ) -> InferenceResult:
-        admission = None if panic else self.registry.admit(member.connection_id, info.model_id)
+        """One attempt on ``member`` through its breakers (``breakers``, when the router found
+        them already; not asked at all on a panic route)."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        left = deadline_at - began
+        if left <= 0:
+            raise DeadlineExceeded(f"request for {info.model_id!r} not served within its deadline")
+        if panic:
+            admission = None
+        else:
+            admission = self.registry.admit_pair(
+                *(breakers or self.registry.pair(member.connection_id, info.model_id))
+            )
         if admission is not None and not admission.allowed:
             key = admission.rejected_by.key if admission.rejected_by is not None else member.connection_id
             raise CircuitOpen(key, admission.reason, admission.retry_at)
-        async with member.slots:
-            member.begin(info.model_id)
-            began = time.monotonic()
-            try:
-                result = await member.connection.infer(
-                    info.model_id, inputs, timeout=self.config.attempt_timeout
-                )
-            except BaseException as error:
-                duration = time.monotonic() - began
-                kind = _kind_of(error)
-                if admission is not None:
-                    admission.failed(kind, duration)
-                    # A counted failure is an event: have it persisted now. (A success in a closed
-                    # breaker is no event, so the hot path does not wake the flusher.)
-                    self.breakers.wake()
-                if isinstance(error, asyncio.CancelledError):
-                    raise
-                self._on_request_fault(member, kind)
-                await self._attempt_failed(info, member, kind, duration * 1000)
-                raise _as_request_error(error, member.connection_id) from error
-            finally:
-                member.end(info.model_id)
+        attempt_timeout = self.config.attempt_timeout
+        member.begin(info.model_id)
+        try:
+            result = await member.connection.infer(info.model_id, tensors, timeout=min(attempt_timeout, left))
+        except BaseException as error:
+            duration = loop.time() - began
+            # Cut short by the caller (cancelled) or by the request's own deadline rather than
+            # the attempt's: no evidence against the connection, so no count against it.
+            cut_short = isinstance(error, asyncio.CancelledError) or (
+                isinstance(error, TimeoutError) and left < attempt_timeout
+            )
+            kind = ErrorKind.CANCELLED if cut_short else _kind_of(error)
+            if admission is not None:
+                admission.failed(kind, duration)
+                # A counted failure is an event: have it persisted now. (A success in a closed
+                # breaker is no event, so the hot path does not wake the flusher.)
+                self.breakers.wake()
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            if cut_short:
+                raise DeadlineExceeded(
+                    f"request for {info.model_id!r} not served within its deadline"
+                ) from error
+            self._on_request_fault(member, kind)
+            self._attempt_failed(info, member, kind, duration * 1000)
+            raise _as_request_error(error, member.connection_id) from error
+        finally:
+            member.end(info.model_id)
+            if self._slot_waiters:
+                self._slot_freed()
+        now = loop.time()
         member.last_answer_at = time.monotonic()
-        duration = member.last_answer_at - began
         if admission is not None:
-            admission.succeeded(duration)
-        latency_ms = (time.monotonic() - started) * 1000
+            admission.succeeded(now - began)
+        latency_ms = (now - started) * 1000
         self.counters["served"] += 1
-        self.stats.record(info.model_type, member.browser, True, latency_ms)
-        if self.config.record_every_request:
-            await self._pool_event(
+        browser = member.browser
+        self.stats.record(info.model_type, browser, True, latency_ms)
+        if attempts == 1 and not panic and not self.config.record_every_request:
+            self._served.add(member.connection_id, info.model_id, browser, result.backend, latency_ms)
+            self._recorder.wake()
+        else:
+            self._recorder.record(
                 "InferenceServed",
                 connection_id=member.connection_id,
                 model_id=info.model_id,
-                browser=member.browser,
+                browser=browser,
                 outcome="success",
                 latency_ms=latency_ms,
                 payload={
@@ -742,21 +745,29 @@ class ResourcePool:
             model_id=info.model_id,
             outputs=[tensor.to_numpy() for tensor in result.tensors],
             connection_id=member.connection_id,
-            browser=member.browser,
+            browser=browser,
             backend=result.backend,
             latency_ms=latency_ms,
             attempts=attempts,
         )
 
     async def _give_up(
-        self, info: _ModelInfo, inputs: Mapping[str, Any], error: RequestError, started: float, attempts: int
+        self,
+        info: _ModelInfo,
+        tensors: Mapping[str, Tensor],
+        error: RequestError,
+        started: float,
+        attempts: int,
+        deadline_at: float,
     ) -> InferenceResult:
         if self._fallback is None:
             raise error
-        output = await self._fallback(info.model_id, inputs, error)
+        inputs = {name: tensor.to_numpy() for name, tensor in tensors.items()}
+        async with asyncio.timeout_at(deadline_at):
+            output = await self._fallback(info.model_id, inputs, error)
         self.counters["fallbacks"] += 1
-        latency_ms = (time.monotonic() - started) * 1000
-        await self._pool_event(
+        latency_ms = (asyncio.get_running_loop().time() - started) * 1000
+        self._recorder.record(
             "FallbackServed",
             model_id=info.model_id,
             outcome="fallback",
@@ -786,14 +797,14 @@ class ResourcePool:
         if member is not None and member.recovery is not None and member.recovery.started:
             member.recovery.on_bridge_event(event)
         if not self._closing:
-            self._spawn(self.store.append(BRIDGE_STREAM, [event], durability="buffered"), "bridge event")
+            self._bridge_recorder.record_event(event)
 
-    async def _attempt_failed(
+    def _attempt_failed(
         self, info: _ModelInfo, member: PoolMember, kind: ErrorKind, latency_ms: float
     ) -> None:
         """One attempt failed on ``member`` (the request may still be served elsewhere)."""
         self.stats.record(info.model_type, member.browser, False, None)
-        await self._pool_event(
+        self._recorder.record(
             "AttemptFailed",
             connection_id=member.connection_id,
             model_id=info.model_id,
@@ -803,12 +814,12 @@ class ResourcePool:
             latency_ms=latency_ms,
         )
 
-    async def _request_failed(
+    def _request_failed(
         self, model_id: str, member: PoolMember | None, error_type: str, latency_ms: float, outcome: str
     ) -> None:
         """The request ended in a typed error (``error_type``, its class name) for its caller."""
         self.counters["failed"] += 1
-        await self._pool_event(
+        self._recorder.record(
             "InferenceFailed",
             connection_id=member.connection_id if member else None,
             model_id=model_id,
@@ -852,7 +863,7 @@ class ResourcePool:
 
     async def _drain_then_restart(self, member: PoolMember, reason: str) -> None:
         assert member.driver is not None
-        await self._pool_event(
+        self._recorder.record(
             "RecycleStarted",
             connection_id=member.connection_id,
             browser=member.browser,
@@ -902,7 +913,7 @@ class ResourcePool:
         """Cause ``fault`` on a connection (browser_kill, renderer_crash, page_hang, socket_drop,
         device_lost) and record that it was injected: for demos and tests."""
         member = self.members[connection_id]
-        await self._pool_event(
+        self._recorder.record(
             "FaultInjected",
             connection_id=connection_id,
             browser=member.browser,
@@ -911,41 +922,16 @@ class ResourcePool:
         )
         await member.handle.inject(fault)
 
-    async def _pool_event(self, type: str, **fields: Any) -> None:
-        """Record a pool event. Events are gathered and appended together, one append for every
-        batch (at most ``_EVENT_BATCH`` events or ``_EVENT_LINGER`` seconds), so that the request
-        path pays for a list append, not for an append to the store each time."""
-        self._events.append(NewEvent(type=type, occurred_at=self.clock(), **fields))
-        if len(self._events) >= _EVENT_BATCH:
-            await self._flush_events()
-        elif self._events_flusher is None or self._events_flusher.done():
-            self._events_flusher = asyncio.ensure_future(self._flush_events_soon())
-
-    async def _flush_events_soon(self) -> None:
-        await asyncio.sleep(_EVENT_LINGER)
-        await self._flush_events()
-
     async def flush(self) -> None:
         """Wait until everything the pool and its breakers decided so far is committed to the log."""
-        await self._flush_events()
+        await self._recorder.flush()
+        await self._bridge_recorder.flush()
         await self.store.flush()
-
-    async def _flush_events(self) -> None:
-        """Append the gathered pool events to the store now (buffered: backpressure applies)."""
-        events, self._events = self._events, []
-        if events:
-            await self.store.append(POOL_STREAM, events, durability="buffered")
 
     @property
     def healthy_connections(self) -> list[str]:
         """The connections requests are routed to now."""
         return [m.connection_id for m in self.members.values() if m.serving]
-
-
-def _reopens_at(breaker: CircuitBreaker | None) -> float:
-    if breaker is None or breaker.retry_at is None:
-        return float("inf") if breaker is not None else 0.0
-    return breaker.retry_at
 
 
 def _kind_of(error: BaseException) -> ErrorKind:
@@ -960,25 +946,3 @@ def _as_request_error(error: BaseException, connection_id: str) -> RequestError:
     if isinstance(error, TimeoutError):
         return DeadlineExceeded(f"worker {connection_id!r}: {error}")
     return ModelError(f"worker {connection_id!r}: {type(error).__name__}: {error}", _kind_of(error).value)
-
-
-def _check_inputs(info: _ModelInfo, inputs: Mapping[str, Any]) -> None:
-    """Refuse inputs that cannot fit the model before they cost a round trip."""
-    if not isinstance(inputs, Mapping) or not inputs:
-        raise InvalidInput(
-            f"inputs for {info.model_id!r} must be a mapping of name to tensor, got {type(inputs).__name__}"
-        )
-    import numpy as np
-
-    for name, value in inputs.items():
-        try:
-            array = np.asarray(getattr(value, "to_numpy", lambda v=value: v)(), dtype=np.float32)
-        except (TypeError, ValueError) as error:
-            raise InvalidInput(f"input {name!r} for {info.model_id!r} is not numeric: {error}") from error
-        if array.ndim == 0 or array.shape[-1] != info.input_width:
-            raise InvalidInput(
-                f"input {name!r} for {info.model_id!r} has shape {array.shape}; "
-                f"the last axis must be {info.input_width}"
-            )
-        if not np.isfinite(array).all():
-            raise InvalidInput(f"input {name!r} for {info.model_id!r} holds NaN or infinity")

@@ -1,0 +1,134 @@
+"""The pool's own events, recorded without making a request wait for the store.
+
+Serving a request ends with an event (``InferenceServed``, ``InferenceFailed``, ...). Appending
+each one to the store from the request's coroutine would put an append, and whatever the store
+is doing, on every request's path. :class:`EventRecorder` makes recording a list append: a
+background task appends what gathered, in batches of at most :data:`BATCH` events, at most
+:data:`LINGER` seconds after the first of them.
+
+The store's backpressure still reaches the requests, at admission: while more than
+:data:`HIGH_WATER` events wait for the store, :meth:`EventRecorder.room` makes new requests
+wait (within their deadlines) until the store has taken them. Nothing recorded is dropped: a
+failed append keeps its events, in order, for the next attempt, and :meth:`EventRecorder.flush`
+raises the failure to whoever waits for the log to be complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from poolwarden.clock import Clock
+from poolwarden.errors import WriteFailed
+from poolwarden.events import NewEvent
+from poolwarden.storage.base import EventStore
+
+__all__ = ["BATCH", "HIGH_WATER", "LINGER", "EventRecorder"]
+
+log = logging.getLogger(__name__)
+
+BATCH = 256
+"""Events appended to the store at once."""
+
+LINGER = 0.02
+"""Seconds the first recorded event waits for others to share its append."""
+
+HIGH_WATER = 16 * BATCH
+"""Events waiting for the store beyond which new requests wait at admission."""
+
+
+class EventRecorder:
+    """Records events on one stream of ``store``; see the module docstring."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        stream: str,
+        clock: Clock,
+        gather: Callable[[], list[NewEvent]] | None = None,
+    ) -> None:
+        self.store = store
+        self.stream = stream
+        self.clock = clock
+        self._gather = gather  # more events to take at each append (summaries made then)
+        self._pending: list[NewEvent] = []
+        self._lock = asyncio.Lock()  # one append at a time keeps the stream in recording order
+        self._flusher: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self._drained: asyncio.Event | None = None
+
+    def record(self, type: str, **fields: Any) -> None:
+        """Record one event now (``fields`` as for :class:`~poolwarden.events.NewEvent`)."""
+        self.record_event(NewEvent(type=type, occurred_at=self.clock(), **fields))
+
+    def record_event(self, event: NewEvent) -> None:
+        """Record an event made elsewhere (the bridge makes its own)."""
+        self._pending.append(event)
+        self.wake()
+
+    def wake(self) -> None:
+        """Have an append made soon (for events that ``gather`` will make then)."""
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    @property
+    def pending(self) -> int:
+        """Events recorded but not yet handed to the store."""
+        return len(self._pending)
+
+    async def room(self) -> None:
+        """Return at once unless the store is behind; then wait until it has caught up."""
+        if len(self._pending) <= HIGH_WATER:
+            return
+        if self._drained is None:
+            self._drained = asyncio.Event()
+        await self._drained.wait()
+
+    async def flush(self) -> None:
+        """Hand every recorded event to the store. Raises :class:`WriteFailed` if an append failed
+        (the events are kept, and the next flush tries them again)."""
+        await self._append_pending()
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise WriteFailed([(self.stream, failure)]) from failure
+
+    async def close(self) -> None:
+        """Let the background append finish (it is not cancelled: an append cut short could
+        not tell whether the store took its batch), then flush what is left."""
+        flusher = self._flusher
+        if flusher is not None:
+            await asyncio.gather(flusher, return_exceptions=True)
+        await self.flush()
+
+    async def _flush_soon(self) -> None:
+        try:
+            await asyncio.sleep(LINGER)
+            while self._pending:
+                await self._append_pending()
+                if self._failure is not None:
+                    return  # kept for flush(); retried when the next event is recorded
+        finally:
+            if self._flusher is asyncio.current_task():
+                self._flusher = None
+
+    async def _append_pending(self) -> None:
+        async with self._lock:
+            if self._gather is not None:
+                self._pending.extend(self._gather())
+            while self._pending:
+                batch = self._pending[:BATCH]
+                try:
+                    await self.store.append(self.stream, batch, durability="buffered")
+                except Exception as error:  # kept, in order; reported by flush()
+                    log.warning("could not record %d pool events: %s", len(batch), error)
+                    self._failure = error
+                    return
+                del self._pending[: len(batch)]
+                self._wake_if_drained()
+
+    def _wake_if_drained(self) -> None:
+        if self._drained is not None and len(self._pending) <= HIGH_WATER // 2:
+            self._drained.set()
+            self._drained = None
