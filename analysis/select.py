@@ -6,8 +6,10 @@ Each selector states its rule in its docstring; every analysis that needs "the c
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from poolwarden.analysis.vocabulary import ATTEMPT_OUTCOMES, TYPES
@@ -65,8 +67,18 @@ def call_errors(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def call_latencies(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows that time a call: ``latency_ms`` set, and not a recovery's or a transition's duration."""
-    return df[df["latency_ms"].notna() & df["incident_id"].isna() & df["to_state"].isna() & df["rung"].isna()]
+    """Rows that time a call: ``latency_ms`` set, and not a recovery's or a transition's duration;
+    plus one row per request a summary of successes counts (``served_summary``), a copy of the
+    summary's row with that request's ``latency_ms``. In position order."""
+    timed = df["latency_ms"].notna() & df["incident_id"].isna() & df["to_state"].isna() & df["rung"].isna()
+    calls = df[timed]
+    summaries = typed(df, "served_summary")
+    if summaries.empty:
+        return calls
+    latencies = [payload.get("latency_ms") or [] for payload in summaries["payload"]]
+    expanded = summaries.loc[summaries.index.repeat([len(values) for values in latencies])].copy()
+    expanded["latency_ms"] = np.fromiter(itertools.chain.from_iterable(latencies), dtype=np.float64)
+    return pd.concat([calls, expanded]).sort_values("position", kind="stable")
 
 
 def as_columns(df: pd.DataFrame, by: str | Sequence[str] | None) -> list[str]:

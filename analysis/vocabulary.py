@@ -58,8 +58,13 @@ RUNG_ORDER: tuple[str, ...] = ("ping", "reconnect", "restart")
 
 TYPES: dict[str, str] = {
     "memory_sampled": "MemorySampled",
+    "served_summary": "InferencesServed",
 }
 """The event types analysis looks for by name.
+
+``served_summary``: successful requests summarised by the pool (``poolwarden.pool.tally``), one
+event per connection, model and batch, with ``connection_id``, ``model_id`` and ``browser``
+columns and the latency of each request in the payload's ``latency_ms`` list.
 
 ``memory_sampled``: a memory sample, as ``poolwarden.memory.MemoryGovernor`` writes it (stream
 ``pool/memory``): of a browser (payload ``scope: browser``, ``pss_mb`` for its whole process

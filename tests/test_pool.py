@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from poolwarden.errors import CircuitOpen, InvalidInput, QueueFull, RequestError, UnknownModel
+from poolwarden.errors import (
+    CircuitOpen,
+    DeadlineExceeded,
+    InvalidInput,
+    QueueFull,
+    RequestError,
+    UnknownModel,
+)
 from poolwarden.memory import EvictModel, HostReading, RecycleBrowser
 from poolwarden.policy import BreakerPolicy
 from poolwarden.pool import PoolConfig, ResourcePool
@@ -260,3 +267,55 @@ async def test_panic_routing_serves_from_the_least_bad_when_too_much_is_ejected(
         result = await pool.run_inference("toy-mlp", {"input": X})
         np.testing.assert_allclose(result.outputs[0], _expected(), rtol=1e-5, atol=1e-6)
         assert [e.connection_id for e in await _events(pool, "PanicRouted")] == [result.connection_id]
+
+
+async def test_requests_wait_in_the_queue_for_a_free_slot(tmp_path: Path, readings: Readings) -> None:
+    """With every slot busy, further requests wait (not refused) and are all served as slots free up."""
+    config = _config(tmp_path, per_connection_concurrency=1, max_queue=8)
+    async with ResourcePool(config, memory_sampler=readings.host) as pool:
+        await pool.load_model("toy-mlp", connection_id="conn-0")
+        await pool.load_model("toy-mlp", connection_id="conn-1")
+        for connection_id in ("conn-0", "conn-1"):
+            await _worker(pool, connection_id).inject(Fault.SLOW, count=2, seconds=0.2)
+        requests = [asyncio.create_task(pool.run_inference("toy-mlp", {"input": X})) for _ in range(6)]
+        members = list(pool.members.values())
+        await asyncio.wait_for(members[0].wait_until(lambda m: m.in_flight == 1), 10)
+        await asyncio.wait_for(members[1].wait_until(lambda m: m.in_flight == 1), 10)
+        assert max(m.in_flight for m in members) == 1  # the other four wait in the pool's queue
+        results = await asyncio.wait_for(asyncio.gather(*requests), 30)
+        for result in results:
+            np.testing.assert_allclose(result.outputs[0], _expected(), rtol=1e-5, atol=1e-6)
+        assert {r.connection_id for r in results} == {"conn-0", "conn-1"}
+
+
+async def test_a_deadline_passing_in_the_queue_is_deadline_exceeded(
+    tmp_path: Path, readings: Readings
+) -> None:
+    """A request still waiting for a slot at its deadline gets DeadlineExceeded; the busy one finishes."""
+    config = _config(tmp_path, connections=1, per_connection_concurrency=1)
+    async with ResourcePool(config, memory_sampler=readings.host) as pool:
+        await pool.load_model("toy-mlp", connection_id="conn-0")
+        await _worker(pool, "conn-0").inject(Fault.SLOW, count=1, seconds=0.5)
+        busy = asyncio.create_task(pool.run_inference("toy-mlp", {"input": X}))
+        await asyncio.wait_for(pool.members["conn-0"].wait_until(lambda m: m.in_flight == 1), 10)
+        with pytest.raises(DeadlineExceeded):
+            await pool.run_inference("toy-mlp", {"input": X}, deadline=0.05)
+        assert (await busy).connection_id == "conn-0"
+        failed = await _events(pool, "InferenceFailed")
+        assert [e.error_kind for e in failed] == ["DeadlineExceeded"]
+
+
+async def test_a_request_cut_by_its_own_deadline_is_not_held_against_the_connection(
+    tmp_path: Path, readings: Readings
+) -> None:
+    """An attempt cut short by the caller's deadline (not the attempt timeout) counts no breaker failure."""
+    async with ResourcePool(_config(tmp_path, connections=1), memory_sampler=readings.host) as pool:
+        await pool.load_model("toy-mlp", connection_id="conn-0")
+        await _worker(pool, "conn-0").inject(Fault.SLOW, count=1, seconds=0.5)
+        with pytest.raises(DeadlineExceeded):
+            await pool.run_inference("toy-mlp", {"input": X}, deadline=0.1)
+        await pool.breakers.flush()
+        assert await _events(pool, "CallFailed") == []
+        assert await _events(pool, "AttemptFailed") == []
+        breaker = pool.registry.connection("conn-0")
+        assert str(breaker.state) == "closed"

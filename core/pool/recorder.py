@@ -10,7 +10,8 @@ The store's backpressure still reaches the requests, at admission: while more th
 :data:`HIGH_WATER` events wait for the store, :meth:`EventRecorder.room` makes new requests
 wait (within their deadlines) until the store has taken them. Nothing recorded is dropped: a
 failed append keeps its events, in order, for the next attempt, and :meth:`EventRecorder.flush`
-raises the failure to whoever waits for the log to be complete.
+raises the failure to whoever waits for the log to be complete (unless a later append has
+written the kept events meanwhile).
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class EventRecorder:
                     self._failure = error
                     return
                 del self._pending[: len(batch)]
+                self._failure = None  # what had failed is written now: nothing is missing
                 self._wake_if_drained()
 
     def _wake_if_drained(self) -> None:

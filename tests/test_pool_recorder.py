@@ -1,0 +1,90 @@
+"""The pool's event recorder: background appends in order, failures kept and reported, backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from poolwarden.clock import FakeClock
+from poolwarden.errors import DatabaseLocked, WriteFailed
+from poolwarden.events import NewEvent
+from poolwarden.pool.recorder import BATCH, HIGH_WATER, EventRecorder
+from poolwarden.storage import open_store
+from poolwarden.storage.base import EventStore
+
+
+class FlakyStore:
+    """An event store whose next ``failures`` appends raise DatabaseLocked; the rest go through."""
+
+    def __init__(self, store: EventStore, failures: int) -> None:
+        self.store = store
+        self.failures = failures
+        self.appends = 0
+
+    async def append(self, stream: str, events: Sequence[NewEvent], **options: Any) -> Any:
+        self.appends += 1
+        if self.failures:
+            self.failures -= 1
+            raise DatabaseLocked(Path("flaky.db"), "locked by the test")
+        return await self.store.append(stream, events, **options)
+
+
+async def _types(store: EventStore) -> list[int]:
+    await store.flush()
+    return [e.payload["i"] async for e in store.iter_all()]
+
+
+async def test_recorded_events_reach_the_store_in_order_without_a_flush(tmp_path: Path) -> None:
+    """Events recorded synchronously are appended in the background, in recording order."""
+    async with open_store(tmp_path / "log.db") as store:
+        recorder = EventRecorder(store, "pool/main", FakeClock(1.0))
+        for i in range(BATCH + 10):
+            recorder.record("Thing", payload={"i": i})
+        assert recorder.pending == BATCH + 10
+
+        async def landed() -> list[int]:  # the background task appends them: no flush is asked
+            seen = []
+            async for event in store.follow():
+                seen.append(event.payload["i"])
+                if len(seen) == BATCH + 10:
+                    return seen
+            raise AssertionError("unreachable: follow never ends")
+
+        assert await asyncio.wait_for(landed(), 30) == list(range(BATCH + 10))
+        await recorder.close()
+
+
+async def test_a_failed_append_loses_nothing_and_flush_reports_it(tmp_path: Path) -> None:
+    """An append that fails keeps its events; flush raises WriteFailed, and the next flush writes them all."""
+    async with open_store(tmp_path / "log.db") as store:
+        flaky = FlakyStore(store, failures=1)
+        recorder = EventRecorder(flaky, "pool/main", FakeClock(1.0))  # type: ignore[arg-type]
+        for i in range(3):
+            recorder.record("Thing", payload={"i": i})
+        with pytest.raises(WriteFailed, match="locked by the test"):
+            await recorder.flush()
+        assert recorder.pending == 3
+        recorder.record("Thing", payload={"i": 3})
+        await recorder.flush()
+        await recorder.close()
+        assert await _types(store) == [0, 1, 2, 3]
+
+
+async def test_room_waits_while_the_store_is_behind(tmp_path: Path) -> None:
+    """Beyond the high-water mark, room() waits until the store has taken the backlog."""
+    async with open_store(tmp_path / "log.db") as store:
+        recorder = EventRecorder(store, "pool/main", FakeClock(1.0))
+        await recorder.room()  # nothing pending: no wait
+        for i in range(HIGH_WATER + 1):
+            recorder.record("Thing", payload={"i": i})
+        waiting = asyncio.create_task(recorder.room())
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        await asyncio.wait_for(waiting, 30)
+        assert recorder.pending <= HIGH_WATER // 2
+        await recorder.close()
+        assert len(await _types(store)) == HIGH_WATER + 1
