@@ -321,6 +321,17 @@ class CircuitBreaker:
         """Close the breaker, forget its windows and its re-open streak."""
         self._override("reset", who, why)
 
+    def half_open_now(self, why: str) -> bool:
+        """Admit trial calls now rather than at ``retry_at``: the owner knows the target works
+        again (a recovery verified a round trip). Only an open breaker moves (a forced-open one
+        stays an operator's decision); returns whether this one did. The trials still decide."""
+        now = self._clock()
+        self._advance(now)
+        if self.state is not _OPEN:
+            return False
+        self._emit(BreakerHalfOpened(reason=why, **self._common(now)))
+        return True
+
     # --- the driver's side -------------------------------------------------------------------
 
     def poll(self) -> None:

@@ -259,11 +259,22 @@ class BreakerOpened(BreakerEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerHalfOpened(BreakerEvent):
-    """The open breaker's wait ended (``at`` is its ``retry_at``); it now admits trial calls."""
+    """The open breaker now admits trial calls: its wait ended (``at`` is its ``retry_at``), or,
+    with a ``reason``, its owner learned early that the target works again (a recovery of the
+    connection verified a round trip)."""
 
     TYPE: ClassVar[str] = "BreakerHalfOpened"
     FROM_STATE: ClassVar[str | None] = "open"
     TO_STATE: ClassVar[str | None] = "half_open"
+
+    reason: str | None = None
+
+    def _payload(self) -> dict[str, Any]:
+        return {} if self.reason is None else {"reason": self.reason}
+
+    @classmethod
+    def _extra(cls, record: RecordedEvent, payload: Mapping[str, Any]) -> dict[str, Any]:
+        return {"reason": payload.get("reason")}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

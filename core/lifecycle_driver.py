@@ -144,8 +144,10 @@ class LifecycleDriver:
         version: int = 0,
         snapshot_every: int = 100,
         durability: Durability | None = None,
+        on_event: Callable[[LifecycleEvent], None] | None = None,
     ) -> None:
         self.machine = machine
+        self.on_event = on_event
         self.actions = actions
         self.store = store
         self.stream = stream_of(machine.connection_id)
@@ -305,6 +307,8 @@ class LifecycleDriver:
             self._execute(command)
         for event in events:
             self._settle_outcome(event)
+            if self.on_event is not None:
+                self.on_event(event)  # once persisted: what the owner acts on is in the log
 
     def _settle_outcome(self, event: LifecycleEvent) -> None:
         if not isinstance(event, _TERMINAL) or event.incident_id is None:

@@ -39,7 +39,7 @@ from poolwarden.errors import DeadlineExceeded, WorkerDisconnected
 from poolwarden.events import NewEvent
 from poolwarden.lifecycle import ConnectionLifecycle, IdFactory
 from poolwarden.lifecycle_driver import LifecycleDriver, restore_lifecycle
-from poolwarden.lifecycle_events import RecoveryCompleted
+from poolwarden.lifecycle_events import LifecycleEvent, RecoveryCompleted
 from poolwarden.lifecycle_types import (
     ConnectionState,
     DeviceLost,
@@ -74,8 +74,9 @@ class Recovery:
 
     ``models`` are the models the owner placed on the connection (loaded again after a reload or
     restart); ``on_quarantine(reason)`` is called once the ladder gave up and the worker is
-    stopped. ``heartbeat_interval_s`` (None: no heartbeat) paces the application pings that find
-    a hung page, each allowed ``policy.ping_timeout_s``. Use as ``async with Recovery(...)``,
+    stopped; ``on_event(event)`` with each lifecycle event once it is persisted.
+    ``heartbeat_interval_s`` (None: no heartbeat) paces the application pings that find a hung
+    page, each allowed ``policy.ping_timeout_s``. Use as ``async with Recovery(...)``,
     after the handle has started (or before: its first hello then ends STARTING).
     """
 
@@ -92,8 +93,10 @@ class Recovery:
         reconnect_grace_s: float = 2.0,
         ids: IdFactory | None = None,
         snapshot_every: int = 100,
+        on_event: Callable[[LifecycleEvent], None] | None = None,
     ) -> None:
         self.handle = handle
+        self.on_event = on_event
         self.store = store
         self.policy = policy if policy is not None else LifecyclePolicy()
         self.actions = HandleRecoveryActions(
@@ -166,6 +169,7 @@ class Recovery:
             clock=self._clock,
             version=version,
             snapshot_every=self._snapshot_every,
+            on_event=self.on_event,
         )
         self._driver.start()
         if restored is not None:

@@ -319,3 +319,29 @@ async def test_a_request_cut_by_its_own_deadline_is_not_held_against_the_connect
         assert await _events(pool, "AttemptFailed") == []
         breaker = pool.registry.connection("conn-0")
         assert str(breaker.state) == "closed"
+
+
+async def test_a_verified_recovery_half_opens_the_connection_breaker(
+    tmp_path: Path, readings: Readings
+) -> None:
+    """A breaker opened by a failing connection half-opens once its recovery verified a round trip."""
+    config = _config(tmp_path, connection_breaker=BreakerPolicy(consecutive_failures=1))
+    async with ResourcePool(config, memory_sampler=readings.host) as pool:
+        await pool.load_model("toy-mlp", connection_id="conn-0")
+        await _worker(pool, "conn-0").inject(Fault.DEVICE_LOST, count=1)
+        first = await pool.run_inference("toy-mlp", {"input": X})
+        assert (first.connection_id, first.attempts) == ("conn-1", 2)  # conn-0 failed: its breaker opened
+        driver = pool.members["conn-0"].driver
+        assert driver is not None
+        await driver.wait_for(lambda m: m.incident_id is None)  # the device-lost recovery ended
+        breaker = pool.registry.connection("conn-0")
+        assert str(breaker.state) == "half_open"  # long before its retry_at
+        assert breaker.retry_at is not None
+        assert breaker.retry_at > pool.clock() + 1
+        await pool.breakers.flush()
+        stream = [e async for e in pool.store.iter_all() if e.stream == "breaker/conn-0"]
+        assert [e.type for e in stream][-2:] == ["BreakerOpened", "BreakerHalfOpened"]
+        assert "verified a round trip" in stream[-1].payload["reason"]
+        pool.registry.connection("conn-1").force_open("test", "only conn-0 may serve")
+        trial = await pool.run_inference("toy-mlp", {"input": X})
+        assert trial.connection_id == "conn-0"  # the half-open breaker admitted a trial

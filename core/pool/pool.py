@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from poolwarden.breaker import CircuitBreaker
-from poolwarden.breaker_registry import BreakerRegistry
+from poolwarden.breaker_registry import BreakerRegistry, model_key
 from poolwarden.breaker_store import DurableBreakers
 from poolwarden.bridge.protocol import Tensor
 from poolwarden.bridge.server import BridgeServer
@@ -50,6 +50,7 @@ from poolwarden.errors import (
 from poolwarden.events import NewEvent
 from poolwarden.guard import classify_exception
 from poolwarden.lifecycle_driver import restore_lifecycle
+from poolwarden.lifecycle_events import LifecycleEvent, RecoveryCompleted
 from poolwarden.lifecycle_types import (
     ConnectionState,
     HeartbeatMissed,
@@ -349,6 +350,7 @@ class ResourcePool:
             models=member.placed_models,
             on_quarantine=lambda reason: self._on_quarantine(member, reason),
             heartbeat_interval_s=self.config.heartbeat_interval,
+            on_event=lambda event: self._on_lifecycle_event(member, event),
         )
         self.members[connection_id] = member
         # The recovery restores the connection's history (a restart budget spent before survives)
@@ -371,6 +373,28 @@ class ResourcePool:
                 await member.recovery.stop()
         with contextlib.suppress(Exception):
             await member.handle.stop()
+
+    def _on_lifecycle_event(self, member: PoolMember, event: LifecycleEvent) -> None:
+        """A recovery that verified a round trip half-opens the connection's open breakers.
+
+        They opened while the connection was failing; the ladder has since proved it serves
+        again (and a reload or restart loaded its models afresh). Waiting out the breakers'
+        backoff would keep a working connection idle; a half-open breaker lets its trial calls
+        decide, and reopens, with a longer backoff, if they fail.
+        """
+        if not isinstance(event, RecoveryCompleted):
+            return
+        connection_id = member.connection_id
+        breakers = [self.registry.connection(connection_id)]
+        breakers += [
+            breaker
+            for model_id in member.models
+            if (breaker := self.registry.get(model_key(connection_id, model_id))) is not None
+        ]
+        why = f"recovery {event.incident_id} verified a round trip at the {event.rung.value} rung"
+        moved = [breaker for breaker in breakers if breaker.half_open_now(why)]  # each one asked
+        if moved:
+            self.breakers.wake()
 
     def _on_quarantine(self, member: PoolMember, reason: str) -> None:
         """A connection was quarantined: stop routing to it and start a replacement."""
