@@ -119,6 +119,7 @@ class BreakerRegistry:
         self.idle_after = idle_after
         self._breakers: dict[str, CircuitBreaker] = {}
         self._seen: dict[str, tuple[tuple[int, int, int], float]] = {}
+        self._pairs: dict[tuple[str, str], tuple[CircuitBreaker, CircuitBreaker]] = {}
 
     def policy_for(self, key: str, level: BreakerLevel) -> BreakerPolicy:
         """The policy a breaker of ``level`` gets (the key is there for subclasses that vary it)."""
@@ -141,8 +142,18 @@ class BreakerRegistry:
         return self.admit_pair(self.connection(connection_id), self.model(connection_id, model_id))
 
     def pair(self, connection_id: str, model_id: str) -> tuple[CircuitBreaker, CircuitBreaker]:
-        """The connection's breaker and the model's on it (created on first use)."""
-        return self.connection(connection_id), self.model(connection_id, model_id)
+        """The connection's breaker and the model's on it (created on first use).
+
+        Asked for every request a pool routes, so the pairs are kept (and forgotten whenever a
+        breaker is adopted or evicted, which replaces what a key maps to).
+        """
+        pair = self._pairs.get((connection_id, model_id))
+        if pair is None:
+            pair = self._pairs[(connection_id, model_id)] = (
+                self.connection(connection_id),
+                self.model(connection_id, model_id),
+            )
+        return pair
 
     @staticmethod
     def admit_pair(connection: CircuitBreaker, model: CircuitBreaker) -> Admission:
@@ -160,6 +171,7 @@ class BreakerRegistry:
         """Hold ``breaker`` (a restored one) under its key, replacing any breaker there."""
         self._breakers[breaker.key] = breaker
         self._seen.pop(breaker.key, None)
+        self._pairs.clear()
 
     def get(self, key: str) -> CircuitBreaker | None:
         """The breaker held under ``key``, without creating one."""
@@ -183,6 +195,8 @@ class BreakerRegistry:
                 del self._breakers[key]
                 del self._seen[key]
                 evicted.append(breaker)
+        if evicted:
+            self._pairs.clear()
         return evicted
 
     def __iter__(self) -> Iterator[CircuitBreaker]:

@@ -102,9 +102,12 @@ Fallback = Callable[[str, Mapping[str, Any], RequestError], Awaitable[Any]]
 """Called when no connection could serve a request; its return value is the result's output."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InferenceResult:
-    """What a served request returns: the output and where and how it was computed."""
+    """What a served request returns: the output and where and how it was computed.
+
+    (Not frozen: one is made for every request, and a frozen dataclass costs twice as much.)
+    """
 
     model_id: str
     outputs: list[Any]

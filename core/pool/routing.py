@@ -35,6 +35,7 @@ from poolwarden.pool.placement import StatsBook, browser_rank
 __all__ = ["Route", "Router", "blocking_breaker"]
 
 _NOTHING: frozenset[str] = frozenset()
+_CLOSED = BreakerState.CLOSED
 
 STANDING_TTL = 1.0
 """Seconds a browser's standing for a model type is reused before it is worked out again."""
@@ -140,6 +141,7 @@ class Router:
         best_breakers: tuple[CircuitBreaker, CircuitBreaker] | None = None
         refusal: CircuitOpen | None = None
         busy = False
+        pair = self.registry.pair
         for member in self.members.values():
             if not member.serving:
                 continue
@@ -156,15 +158,18 @@ class Router:
             key = (connection_id in tried, model_id not in models, place, latency, in_flight + len(models))
             if best_key is not None and key >= best_key:
                 continue
-            breakers = self.registry.pair(connection_id, model_id)
-            blocked = blocking_breaker(breakers, now)
+            breakers = pair(connection_id, model_id)
+            if breakers[0].state is _CLOSED and breakers[1].state is _CLOSED:
+                blocked = None  # the common case, without a call
+            else:
+                blocked = blocking_breaker(breakers, now)
             if blocked is not None:
                 if refusal is None:
                     refusal = CircuitOpen(blocked.key, f"breaker {blocked.state}", blocked.retry_at)
                 continue
             best, best_key, best_breakers = member, key, breakers
         if best is not None:
-            return Route(best, must_load=model_id not in best.models, breakers=best_breakers)
+            return Route(best, False, None, False, model_id not in best.models, best_breakers)
         if refusal is not None:
             panic = self._panic_route(model_id, skip, now)
             if panic is not None:
