@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -34,18 +33,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
-from poolwarden.analysis.frames import (
-    CATEGORY_COLUMNS,
-    EVENT_COLUMNS,
-    TIME_DTYPE,
-    empty_events,
-    string_category,
-)
+from poolwarden.analysis.columns import CHUNK_SELECT, ChunkDecoder, CorruptChunk
+from poolwarden.analysis.snapshot import chunks_in_background
 from poolwarden.errors import (
     ConfigurationError,
     CorruptDatabase,
@@ -64,19 +57,6 @@ TimeLike = datetime | pd.Timestamp | str | float | int
 
 CHUNK = 100_000
 """Events serialised per query: bounds the JSON text held at once (~20 MB) without costing speed."""
-
-_TIME_COLUMNS = ("occurred_at", "recorded_at")
-
-
-def _select(column: str) -> str:
-    if column == "payload":
-        return "'[' || group_concat(payload, ',') || ']'"
-    if column in _TIME_COLUMNS:
-        return f"json_group_array(CAST(round({column} * 1000000.0) AS INTEGER))"
-    return f"json_group_array({column})"
-
-
-_SELECT = "SELECT " + ", ".join(_select(column) for column in EVENT_COLUMNS) + " FROM events"
 
 
 def _path_of(db: str | os.PathLike[str]) -> Path:
@@ -187,55 +167,16 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _read_columns(
-    connection: sqlite3.Connection, path: Path, clauses: list[str], params: list[Any]
-) -> dict[str, list[Any]]:
-    columns: dict[str, list[Any]] = {name: [] for name in EVENT_COLUMNS}
-    connection.execute("BEGIN")  # one snapshot for every chunk, whatever a writer does meanwhile
+def _read(connection: sqlite3.Connection, path: Path, clauses: list[str], params: list[Any]) -> pd.DataFrame:
+    sql = f"{CHUNK_SELECT} WHERE position >= ? AND position < ?" + "".join(f" AND {c}" for c in clauses)
+    decoder = ChunkDecoder()
     try:
-        low, high = connection.execute("SELECT min(position), max(position) FROM events").fetchone()
-        if low is None:
-            return columns
-        sql = f"{_SELECT} WHERE position >= ? AND position < ?" + "".join(f" AND {c}" for c in clauses)
-        for start in range(low, high + 1, CHUNK):
-            row = connection.execute(sql, (start, start + CHUNK, *params)).fetchone()
-            for name, text in zip(EVENT_COLUMNS, row, strict=True):
-                if text is not None:  # group_concat over no rows is NULL
-                    columns[name].extend(json.loads(text))
-    except json.JSONDecodeError as error:
-        raise CorruptDatabase(path, f"an event's payload is not valid JSON ({error.msg})") from error
-    finally:
-        connection.rollback()  # a read transaction: nothing to keep, its snapshot is let go
-    return columns
-
-
-def _frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
-    count = len(columns["position"])
-    if count == 0:
-        return empty_events()
-    data: dict[str, Any] = {}
-    for name, dtype in EVENT_COLUMNS.items():
-        values = columns.pop(name)  # let each list go as soon as its column exists
-        if name in _TIME_COLUMNS:
-            data[name] = pd.Series(
-                np.asarray(values, dtype=np.int64).astype("datetime64[us]")
-            ).dt.tz_localize("UTC")
-        elif name in CATEGORY_COLUMNS:
-            data[name] = pd.Series(string_category(np.asarray(values, dtype=object)))
-        elif name == "payload":
-            array = np.empty(count, dtype=object)
-            array[:] = values
-            data[name] = pd.Series(array)
-        elif name == "incident_id":
-            data[name] = pd.Series(np.asarray(values, dtype=object), dtype="str")
-        else:
-            data[name] = pd.Series(np.asarray(values, dtype=np.float64 if name == "latency_ms" else dtype))
-    frame = pd.DataFrame(data, copy=False)
-    assert frame["occurred_at"].dtype == TIME_DTYPE
-    position = frame["position"].to_numpy()
-    if count > 1 and not bool(np.all(position[1:] > position[:-1])):  # SQLite scans by rowid; be sure
-        frame = frame.sort_values("position", ignore_index=True)
-    return frame
+        with chunks_in_background(connection, sql, params, CHUNK) as rows:
+            for row in rows:
+                decoder.add(row)
+    except CorruptChunk as error:
+        raise CorruptDatabase(path, str(error)) from error
+    return decoder.frame()
 
 
 def load_events(
@@ -270,12 +211,12 @@ def load_events(
     clauses, params = _where(since, until, types, streams)
     _check_schema(uri, path)
     try:
-        connection = sqlite3.connect(uri, uri=True, isolation_level=None)
+        connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as error:
         raise _translate(error, path) from error
     try:
         with _collector_paused():
-            return _frame(_read_columns(connection, path, clauses, params))
+            return _read(connection, path, clauses, params)
     except sqlite3.Error as error:
         if isinstance(error, sqlite3.OperationalError) and "no such column" in str(error):
             raise SchemaOutdated(path, None, head_revision(), f"lacks an event column: {error}") from error
