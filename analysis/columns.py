@@ -72,16 +72,50 @@ def _json(text: str, name: str) -> Any:
         raise CorruptChunk(f"an event's {name} is not valid JSON ({error.msg})") from error
 
 
-class ChunkDecoder:
-    """Decodes chunk rows as they arrive, then assembles the frame of all of them."""
+class _Column:
+    """One column's values, chunk after chunk, in an array allocated once for all of them if it can be.
 
-    def __init__(self) -> None:
-        self._count = 0
-        self._numbers: dict[str, list[npt.NDArray[Any]]] = {name: [] for name in (*_NUMBERS, "latency_ms")}
+    Filling one array as chunks arrive leaves nothing to concatenate after the last chunk, when
+    the reader has stopped and nothing else overlaps with the work.
+    """
+
+    def __init__(self, dtype: Any, capacity: int) -> None:
+        self.array: npt.NDArray[Any] = np.empty(capacity, dtype=dtype)
+        self.used = 0
+
+    def extend(self, values: npt.NDArray[Any]) -> None:
+        end = self.used + len(values)
+        if end > len(self.array):  # more events than expected: grow by doubling
+            grown = np.empty(max(end, 2 * len(self.array)), dtype=self.array.dtype)
+            grown[: self.used] = self.array[: self.used]
+            self.array = grown
+        self.array[self.used : end] = values
+        self.used = end
+
+    def values(self) -> npt.NDArray[Any]:
+        used = self.array[: self.used]
+        return used if 2 * self.used >= len(self.array) else used.copy()  # let a mostly empty one go
+
+
+_FIRST_CAPACITY = 1 << 20
+"""At most this many events are allocated for before they come (a filter may keep few of the span)."""
+
+
+class ChunkDecoder:
+    """Decodes chunk rows as they arrive, then assembles the frame of all of them.
+
+    :param expected: how many events may come (an upper bound is best: a larger number only
+        reserves address space; a smaller one costs a copy when it is passed).
+    """
+
+    def __init__(self, expected: int) -> None:
+        capacity = max(1, min(expected, _FIRST_CAPACITY))
+        self._numbers = {name: _Column(np.int64, capacity) for name in _NUMBERS}
+        self._latency = _Column(np.float64, capacity)
         self._line_ids: dict[str, int] = {}
-        self._line_codes: list[npt.NDArray[np.int32]] = []
+        self._line_codes = _Column(np.int32, capacity)
         self._incident_ids: list[pd.Series] = []
-        self._payloads: list[npt.NDArray[np.object_]] = []
+        self._payloads = _Column(object, capacity)
 
     def add(self, row: Sequence[Any]) -> None:
         """Decode one chunk's row (as selected by :data:`CHUNK_SELECT`)."""
@@ -89,13 +123,12 @@ class ChunkDecoder:
         if count == 0:  # every aggregate of an empty chunk is NULL
             return
         for name, text in zip(_NUMBERS, numbers, strict=True):
-            self._numbers[name].append(_numbers(text, np.int64, count, name))
-        self._numbers["latency_ms"].append(_numbers(latency, np.float64, count, "latency_ms"))
-        self._line_codes.append(self._code_lines(lines.split("\n"), count))
+            self._numbers[name].extend(_numbers(text, np.int64, count, name))
+        self._latency.extend(_numbers(latency, np.float64, count, "latency_ms"))
+        self._line_codes.extend(self._code_lines(lines.split("\n"), count))
         incident_array = _objects(_json(incident_ids, "incident_id"), count, "incident_id")
         self._incident_ids.append(pd.Series(incident_array, dtype="str", copy=False))
-        self._payloads.append(_objects(_json(payloads, "payload"), count, "payload"))
-        self._count += count
+        self._payloads.extend(_objects(_json(payloads, "payload"), count, "payload"))
 
     def _code_lines(self, lines: list[str], count: int) -> npt.NDArray[np.int32]:
         if len(lines) != count:
@@ -110,19 +143,19 @@ class ChunkDecoder:
 
     def frame(self) -> pd.DataFrame:
         """Every chunk added so far as one frame with :data:`EVENT_COLUMNS`' dtypes, in position order."""
-        if self._count == 0:
+        if self._payloads.used == 0:
             return empty_events()
         data: dict[str, Any] = {}
-        for name, chunks in self._numbers.items():
-            values = np.concatenate(chunks)
+        for name, column in self._numbers.items():
             if name in _TIME_COLUMNS:
-                data[name] = pd.Series(values.view("datetime64[us]"), dtype=TIME_DTYPE, copy=False)
+                times = column.values().view("datetime64[us]")
+                data[name] = pd.Series(times, dtype=TIME_DTYPE, copy=False)
             else:
-                data[name] = pd.Series(values, copy=False)
-        self._numbers.clear()
+                data[name] = pd.Series(column.values(), copy=False)
+        data["latency_ms"] = pd.Series(self._latency.values(), copy=False)
         data.update(self._categories())
         data["incident_id"] = pd.concat(self._incident_ids, ignore_index=True)
-        data["payload"] = pd.Series(np.concatenate(self._payloads), copy=False)
+        data["payload"] = pd.Series(self._payloads.values(), copy=False)
         frame = pd.DataFrame({name: data[name] for name in EVENT_COLUMNS}, copy=False)
         position = frame["position"].to_numpy()
         if not bool(np.all(position[1:] > position[:-1])):  # SQLite scans by rowid; be sure
@@ -131,7 +164,7 @@ class ChunkDecoder:
 
     def _categories(self) -> dict[str, pd.Series]:
         """Each category column from the distinct lines' values and every event's line code."""
-        codes = np.concatenate(self._line_codes)
+        codes = self._line_codes.values()
         distinct = [_json(line, "text column") for line in self._line_ids]  # in id order
         columns: dict[str, pd.Series] = {}
         for index, name in enumerate(CATEGORY_COLUMNS):

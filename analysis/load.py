@@ -55,7 +55,7 @@ __all__ = ["TimeLike", "load_events"]
 TimeLike = datetime | pd.Timestamp | str | float | int
 """A point in time: an aware datetime or Timestamp, an ISO string (naive means UTC), or epoch seconds."""
 
-CHUNK = 25_000
+CHUNK = 10_000
 """Events per query: small, so that decoding waits little for the first chunk and little is left after
 the last, yet large enough that the per-query cost does not show; a chunk's texts are ~5 MB."""
 
@@ -172,11 +172,11 @@ def _read(
     connection: sqlite3.Connection, uri: str, path: Path, clauses: list[str], params: list[Any]
 ) -> pd.DataFrame:
     sql = f"{CHUNK_SELECT} WHERE position >= ? AND position < ?" + "".join(f" AND {c}" for c in clauses)
-    decoder = ChunkDecoder()
     try:
-        with chunks_in_background(connection, sql, params, CHUNK) as rows:
-            _check_schema(uri, path)  # while the reader runs the first chunk's query
-            for row in rows:
+        with chunks_in_background(connection, sql, params, CHUNK) as chunks:
+            _check_schema(uri, path)  # while the reader starts
+            decoder = ChunkDecoder(expected=chunks.span())
+            for row in chunks:
                 decoder.add(row)
     except CorruptChunk as error:
         raise CorruptDatabase(path, str(error)) from error

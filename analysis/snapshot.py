@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["chunks_in_background"]
+__all__ = ["Chunks", "chunks_in_background"]
 
 AHEAD = 2
 """Chunk rows the reader may hold ready before the caller takes them: bounds the text held at once."""
@@ -31,13 +31,16 @@ AHEAD = 2
 _END = object()
 
 
-class _Reader(threading.Thread):
+class Chunks(threading.Thread):
+    """The thread that reads the chunks, and, for the caller, the chunk rows it reads in turn."""
+
     def __init__(self, connection: sqlite3.Connection, sql: str, params: Sequence[Any], chunk: int) -> None:
         super().__init__(name="poolwarden-load-reader", daemon=True)
         self.connection, self.sql, self.params, self.chunk = connection, sql, params, chunk
         self.rows: queue.Queue[Any] = queue.Queue(maxsize=AHEAD)
         self.stopping = threading.Event()
         self.ended = False  # the caller has taken _END: the reader is done with the connection
+        self._span: int | None = None
 
     def run(self) -> None:
         try:
@@ -52,6 +55,7 @@ class _Reader(threading.Thread):
         connection.execute("BEGIN")  # one snapshot for every chunk, whatever a writer does meanwhile
         try:
             low, high = connection.execute("SELECT min(position), max(position) FROM events").fetchone()
+            self.rows.put(0 if low is None else high - low + 1)
             if low is None:
                 return
             for start in range(low, high + 1, self.chunk):
@@ -62,12 +66,27 @@ class _Reader(threading.Thread):
         finally:
             connection.rollback()  # a read transaction: nothing to keep, its snapshot is let go
 
-    def take(self) -> Iterator[tuple[Any, ...]]:
-        while (row := self.rows.get()) is not _END:
-            if isinstance(row, BaseException):
-                raise row
+    def _next(self) -> Any:
+        item = self.rows.get()
+        if item is _END:
+            self.ended = True
+        elif isinstance(item, BaseException):
+            raise item
+        return item
+
+    def span(self) -> int:
+        """The number of positions from the snapshot's first event to its last (0 for none).
+
+        An upper bound on the events the chunks hold; waits until the reader has read it.
+        """
+        if self._span is None:
+            self._span = int(self._next())  # the reader's first item, unless it failed
+        return self._span
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        self.span()
+        while (row := self._next()) is not _END:
             yield row
-        self.ended = True
 
     def stop(self) -> None:
         """Make the reader end soon, and wait until it has."""
@@ -82,7 +101,7 @@ class _Reader(threading.Thread):
 @contextlib.contextmanager
 def chunks_in_background(
     connection: sqlite3.Connection, sql: str, params: Sequence[Any], chunk: int
-) -> Iterator[Iterator[tuple[Any, ...]]]:
+) -> Iterator[Chunks]:
     """The one-row results of ``sql`` for successive position ranges, read by a background thread.
 
     :param connection: opened with ``isolation_level=None`` and ``check_same_thread=False``; the
@@ -91,9 +110,9 @@ def chunks_in_background(
         followed by ``params``; it runs once per range of ``chunk`` positions, from the log's
         first position to its last in the snapshot.
     """
-    reader = _Reader(connection, sql, params, chunk)
+    reader = Chunks(connection, sql, params, chunk)
     reader.start()
     try:
-        yield reader.take()
+        yield reader
     finally:
         reader.stop()

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import poolwarden.analysis.columns as columns
 import poolwarden.analysis.load as load
 from poolwarden.analysis import load_events
 from poolwarden.analysis.columns import ChunkDecoder
@@ -61,10 +62,11 @@ def _raw_log(path: Path, rows: list[tuple[Any, ...]]) -> Path:
 
 
 def test_small_chunks_give_the_same_frame(scenario_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Read three events a query, with and without filters, the frame equals the one-chunk frame."""
+    """Read three events a query into arrays grown on the way, the frame equals the one-chunk frame."""
     whole = load_events(scenario_db)
     filtered = load_events(scenario_db, types=["BreakerOpened", "RungFailed"], since=T0 + 5)
     monkeypatch.setattr(load, "CHUNK", 3)
+    monkeypatch.setattr(columns, "_FIRST_CAPACITY", 4)
     pd.testing.assert_frame_equal(load_events(scenario_db), whole)
     in_pieces = load_events(scenario_db, types=["BreakerOpened", "RungFailed"], since=T0 + 5)
     pd.testing.assert_frame_equal(in_pieces, filtered)  # most chunks match nothing
