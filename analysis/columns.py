@@ -1,9 +1,10 @@
 """How a chunk of events travels from SQLite as a few long texts, and how it becomes typed columns.
 
 One query per chunk returns one row of texts (:data:`CHUNK_SELECT`), each made by an aggregate
-that walks the chunk's events in the same order. Every text is shaped for the cheapest decoder
-on the Python side, since that side, not SQLite, sets the pace (``analysis/load.py`` has the
-figures):
+that walks the chunk's events in the same order. SQLite writes them in the reader thread while
+this side decodes the previous chunk (``analysis/snapshot.py``), so the two costs overlap; each
+text is shaped so that decoding it makes as few Python objects as possible, where SQLite's own
+cost stays close to the plain per-column JSON arrays (``analysis/load.py`` has the figures):
 
 - integers (position, version, schema version, times as integer microseconds) as one
   comma-separated text that ``numpy.fromstring`` parses without a Python object per value;
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,8 +29,9 @@ import numpy.typing as npt
 import pandas as pd
 
 from poolwarden.analysis.frames import CATEGORY_COLUMNS, EVENT_COLUMNS, TIME_DTYPE, empty_events
+from poolwarden.errors import CorruptDatabase
 
-__all__ = ["CHUNK_SELECT", "ChunkDecoder", "CorruptChunk"]
+__all__ = ["CHUNK_SELECT", "ChunkDecoder"]
 
 _INTEGER_COLUMNS = ("position", "version", "schema_version")
 _TIME_COLUMNS = ("occurred_at", "recorded_at")
@@ -49,27 +52,6 @@ _SELECT_LIST = (
 
 CHUNK_SELECT = "SELECT " + ", ".join(_SELECT_LIST) + " FROM events"
 """The select of one chunk (add its WHERE): one row, its texts in the order ``ChunkDecoder.add`` reads."""
-
-
-class CorruptChunk(ValueError):
-    """A chunk's text could not be decoded (the caller reports the file as corrupt)."""
-
-
-def _numbers(text: str, dtype: type[np.generic], count: int, name: str) -> npt.NDArray[Any]:
-    try:
-        values = np.fromstring(text, dtype=dtype, sep=",")
-    except ValueError as error:
-        raise CorruptChunk(f"a {name} is not a number") from error
-    if len(values) != count:  # group_concat skips NULLs: a NULL in a NOT NULL column
-        raise CorruptChunk(f"{count - len(values)} events have no {name}")
-    return values
-
-
-def _json(text: str, name: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CorruptChunk(f"an event's {name} is not valid JSON ({error.msg})") from error
 
 
 class _Column:
@@ -104,11 +86,13 @@ _FIRST_CAPACITY = 1 << 20
 class ChunkDecoder:
     """Decodes chunk rows as they arrive, then assembles the frame of all of them.
 
+    :param path: the log's file, named in errors.
     :param expected: how many events may come (an upper bound is best: a larger number only
         reserves address space; a smaller one costs a copy when it is passed).
     """
 
-    def __init__(self, expected: int) -> None:
+    def __init__(self, path: Path, expected: int) -> None:
+        self._path = path  # named in a CorruptDatabase
         capacity = max(1, min(expected, _FIRST_CAPACITY))
         self._numbers = {name: _Column(np.int64, capacity) for name in _NUMBERS}
         self._latency = _Column(np.float64, capacity)
@@ -123,16 +107,37 @@ class ChunkDecoder:
         if count == 0:  # every aggregate of an empty chunk is NULL
             return
         for name, text in zip(_NUMBERS, numbers, strict=True):
-            self._numbers[name].extend(_numbers(text, np.int64, count, name))
-        self._latency.extend(_numbers(latency, np.float64, count, "latency_ms"))
+            self._numbers[name].extend(self._numbers_of(text, np.int64, count, name))
+        self._latency.extend(self._numbers_of(latency, np.float64, count, "latency_ms"))
         self._line_codes.extend(self._code_lines(lines.split("\n"), count))
-        incident_array = _objects(_json(incident_ids, "incident_id"), count, "incident_id")
+        incident_array = self._objects(incident_ids, count, "incident_id")
         self._incident_ids.append(pd.Series(incident_array, dtype="str", copy=False))
-        self._payloads.extend(_objects(_json(payloads, "payload"), count, "payload"))
+        self._payloads.extend(self._objects(payloads, count, "payload"))
+
+    def _numbers_of(self, text: str, dtype: type[np.generic], count: int, name: str) -> npt.NDArray[Any]:
+        try:
+            values = np.fromstring(text, dtype=dtype, sep=",")
+        except ValueError as error:
+            raise CorruptDatabase(self._path, f"an event's {name} is not a number") from error
+        if len(values) != count:  # group_concat skips NULLs: a NULL in a NOT NULL column
+            raise CorruptDatabase(self._path, f"{count - len(values)} events have no {name}")
+        return values
+
+    def _json(self, text: str, name: str) -> Any:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise CorruptDatabase(self._path, f"an event's {name} is not valid JSON ({error.msg})") from error
+
+    def _objects(self, text: str, count: int, name: str) -> npt.NDArray[np.object_]:
+        values = self._json(text, name)
+        if not isinstance(values, list) or len(values) != count:
+            raise CorruptDatabase(self._path, f"{count} events gave a {name} array of another length")
+        return np.fromiter(values, dtype=object, count=count)
 
     def _code_lines(self, lines: list[str], count: int) -> npt.NDArray[np.int32]:
         if len(lines) != count:
-            raise CorruptChunk(f"{count} events gave {len(lines)} lines of text columns")
+            raise CorruptDatabase(self._path, f"{count} events gave {len(lines)} lines of text columns")
         ids = self._line_ids
         try:
             return np.fromiter(map(ids.__getitem__, lines), np.int32, count=count)
@@ -165,7 +170,7 @@ class ChunkDecoder:
     def _categories(self) -> dict[str, pd.Series]:
         """Each category column from the distinct lines' values and every event's line code."""
         codes = self._line_codes.values()
-        distinct = [_json(line, "text column") for line in self._line_ids]  # in id order
+        distinct = [self._json(line, "text column") for line in self._line_ids]  # in id order
         columns: dict[str, pd.Series] = {}
         for index, name in enumerate(CATEGORY_COLUMNS):
             values = [None if value is None else str(value) for value in (d[index] for d in distinct)]
@@ -178,9 +183,3 @@ class ChunkDecoder:
                 copy=False,
             )
         return columns
-
-
-def _objects(values: Any, count: int, name: str) -> npt.NDArray[np.object_]:
-    if not isinstance(values, list) or len(values) != count:
-        raise CorruptChunk(f"{count} events gave a {name} array of another length")
-    return np.fromiter(values, dtype=object, count=count)

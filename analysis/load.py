@@ -1,15 +1,32 @@
 """Loading the event log into one typed pandas DataFrame, fast, without ever writing to it.
 
-How it is read, and why (CPU seconds on a log of 1,000,000 events; ``poolwarden.bench.analysis``):
-the obvious ``cursor.fetchall()`` builds a tuple and a Python object per cell, and then every
-column has to be walked again to type it. Here SQLite serialises each column of a chunk of
-100,000 events as one JSON array (``json_group_array``; the payloads, already JSON, are joined
-with ``group_concat``), and the standard library's ``json`` decodes each array in one C call.
-The whole load takes 4.1 s where ``fetchall`` plus conversion took 7.9 s (``pandas.read_sql``:
-5.4 s); decoding the payloads as one document costs 0.5 s where a ``json.loads`` per payload
-costs 1.5 s (orjson: 0.36 s either way; for the whole load it saves 0.2 s, under 5 %, not worth
-a dependency). The cyclic garbage collector is paused while the million dicts are made: its
-passes over them cost a sixth of the load (4.9 s with it running).
+How it is read, and why (a log of 1,000,000 events, ``/tmp/a1m.db`` built by
+``poolwarden.bench.analysis.build_log``, on a 2-core machine shared with other work; wall and
+CPU seconds, best of several runs): the obvious ``cursor.fetchall()`` builds a tuple and a
+Python object per cell, then every column is walked again to type it (``pandas.read_sql``:
+6.5 to 9.7 s). Here one query per chunk of events has SQLite write each column as one long
+text, in the shape cheapest to decode (``analysis/columns.py``):
+
+- integers and times (as integer microseconds) comma-separated, parsed by ``numpy.fromstring``:
+  0.03 s a column where ``json.loads`` plus ``numpy.asarray`` took 0.13 s;
+- the ten category columns as one JSON line per event: ~2,700 distinct lines among the million,
+  coded with a dictionary, 0.25 s for all ten where a JSON array per column decoded and
+  factorised took 1.3 s (``pd.factorize`` 0.12 s a column, a dict lookup 0.06 s, plus decoding
+  the strings). SQLite pays 0.7 s for the lines against 0.6 s for ten arrays;
+- payloads, already JSON, joined into one array for one ``json.loads`` (0.5 s, a ``json.loads``
+  per payload costs 1.5 s).
+
+SQLite releases the GIL while it steps through a query, so a reader thread runs the queries
+while this thread decodes the previous chunk (``analysis/snapshot.py``): SQLite's ~1.45 s and
+the decoding's ~1.3 s overlap on the two cores. The whole load measured 1.6 to 2.0 s wall
+(2.6 to 2.9 s CPU) in the quietest runs, up to 3 s while other work took a core;
+the single-threaded JSON-array loader it replaced took 4.6 to 5.6 s (4.6 to 5.5 s CPU) on the
+same file in the same runs. Chunks are 10,000 events: the decoding waits little for the first
+one, little is left after the last, and no C call of the decoder holds the GIL long enough to
+keep the reader waiting (its queries waited 0.015 s in all). orjson would cut the decoding by
+about 0.15 s, but the reader, not the decoding, sets the pace, so it still does not earn a
+dependency. The cyclic garbage collector is paused while the million dicts are made: with it
+running the load took 0.2 to 0.4 s more.
 
 Times are read as integer microseconds (SQLite prints a REAL in JSON with 15 significant digits,
 too few for epoch seconds), so ``occurred_at`` keeps the store's precision.
@@ -37,11 +54,10 @@ import pandas as pd
 from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
-from poolwarden.analysis.columns import CHUNK_SELECT, ChunkDecoder, CorruptChunk
+from poolwarden.analysis.columns import CHUNK_SELECT, ChunkDecoder
 from poolwarden.analysis.snapshot import chunks_in_background
 from poolwarden.errors import (
     ConfigurationError,
-    CorruptDatabase,
     SchemaMismatch,
     SchemaOutdated,
     SchemaTooNew,
@@ -172,14 +188,11 @@ def _read(
     connection: sqlite3.Connection, uri: str, path: Path, clauses: list[str], params: list[Any]
 ) -> pd.DataFrame:
     sql = f"{CHUNK_SELECT} WHERE position >= ? AND position < ?" + "".join(f" AND {c}" for c in clauses)
-    try:
-        with chunks_in_background(connection, sql, params, CHUNK) as chunks:
-            _check_schema(uri, path)  # while the reader starts
-            decoder = ChunkDecoder(expected=chunks.span())
-            for row in chunks:
-                decoder.add(row)
-    except CorruptChunk as error:
-        raise CorruptDatabase(path, str(error)) from error
+    with chunks_in_background(connection, sql, params, CHUNK) as chunks:
+        _check_schema(uri, path)  # while the reader starts
+        decoder = ChunkDecoder(path, expected=chunks.span())
+        for row in chunks:
+            decoder.add(row)
     return decoder.frame()
 
 
