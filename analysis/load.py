@@ -73,7 +73,7 @@ TimeLike = datetime | pd.Timestamp | str | float | int
 
 CHUNK = 10_000
 """Events per query: small, so that decoding waits little for the first chunk and little is left after
-the last, yet large enough that the per-query cost does not show; a chunk's texts are ~5 MB."""
+the last, yet large enough that the per-query cost does not show; a chunk's texts are ~2 MB."""
 
 
 def _path_of(db: str | os.PathLike[str]) -> Path:
