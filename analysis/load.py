@@ -1,15 +1,32 @@
 """Loading the event log into one typed pandas DataFrame, fast, without ever writing to it.
 
-How it is read, and why (CPU seconds on a log of 1,000,000 events; ``poolwarden.bench.analysis``):
-the obvious ``cursor.fetchall()`` builds a tuple and a Python object per cell, and then every
-column has to be walked again to type it. Here SQLite serialises each column of a chunk of
-100,000 events as one JSON array (``json_group_array``; the payloads, already JSON, are joined
-with ``group_concat``), and the standard library's ``json`` decodes each array in one C call.
-The whole load takes 4.1 s where ``fetchall`` plus conversion took 7.9 s (``pandas.read_sql``:
-5.4 s); decoding the payloads as one document costs 0.5 s where a ``json.loads`` per payload
-costs 1.5 s (orjson: 0.36 s either way; for the whole load it saves 0.2 s, under 5 %, not worth
-a dependency). The cyclic garbage collector is paused while the million dicts are made: its
-passes over them cost a sixth of the load (4.9 s with it running).
+How it is read, and why (a log of 1,000,000 events, ``/tmp/a1m.db`` built by
+``poolwarden.bench.analysis.build_log``, on a 2-core machine shared with other work; wall and
+CPU seconds, best of several runs): the obvious ``cursor.fetchall()`` builds a tuple and a
+Python object per cell, then every column is walked again to type it (``pandas.read_sql``:
+6.5 to 9.7 s). Here one query per chunk of events has SQLite write each column as one long
+text, in the shape cheapest to decode (``analysis/columns.py``):
+
+- integers and times (as integer microseconds) comma-separated, parsed by ``numpy.fromstring``:
+  0.03 s a column where ``json.loads`` plus ``numpy.asarray`` took 0.13 s;
+- the ten category columns as one JSON line per event: ~2,700 distinct lines among the million,
+  coded with a dictionary, 0.25 s for all ten where a JSON array per column decoded and
+  factorised took 1.3 s (``pd.factorize`` 0.12 s a column, a dict lookup 0.06 s, plus decoding
+  the strings). SQLite pays 0.7 s for the lines against 0.6 s for ten arrays;
+- payloads, already JSON, joined into one array for one ``json.loads`` (0.5 s, a ``json.loads``
+  per payload costs 1.5 s).
+
+SQLite releases the GIL while it steps through a query, so a reader thread runs the queries
+while this thread decodes the previous chunk (``analysis/snapshot.py``): SQLite's ~1.45 s and
+the decoding's ~1.3 s overlap on the two cores. The whole load measured 1.6 to 2.0 s wall
+(2.6 to 2.9 s CPU) in the quietest runs, up to 3 s while other work took a core;
+the single-threaded JSON-array loader it replaced took 4.6 to 5.6 s (4.6 to 5.5 s CPU) on the
+same file in the same runs. Chunks are 10,000 events: the decoding waits little for the first
+one, little is left after the last, and no C call of the decoder holds the GIL long enough to
+keep the reader waiting (its queries waited 0.015 s in all). orjson would cut the decoding by
+about 0.15 s, but the reader, not the decoding, sets the pace, so it still does not earn a
+dependency. The cyclic garbage collector is paused while the million dicts are made: with it
+running the load took 0.2 to 0.4 s more.
 
 Times are read as integer microseconds (SQLite prints a REAL in JSON with 15 significant digits,
 too few for epoch seconds), so ``occurred_at`` keeps the store's precision.
@@ -25,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -34,21 +50,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
-from poolwarden.analysis.frames import (
-    CATEGORY_COLUMNS,
-    EVENT_COLUMNS,
-    TIME_DTYPE,
-    empty_events,
-    string_category,
-)
+from poolwarden.analysis.columns import CHUNK_SELECT, ChunkDecoder
+from poolwarden.analysis.snapshot import chunks_in_background
 from poolwarden.errors import (
     ConfigurationError,
-    CorruptDatabase,
     SchemaMismatch,
     SchemaOutdated,
     SchemaTooNew,
@@ -62,21 +71,9 @@ __all__ = ["TimeLike", "load_events"]
 TimeLike = datetime | pd.Timestamp | str | float | int
 """A point in time: an aware datetime or Timestamp, an ISO string (naive means UTC), or epoch seconds."""
 
-CHUNK = 100_000
-"""Events serialised per query: bounds the JSON text held at once (~20 MB) without costing speed."""
-
-_TIME_COLUMNS = ("occurred_at", "recorded_at")
-
-
-def _select(column: str) -> str:
-    if column == "payload":
-        return "'[' || group_concat(payload, ',') || ']'"
-    if column in _TIME_COLUMNS:
-        return f"json_group_array(CAST(round({column} * 1000000.0) AS INTEGER))"
-    return f"json_group_array({column})"
-
-
-_SELECT = "SELECT " + ", ".join(_select(column) for column in EVENT_COLUMNS) + " FROM events"
+CHUNK = 10_000
+"""Events per query: small, so that decoding waits little for the first chunk and little is left after
+the last, yet large enough that the per-query cost does not show; a chunk's texts are ~2 MB."""
 
 
 def _path_of(db: str | os.PathLike[str]) -> Path:
@@ -187,55 +184,16 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _read_columns(
-    connection: sqlite3.Connection, path: Path, clauses: list[str], params: list[Any]
-) -> dict[str, list[Any]]:
-    columns: dict[str, list[Any]] = {name: [] for name in EVENT_COLUMNS}
-    connection.execute("BEGIN")  # one snapshot for every chunk, whatever a writer does meanwhile
-    try:
-        low, high = connection.execute("SELECT min(position), max(position) FROM events").fetchone()
-        if low is None:
-            return columns
-        sql = f"{_SELECT} WHERE position >= ? AND position < ?" + "".join(f" AND {c}" for c in clauses)
-        for start in range(low, high + 1, CHUNK):
-            row = connection.execute(sql, (start, start + CHUNK, *params)).fetchone()
-            for name, text in zip(EVENT_COLUMNS, row, strict=True):
-                if text is not None:  # group_concat over no rows is NULL
-                    columns[name].extend(json.loads(text))
-    except json.JSONDecodeError as error:
-        raise CorruptDatabase(path, f"an event's payload is not valid JSON ({error.msg})") from error
-    finally:
-        connection.rollback()  # a read transaction: nothing to keep, its snapshot is let go
-    return columns
-
-
-def _frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
-    count = len(columns["position"])
-    if count == 0:
-        return empty_events()
-    data: dict[str, Any] = {}
-    for name, dtype in EVENT_COLUMNS.items():
-        values = columns.pop(name)  # let each list go as soon as its column exists
-        if name in _TIME_COLUMNS:
-            data[name] = pd.Series(
-                np.asarray(values, dtype=np.int64).astype("datetime64[us]")
-            ).dt.tz_localize("UTC")
-        elif name in CATEGORY_COLUMNS:
-            data[name] = pd.Series(string_category(np.asarray(values, dtype=object)))
-        elif name == "payload":
-            array = np.empty(count, dtype=object)
-            array[:] = values
-            data[name] = pd.Series(array)
-        elif name == "incident_id":
-            data[name] = pd.Series(np.asarray(values, dtype=object), dtype="str")
-        else:
-            data[name] = pd.Series(np.asarray(values, dtype=np.float64 if name == "latency_ms" else dtype))
-    frame = pd.DataFrame(data, copy=False)
-    assert frame["occurred_at"].dtype == TIME_DTYPE
-    position = frame["position"].to_numpy()
-    if count > 1 and not bool(np.all(position[1:] > position[:-1])):  # SQLite scans by rowid; be sure
-        frame = frame.sort_values("position", ignore_index=True)
-    return frame
+def _read(
+    connection: sqlite3.Connection, uri: str, path: Path, clauses: list[str], params: list[Any]
+) -> pd.DataFrame:
+    sql = f"{CHUNK_SELECT} WHERE position >= ? AND position < ?" + "".join(f" AND {c}" for c in clauses)
+    with chunks_in_background(connection, sql, params, CHUNK) as chunks:
+        _check_schema(uri, path)  # while the reader starts
+        decoder = ChunkDecoder(path, expected=chunks.span())
+        for row in chunks:
+            decoder.add(row)
+    return decoder.frame()
 
 
 def load_events(
@@ -268,14 +226,13 @@ def load_events(
     check_file(path, must_exist=True)
     uri = f"file:{quote(str(path))}?mode=ro"
     clauses, params = _where(since, until, types, streams)
-    _check_schema(uri, path)
     try:
-        connection = sqlite3.connect(uri, uri=True, isolation_level=None)
+        connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as error:
         raise _translate(error, path) from error
     try:
         with _collector_paused():
-            return _frame(_read_columns(connection, path, clauses, params))
+            return _read(connection, uri, path, clauses, params)
     except sqlite3.Error as error:
         if isinstance(error, sqlite3.OperationalError) and "no such column" in str(error):
             raise SchemaOutdated(path, None, head_revision(), f"lacks an event column: {error}") from error

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import poolwarden.analysis.load as load
 from poolwarden.analysis import EVENT_COLUMNS, empty_events, incidents, load_events, memory_samples
 from poolwarden.errors import (
     ConfigurationError,
@@ -178,8 +179,12 @@ def _kill(child: subprocess.Popen[str]) -> list[int]:
 
 
 @pytest.mark.slow
-async def test_log_being_written_loads_as_a_consistent_snapshot(scenario_db: Path) -> None:
+@pytest.mark.parametrize("chunk", [load.CHUNK, 7])
+async def test_log_being_written_loads_as_a_consistent_snapshot(
+    scenario_db: Path, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """While another process appends, each load is a gap-free prefix holding every acknowledged event."""
+    monkeypatch.setattr(load, "CHUNK", chunk)  # 7: a dozen queries, each while the writer goes on
     with _spawn(scenario_db) as child:
         try:
             acked = await _acks(child, 50)

@@ -1,0 +1,185 @@
+"""How a chunk of events travels from SQLite as a few long texts, and how it becomes typed columns.
+
+One query per chunk returns one row of texts (:data:`CHUNK_SELECT`), each made by an aggregate
+that walks the chunk's events in the same order. SQLite writes them in the reader thread while
+this side decodes the previous chunk (``analysis/snapshot.py``), so the two costs overlap; each
+text is shaped so that decoding it makes as few Python objects as possible, where SQLite's own
+cost stays close to the plain per-column JSON arrays (``analysis/load.py`` has the figures):
+
+- integers (position, version, schema version, times as integer microseconds) as one
+  comma-separated text that ``numpy.fromstring`` parses without a Python object per value;
+- ``latency_ms`` the same, ``nan`` standing for NULL;
+- the ten text columns with few distinct values as ONE text, one line per event holding that
+  event's values as a JSON array (JSON escapes every newline, so lines cannot be confused). A
+  pool's log holds a few thousand distinct lines among a million events: each line is coded
+  with a dictionary, each distinct line decoded once, and every category column is then a
+  ``numpy.take`` of its table by the line codes;
+- ``incident_id`` (many distinct values) as a JSON array; payloads, already JSON, as one array.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from poolwarden.analysis.frames import CATEGORY_COLUMNS, EVENT_COLUMNS, TIME_DTYPE, empty_events
+from poolwarden.errors import CorruptDatabase
+
+__all__ = ["CHUNK_SELECT", "ChunkDecoder"]
+
+_INTEGER_COLUMNS = ("position", "version", "schema_version")
+_TIME_COLUMNS = ("occurred_at", "recorded_at")
+_NUMBERS = (*_INTEGER_COLUMNS, *_TIME_COLUMNS)
+
+# Times are read as integer microseconds: SQLite prints a REAL with 15 significant digits, too
+# few for epoch seconds. No CAST elsewhere: a text where a number belongs fails to parse and is
+# reported, where a CAST would quietly make it 0.
+_SELECT_LIST = (
+    "count(*)",
+    *(f"group_concat({name})" for name in _INTEGER_COLUMNS),
+    *(f"group_concat(CAST(round({name} * 1000000.0) AS INTEGER))" for name in _TIME_COLUMNS),
+    "group_concat(ifnull(latency_ms, 'nan'))",
+    f"group_concat(json_array({', '.join(CATEGORY_COLUMNS)}), '\n')",  # a literal: char(10) is a call a row
+    "json_group_array(incident_id)",
+    "'[' || group_concat(payload, ',') || ']'",
+)
+
+CHUNK_SELECT = "SELECT " + ", ".join(_SELECT_LIST) + " FROM events"
+"""The select of one chunk (add its WHERE): one row, its texts in the order ``ChunkDecoder.add`` reads."""
+
+
+class _Column:
+    """One column's values, chunk after chunk, in an array allocated once for all of them if it can be.
+
+    Filling one array as chunks arrive leaves nothing to concatenate after the last chunk, when
+    the reader has stopped and nothing else overlaps with the work.
+    """
+
+    def __init__(self, dtype: Any, capacity: int) -> None:
+        self.array: npt.NDArray[Any] = np.empty(capacity, dtype=dtype)
+        self.used = 0
+
+    def extend(self, values: npt.NDArray[Any]) -> None:
+        end = self.used + len(values)
+        if end > len(self.array):  # more events than expected: grow by doubling
+            grown = np.empty(max(end, 2 * len(self.array)), dtype=self.array.dtype)
+            grown[: self.used] = self.array[: self.used]
+            self.array = grown
+        self.array[self.used : end] = values
+        self.used = end
+
+    def values(self) -> npt.NDArray[Any]:
+        used = self.array[: self.used]
+        return used if 2 * self.used >= len(self.array) else used.copy()  # let a mostly empty one go
+
+
+_FIRST_CAPACITY = 1 << 20
+"""At most this many events are allocated for before they come (a filter may keep few of the span)."""
+
+
+class ChunkDecoder:
+    """Decodes chunk rows as they arrive, then assembles the frame of all of them.
+
+    :param path: the log's file, named in errors.
+    :param expected: how many events may come (an upper bound is best: a larger number only
+        reserves address space; a smaller one costs a copy when it is passed).
+    """
+
+    def __init__(self, path: Path, expected: int) -> None:
+        self._path = path  # named in a CorruptDatabase
+        capacity = max(1, min(expected, _FIRST_CAPACITY))
+        self._numbers = {name: _Column(np.int64, capacity) for name in _NUMBERS}
+        self._latency = _Column(np.float64, capacity)
+        self._line_ids: dict[str, int] = {}
+        self._line_codes = _Column(np.int32, capacity)
+        self._incident_ids: list[pd.Series] = []
+        self._payloads = _Column(object, capacity)
+
+    def add(self, row: Sequence[Any]) -> None:
+        """Decode one chunk's row (as selected by :data:`CHUNK_SELECT`)."""
+        count, *numbers, latency, lines, incident_ids, payloads = row
+        if count == 0:  # every aggregate of an empty chunk is NULL
+            return
+        for name, text in zip(_NUMBERS, numbers, strict=True):
+            self._numbers[name].extend(self._numbers_of(text, np.int64, count, name))
+        self._latency.extend(self._numbers_of(latency, np.float64, count, "latency_ms"))
+        self._line_codes.extend(self._code_lines(lines.split("\n"), count))
+        incident_array = self._objects(incident_ids, count, "incident_id")
+        self._incident_ids.append(pd.Series(incident_array, dtype="str", copy=False))
+        self._payloads.extend(self._objects(payloads, count, "payload"))
+
+    def _numbers_of(self, text: str, dtype: type[np.generic], count: int, name: str) -> npt.NDArray[Any]:
+        try:
+            values = np.fromstring(text, dtype=dtype, sep=",")
+        except ValueError as error:
+            raise CorruptDatabase(self._path, f"an event's {name} is not a number") from error
+        if len(values) != count:  # group_concat skips NULLs: a NULL in a NOT NULL column
+            raise CorruptDatabase(self._path, f"{count - len(values)} events have no {name}")
+        return values
+
+    def _json(self, text: str, name: str) -> Any:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise CorruptDatabase(self._path, f"an event's {name} is not valid JSON ({error.msg})") from error
+
+    def _objects(self, text: str, count: int, name: str) -> npt.NDArray[np.object_]:
+        values = self._json(text, name)
+        if not isinstance(values, list) or len(values) != count:
+            raise CorruptDatabase(self._path, f"{count} events gave a {name} array of another length")
+        return np.fromiter(values, dtype=object, count=count)
+
+    def _code_lines(self, lines: list[str], count: int) -> npt.NDArray[np.int32]:
+        if len(lines) != count:
+            raise CorruptDatabase(self._path, f"{count} events gave {len(lines)} lines of text columns")
+        ids = self._line_ids
+        try:
+            return np.fromiter(map(ids.__getitem__, lines), np.int32, count=count)
+        except KeyError:  # lines not seen in earlier chunks: rare after the first
+            for line in set(lines).difference(ids):
+                ids[line] = len(ids)
+            return np.fromiter(map(ids.__getitem__, lines), np.int32, count=count)
+
+    def frame(self) -> pd.DataFrame:
+        """Every chunk added so far as one frame with :data:`EVENT_COLUMNS`' dtypes, in position order."""
+        if self._payloads.used == 0:
+            return empty_events()
+        data: dict[str, Any] = {}
+        for name, column in self._numbers.items():
+            if name in _TIME_COLUMNS:
+                times = column.values().view("datetime64[us]")
+                data[name] = pd.Series(times, dtype=TIME_DTYPE, copy=False)
+            else:
+                data[name] = pd.Series(column.values(), copy=False)
+        data["latency_ms"] = pd.Series(self._latency.values(), copy=False)
+        data.update(self._categories())
+        data["incident_id"] = pd.concat(self._incident_ids, ignore_index=True)
+        data["payload"] = pd.Series(self._payloads.values(), copy=False)
+        frame = pd.DataFrame({name: data[name] for name in EVENT_COLUMNS}, copy=False)
+        position = frame["position"].to_numpy()
+        if not bool(np.all(position[1:] > position[:-1])):  # SQLite scans by rowid; be sure
+            frame = frame.sort_values("position", ignore_index=True)
+        return frame
+
+    def _categories(self) -> dict[str, pd.Series]:
+        """Each category column from the distinct lines' values and every event's line code."""
+        codes = self._line_codes.values()
+        distinct = [self._json(line, "text column") for line in self._line_ids]  # in id order
+        columns: dict[str, pd.Series] = {}
+        for index, name in enumerate(CATEGORY_COLUMNS):
+            values = [None if value is None else str(value) for value in (d[index] for d in distinct)]
+            categories = sorted({value for value in values if value is not None})
+            code_of: dict[str | None, int] = {value: i for i, value in enumerate(categories)}
+            code_of[None] = -1
+            table = np.fromiter(map(code_of.__getitem__, values), np.int32, count=len(values))
+            columns[name] = pd.Series(
+                pd.Categorical.from_codes(table[codes], pd.Index(categories, dtype="str"), validate=False),
+                copy=False,
+            )
+        return columns
