@@ -21,7 +21,6 @@ the browser standings it compares change slowly and are worked out at most once 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping, Set
 from typing import NamedTuple
 
@@ -90,11 +89,11 @@ class Router:
 
     def standing(self, model_type: str, browser: str) -> tuple[float, float]:
         """How good ``browser`` is for ``model_type`` now (lower is better), cached briefly."""
-        return self._standings_now().get((model_type, browser)) or self._rank(model_type, browser)
+        standings = self._standings_now(self.clock())
+        return standings.get((model_type, browser)) or self._rank(model_type, browser)
 
-    def _standings_now(self) -> dict[tuple[str, str], tuple[float, float]]:
-        now = time.monotonic()
-        if now >= self._standings_expire:
+    def _standings_now(self, now: float) -> dict[tuple[str, str], tuple[float, float]]:
+        if now >= self._standings_expire or now < self._standings_expire - STANDING_TTL:
             self._standings.clear()
             self._standings_expire = now + STANDING_TTL
         return self._standings
@@ -135,7 +134,7 @@ class Router:
         could not be placed there).
         """
         now = self.clock()
-        standings = self._standings_now()
+        standings = self._standings_now(now)
         best: PoolMember | None = None
         best_key: tuple[bool, bool, float, float, int] | None = None
         best_breakers: tuple[CircuitBreaker, CircuitBreaker] | None = None
