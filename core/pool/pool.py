@@ -22,38 +22,26 @@ import contextlib
 import itertools
 import logging
 import random
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_registry import BreakerRegistry, model_key
 from poolwarden.breaker_store import DurableBreakers
-from poolwarden.bridge.protocol import Tensor
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import (
-    CircuitOpen,
     ConfigurationError,
-    DeadlineExceeded,
-    InvalidInput,
-    ModelError,
     NoHealthyConnection,
     PoolwardenError,
-    QueueFull,
     RequestError,
     UnknownModel,
-    WorkerDisconnected,
 )
 from poolwarden.events import NewEvent
-from poolwarden.guard import classify_exception
 from poolwarden.lifecycle_driver import restore_lifecycle
 from poolwarden.lifecycle_events import LifecycleEvent, RecoveryCompleted
 from poolwarden.lifecycle_types import (
     ConnectionState,
-    HeartbeatMissed,
     ProcessExited,
 )
 from poolwarden.memory import (
@@ -64,13 +52,14 @@ from poolwarden.memory import (
     MemoryGovernor,
     RecycleBrowser,
 )
-from poolwarden.policy import ErrorKind
 from poolwarden.pool.config import PoolConfig
-from poolwarden.pool.inputs import as_tensors
 from poolwarden.pool.member import ModelSlot, PoolMember
 from poolwarden.pool.placement import StatsBook
-from poolwarden.pool.recorder import HIGH_WATER, EventRecorder
-from poolwarden.pool.routing import Router, blocking_breaker
+from poolwarden.pool.recorder import EventRecorder
+from poolwarden.pool.results import Fallback, InferenceResult, ModelInfo
+from poolwarden.pool.retry_budget import RetryBudget
+from poolwarden.pool.routing import Router
+from poolwarden.pool.serving import RequestServing
 from poolwarden.pool.tally import ServedTally
 from poolwarden.recovery import Recovery
 from poolwarden.storage import open_store
@@ -98,76 +87,6 @@ async def _handle_pss(member: PoolMember) -> int | None:
     return await member.handle.pss_bytes()
 
 
-Fallback = Callable[[str, Mapping[str, Any], RequestError], Awaitable[Any]]
-"""Called when no connection could serve a request; its return value is the result's output."""
-
-
-@dataclass(slots=True)
-class InferenceResult:
-    """What a served request returns: the output and where and how it was computed.
-
-    (Not frozen: one is made for every request, and a frozen dataclass costs twice as much.)
-    """
-
-    model_id: str
-    outputs: list[Any]
-    connection_id: str | None
-    browser: str | None
-    backend: str
-    latency_ms: float
-    attempts: int
-    is_fallback: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """The result as the seed's dictionaries looked, plus where it ran."""
-        return {
-            "success": True,
-            "status": "fallback" if self.is_fallback else "success",
-            "model_id": self.model_id,
-            "output": self.outputs,
-            "connection_id": self.connection_id,
-            "browser": self.browser,
-            "backend": self.backend,
-            "latency_ms": self.latency_ms,
-            "attempts": self.attempts,
-            "is_simulation": False,
-            "is_fallback": self.is_fallback,
-        }
-
-
-@dataclass(slots=True)
-class _ModelInfo:
-    model_id: str
-    kind: str
-    model_type: str
-    options: dict[str, Any]
-    input_width: int
-
-
-@dataclass(slots=True)
-class _RetryBudget:
-    window: float
-    requests: deque[float] = field(default_factory=deque)
-    retries: deque[float] = field(default_factory=deque)
-
-    def note_request(self, now: float) -> None:
-        self.requests.append(now)
-        if len(self.requests) > 4096:  # trimmed when spending; this only bounds the memory
-            self._trim(now)
-
-    def try_spend(self, now: float, ratio: float, minimum: int) -> bool:
-        self._trim(now)
-        if len(self.retries) >= minimum + ratio * len(self.requests):
-            return False
-        self.retries.append(now)
-        return True
-
-    def _trim(self, now: float) -> None:
-        for queue in (self.requests, self.retries):
-            while queue and queue[0] < now - self.window:
-                queue.popleft()
-
-
 async def _psutil_host_reading() -> HostReading:
     import psutil
 
@@ -179,7 +98,7 @@ async def _psutil_host_reading() -> HostReading:
     )
 
 
-class ResourcePool:
+class ResourcePool(RequestServing):
     """A pool of browser connections serving inference; see the module docstring.
 
     Use as ``async with ResourcePool(PoolConfig(...)) as pool``. ``store`` may be given to share
@@ -214,12 +133,12 @@ class ResourcePool:
         self.stats = StatsBook()
         self.members: dict[str, PoolMember] = {}
         self.model_connections: dict[str, str] = {}
-        self._models: dict[str, _ModelInfo] = {}
+        self._models: dict[str, ModelInfo] = {}
         self._memory_sampler = memory_sampler or _psutil_host_reading
         self._browser_memory = browser_memory or _handle_pss
         self._fallback = fallback
         self._rng = rng or random.Random()
-        self._budget = _RetryBudget(self.config.retry.budget_window)
+        self._budget = RetryBudget(self.config.retry.budget_window)
         self._queued = 0
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -444,7 +363,7 @@ class ResourcePool:
             spec = resolve_model(kind or model_id, options)
         except (KeyError, ValueError) as error:
             raise UnknownModel(f"no built-in model {kind or model_id!r}: {error}") from error
-        info = _ModelInfo(model_id, kind or model_id, model_type, dict(options or {}), spec.input_width)
+        info = ModelInfo(model_id, kind or model_id, model_type, dict(options or {}), spec.input_width)
         self._models[model_id] = info
         if connection_id is not None:
             member = self.members.get(connection_id)
@@ -456,7 +375,7 @@ class ResourcePool:
             raise NoHealthyConnection(f"no healthy connection can take {model_id!r}")
         return await self._place(info, candidates[0])
 
-    async def _place(self, info: _ModelInfo, member: PoolMember) -> str:
+    async def _place(self, info: ModelInfo, member: PoolMember) -> str:
         allowed, reason = self.governor.may_load_model()
         if not allowed:
             self._recorder.record("ModelLoadRefused", model_id=info.model_id, payload={"reason": reason})
@@ -471,7 +390,7 @@ class ResourcePool:
         self.model_connections.setdefault(info.model_id, member.connection_id)
         return member.connection_id
 
-    async def _load(self, info: _ModelInfo, member: PoolMember) -> None:
+    async def _load(self, info: ModelInfo, member: PoolMember) -> None:
         loaded = await member.connection.load_model(info.model_id, info.kind, info.options)
         member.models[info.model_id] = ModelSlot(info.model_id, info.kind, info.options, self.clock())
         self._recorder.record(
@@ -505,319 +424,6 @@ class ResourcePool:
             payload={"reason": reason},
         )
 
-    # --- requests -----------------------------------------------------------------------------
-
-    async def run_inference(
-        self,
-        model_id: str,
-        inputs: Mapping[str, Any],
-        *,
-        deadline: float | None = None,
-        attempts: int | None = None,
-    ) -> InferenceResult:
-        """Serve one request within ``deadline`` seconds (the config's default if None).
-
-        ``attempts`` caps the tries on connections (the retry policy's if None). A typed error
-        carries ``attempted``: the connections whose breakers recorded a failed attempt.
-
-        The deadline is enforced without a timer of its own on the common path: an attempt's
-        timeout is the attempt timeout or what is left of the deadline, whichever is less, and
-        every other wait (for a free slot, a model load, a backoff, the fallback, the log)
-        is bounded by the deadline where it happens.
-        """
-        info = self._models.get(model_id)
-        try:
-            if info is None:
-                raise UnknownModel(f"model {model_id!r} was never loaded into this pool")
-            tensors = as_tensors(model_id, info.input_width, inputs)
-            if self._queued >= self.config.max_queue:
-                raise QueueFull(
-                    f"{self._queued} requests are queued (max_queue={self.config.max_queue})",
-                    retry_after=max(0.01, self.config.default_deadline / 10),
-                )
-        except RequestError as error:
-            self._request_failed(model_id, None, type(error).__name__, 0.0, "refused")
-            raise
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        timeout = self.config.default_deadline if deadline is None else deadline
-        deadline_at = started + timeout
-        self._queued += 1
-        self.counters["requests"] += 1
-        self._budget.note_request(started)
-        ran: list[str] = []
-        try:
-            if self._recorder.pending > HIGH_WATER:  # the log is behind: let it catch up first
-                async with asyncio.timeout_at(deadline_at):
-                    await self._recorder.room()
-            return await self._serve(
-                info, tensors, started, deadline_at, attempts or self.config.retry.attempts, ran
-            )
-        except RequestError as error:
-            error.attempted = tuple(ran)  # type: ignore[attr-defined]
-            member = self.members.get(ran[-1]) if ran else None
-            self._request_failed(
-                model_id, member, type(error).__name__, (loop.time() - started) * 1000, "failed"
-            )
-            raise
-        except TimeoutError:  # a wait bounded by the deadline (a slot, a load, a backoff, ...)
-            latency_ms = (loop.time() - started) * 1000
-            self._request_failed(model_id, None, "DeadlineExceeded", latency_ms, "failed")
-            exceeded = DeadlineExceeded(f"request for {model_id!r} not served within {timeout:g} s")
-            exceeded.attempted = tuple(ran)  # type: ignore[attr-defined]
-            raise exceeded from None
-        finally:
-            self._queued -= 1
-
-    async def _serve(
-        self,
-        info: _ModelInfo,
-        tensors: Mapping[str, Tensor],
-        started: float,
-        deadline_at: float,
-        max_attempts: int,
-        ran: list[str],
-    ) -> InferenceResult:
-        """Try connections until one serves, a non-retryable error, or the attempts run out.
-
-        ``ran`` gets the connections whose breakers recorded a failed attempt.
-        """
-        attempts = 0
-        last_error: RequestError | None = None
-        tried: set[str] = set()
-        skip: set[str] = set()
-        while True:
-            route = self.router.choose(info.model_id, info.model_type, tried, skip)
-            member = route.member
-            if member is None:
-                if route.busy:  # every candidate is busy: wait in the pool's queue for a slot
-                    await self._wait_for_slot(deadline_at)
-                    continue
-                error = (
-                    route.refusal
-                    or last_error
-                    or NoHealthyConnection(f"no healthy connection serves {info.model_id!r}")
-                )
-                return await self._give_up(info, tensors, error, started, attempts, deadline_at)
-            if route.must_load:
-                try:
-                    async with asyncio.timeout_at(deadline_at):
-                        await self._place(info, member)
-                except PoolwardenError as error:
-                    log.info("could not place %s on %s: %s", info.model_id, member.connection_id, error)
-                    skip.add(member.connection_id)
-                    continue
-                if member.busy or not member.serving:  # things moved while the model loaded
-                    continue
-            if route.panic:
-                self._recorder.record(
-                    "PanicRouted",
-                    connection_id=member.connection_id,
-                    model_id=info.model_id,
-                    payload={"open_share": self.router.open_share(self._serving(), self.clock())},
-                )
-            tried.add(member.connection_id)
-            try:
-                return await self._attempt(
-                    info,
-                    tensors,
-                    member,
-                    attempts + 1,
-                    started,
-                    deadline_at,
-                    panic=route.panic,
-                    breakers=None if route.must_load else route.breakers,
-                )
-            except CircuitOpen as error:  # refused at admission: not an attempt, try the next one
-                skip.add(member.connection_id)
-                last_error = error
-                continue
-            except RequestError as error:
-                ran.append(member.connection_id)
-                if isinstance(error, InvalidInput | UnknownModel):
-                    raise
-                if isinstance(error, DeadlineExceeded) and asyncio.get_running_loop().time() >= deadline_at:
-                    raise  # the request's own deadline: no time is left for another attempt
-                if isinstance(error, ModelError) and error.kind not in self.config.retry.retryable:
-                    raise  # a deterministic model error fails the same way everywhere
-                last_error = error
-            attempts += 1
-            if attempts >= max_attempts:
-                raise last_error
-            budget = self.config.retry
-            if not self._budget.try_spend(
-                asyncio.get_running_loop().time(), budget.budget_ratio, budget.budget_min
-            ):
-                raise last_error
-            self.counters["retries"] += 1
-            cap = min(budget.backoff_cap, budget.backoff_base * 2 ** (attempts - 1))
-            async with asyncio.timeout_at(deadline_at):
-                await asyncio.sleep(self._rng.uniform(0, cap))  # full jitter
-
-    async def _wait_for_slot(self, deadline_at: float) -> None:
-        """Wait, first come first served, until a request on some connection ends."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._slot_waiters.append(waiter)
-        try:
-            async with asyncio.timeout_at(deadline_at):
-                await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self._slot_freed()  # woken, but leaving: the slot goes to the next in line
-            raise
-
-    def _slot_freed(self) -> None:
-        waiters = self._slot_waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    def _serving(self) -> list[PoolMember]:
-        return [m for m in self.members.values() if m.serving]
-
-    def blocking_breaker(
-        self, breakers: Iterable[CircuitBreaker], now: float | None = None
-    ) -> CircuitBreaker | None:
-        """The first of ``breakers`` that would refuse a call now, found without asking them
-        (asking a half-open breaker would take its trial)."""
-        return blocking_breaker(breakers, self.clock() if now is None else now)
-
-    async def _attempt(
-        self,
-        info: _ModelInfo,
-        tensors: Mapping[str, Tensor],
-        member: PoolMember,
-        attempts: int,
-        started: float,
-        deadline_at: float,
-        *,
-        panic: bool,
-        breakers: tuple[CircuitBreaker, CircuitBreaker] | None = None,
-    ) -> InferenceResult:
-        """One attempt on ``member`` through its breakers (``breakers``, when the router found
-        them already; not asked at all on a panic route)."""
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        left = deadline_at - began
-        if left <= 0:
-            raise DeadlineExceeded(f"request for {info.model_id!r} not served within its deadline")
-        if panic:
-            admission = None
-        else:
-            admission = self.registry.admit_pair(
-                *(breakers or self.registry.pair(member.connection_id, info.model_id))
-            )
-        if admission is not None and not admission.allowed:
-            key = admission.rejected_by.key if admission.rejected_by is not None else member.connection_id
-            raise CircuitOpen(key, admission.reason, admission.retry_at)
-        attempt_timeout = self.config.attempt_timeout
-        member.begin(info.model_id)
-        try:
-            result = await member.connection.infer(info.model_id, tensors, timeout=min(attempt_timeout, left))
-        except BaseException as error:
-            duration = loop.time() - began
-            # Cut short by the caller (cancelled) or by the request's own deadline rather than
-            # the attempt's: no evidence against the connection, so no count against it.
-            cut_short = isinstance(error, asyncio.CancelledError) or (
-                isinstance(error, TimeoutError) and left < attempt_timeout
-            )
-            kind = ErrorKind.CANCELLED if cut_short else _kind_of(error)
-            if admission is not None:
-                admission.failed(kind, duration)
-                # A counted failure is an event: have it persisted now. (A success in a closed
-                # breaker is no event, so the hot path does not wake the flusher.)
-                self.breakers.wake()
-            if isinstance(error, asyncio.CancelledError):
-                raise
-            if cut_short:
-                raise DeadlineExceeded(
-                    f"request for {info.model_id!r} not served within its deadline"
-                ) from error
-            self._on_request_fault(member, kind)
-            self._attempt_failed(info, member, kind, duration * 1000)
-            raise _as_request_error(error, member.connection_id) from error
-        finally:
-            member.end(info.model_id)
-            if self._slot_waiters:
-                self._slot_freed()
-        now = loop.time()
-        member.last_answer_at = time.monotonic()
-        if admission is not None:
-            admission.succeeded(now - began)
-        latency_ms = (now - started) * 1000
-        self.counters["served"] += 1
-        browser = member.browser
-        self.stats.record(info.model_type, browser, True, latency_ms)
-        if attempts == 1 and not panic and not self.config.record_every_request:
-            self._served.add(member.connection_id, info.model_id, browser, result.backend, latency_ms)
-            self._recorder.wake()
-        else:
-            self._recorder.record(
-                "InferenceServed",
-                connection_id=member.connection_id,
-                model_id=info.model_id,
-                browser=browser,
-                outcome="success",
-                latency_ms=latency_ms,
-                payload={
-                    "backend": result.backend,
-                    "attempts": attempts,
-                    "worker_ms": result.elapsed_ms,
-                    "panic": panic,
-                },
-            )
-        return InferenceResult(
-            model_id=info.model_id,
-            outputs=[tensor.to_numpy() for tensor in result.tensors],
-            connection_id=member.connection_id,
-            browser=browser,
-            backend=result.backend,
-            latency_ms=latency_ms,
-            attempts=attempts,
-        )
-
-    async def _give_up(
-        self,
-        info: _ModelInfo,
-        tensors: Mapping[str, Tensor],
-        error: RequestError,
-        started: float,
-        attempts: int,
-        deadline_at: float,
-    ) -> InferenceResult:
-        if self._fallback is None:
-            raise error
-        inputs = {name: tensor.to_numpy() for name, tensor in tensors.items()}
-        async with asyncio.timeout_at(deadline_at):
-            output = await self._fallback(info.model_id, inputs, error)
-        self.counters["fallbacks"] += 1
-        latency_ms = (asyncio.get_running_loop().time() - started) * 1000
-        self._recorder.record(
-            "FallbackServed",
-            model_id=info.model_id,
-            outcome="fallback",
-            latency_ms=latency_ms,
-            error_kind=type(error).__name__,
-            payload={"reason": str(error)},
-        )
-        return InferenceResult(
-            info.model_id, [output], None, None, "fallback", latency_ms, attempts, is_fallback=True
-        )
-
-    def _on_request_fault(self, member: PoolMember, kind: ErrorKind) -> None:
-        """A failed request is a signal about its connection: feed the connection's recovery."""
-        recovery = member.recovery
-        if recovery is None or not recovery.started or member.state is not ConnectionState.HEALTHY:
-            return
-        if kind is ErrorKind.TIMEOUT:
-            # A page that holds requests past their timeout may be hung: ping it now rather than
-            # at the next heartbeat.
-            recovery.driver.fault(HeartbeatMissed())
-        else:
-            recovery.notice_error(kind.value)
-
     def _on_bridge_event(self, event: NewEvent) -> None:
         """The bridge's events go to the log, and to the recovery of the connection they concern."""
         member = self.members.get(event.connection_id or "")
@@ -825,36 +431,6 @@ class ResourcePool:
             member.recovery.on_bridge_event(event)
         if not self._closing:
             self._bridge_recorder.record_event(event)
-
-    def _attempt_failed(
-        self, info: _ModelInfo, member: PoolMember, kind: ErrorKind, latency_ms: float
-    ) -> None:
-        """One attempt failed on ``member`` (the request may still be served elsewhere)."""
-        self.stats.record(info.model_type, member.browser, False, None)
-        self._recorder.record(
-            "AttemptFailed",
-            connection_id=member.connection_id,
-            model_id=info.model_id,
-            browser=member.browser,
-            error_kind=kind.value,
-            outcome="failed",
-            latency_ms=latency_ms,
-        )
-
-    def _request_failed(
-        self, model_id: str, member: PoolMember | None, error_type: str, latency_ms: float, outcome: str
-    ) -> None:
-        """The request ended in a typed error (``error_type``, its class name) for its caller."""
-        self.counters["failed"] += 1
-        self._recorder.record(
-            "InferenceFailed",
-            connection_id=member.connection_id if member else None,
-            model_id=model_id,
-            browser=member.browser if member else None,
-            error_kind=error_type,
-            outcome=outcome,
-            latency_ms=latency_ms,
-        )
 
     # --- the monitor --------------------------------------------------------------------------
 
@@ -959,17 +535,3 @@ class ResourcePool:
     def healthy_connections(self) -> list[str]:
         """The connections requests are routed to now."""
         return [m.connection_id for m in self.members.values() if m.serving]
-
-
-def _kind_of(error: BaseException) -> ErrorKind:
-    if isinstance(error, WorkerDisconnected):
-        return ErrorKind.TRANSPORT
-    return classify_exception(error)
-
-
-def _as_request_error(error: BaseException, connection_id: str) -> RequestError:
-    if isinstance(error, RequestError):
-        return error
-    if isinstance(error, TimeoutError):
-        return DeadlineExceeded(f"worker {connection_id!r}: {error}")
-    return ModelError(f"worker {connection_id!r}: {type(error).__name__}: {error}", _kind_of(error).value)
