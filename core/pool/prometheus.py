@@ -25,15 +25,17 @@ import importlib
 import logging
 import os
 from dataclasses import dataclass
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIServer
 
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import ConfigurationError, PoolwardenError
+from poolwarden.pool.telemetry import build_telemetry, read_figures
 from poolwarden.storage.queries import LogCounts
+from poolwarden.tools import log_telemetry, read_log
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from prometheus_client.registry import CollectorRegistry
 
     from poolwarden.pool.pool import ResourcePool
@@ -58,16 +60,18 @@ class MetricsSnapshot:
     breakers: tuple[tuple[str, str], ...]
 
 
-def _families() -> ModuleType:
-    """The module that renders snapshots; a typed error when prometheus_client is not installed."""
+def _new_collector() -> SnapshotCollector:
+    """A collector of snapshots; a typed error when prometheus_client is not installed."""
     try:
-        return importlib.import_module("poolwarden.pool.prometheus_families")
+        families = importlib.import_module("poolwarden.pool.prometheus_families")
     except ImportError as error:
         if (error.name or "").partition(".")[0] != "prometheus_client":
             raise  # a broken install of something else is not a missing option
         raise ConfigurationError(
             "Prometheus exposition needs prometheus_client: pip install 'poolwarden[prometheus]'"
         ) from error
+    collector: SnapshotCollector = families.SnapshotCollector()
+    return collector
 
 
 def _registry(collector: SnapshotCollector) -> CollectorRegistry:
@@ -86,28 +90,23 @@ def _text(registry: CollectorRegistry) -> str:
 
 async def snapshot_of_pool(pool: ResourcePool, clock: Clock = system_clock) -> MetricsSnapshot:
     """The pool's figures now, as ``export_telemetry`` counts them (run it on the pool's loop)."""
-    from poolwarden.pool.telemetry import build_telemetry, read_figures
-
     counts, system = await read_figures(pool)
     telemetry = build_telemetry(pool, counts, system, include_connections=False, include_models=False)
     breakers = tuple(sorted((b.key, str(b.state)) for b in pool.registry))
     return MetricsSnapshot(clock(), telemetry, counts, breakers)
 
 
-async def metrics_from_log(db: str | os.PathLike[str], clock: Clock = system_clock) -> str:
+async def metrics_from_log(db: str | os.PathLike[str]) -> str:
     """The Prometheus text exposition of the log at ``db`` alone (read-only; no pool need run).
 
     The figures are those of ``poolwarden telemetry --db``: breakers as they stand now by the
     clock, each connection's last recorded state, and every count from the log.
     """
-    families = _families()
-    from poolwarden.tools import log_telemetry, read_log
-
+    collector = _new_collector()
     reading = await read_log(db)
     telemetry = log_telemetry(reading, db)
     breakers = tuple(sorted((s.key, s.effective_state) for s in reading.statuses))
-    collector: SnapshotCollector = families.SnapshotCollector()
-    collector.snapshot = MetricsSnapshot(clock(), telemetry, reading.counts, breakers)
+    collector.snapshot = MetricsSnapshot(system_clock(), telemetry, reading.counts, breakers)
     return _text(_registry(collector))
 
 
@@ -115,7 +114,7 @@ class PoolMetrics:
     """A pool's telemetry as Prometheus metrics, on a private registry, refreshed on the pool's loop."""
 
     def __init__(self, pool: ResourcePool, *, clock: Clock = system_clock) -> None:
-        self._collector: SnapshotCollector = _families().SnapshotCollector()
+        self._collector = _new_collector()
         self.registry: CollectorRegistry = _registry(self._collector)
         """The private registry the metrics live in; register it elsewhere or scrape it."""
         self._pool = pool
