@@ -171,19 +171,27 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _write_json(data: object, output: str | None) -> None:
-    text = json.dumps(data, indent=2, default=str)
+    _write_text(json.dumps(data, indent=2, default=str) + "\n", output)
+
+
+def _write_text(text: str, output: str | None) -> None:
     if output is None:
-        print(text)
+        print(text, end="")
         return
     try:
         with open(output, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+            f.write(text)
     except OSError as error:
         raise PoolwardenError(f"{output}: cannot write the telemetry: {error.strerror}") from error
     print(f"telemetry written to {output}", file=sys.stderr)
 
 
 def _telemetry(args: argparse.Namespace) -> int:
+    if args.prometheus:
+        from poolwarden.pool.prometheus import metrics_from_log
+
+        _write_text(asyncio.run(metrics_from_log(args.db)), args.output)
+        return EXIT_OK
     from poolwarden.tools import telemetry_from_log
 
     _write_json(asyncio.run(telemetry_from_log(args.db, detailed=args.detailed)), args.output)
@@ -406,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     telemetry.add_argument("--db", default="poolwarden.db", metavar="PATH")
     telemetry.add_argument("--detailed", action="store_true", help="per connection, breaker and model")
     telemetry.add_argument("--output", metavar="FILE", help="write the JSON here instead of stdout")
+    telemetry.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="Prometheus text exposition instead of JSON (needs poolwarden[prometheus])",
+    )
     telemetry.set_defaults(handler=_telemetry)
 
     trial = commands.add_parser(

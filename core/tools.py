@@ -13,20 +13,30 @@ import contextlib
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from poolwarden.breaker_report import breaker_statuses
+from poolwarden.breaker_report import BreakerStatus, breaker_statuses
 from poolwarden.errors import PoolwardenError
 from poolwarden.pool.telemetry import log_sections
 from poolwarden.storage import SQLiteEventStore
-from poolwarden.storage.queries import log_counts
+from poolwarden.storage.queries import LogCounts, log_counts
 
-__all__ = ["run_recovery_trial", "telemetry_from_log"]
+__all__ = ["LogReading", "log_telemetry", "read_log", "run_recovery_trial", "telemetry_from_log"]
 
 
-async def telemetry_from_log(db: str | os.PathLike[str], *, detailed: bool = False) -> dict[str, Any]:
-    """The seed's telemetry keys, from the log alone (its pool need not be running)."""
+@dataclass(frozen=True, slots=True)
+class LogReading:
+    """What the log says of a pool that need not be running: breakers, connections, counts."""
+
+    statuses: list[BreakerStatus]
+    connections: list[tuple[Any, ...]]  # (stream, last to_state, browser, occurred_at)
+    counts: LogCounts
+
+
+async def read_log(db: str | os.PathLike[str]) -> LogReading:
+    """Read the breakers' states, each connection's last state and the counts from the log (read-only)."""
     statuses = await breaker_statuses(db)
     async with SQLiteEventStore(db, read_only=True) as store:
         connections = await store.fetch(
@@ -35,6 +45,19 @@ async def telemetry_from_log(db: str | os.PathLike[str], *, detailed: bool = Fal
             " (SELECT MAX(position) FROM events WHERE stream = e.stream AND to_state IS NOT NULL)"
         )
         counts = await log_counts(store)
+    return LogReading(statuses, [tuple(row) for row in connections], counts)
+
+
+async def telemetry_from_log(db: str | os.PathLike[str], *, detailed: bool = False) -> dict[str, Any]:
+    """The seed's telemetry keys, from the log alone (its pool need not be running)."""
+    return log_telemetry(await read_log(db), db, detailed=detailed)
+
+
+def log_telemetry(
+    reading: LogReading, db: str | os.PathLike[str], *, detailed: bool = False
+) -> dict[str, Any]:
+    """The seed's telemetry keys from a :class:`LogReading` of the log at ``db``."""
+    statuses, connections, counts = reading.statuses, reading.connections, reading.counts
     requests = counts.requests
     states = Counter(state for _, state, _, _ in connections)
     connection_breakers = [s for s in statuses if "/" not in s.key]

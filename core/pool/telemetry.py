@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from poolwarden.pool.member import PoolMember
     from poolwarden.pool.pool import ResourcePool
 
-__all__ = ["build_telemetry", "export_telemetry", "log_sections", "system_figures"]
+__all__ = ["build_telemetry", "export_telemetry", "log_sections", "read_figures", "system_figures"]
 
 _DEGRADED = (ConnectionState.PINGING, ConnectionState.RECONNECTING, ConnectionState.DRAINING)
 
@@ -48,13 +48,19 @@ async def export_telemetry(
     pool: ResourcePool, include_connections: bool = False, include_models: bool = False
 ) -> dict[str, Any]:
     """The pool's telemetry (see :func:`build_telemetry`), its counts queried from the log."""
+    counts, system = await read_figures(pool)
+    return build_telemetry(pool, counts, system, include_connections, include_models)
+
+
+async def read_figures(pool: ResourcePool) -> tuple[LogCounts, dict[str, Any]]:
+    """What telemetry counts: the log's counts (after a flush) and the host's figures (in a thread)."""
     store = pool.store
     if not isinstance(store, SQLiteEventStore):  # pragma: no cover - the only backend today
         raise TypeError("telemetry queries need the SQLite store")
     await pool.flush()  # what the pool has decided so far is in the log before it is counted
     counts = await log_counts(store)
     system = await asyncio.to_thread(system_figures, pool.governor.level.value)
-    return build_telemetry(pool, counts, system, include_connections, include_models)
+    return counts, system
 
 
 def log_sections(counts: LogCounts) -> dict[str, Any]:
