@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     # the pool, the seed's API and post-mortems
     "PoolConfig": "poolwarden.pool",
     "ResourcePool": "poolwarden.pool",
+    "PoolMetrics": "poolwarden.pool.prometheus",
     "ResourcePoolBridge": "poolwarden.compat",
     "ResourcePoolErrorRecovery": "poolwarden.compat",
     "Recovery": "poolwarden.recovery",
@@ -67,6 +68,7 @@ __all__ = [
     "MemoryPolicy",
     "NewEvent",
     "PoolConfig",
+    "PoolMetrics",
     "PoolwardenError",
     "RecordedEvent",
     "Recovery",
@@ -98,6 +100,7 @@ if TYPE_CHECKING:
     from poolwarden.memory import MemoryGovernor, MemoryPolicy
     from poolwarden.policy import BreakerPolicy, ErrorKind
     from poolwarden.pool import PoolConfig, ResourcePool
+    from poolwarden.pool.prometheus import PoolMetrics
     from poolwarden.recovery import Recovery
     from poolwarden.storage import open_store
     from poolwarden.whatif import what_if

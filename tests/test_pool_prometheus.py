@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import urllib.error
@@ -265,3 +266,20 @@ def test_cli_without_prometheus_client_says_what_to_install(
     _without_prometheus_client(monkeypatch)
     assert main(["telemetry", "--db", str(tmp_path / "pool.db"), "--prometheus"]) == 1
     assert "pip install 'poolwarden[prometheus]'" in capsys.readouterr().err
+
+
+async def test_a_pool_configured_with_a_metrics_port_serves_them_while_it_runs(tmp_path: Path) -> None:
+    """PoolConfig(metrics_port=0) serves /metrics on loopback from start to close."""
+    config = dataclasses.replace(_config(tmp_path / "pool.db"), metrics_port=0)
+    async with ResourcePool(config, memory_sampler=_host) as pool:
+        assert pool.metrics is not None
+        assert pool.metrics.port
+        url = f"http://127.0.0.1:{pool.metrics.port}/metrics"
+
+        def scrape() -> str:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return str(response.read().decode("utf-8"))
+
+        assert "poolwarden_connections" in await asyncio.to_thread(scrape)
+    with pytest.raises(urllib.error.URLError):
+        await asyncio.to_thread(scrape)  # closing the pool stopped the server

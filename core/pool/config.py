@@ -84,6 +84,10 @@ class PoolConfig:
         (:mod:`poolwarden.pool.tally`); retried, panic-routed and fallback results are one event
         each either way, and so is every failure.
     :param hooks: load worker pages with test hooks (fault injection) enabled.
+    :param metrics_port: serve Prometheus metrics (``pip install 'poolwarden[prometheus]'``) on
+        this port of ``metrics_addr`` while the pool runs (0 picks a free port; None: not served).
+    :param metrics_addr: the address they are served on (loopback unless said otherwise).
+    :param metrics_interval: seconds between refreshes of the served figures.
     """
 
     connections: int = 2
@@ -102,6 +106,9 @@ class PoolConfig:
     drain_timeout: float = 10.0
     record_every_request: bool = False
     hooks: bool = False
+    metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
+    metrics_interval: float = 15.0
     browser_path: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     connection_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
@@ -117,6 +124,8 @@ class PoolConfig:
             raise ConfigurationError(f"workers must be simulated, chromium or firefox, not {self.workers!r}")
         if self.max_queue < 1 or self.per_connection_concurrency < 1:
             raise ConfigurationError("max_queue and per_connection_concurrency must be at least 1")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigurationError(f"metrics_port must be a TCP port (0: any), not {self.metrics_port}")
         if not 0 < self.max_ejection_share <= 1:
             raise ConfigurationError("max_ejection_share must be in (0, 1]")
         if (
@@ -124,6 +133,7 @@ class PoolConfig:
             or self.default_deadline <= 0
             or self.heartbeat_interval <= 0
             or self.memory_interval <= 0
+            or self.metrics_interval <= 0
         ):
             raise ConfigurationError("deadlines and intervals must be positive")
 

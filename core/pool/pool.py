@@ -24,7 +24,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poolwarden.breaker_registry import BreakerRegistry, model_key
 from poolwarden.breaker_store import DurableBreakers
@@ -66,6 +66,9 @@ from poolwarden.storage import open_store
 from poolwarden.storage.base import EventStore
 from poolwarden.workers.handle import WorkerHandle
 from poolwarden.workers.models import resolve_model
+
+if TYPE_CHECKING:
+    from poolwarden.pool.prometheus import PoolMetrics
 
 __all__ = ["InferenceResult", "MemorySampler", "ResourcePool"]
 
@@ -150,6 +153,8 @@ class ResourcePool(RequestServing):
         self._recorder = EventRecorder(self.store, POOL_STREAM, clock, gather=self._served.drain)
         self._bridge_recorder = EventRecorder(self.store, BRIDGE_STREAM, clock)
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        self.metrics: PoolMetrics | None = None
+        """The Prometheus metrics the pool serves (``config.metrics_port``), once started."""
         self.counters: dict[str, int] = {
             "requests": 0,
             "served": 0,
@@ -191,12 +196,19 @@ class ResourcePool(RequestServing):
             },
         )
         self._monitor = asyncio.create_task(self._monitor_loop(), name="poolwarden monitor")
+        if self.config.metrics_port is not None:
+            from poolwarden.pool.prometheus import PoolMetrics
+
+            self.metrics = await PoolMetrics(self, clock=self.clock).start(self.config.metrics_interval)
+            self.metrics.serve(self.config.metrics_port, self.config.metrics_addr)
 
     async def close(self) -> None:
         """Stop every connection and the monitor, persist everything, close the store."""
         if self._closing:
             return
         self._closing = True
+        if self.metrics is not None:
+            await self.metrics.stop()  # before the store closes: its refreshes read the log
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -169,6 +169,11 @@ class PoolMetrics:
         self._server, _ = start_http_server(port, addr=addr, registry=self.registry)
         return int(self._server.server_port)
 
+    @property
+    def port(self) -> int | None:
+        """The port ``/metrics`` is served on (None when not serving)."""
+        return None if self._server is None else int(self._server.server_port)
+
     def exposition(self) -> str:
         """The current snapshot in Prometheus' text format."""
         return _text(self.registry)
