@@ -18,7 +18,15 @@ from typing import Any
 
 from poolwarden.storage.sqlite import SQLiteEventStore
 
-__all__ = ["LogCounts", "RequestCounts", "RungCounts", "log_counts", "log_counts_sync"]
+__all__ = [
+    "BrowserFigures",
+    "LogCounts",
+    "RequestCounts",
+    "RungCounts",
+    "browser_figures",
+    "log_counts",
+    "log_counts_sync",
+]
 
 SERVED = "InferenceServed"
 SERVED_SUMMARY = "InferencesServed"
@@ -50,6 +58,24 @@ _RECENT_ERRORS = (
     " AND occurred_at >= ? ORDER BY position DESC LIMIT 10"
 )
 _RUNG_ORDER = {"ping": 0, "reconnect": 1, "restart": 2}
+
+# The model type each model was last placed as, then what its requests did on each browser:
+# successes (summarised or single), failed attempts and the successes' total latency. Only the
+# pool's stream is read, through the (stream, version) index.
+_BROWSER_FIGURES = (
+    "WITH placed AS (SELECT model_id, json_extract(payload, '$.model_type') AS model_type,"
+    " MAX(position) FROM events WHERE stream = ? AND type = 'ModelPlaced' GROUP BY model_id)"
+    " SELECT placed.model_type, events.browser,"
+    f" SUM(CASE type WHEN '{SERVED}' THEN 1 WHEN '{SERVED_SUMMARY}' THEN json_extract(payload, '$.n')"
+    " ELSE 0 END),"
+    " SUM(type = 'AttemptFailed'),"
+    f" SUM(CASE type WHEN '{SERVED}' THEN latency_ms"
+    f" WHEN '{SERVED_SUMMARY}' THEN json_extract(payload, '$.latency_ms_total') ELSE 0 END)"
+    " FROM events JOIN placed USING (model_id)"
+    f" WHERE stream = ? AND type IN ('{SERVED}', '{SERVED_SUMMARY}', 'AttemptFailed')"
+    " AND browser IS NOT NULL AND placed.model_type IS NOT NULL AND occurred_at >= ?"
+    " GROUP BY placed.model_type, events.browser"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +139,29 @@ def _request_counts(row: Sequence[Any]) -> RequestCounts:
     return RequestCounts(
         model_id, connection_id, browser, served, int(failed or 0), mean, latency_max, float(last_at)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserFigures:
+    """What requests of one model type did on one browser, as the log recorded them."""
+
+    model_type: str
+    browser: str
+    successes: int
+    failed_attempts: int
+    latency_ms_total: float
+
+
+async def browser_figures(
+    store: SQLiteEventStore, since: float = 0.0, stream: str = "pool/main"
+) -> list[BrowserFigures]:
+    """Successes, failed attempts and latency by (model type, browser) since ``since``: what
+    placement weighs, read back from the pool's log when a pool starts."""
+    rows = await store.fetch(_BROWSER_FIGURES, (stream, stream, since))
+    return [
+        BrowserFigures(str(kind), str(browser), int(ok or 0), int(failed or 0), float(latency or 0.0))
+        for kind, browser, ok, failed, latency in rows
+    ]
 
 
 async def log_counts(store: SQLiteEventStore, since: float = 0.0) -> LogCounts:

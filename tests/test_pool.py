@@ -345,3 +345,22 @@ async def test_a_verified_recovery_half_opens_the_connection_breaker(
         pool.registry.connection("conn-1").force_open("test", "only conn-0 may serve")
         trial = await pool.run_inference("toy-mlp", {"input": X})
         assert trial.connection_id == "conn-0"  # the half-open breaker admitted a trial
+
+
+async def test_placement_starts_from_what_the_log_recorded(tmp_path: Path, readings: Readings) -> None:
+    """A new pool on an old log weighs the successes and failures earlier runs recorded."""
+    async with ResourcePool(_config(tmp_path), memory_sampler=readings.host) as first:
+        await first.load_model("toy-mlp", model_type="vision", connection_id="conn-0")
+        await _worker(first, "conn-0").inject(Fault.DEVICE_LOST, count=1)
+        results = [await first.run_inference("toy-mlp", {"input": X}) for _ in range(5)]
+        live = first.stats.get("vision", "simulated")
+        assert live is not None
+        assert (live.requests, live.successes) == (6, 5)  # five served, one failed attempt
+    async with ResourcePool(_config(tmp_path), memory_sampler=readings.host) as second:
+        restored = second.stats.get("vision", "simulated")
+        assert restored is not None
+        assert (restored.requests, restored.successes) == (6, 5)
+        assert restored.latency_ms_total == pytest.approx(sum(r.latency_ms for r in results), abs=0.01)
+    history_off = _config(tmp_path, placement_history_s=None)
+    async with ResourcePool(history_off, memory_sampler=readings.host) as third:
+        assert third.stats.get("vision", "simulated") is None

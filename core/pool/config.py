@@ -84,6 +84,8 @@ class PoolConfig:
         (:mod:`poolwarden.pool.tally`); retried, panic-routed and fallback results are one event
         each either way, and so is every failure.
     :param hooks: load worker pages with test hooks (fault injection) enabled.
+    :param placement_history_s: how far back the log's figures of (model type, browser) are read
+        when the pool starts, for placement to weigh what earlier runs saw (None: not read).
     :param metrics_port: serve Prometheus metrics (``pip install 'poolwarden[prometheus]'``) on
         this port of ``metrics_addr`` while the pool runs (0 picks a free port; None: not served).
     :param metrics_addr: the address they are served on (loopback unless said otherwise).
@@ -106,6 +108,7 @@ class PoolConfig:
     drain_timeout: float = 10.0
     record_every_request: bool = False
     hooks: bool = False
+    placement_history_s: float | None = 86_400.0
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
     metrics_interval: float = 15.0

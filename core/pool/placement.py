@@ -52,6 +52,17 @@ class StatsBook:
             stats.successes += 1
             stats.latency_ms_total += latency_ms or 0.0
 
+    def add(
+        self, model_type: str, browser: str, successes: int, failures: int, latency_ms_total: float
+    ) -> None:
+        """Count many outcomes at once (what the log recorded before this process started)."""
+        stats = self._stats.get((model_type, browser))
+        if stats is None:
+            stats = self._stats[(model_type, browser)] = BrowserStats()
+        stats.requests += successes + failures
+        stats.successes += successes
+        stats.latency_ms_total += latency_ms_total
+
     def get(self, model_type: str, browser: str) -> BrowserStats | None:
         """The figures for (model type, browser), if any."""
         return self._stats.get((model_type, browser))

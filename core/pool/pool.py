@@ -64,6 +64,8 @@ from poolwarden.pool.tally import ServedTally
 from poolwarden.recovery import Recovery
 from poolwarden.storage import open_store
 from poolwarden.storage.base import EventStore
+from poolwarden.storage.queries import browser_figures
+from poolwarden.storage.sqlite import SQLiteEventStore
 from poolwarden.workers.handle import WorkerHandle
 from poolwarden.workers.models import resolve_model
 
@@ -180,6 +182,7 @@ class ResourcePool(RequestServing):
         if self._own_store:
             await self.store.open()
         await self.breakers.__aenter__()
+        await self._read_placement_history()
         await self.server.start()
         known = await self.store.streams("connection/")
         used = {stream.removeprefix("connection/") for stream in known}
@@ -201,6 +204,21 @@ class ResourcePool(RequestServing):
 
             self.metrics = await PoolMetrics(self, clock=self.clock).start(self.config.metrics_interval)
             self.metrics.serve(self.config.metrics_port, self.config.metrics_addr)
+
+    async def _read_placement_history(self) -> None:
+        """Seed placement's figures with what the log recorded of (model type, browser) within
+        ``config.placement_history_s`` (a store that cannot answer SQL has none to give)."""
+        history = self.config.placement_history_s
+        if history is None or not isinstance(self.store, SQLiteEventStore):
+            return
+        for figures in await browser_figures(self.store, since=self.clock() - history, stream=POOL_STREAM):
+            self.stats.add(
+                figures.model_type,
+                figures.browser,
+                figures.successes,
+                figures.failed_attempts,
+                figures.latency_ms_total,
+            )
 
     async def close(self) -> None:
         """Stop every connection and the monitor, persist everything, close the store."""
