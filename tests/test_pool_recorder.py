@@ -88,3 +88,28 @@ async def test_room_waits_while_the_store_is_behind(tmp_path: Path) -> None:
         assert recorder.pending <= HIGH_WATER // 2
         await recorder.close()
         assert len(await _types(store)) == HIGH_WATER + 1
+
+
+async def test_a_wake_appends_what_gather_makes_without_any_recorded_event(tmp_path: Path) -> None:
+    """Events that only the gather callable makes (the pool's summaries) are appended after a wake()."""
+    async with open_store(tmp_path / "log.db") as store:
+        made = [NewEvent(type="Thing", occurred_at=1.0, payload={"i": i}) for i in range(3)]
+
+        def gather() -> list[NewEvent]:  # hands its events over once, as the pool's tally does
+            taken = made[:]
+            made.clear()
+            return taken
+
+        recorder = EventRecorder(store, "pool/main", FakeClock(1.0), gather=gather)
+        recorder.wake()
+
+        async def landed() -> list[int]:
+            seen = []
+            async for event in store.follow():
+                seen.append(event.payload["i"])
+                if len(seen) == 3:
+                    return seen
+            raise AssertionError("unreachable: follow never ends")
+
+        assert await asyncio.wait_for(landed(), 30) == [0, 1, 2]
+        await recorder.close()

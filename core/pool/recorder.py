@@ -106,10 +106,10 @@ class EventRecorder:
     async def _flush_soon(self) -> None:
         try:
             await asyncio.sleep(LINGER)
-            while self._pending:
+            while True:  # at least once: a wake() may have left nothing but what gather() makes
                 await self._append_pending()
-                if self._failure is not None:
-                    return  # kept for flush(); retried when the next event is recorded
+                if self._failure is not None or not self._pending:
+                    return  # a failure is kept for flush(), retried when the next event comes
         finally:
             if self._flusher is asyncio.current_task():
                 self._flusher = None
