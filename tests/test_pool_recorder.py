@@ -113,3 +113,20 @@ async def test_a_wake_appends_what_gather_makes_without_any_recorded_event(tmp_p
 
         assert await asyncio.wait_for(landed(), 30) == [0, 1, 2]
         await recorder.close()
+
+
+async def test_a_recorded_event_brings_a_later_append_forward(tmp_path: Path) -> None:
+    """After wake(60) (summaries can wait), a recorded event is still appended within moments."""
+    async with open_store(tmp_path / "log.db") as store:
+        recorder = EventRecorder(store, "pool/main", FakeClock(1.0))
+        recorder.wake(60.0)
+        recorder.record("Thing", payload={"i": 7})
+
+        async def first() -> int:
+            async for event in store.follow():
+                return int(event.payload["i"])
+            raise AssertionError("unreachable: follow never ends")
+
+        assert await asyncio.wait_for(first(), 10) == 7  # not 60 s: the event hurried the append
+        recorder.wake(60.0)
+        await asyncio.wait_for(recorder.close(), 10)  # close rings the alarm rather than wait for it

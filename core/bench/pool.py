@@ -3,7 +3,7 @@
 In one process: a pool of simulated workers serves ``requests`` toy-mlp requests from
 ``concurrency`` clients, through its queue, breakers, placement and event log; then the same
 requests go straight over the same workers' WebSocket connections (request, binary tensor
-frame, answer) with no pool in between. The two alternate for three rounds of ``requests / 3``
+frame, answer) with no pool in between. The two alternate for five rounds of ``requests / 5``
 each. ``overhead_ratio`` is the pool's best round over the bare loop's best; both pay for the
 same simulated worker in the same process, so it isolates the pool.
 """
@@ -55,10 +55,10 @@ async def _measure(requests: int, concurrency: int, connections: int, folder: Pa
                 await connection.infer("toy-mlp", {"input": x}, timeout=10.0)
                 latencies.append(time.perf_counter() - began)
 
-        rounds = 3
+        rounds = 5
         per_client = max(1, requests // (concurrency * rounds))
         results: dict[str, Any] = {}
-        # Warm both paths, then time them in alternation, three rounds each; each path's figure
+        # Warm both paths, then time them in alternation, five rounds each; each path's figure
         # is its best round (as timeit does), so that work of other processes during one round
         # shows in neither, and a machine slowing down or speeding up affects both alike.
         await asyncio.gather(*(through_pool([], 20) for _ in range(concurrency)))

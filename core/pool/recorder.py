@@ -57,6 +57,9 @@ class EventRecorder:
         self._pending: list[NewEvent] = []
         self._lock = asyncio.Lock()  # one append at a time keeps the stream in recording order
         self._flusher: asyncio.Task[None] | None = None
+        self._alarm: asyncio.Future[None] | None = None  # the flusher waits for it to ring
+        self._timer: asyncio.TimerHandle | None = None  # rings the alarm at ``_due`` (loop time)
+        self._due = 0.0
         self._failure: BaseException | None = None
         self._drained: asyncio.Event | None = None
 
@@ -67,12 +70,29 @@ class EventRecorder:
     def record_event(self, event: NewEvent) -> None:
         """Record an event made elsewhere (the bridge makes its own)."""
         self._pending.append(event)
-        self.wake()
+        if self._flusher is None or self._due > asyncio.get_running_loop().time() + LINGER:
+            self._schedule(LINGER)
 
-    def wake(self) -> None:
-        """Have an append made soon (for events that ``gather`` will make then)."""
+    def wake(self, delay: float = LINGER) -> None:
+        """Have an append made within ``delay`` seconds (for events that ``gather`` will make
+        then): the pool's summaries of successes ask for one a second, and any event recorded
+        meanwhile brings it forward to :data:`LINGER`."""
+        if self._flusher is None:  # one is due already: at most ``delay`` from now, or sooner
+            self._schedule(delay)
+
+    def _schedule(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay
         if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+            self._alarm = loop.create_future()
+            self._due = due
+            self._timer = loop.call_at(due, _ring, self._alarm)
+            self._flusher = loop.create_task(self._flush_when_rung(self._alarm))
+        elif due < self._due and self._alarm is not None and not self._alarm.done():
+            if self._timer is not None:
+                self._timer.cancel()
+            self._due = due
+            self._timer = loop.call_at(due, _ring, self._alarm)
 
     @property
     def pending(self) -> int:
@@ -96,23 +116,29 @@ class EventRecorder:
             raise WriteFailed([(self.stream, failure)]) from failure
 
     async def close(self) -> None:
-        """Let the background append finish (it is not cancelled: an append cut short could
-        not tell whether the store took its batch), then flush what is left."""
+        """Have the background append run now and finish (it is not cancelled: an append cut
+        short could not tell whether the store took its batch), then flush what is left."""
         flusher = self._flusher
         if flusher is not None:
+            if self._alarm is not None:
+                _ring(self._alarm)
             await asyncio.gather(flusher, return_exceptions=True)
         await self.flush()
 
-    async def _flush_soon(self) -> None:
+    async def _flush_when_rung(self, alarm: asyncio.Future[None]) -> None:
         try:
-            await asyncio.sleep(LINGER)
+            await alarm
+            self._alarm = None
             while True:  # at least once: a wake() may have left nothing but what gather() makes
                 await self._append_pending()
                 if self._failure is not None or not self._pending:
                     return  # a failure is kept for flush(), retried when the next event comes
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             if self._flusher is asyncio.current_task():
                 self._flusher = None
+                self._alarm = None
 
     async def _append_pending(self) -> None:
         async with self._lock:
@@ -134,3 +160,8 @@ class EventRecorder:
         if self._drained is not None and len(self._pending) <= HIGH_WATER // 2:
             self._drained.set()
             self._drained = None
+
+
+def _ring(alarm: asyncio.Future[None]) -> None:
+    if not alarm.done():
+        alarm.set_result(None)

@@ -52,7 +52,7 @@ from poolwarden.pool.recorder import HIGH_WATER, EventRecorder
 from poolwarden.pool.results import Fallback, InferenceResult, ModelInfo
 from poolwarden.pool.retry_budget import RetryBudget
 from poolwarden.pool.routing import Router, blocking_breaker
-from poolwarden.pool.tally import ServedTally
+from poolwarden.pool.tally import SUMMARY_INTERVAL, ServedTally
 
 __all__ = ["RequestServing"]
 
@@ -331,7 +331,7 @@ class RequestServing:
         self.stats.record(info.model_type, browser, True, latency_ms)
         if attempts == 1 and not panic and not self.config.record_every_request:
             self._served.add(member.connection_id, info.model_id, browser, result.backend, latency_ms)
-            self._recorder.wake()
+            self._recorder.wake(SUMMARY_INTERVAL)
         else:
             self._recorder.record(
                 "InferenceServed",
