@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,3 +30,31 @@ def test_every_source_package_is_listed_for_the_wheel() -> None:
             found.add(".".join([package, *relative.parts]))
     assert found - listed == set(), "add these to [tool.setuptools] packages"
     assert all(name == "poolwarden" or name.startswith("poolwarden.") for name in listed)
+
+
+def test_the_built_wheel_holds_every_module_and_data_file(tmp_path: Path) -> None:
+    """A wheel built from the tree holds each .py file and each declared data file, where the
+    import namespace puts it."""
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = tmp_path.glob("poolwarden-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = set(archive.namelist())
+    config = _setuptools()
+    folders: dict[str, str] = config["package-dir"]  # type: ignore[assignment]
+    expected = set()
+    for package, folder in folders.items():
+        for source in (ROOT / folder).rglob("*.py"):
+            if not (source.parent / "__init__.py").exists():
+                continue  # not in a package (no such file ships, none is imported)
+            relative = source.relative_to(ROOT / folder)
+            expected.add("/".join([*package.split("."), *relative.parts]))
+    data: dict[str, list[str]] = config["package-data"]  # type: ignore[assignment]
+    for package, names in data.items():
+        expected |= {"/".join([*package.split("."), name]) for name in names}
+    assert expected - shipped == set()
