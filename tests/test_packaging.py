@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -35,8 +36,19 @@ def test_every_source_package_is_listed_for_the_wheel() -> None:
 def test_the_built_wheel_holds_every_module_and_data_file(tmp_path: Path) -> None:
     """A wheel built from the tree holds each .py file and each declared data file, where the
     import namespace puts it."""
+    # Built from a copy: setuptools would reuse a stale build/ in the tree and ship what it held.
+    source = tmp_path / "source"
+    for name in ("pyproject.toml", "README.md", *_setuptools()["package-dir"].values()):  # type: ignore[attr-defined]
+        if "/" in name:
+            continue  # a sub-folder of one copied whole
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            source.mkdir(exist_ok=True)
+            shutil.copy2(path, source / name)
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(source)],
         capture_output=True,
         text=True,
         timeout=600,
