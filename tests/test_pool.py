@@ -12,6 +12,7 @@ import pytest
 
 from poolwarden.errors import (
     CircuitOpen,
+    ConfigurationError,
     DeadlineExceeded,
     InvalidInput,
     QueueFull,
@@ -364,3 +365,22 @@ async def test_placement_starts_from_what_the_log_recorded(tmp_path: Path, readi
     history_off = _config(tmp_path, placement_history_s=None)
     async with ResourcePool(history_off, memory_sampler=readings.host) as third:
         assert third.stats.get("vision", "simulated") is None
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("connections", 0, "at least one connection"),
+        ("workers", ("netscape",), "workers must be"),
+        ("max_queue", 0, "max_queue"),
+        ("max_ejection_share", 0.0, "max_ejection_share"),
+        ("attempt_timeout", 0.0, "positive"),
+        ("metrics_interval", -1.0, "positive"),
+        ("metrics_port", 70_000, "metrics_port"),
+        ("placement_history_s", 0.0, "placement_history_s"),
+    ],
+)
+def test_a_config_that_cannot_work_is_refused(tmp_path: Path, option: str, value: Any, message: str) -> None:
+    """Each impossible setting is a ConfigurationError naming it, before anything starts."""
+    with pytest.raises(ConfigurationError, match=message):
+        _config(tmp_path, **{option: value})

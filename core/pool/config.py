@@ -127,6 +127,8 @@ class PoolConfig:
             raise ConfigurationError(f"workers must be simulated, chromium or firefox, not {self.workers!r}")
         if self.max_queue < 1 or self.per_connection_concurrency < 1:
             raise ConfigurationError("max_queue and per_connection_concurrency must be at least 1")
+        if self.placement_history_s is not None and not self.placement_history_s > 0:
+            raise ConfigurationError("placement_history_s must be positive (seconds), or None")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigurationError(f"metrics_port must be a TCP port (0: any), not {self.metrics_port}")
         if not 0 < self.max_ejection_share <= 1:
