@@ -1,10 +1,12 @@
 """The pool's own events, recorded without making a request wait for the store.
 
-Serving a request ends with an event (``InferenceServed``, ``InferenceFailed``, ...). Appending
+Serving a request ends in an event (``InferenceFailed``, a summary of successes, ...). Appending
 each one to the store from the request's coroutine would put an append, and whatever the store
 is doing, on every request's path. :class:`EventRecorder` makes recording a list append: a
 background task appends what gathered, in batches of at most :data:`BATCH` events, at most
-:data:`LINGER` seconds after the first of them.
+:data:`LINGER` seconds after the first of them. Events made only at append time (the pool's
+summaries of successes, from ``gather``) may ask for a later append with :meth:`wake`; any event
+recorded meanwhile brings it forward.
 
 The store's backpressure still reaches the requests, at admission: while more than
 :data:`HIGH_WATER` events wait for the store, :meth:`EventRecorder.room` makes new requests
