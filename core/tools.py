@@ -19,7 +19,7 @@ from typing import Any
 
 from poolwarden.breaker_report import BreakerStatus, breaker_statuses
 from poolwarden.errors import PoolwardenError
-from poolwarden.pool.telemetry import log_sections
+from poolwarden.pool.telemetry import by_model, log_sections, model_metrics
 from poolwarden.storage import SQLiteEventStore
 from poolwarden.storage.queries import LogCounts, log_counts
 
@@ -92,19 +92,15 @@ def log_telemetry(
             for stream, state, browser, at in connections
         ]
         telemetry["breaker_details"] = [s.as_dict() for s in statuses]
-        by_model: dict[str, dict[str, Any]] = {}
-        for row in requests:
-            entry = by_model.setdefault(
-                row.model_id, {"execution_count": 0, "success_count": 0, "failure_count": 0}
-            )
-            entry["execution_count"] += row.served + row.failed
-            entry["success_count"] += row.served
-            entry["failure_count"] += row.failed
-        for entry in by_model.values():
-            entry["success_rate"] = (
-                entry["success_count"] / entry["execution_count"] if entry["execution_count"] else None
-            )
-        telemetry["model_details"] = {model: {"metrics": metrics} for model, metrics in by_model.items()}
+        details: dict[str, Any] = {}
+        for model_id, rows in sorted(by_model(requests).items()):
+            latest = max(rows, key=lambda r: r.last_at)  # where the model was used last
+            details[model_id] = {
+                "connection_id": latest.connection_id,
+                "browser": latest.browser,
+                "metrics": model_metrics(rows),
+            }
+        telemetry["model_details"] = details
     return telemetry
 
 

@@ -283,3 +283,23 @@ async def test_a_pool_configured_with_a_metrics_port_serves_them_while_it_runs(t
         assert "poolwarden_connections" in await asyncio.to_thread(scrape)
     with pytest.raises(urllib.error.URLError):
         await asyncio.to_thread(scrape)  # closing the pool stopped the server
+
+
+def test_telemetry_from_a_log_has_the_same_model_metrics_as_the_live_pool(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`telemetry --db --detailed` gives each model the live pool's metrics, latency included."""
+    db = tmp_path / "pool.db"
+    live: dict[str, Any] = {}
+
+    async def record() -> None:
+        async with ResourcePool(_config(db), memory_sampler=_host) as pool:
+            await _exercise(pool)
+            live.update(await export_telemetry(pool, include_models=True))
+
+    asyncio.run(record())
+    assert main(["telemetry", "--db", str(db), "--detailed"]) == 0
+    from_log = json.loads(capsys.readouterr().out)["model_details"]["toy-mlp"]
+    assert from_log["metrics"] == live["model_details"]["toy-mlp"]["metrics"]
+    assert from_log["metrics"]["average_latency_ms"] > 0
+    assert from_log["browser"] == "simulated"

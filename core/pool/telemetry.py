@@ -171,33 +171,43 @@ def _connection_details(pool: ResourcePool, member: PoolMember) -> dict[str, Any
     }
 
 
-def _model_details(pool: ResourcePool, requests: list[RequestCounts]) -> dict[str, Any]:
-    by_model: dict[str, list[RequestCounts]] = {}
+def model_metrics(rows: list[RequestCounts]) -> dict[str, Any]:
+    """The seed's per-model ``metrics`` from the log's counts of one model (one row a connection)."""
+    served = sum(r.served for r in rows)
+    failed = sum(r.failed for r in rows)
+    latency_total = sum((r.latency_ms_mean or 0.0) * r.served for r in rows)
+    return {
+        "execution_count": served + failed,
+        "success_count": served,
+        "failure_count": failed,
+        "success_rate": served / (served + failed) if served + failed else None,
+        "average_latency_ms": latency_total / served if served else None,
+        "max_latency_ms": max((r.latency_ms_max or 0.0 for r in rows), default=None),
+        "last_used": max((r.last_at for r in rows), default=None),
+        "by_connection": {
+            str(r.connection_id): {"success_count": r.served, "failure_count": r.failed} for r in rows
+        },
+    }
+
+
+def by_model(requests: list[RequestCounts]) -> dict[str, list[RequestCounts]]:
+    """The log's request counts grouped by model."""
+    grouped: dict[str, list[RequestCounts]] = {}
     for row in requests:
-        by_model.setdefault(row.model_id, []).append(row)
+        grouped.setdefault(row.model_id, []).append(row)
+    return grouped
+
+
+def _model_details(pool: ResourcePool, requests: list[RequestCounts]) -> dict[str, Any]:
+    grouped = by_model(requests)
     details: dict[str, Any] = {}
-    for model_id in sorted(set(by_model) | set(pool.model_connections)):
-        rows = by_model.get(model_id, [])
-        served = sum(r.served for r in rows)
-        failed = sum(r.failed for r in rows)
-        latency_total = sum((r.latency_ms_mean or 0.0) * r.served for r in rows)
+    for model_id in sorted(set(grouped) | set(pool.model_connections)):
         connection_id = pool.model_connections.get(model_id)
         member = pool.members.get(connection_id) if connection_id is not None else None
         details[model_id] = {
             "connection_id": connection_id,
             "browser": member.browser if member is not None else None,
             "platform": _backend(member) if member is not None else None,
-            "metrics": {
-                "execution_count": served + failed,
-                "success_count": served,
-                "failure_count": failed,
-                "success_rate": served / (served + failed) if served + failed else None,
-                "average_latency_ms": latency_total / served if served else None,
-                "max_latency_ms": max((r.latency_ms_max or 0.0 for r in rows), default=None),
-                "last_used": max((r.last_at for r in rows), default=None),
-                "by_connection": {
-                    str(r.connection_id): {"success_count": r.served, "failure_count": r.failed} for r in rows
-                },
-            },
+            "metrics": model_metrics(grouped.get(model_id, [])),
         }
     return details
