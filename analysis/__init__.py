@@ -8,6 +8,7 @@ empty (with the same columns and dtypes) when the log holds nothing of its kind.
 """
 
 from poolwarden.analysis.frames import EVENT_COLUMNS, empty_events
+from poolwarden.analysis.health import pool_health
 from poolwarden.analysis.load import load_events
 from poolwarden.analysis.rates import error_rates, latency_percentiles, memory_samples
 from poolwarden.analysis.recovery import incidents, mtbf, mttr, recovery_success_rates
@@ -28,6 +29,7 @@ __all__ = [
     "memory_samples",
     "mtbf",
     "mttr",
+    "pool_health",
     "recorded_events",
     "recovery_success_rates",
     "whatif",

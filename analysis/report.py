@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from poolwarden.analysis.health import pool_health
 from poolwarden.analysis.load import load_events
 from poolwarden.analysis.rates import error_rates, latency_percentiles, memory_samples
 from poolwarden.analysis.recovery import incidents, mtbf, mttr, recovery_success_rates
@@ -145,6 +146,24 @@ def _whatif_section(df: pd.DataFrame, policy: BreakerPolicy) -> _Section:
     return _Section("What-if", None, (("Opens and rejections per breaker", counts),), note + ".")
 
 
+def _degraded_summary(health: pd.DataFrame) -> pd.DataFrame:
+    """One row: the time the log covers, the time the pool was degraded, its share, and the
+    fewest connections serving while it was."""
+    seconds = health["duration"].dt.total_seconds()
+    observed = float(seconds.sum())
+    degraded = health["degraded"].to_numpy(dtype=bool)
+    spent = float(seconds[degraded].sum())
+    return pd.DataFrame(
+        {
+            "observed_s": [round(observed, 3)],
+            "degraded_s": [round(spent, 3)],
+            "degraded_share": [round(spent / observed, 4) if observed > 0 else 0.0],
+            "degraded_periods": [int(degraded.sum())],
+            "fewest_serving": [int(health.loc[degraded, "healthy"].min()) if degraded.any() else None],
+        }
+    )
+
+
 def write_report(
     db: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, policy: BreakerPolicy | None = None
 ) -> Path:
@@ -203,11 +222,13 @@ def write_report(
             "Incidents and time to recover",
             "time_to_recover.png",
             (
+                ("The pool: how long it was degraded", _degraded_summary(pool_health(df))),
                 ("Per connection: MTTR", mttr(df)),
                 ("Per connection: MTBF", mtbf(df)),
                 ("Incidents", incident_table),
             ),
-            "An incident with no ending event (cut short by a crash, or still running) is open.",
+            "An incident with no ending event (cut short by a crash, or still running) is open. "
+            "The pool is degraded while fewer connections serve than it has shown it can.",
         ),
         _Section(
             "Latency", "latency_by_model.png", (("Call latency per model (ms)", latency_percentiles(df)),)
