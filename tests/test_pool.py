@@ -313,8 +313,9 @@ async def test_a_request_cut_by_its_own_deadline_is_not_held_against_the_connect
     async with ResourcePool(_config(tmp_path, connections=1), memory_sampler=readings.host) as pool:
         await pool.load_model("toy-mlp", connection_id="conn-0")
         await _worker(pool, "conn-0").inject(Fault.SLOW, count=1, seconds=0.5)
-        with pytest.raises(DeadlineExceeded):
+        with pytest.raises(DeadlineExceeded) as caught:
             await pool.run_inference("toy-mlp", {"input": X}, deadline=0.1)
+        assert caught.value.attempted == ()  # type: ignore[attr-defined]  # no breaker recorded a failure
         await pool.breakers.flush()
         assert await _events(pool, "CallFailed") == []
         assert await _events(pool, "AttemptFailed") == []

@@ -212,11 +212,13 @@ class RequestServing:
                 last_error = error
                 continue
             except RequestError as error:
+                if isinstance(error, DeadlineExceeded) and asyncio.get_running_loop().time() >= deadline_at:
+                    # The request's own deadline: no time is left for another attempt, and the
+                    # attempt it cut short was not counted against the connection.
+                    raise
                 ran.append(member.connection_id)
                 if isinstance(error, InvalidInput | UnknownModel):
                     raise
-                if isinstance(error, DeadlineExceeded) and asyncio.get_running_loop().time() >= deadline_at:
-                    raise  # the request's own deadline: no time is left for another attempt
                 if isinstance(error, ModelError) and error.kind not in self.config.retry.retryable:
                     raise  # a deterministic model error fails the same way everywhere
                 last_error = error
