@@ -28,9 +28,17 @@ __all__ = [
     "log_counts_sync",
 ]
 
+# The pool's event types these queries count; the pool records them under these names.
 SERVED = "InferenceServed"
+"""One request served (after a retry, by a panic route, or every one with record_every_request)."""
 SERVED_SUMMARY = "InferencesServed"
+"""Requests served at their first attempt, summarised (``poolwarden.pool.tally``)."""
 FAILED = "InferenceFailed"
+"""One request that ended in a typed error."""
+ATTEMPT_FAILED = "AttemptFailed"
+"""One failed attempt of a request on a connection."""
+MODEL_PLACED = "ModelPlaced"
+"""A model loaded on a connection; its payload names the ``model_type``."""
 
 _REQUESTS = (
     "SELECT model_id, connection_id, MAX(browser),"
@@ -64,15 +72,15 @@ _RUNG_ORDER = {"ping": 0, "reconnect": 1, "restart": 2}
 # pool's stream is read, through the (stream, version) index.
 _BROWSER_FIGURES = (
     "WITH placed AS (SELECT model_id, json_extract(payload, '$.model_type') AS model_type,"
-    " MAX(position) FROM events WHERE stream = ? AND type = 'ModelPlaced' GROUP BY model_id)"
+    f" MAX(position) FROM events WHERE stream = ? AND type = '{MODEL_PLACED}' GROUP BY model_id)"
     " SELECT placed.model_type, events.browser,"
     f" SUM(CASE type WHEN '{SERVED}' THEN 1 WHEN '{SERVED_SUMMARY}' THEN json_extract(payload, '$.n')"
     " ELSE 0 END),"
-    " SUM(type = 'AttemptFailed'),"
+    f" SUM(type = '{ATTEMPT_FAILED}'),"
     f" SUM(CASE type WHEN '{SERVED}' THEN latency_ms"
     f" WHEN '{SERVED_SUMMARY}' THEN json_extract(payload, '$.latency_ms_total') ELSE 0 END)"
     " FROM events JOIN placed USING (model_id)"
-    f" WHERE stream = ? AND type IN ('{SERVED}', '{SERVED_SUMMARY}', 'AttemptFailed')"
+    f" WHERE stream = ? AND type IN ('{SERVED}', '{SERVED_SUMMARY}', '{ATTEMPT_FAILED}')"
     " AND browser IS NOT NULL AND placed.model_type IS NOT NULL AND occurred_at >= ?"
     " GROUP BY placed.model_type, events.browser"
 )

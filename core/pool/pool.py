@@ -64,7 +64,7 @@ from poolwarden.pool.tally import ServedTally
 from poolwarden.recovery import Recovery
 from poolwarden.storage import open_store
 from poolwarden.storage.base import EventStore
-from poolwarden.storage.queries import browser_figures
+from poolwarden.storage.queries import MODEL_PLACED, browser_figures
 from poolwarden.storage.sqlite import SQLiteEventStore
 from poolwarden.workers.handle import WorkerHandle
 from poolwarden.workers.models import resolve_model
@@ -424,7 +424,7 @@ class ResourcePool(RequestServing):
         loaded = await member.connection.load_model(info.model_id, info.kind, info.options)
         member.models[info.model_id] = ModelSlot(info.model_id, info.kind, info.options, self.clock())
         self._recorder.record(
-            "ModelPlaced",
+            MODEL_PLACED,
             connection_id=member.connection_id,
             model_id=info.model_id,
             browser=member.browser,

@@ -53,6 +53,7 @@ from poolwarden.pool.results import Fallback, InferenceResult, ModelInfo
 from poolwarden.pool.retry_budget import RetryBudget
 from poolwarden.pool.routing import Router, blocking_breaker
 from poolwarden.pool.tally import SUMMARY_INTERVAL, ServedTally
+from poolwarden.storage.queries import ATTEMPT_FAILED, FAILED, SERVED
 
 __all__ = ["RequestServing"]
 
@@ -336,7 +337,7 @@ class RequestServing:
             self._recorder.wake(SUMMARY_INTERVAL)
         else:
             self._recorder.record(
-                "InferenceServed",
+                SERVED,
                 connection_id=member.connection_id,
                 model_id=info.model_id,
                 browser=browser,
@@ -405,7 +406,7 @@ class RequestServing:
         """One attempt failed on ``member`` (the request may still be served elsewhere)."""
         self.stats.record(info.model_type, member.browser, False, None)
         self._recorder.record(
-            "AttemptFailed",
+            ATTEMPT_FAILED,
             connection_id=member.connection_id,
             model_id=info.model_id,
             browser=member.browser,
@@ -420,7 +421,7 @@ class RequestServing:
         """The request ended in a typed error (``error_type``, its class name) for its caller."""
         self.counters["failed"] += 1
         self._recorder.record(
-            "InferenceFailed",
+            FAILED,
             connection_id=member.connection_id if member else None,
             model_id=model_id,
             browser=member.browser if member else None,

@@ -17,17 +17,13 @@ from dataclasses import dataclass, field
 
 from poolwarden.clock import Clock
 from poolwarden.events import NewEvent
+from poolwarden.storage.queries import SERVED_SUMMARY
 
 __all__ = ["SERVED_SUMMARY", "SUMMARY_INTERVAL", "ServedTally"]
 
 SUMMARY_INTERVAL = 1.0
 """Seconds successes may gather before they are appended (sooner when another event is): each
 append is a transaction, and one every 20 ms cost the pool a quarter of its throughput."""
-
-SERVED_SUMMARY = "InferencesServed"
-"""The type of a summary event; its payload holds ``n``, ``backend``, ``latency_ms`` (a list),
-``latency_ms_total``, ``latency_ms_max``, and ``first_at`` and ``last_at`` (when the first and the
-last of them were answered, by the pool's clock)."""
 
 
 @dataclass(slots=True)
@@ -58,7 +54,12 @@ class ServedTally:
         return len(self._open)
 
     def drain(self) -> list[NewEvent]:
-        """The summary events of everything added since the last drain."""
+        """The summary events (``SERVED_SUMMARY``) of everything added since the last drain.
+
+        Each payload holds ``n``, ``backend``, ``latency_ms`` (a list), ``latency_ms_total``,
+        ``latency_ms_max``, and ``first_at`` and ``last_at`` (when the first and the last of them
+        were answered, by the pool's clock).
+        """
         if not self._open:
             return []
         now = self.clock()
