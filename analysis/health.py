@@ -20,7 +20,7 @@ import pandas as pd
 
 from poolwarden.analysis.frames import TIME_DTYPE, empty_frame
 from poolwarden.analysis.timeline import connection_timeline
-from poolwarden.analysis.vocabulary import RECOVERED_STATES
+from poolwarden.analysis.vocabulary import CLOSED_STATES, RECOVERED_STATES
 
 __all__ = ["HEALTH_COLUMNS", "pool_health"]
 
@@ -33,8 +33,6 @@ HEALTH_COLUMNS: dict[str, Any] = {
     "degraded": np.dtype("bool"),
 }
 """Columns of :func:`pool_health`."""
-
-_CLOSED = "closed"
 
 
 def pool_health(df: pd.DataFrame) -> pd.DataFrame:
@@ -51,7 +49,7 @@ def pool_health(df: pd.DataFrame) -> pd.DataFrame:
     healthy: np.ndarray[Any, np.dtype[np.int64]] = (
         state.isin(list(RECOVERED_STATES)).to_numpy().astype(np.int64)
     )
-    closed: np.ndarray[Any, np.dtype[np.int64]] = (state == _CLOSED).to_numpy().astype(np.int64)
+    closed: np.ndarray[Any, np.dtype[np.int64]] = state.isin(list(CLOSED_STATES)).to_numpy().astype(np.int64)
     # A sweep over the intervals' edges: each interval adds its counts where it begins and takes
     # them away where it ends.
     times = np.concatenate([timeline["start"].to_numpy(), timeline["end"].to_numpy()])

@@ -15,6 +15,7 @@ __all__ = [
     "ATTEMPT_SUCCEEDED",
     "BREAKER_INITIAL_STATE",
     "BREAKER_STREAMS",
+    "CLOSED_STATES",
     "CONNECTION_END_STATES",
     "CONNECTION_STREAMS",
     "INCIDENT_END_STATES",
@@ -50,7 +51,10 @@ RECOVERED_STATES = frozenset({"healthy"})
 INCIDENT_END_STATES = RECOVERED_STATES | {"failed", "closed"}
 """``to_state`` values that end an incident: recovered, quarantined, or closed on request."""
 
-CONNECTION_END_STATES = frozenset({"failed", "closed"})
+CLOSED_STATES = frozenset({"closed"})
+"""The lifecycle state a connection is put in on purpose: its end is no failure."""
+
+CONNECTION_END_STATES = frozenset({"failed"}) | CLOSED_STATES
 """Lifecycle states a connection does not leave: quarantined (the pool replaces it) or closed."""
 
 RUNG_ORDER: tuple[str, ...] = ("ping", "reconnect", "restart")
