@@ -6,8 +6,9 @@ cheap (the store's SQLAlchemy, the bridge's websockets load only when asked for)
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from poolwarden.lazy import lazy_exports
 
 __version__ = "0.1.0.dev0"
 
@@ -27,22 +28,22 @@ _EXPORTS: dict[str, str] = {
     "BreakerState": "poolwarden.breaker",
     "CircuitBreaker": "poolwarden.breaker",
     "BreakerRegistry": "poolwarden.breaker_registry",
-    "DurableBreakers": "poolwarden.breaker_store",
-    "circuit": "poolwarden.guard",
-    "open_breakers": "poolwarden.guard",
+    "DurableBreakers": "poolwarden.aio.durable_breakers",
+    "circuit": "poolwarden.aio.guard",
+    "open_breakers": "poolwarden.aio.guard",
     "what_if": "poolwarden.whatif",
     # the connection lifecycle
     "ConnectionLifecycle": "poolwarden.lifecycle",
     "ConnectionState": "poolwarden.lifecycle_types",
     "LifecyclePolicy": "poolwarden.lifecycle_types",
-    "LifecycleDriver": "poolwarden.lifecycle_driver",
+    "LifecycleDriver": "poolwarden.aio.lifecycle_driver",
     # the pool, the seed's API and post-mortems
     "PoolConfig": "poolwarden.pool",
     "ResourcePool": "poolwarden.pool",
-    "PoolMetrics": "poolwarden.pool.prometheus",
+    "PoolMetrics": "poolwarden.telemetry.prometheus",
     "ResourcePoolBridge": "poolwarden.compat",
     "ResourcePoolErrorRecovery": "poolwarden.compat",
-    "Recovery": "poolwarden.recovery",
+    "Recovery": "poolwarden.aio.recovery",
     "load_events": "poolwarden.analysis",
     "write_report": "poolwarden.analysis",
     # memory
@@ -85,35 +86,25 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from poolwarden.aio.durable_breakers import DurableBreakers
+    from poolwarden.aio.guard import circuit, open_breakers
+    from poolwarden.aio.lifecycle_driver import LifecycleDriver
+    from poolwarden.aio.recovery import Recovery
     from poolwarden.analysis import load_events, write_report
     from poolwarden.breaker import BreakerState, CircuitBreaker
     from poolwarden.breaker_registry import BreakerRegistry
-    from poolwarden.breaker_store import DurableBreakers
     from poolwarden.clock import FakeClock
     from poolwarden.compat import ResourcePoolBridge, ResourcePoolErrorRecovery
     from poolwarden.errors import CircuitOpen, ConcurrencyConflict, PoolwardenError
     from poolwarden.events import NewEvent, RecordedEvent
-    from poolwarden.guard import circuit, open_breakers
     from poolwarden.lifecycle import ConnectionLifecycle
-    from poolwarden.lifecycle_driver import LifecycleDriver
     from poolwarden.lifecycle_types import ConnectionState, LifecyclePolicy
     from poolwarden.memory import MemoryGovernor, MemoryPolicy
     from poolwarden.policy import BreakerPolicy, ErrorKind
     from poolwarden.pool import PoolConfig, ResourcePool
-    from poolwarden.pool.prometheus import PoolMetrics
-    from poolwarden.recovery import Recovery
     from poolwarden.storage import open_store
+    from poolwarden.telemetry.prometheus import PoolMetrics
     from poolwarden.whatif import what_if
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'poolwarden' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

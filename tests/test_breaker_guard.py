@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from poolwarden.aio.guard import Breakers, circuit, classify_exception, open_breakers
 from poolwarden.breaker import BreakerState
 from poolwarden.clock import FakeClock
 from poolwarden.errors import CircuitOpen, ConfigurationError, InvalidInput, ModelError
-from poolwarden.guard import Breakers, circuit, classify_exception, open_breakers
 from poolwarden.policy import BreakerPolicy, ErrorKind, HalfOpenRule, OpenBackoff
 
 T0 = 1_800_000_000.0

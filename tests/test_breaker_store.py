@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from poolwarden.aio.durable_breakers import DurableBreakers
 from poolwarden.breaker import BreakerState
 from poolwarden.breaker_registry import BreakerRegistry
-from poolwarden.breaker_store import DurableBreakers
 from poolwarden.clock import FakeClock
 from poolwarden.errors import ConcurrencyConflict, DatabaseLocked
 from poolwarden.events import NewEvent
@@ -72,7 +72,7 @@ async def test_breaker_whose_wait_passed_while_down_comes_back_half_open(tmp_pat
 
 CHILD = """
 import asyncio, json, sys
-from poolwarden.guard import open_breakers
+from poolwarden.aio.guard import open_breakers
 async def main():
     async with open_breakers(sys.argv[1]) as breakers:
         b = breakers.breaker("payments")

@@ -21,21 +21,21 @@ import psutil
 import pytest
 import pytest_asyncio
 
-from poolwarden.bridge.recorder import EventRecorder
+from poolwarden.aio.lifecycle_driver import LifecycleDriver
+from poolwarden.aio.recovery_actions import HandleRecoveryActions, PlacedModel
 from poolwarden.bridge.server import BridgeServer, WorkerConnection
 from poolwarden.browser.cdp import DevTools
 from poolwarden.browser.launcher import BrowserProcess, find_chromium, launch_chromium, sweep_orphans
 from poolwarden.clock import system_clock
 from poolwarden.errors import DeadlineExceeded, InvalidInput, ModelError
 from poolwarden.lifecycle import ConnectionLifecycle
-from poolwarden.lifecycle_driver import LifecycleDriver
 from poolwarden.lifecycle_types import HeartbeatMissed, LifecyclePolicy, ProcessExited, SocketClosed
-from poolwarden.recovery_actions import HandleRecoveryActions, PlacedModel
 from poolwarden.storage import open_store
 from poolwarden.workers.chromium import ChromiumWorker
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 from tests.bridge_helpers import installed
+from tests.bridge_recorder import EventRecorder
 
 pytestmark = [
     pytest.mark.browser,

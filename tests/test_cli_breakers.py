@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from poolwarden.breaker_report import breaker_statuses
 from poolwarden.cli import main
 from poolwarden.clock import FakeClock
+from poolwarden.telemetry.breakers import breaker_statuses
 
 OPEN_ONE = """
 import asyncio, sys

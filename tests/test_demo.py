@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from poolwarden.demo import DemoOptions, run_demo
+from poolwarden.cli.demo import DemoOptions, run_demo
 
 
 async def test_demo_on_simulated_workers_loses_nothing_and_recovers(tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from poolwarden.aio.lifecycle_driver import LifecycleDriver, error_kind_of, restore_lifecycle
 from poolwarden.clock import system_clock
 from poolwarden.errors import ModelError, StoreClosed
 from poolwarden.lifecycle import ConnectionLifecycle
-from poolwarden.lifecycle_driver import LifecycleDriver, error_kind_of, restore_lifecycle
 from poolwarden.lifecycle_events import stream_of
 from poolwarden.lifecycle_types import (
     ConnectionState,

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from poolwarden.bridge.protocol import Tensor
 from poolwarden.errors import InvalidInput
 from poolwarden.pool.inputs import as_tensors
+from poolwarden.protocol import Tensor
 
 
 @pytest.mark.parametrize("rows", [1, 100])  # 16 values take Python's sum, 1,600 numpy's

@@ -20,9 +20,9 @@ from poolwarden.cli import main
 from poolwarden.errors import ConfigurationError, InvalidInput, StoreClosed
 from poolwarden.memory import HostReading
 from poolwarden.pool import PoolConfig, ResourcePool
-from poolwarden.pool import prometheus as pool_prometheus
-from poolwarden.pool.prometheus import MetricsSnapshot, PoolMetrics, metrics_from_log
-from poolwarden.pool.telemetry import export_telemetry
+from poolwarden.telemetry import prometheus as pool_prometheus
+from poolwarden.telemetry.live import export_telemetry
+from poolwarden.telemetry.prometheus import MetricsSnapshot, PoolMetrics, metrics_from_log
 from poolwarden.workers.simulated import Fault
 
 X = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
@@ -241,7 +241,7 @@ def _without_prometheus_client(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [n for n in sys.modules if n.partition(".")[0] == "prometheus_client"]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
-    monkeypatch.delitem(sys.modules, "poolwarden.pool.prometheus_families", raising=False)
+    monkeypatch.delitem(sys.modules, "poolwarden.telemetry.prometheus_families", raising=False)
 
 
 async def test_without_prometheus_client_use_is_a_typed_error(
@@ -249,8 +249,8 @@ async def test_without_prometheus_client_use_is_a_typed_error(
 ) -> None:
     """Without prometheus_client the module imports, but using it raises ConfigurationError."""
     _without_prometheus_client(monkeypatch)
-    monkeypatch.delitem(sys.modules, "poolwarden.pool.prometheus")
-    from poolwarden.pool import prometheus  # importing never needs the optional dependency
+    monkeypatch.delitem(sys.modules, "poolwarden.telemetry.prometheus")
+    from poolwarden.telemetry import prometheus  # importing never needs the optional dependency
 
     with pytest.raises(ConfigurationError, match=r"poolwarden\[prometheus\]"):
         await prometheus.metrics_from_log(tmp_path / "absent.db")

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from poolwarden.aio.recorder import BATCH, HIGH_WATER, EventRecorder
 from poolwarden.clock import FakeClock
 from poolwarden.errors import DatabaseLocked, WriteFailed
 from poolwarden.events import NewEvent
-from poolwarden.pool.recorder import BATCH, HIGH_WATER, EventRecorder
 from poolwarden.storage import open_store
 from poolwarden.storage.base import EventStore
 

@@ -12,7 +12,7 @@ from poolwarden.clock import FakeClock
 from poolwarden.events import NewEvent
 from poolwarden.pool.tally import SERVED_SUMMARY, ServedTally
 from poolwarden.storage import open_store
-from poolwarden.storage.queries import log_counts
+from poolwarden.telemetry.queries import log_counts
 
 
 def test_a_drain_makes_one_summary_per_connection_model_and_backend() -> None:

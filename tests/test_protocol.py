@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poolwarden.bridge.protocol import (
+from poolwarden.errors import InvalidInput, ProtocolError
+from poolwarden.protocol import (
     ErrorReply,
     Hello,
     Limits,
@@ -27,7 +28,6 @@ from poolwarden.bridge.protocol import (
     parse_command,
     parse_page_message,
 )
-from poolwarden.errors import InvalidInput, ProtocolError
 
 LIMITS = Limits()
 

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from poolwarden.aio.recovery import Recovery
+from poolwarden.aio.recovery_actions import PlacedModel
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.errors import ModelError
 from poolwarden.lifecycle_types import ConnectionState, HeartbeatMissed, LifecyclePolicy, ProcessExited
-from poolwarden.recovery import Recovery
-from poolwarden.recovery_actions import PlacedModel
 from poolwarden.storage import EventStore, open_store
 from poolwarden.workers.handle import InjectedFault
 from poolwarden.workers.models import reference_forward, resolve_model

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from poolwarden.aio.lifecycle_driver import LifecycleDriver
+from poolwarden.aio.recovery_actions import HandleRecoveryActions, PlacedModel
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.clock import system_clock
 from poolwarden.lifecycle import ConnectionLifecycle
-from poolwarden.lifecycle_driver import LifecycleDriver
 from poolwarden.lifecycle_types import (
     DeviceLost,
     Fault,
@@ -20,7 +21,6 @@ from poolwarden.lifecycle_types import (
     ProcessExited,
     SocketClosed,
 )
-from poolwarden.recovery_actions import HandleRecoveryActions, PlacedModel
 from poolwarden.storage import EventStore, open_store
 from poolwarden.workers.handle import InjectedFault
 from poolwarden.workers.simulated_handle import SimulatedHandle

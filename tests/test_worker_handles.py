@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 import pytest
 from websockets.asyncio.client import connect
 
-from poolwarden.bridge.protocol import Tensor, encode_binary, parse_command
-from poolwarden.bridge.recorder import EventRecorder
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.errors import DeadlineExceeded, ModelError, WorkerDisconnected
+from poolwarden.protocol import Tensor, encode_binary, parse_command
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.simulated import Fault
 from poolwarden.workers.simulated_handle import SimulatedHandle
+from tests.bridge_recorder import EventRecorder
 
 
 @pytest.fixture

@@ -27,11 +27,11 @@ import tracemalloc
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from poolwarden.aio.guard import Breakers
 from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_events import BreakerEvent, stream_of
 from poolwarden.clock import FakeClock
 from poolwarden.events import RecordedEvent, Snapshot
-from poolwarden.guard import Breakers
 from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, OpenBackoff, SlidingWindow
 from poolwarden.replay import restore_all
 

@@ -1,7 +1,7 @@
 """``poolwarden bench recovery``: each fault injected into a live worker, timed to a verified HEALTHY.
 
 One worker (real Chromium or Firefox with its test hooks, or the simulated worker) is looked after
-by a :class:`~poolwarden.recovery.Recovery` exactly as a pool would: watchers on its socket and
+by a :class:`~poolwarden.aio.recovery.Recovery` exactly as a pool would: watchers on its socket and
 process, a heartbeat, the lifecycle ladder, every event in a SQLite file. Each fault of
 :class:`~poolwarden.workers.handle.InjectedFault` is caused ``repeat`` times; a run is timed from
 the injection until the ladder reports the connection HEALTHY, which it does only after a verified
@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from poolwarden.aio.recovery import Recovery
+from poolwarden.aio.recovery_actions import PlacedModel
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.errors import ConfigurationError, ModelError
 from poolwarden.events import NewEvent
 from poolwarden.lifecycle_types import ConnectionState, LifecyclePolicy
-from poolwarden.recovery import Recovery
-from poolwarden.recovery_actions import PlacedModel
 from poolwarden.storage import open_store
 from poolwarden.workers.handle import InjectedFault, WorkerHandle, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model

@@ -10,7 +10,7 @@ the new socket's hello re-attaches to the same object and bumps its ``generation
 (the pool, the recovery ladder) hold on to that object and use its async methods.
 
 Malformed, unknown or oversized messages get an ``error`` reply and an event; the connection
-stays up until it has used up its strikes (:class:`~poolwarden.bridge.protocol.StrikeCounter`),
+stays up until it has used up its strikes (:class:`~poolwarden.protocol.StrikeCounter`),
 then it is closed with 1008.
 """
 
@@ -40,7 +40,18 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Origin
 
-from poolwarden.bridge.protocol import (
+from poolwarden.clock import Clock, system_clock
+from poolwarden.errors import (
+    ConfigurationError,
+    DeadlineExceeded,
+    InvalidInput,
+    ModelError,
+    ProtocolError,
+    UnknownModel,
+    WorkerDisconnected,
+)
+from poolwarden.events import NewEvent
+from poolwarden.protocol import (
     PROTOCOL_VERSION,
     ErrorReply,
     Hello,
@@ -61,17 +72,6 @@ from poolwarden.bridge.protocol import (
     encode_error,
     parse_page_message,
 )
-from poolwarden.clock import Clock, system_clock
-from poolwarden.errors import (
-    ConfigurationError,
-    DeadlineExceeded,
-    InvalidInput,
-    ModelError,
-    ProtocolError,
-    UnknownModel,
-    WorkerDisconnected,
-)
-from poolwarden.events import NewEvent
 
 __all__ = ["BridgeServer", "CloseInfo", "EventSink", "WorkerConnection"]
 

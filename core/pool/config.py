@@ -4,28 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from poolwarden.errors import ConfigurationError
 from poolwarden.lifecycle_types import LifecyclePolicy
 from poolwarden.memory import MemoryPolicy
 from poolwarden.policy import BreakerPolicy
 from poolwarden.storage.base import Durability
+from poolwarden.workers.choice import WorkerKind
 
-__all__ = ["BROWSER_PREFERENCES", "PoolConfig", "RetryPolicy", "WorkerKind"]
-
-WorkerKind = Literal["simulated", "chromium", "firefox"]
-
-BROWSER_PREFERENCES: dict[str, tuple[str, ...]] = {
-    # The seed's defaults: audio on Firefox (its compute shaders suit audio models), vision on
-    # Chromium, text on Edge where installed (best WebNN), else Chromium.
-    "audio": ("firefox", "chromium", "simulated"),
-    "vision": ("chromium", "firefox", "simulated"),
-    "text": ("edge", "chromium", "firefox", "simulated"),
-    "text_embedding": ("edge", "chromium", "firefox", "simulated"),
-    "multimodal": ("chromium", "firefox", "simulated"),
-}
-"""Model type -> browsers in order of preference. Unknown types take Chromium first."""
+__all__ = ["PoolConfig", "RetryPolicy"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from poolwarden.bridge.protocol import Tensor
 from poolwarden.errors import InvalidInput
+from poolwarden.protocol import Tensor
 
 __all__ = ["as_tensors"]
 

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from poolwarden.aio.lifecycle_driver import LifecycleDriver
+from poolwarden.aio.recovery import Recovery
+from poolwarden.aio.recovery_actions import PlacedModel
 from poolwarden.clock import Clock
-from poolwarden.lifecycle_driver import LifecycleDriver
 from poolwarden.lifecycle_types import ConnectionState
-from poolwarden.recovery import Recovery
-from poolwarden.recovery_actions import PlacedModel
 from poolwarden.workers.handle import WorkerHandle
 
 if TYPE_CHECKING:

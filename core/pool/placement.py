@@ -10,9 +10,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from poolwarden.pool.config import BROWSER_PREFERENCES
+__all__ = ["BROWSER_PREFERENCES", "BrowserStats", "StatsBook", "browser_rank", "preference"]
 
-__all__ = ["BrowserStats", "StatsBook", "browser_rank", "preference"]
+BROWSER_PREFERENCES: dict[str, tuple[str, ...]] = {
+    # The seed's defaults: audio on Firefox (its compute shaders suit audio models), vision on
+    # Chromium, text on Edge where installed (best WebNN), else Chromium.
+    "audio": ("firefox", "chromium", "simulated"),
+    "vision": ("chromium", "firefox", "simulated"),
+    "text": ("edge", "chromium", "firefox", "simulated"),
+    "text_embedding": ("edge", "chromium", "firefox", "simulated"),
+    "multimodal": ("chromium", "firefox", "simulated"),
+}
+"""Model type -> browsers in order of preference. Unknown types take Chromium first."""
 
 _MIN_SAMPLES = 20  # below this, what the log says of a (type, browser) is not yet evidence
 

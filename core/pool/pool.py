@@ -26,8 +26,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from poolwarden.aio.durable_breakers import DurableBreakers
+from poolwarden.aio.lifecycle_driver import restore_lifecycle
+from poolwarden.aio.recorder import EventRecorder
+from poolwarden.aio.recovery import Recovery
 from poolwarden.breaker_registry import BreakerRegistry, model_key
-from poolwarden.breaker_store import DurableBreakers
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import (
@@ -38,7 +41,6 @@ from poolwarden.errors import (
     UnknownModel,
 )
 from poolwarden.events import NewEvent
-from poolwarden.lifecycle_driver import restore_lifecycle
 from poolwarden.lifecycle_events import LifecycleEvent, RecoveryCompleted
 from poolwarden.lifecycle_types import (
     ConnectionState,
@@ -55,22 +57,21 @@ from poolwarden.memory import (
 from poolwarden.pool.config import PoolConfig
 from poolwarden.pool.member import ModelSlot, PoolMember
 from poolwarden.pool.placement import StatsBook
-from poolwarden.pool.recorder import EventRecorder
 from poolwarden.pool.results import Fallback, InferenceResult, ModelInfo
 from poolwarden.pool.retry_budget import RetryBudget
 from poolwarden.pool.routing import Router
 from poolwarden.pool.serving import RequestServing
 from poolwarden.pool.tally import ServedTally
-from poolwarden.recovery import Recovery
+from poolwarden.pool_events import MODEL_PLACED
 from poolwarden.storage import open_store
 from poolwarden.storage.base import EventStore
-from poolwarden.storage.queries import MODEL_PLACED, browser_figures
 from poolwarden.storage.sqlite import SQLiteEventStore
+from poolwarden.telemetry.queries import browser_figures
 from poolwarden.workers.handle import WorkerHandle
 from poolwarden.workers.models import resolve_model
 
 if TYPE_CHECKING:
-    from poolwarden.pool.prometheus import PoolMetrics
+    from poolwarden.telemetry.prometheus import PoolMetrics
 
 __all__ = ["InferenceResult", "MemorySampler", "ResourcePool"]
 
@@ -150,7 +151,9 @@ class ResourcePool(RequestServing):
         self._monitor: asyncio.Task[None] | None = None
         self._closing = False
         self._started = False
-        self.router = Router(self.members, self.registry, self.stats, clock, self.config.max_ejection_share)
+        self.router: Router[PoolMember] = Router(
+            self.members, self.registry, self.stats, clock, self.config.max_ejection_share
+        )
         self._served = ServedTally(clock)
         self._recorder = EventRecorder(self.store, POOL_STREAM, clock, gather=self._served.drain)
         self._bridge_recorder = EventRecorder(self.store, BRIDGE_STREAM, clock)
@@ -200,7 +203,7 @@ class ResourcePool(RequestServing):
         )
         self._monitor = asyncio.create_task(self._monitor_loop(), name="poolwarden monitor")
         if self.config.metrics_port is not None:
-            from poolwarden.pool.prometheus import PoolMetrics
+            from poolwarden.telemetry.prometheus import PoolMetrics
 
             self.metrics = await PoolMetrics(self, clock=self.clock).start(self.config.metrics_interval)
             self.metrics.serve(self.config.metrics_port, self.config.metrics_addr)
@@ -467,7 +470,7 @@ class ResourcePool(RequestServing):
     async def _monitor_loop(self) -> None:
         """Memory readings and decisions, proactive recycling, idle breaker eviction.
 
-        Heartbeats are each connection's :class:`~poolwarden.recovery.Recovery`'s own.
+        Heartbeats are each connection's :class:`~poolwarden.aio.recovery.Recovery`'s own.
         """
         while True:
             await asyncio.sleep(self.config.memory_interval)

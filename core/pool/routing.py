@@ -22,16 +22,37 @@ the browser standings it compares change slowly and are worked out at most once 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Set
-from typing import NamedTuple
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from poolwarden.breaker import BreakerState, CircuitBreaker
 from poolwarden.breaker_registry import BreakerRegistry
 from poolwarden.clock import Clock
 from poolwarden.errors import CircuitOpen
-from poolwarden.pool.member import PoolMember
 from poolwarden.pool.placement import StatsBook, browser_rank
 
-__all__ = ["Route", "Router", "blocking_breaker"]
+__all__ = ["Routable", "Route", "Router", "blocking_breaker"]
+
+
+class Routable(Protocol):
+    """What routing reads of a pool member (``poolwarden.pool.member.Member`` is one)."""
+
+    @property
+    def connection_id(self) -> str: ...
+    @property
+    def browser(self) -> str: ...
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def load(self) -> int: ...
+    @property
+    def serving(self) -> bool: ...
+    @property
+    def models(self) -> Mapping[str, object]: ...
+
+
+Member = TypeVar("Member", bound=Routable)
 
 _NOTHING: frozenset[str] = frozenset()
 _CLOSED = BreakerState.CLOSED
@@ -40,10 +61,10 @@ STANDING_TTL = 1.0
 """Seconds a browser's standing for a model type is reused before it is worked out again."""
 
 
-class Route(NamedTuple):
+class Route(NamedTuple, Generic[Member]):
     """Where a request goes next, or why it goes nowhere yet (a named tuple: one per request)."""
 
-    member: PoolMember | None
+    member: Member | None
     panic: bool = False
     """The member's breakers refuse it, and it is served anyway (panic routing)."""
     refusal: CircuitOpen | None = None
@@ -68,12 +89,12 @@ def blocking_breaker(breakers: Iterable[CircuitBreaker], now: float) -> CircuitB
     return None
 
 
-class Router:
+class Router(Generic[Member]):
     """Chooses connections for requests; see the module docstring."""
 
     def __init__(
         self,
-        members: Mapping[str, PoolMember],
+        members: Mapping[str, Member],
         registry: BreakerRegistry,
         stats: StatsBook,
         clock: Clock,
@@ -102,7 +123,7 @@ class Router:
         standing = self._standings[(model_type, browser)] = browser_rank(model_type, browser, self.stats)
         return standing
 
-    def ranked(self, model_type: str, members: Iterable[PoolMember]) -> list[PoolMember]:
+    def ranked(self, model_type: str, members: Iterable[Member]) -> list[Member]:
         """``members`` best first for a model of ``model_type``: standing, then load."""
         return sorted(members, key=lambda m: (*self.standing(model_type, m.browser), m.load))
 
@@ -110,7 +131,7 @@ class Router:
         """The breaker (the connection's, or the model's on it) that keeps calls away now."""
         return blocking_breaker(self.registry.pair(connection_id, model_id), now)
 
-    def open_share(self, serving: list[PoolMember], now: float) -> float:
+    def open_share(self, serving: list[Member], now: float) -> float:
         """The share of ``serving`` whose own connection breaker keeps calls away."""
         if not serving:
             return 1.0
@@ -126,7 +147,7 @@ class Router:
         model_type: str,
         tried: Set[str] = _NOTHING,
         skip: Set[str] = _NOTHING,
-    ) -> Route:
+    ) -> Route[Member]:
         """The best member for the next attempt of a request for ``model_id``.
 
         ``tried`` are connections this request already failed on (they come last); ``skip`` are
@@ -135,7 +156,7 @@ class Router:
         """
         now = self.clock()
         standings = self._standings_now(now)
-        best: PoolMember | None = None
+        best: Member | None = None
         best_key: tuple[bool, bool, float, float, int] | None = None
         best_breakers: tuple[CircuitBreaker, CircuitBreaker] | None = None
         refusal: CircuitOpen | None = None
@@ -177,7 +198,7 @@ class Router:
             return Route(None, busy=True, refusal=refusal)
         return Route(None, refusal=refusal)
 
-    def _panic_route(self, model_id: str, skip: Set[str], now: float) -> PoolMember | None:
+    def _panic_route(self, model_id: str, skip: Set[str], now: float) -> Member | None:
         """The least bad holder of ``model_id`` when too much of the pool is ejected, else None."""
         serving = [m for m in self.members.values() if m.serving]
         if self.open_share(serving, now) <= self.max_ejection_share:
@@ -190,7 +211,7 @@ class Router:
         if not candidates:
             return None
 
-        def reopens_at(member: PoolMember) -> float:
+        def reopens_at(member: Member) -> float:
             breaker = self.blocking(member.connection_id, model_id, now)
             if breaker is None:
                 return 0.0

@@ -24,10 +24,11 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from poolwarden.aio.durable_breakers import DurableBreakers
+from poolwarden.aio.guard import classify_exception
+from poolwarden.aio.recorder import HIGH_WATER, EventRecorder
 from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_registry import BreakerRegistry
-from poolwarden.breaker_store import DurableBreakers
-from poolwarden.bridge.protocol import Tensor
 from poolwarden.clock import Clock
 from poolwarden.errors import (
     CircuitOpen,
@@ -41,19 +42,18 @@ from poolwarden.errors import (
     UnknownModel,
     WorkerDisconnected,
 )
-from poolwarden.guard import classify_exception
 from poolwarden.lifecycle_types import ConnectionState, HeartbeatMissed
 from poolwarden.policy import ErrorKind
 from poolwarden.pool.config import PoolConfig
 from poolwarden.pool.inputs import as_tensors
 from poolwarden.pool.member import PoolMember
 from poolwarden.pool.placement import StatsBook
-from poolwarden.pool.recorder import HIGH_WATER, EventRecorder
 from poolwarden.pool.results import Fallback, InferenceResult, ModelInfo
 from poolwarden.pool.retry_budget import RetryBudget
 from poolwarden.pool.routing import Router, blocking_breaker
 from poolwarden.pool.tally import SUMMARY_INTERVAL, ServedTally
-from poolwarden.storage.queries import ATTEMPT_FAILED, FAILED, SERVED
+from poolwarden.pool_events import ATTEMPT_FAILED, FAILED, SERVED
+from poolwarden.protocol import Tensor
 
 __all__ = ["RequestServing"]
 
@@ -71,7 +71,7 @@ class RequestServing:
     members: dict[str, PoolMember]
     registry: BreakerRegistry
     breakers: DurableBreakers
-    router: Router
+    router: Router[PoolMember]
     stats: StatsBook
     counters: dict[str, int]
     _models: dict[str, ModelInfo]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from poolwarden.clock import Clock
 from poolwarden.events import NewEvent
-from poolwarden.storage.queries import SERVED_SUMMARY
+from poolwarden.pool_events import SERVED_SUMMARY
 
 __all__ = ["SERVED_SUMMARY", "SUMMARY_INTERVAL", "ServedTally"]
 

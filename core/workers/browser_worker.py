@@ -20,10 +20,10 @@ from poolwarden.errors import BrowserError
 from poolwarden.workers.handle import InjectedFault
 
 if TYPE_CHECKING:
-    from poolwarden.bridge.protocol import Hello
     from poolwarden.bridge.server import BridgeServer, WorkerConnection
     from poolwarden.browser.launcher import BrowserProcess
     from poolwarden.browser.remote import RemoteClient
+    from poolwarden.protocol import Hello
 
 __all__ = ["BrowserWorker"]
 

@@ -18,8 +18,8 @@ from poolwarden.errors import BrowserError
 from poolwarden.workers.browser_worker import BrowserWorker
 
 if TYPE_CHECKING:
-    from poolwarden.bridge.protocol import Hello
     from poolwarden.browser.remote import RemoteClient
+    from poolwarden.protocol import Hello
 
 __all__ = ["FirefoxWorker"]
 

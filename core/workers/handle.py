@@ -25,8 +25,8 @@ from poolwarden.errors import ModelError
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 
 if TYPE_CHECKING:
-    from poolwarden.bridge.protocol import Hello
     from poolwarden.bridge.server import WorkerConnection
+    from poolwarden.protocol import Hello
 
 __all__ = ["PROBE_MODEL", "InjectedFault", "WorkerHandle", "verify_round_trip"]
 

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from poolwarden.bridge.protocol import (
+from poolwarden.errors import InvalidInput, PoolwardenError, ProtocolError, UnknownModel
+from poolwarden.protocol import (
     PROTOCOL_VERSION,
     Command,
     Limits,
@@ -45,7 +46,6 @@ from poolwarden.bridge.protocol import (
     encode_error,
     parse_command,
 )
-from poolwarden.errors import InvalidInput, PoolwardenError, ProtocolError, UnknownModel
 from poolwarden.workers.models import ModelSpec, reference_forward, resolve_model
 
 if TYPE_CHECKING:

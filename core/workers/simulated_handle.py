@@ -14,8 +14,8 @@ from poolwarden.workers.handle import InjectedFault
 from poolwarden.workers.simulated import Fault, SimulatedWorker
 
 if TYPE_CHECKING:
-    from poolwarden.bridge.protocol import Hello
     from poolwarden.bridge.server import BridgeServer, WorkerConnection
+    from poolwarden.protocol import Hello
 
 __all__ = ["SimulatedHandle"]
 

@@ -24,10 +24,10 @@ from poolwarden.errors import CircuitOpen, PoolwardenError, RequestError
 from poolwarden.lifecycle_types import HeartbeatMissed
 from poolwarden.policy import BreakerPolicy, ErrorKind
 from poolwarden.pool import PoolConfig, ResourcePool
-from poolwarden.pool.config import WorkerKind
 from poolwarden.pool.member import PoolMember
-from poolwarden.pool.telemetry import build_telemetry, system_figures
-from poolwarden.storage.queries import log_counts_sync
+from poolwarden.telemetry.live import build_telemetry, system_figures
+from poolwarden.telemetry.queries import log_counts_sync
+from poolwarden.workers.choice import WorkerKind, resolve_workers
 
 __all__ = ["BrowserConnection", "ResourcePoolBridge", "ResourcePoolErrorRecovery"]
 
@@ -195,7 +195,6 @@ class ResourcePoolBridge:
         simulate_on_failure: bool = False,
         **pool_options: Any,
     ) -> None:
-        from poolwarden.demo import resolve_workers
 
         kind: WorkerKind = resolve_workers(workers)[0]
         policy = BreakerPolicy.from_dict(

@@ -34,9 +34,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
+from poolwarden.aio.durable_breakers import DurableBreakers
 from poolwarden.breaker import CircuitBreaker, Decision
 from poolwarden.breaker_registry import BreakerRegistry
-from poolwarden.breaker_store import DurableBreakers
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import CircuitOpen, ConfigurationError, InvalidInput, ModelError
 from poolwarden.policy import BreakerPolicy, ErrorKind, RandomSource

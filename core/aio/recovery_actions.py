@@ -1,6 +1,6 @@
 """The recovery ladder's actions carried out on a real worker, through its :class:`WorkerHandle`.
 
-:class:`HandleRecoveryActions` implements :class:`~poolwarden.lifecycle_driver.RecoveryActions`:
+:class:`HandleRecoveryActions` implements :class:`~poolwarden.aio.lifecycle_driver.RecoveryActions`:
 
 - ``send_ping``: an application ping; a pong whose GPU says ``lost`` or ``timeout`` fails too;
 - ``reload_page`` / ``crash_and_reload``: ``handle.reconnect(hung=...)``, then the models again;
@@ -47,7 +47,7 @@ QuarantineCallback = Callable[[str], Awaitable[None] | None]
 
 
 class HandleRecoveryActions:
-    """:class:`~poolwarden.lifecycle_driver.RecoveryActions` over one :class:`WorkerHandle`.
+    """:class:`~poolwarden.aio.lifecycle_driver.RecoveryActions` over one :class:`WorkerHandle`.
 
     Each primitive gets the policy's deadline for its rung, so the handle never gives up before
     the lifecycle does: it is the lifecycle's deadline (an ``AbortStep``) that ends a slow step.

@@ -10,19 +10,73 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from poolwarden.breaker import BreakerState
+from poolwarden.breaker_registry import BreakerRegistry
 from poolwarden.lifecycle_types import ConnectionState
-from poolwarden.storage.queries import LogCounts, RequestCounts, log_counts
+from poolwarden.memory import MemoryGovernor
+from poolwarden.storage.base import EventStore
 from poolwarden.storage.sqlite import SQLiteEventStore
+from poolwarden.telemetry.queries import LogCounts, RequestCounts, log_counts
 
-if TYPE_CHECKING:
-    from poolwarden.pool.member import PoolMember
-    from poolwarden.pool.pool import ResourcePool
+__all__ = [
+    "MemberView",
+    "PoolView",
+    "build_telemetry",
+    "export_telemetry",
+    "log_sections",
+    "read_figures",
+    "system_figures",
+]
 
-__all__ = ["build_telemetry", "export_telemetry", "log_sections", "read_figures", "system_figures"]
+
+class MemberView(Protocol):
+    """What telemetry reads of a pool's connection (``poolwarden.pool.member.MemberView`` is one)."""
+
+    @property
+    def connection_id(self) -> str: ...
+    @property
+    def browser(self) -> str: ...
+    @property
+    def state(self) -> ConnectionState: ...
+    @property
+    def draining(self) -> bool: ...
+    @property
+    def busy(self) -> bool: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def jobs(self) -> int: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def models(self) -> Mapping[str, object]: ...
+    @property
+    def connection(self) -> object: ...
+
+
+class PoolView(Protocol):
+    """What telemetry reads of a running pool (``poolwarden.pool.PoolView`` is one).
+
+    Telemetry sits below the pool: the pool serves its own metrics, so telemetry names only
+    what it reads, and the pool satisfies it.
+    """
+
+    @property
+    def store(self) -> EventStore: ...
+    @property
+    def registry(self) -> BreakerRegistry: ...
+    @property
+    def governor(self) -> MemoryGovernor: ...
+    @property
+    def members(self) -> Mapping[str, MemberView]: ...
+    @property
+    def model_connections(self) -> Mapping[str, str]: ...
+    async def flush(self) -> None: ...
+
 
 _DEGRADED = (ConnectionState.PINGING, ConnectionState.RECONNECTING, ConnectionState.DRAINING)
 
@@ -45,14 +99,14 @@ def system_figures(pressure: str) -> dict[str, Any]:
 
 
 async def export_telemetry(
-    pool: ResourcePool, include_connections: bool = False, include_models: bool = False
+    pool: PoolView, include_connections: bool = False, include_models: bool = False
 ) -> dict[str, Any]:
     """The pool's telemetry (see :func:`build_telemetry`), its counts queried from the log."""
     counts, system = await read_figures(pool)
     return build_telemetry(pool, counts, system, include_connections, include_models)
 
 
-async def read_figures(pool: ResourcePool) -> tuple[LogCounts, dict[str, Any]]:
+async def read_figures(pool: PoolView) -> tuple[LogCounts, dict[str, Any]]:
     """What telemetry counts: the log's counts (after a flush) and the host's figures (in a thread)."""
     store = pool.store
     if not isinstance(store, SQLiteEventStore):  # pragma: no cover - the only backend today
@@ -101,7 +155,7 @@ def log_sections(counts: LogCounts) -> dict[str, Any]:
     }
 
 
-def _connection_class(member: PoolMember) -> str:
+def _connection_class(member: MemberView) -> str:
     state = member.state
     if state is ConnectionState.HEALTHY and not member.draining:
         return "healthy"
@@ -111,7 +165,7 @@ def _connection_class(member: PoolMember) -> str:
 
 
 def build_telemetry(
-    pool: ResourcePool,
+    pool: PoolView,
     counts: LogCounts,
     system: dict[str, Any],
     include_connections: bool,
@@ -150,12 +204,12 @@ def build_telemetry(
     return telemetry
 
 
-def _backend(member: PoolMember) -> str:
+def _backend(member: MemberView) -> str:
     hello = getattr(member.connection, "hello", None)
     return str(getattr(hello, "backend", None) or "unknown")
 
 
-def _connection_details(pool: ResourcePool, member: PoolMember) -> dict[str, Any]:
+def _connection_details(pool: PoolView, member: MemberView) -> dict[str, Any]:
     breaker = pool.registry.connection(member.connection_id)
     return {
         "connection_id": member.connection_id,
@@ -198,7 +252,7 @@ def by_model(requests: list[RequestCounts]) -> dict[str, list[RequestCounts]]:
     return grouped
 
 
-def _model_details(pool: ResourcePool, requests: list[RequestCounts]) -> dict[str, Any]:
+def _model_details(pool: PoolView, requests: list[RequestCounts]) -> dict[str, Any]:
     grouped = by_model(requests)
     details: dict[str, Any] = {}
     for model_id in sorted(set(grouped) | set(pool.model_connections)):

@@ -130,7 +130,7 @@ def _bench_breaker(args: argparse.Namespace) -> int:
 def _breakers(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from poolwarden.breaker_report import breaker_statuses
+    from poolwarden.telemetry.breakers import breaker_statuses
 
     statuses = asyncio.run(breaker_statuses(args.db))
     if args.json:
@@ -149,7 +149,7 @@ def _breakers(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from poolwarden.demo import DemoOptions, print_summary, run_demo
+    from poolwarden.cli.demo import DemoOptions, print_summary, run_demo
 
     faults = tuple(f for f in args.faults.split(",") if f) if args.faults is not None else None
     options = DemoOptions(
@@ -188,18 +188,18 @@ def _write_text(text: str, output: str | None) -> None:
 
 def _telemetry(args: argparse.Namespace) -> int:
     if args.prometheus:
-        from poolwarden.pool.prometheus import metrics_from_log
+        from poolwarden.telemetry.prometheus import metrics_from_log
 
         _write_text(asyncio.run(metrics_from_log(args.db)), args.output)
         return EXIT_OK
-    from poolwarden.tools import telemetry_from_log
+    from poolwarden.telemetry.from_log import telemetry_from_log
 
     _write_json(asyncio.run(telemetry_from_log(args.db, detailed=args.detailed)), args.output)
     return EXIT_OK
 
 
 def _test_recovery(args: argparse.Namespace) -> int:
-    from poolwarden.tools import run_recovery_trial
+    from poolwarden.cli.trial import run_recovery_trial
 
     report = asyncio.run(
         run_recovery_trial(
@@ -284,7 +284,7 @@ def _bench_analysis(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
-    from poolwarden.eventlog import print_events
+    from poolwarden.cli.eventlog import print_events
 
     return asyncio.run(
         print_events(

@@ -1,6 +1,6 @@
 """A telemetry snapshot as Prometheus metric families (this module needs ``prometheus_client``).
 
-Only :mod:`poolwarden.pool.prometheus` imports it, lazily, so that a missing optional dependency
+Only :mod:`poolwarden.telemetry.prometheus` imports it, lazily, so that a missing optional dependency
 becomes a typed error there. Nothing here reads the pool: :class:`SnapshotCollector` renders
 whatever snapshot it was last handed, so prometheus_client's HTTP thread may call ``collect()``
 at any moment without touching the pool's asyncio state.
@@ -9,7 +9,7 @@ at any moment without touching the pool's asyncio state.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -17,9 +17,7 @@ from prometheus_client.registry import Collector
 
 from poolwarden.breaker import BreakerState
 from poolwarden.memory import PressureLevel
-
-if TYPE_CHECKING:
-    from poolwarden.pool.prometheus import MetricsSnapshot
+from poolwarden.telemetry.snapshot import MetricsSnapshot
 
 __all__ = ["SnapshotCollector", "families"]
 

@@ -24,46 +24,30 @@ import asyncio
 import importlib
 import logging
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import ConfigurationError, PoolwardenError
-from poolwarden.pool.telemetry import build_telemetry, read_figures
-from poolwarden.storage.queries import LogCounts
-from poolwarden.tools import log_telemetry, read_log
+from poolwarden.telemetry.from_log import log_telemetry, read_log
+from poolwarden.telemetry.live import PoolView, build_telemetry, read_figures
+from poolwarden.telemetry.snapshot import MetricsSnapshot
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from prometheus_client.registry import CollectorRegistry
 
-    from poolwarden.pool.pool import ResourcePool
-    from poolwarden.pool.prometheus_families import SnapshotCollector
+    from poolwarden.telemetry.prometheus_families import SnapshotCollector
 
 __all__ = ["MetricsSnapshot", "PoolMetrics", "metrics_from_log", "snapshot_of_pool"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class MetricsSnapshot:
-    """The figures exposed at one moment: telemetry's sections, the log's counts, every breaker's state.
-
-    ``telemetry`` holds at least ``connections``, ``circuit_breaker`` and ``models`` (and ``system``
-    for a live pool); ``breakers`` pairs each breaker's key with its state.
-    """
-
-    taken_at: float
-    telemetry: dict[str, Any]
-    counts: LogCounts
-    breakers: tuple[tuple[str, str], ...]
-
-
 def _new_collector() -> SnapshotCollector:
     """A collector of snapshots; a typed error when prometheus_client is not installed."""
     try:
-        families = importlib.import_module("poolwarden.pool.prometheus_families")
+        families = importlib.import_module("poolwarden.telemetry.prometheus_families")
     except ImportError as error:
         if (error.name or "").partition(".")[0] != "prometheus_client":
             raise  # a broken install of something else is not a missing option
@@ -88,7 +72,7 @@ def _text(registry: CollectorRegistry) -> str:
     return generate_latest(registry).decode("utf-8")
 
 
-async def snapshot_of_pool(pool: ResourcePool, clock: Clock = system_clock) -> MetricsSnapshot:
+async def snapshot_of_pool(pool: PoolView, clock: Clock = system_clock) -> MetricsSnapshot:
     """The pool's figures now, as ``export_telemetry`` counts them (run it on the pool's loop)."""
     counts, system = await read_figures(pool)
     telemetry = build_telemetry(pool, counts, system, include_connections=False, include_models=False)
@@ -113,7 +97,7 @@ async def metrics_from_log(db: str | os.PathLike[str]) -> str:
 class PoolMetrics:
     """A pool's telemetry as Prometheus metrics, on a private registry, refreshed on the pool's loop."""
 
-    def __init__(self, pool: ResourcePool, *, clock: Clock = system_clock) -> None:
+    def __init__(self, pool: PoolView, *, clock: Clock = system_clock) -> None:
         self._collector = _new_collector()
         self.registry: CollectorRegistry = _registry(self._collector)
         """The private registry the metrics live in; register it elsewhere or scrape it."""

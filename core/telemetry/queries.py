@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from poolwarden.pool_events import ATTEMPT_FAILED, FAILED, MODEL_PLACED, SERVED, SERVED_SUMMARY
 from poolwarden.storage.sqlite import SQLiteEventStore
 
 __all__ = [
@@ -27,18 +28,6 @@ __all__ = [
     "log_counts",
     "log_counts_sync",
 ]
-
-# The pool's event types these queries count; the pool records them under these names.
-SERVED = "InferenceServed"
-"""One request served (after a retry, by a panic route, or every one with record_every_request)."""
-SERVED_SUMMARY = "InferencesServed"
-"""Requests served at their first attempt, summarised (``poolwarden.pool.tally``)."""
-FAILED = "InferenceFailed"
-"""One request that ended in a typed error."""
-ATTEMPT_FAILED = "AttemptFailed"
-"""One failed attempt of a request on a connection."""
-MODEL_PLACED = "ModelPlaced"
-"""A model loaded on a connection; its payload names the ``model_type``."""
 
 _REQUESTS = (
     "SELECT model_id, connection_id, MAX(browser),"

@@ -23,12 +23,12 @@ import numpy as np
 
 from poolwarden.errors import PoolwardenError
 from poolwarden.pool import PoolConfig, ResourcePool
-from poolwarden.pool.config import WorkerKind
 from poolwarden.storage.base import Durability
 from poolwarden.storage.sqlite import SQLiteEventStore
+from poolwarden.workers.choice import resolve_workers
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 
-__all__ = ["FAULTS", "DemoOptions", "DemoTally", "resolve_workers", "run_demo"]
+__all__ = ["FAULTS", "DemoOptions", "DemoTally", "run_demo"]
 
 FAULTS = ("browser_kill", "renderer_crash", "page_hang", "socket_drop", "device_lost")
 
@@ -65,21 +65,6 @@ class DemoTally:
     faults: list[dict[str, Any]] = field(default_factory=list)
     backends: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
-
-
-def resolve_workers(requested: str) -> tuple[WorkerKind, str]:
-    """The worker kind to use for ``requested`` (``auto`` picks real Chromium if installed) and why."""
-    if requested in ("simulated", "chromium", "firefox"):
-        return requested, f"{requested} workers, as asked"  # type: ignore[return-value]
-    if requested != "auto":
-        raise PoolwardenError(f"--workers must be auto, chromium, firefox or simulated, not {requested!r}")
-    from poolwarden.browser.launcher import find_chromium
-
-    try:
-        path = find_chromium()
-    except PoolwardenError:
-        return "simulated", "no Chromium found, so simulated workers (they speak the real page's protocol)"
-    return "chromium", f"real headless Chromium ({path})"
 
 
 async def _client(pool: ResourcePool, tally: DemoTally, rng: random.Random, until: float) -> None:

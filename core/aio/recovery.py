@@ -1,7 +1,7 @@
 """One connection's recovery: bridge signals in, the lifecycle ladder out, on a real worker.
 
-A :class:`Recovery` owns a :class:`~poolwarden.lifecycle_driver.LifecycleDriver` whose actions are
-:class:`~poolwarden.recovery_actions.HandleRecoveryActions` over the connection's handle, and
+A :class:`Recovery` owns a :class:`~poolwarden.aio.lifecycle_driver.LifecycleDriver` whose actions are
+:class:`~poolwarden.aio.recovery_actions.HandleRecoveryActions` over the connection's handle, and
 background watchers that turn what the bridge and the browser show into lifecycle faults:
 
 | seen | fault | first rung |
@@ -32,13 +32,14 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from poolwarden.aio.lifecycle_driver import LifecycleDriver, restore_lifecycle
+from poolwarden.aio.recovery_actions import HandleRecoveryActions, ModelSource, QuarantineCallback
 from poolwarden.bridge.server import CLOSE_REPLACED, WorkerConnection
 from poolwarden.browser.launcher import BrowserProcess
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import DeadlineExceeded, WorkerDisconnected
 from poolwarden.events import NewEvent
 from poolwarden.lifecycle import ConnectionLifecycle, IdFactory
-from poolwarden.lifecycle_driver import LifecycleDriver, restore_lifecycle
 from poolwarden.lifecycle_events import LifecycleEvent, RecoveryCompleted
 from poolwarden.lifecycle_types import (
     ConnectionState,
@@ -50,7 +51,6 @@ from poolwarden.lifecycle_types import (
     ProcessExited,
     SocketClosed,
 )
-from poolwarden.recovery_actions import HandleRecoveryActions, ModelSource, QuarantineCallback
 from poolwarden.storage.base import EventStore
 from poolwarden.workers.handle import WorkerHandle
 
