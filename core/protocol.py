@@ -327,18 +327,38 @@ def _load_text(frame: str, limits: Limits) -> dict[str, Any]:
     return _load_json(frame)
 
 
+MAX_SAFE_INTEGER = 2**53 - 1
+"""The largest integer a JavaScript number holds exactly; the page sends no larger one."""
+
+
+def _is_text(value: object) -> bool:
+    """True for a string that UTF-8 can encode (a lone surrogate cannot be stored or sent)."""
+    if not isinstance(value, str):
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _str(obj: Mapping[str, Any], key: str, default: str | None = None) -> str:
     value = obj.get(key, default)
-    if not isinstance(value, str):
-        raise ProtocolError(f"{obj.get('type')}: field {key!r} must be a string", WireErrorKind.MALFORMED)
+    if not isinstance(value, str) or not _is_text(value):
+        raise ProtocolError(
+            f"{_kind_of(obj)}: field {key!r} must be a string of Unicode text", WireErrorKind.MALFORMED
+        )
     return value
 
 
 def _int(obj: Mapping[str, Any], key: str) -> int:
     value = obj.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SAFE_INTEGER:
         raise ProtocolError(
-            f"{obj.get('type')}: field {key!r} must be a non-negative integer", WireErrorKind.MALFORMED
+            f"{_kind_of(obj)}: field {key!r} must be a non-negative integer of at most 2**53 - 1",
+            WireErrorKind.MALFORMED,
         )
     return value
 
@@ -349,16 +369,32 @@ def _opt_int(obj: Mapping[str, Any], key: str) -> int | None:
 
 def _num(obj: Mapping[str, Any], key: str) -> float:
     value = obj.get(key, 0.0)
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ProtocolError(f"{obj.get('type')}: field {key!r} must be a number", WireErrorKind.MALFORMED)
-    return float(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_SAFE_INTEGER:
+        return float(value)
+    if not isinstance(value, float) or not math.isfinite(value):
+        raise ProtocolError(
+            f"{_kind_of(obj)}: field {key!r} must be a finite number", WireErrorKind.MALFORMED
+        )
+    return value
 
 
 def _dict(obj: Mapping[str, Any], key: str) -> dict[str, Any]:
     value = obj.get(key, {})
     if not isinstance(value, dict):
-        raise ProtocolError(f"{obj.get('type')}: field {key!r} must be an object", WireErrorKind.MALFORMED)
+        raise ProtocolError(f"{_kind_of(obj)}: field {key!r} must be an object", WireErrorKind.MALFORMED)
+    try:  # it is recorded as it came: it must be JSON that UTF-8 can carry, without NaN
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ProtocolError(
+            f"{_kind_of(obj)}: field {key!r} holds what JSON text cannot carry", WireErrorKind.MALFORMED
+        ) from exc
     return value
+
+
+def _kind_of(obj: Mapping[str, Any]) -> str:
+    """The message's type for an error message (``?`` when it is not a plain string)."""
+    kind = obj.get("type")
+    return kind if isinstance(kind, str) and _is_text(kind) else "?"
 
 
 # --- page -> server --------------------------------------------------------------------------
@@ -504,7 +540,7 @@ def parse_page_message(frame: str | bytes, limits: Limits) -> PageMessage:
             tensors,
         )
     msg = _load_text(frame, limits)
-    kind = msg.get("type")
+    kind = _kind_of(msg)
     if kind == "hello":
         return _parse_hello(msg)
     if kind == "loaded":
@@ -517,7 +553,7 @@ def parse_page_message(frame: str | bytes, limits: Limits) -> PageMessage:
         return Pong(_int(msg, "id"), _str(msg, "backend"), _str(msg, "gpu"), _num(msg, "elapsed_ms"))
     if kind == "memory":
         models = msg.get("models", [])
-        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        if not isinstance(models, list) or not all(_is_text(m) for m in models):
             raise ProtocolError("memory: 'models' must be a list of strings", WireErrorKind.MALFORMED)
         return MemoryReport(
             _int(msg, "id"),
@@ -602,7 +638,7 @@ def parse_command(frame: str | bytes, limits: Limits) -> Command:
         _str(header, "model")
         return Command("infer", _int(header, "id"), header, tensors)
     msg = _load_text(frame, limits)
-    kind = msg.get("type")
+    kind = _kind_of(msg)
     if kind not in _COMMAND_TYPES or kind == "infer":
         raise ProtocolError(f"unknown message type {kind!r}", WireErrorKind.UNKNOWN_TYPE)
     return Command(kind, _opt_int(msg, "id"), msg)
