@@ -28,7 +28,36 @@ def test_upgrade_then_current_then_check(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["db", "current", "--db", db]) == 0
     assert "revision 0002, code head 0002: current" in capsys.readouterr().out
     assert main(["db", "check", "--db", db]) == 0
-    assert "integrity: ok" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "integrity: ok" in out
+    assert "tables: match the code's schema" in out
+
+
+@pytest.mark.parametrize(
+    ("damage", "found"),
+    [
+        ("DROP TABLE events", "table events is missing"),
+        ("DROP TABLE snapshots", "table snapshots is missing"),
+        ("ALTER TABLE events DROP COLUMN rung", "column events.rung is missing"),
+        ("CREATE TABLE stray (x INTEGER)", "table stray is not in the code's schema"),
+    ],
+)
+def test_check_reports_tables_that_differ_from_the_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, found: str
+) -> None:
+    """A file at the head revision whose tables were changed by hand fails db check, which names
+    the difference (the integrity check alone passes such a file)."""
+    db = str(tmp_path / "events.db")
+    assert main(["db", "upgrade", "--db", db]) == 0
+    with sqlite3.connect(db) as raw:
+        raw.execute(damage)
+        assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    raw.close()
+    capsys.readouterr()
+    assert main(["db", "check", "--db", db]) == 1
+    out = capsys.readouterr().out
+    assert "revision 0002, code head 0002: current" in out
+    assert found in out
 
 
 def test_current_does_not_create_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -46,6 +46,12 @@ def _db_check(args: argparse.Namespace) -> int:
     report = check_database(args.db)
     schema = report.schema
     print(f"schema: revision {schema.current or '(none)'}, code head {schema.head}: {schema.state.value}")
+    if report.drift:
+        print(f"tables: {len(report.drift)} difference(s) from the code's schema")
+        for difference in report.drift[:20]:
+            print(f"  {difference}")
+    else:
+        print("tables: match the code's schema")
     if report.integrity:
         print(f"integrity: {len(report.integrity)} problem(s)")
         for problem in report.integrity[:20]:
