@@ -24,8 +24,8 @@ import numpy as np
 from poolwarden.errors import PoolwardenError
 from poolwarden.pool import PoolConfig, ResourcePool
 from poolwarden.pool.config import WorkerKind
+from poolwarden.storage import EventStore
 from poolwarden.storage.base import Durability
-from poolwarden.storage.sqlite import SQLiteEventStore
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 
 __all__ = ["FAULTS", "DemoOptions", "DemoTally", "resolve_workers", "run_demo"]
@@ -138,7 +138,7 @@ async def _inject_faults(
             )
 
 
-async def _recoveries(store: SQLiteEventStore, since: float) -> dict[str, int]:
+async def _recoveries(store: EventStore, since: float) -> dict[str, int]:
     rows = await store.fetch(
         "SELECT rung, COUNT(*) FROM events WHERE type = 'RecoveryCompleted' AND occurred_at >= ?"
         " GROUP BY rung",
@@ -204,7 +204,6 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
         ]
         work.append(asyncio.create_task(_inject_faults(pool, options.faults, tally, rng, options.duration)))
         store = pool.store
-        assert isinstance(store, SQLiteEventStore)
         recoveries: dict[str, int] = {}
         display = None
         if live and sys.stderr.isatty():

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from poolwarden.events import INDEXED_FIELDS, RecordedEvent
-from poolwarden.storage import SQLiteEventStore
+from poolwarden.storage import open_store
 
 __all__ = ["format_event", "print_events"]
 
@@ -60,7 +60,7 @@ async def print_events(
 ) -> int:
     """Print the matching events of the log at ``db``; with ``follow``, keep printing. Returns 0."""
     show = _as_json if as_json else format_event
-    async with SQLiteEventStore(db, read_only=True) as store:
+    async with open_store(db, read_only=True) as store:
         # With a limit, only the last `limit` matches are kept while the log is read through.
         matched: deque[RecordedEvent] = deque(maxlen=limit)
         position = 1

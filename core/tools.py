@@ -20,7 +20,7 @@ from typing import Any
 from poolwarden.breaker_report import BreakerStatus, breaker_statuses
 from poolwarden.errors import PoolwardenError
 from poolwarden.pool.telemetry import by_model, log_sections, model_metrics
-from poolwarden.storage import SQLiteEventStore
+from poolwarden.storage import open_store
 from poolwarden.storage.queries import LogCounts, log_counts
 
 __all__ = ["LogReading", "log_telemetry", "read_log", "run_recovery_trial", "telemetry_from_log"]
@@ -38,7 +38,7 @@ class LogReading:
 async def read_log(db: str | os.PathLike[str]) -> LogReading:
     """Read the breakers' states, each connection's last state and the counts from the log (read-only)."""
     statuses = await breaker_statuses(db)
-    async with SQLiteEventStore(db, read_only=True) as store:
+    async with open_store(db, read_only=True) as store:
         connections = await store.fetch(
             "SELECT e.stream, e.to_state, e.browser, e.occurred_at FROM events e"
             " WHERE e.stream LIKE 'connection/%' AND e.to_state IS NOT NULL AND e.position ="

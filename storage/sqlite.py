@@ -528,7 +528,7 @@ class SQLiteEventStore(EventStore):
         except Exception as error:
             raise self._translate(error) from error
 
-    async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    async def _query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         async with self._reading() as driver:
             return list(await driver.execute_fetchall(sql, params))
 
@@ -642,10 +642,11 @@ class SQLiteEventStore(EventStore):
             params = (prefix, prefix + "\U0010ffff")
         return {row[0]: _snapshot(row) for row in await self._query(sql, params)}
 
-    async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    async def fetch(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only SQL query over the store's schema (aggregates for telemetry).
 
         Runs on a reader connection, never the writer's; anything but a SELECT is refused.
+        sqlite3 takes both ``?`` (a sequence) and ``:name`` (a mapping) parameters as they are.
         """
         if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
             raise ConfigurationError("fetch() runs read-only queries (SELECT or WITH) only")

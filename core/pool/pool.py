@@ -65,7 +65,6 @@ from poolwarden.recovery import Recovery
 from poolwarden.storage import open_store
 from poolwarden.storage.base import EventStore
 from poolwarden.storage.queries import MODEL_PLACED, browser_figures
-from poolwarden.storage.sqlite import SQLiteEventStore
 from poolwarden.workers.handle import WorkerHandle
 from poolwarden.workers.models import resolve_model
 
@@ -207,9 +206,9 @@ class ResourcePool(RequestServing):
 
     async def _read_placement_history(self) -> None:
         """Seed placement's figures with what the log recorded of (model type, browser) within
-        ``config.placement_history_s`` (a store that cannot answer SQL has none to give)."""
+        ``config.placement_history_s``."""
         history = self.config.placement_history_s
-        if history is None or not isinstance(self.store, SQLiteEventStore):
+        if history is None:
             return
         for figures in await browser_figures(self.store, since=self.clock() - history, stream=POOL_STREAM):
             self.stats.add(

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from poolwarden.breaker import BreakerState
 from poolwarden.lifecycle_types import ConnectionState
 from poolwarden.storage.queries import LogCounts, RequestCounts, log_counts
-from poolwarden.storage.sqlite import SQLiteEventStore
 
 if TYPE_CHECKING:
     from poolwarden.pool.member import PoolMember
@@ -55,8 +54,6 @@ async def export_telemetry(
 async def read_figures(pool: ResourcePool) -> tuple[LogCounts, dict[str, Any]]:
     """What telemetry counts: the log's counts (after a flush) and the host's figures (in a thread)."""
     store = pool.store
-    if not isinstance(store, SQLiteEventStore):  # pragma: no cover - the only backend today
-        raise TypeError("telemetry queries need the SQLite store")
     await pool.flush()  # what the pool has decided so far is in the log before it is counted
     counts = await log_counts(store)
     system = await asyncio.to_thread(system_figures, pool.governor.level.value)
