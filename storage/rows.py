@@ -3,11 +3,15 @@
 Both halves are the same for every backend, so they live here rather than in one backend:
 
 - :func:`event_row` encodes a :class:`~poolwarden.events.NewEvent` when it is appended, before
-  anything is queued (so a payload JSON cannot hold is refused at once): every column the event
-  itself gives, in table order, i.e. all but position, stream, version and recorded_at;
+  anything is queued (so a payload JSON cannot hold is refused at once): the columns the event
+  itself gives, as :data:`EVENT_ROW` lists them;
 - :func:`plan_batch` runs inside a backend's write transaction, once it has read the stream
   heads and the log's last position: it checks each append's expected version, assigns versions
-  and positions, and returns the outcome of each item and the rows to insert.
+  and positions, and returns the outcome of each item and the rows to insert, whose columns
+  :data:`INSERT_COLUMNS` lists (the store's own first, then the event's).
+
+Both lists come from the event envelope (:mod:`poolwarden.envelope`); a column added there and
+not handled here stops this module at import rather than writing rows of the wrong shape.
 """
 
 from __future__ import annotations
@@ -15,13 +19,36 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from operator import attrgetter
 from typing import Any
 
+from poolwarden.envelope import ENVELOPE, EVENT_FIELDS, STORE_SET
 from poolwarden.errors import ConcurrencyConflict, EventNotSerializable
 from poolwarden.events import AppendResult, NewEvent
 from poolwarden.storage.writer import Outcome, PendingAppend, Work
 
-__all__ = ["encode_json", "event_row", "plan_batch"]
+__all__ = ["EVENT_ROW", "INSERT_COLUMNS", "encode_json", "event_row", "plan_batch"]
+
+# The event's columns that event_row converts (a finite float time, JSON, a float or NULL), and
+# those it copies as they are: text and integers, NULL where unset.
+_CONVERTED = ("type", "schema_version", "occurred_at", "payload")
+_COPIED = tuple(
+    c.name for c in ENVELOPE if c.set_by == "event" and c.name not in _CONVERTED and c.kind != "real"
+)
+_REAL = tuple(c.name for c in ENVELOPE if c.set_by == "event" and c.kind == "real")
+if set(_CONVERTED + _COPIED + _REAL) != set(EVENT_FIELDS) or _REAL != ("latency_ms",):
+    raise RuntimeError(f"storage.rows does not know how to encode every event column of {EVENT_FIELDS}")
+
+EVENT_ROW: tuple[str, ...] = (*_CONVERTED, *_COPIED, *_REAL)
+"""The columns of :func:`event_row`'s row, in its order."""
+
+INSERT_COLUMNS: tuple[str, ...] = (*STORE_SET, *EVENT_ROW)
+"""The columns of :func:`plan_batch`'s rows, in order: position, stream, version, recorded_at, then
+:data:`EVENT_ROW`."""
+if STORE_SET != ("position", "stream", "version", "recorded_at"):
+    raise RuntimeError(f"plan_batch assigns position, stream, version and recorded_at, not {STORE_SET}")
+
+_copied = attrgetter(*_COPIED)
 
 # One encoder for every payload: json.dumps with options builds a new encoder on each call.
 _encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
@@ -36,26 +63,19 @@ def encode_json(value: Mapping[str, Any], what: str) -> str:
 
 
 def event_row(new: NewEvent) -> tuple[Any, ...]:
-    """The columns ``new`` gives, in table order; raises :class:`EventNotSerializable` for a bad event."""
+    """The columns ``new`` gives (:data:`EVENT_ROW`); raises :class:`EventNotSerializable` for a bad event."""
     if not new.type:
         raise EventNotSerializable("", "an event needs a type")
     if not math.isfinite(new.occurred_at):
         raise EventNotSerializable(new.type, f"occurred_at must be a finite time, not {new.occurred_at}")
+    latency = new.latency_ms
     return (
         new.type,
         new.schema_version,
         float(new.occurred_at),
         encode_json(new.payload, new.type),
-        new.incident_id,
-        new.connection_id,
-        new.model_id,
-        new.browser,
-        new.error_kind,
-        new.from_state,
-        new.to_state,
-        new.rung,
-        new.outcome,
-        None if new.latency_ms is None else float(new.latency_ms),
+        *_copied(new),
+        None if latency is None else float(latency),
     )
 
 
@@ -66,8 +86,8 @@ def plan_batch(
 
     :param heads: each appended stream's current version (absent: 0); updated as appends land.
     :param position: the log's last position (0 when empty).
-    :returns: one outcome per item, the event rows to insert (every column, in table order) and
-        the snapshot rows to save.
+    :returns: one outcome per item, the event rows to insert (:data:`INSERT_COLUMNS`) and the
+        snapshot rows to save.
     """
     outcomes: list[Outcome] = []
     rows: list[tuple[Any, ...]] = []
@@ -83,9 +103,9 @@ def plan_batch(
             continue
         first_position = position + 1
         stream = item.stream
-        for offset, (kind, schema, occurred, *rest) in enumerate(item.rows, start=1):
+        for offset, row in enumerate(item.rows, start=1):
             position += 1
-            rows.append((position, stream, head + offset, kind, schema, occurred, recorded_at, *rest))
+            rows.append((position, stream, head + offset, recorded_at, *row))
         heads[stream] = head + len(item.rows)
         outcomes.append(AppendResult(stream, head + 1, head + len(item.rows), first_position, position))
     return outcomes, rows, snapshots

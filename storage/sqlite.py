@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 
 from poolwarden.clock import Clock, system_clock
+from poolwarden.envelope import COLUMN_NAMES
 from poolwarden.errors import (
     ConfigurationError,
     CorruptDatabase,
@@ -50,8 +51,7 @@ from poolwarden.errors import (
 from poolwarden.events import NewEvent, RecordedEvent, Snapshot
 from poolwarden.storage import migrate
 from poolwarden.storage.base import ANY_VERSION, Durability, EventStore, Receipt
-from poolwarden.storage.rows import encode_json, event_row, plan_batch
-from poolwarden.storage.schema import EVENT_COLUMNS
+from poolwarden.storage.rows import INSERT_COLUMNS, encode_json, event_row, plan_batch
 from poolwarden.storage.sqlite_errors import translate
 from poolwarden.storage.writer import GroupCommitWriter, Outcome, PendingAppend, Work
 
@@ -64,9 +64,9 @@ _WRITABLE_STATES = (migrate.SchemaState.EMPTY, migrate.SchemaState.CURRENT, migr
 _MAX_VARIABLES = 500  # stream ids per IN (...) query; far below SQLite's limit
 
 _INSERT_EVENTS = (
-    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+    f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
 )
-_SELECT_EVENTS = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
+_SELECT_EVENTS = f"SELECT {', '.join(COLUMN_NAMES)} FROM events"  # RecordedEvent's fields, in order
 _UPSERT_SNAPSHOT = (
     "INSERT INTO snapshots (stream, version, schema_version, taken_at, state) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (stream) DO UPDATE SET version = excluded.version, "
@@ -506,7 +506,7 @@ class SQLiteEventStore(EventStore):
             raise self._translate(error) from error
 
     async def _events(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
-        """The events a ``SELECT`` of :data:`EVENT_COLUMNS` finds, built in the driver's thread.
+        """The events a ``SELECT`` of the envelope's columns finds, built in the driver's thread.
 
         The row factory makes each row a :class:`RecordedEvent` where SQLite hands it over, so the
         event loop receives finished events (a replay is 20 % faster than converting them after).

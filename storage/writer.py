@@ -58,8 +58,7 @@ class PendingAppend:
     """One append waiting for its transaction.
 
     ``rows`` are the backend's encoded events (the writer only counts them): for the stores in
-    this package, every column but position, stream, version and recorded_at, which the
-    transaction assigns.
+    this package, :func:`~poolwarden.storage.rows.event_row`'s, the columns the event gives.
     """
 
     stream: str
