@@ -25,12 +25,10 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection as SyncConnection
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -40,7 +38,6 @@ from poolwarden.errors import (
     ConfigurationError,
     CorruptDatabase,
     DatabaseError,
-    DatabaseUnavailable,
     ReadOnlyDatabase,
     SchemaMismatch,
     SchemaOutdated,
@@ -53,13 +50,13 @@ from poolwarden.storage import migrate
 from poolwarden.storage.base import ANY_VERSION, Durability, EventStore, Receipt
 from poolwarden.storage.rows import INSERT_COLUMNS, encode_json, event_row, plan_batch
 from poolwarden.storage.sqlite_errors import translate
+from poolwarden.storage.sqlite_files import check_file, sqlite_url
 from poolwarden.storage.writer import GroupCommitWriter, Outcome, PendingAppend, Work
 
 __all__ = ["SQLiteEventStore", "check_file", "sqlite_url"]
 
 log = logging.getLogger(__name__)
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _WRITABLE_STATES = (migrate.SchemaState.EMPTY, migrate.SchemaState.CURRENT, migrate.SchemaState.OUTDATED)
 _MAX_VARIABLES = 500  # stream ids per IN (...) query; far below SQLite's limit
 
@@ -73,73 +70,6 @@ _UPSERT_SNAPSHOT = (
     "schema_version = excluded.schema_version, taken_at = excluded.taken_at, state = excluded.state "
     "WHERE excluded.version >= snapshots.version"
 )
-
-
-def sqlite_url(target: str | os.PathLike[str]) -> tuple[str, Path | None]:
-    """The SQLAlchemy URL for a path, ``":memory:"`` or a ``sqlite+aiosqlite://`` URL, and its file.
-
-    >>> sqlite_url(":memory:")
-    ('sqlite+aiosqlite://', None)
-    """
-    text = os.fspath(target)
-    if text in (":memory:", ""):
-        return "sqlite+aiosqlite://", None
-    if "://" not in text:
-        path = Path(text).expanduser().absolute()
-        return f"sqlite+aiosqlite:///{path}", path
-    url = make_url(text)
-    if url.get_backend_name() != "sqlite":
-        raise ConfigurationError(f"{text!r} is not an SQLite URL; this backend stores events in SQLite")
-    url = url.set(drivername="sqlite+aiosqlite")
-    if not url.database or url.database == ":memory:":
-        return "sqlite+aiosqlite://", None
-    path = Path(url.database).expanduser().absolute()
-    return url.set(database=str(path)).render_as_string(hide_password=False), path
-
-
-def check_file(path: Path, *, must_exist: bool = False) -> None:
-    """Refuse, before SQLite touches it, a file that would fail later or come to harm.
-
-    Raises :class:`DatabaseUnavailable` for a missing folder (or a missing file when
-    ``must_exist``), something that is not a regular file, or a file that cannot be read, and
-    :class:`CorruptDatabase` for a file that is not SQLite or was cut short.
-    """
-    folder = path.parent
-    if not folder.is_dir():
-        raise DatabaseUnavailable(path, f"the folder {folder} does not exist")
-    if not path.exists():
-        if must_exist:
-            raise DatabaseUnavailable(path, "does not exist", hint="check the path")
-        return
-    if not path.is_file():
-        raise DatabaseUnavailable(path, "is not a regular file", hint="check the path")
-    try:
-        with path.open("rb") as f:
-            header = f.read(100)
-    except PermissionError as error:
-        raise DatabaseUnavailable(path, f"cannot be read: {error.strerror}") from error
-    if header and (len(header) < 100 or not header.startswith(_SQLITE_MAGIC)):
-        raise CorruptDatabase(path, "is not an SQLite database (its header is wrong)")
-    if header and _truncated(path, header):
-        raise CorruptDatabase(path, "is shorter than its header says: the file was truncated")
-
-
-def _truncated(path: Path, header: bytes) -> bool:
-    """Whether the file holds fewer pages than its header records (and no WAL explains it).
-
-    The header's page count is trusted only when its "version-valid-for" number matches the
-    change counter, as SQLite itself does; a non-empty WAL may hold pages a checkpoint was
-    copying when a process died, so then SQLite, not this check, is the judge.
-    """
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    change_counter = header[24:28]
-    pages = int.from_bytes(header[28:32], "big")
-    valid = header[92:96] == change_counter and pages > 0
-    wal = path.with_name(path.name + "-wal")
-    if not valid or (wal.exists() and wal.stat().st_size > 0):
-        return False
-    return path.stat().st_size < pages * page_size
 
 
 class SQLiteEventStore(EventStore):
