@@ -29,13 +29,20 @@ import numpy.typing as npt
 import pandas as pd
 
 from poolwarden.analysis.frames import CATEGORY_COLUMNS, EVENT_COLUMNS, TIME_DTYPE, empty_events
+from poolwarden.envelope import ENVELOPE, TIME_DTYPE_NAME
 from poolwarden.errors import CorruptDatabase
 
 __all__ = ["CHUNK_SELECT", "ChunkDecoder"]
 
-_INTEGER_COLUMNS = ("position", "version", "schema_version")
-_TIME_COLUMNS = ("occurred_at", "recorded_at")
+# Each column travels in the text its envelope dtype calls for; the few texts of one kind each
+# (latency_ms the real numbers, incident_id the free text, payload the JSON) are named below, and
+# an envelope column this module does not carry stops it at import.
+_INTEGER_COLUMNS = tuple(c.name for c in ENVELOPE if c.dtype == "int64")
+_TIME_COLUMNS = tuple(c.name for c in ENVELOPE if c.dtype == TIME_DTYPE_NAME)
 _NUMBERS = (*_INTEGER_COLUMNS, *_TIME_COLUMNS)
+_SINGLES = {"latency_ms": "float64", "incident_id": "str", "payload": "object"}
+if {c.name: c.dtype for c in ENVELOPE if c.name not in (*_NUMBERS, *CATEGORY_COLUMNS)} != _SINGLES:
+    raise RuntimeError("analysis.columns does not carry every column of the event envelope")
 
 # Times are read as integer microseconds: SQLite prints a REAL with 15 significant digits, too
 # few for epoch seconds. No CAST elsewhere: a text where a number belongs fails to parse and is

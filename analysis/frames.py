@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from poolwarden.events import INDEXED_FIELDS
+from poolwarden.envelope import ENVELOPE, READING_ORDER, TIME_DTYPE_NAME
 
 __all__ = [
     "CATEGORY_COLUMNS",
@@ -28,30 +28,20 @@ __all__ = [
 TIME_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
 """Every point in time: microseconds, UTC (the store keeps epoch seconds; a float holds ~0.2 us)."""
 
-CATEGORY_COLUMNS: tuple[str, ...] = ("stream", "type", *(f for f in INDEXED_FIELDS if f != "latency_ms"))
+CATEGORY_COLUMNS: tuple[str, ...] = tuple(c.name for c in ENVELOPE if c.dtype == "category")
 """Text columns with few distinct values: categories, for cheap memory and fast group-bys."""
 
-EVENT_COLUMNS: dict[str, Any] = {
-    "position": np.dtype("int64"),
-    "stream": "category",
-    "version": np.dtype("int64"),
-    "type": "category",
-    "schema_version": np.dtype("int64"),
-    "occurred_at": TIME_DTYPE,
-    "recorded_at": TIME_DTYPE,
-    "incident_id": "str",
-    "connection_id": "category",
-    "model_id": "category",
-    "browser": "category",
-    "error_kind": "category",
-    "from_state": "category",
-    "to_state": "category",
-    "rung": "category",
-    "outcome": "category",
-    "latency_ms": np.dtype("float64"),
-    "payload": np.dtype("object"),
-}
-"""The columns of :func:`~poolwarden.analysis.load_events`' frame, in order, with their dtypes."""
+
+def _dtype(name: str) -> Any:
+    """The dtype the envelope names: "category" and "str" stay names, as pandas takes them."""
+    if name == TIME_DTYPE_NAME:
+        return TIME_DTYPE
+    return name if name in ("category", "str") else np.dtype(name)
+
+
+EVENT_COLUMNS: dict[str, Any] = {column.name: _dtype(column.dtype) for column in READING_ORDER}
+"""The columns of :func:`~poolwarden.analysis.load_events`' frame, in order, with their dtypes: the
+event envelope's (:mod:`poolwarden.envelope`), the payload last."""
 
 
 def string_category(values: Any = ()) -> pd.Categorical:

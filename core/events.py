@@ -9,6 +9,9 @@ The fields that analysis filters on (connection, model, browser, error kind, fro
 recovery rung, outcome, latency) are explicit attributes and real columns in the store, so no
 query has to parse JSON. Everything else an event carries goes into its JSON ``payload``.
 Event types are named in the past tense (``BreakerOpened``).
+
+The columns themselves (names, types, nullability, dtypes) are defined once, in
+:mod:`poolwarden.envelope`; :class:`NewEvent` and :class:`RecordedEvent` spell them out as fields.
 """
 
 from __future__ import annotations
@@ -19,20 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-__all__ = ["INDEXED_FIELDS", "AppendResult", "NewEvent", "RecordedEvent", "Snapshot"]
+from poolwarden.envelope import INDEXED_FIELDS
 
-INDEXED_FIELDS: tuple[str, ...] = (
-    "connection_id",
-    "model_id",
-    "browser",
-    "error_kind",
-    "from_state",
-    "to_state",
-    "rung",
-    "outcome",
-    "latency_ms",
-)
-"""The event attributes stored as their own columns, in column order."""
+__all__ = ["INDEXED_FIELDS", "AppendResult", "NewEvent", "RecordedEvent", "Snapshot"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,6 +2,9 @@
 
 >>> async with open_store("poolwarden.db") as store:          # doctest: +SKIP
 ...     await store.append("breaker/conn-1", [event], expected_version=0)
+
+Code above this package names only :class:`EventStore` (the interface) and :func:`open_store`
+(the one factory), never a backend class, so that a backend can be added without touching it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ __all__ = ["ANY_VERSION", "Durability", "EventStore", "Receipt", "SQLiteEventSto
 def open_store(target: str | os.PathLike[str] = ":memory:", **options: Any) -> EventStore:
     """The event store for ``target``: a file path, ``":memory:"`` or a database URL.
 
-    Use the result as an async context manager (``async with open_store(path) as store``), or
+    ``open_store(path, read_only=True)`` reads a log without ever writing to it. Use the result
+    as an async context manager (``async with open_store(path) as store``), or
     call ``await store.open()`` and ``await store.close()``. Options go to the backend
     (:class:`SQLiteEventStore` for SQLite).
     """

@@ -162,6 +162,17 @@ class EventStore(abc.ABC):
     async def load_snapshots(self, prefix: str = "") -> dict[str, Snapshot]:
         """The latest snapshot of every stream whose id starts with ``prefix``."""
 
+    @abc.abstractmethod
+    async def fetch(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only SQL query (``SELECT`` or ``WITH``) over the store's tables.
+
+        For aggregates the typed methods do not give (telemetry's counts). The tables and
+        columns are those of :mod:`poolwarden.storage.schema`. Parameters are named (``:name``,
+        a mapping: the form of SQLAlchemy's ``text()``, which any backend can take) or
+        positional (``?``, a sequence). Anything but a query is refused with
+        :class:`~poolwarden.errors.ConfigurationError`; it never runs on the writer's connection.
+        """
+
     async def __aenter__(self) -> Self:
         await self.open()
         return self

@@ -1,6 +1,8 @@
 """The event store's tables, as SQLAlchemy metadata.
 
-This module is the schema's one description: the Alembic migrations in ``poolwarden.migrations``
+The events table's columns come from the event envelope (``poolwarden.envelope``), the one
+description of an event's columns; the rest of the schema is written here. This module is the
+schema's one description: the Alembic migrations in ``poolwarden.migrations``
 build exactly these tables (a test upgrades an empty file and compares), and ``analysis`` reads
 through these names. Migrations are additive: columns are added, never renamed or dropped.
 
@@ -9,6 +11,8 @@ parser and pandas converts a column in one vectorised call.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -20,6 +24,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.types import TypeEngine
+
+from poolwarden.envelope import ENVELOPE, Kind
+from poolwarden.envelope import Column as EnvelopeColumn
 
 __all__ = ["EVENT_COLUMNS", "events", "metadata", "snapshots", "store_info"]
 
@@ -34,31 +42,31 @@ metadata = MetaData(
 # SQLite makes an INTEGER PRIMARY KEY the rowid (no separate index); elsewhere it is 64-bit.
 _position_type = BigInteger().with_variant(Integer(), "sqlite")
 
+# Times are REAL epoch seconds; a JSON payload is TEXT.
+_SQL_TYPES: dict[Kind, type[TypeEngine[Any]]] = {
+    "integer": Integer,
+    "real": Float,
+    "time": Float,
+    "text": Text,
+    "json": Text,
+}
+
+
+def _event_column(column: EnvelopeColumn) -> Column[Any]:
+    if column.primary_key:
+        return Column(column.name, _position_type, primary_key=True, autoincrement=True)
+    return Column(column.name, _SQL_TYPES[column.kind], nullable=column.nullable)
+
+
 events = Table(
     "events",
     metadata,
-    Column("position", _position_type, primary_key=True, autoincrement=True),
-    Column("stream", Text, nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("type", Text, nullable=False),
-    Column("schema_version", Integer, nullable=False),
-    Column("occurred_at", Float, nullable=False),
-    Column("recorded_at", Float, nullable=False),
-    Column("payload", Text, nullable=False),
-    Column("incident_id", Text, nullable=True),
-    Column("connection_id", Text, nullable=True),
-    Column("model_id", Text, nullable=True),
-    Column("browser", Text, nullable=True),
-    Column("error_kind", Text, nullable=True),
-    Column("from_state", Text, nullable=True),
-    Column("to_state", Text, nullable=True),
-    Column("rung", Text, nullable=True),
-    Column("outcome", Text, nullable=True),
-    Column("latency_ms", Float, nullable=True),
+    *(_event_column(column) for column in ENVELOPE),
     # Optimistic concurrency: two writers that both think a stream is at version N cannot both
     # write N + 1. The same index serves reading one stream in order.
     UniqueConstraint("stream", "version"),
 )
+"""One row per event; its columns are the envelope's (:data:`poolwarden.envelope.ENVELOPE`)."""
 
 snapshots = Table(
     "snapshots",

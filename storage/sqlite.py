@@ -1,15 +1,17 @@
-"""The SQLite event store: SQLAlchemy's async engine over aiosqlite, with a group-commit writer.
+"""The SQLite event store: SQLAlchemy's async engine over aiosqlite, behind a group-commit writer.
 
-One writer connection per store takes every append in turn from a bounded queue, gathers those
-that arrive together into one ``BEGIN IMMEDIATE`` transaction, checks each append's expected
-version against the stream heads it reads inside that transaction, assigns versions and
-positions, inserts, commits, and then completes each append's receipt. Reads use a separate
-pool of connections; WAL lets them run while the writer writes, from this process or another.
+Appends go through the backend-neutral :class:`~poolwarden.storage.writer.GroupCommitWriter`
+(queue, batching, barriers, lock retries, durability). What this module gives it is the
+transaction: on one writer connection, ``BEGIN IMMEDIATE``, read the heads of the batch's
+streams and the log's last position, check versions and assign them
+(:func:`~poolwarden.storage.rows.plan_batch`), insert, ``COMMIT``; SQLite's errors become the
+error tree's (:mod:`~poolwarden.storage.sqlite_errors`). Reads use a separate pool of
+connections; WAL lets them run while the writer writes, from this process or another.
 
 Several processes may append to one file. ``BEGIN IMMEDIATE`` takes the write lock before the
 version check, so the check and the insert are atomic; SQLite's busy handler waits for the
-lock, and the writer retries past it until ``lock_timeout``, then fails the batch with
-:class:`~poolwarden.errors.DatabaseLocked` (nothing of it written).
+lock, and a batch still locked after it fails with :class:`~poolwarden.errors.DatabaseLocked`,
+which the writer retries until ``lock_timeout`` (nothing of a failed batch is written).
 
 An in-memory store (``":memory:"``) has one connection, shared by the writer and readers in
 turn, since every SQLite connection to ``:memory:`` is a database of its own.
@@ -21,202 +23,53 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
-import random
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection as SyncConnection
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from poolwarden.clock import Clock, system_clock
+from poolwarden.envelope import COLUMN_NAMES
 from poolwarden.errors import (
-    ConcurrencyConflict,
     ConfigurationError,
     CorruptDatabase,
     DatabaseError,
-    DatabaseLocked,
-    DatabaseUnavailable,
-    EventNotSerializable,
     ReadOnlyDatabase,
     SchemaMismatch,
     SchemaOutdated,
     SchemaTooNew,
     StoreClosed,
     StoreError,
-    WriteFailed,
 )
-from poolwarden.events import AppendResult, NewEvent, RecordedEvent, Snapshot
+from poolwarden.events import NewEvent, RecordedEvent, Snapshot
 from poolwarden.storage import migrate
 from poolwarden.storage.base import ANY_VERSION, Durability, EventStore, Receipt
-from poolwarden.storage.schema import EVENT_COLUMNS
-from poolwarden.storage.sqlite_errors import is_locked, translate
+from poolwarden.storage.rows import INSERT_COLUMNS, encode_json, event_row, plan_batch
+from poolwarden.storage.sqlite_errors import translate
+from poolwarden.storage.sqlite_files import check_file, sqlite_url
+from poolwarden.storage.writer import GroupCommitWriter, Outcome, PendingAppend, Work
 
 __all__ = ["SQLiteEventStore", "check_file", "sqlite_url"]
 
 log = logging.getLogger(__name__)
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _WRITABLE_STATES = (migrate.SchemaState.EMPTY, migrate.SchemaState.CURRENT, migrate.SchemaState.OUTDATED)
 _MAX_VARIABLES = 500  # stream ids per IN (...) query; far below SQLite's limit
 
 _INSERT_EVENTS = (
-    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+    f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
 )
-_SELECT_EVENTS = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
+_SELECT_EVENTS = f"SELECT {', '.join(COLUMN_NAMES)} FROM events"  # RecordedEvent's fields, in order
 _UPSERT_SNAPSHOT = (
     "INSERT INTO snapshots (stream, version, schema_version, taken_at, state) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (stream) DO UPDATE SET version = excluded.version, "
     "schema_version = excluded.schema_version, taken_at = excluded.taken_at, state = excluded.state "
     "WHERE excluded.version >= snapshots.version"
 )
-
-
-def sqlite_url(target: str | os.PathLike[str]) -> tuple[str, Path | None]:
-    """The SQLAlchemy URL for a path, ``":memory:"`` or a ``sqlite+aiosqlite://`` URL, and its file.
-
-    >>> sqlite_url(":memory:")
-    ('sqlite+aiosqlite://', None)
-    """
-    text = os.fspath(target)
-    if text in (":memory:", ""):
-        return "sqlite+aiosqlite://", None
-    if "://" not in text:
-        path = Path(text).expanduser().absolute()
-        return f"sqlite+aiosqlite:///{path}", path
-    url = make_url(text)
-    if url.get_backend_name() != "sqlite":
-        raise ConfigurationError(f"{text!r} is not an SQLite URL; this backend stores events in SQLite")
-    url = url.set(drivername="sqlite+aiosqlite")
-    if not url.database or url.database == ":memory:":
-        return "sqlite+aiosqlite://", None
-    path = Path(url.database).expanduser().absolute()
-    return url.set(database=str(path)).render_as_string(hide_password=False), path
-
-
-def check_file(path: Path, *, must_exist: bool = False) -> None:
-    """Refuse, before SQLite touches it, a file that would fail later or come to harm.
-
-    Raises :class:`DatabaseUnavailable` for a missing folder (or a missing file when
-    ``must_exist``), something that is not a regular file, or a file that cannot be read, and
-    :class:`CorruptDatabase` for a file that is not SQLite or was cut short.
-    """
-    folder = path.parent
-    if not folder.is_dir():
-        raise DatabaseUnavailable(path, f"the folder {folder} does not exist")
-    if not path.exists():
-        if must_exist:
-            raise DatabaseUnavailable(path, "does not exist", hint="check the path")
-        return
-    if not path.is_file():
-        raise DatabaseUnavailable(path, "is not a regular file", hint="check the path")
-    try:
-        with path.open("rb") as f:
-            header = f.read(100)
-    except PermissionError as error:
-        raise DatabaseUnavailable(path, f"cannot be read: {error.strerror}") from error
-    if header and (len(header) < 100 or not header.startswith(_SQLITE_MAGIC)):
-        raise CorruptDatabase(path, "is not an SQLite database (its header is wrong)")
-    if header and _truncated(path, header):
-        raise CorruptDatabase(path, "is shorter than its header says: the file was truncated")
-
-
-def _truncated(path: Path, header: bytes) -> bool:
-    """Whether the file holds fewer pages than its header records (and no WAL explains it).
-
-    The header's page count is trusted only when its "version-valid-for" number matches the
-    change counter, as SQLite itself does; a non-empty WAL may hold pages a checkpoint was
-    copying when a process died, so then SQLite, not this check, is the judge.
-    """
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    change_counter = header[24:28]
-    pages = int.from_bytes(header[28:32], "big")
-    valid = header[92:96] == change_counter and pages > 0
-    wal = path.with_name(path.name + "-wal")
-    if not valid or (wal.exists() and wal.stat().st_size > 0):
-        return False
-    return path.stat().st_size < pages * page_size
-
-
-# --- the writer's work items ------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Append:
-    stream: str
-    expected_version: int | None
-    rows: list[tuple[Any, ...]]  # every column but position, stream, version and recorded_at
-    future: asyncio.Future[AppendResult]
-    buffered: bool
-
-
-@dataclass(slots=True)
-class _SaveSnapshot:
-    row: tuple[str, int, int, float, str]
-    future: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class _Barrier:
-    """Completes once everything queued before it has been handled: flush() and close()."""
-
-    future: asyncio.Future[None]
-    stop: bool = False
-
-
-_Item = _Append | _SaveSnapshot | _Barrier
-
-
-@dataclass(slots=True)
-class _Failures:
-    """Buffered appends that failed, reported by the next flush() or close()."""
-
-    items: list[tuple[str, BaseException]] = field(default_factory=list)
-
-    def take(self) -> list[tuple[str, BaseException]]:
-        items, self.items = self.items, []
-        return items
-
-
-# One encoder for every payload: json.dumps with options builds a new encoder on each call.
-_encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
-
-
-def _encode_payload(new: NewEvent) -> str:
-    try:
-        return _encode_json(new.payload)
-    except (TypeError, ValueError) as error:
-        raise EventNotSerializable(new.type, str(error)) from error
-
-
-def _row(new: NewEvent) -> tuple[Any, ...]:
-    if not new.type:
-        raise EventNotSerializable("", "an event needs a type")
-    if not math.isfinite(new.occurred_at):
-        raise EventNotSerializable(new.type, f"occurred_at must be a finite time, not {new.occurred_at}")
-    return (
-        new.type,
-        new.schema_version,
-        float(new.occurred_at),
-        _encode_payload(new),
-        new.incident_id,
-        new.connection_id,
-        new.model_id,
-        new.browser,
-        new.error_kind,
-        new.from_state,
-        new.to_state,
-        new.rung,
-        new.outcome,
-        None if new.latency_ms is None else float(new.latency_ms),
-    )
 
 
 class SQLiteEventStore(EventStore):
@@ -273,11 +126,8 @@ class SQLiteEventStore(EventStore):
         self._reader_engine: AsyncEngine | None = None
         self._writer_conn: AsyncConnection | None = None
         self._shared_lock: asyncio.Lock | None = None  # in-memory: one connection for all
-        self._queue: asyncio.Queue[_Item] | None = None
-        self._writer_task: asyncio.Task[None] | None = None
-        self._committed = asyncio.Event()
-        self._failures = _Failures()
-        self._broken: BaseException | None = None
+        self._writer: GroupCommitWriter | None = None  # None when read-only
+        self._committed = asyncio.Event()  # replaced at each commit; followers wait on it
         self._state = "new"
 
     def __repr__(self) -> str:
@@ -297,11 +147,17 @@ class SQLiteEventStore(EventStore):
             await self._dispose()
             self._state = "closed"
             raise
-        self._queue = asyncio.Queue(maxsize=self.max_pending)
         if not self.read_only:
-            self._writer_task = asyncio.get_running_loop().create_task(
-                self._write_loop(), name=f"poolwarden-writer:{self.path or ':memory:'}"
+            self._writer = GroupCommitWriter(
+                self._commit_batch,
+                owner=self,
+                max_batch=self.max_batch,
+                linger=self.linger,
+                max_pending=self.max_pending,
+                lock_timeout=self.lock_timeout,
+                on_commit=self._wake_followers,
             )
+            self._writer.start(name=f"poolwarden-writer:{self.path or ':memory:'}")
         self._state = "open"
 
     def _check_file(self) -> None:
@@ -407,20 +263,17 @@ class SQLiteEventStore(EventStore):
             self._state = "closed"
             return
         self._state = "closing"
-        failures: list[tuple[str, BaseException]] = []
         try:
-            if self._writer_task is not None and not self._writer_task.done():
-                barrier = _Barrier(asyncio.get_running_loop().create_future(), stop=True)
-                await self._require_queue().put(barrier)
-                await asyncio.shield(barrier.future)
-                await self._writer_task
-            failures = self._failures.take()
+            if self._writer is not None:
+                await self._writer.close()  # raises WriteFailed for buffered appends it lost
         finally:
             self._state = "closed"
             self._committed.set()  # wake followers so that they see the store is closed
             await self._dispose()
-        if failures:
-            raise WriteFailed(failures)
+
+    def _wake_followers(self) -> None:
+        self._committed.set()
+        self._committed = asyncio.Event()
 
     async def _dispose(self) -> None:
         if self._writer_conn is not None:
@@ -443,12 +296,8 @@ class SQLiteEventStore(EventStore):
     def _require_open(self) -> None:
         if self._state != "open":
             raise StoreClosed(f"{self!r} is not open")
-        if self._broken is not None:
-            raise StoreError(f"{self!r} stopped writing after an unexpected error") from self._broken
-
-    def _require_queue(self) -> asyncio.Queue[_Item]:
-        assert self._queue is not None, "store not opened"
-        return self._queue
+        if self._writer is not None and self._writer.broken is not None:
+            raise StoreError(f"{self!r} stopped writing after an unexpected error") from self._writer.broken
 
     def _require_writer_conn(self) -> AsyncConnection:
         assert self._writer_conn is not None, "store not opened"
@@ -465,8 +314,7 @@ class SQLiteEventStore(EventStore):
         durability: Durability | None = None,
     ) -> Receipt:
         self._require_open()
-        if self.read_only:
-            raise ReadOnlyDatabase(self.path, "the store was opened read-only")
+        writer = self._require_writer()  # a read-only store refuses before anything else
         if not stream:
             raise ConfigurationError("a stream id must not be empty")
         if expected_version is not None and expected_version < 0:
@@ -474,145 +322,52 @@ class SQLiteEventStore(EventStore):
         mode = durability or self.durability
         if mode not in ("sync", "buffered"):
             raise ConfigurationError(f"durability must be 'sync' or 'buffered', not {mode!r}")
-        rows = [_row(new) for new in events]  # raises EventNotSerializable before anything is queued
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        rows = [event_row(new) for new in events]  # raises EventNotSerializable before anything is queued
+        future = await writer.append(stream, rows, expected_version, buffered=mode == "buffered")
         receipt = Receipt(stream, future)
-        item = _Append(stream, expected_version, rows, future, buffered=(mode == "buffered"))
-        await self._require_queue().put(item)  # waits while the queue is full: backpressure
-        if self._writer_task is not None and self._writer_task.done() and not future.done():
-            future.set_exception(StoreClosed(f"{self!r} closed before this append was written"))
         if mode == "sync":
             await receipt  # raises ConcurrencyConflict or the write's error
         return receipt
 
     async def flush(self) -> None:
         self._require_open()
-        if self._writer_task is None:
-            return
-        barrier = _Barrier(asyncio.get_running_loop().create_future())
-        await self._require_queue().put(barrier)
-        await asyncio.shield(barrier.future)
-        failures = self._failures.take()
-        if failures:
-            raise WriteFailed(failures)
+        if self._writer is not None:
+            await self._writer.flush()
 
     async def save_snapshot(
         self, stream: str, version: int, state: Mapping[str, Any], *, schema_version: int = 1
     ) -> None:
         self._require_open()
-        if self.read_only:
+        writer = self._require_writer()
+        encoded = encode_json(state, f"snapshot of {stream}")
+        await writer.save_snapshot((stream, version, schema_version, self._clock(), encoded))
+
+    def _require_writer(self) -> GroupCommitWriter:
+        if self._writer is None:
             raise ReadOnlyDatabase(self.path, "the store was opened read-only")
-        try:
-            encoded = _encode_json(state)
-        except (TypeError, ValueError) as error:
-            raise EventNotSerializable(f"snapshot of {stream}", str(error)) from error
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        row = (stream, version, schema_version, self._clock(), encoded)
-        await self._require_queue().put(_SaveSnapshot(row, future))
-        await asyncio.shield(future)
+        return self._writer
 
-    async def _write_loop(self) -> None:
-        queue = self._require_queue()
+    # --- the transaction the group-commit writer runs -----------------------------------------
+
+    async def _commit_batch(self, work: list[Work]) -> list[Outcome]:
+        """One ``BEGIN IMMEDIATE`` transaction for ``work``; SQLite's errors become typed ones."""
         try:
-            while True:
-                batch = [await queue.get()]
-                size = _size(batch[0])
-                # Appenders woken by the last commit are about to queue their next append: yield
-                # to them (and, with linger, wait a little) so that they share this commit.
-                for _ in range(2):
-                    if size + queue.qsize() >= self.max_batch:
-                        break
-                    await asyncio.sleep(0)
-                if self.linger > 0 and size + queue.qsize() < self.max_batch:
-                    await asyncio.sleep(self.linger)
-                while size < self.max_batch and not queue.empty():
-                    item = queue.get_nowait()
-                    batch.append(item)
-                    size += _size(item)
-                stop = await self._handle(batch)
-                if stop:
-                    # Appenders that were waiting for room when close() began queued behind
-                    # the stop: they are told, not left waiting.
-                    self._fail_queued(StoreClosed(f"{self!r} closed before this append was written"))
-                    return
-        except BaseException as error:
-            self._broken = error
-            self._fail_queued(StoreError(f"the store's writer stopped: {error!r}"))
+            return await self._transaction(work)
+        except StoreError:
             raise
+        except Exception as error:
+            raise self._translate(error) from error
 
-    def _fail_queued(self, error: StoreError) -> None:
-        queue = self._require_queue()
-        while not queue.empty():
-            item = queue.get_nowait()
-            if not item.future.done():
-                item.future.set_exception(error)
-                item.future.exception()  # retrieved: the appender, if still there, re-raises it
-
-    async def _handle(self, batch: list[_Item]) -> bool:
-        work = [item for item in batch if not isinstance(item, _Barrier)]
-        if work:
-            await self._commit(work)
-        stop = False
-        for item in batch:
-            if isinstance(item, _Barrier):
-                stop = stop or item.stop
-                if not item.future.done():
-                    item.future.set_result(None)
-        return stop
-
-    async def _commit(self, work: list[_Append | _SaveSnapshot]) -> None:
-        deadline = asyncio.get_running_loop().time() + self.lock_timeout
-        delay = 0.005
-        while True:
-            try:
-                outcomes = await self._transaction(work)
-                break
-            except Exception as error:
-                if is_locked(error) and asyncio.get_running_loop().time() < deadline:
-                    await asyncio.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 0.5)
-                    continue
-                translated = self._translate(error)
-                if is_locked(error):
-                    translated = DatabaseLocked(
-                        self.path, f"still locked after {self.lock_timeout:g} s: {error}"
-                    )
-                for item in work:
-                    self._settle(item, translated)
-                return
-        for item, outcome in zip(work, outcomes, strict=True):
-            self._settle(item, outcome)
-        self._committed.set()
-        self._committed = asyncio.Event()
-
-    def _settle(self, item: _Append | _SaveSnapshot, outcome: AppendResult | BaseException | None) -> None:
-        if item.future.done():
-            return
-        if isinstance(outcome, BaseException):
-            item.future.set_exception(outcome)
-            if isinstance(item, _Append) and item.buffered:
-                item.future.exception()  # retrieved here; reported by flush() and close()
-                if not self._failures.items:
-                    log.error("buffered append to %s failed: %s (flush() reports all)", item.stream, outcome)
-                self._failures.items.append((item.stream, outcome))
-        elif isinstance(item, _Append):
-            assert isinstance(outcome, AppendResult)
-            item.future.set_result(outcome)
-        else:
-            item.future.set_result(None)
-
-    async def _transaction(
-        self, work: list[_Append | _SaveSnapshot]
-    ) -> list[AppendResult | BaseException | None]:
+    async def _transaction(self, work: list[Work]) -> list[Outcome]:
         # The hot path speaks to the driver connection SQLAlchemy holds for the writer: four
         # thread hops a batch (BEGIN, heads, insert, COMMIT), none of SQLAlchemy's per-statement
         # work. The connection's isolation_level is None, so these statements are the transaction.
         async with self._writing() as driver:
             await driver.execute("BEGIN IMMEDIATE")
             try:
-                appends = [item for item in work if isinstance(item, _Append)]
-                heads, position = await self._heads(driver, {item.stream for item in appends})
-                outcomes, rows, snapshots = self._plan(work, heads, position)
+                streams = {item.stream for item in work if isinstance(item, PendingAppend)}
+                heads, position = await self._heads(driver, streams)
+                outcomes, rows, snapshots = plan_batch(work, heads, position, self._clock())
                 if rows:
                     await driver.executemany(_INSERT_EVENTS, rows)
                 if snapshots:
@@ -623,32 +378,6 @@ class SQLiteEventStore(EventStore):
                     await driver.execute("ROLLBACK")
                 raise
         return outcomes
-
-    def _plan(
-        self, work: list[_Append | _SaveSnapshot], heads: dict[str, int], position: int
-    ) -> tuple[list[AppendResult | BaseException | None], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """Inside the write transaction: check versions, assign versions and positions."""
-        recorded_at = self._clock()
-        outcomes: list[AppendResult | BaseException | None] = []
-        rows: list[tuple[Any, ...]] = []
-        snapshots: list[tuple[Any, ...]] = []
-        for item in work:
-            if isinstance(item, _SaveSnapshot):
-                snapshots.append(item.row)
-                outcomes.append(None)
-                continue
-            head = heads.get(item.stream, 0)
-            if item.expected_version is not None and item.expected_version != head:
-                outcomes.append(ConcurrencyConflict(item.stream, item.expected_version, head))
-                continue
-            first_position = position + 1
-            stream = item.stream
-            for offset, (kind, schema, occurred, *rest) in enumerate(item.rows, start=1):
-                position += 1
-                rows.append((position, stream, head + offset, kind, schema, occurred, recorded_at, *rest))
-            heads[stream] = head + len(item.rows)
-            outcomes.append(AppendResult(stream, head + 1, head + len(item.rows), first_position, position))
-        return outcomes, rows, snapshots
 
     @staticmethod
     async def _heads(driver: Any, streams: Iterable[str]) -> tuple[dict[str, int], int]:
@@ -707,7 +436,7 @@ class SQLiteEventStore(EventStore):
             raise self._translate(error) from error
 
     async def _events(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
-        """The events a ``SELECT`` of :data:`EVENT_COLUMNS` finds, built in the driver's thread.
+        """The events a ``SELECT`` of the envelope's columns finds, built in the driver's thread.
 
         The row factory makes each row a :class:`RecordedEvent` where SQLite hands it over, so the
         event loop receives finished events (a replay is 20 % faster than converting them after).
@@ -729,7 +458,7 @@ class SQLiteEventStore(EventStore):
         except Exception as error:
             raise self._translate(error) from error
 
-    async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    async def _query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         async with self._reading() as driver:
             return list(await driver.execute_fetchall(sql, params))
 
@@ -843,10 +572,11 @@ class SQLiteEventStore(EventStore):
             params = (prefix, prefix + "\U0010ffff")
         return {row[0]: _snapshot(row) for row in await self._query(sql, params)}
 
-    async def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    async def fetch(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only SQL query over the store's schema (aggregates for telemetry).
 
         Runs on a reader connection, never the writer's; anything but a SELECT is refused.
+        sqlite3 takes both ``?`` (a sequence) and ``:name`` (a mapping) parameters as they are.
         """
         if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
             raise ConfigurationError("fetch() runs read-only queries (SELECT or WITH) only")
@@ -866,10 +596,6 @@ def _recorded_event(_cursor: Any, row: tuple[Any, ...], _new: Any = tuple.__new_
     """sqlite3's row factory for event rows: the row tuple becomes a RecordedEvent in one call."""
     event: RecordedEvent = _new(RecordedEvent, row)
     return event
-
-
-def _size(item: _Item) -> int:
-    return len(item.rows) if isinstance(item, _Append) else 1
 
 
 def _snapshot(row: Any) -> Snapshot:

@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from poolwarden.errors import ConcurrencyConflict, EventNotSerializable, StoreClosed, WriteFailed
+from poolwarden.errors import (
+    ConcurrencyConflict,
+    ConfigurationError,
+    EventNotSerializable,
+    StoreClosed,
+    WriteFailed,
+)
 from poolwarden.events import NewEvent
 from poolwarden.storage import EventStore
 
@@ -331,3 +337,26 @@ class StoreContract:
         positions = [e.position async for e in store.iter_all(from_position=3, batch=7)]
         assert positions == list(range(3, 26))
         assert [e.type async for e in store.iter_all(types=["Nothing"])] == []
+
+    # --- read-only SQL ----------------------------------------------------------------------
+
+    async def test_fetch_runs_read_only_queries_with_either_parameter_style(
+        self, store: EventStore, make_event: MakeEvent
+    ) -> None:
+        """fetch() answers a SELECT over the events table, with ``:name`` or ``?`` parameters."""
+        for i in range(6):
+            await store.append(f"s/{i % 2}", [make_event(connection_id=f"conn-{i % 3}")])
+        named = await store.fetch(
+            "SELECT stream, COUNT(*) FROM events WHERE position >= :since GROUP BY stream ORDER BY stream",
+            {"since": 3},
+        )
+        assert named == [("s/0", 2), ("s/1", 2)]
+        positional = await store.fetch("SELECT MAX(version) FROM events WHERE stream = ?", ("s/1",))
+        assert positional == [(3,)]
+
+    async def test_fetch_refuses_anything_but_a_query(self, store: EventStore, make_event: MakeEvent) -> None:
+        """fetch() is read-only: a statement that writes is refused and writes nothing."""
+        await store.append("s/a", [make_event()])
+        with pytest.raises(ConfigurationError):
+            await store.fetch("DELETE FROM events")
+        assert await store.stream_version("s/a") == 1

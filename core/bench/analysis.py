@@ -21,9 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from poolwarden.events import INDEXED_FIELDS
 from poolwarden.storage import open_store
-from poolwarden.storage.schema import EVENT_COLUMNS
+from poolwarden.storage.rows import EVENT_ROW, INSERT_COLUMNS
 
 __all__ = ["build_log", "run"]
 
@@ -32,9 +31,11 @@ CONNECTIONS = 32
 MODELS = ("toy-mlp", "matmul")
 ERROR_KINDS = ("transport", "timeout", "process_exit", "page_crash", "device_lost", "out_of_memory")
 _ERROR_WEIGHTS = (40, 25, 5, 10, 10, 10)
-_INSERT = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+# The store's own rows: position, stream, version, recorded_at, then the event's (EVENT_ROW).
+_INSERT = f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
+_OCCURRED_AT = EVENT_ROW.index("occurred_at")
 
-# One generated row: every column but position, stream, version and recorded_at, in table order.
+# One generated row: the columns the event gives, as EVENT_ROW lists them.
 _Row = tuple[Any, ...]
 
 
@@ -43,15 +44,9 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _row(type: str, at: float, payload: dict[str, Any], **columns: Any) -> _Row:
-    """A row for the events table; ``columns`` are ``incident_id`` and the indexed fields, by name."""
-    return (
-        type,
-        1,
-        at,
-        _encode(payload),
-        columns.get("incident_id"),
-        *(columns.get(name) for name in INDEXED_FIELDS),
-    )
+    """An event's row (:data:`EVENT_ROW`); ``columns`` are ``incident_id`` and the indexed fields, by name."""
+    values = {"type": type, "schema_version": 1, "occurred_at": at, "payload": _encode(payload), **columns}
+    return tuple(values.get(name) for name in EVENT_ROW)
 
 
 class _Pool:
@@ -243,8 +238,7 @@ def build_log(path: Path, events: int, *, seed: int = 6) -> None:
         for position in range(1, events + 1):
             stream, row = next(history)
             version = versions[stream] = versions.get(stream, 0) + 1
-            # The table's order: position, stream, version, then the row with recorded_at after occurred_at.
-            batch.append((position, stream, version, *row[:3], row[2] + 0.001, *row[3:]))
+            batch.append((position, stream, version, row[_OCCURRED_AT] + 0.001, *row))
             if len(batch) == 20_000 or position == events:
                 conn.execute("BEGIN")
                 conn.executemany(_INSERT, batch)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import operator
 import os
 import sqlite3
 import tempfile
@@ -17,15 +18,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from poolwarden.envelope import COLUMN_NAMES, ENVELOPE
 from poolwarden.events import NewEvent
 from poolwarden.storage import open_store
 from poolwarden.storage.base import Durability
-from poolwarden.storage.schema import EVENT_COLUMNS
 
 __all__ = ["run"]
 
 STREAMS = 100
 APPENDERS = 32
+
+# The raw baseline's rows: what the store sets, the payload, then the event's other columns as
+# they are (all from the event envelope, so the baseline writes every column the store writes).
+_AS_THEY_ARE = tuple(c.name for c in ENVELOPE if c.set_by == "event" and c.kind != "json")
+_RAW_COLUMNS = ("position", "stream", "version", "recorded_at", "payload", *_AS_THEY_ARE)
+_as_they_are = operator.attrgetter(*_AS_THEY_ARE)
 
 
 def _event(i: int) -> NewEvent:
@@ -85,34 +92,14 @@ def _raw_sqlite(path: Path, schema_from: Path, events: int) -> float:
     conn.execute("PRAGMA synchronous = NORMAL")
     for statement in ddl:
         conn.execute(statement)
-    sql = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+    sql = f"INSERT INTO events ({', '.join(_RAW_COLUMNS)}) VALUES ({', '.join('?' * len(_RAW_COLUMNS))})"
     encode = json.JSONEncoder(separators=(",", ":")).encode
     started = time.perf_counter()
     batch: list[tuple[Any, ...]] = []
     for i in range(events):
         new = _event(i)
-        batch.append(
-            (
-                i + 1,
-                f"bench/stream-{i % STREAMS}",
-                i // STREAMS + 1,
-                new.type,
-                1,
-                new.occurred_at,
-                time.time(),
-                encode(new.payload),
-                None,
-                new.connection_id,
-                new.model_id,
-                None,
-                new.error_kind,
-                None,
-                None,
-                None,
-                None,
-                new.latency_ms,
-            )
-        )
+        stream, version = f"bench/stream-{i % STREAMS}", i // STREAMS + 1
+        batch.append((i + 1, stream, version, time.time(), encode(new.payload), *_as_they_are(new)))
         if len(batch) == 5000 or i == events - 1:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(sql, batch)
@@ -127,7 +114,7 @@ def _raw_replay(path: Path) -> float:
     """Every row of the log iterated in position order with plain sqlite3: the replay baseline."""
     conn = sqlite3.connect(path)
     started = time.perf_counter()
-    count = sum(1 for _ in conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY position"))
+    count = sum(1 for _ in conn.execute(f"SELECT {', '.join(COLUMN_NAMES)} FROM events ORDER BY position"))
     elapsed = time.perf_counter() - started
     conn.close()
     if count == 0:

@@ -243,9 +243,9 @@ def _whatif(args: argparse.Namespace) -> int:
         raise PoolwardenError(f"{args.policy}: not a breaker policy: {error}") from error
 
     async def records() -> list[Any]:
-        from poolwarden.storage import SQLiteEventStore
+        from poolwarden.storage import open_store
 
-        async with SQLiteEventStore(args.db, read_only=True) as store:
+        async with open_store(args.db, read_only=True) as store:
             return [e async for e in store.iter_all() if e.stream.startswith("breaker/")]
 
     report = what_if(asyncio.run(records()), policy)

@@ -23,8 +23,8 @@ import numpy as np
 
 from poolwarden.errors import PoolwardenError
 from poolwarden.pool import PoolConfig, ResourcePool
+from poolwarden.storage import EventStore
 from poolwarden.storage.base import Durability
-from poolwarden.storage.sqlite import SQLiteEventStore
 from poolwarden.workers.choice import resolve_workers
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 
@@ -123,7 +123,7 @@ async def _inject_faults(
             )
 
 
-async def _recoveries(store: SQLiteEventStore, since: float) -> dict[str, int]:
+async def _recoveries(store: EventStore, since: float) -> dict[str, int]:
     rows = await store.fetch(
         "SELECT rung, COUNT(*) FROM events WHERE type = 'RecoveryCompleted' AND occurred_at >= ?"
         " GROUP BY rung",
@@ -189,7 +189,6 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
         ]
         work.append(asyncio.create_task(_inject_faults(pool, options.faults, tally, rng, options.duration)))
         store = pool.store
-        assert isinstance(store, SQLiteEventStore)
         recoveries: dict[str, int] = {}
         display = None
         if live and sys.stderr.isatty():

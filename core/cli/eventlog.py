@@ -8,8 +8,9 @@ from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from poolwarden.envelope import READING_ORDER
 from poolwarden.events import INDEXED_FIELDS, RecordedEvent
-from poolwarden.storage import SQLiteEventStore
+from poolwarden.storage import open_store
 
 __all__ = ["format_event", "print_events"]
 
@@ -26,17 +27,10 @@ def format_event(event: RecordedEvent) -> str:
 
 
 def _as_json(event: RecordedEvent) -> str:
+    """Every column of the event envelope, in reading order, the payload decoded."""
     record = {
-        "position": event.position,
-        "stream": event.stream,
-        "version": event.version,
-        "type": event.type,
-        "schema_version": event.schema_version,
-        "occurred_at": event.occurred_at,
-        "recorded_at": event.recorded_at,
-        "incident_id": event.incident_id,
-        **{name: getattr(event, name) for name in INDEXED_FIELDS},
-        "payload": event.payload,
+        column.name: event.payload if column.kind == "json" else getattr(event, column.attribute)
+        for column in READING_ORDER
     }
     return json.dumps(record)
 
@@ -60,7 +54,7 @@ async def print_events(
 ) -> int:
     """Print the matching events of the log at ``db``; with ``follow``, keep printing. Returns 0."""
     show = _as_json if as_json else format_event
-    async with SQLiteEventStore(db, read_only=True) as store:
+    async with open_store(db, read_only=True) as store:
         # With a limit, only the last `limit` matches are kept while the log is read through.
         matched: deque[RecordedEvent] = deque(maxlen=limit)
         position = 1

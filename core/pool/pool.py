@@ -65,7 +65,6 @@ from poolwarden.pool.tally import ServedTally
 from poolwarden.pool_events import MODEL_PLACED
 from poolwarden.storage import open_store
 from poolwarden.storage.base import EventStore
-from poolwarden.storage.sqlite import SQLiteEventStore
 from poolwarden.telemetry.queries import browser_figures
 from poolwarden.workers.handle import WorkerHandle
 from poolwarden.workers.models import resolve_model
@@ -210,9 +209,9 @@ class ResourcePool(RequestServing):
 
     async def _read_placement_history(self) -> None:
         """Seed placement's figures with what the log recorded of (model type, browser) within
-        ``config.placement_history_s`` (a store that cannot answer SQL has none to give)."""
+        ``config.placement_history_s``."""
         history = self.config.placement_history_s
-        if history is None or not isinstance(self.store, SQLiteEventStore):
+        if history is None:
             return
         for figures in await browser_figures(self.store, since=self.clock() - history, stream=POOL_STREAM):
             self.stats.add(

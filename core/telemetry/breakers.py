@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from poolwarden.breaker_events import STREAM_PREFIX, key_of_stream
 from poolwarden.clock import Clock, system_clock
 from poolwarden.replay import restore
-from poolwarden.storage import SQLiteEventStore
+from poolwarden.storage import open_store
 
 __all__ = ["BreakerStatus", "breaker_statuses"]
 
@@ -38,7 +38,7 @@ class BreakerStatus:
 async def breaker_statuses(db: str | os.PathLike[str], *, clock: Clock = system_clock) -> list[BreakerStatus]:
     """The status of every breaker recorded in the log at ``db``, by key."""
     statuses = []
-    async with SQLiteEventStore(db, read_only=True) as store:
+    async with open_store(db, read_only=True) as store:
         snapshots = await store.load_snapshots(STREAM_PREFIX)
         for stream, version in (await store.streams(STREAM_PREFIX)).items():
             snapshot = snapshots.get(stream)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from poolwarden.storage import SQLiteEventStore
+from poolwarden.storage import open_store
 from poolwarden.telemetry.breakers import BreakerStatus, breaker_statuses
 from poolwarden.telemetry.live import by_model, log_sections, model_metrics
 from poolwarden.telemetry.queries import LogCounts, log_counts
@@ -34,7 +34,7 @@ class LogReading:
 async def read_log(db: str | os.PathLike[str]) -> LogReading:
     """Read the breakers' states, each connection's last state and the counts from the log (read-only)."""
     statuses = await breaker_statuses(db)
-    async with SQLiteEventStore(db, read_only=True) as store:
+    async with open_store(db, read_only=True) as store:
         connections = await store.fetch(
             "SELECT e.stream, e.to_state, e.browser, e.occurred_at FROM events e"
             " WHERE e.stream LIKE 'connection/%' AND e.to_state IS NOT NULL AND e.position ="

@@ -19,7 +19,6 @@ from poolwarden.breaker_registry import BreakerRegistry
 from poolwarden.lifecycle_types import ConnectionState
 from poolwarden.memory import MemoryGovernor
 from poolwarden.storage.base import EventStore
-from poolwarden.storage.sqlite import SQLiteEventStore
 from poolwarden.telemetry.queries import LogCounts, RequestCounts, log_counts
 
 __all__ = [
@@ -109,8 +108,6 @@ async def export_telemetry(
 async def read_figures(pool: PoolView) -> tuple[LogCounts, dict[str, Any]]:
     """What telemetry counts: the log's counts (after a flush) and the host's figures (in a thread)."""
     store = pool.store
-    if not isinstance(store, SQLiteEventStore):  # pragma: no cover - the only backend today
-        raise TypeError("telemetry queries need the SQLite store")
     await pool.flush()  # what the pool has decided so far is in the log before it is counted
     counts = await log_counts(store)
     system = await asyncio.to_thread(system_figures, pool.governor.level.value)

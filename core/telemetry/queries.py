@@ -1,7 +1,7 @@
 """Aggregates over the event log that telemetry needs, as SQL on the indexed columns.
 
 Each query is written once, as SQL plus a function that shapes its rows, and runs either through
-an open :class:`~poolwarden.storage.SQLiteEventStore` (``await log_counts(store)``) or on a plain
+an open :class:`~poolwarden.storage.EventStore` (``await log_counts(store)``) or on a plain
 read-only ``sqlite3`` connection (``log_counts_sync(path)``, for the seed's synchronous
 ``export_telemetry``). The columns (model_id, connection_id, outcome, rung, latency_ms) hold
 what is counted; only the pool's summaries of successful requests (``InferencesServed``, one
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from poolwarden.pool_events import ATTEMPT_FAILED, FAILED, MODEL_PLACED, SERVED, SERVED_SUMMARY
-from poolwarden.storage.sqlite import SQLiteEventStore
+from poolwarden.storage import EventStore
 
 __all__ = [
     "BrowserFigures",
@@ -150,7 +150,7 @@ class BrowserFigures:
 
 
 async def browser_figures(
-    store: SQLiteEventStore, since: float = 0.0, stream: str = "pool/main"
+    store: EventStore, since: float = 0.0, stream: str = "pool/main"
 ) -> list[BrowserFigures]:
     """Successes, failed attempts and latency by (model type, browser) since ``since``: what
     placement weighs, read back from the pool's log when a pool starts."""
@@ -161,7 +161,7 @@ async def browser_figures(
     ]
 
 
-async def log_counts(store: SQLiteEventStore, since: float = 0.0) -> LogCounts:
+async def log_counts(store: EventStore, since: float = 0.0) -> LogCounts:
     """Requests by (model, connection), recovery rungs and the newest errors since ``since``."""
     params = (since,)
     return _shape(

@@ -1,0 +1,111 @@
+"""What one write transaction inserts: events encoded as rows, and a batch's versions and positions.
+
+Both halves are the same for every backend, so they live here rather than in one backend:
+
+- :func:`event_row` encodes a :class:`~poolwarden.events.NewEvent` when it is appended, before
+  anything is queued (so a payload JSON cannot hold is refused at once): the columns the event
+  itself gives, as :data:`EVENT_ROW` lists them;
+- :func:`plan_batch` runs inside a backend's write transaction, once it has read the stream
+  heads and the log's last position: it checks each append's expected version, assigns versions
+  and positions, and returns the outcome of each item and the rows to insert, whose columns
+  :data:`INSERT_COLUMNS` lists (the store's own first, then the event's).
+
+Both lists come from the event envelope (:mod:`poolwarden.envelope`); a column added there and
+not handled here stops this module at import rather than writing rows of the wrong shape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from operator import attrgetter
+from typing import Any
+
+from poolwarden.envelope import ENVELOPE, EVENT_FIELDS, STORE_SET
+from poolwarden.errors import ConcurrencyConflict, EventNotSerializable
+from poolwarden.events import AppendResult, NewEvent
+from poolwarden.storage.writer import Outcome, PendingAppend, Work
+
+__all__ = ["EVENT_ROW", "INSERT_COLUMNS", "encode_json", "event_row", "plan_batch"]
+
+# The event's columns that event_row converts (a finite float time, JSON, a float or NULL), and
+# those it copies as they are: text and integers, NULL where unset.
+_CONVERTED = ("type", "schema_version", "occurred_at", "payload")
+_COPIED = tuple(
+    c.name for c in ENVELOPE if c.set_by == "event" and c.name not in _CONVERTED and c.kind != "real"
+)
+_REAL = tuple(c.name for c in ENVELOPE if c.set_by == "event" and c.kind == "real")
+if set(_CONVERTED + _COPIED + _REAL) != set(EVENT_FIELDS) or _REAL != ("latency_ms",):
+    raise RuntimeError(f"storage.rows does not know how to encode every event column of {EVENT_FIELDS}")
+
+EVENT_ROW: tuple[str, ...] = (*_CONVERTED, *_COPIED, *_REAL)
+"""The columns of :func:`event_row`'s row, in its order."""
+
+INSERT_COLUMNS: tuple[str, ...] = (*STORE_SET, *EVENT_ROW)
+"""The columns of :func:`plan_batch`'s rows, in order: position, stream, version, recorded_at, then
+:data:`EVENT_ROW`."""
+if STORE_SET != ("position", "stream", "version", "recorded_at"):
+    raise RuntimeError(f"plan_batch assigns position, stream, version and recorded_at, not {STORE_SET}")
+
+_copied = attrgetter(*_COPIED)
+
+# One encoder for every payload: json.dumps with options builds a new encoder on each call.
+_encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+
+
+def encode_json(value: Mapping[str, Any], what: str) -> str:
+    """``value`` as compact JSON; raises :class:`EventNotSerializable` naming ``what`` if it cannot be."""
+    try:
+        return _encode_json(value)
+    except (TypeError, ValueError) as error:
+        raise EventNotSerializable(what, str(error)) from error
+
+
+def event_row(new: NewEvent) -> tuple[Any, ...]:
+    """The columns ``new`` gives (:data:`EVENT_ROW`); raises :class:`EventNotSerializable` for a bad event."""
+    if not new.type:
+        raise EventNotSerializable("", "an event needs a type")
+    if not math.isfinite(new.occurred_at):
+        raise EventNotSerializable(new.type, f"occurred_at must be a finite time, not {new.occurred_at}")
+    latency = new.latency_ms
+    return (
+        new.type,
+        new.schema_version,
+        float(new.occurred_at),
+        encode_json(new.payload, new.type),
+        *_copied(new),
+        None if latency is None else float(latency),
+    )
+
+
+def plan_batch(
+    work: list[Work], heads: dict[str, int], position: int, recorded_at: float
+) -> tuple[list[Outcome], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Inside the write transaction: check versions, assign versions and positions.
+
+    :param heads: each appended stream's current version (absent: 0); updated as appends land.
+    :param position: the log's last position (0 when empty).
+    :returns: one outcome per item, the event rows to insert (:data:`INSERT_COLUMNS`) and the
+        snapshot rows to save.
+    """
+    outcomes: list[Outcome] = []
+    rows: list[tuple[Any, ...]] = []
+    snapshots: list[tuple[Any, ...]] = []
+    for item in work:
+        if not isinstance(item, PendingAppend):
+            snapshots.append(item.row)
+            outcomes.append(None)
+            continue
+        head = heads.get(item.stream, 0)
+        if item.expected_version is not None and item.expected_version != head:
+            outcomes.append(ConcurrencyConflict(item.stream, item.expected_version, head))
+            continue
+        first_position = position + 1
+        stream = item.stream
+        for offset, row in enumerate(item.rows, start=1):
+            position += 1
+            rows.append((position, stream, head + offset, recorded_at, *row))
+        heads[stream] = head + len(item.rows)
+        outcomes.append(AppendResult(stream, head + 1, head + len(item.rows), first_position, position))
+    return outcomes, rows, snapshots

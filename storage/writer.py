@@ -1,0 +1,305 @@
+"""The group-commit writer: appends that arrive together are committed in one transaction.
+
+Any backend's appends go through one :class:`GroupCommitWriter`. It knows nothing of SQL: the
+backend gives it a *transaction callable*, ``commit_batch(work) -> outcomes``, which runs ONE
+transaction for a batch of work items (check each append's expected version, assign versions and
+positions, insert, commit) and returns one outcome per item, in order: an
+:class:`~poolwarden.events.AppendResult` for a committed append, a
+:class:`~poolwarden.errors.ConcurrencyConflict` (or another exception) for an append refused
+inside the transaction, ``None`` for a saved snapshot. If the whole transaction fails it raises a
+typed error (:class:`~poolwarden.errors.StoreError`), and every item of the batch fails with it.
+
+What the writer does around that callable:
+
+- a bounded queue: :meth:`GroupCommitWriter.append` waits while it is full (backpressure, nothing
+  is dropped);
+- batching: one task takes an item from the queue, yields to the appenders the last commit woke
+  (and, with ``linger``, waits a little), then takes whatever else is queued, up to ``max_batch``
+  events, and hands the batch to ``commit_batch``;
+- lock retries: a batch that fails with :class:`~poolwarden.errors.DatabaseLocked` is retried
+  with jittered backoff until ``lock_timeout`` has passed, then fails with ``DatabaseLocked``;
+- per-append outcomes: each append's future completes with its own result or error; a failed
+  *buffered* append (one that no one awaits) is kept and reported by the next :meth:`flush` or
+  :meth:`close` as :class:`~poolwarden.errors.WriteFailed`;
+- barriers: :meth:`flush` and :meth:`close` queue a barrier that completes once everything
+  queued before it has been handled; :meth:`close` then stops the task, and appenders still
+  waiting for room are told :class:`~poolwarden.errors.StoreClosed`, never left hanging.
+
+If the task itself stops on an unexpected error (or is cancelled), :attr:`GroupCommitWriter.broken`
+holds it and everything still queued fails with :class:`~poolwarden.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from poolwarden.errors import DatabaseLocked, StoreClosed, StoreError, WriteFailed
+from poolwarden.events import AppendResult
+
+__all__ = [
+    "CommitBatch",
+    "GroupCommitWriter",
+    "Outcome",
+    "PendingAppend",
+    "PendingSnapshot",
+    "Work",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PendingAppend:
+    """One append waiting for its transaction.
+
+    ``rows`` are the backend's encoded events (the writer only counts them): for the stores in
+    this package, :func:`~poolwarden.storage.rows.event_row`'s, the columns the event gives.
+    """
+
+    stream: str
+    expected_version: int | None
+    rows: list[tuple[Any, ...]]
+    future: asyncio.Future[AppendResult]
+    buffered: bool
+
+
+@dataclass(slots=True)
+class PendingSnapshot:
+    """One snapshot waiting for its transaction; ``row`` is the backend's encoded snapshot."""
+
+    row: tuple[Any, ...]
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Barrier:
+    """Completes once everything queued before it has been handled: flush() and close()."""
+
+    future: asyncio.Future[None]
+    stop: bool = False
+
+
+Work = PendingAppend | PendingSnapshot
+"""What a transaction writes: appends and snapshots."""
+
+Outcome = AppendResult | BaseException | None
+"""What became of one work item: its result, the error that refused it, or None (a snapshot)."""
+
+CommitBatch = Callable[[list[Work]], Awaitable[Sequence[Outcome]]]
+"""The backend's transaction: commits a batch in one transaction, one outcome per item, in order."""
+
+_Item = PendingAppend | PendingSnapshot | _Barrier
+
+
+@dataclass(slots=True)
+class _Failures:
+    """Buffered appends that failed, reported by the next flush() or close()."""
+
+    items: list[tuple[str, BaseException]] = field(default_factory=list)
+
+    def take(self) -> list[tuple[str, BaseException]]:
+        items, self.items = self.items, []
+        return items
+
+
+def _size(item: _Item) -> int:
+    return len(item.rows) if isinstance(item, PendingAppend) else 1
+
+
+class GroupCommitWriter:
+    """One task that commits queued appends and snapshots in batches through ``commit_batch``.
+
+    :param commit_batch: the backend's transaction (see the module docstring).
+    :param owner: the store this writer writes for; named (by ``repr``) in errors and the task.
+    :param max_batch: most events committed in one transaction.
+    :param linger: seconds to wait for more appends when a batch is small (besides yielding to
+        the appenders woken by the last commit, which it always does).
+    :param max_pending: items that may wait in the queue before appenders are made to wait.
+    :param lock_timeout: seconds a locked batch is retried before it fails with ``DatabaseLocked``.
+    :param on_commit: called after every committed transaction (to wake followers of the log).
+    """
+
+    def __init__(
+        self,
+        commit_batch: CommitBatch,
+        *,
+        owner: object,
+        max_batch: int = 5000,
+        linger: float = 0.0,
+        max_pending: int = 10_000,
+        lock_timeout: float = 60.0,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self._commit_batch = commit_batch
+        self._owner = owner
+        self.max_batch = max_batch
+        self.linger = linger
+        self.lock_timeout = lock_timeout
+        self._on_commit = on_commit
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max_pending)
+        self._task: asyncio.Task[None] | None = None
+        self._failures = _Failures()
+        self.broken: BaseException | None = None
+        """The unexpected error that stopped the writer's task, if one did."""
+
+    def start(self, name: str) -> None:
+        """Start the writer's task (on the running loop), named ``name``."""
+        if self._task is not None:
+            raise StoreError(f"the writer of {self._owner!r} was already started")
+        self._task = asyncio.get_running_loop().create_task(self._write_loop(), name=name)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the task has ended (after close(), or on an unexpected error)."""
+        return self._task is not None and self._task.done()
+
+    # --- what appenders call ------------------------------------------------------------------
+
+    async def append(
+        self, stream: str, rows: list[tuple[Any, ...]], expected_version: int | None, *, buffered: bool
+    ) -> asyncio.Future[AppendResult]:
+        """Queue an append (waiting while the queue is full); its future completes at commit."""
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        await self._queue.put(PendingAppend(stream, expected_version, rows, future, buffered))
+        if self.stopped and not future.done():
+            future.set_exception(StoreClosed(f"{self._owner!r} closed before this append was written"))
+        return future
+
+    async def save_snapshot(self, row: tuple[Any, ...]) -> None:
+        """Queue a snapshot and wait until it is committed (or raise why it was not)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(PendingSnapshot(row, future))
+        await asyncio.shield(future)
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is handled; raise WriteFailed for lost buffered appends."""
+        await self._barrier(stop=False)
+        self._raise_failures()
+
+    async def close(self) -> None:
+        """Handle everything queued, stop the task, then raise WriteFailed for lost buffered appends.
+
+        An unexpected error that stopped the task is raised here too.
+        """
+        if self._task is not None and not self._task.done():
+            await self._barrier(stop=True)
+            await self._task
+        self._raise_failures()
+
+    async def _barrier(self, *, stop: bool) -> None:
+        barrier = _Barrier(asyncio.get_running_loop().create_future(), stop=stop)
+        await self._queue.put(barrier)
+        await asyncio.shield(barrier.future)
+
+    def _raise_failures(self) -> None:
+        failures = self._failures.take()
+        if failures:
+            raise WriteFailed(failures)
+
+    # --- the task -----------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        batch: list[_Item] = []
+        try:
+            while True:
+                batch = [await queue.get()]
+                size = _size(batch[0])
+                # Appenders woken by the last commit are about to queue their next append: yield
+                # to them (and, with linger, wait a little) so that they share this commit.
+                for _ in range(2):
+                    if size + queue.qsize() >= self.max_batch:
+                        break
+                    await asyncio.sleep(0)
+                if self.linger > 0 and size + queue.qsize() < self.max_batch:
+                    await asyncio.sleep(self.linger)
+                while size < self.max_batch and not queue.empty():
+                    item = queue.get_nowait()
+                    batch.append(item)
+                    size += _size(item)
+                stop = await self._handle(batch)
+                if stop:
+                    # Appenders that were waiting for room when close() began queued behind
+                    # the stop: they are told, not left waiting.
+                    self._fail_queued(StoreClosed(f"{self._owner!r} closed before this append was written"))
+                    return
+        except BaseException as error:
+            self.broken = error
+            stopped = StoreError(f"the store's writer stopped: {error!r}")
+            self._fail(batch, stopped)  # the batch in hand when it stopped: its appenders must not hang
+            self._fail_queued(stopped)
+            raise
+
+    def _fail_queued(self, error: StoreError) -> None:
+        queue = self._queue
+        while not queue.empty():
+            self._fail([queue.get_nowait()], error)
+
+    @staticmethod
+    def _fail(items: list[_Item], error: StoreError) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(error)
+                item.future.exception()  # retrieved: the appender, if still there, re-raises it
+
+    async def _handle(self, batch: list[_Item]) -> bool:
+        work: list[Work] = [item for item in batch if not isinstance(item, _Barrier)]
+        if work:
+            await self._commit(work)
+        stop = False
+        for item in batch:
+            if isinstance(item, _Barrier):
+                stop = stop or item.stop
+                if not item.future.done():
+                    item.future.set_result(None)
+        return stop
+
+    async def _commit(self, work: list[Work]) -> None:
+        """Commit ``work`` in one transaction, retrying a locked database until ``lock_timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.lock_timeout
+        delay = 0.005
+        while True:
+            try:
+                outcomes = await self._commit_batch(work)
+                break
+            except DatabaseLocked as error:
+                if loop.time() < deadline:
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 0.5)
+                    continue
+                detail = f"still locked after {self.lock_timeout:g} s: {error.detail}"
+                self._settle_all(work, DatabaseLocked(error.path, detail))
+                return
+            except Exception as error:  # the transaction's typed error: every item of it failed
+                self._settle_all(work, error)
+                return
+        for item, outcome in zip(work, outcomes, strict=True):
+            self._settle(item, outcome)
+        if self._on_commit is not None:
+            self._on_commit()
+
+    def _settle_all(self, work: list[Work], error: BaseException) -> None:
+        for item in work:
+            self._settle(item, error)
+
+    def _settle(self, item: Work, outcome: Outcome) -> None:
+        if item.future.done():
+            return
+        if isinstance(outcome, BaseException):
+            item.future.set_exception(outcome)
+            if isinstance(item, PendingAppend) and item.buffered:
+                item.future.exception()  # retrieved here; reported by flush() and close()
+                if not self._failures.items:
+                    log.error("buffered append to %s failed: %s (flush() reports all)", item.stream, outcome)
+                self._failures.items.append((item.stream, outcome))
+        elif isinstance(item, PendingAppend):
+            assert isinstance(outcome, AppendResult)
+            item.future.set_result(outcome)
+        else:
+            item.future.set_result(None)

@@ -1,0 +1,222 @@
+"""The group-commit writer on its own, with a fake transaction: batching, failures, barriers, close."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from poolwarden.errors import (
+    ConcurrencyConflict,
+    DatabaseError,
+    DatabaseLocked,
+    StoreClosed,
+    StoreError,
+    WriteFailed,
+)
+from poolwarden.events import AppendResult
+from poolwarden.storage.writer import GroupCommitWriter, Outcome, PendingAppend, Work
+
+ROW: tuple[Any, ...] = ("Happened",)
+
+
+class FakeLog:
+    """A transaction callable over a list: records each batch; fails the ones it is told to."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Work]] = []
+        self.heads: dict[str, int] = {}
+        self.position = 0
+        self.fail_next: list[BaseException] = []
+        self.gate: asyncio.Event | None = None  # when set, each transaction waits for it
+        self.commits = 0
+
+    async def commit_batch(self, work: list[Work]) -> Sequence[Outcome]:
+        if self.gate is not None:
+            await self.gate.wait()
+        self.batches.append(list(work))
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+        outcomes: list[Outcome] = []
+        for item in work:
+            if not isinstance(item, PendingAppend):
+                outcomes.append(None)
+                continue
+            head = self.heads.get(item.stream, 0)
+            if item.expected_version is not None and item.expected_version != head:
+                outcomes.append(ConcurrencyConflict(item.stream, item.expected_version, head))
+                continue
+            first = self.position + 1
+            self.position += len(item.rows)
+            self.heads[item.stream] = head + len(item.rows)
+            outcomes.append(AppendResult(item.stream, head + 1, head + len(item.rows), first, self.position))
+        return outcomes
+
+    def on_commit(self) -> None:
+        self.commits += 1
+
+
+def _writer(log: FakeLog, **options: Any) -> GroupCommitWriter:
+    writer = GroupCommitWriter(log.commit_batch, owner="fake store", on_commit=log.on_commit, **options)
+    writer.start("test-writer")
+    return writer
+
+
+async def test_appends_that_arrive_together_share_one_transaction() -> None:
+    """Appends queued while the writer works are committed together, each with its own result."""
+    log = FakeLog()
+    writer = _writer(log)
+    futures = await asyncio.gather(
+        *(writer.append(f"s/{i}", [ROW, ROW], 0, buffered=False) for i in range(10))
+    )
+    results = await asyncio.gather(*futures)
+    assert len(log.batches) == 1
+    assert [r.last_version for r in results] == [2] * 10
+    assert sorted(r.last_position for r in results) == list(range(2, 21, 2))
+    assert log.commits == 1
+    await writer.close()
+
+
+async def test_max_batch_bounds_the_events_of_one_transaction() -> None:
+    """No batch holds more than max_batch events (an item is never split)."""
+    log = FakeLog()
+    writer = _writer(log, max_batch=3)
+    futures = await asyncio.gather(*(writer.append("s/a", [ROW], None, buffered=True) for _ in range(10)))
+    await writer.flush()
+    assert all(f.done() for f in futures)
+    assert [len(batch) for batch in log.batches] == [3, 3, 3, 1]
+    await writer.close()
+
+
+async def test_a_refused_append_fails_alone() -> None:
+    """An outcome that is an error fails only its own append; the others of the batch commit."""
+    log = FakeLog()
+    writer = _writer(log)
+    ok, stale = await asyncio.gather(
+        writer.append("s/a", [ROW], 0, buffered=False), writer.append("s/b", [ROW], 5, buffered=False)
+    )
+    assert (await ok).last_version == 1
+    with pytest.raises(ConcurrencyConflict):
+        await stale
+    await writer.close()
+
+
+async def test_a_failed_transaction_fails_its_batch_and_the_next_one_commits() -> None:
+    """The transaction's error goes to every item of its batch; the writer carries on."""
+    log = FakeLog()
+    log.fail_next.append(DatabaseError(None, "disk full"))
+    writer = _writer(log)
+    first = await asyncio.gather(*(writer.append("s/a", [ROW], None, buffered=False) for _ in range(3)))
+    for future in first:
+        with pytest.raises(DatabaseError, match="disk full"):
+            await future
+    later = await writer.append("s/a", [ROW], 0, buffered=False)
+    assert (await later).first_version == 1
+    assert log.commits == 1  # only the transaction that committed woke followers
+    await writer.close()
+
+
+async def test_flush_reports_failed_buffered_appends_once() -> None:
+    """A buffered append that failed is reported by the next flush as WriteFailed, then forgotten."""
+    log = FakeLog()
+    log.fail_next.append(DatabaseError(None, "disk full"))
+    writer = _writer(log)
+    await writer.append("s/a", [ROW], None, buffered=True)
+    with pytest.raises(WriteFailed) as caught:
+        await writer.flush()
+    assert [stream for stream, _ in caught.value.failures] == ["s/a"]
+    await writer.flush()  # nothing more to report
+    await writer.close()
+
+
+async def test_a_locked_batch_is_retried_until_it_commits() -> None:
+    """DatabaseLocked from the transaction is retried, within lock_timeout, and then commits."""
+    log = FakeLog()
+    log.fail_next.extend([DatabaseLocked(None, "busy"), DatabaseLocked(None, "busy")])
+    writer = _writer(log, lock_timeout=5.0)
+    future = await writer.append("s/a", [ROW], 0, buffered=False)
+    assert (await future).last_version == 1
+    assert len(log.batches) == 3
+    await writer.close()
+
+
+async def test_a_batch_locked_past_the_timeout_fails_with_database_locked() -> None:
+    """After lock_timeout the batch fails with DatabaseLocked saying how long it waited."""
+    log = FakeLog()
+    log.fail_next.extend([DatabaseLocked(None, "busy")] * 1000)
+    writer = _writer(log, lock_timeout=0.05)
+    future = await writer.append("s/a", [ROW], 0, buffered=False)
+    with pytest.raises(DatabaseLocked, match=r"still locked after 0\.05 s: busy"):
+        await future
+    log.fail_next.clear()
+    await writer.close()
+
+
+async def test_snapshots_commit_with_appends() -> None:
+    """A snapshot is work like an append: save_snapshot returns once its transaction commits."""
+    log = FakeLog()
+    writer = _writer(log)
+    await writer.save_snapshot(("s/a", 1, 1, 0.0, "{}"))
+    assert len(log.batches) == 1
+    await writer.close()
+
+
+async def test_close_commits_what_is_queued_and_refuses_what_comes_after() -> None:
+    """close() waits for the queued appends; an append after it is told StoreClosed."""
+    log = FakeLog()
+    writer = _writer(log)
+    queued = [await writer.append("s/a", [ROW], None, buffered=True) for _ in range(5)]
+    await writer.close()
+    assert all(f.done() and f.exception() is None for f in queued)
+    assert writer.stopped
+    late = await writer.append("s/a", [ROW], None, buffered=False)
+    with pytest.raises(StoreClosed):
+        await late
+
+
+async def test_close_raises_write_failed_for_lost_buffered_appends() -> None:
+    """Buffered appends that failed and were never flushed are reported by close()."""
+    log = FakeLog()
+    log.fail_next.append(DatabaseError(None, "disk full"))
+    writer = _writer(log)
+    await writer.append("s/a", [ROW], None, buffered=True)
+    with pytest.raises(WriteFailed):
+        await writer.close()
+
+
+async def test_a_full_queue_makes_appenders_wait() -> None:
+    """With the transaction stalled, appends beyond max_pending wait for room; then all commit."""
+    log = FakeLog()
+    log.gate = asyncio.Event()
+    writer = _writer(log, max_pending=2, max_batch=1)
+    tasks = [asyncio.create_task(writer.append("s/a", [ROW], None, buffered=True)) for _ in range(6)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert sum(t.done() for t in tasks) == 3  # one in the writer's hands, two in the queue
+    log.gate.set()
+    futures = await asyncio.gather(*tasks)
+    await writer.flush()
+    assert all(f.done() for f in futures)
+    await writer.close()
+
+
+async def test_cancelled_writer_is_broken_and_fails_what_it_held() -> None:
+    """A writer cancelled mid-transaction is broken; the batch in hand and the queued work fail."""
+    log = FakeLog()
+    log.gate = asyncio.Event()
+    writer = _writer(log, max_batch=1)
+    in_hand = await writer.append("s/a", [ROW], None, buffered=False)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    queued = await writer.append("s/a", [ROW], None, buffered=False)
+    task = writer._task
+    assert task is not None
+    task.cancel()
+    await asyncio.wait({task})
+    assert isinstance(writer.broken, asyncio.CancelledError)
+    for future in (in_hand, queued):
+        with pytest.raises(StoreError, match="writer stopped"):
+            await future
+    await writer.close()  # nothing left to do; the store reports the broken writer on its next call
