@@ -312,26 +312,3 @@ def run(events: int = 1_000_000, repeat: int = 2) -> dict[str, Any]:
         "breaker_timeline_s": round(timeline_s, 3),
         "incidents_s": round(incidents_s, 3),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m poolwarden.bench.analysis [--events N] [--json]``, until the CLI has ``bench analysis``."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m poolwarden.bench.analysis", description=__doc__)
-    parser.add_argument("--events", type=int, default=1_000_000, help="events in the log (default 1,000,000)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    args = parser.parse_args(argv)
-    print(f"building a log of {args.events:,} events and loading it ...", file=sys.stderr)
-    result = run(events=args.events)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:<26} {value:,}" if isinstance(value, int) else f"{key:<26} {value}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
