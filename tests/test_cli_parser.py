@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from poolwarden.cli import build_parser, main
+from poolwarden.cli import main
+from poolwarden.cli.parser import build_parser
 
 COMMANDS = (
     "demo",
