@@ -5,7 +5,9 @@ connection and model breakers, successes summarised, breakers opening, half-open
 recoveries climbing the ladder under one incident id, memory samples) is built with plain
 ``sqlite3.executemany`` into a schema the store created; then ``load_events``, two analyses on
 its frame, and the baseline, ``pandas.read_sql("SELECT * FROM events", sqlite3_connection)``,
-are timed on the same file. ``load_ratio`` is load_events' time over the baseline's.
+are timed on the same file. ``load_ratio`` is load_events' time over the baseline's. Outside the
+timings, the benchmark checks that what it loaded is a history a pool could have written (see
+``_check_history``) and refuses to report figures timed on anything else.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poolwarden.events import INDEXED_FIELDS
 from poolwarden.storage import open_store
 from poolwarden.storage.schema import EVENT_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["build_log", "run"]
 
@@ -254,6 +259,30 @@ def build_log(path: Path, events: int, *, seed: int = 6) -> None:
         conn.close()
 
 
+def _check_history(frame: pd.DataFrame, table: pd.DataFrame, timeline: pd.DataFrame) -> None:
+    """Raise ``AssertionError`` unless the loaded log is one a pool could have written.
+
+    Positions run 1, 2, ...; each breaker transition starts where the stream's last one left it;
+    at most one incident is open (one the log's end cut); every other ended recovered or with
+    the budget exhausted. A log of 1,000 events or more has over ten incidents and some breaker
+    transitions, so that the analyses timed on it have work to do.
+    """
+    if frame["position"].tolist() != list(range(1, len(frame) + 1)):
+        raise AssertionError("the log's positions are not 1, 2, ...")
+    changes = frame[frame["stream"].astype(str).str.startswith("breaker/") & frame["to_state"].notna()]
+    for stream, rows in changes.groupby(changes["stream"].astype(str)):
+        states = ["closed", *rows["to_state"].astype(str)]
+        if rows["from_state"].astype(str).tolist() != states[:-1]:
+            raise AssertionError(f"{stream}: a breaker transition does not start where the last one ended")
+    if table["open"].sum() > 1:
+        raise AssertionError("more than one incident is open at the log's end")
+    outcomes = set(table["outcome"].astype(str))
+    if not outcomes <= {"recovered", "budget_exhausted", "open"}:
+        raise AssertionError(f"incidents ended as {sorted(outcomes)}")
+    if len(frame) >= 1000 and (len(table) <= 10 or len(timeline) == 0):
+        raise AssertionError("the log has too few incidents or breaker transitions to analyse")
+
+
 def _timed(work: Callable[[], Any]) -> tuple[float, float, Any]:
     """Wall and CPU seconds of ``work()``, and its result."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -293,9 +322,10 @@ def run(events: int = 1_000_000, repeat: int = 2) -> dict[str, Any]:
         if len(frame) != events:
             raise AssertionError(f"load_events returned {len(frame)} events of {events}")
         rates_s, _, _ = _timed(lambda: recovery_success_rates(frame))
-        timeline_s, _, _ = _timed(lambda: breaker_timeline(frame))
-        incidents_s, _, _ = _timed(lambda: incidents(frame))
+        timeline_s, _, timeline = _timed(lambda: breaker_timeline(frame))
+        incidents_s, _, table = _timed(lambda: incidents(frame))
         size = path.stat().st_size
+    _check_history(frame, table, timeline)
     load_s, load_cpu = min(loads)[0], min(cpu for _, cpu in loads)
     read_sql_s, read_sql_cpu = min(baselines)[0], min(cpu for _, cpu in baselines)
     return {
