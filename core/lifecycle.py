@@ -364,8 +364,6 @@ class ConnectionLifecycle:
             self._escalate("timeout")
         return True
 
-    on_deadline = tick
-
     def request_drain(self, reason: str) -> None:
         """Begin proactive recycling: finish in-flight work, take none, then restart.
 

@@ -39,8 +39,6 @@ __all__ = [
     "RecycleBrowser",
 ]
 
-POOL_MEMORY_STREAM = "pool/memory"
-
 
 class PressureLevel(enum.StrEnum):
     """How hard the host is pressed for memory."""

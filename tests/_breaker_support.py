@@ -2,7 +2,98 @@
 
 from __future__ import annotations
 
-from poolwarden.bench.breaker import MemoryLog as Log
-from poolwarden.bench.breaker import synthetic_traffic as simulate
+import json
+import random
+from collections.abc import Iterable
+
+from poolwarden.breaker import CircuitBreaker
+from poolwarden.breaker_events import BreakerEvent
+from poolwarden.clock import FakeClock
+from poolwarden.events import RecordedEvent
+from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, OpenBackoff, SlidingWindow
 
 __all__ = ["Log", "simulate"]
+
+
+class Log:
+    """Breaker events recorded in memory as a store numbers them (per-stream versions, global positions)."""
+
+    def __init__(self) -> None:
+        self.records: list[RecordedEvent] = []
+        self.versions: dict[str, int] = {}
+
+    def add(self, events: Iterable[BreakerEvent]) -> None:
+        """Record ``events`` as appended, in order."""
+        for event in events:
+            new = event.to_new_event()
+            version = self.versions.get(event.stream, 0) + 1
+            self.versions[event.stream] = version
+            self.records.append(
+                RecordedEvent(
+                    position=len(self.records) + 1,
+                    stream=event.stream,
+                    version=version,
+                    type=new.type,
+                    schema_version=new.schema_version,
+                    occurred_at=new.occurred_at,
+                    recorded_at=new.occurred_at,
+                    payload_json=json.dumps(dict(new.payload)),
+                    connection_id=new.connection_id,
+                    model_id=new.model_id,
+                    error_kind=new.error_kind,
+                    from_state=new.from_state,
+                    to_state=new.to_state,
+                    outcome=new.outcome,
+                    latency_ms=new.latency_ms,
+                )
+            )
+
+    def stream(self, stream: str) -> list[RecordedEvent]:
+        """The records of one stream, in version order."""
+        return [record for record in self.records if record.stream == stream]
+
+
+def simulate(
+    n_breakers: int, n_events: int, *, seed: int = 0
+) -> tuple[dict[str, CircuitBreaker], Log, FakeClock]:
+    """Drive ``n_breakers`` connection breakers with random calls until their log holds ``n_events``.
+
+    About 45% of calls fail (transport, timeout, page crash, or an input error that never
+    counts). Returns the live breakers (checkpointed, nothing pending), the log and the clock.
+    """
+    rng = random.Random(seed)
+    clock = FakeClock(1_700_000_000.0)
+    policy = BreakerPolicy(
+        failure_rate=0.5, window=SlidingWindow(size=20, min_calls=10), backoff=OpenBackoff(base=5.0, cap=60.0)
+    )
+    breakers = {
+        f"conn-{i}": CircuitBreaker(
+            f"conn-{i}",
+            policy,
+            clock=clock,
+            rng=rng,
+            level=BreakerLevel.CONNECTION,
+            connection_id=f"conn-{i}",
+        )
+        for i in range(n_breakers)
+    }
+    keys = list(breakers)
+    log = Log()
+    kinds = (ErrorKind.TRANSPORT, ErrorKind.TIMEOUT, ErrorKind.INPUT, ErrorKind.PAGE_CRASH)
+    while len(log.records) < n_events:
+        clock.advance(rng.random() * 0.01)
+        breaker = breakers[keys[rng.randrange(n_breakers)]]
+        decision = breaker.allow()
+        if decision:
+            if rng.random() < 0.55:
+                breaker.record_success(decision.permit, rng.random())
+            else:
+                breaker.record_failure(kinds[rng.randrange(4)], rng.random(), decision.permit)
+        if rng.random() < 0.001:
+            breaker.checkpoint()
+        if breaker.has_events:
+            log.add(breaker.drain_events())
+    for breaker in breakers.values():
+        breaker.checkpoint()
+        log.add(breaker.drain_events())
+    return breakers, log, clock

@@ -1,17 +1,26 @@
-"""The analysis benchmark's fixture and figures (its speed is reported, never asserted)."""
+"""The analysis benchmark's figures, and its check of its own log (its speed is reported, never asserted)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
-from poolwarden.analysis import breaker_timeline, incidents, load_events
-from poolwarden.bench.analysis import build_log, run
+import pytest
+
+from poolwarden.cli import main
 
 
-def test_run_reports_every_figure() -> None:
-    """A small run returns the documented keys, for the number of events asked."""
-    result = run(events=3000, repeat=1)
-    assert result["events"] == 3000
+@pytest.mark.parametrize("events", [3000, 5000])
+def test_run_reports_every_figure(events: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """A small run returns the documented keys, for the number of events asked.
+
+    It exits 0 only if the log it built and loaded is a consistent history: positions 1..n, each
+    breaker transition starting where the last one left it, at most one incident open (one the
+    log's end cut), the others recovered or out of budget, and (from 1,000 events) more than ten
+    incidents and some breaker transitions; otherwise the benchmark raises.
+    """
+    assert main(["bench", "analysis", "--json", "--events", str(events)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["events"] == events
     for key in (
         "load_events_s",
         "read_sql_s",
@@ -20,20 +29,3 @@ def test_run_reports_every_figure() -> None:
         "breaker_timeline_s",
     ):
         assert result[key] > 0, key
-
-
-def test_fixture_log_is_a_consistent_history(tmp_path: Path) -> None:
-    """Each breaker transition starts where the last one left it; only the last incident may be open."""
-    path = tmp_path / "bench.db"
-    build_log(path, 5000)
-    df = load_events(path)
-    assert df["position"].tolist() == list(range(1, 5001))
-    changes = df[df["stream"].astype(str).str.startswith("breaker/") & df["to_state"].notna()]
-    for _, rows in changes.groupby(changes["stream"].astype(str)):
-        states = ["closed", *rows["to_state"].astype(str)]
-        assert rows["from_state"].astype(str).tolist() == states[:-1]
-    table = incidents(df)
-    assert len(table) > 10
-    assert table["open"].sum() <= 1  # only an incident cut by the log's end may be open
-    assert set(table["outcome"].astype(str)) <= {"recovered", "budget_exhausted", "open"}
-    assert len(breaker_timeline(df)) > 0

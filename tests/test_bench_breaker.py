@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import json
 
-from poolwarden.bench.breaker import run
+import pytest
+
+from poolwarden.cli import main
 
 
-def test_benchmark_reports_every_figure_and_an_exact_restore() -> None:
-    """A small run returns the issue's keys, JSON-ready, and its restores equal the live breakers."""
-    result = run(True, calls=2_000, restore_events=3_000, restore_breakers=100, snapshot_every=20)
+def test_benchmark_reports_every_figure_and_an_exact_restore(capsys: pytest.CaptureFixture[str]) -> None:
+    """A small run prints the issue's keys as one JSON object, and its restores equal the live breakers."""
+    argv = ["--calls", "2000", "--events", "3000", "--breakers", "100", "--snapshot-every", "20"]
+    assert main(["bench", "breaker", "--json", *argv]) == 0
+    captured = capsys.readouterr()
+    (line,) = captured.out.strip().splitlines()  # with --json: nothing but the result, no progress
+    assert captured.err == ""
+    result = json.loads(line)
     for key in ("bare_ns", "protected_ns", "overhead_ns", "create_10k_s", "bytes_per_breaker"):
         assert isinstance(result[key], int | float)
         assert result[key] > 0 or key == "overhead_ns"
     assert result["restore_exact"] is True
     assert result["restore_tail_events"] < result["restore_events"]
-    assert json.loads(json.dumps(result)) == result
+    assert result["restore_events"] >= 3000
+    assert result["restore_breakers"] == 100
+    assert result["restore_snapshot_every"] == 20

@@ -15,40 +15,38 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from poolwarden.bench.recovery import (
-    NO_RUNG,
-    RecoveryRig,
-    bench_policy,
-    check_placed_model,
-    inject_and_recover,
-    recovery_rig,
-)
 from poolwarden.browser.launcher import find_chromium, find_firefox
 from poolwarden.events import RecordedEvent
 from poolwarden.workers.handle import InjectedFault
 from tests.bridge_helpers import installed
-from tests.recovery_support import assert_incident_logged
+from tests.recovery_support import (
+    NO_RUNG,
+    BrowserRig,
+    assert_incident_logged,
+    browser_rig,
+    check_placed_model,
+    inject_and_recover,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 WITHIN = 60.0  # an outcome must come in this; a failure, never a pause
-POLICY = bench_policy(ping_timeout_s=0.5)
 chromium_only = pytest.mark.skipif(not installed(find_chromium), reason="Chromium is not installed")
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def chromium(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RecoveryRig]:
+async def chromium(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[BrowserRig]:
     if not installed(find_chromium):
         pytest.skip("Chromium is not installed")
     db = tmp_path_factory.mktemp("recovery") / "events.db"
-    async with recovery_rig("chromium", db, policy=POLICY, worker_id="chromium-rec") as rig:
+    async with browser_rig("chromium", db, worker_id="chromium-rec") as rig:
         assert rig.handle.connection.backend == "webgpu"
         yield rig
 
 
-async def recover(rig: RecoveryRig, fault: InjectedFault, rung: str) -> list[RecordedEvent]:
+async def recover(rig: BrowserRig, fault: InjectedFault, rung: str) -> list[RecordedEvent]:
     """Cause ``fault``, expect ``rung`` to recover it, check numpy; return the incident's events."""
-    got, _seconds = await inject_and_recover(rig, fault, WITHIN)
+    got = await inject_and_recover(rig, fault, WITHIN)
     assert got == rung
     assert await check_placed_model(rig) == rig.handle.connection.backend
     if rung == NO_RUNG:
@@ -60,7 +58,7 @@ async def recover(rig: RecoveryRig, fault: InjectedFault, rung: str) -> list[Rec
 
 
 @chromium_only
-async def test_browser_killed_recovers_by_restart(chromium: RecoveryRig) -> None:
+async def test_browser_killed_recovers_by_restart(chromium: BrowserRig) -> None:
     """SIGKILL of the whole browser is seen as a process exit and recovered by a restart."""
     before = getattr(chromium.handle, "process", None)
     assert before is not None
@@ -74,9 +72,9 @@ async def test_browser_killed_recovers_by_restart(chromium: RecoveryRig) -> None
 
 
 @chromium_only
-async def test_hung_page_fails_ping_then_crash_and_reload_recovers(chromium: RecoveryRig) -> None:
+async def test_hung_page_fails_ping_then_crash_and_reload_recovers(chromium: BrowserRig) -> None:
     """A busy-looping page misses the heartbeat, fails the ping by timeout, and is crashed and reloaded."""
-    got, _seconds = await inject_and_recover(chromium, InjectedFault.PAGE_HANG, WITHIN)
+    got = await inject_and_recover(chromium, InjectedFault.PAGE_HANG, WITHIN)
     assert got == "reconnect"
     await check_placed_model(chromium)
     incident = chromium.recovery.machine.last_incident_id
@@ -94,7 +92,7 @@ async def test_hung_page_fails_ping_then_crash_and_reload_recovers(chromium: Rec
 
 
 @chromium_only
-async def test_renderer_killed_closes_1001_and_reconnect_recovers(chromium: RecoveryRig) -> None:
+async def test_renderer_killed_closes_1001_and_reconnect_recovers(chromium: BrowserRig) -> None:
     """SIGKILL of the renderer closes the socket with 1001; a reload (reconnect rung) recovers."""
     events = await recover(chromium, InjectedFault.RENDERER_CRASH, "reconnect")
     assert events[0].payload["close_code"] == 1001
@@ -104,7 +102,7 @@ async def test_renderer_killed_closes_1001_and_reconnect_recovers(chromium: Reco
 
 
 @chromium_only
-async def test_socket_dropped_page_reconnects_by_itself(chromium: RecoveryRig) -> None:
+async def test_socket_dropped_page_reconnects_by_itself(chromium: BrowserRig) -> None:
     """A cut socket (1006, browser alive) heals by the page's own reconnect: no rung, models kept."""
     instance = chromium.handle.connection.hello.instance if chromium.handle.connection.hello else None
     version = chromium.recovery.driver.version
@@ -118,7 +116,7 @@ async def test_socket_dropped_page_reconnects_by_itself(chromium: RecoveryRig) -
 
 
 @chromium_only
-async def test_device_destroyed_page_recreates_it_and_ping_recovers(chromium: RecoveryRig) -> None:
+async def test_device_destroyed_page_recreates_it_and_ping_recovers(chromium: BrowserRig) -> None:
     """GPUDevice.destroy(): the page reports the loss, recreates its device, the ping proves it."""
     events = await recover(chromium, InjectedFault.DEVICE_LOST, "ping")
     assert events[0].error_kind == "device_lost"
@@ -130,7 +128,7 @@ async def test_device_destroyed_page_recreates_it_and_ping_recovers(chromium: Re
 async def test_firefox_recovers_a_killed_browser_and_a_killed_content_process(tmp_path: Path) -> None:
     """Firefox ESR on the JS path: a killed browser is restarted, a killed content process (1001)
     is loaded again in its browsing context, and each time the numbers are right."""
-    async with recovery_rig("firefox", tmp_path / "events.db", policy=POLICY, worker_id="firefox-rec") as rig:
+    async with browser_rig("firefox", tmp_path / "events.db", worker_id="firefox-rec") as rig:
         assert rig.handle.connection.backend == "js"
         events = await recover(rig, InjectedFault.BROWSER_KILL, "restart")
         assert events[0].payload["trigger"] == "process_exited"

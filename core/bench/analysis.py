@@ -5,7 +5,9 @@ connection and model breakers, successes summarised, breakers opening, half-open
 recoveries climbing the ladder under one incident id, memory samples) is built with plain
 ``sqlite3.executemany`` into a schema the store created; then ``load_events``, two analyses on
 its frame, and the baseline, ``pandas.read_sql("SELECT * FROM events", sqlite3_connection)``,
-are timed on the same file. ``load_ratio`` is load_events' time over the baseline's.
+are timed on the same file. ``load_ratio`` is load_events' time over the baseline's. Outside the
+timings, the benchmark checks that what it loaded is a history a pool could have written (see
+``_check_history``) and refuses to report figures timed on anything else.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poolwarden.storage import open_store
 from poolwarden.storage.rows import EVENT_ROW, INSERT_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["build_log", "run"]
 
@@ -248,6 +253,30 @@ def build_log(path: Path, events: int, *, seed: int = 6) -> None:
         conn.close()
 
 
+def _check_history(frame: pd.DataFrame, table: pd.DataFrame, timeline: pd.DataFrame) -> None:
+    """Raise ``AssertionError`` unless the loaded log is one a pool could have written.
+
+    Positions run 1, 2, ...; each breaker transition starts where the stream's last one left it;
+    at most one incident is open (one the log's end cut); every other ended recovered or with
+    the budget exhausted. A log of 1,000 events or more has over ten incidents and some breaker
+    transitions, so that the analyses timed on it have work to do.
+    """
+    if frame["position"].tolist() != list(range(1, len(frame) + 1)):
+        raise AssertionError("the log's positions are not 1, 2, ...")
+    changes = frame[frame["stream"].astype(str).str.startswith("breaker/") & frame["to_state"].notna()]
+    for stream, rows in changes.groupby(changes["stream"].astype(str)):
+        states = ["closed", *rows["to_state"].astype(str)]
+        if rows["from_state"].astype(str).tolist() != states[:-1]:
+            raise AssertionError(f"{stream}: a breaker transition does not start where the last one ended")
+    if table["open"].sum() > 1:
+        raise AssertionError("more than one incident is open at the log's end")
+    outcomes = set(table["outcome"].astype(str))
+    if not outcomes <= {"recovered", "budget_exhausted", "open"}:
+        raise AssertionError(f"incidents ended as {sorted(outcomes)}")
+    if len(frame) >= 1000 and (len(table) <= 10 or len(timeline) == 0):
+        raise AssertionError("the log has too few incidents or breaker transitions to analyse")
+
+
 def _timed(work: Callable[[], Any]) -> tuple[float, float, Any]:
     """Wall and CPU seconds of ``work()``, and its result."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -287,9 +316,10 @@ def run(events: int = 1_000_000, repeat: int = 2) -> dict[str, Any]:
         if len(frame) != events:
             raise AssertionError(f"load_events returned {len(frame)} events of {events}")
         rates_s, _, _ = _timed(lambda: recovery_success_rates(frame))
-        timeline_s, _, _ = _timed(lambda: breaker_timeline(frame))
-        incidents_s, _, _ = _timed(lambda: incidents(frame))
+        timeline_s, _, timeline = _timed(lambda: breaker_timeline(frame))
+        incidents_s, _, table = _timed(lambda: incidents(frame))
         size = path.stat().st_size
+    _check_history(frame, table, timeline)
     load_s, load_cpu = min(loads)[0], min(cpu for _, cpu in loads)
     read_sql_s, read_sql_cpu = min(baselines)[0], min(cpu for _, cpu in baselines)
     return {
@@ -306,26 +336,3 @@ def run(events: int = 1_000_000, repeat: int = 2) -> dict[str, Any]:
         "breaker_timeline_s": round(timeline_s, 3),
         "incidents_s": round(incidents_s, 3),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m poolwarden.bench.analysis [--events N] [--json]``, until the CLI has ``bench analysis``."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m poolwarden.bench.analysis", description=__doc__)
-    parser.add_argument("--events", type=int, default=1_000_000, help="events in the log (default 1,000,000)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    args = parser.parse_args(argv)
-    print(f"building a log of {args.events:,} events and loading it ...", file=sys.stderr)
-    result = run(events=args.events)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:<26} {value:,}" if isinstance(value, int) else f"{key:<26} {value}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -35,14 +35,15 @@ from poolwarden.events import RecordedEvent, Snapshot
 from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, OpenBackoff, SlidingWindow
 from poolwarden.replay import restore_all
 
-__all__ = ["MemoryLog", "run", "synthetic_traffic"]
+__all__ = ["run"]
 
 CALLS = 1_000_000
 REPEATS = 5
 
 
-class MemoryLog:
-    """Breaker events recorded in memory as a store numbers them (per-stream versions, global positions)."""
+class _MemoryLog:
+    """Breaker events recorded in memory as a store numbers them (per-stream versions, global positions);
+    the snapshots the durable driver would have taken, by stream."""
 
     def __init__(self) -> None:
         self.records: list[RecordedEvent] = []
@@ -75,28 +76,19 @@ class MemoryLog:
                 )
             )
 
-    def stream(self, stream: str) -> list[RecordedEvent]:
-        """The records of one stream, in version order."""
-        return [record for record in self.records if record.stream == stream]
 
-
-def synthetic_traffic(
-    n_breakers: int,
-    n_events: int,
-    *,
-    seed: int = 0,
-    policy: BreakerPolicy | None = None,
-    snapshot_every: int | None = None,
-) -> tuple[dict[str, CircuitBreaker], MemoryLog, FakeClock]:
+def _synthetic_traffic(
+    n_breakers: int, n_events: int, *, seed: int, snapshot_every: int
+) -> tuple[dict[str, CircuitBreaker], _MemoryLog, FakeClock]:
     """Drive ``n_breakers`` connection breakers with random calls until their log holds ``n_events``.
 
     About 45% of calls fail (transport, timeout, page crash, or an input error that never
-    counts). With ``snapshot_every``, streams are snapshotted as the durable driver does it.
+    counts). Streams are snapshotted every ``snapshot_every`` events, as the durable driver does it.
     Returns the live breakers (checkpointed, nothing pending), the log and the clock.
     """
     rng = random.Random(seed)
     clock = FakeClock(1_700_000_000.0)
-    policy = policy or BreakerPolicy(
+    policy = BreakerPolicy(
         failure_rate=0.5, window=SlidingWindow(size=20, min_calls=10), backoff=OpenBackoff(base=5.0, cap=60.0)
     )
     breakers = {
@@ -111,12 +103,12 @@ def synthetic_traffic(
         for i in range(n_breakers)
     }
     keys = list(breakers)
-    log = MemoryLog()
+    log = _MemoryLog()
     kinds = (ErrorKind.TRANSPORT, ErrorKind.TIMEOUT, ErrorKind.INPUT, ErrorKind.PAGE_CRASH)
 
     def persist(breaker: CircuitBreaker) -> None:
         stream = stream_of(breaker.key)
-        due = snapshot_every is not None and (
+        due = (
             log.versions.get(stream, 0) + breaker.pending_events
             >= (log.snapshots[stream].version if stream in log.snapshots else 0) + snapshot_every
         )
@@ -212,7 +204,7 @@ def _bytes_per_breaker(count: int) -> int:
 
 
 def _restore(n_breakers: int, n_events: int, snapshot_every: int) -> dict[str, Any]:
-    breakers, log, clock = synthetic_traffic(n_breakers, n_events, seed=1, snapshot_every=snapshot_every)
+    breakers, log, clock = _synthetic_traffic(n_breakers, n_events, seed=1, snapshot_every=snapshot_every)
     policy = next(iter(breakers.values())).policy
     # The million-record log is held in memory only to feed the fold; freezing it keeps the
     # cyclic GC from re-scanning it on every collection (that alone doubles the per-event time).
@@ -226,7 +218,7 @@ def _restore(n_breakers: int, n_events: int, snapshot_every: int) -> dict[str, A
 
 def _timed_restores(
     breakers: dict[str, CircuitBreaker],
-    log: MemoryLog,
+    log: _MemoryLog,
     clock: FakeClock,
     policy: BreakerPolicy,
     n_breakers: int,

@@ -37,7 +37,7 @@ from poolwarden.storage import open_store
 from poolwarden.workers.handle import InjectedFault, WorkerHandle, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 
-__all__ = ["WORKER_KINDS", "RecoveryRig", "check_placed_model", "inject_and_recover", "recovery_rig", "run"]
+__all__ = ["run"]
 
 WORKER_KINDS = ("chromium", "firefox", "simulated")
 """What ``--workers`` accepts."""

@@ -47,7 +47,6 @@ class PoolMember:
     in_flight: int = 0
     jobs: int = 0
     started_at: float = 0.0
-    last_answer_at: float = 0.0  # monotonic time of the last answer (a result or a pong)
     draining: bool = False
     recovery: Recovery | None = None
     loading: dict[str, asyncio.Future[None]] = field(default_factory=dict)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -325,7 +324,6 @@ class RequestServing:
             if self._slot_waiters:
                 self._slot_freed()
         now = loop.time()
-        member.last_answer_at = time.monotonic()
         if admission is not None:
             admission.succeeded(now - began)
         latency_ms = (now - started) * 1000

@@ -107,11 +107,6 @@ class BrowserWorker:
             await process.kill(remove_profile=remove_profile)
         return process
 
-    async def wait_exited(self) -> int | None:
-        """Wait until the browser's main process exits; its return code (None if none was started)."""
-        process = self.process
-        return None if process is None else await process.process.wait()
-
     async def pss_bytes(self) -> int | None:
         """PSS of the browser's whole process tree, sampled in a thread; None when not running."""
         return None if self.process is None else await self.process.pss_bytes()

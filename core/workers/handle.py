@@ -77,10 +77,6 @@ class WorkerHandle(Protocol):
         """Cause ``fault`` (needs a page loaded with test hooks for page_hang and device_lost)."""
         ...
 
-    async def wait_exited(self) -> int | None:
-        """Wait until the worker's process is gone (feed the lifecycle a ProcessExited then)."""
-        ...
-
     async def pss_bytes(self) -> int | None:
         """PSS of the worker's process tree (sampled in a thread), or None when it has none of its own."""
         ...

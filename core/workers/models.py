@@ -96,11 +96,6 @@ class ModelSpec:
         """The size of the last dimension the input must have."""
         return self.layers[0].inputs
 
-    @property
-    def output_width(self) -> int:
-        """The size of the output's last dimension."""
-        return self.layers[-1].outputs
-
 
 def resolve_model(kind: str, options: Mapping[str, Any] | None = None) -> ModelSpec:
     """Build the model ``kind`` with ``options`` (``seed``; for matmul ``k`` and ``n``).

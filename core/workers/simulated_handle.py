@@ -67,11 +67,6 @@ class SimulatedHandle:
         """Stop the worker."""
         await self.worker.stop()
 
-    async def wait_exited(self) -> int | None:
-        """Wait until the simulated worker stops or crashes; always None (it has no exit code)."""
-        await self.worker.wait_stopped()
-        return None
-
     async def pss_bytes(self) -> int | None:
         """None: a simulated worker lives in the pool's own process and has no memory of its own."""
         return None
@@ -85,7 +80,3 @@ class SimulatedHandle:
             await self.connection.hook("destroy_device")  # as on a browser: lost, reported, recreated
         else:
             await self.worker.inject(_FAULTS[fault])
-
-
-def _or_default(timeout: float | None) -> float:
-    return 10.0 if timeout is None else timeout

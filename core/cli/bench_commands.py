@@ -1,0 +1,79 @@
+"""``poolwarden bench ...``: each benchmark run with the command line's settings, its figures printed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from poolwarden.cli.output import EXIT_OK, print_result
+
+__all__ = ["analysis", "breaker", "lifecycle", "pool", "recovery", "store"]
+
+
+def store(args: argparse.Namespace) -> int:
+    from poolwarden.bench.store import run
+
+    print(f"appending {args.events:,} events through the store and through raw sqlite3 ...", file=sys.stderr)
+    print_result(run(events=args.events, sync_events=args.sync_events), args.json)
+    return EXIT_OK
+
+
+def lifecycle(args: argparse.Namespace) -> int:
+    from poolwarden.bench.lifecycle import run
+
+    print(f"deciding recoveries and restoring {args.connections:,} connections ...", file=sys.stderr)
+    print_result(run(connections=args.connections, recoveries=args.recoveries, rounds=args.rounds), args.json)
+    return EXIT_OK
+
+
+def recovery(args: argparse.Namespace) -> int:
+    from poolwarden.bench.recovery import run
+
+    print(
+        f"injecting each fault {args.repeat} time(s) into a {args.workers} worker, "
+        "timing each to a verified HEALTHY ...",
+        file=sys.stderr,
+    )
+    result = run(workers=args.workers, repeat=args.repeat, ping_timeout_s=args.ping_timeout)
+    if args.json:
+        print(json.dumps(result))
+        return EXIT_OK
+    print(f"workers {result['workers']}, ping timeout {result['ping_timeout_s']} s")
+    for fault, figures in result["faults"].items():
+        if figures["runs"] == 0:
+            print(f"{fault:<15}  skipped")
+        else:
+            rung, median, runs = figures["rung"], figures["median_s"], figures["runs"]
+            print(f"{fault:<15}  rung {rung:<9}  median {median:.3f} s  runs {runs}")
+    return EXIT_OK
+
+
+def pool(args: argparse.Namespace) -> int:
+    from poolwarden.bench.pool import run
+
+    print(f"{args.requests:,} requests through the pool and over the bare bridge ...", file=sys.stderr)
+    print_result(run(requests=args.requests, concurrency=args.concurrency), args.json)
+    return EXIT_OK
+
+
+def breaker(args: argparse.Namespace) -> int:
+    from poolwarden.bench.breaker import run
+
+    result = run(
+        args.json,
+        calls=args.calls,
+        restore_events=args.events,
+        restore_breakers=args.breakers,
+        snapshot_every=args.snapshot_every,
+    )
+    print_result(result, args.json)
+    return EXIT_OK
+
+
+def analysis(args: argparse.Namespace) -> int:
+    from poolwarden.bench.analysis import run
+
+    print(f"building a log of {args.events:,} events and loading it ...", file=sys.stderr)
+    print_result(run(events=args.events), args.json)
+    return EXIT_OK

@@ -1,0 +1,212 @@
+"""What each command (but the benchmarks) does with its parsed arguments; each returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+from typing import Any
+
+from poolwarden.cli.output import EXIT_OK, EXIT_PROBLEM, write_json, write_text
+from poolwarden.errors import PoolwardenError
+
+__all__ = [
+    "analyze",
+    "breakers",
+    "db_check",
+    "db_current",
+    "db_upgrade",
+    "demo",
+    "events",
+    "recovery_trial",
+    "telemetry",
+    "whatif",
+]
+
+
+def db_current(args: argparse.Namespace) -> int:
+    from poolwarden.storage.admin import current_revision
+
+    status = current_revision(args.db)
+    print(f"{args.db}: revision {status.current or '(none)'}, code head {status.head}: {status.state.value}")
+    return EXIT_OK if status.state.value == "current" else EXIT_PROBLEM
+
+
+def db_upgrade(args: argparse.Namespace) -> int:
+    from poolwarden.storage.admin import upgrade_database
+
+    before, after = asyncio.run(upgrade_database(args.db))
+    if before == after:
+        print(f"{args.db}: already at revision {after}")
+    else:
+        print(f"{args.db}: upgraded from {before or '(new file)'} to {after}")
+    return EXIT_OK
+
+
+def db_check(args: argparse.Namespace) -> int:
+    from poolwarden.storage.admin import check_database
+
+    report = check_database(args.db)
+    schema = report.schema
+    print(f"schema: revision {schema.current or '(none)'}, code head {schema.head}: {schema.state.value}")
+    if report.drift:
+        print(f"tables: {len(report.drift)} difference(s) from the code's schema")
+        for difference in report.drift[:20]:
+            print(f"  {difference}")
+    else:
+        print("tables: match the code's schema")
+    if report.integrity:
+        print(f"integrity: {len(report.integrity)} problem(s)")
+        for problem in report.integrity[:20]:
+            print(f"  {problem}")
+    else:
+        print("integrity: ok")
+    return EXIT_OK if report.ok else EXIT_PROBLEM
+
+
+def breakers(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from poolwarden.telemetry.breakers import breaker_statuses
+
+    statuses = asyncio.run(breaker_statuses(args.db))
+    if args.json:
+        print(json.dumps([status.as_dict() for status in statuses]))
+        return EXIT_OK
+    if not statuses:
+        print(f"{args.db}: no breakers recorded")
+    for status in statuses:
+        retry = (
+            datetime.fromtimestamp(status.retry_at, tz=UTC).isoformat(timespec="seconds")
+            if status.retry_at is not None
+            else "-"
+        )
+        print(f"{status.key:<40} {status.state:<12} now {status.effective_state:<12} retry_at {retry}")
+    return EXIT_OK
+
+
+def demo(args: argparse.Namespace) -> int:
+    from poolwarden.cli.demo import DemoOptions, print_summary, run_demo
+
+    faults = tuple(f for f in args.faults.split(",") if f) if args.faults is not None else None
+    options = DemoOptions(
+        workers=args.workers,
+        connections=args.connections,
+        duration=args.duration,
+        seed=args.seed,
+        durability=args.durability,
+        db=args.db,
+    )
+    if faults is not None:
+        options = dataclasses.replace(options, faults=faults)
+    summary = asyncio.run(run_demo(options, live=not args.json))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print_summary(summary)
+    return EXIT_OK if summary["requests_lost"] == 0 and summary["wrong_results"] == 0 else EXIT_PROBLEM
+
+
+def telemetry(args: argparse.Namespace) -> int:
+    if args.prometheus:
+        from poolwarden.telemetry.prometheus import metrics_from_log
+
+        write_text(asyncio.run(metrics_from_log(args.db)), args.output)
+        return EXIT_OK
+    from poolwarden.telemetry.from_log import telemetry_from_log
+
+    write_json(asyncio.run(telemetry_from_log(args.db, detailed=args.detailed)), args.output)
+    return EXIT_OK
+
+
+def recovery_trial(args: argparse.Namespace) -> int:
+    from poolwarden.cli.trial import run_recovery_trial
+
+    report = asyncio.run(
+        run_recovery_trial(
+            workers=args.workers, connection_id=args.connection_id, fault=args.fault, db=args.db
+        )
+    )
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['why']}: injected {report['fault']} on {report['connection_id']}")
+        for step in report["steps"]:
+            latency = f" {step['latency_ms']:.0f} ms" if step["latency_ms"] is not None else ""
+            print(
+                f"  {step['at']}  {step['type']:<24} rung={step['rung']} outcome={step['outcome']}{latency}"
+            )
+        verdict = (
+            f"recovered by {report['rung']}"
+            if report["recovered"]
+            else f"not recovered ({report['outcome']})"
+        )
+        print(f"{verdict} in {report['fault_to_healthy_s']} s (fault to serving again)")
+    return EXIT_OK if report["recovered"] else EXIT_PROBLEM
+
+
+def whatif(args: argparse.Namespace) -> int:
+    from poolwarden.policy import BreakerPolicy
+    from poolwarden.whatif import what_if
+
+    try:
+        with open(args.policy, encoding="utf-8") as f:
+            policy = BreakerPolicy.from_dict(json.load(f))
+    except OSError as error:
+        raise PoolwardenError(f"{args.policy}: cannot read the policy: {error.strerror}") from error
+    except (ValueError, TypeError) as error:
+        raise PoolwardenError(f"{args.policy}: not a breaker policy: {error}") from error
+
+    async def records() -> list[Any]:
+        from poolwarden.storage import open_store
+
+        async with open_store(args.db, read_only=True) as store:
+            return [e async for e in store.iter_all() if e.stream.startswith("breaker/")]
+
+    report = what_if(asyncio.run(records()), policy)
+    rows = [
+        {
+            "key": key,
+            "calls": b.calls,
+            "recorded_opens": len(b.recorded_opened),
+            "whatif_opens": len(b.opened),
+            "recorded_rejected": b.recorded_rejected,
+            "whatif_rejected": b.rejected,
+            "final_state": str(b.final_state),
+        }
+        for key, b in sorted(report.breakers.items())
+    ]
+    if args.json:
+        print(json.dumps({"breakers": rows, "approximations": list(report.approximations)}))
+        return EXIT_OK
+    for row in rows:
+        print(
+            f"{row['key']:<36} calls {row['calls']:>7}"
+            f"  opens {row['recorded_opens']} -> {row['whatif_opens']}"
+            f"  rejected {row['recorded_rejected']} -> {row['whatif_rejected']}  ends {row['final_state']}"
+        )
+    for note in report.approximations:
+        print(f"note: {note}")
+    return EXIT_OK
+
+
+def analyze(args: argparse.Namespace) -> int:
+    from poolwarden.analysis.report import main_analyze
+
+    return main_analyze(args.db, args.out, args.policy)
+
+
+def events(args: argparse.Namespace) -> int:
+    from poolwarden.cli.eventlog import print_events
+
+    return asyncio.run(
+        print_events(
+            args.db,
+            stream=args.stream,
+            types=args.type,
+            follow=args.follow,
+            as_json=args.json,
+            limit=args.limit,
+        )
+    )
