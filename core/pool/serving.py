@@ -25,10 +25,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from poolwarden.aio.durable_breakers import DurableBreakers
-from poolwarden.aio.guard import classify_exception
 from poolwarden.aio.recorder import HIGH_WATER, EventRecorder
 from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_registry import BreakerRegistry
+from poolwarden.classify import REQUEST_TRANSPORT, classify
 from poolwarden.clock import Clock
 from poolwarden.errors import (
     CircuitOpen,
@@ -40,7 +40,6 @@ from poolwarden.errors import (
     QueueFull,
     RequestError,
     UnknownModel,
-    WorkerDisconnected,
 )
 from poolwarden.lifecycle_types import ConnectionState, HeartbeatMissed
 from poolwarden.policy import ErrorKind
@@ -432,9 +431,8 @@ class RequestServing:
 
 
 def _kind_of(error: BaseException) -> ErrorKind:
-    if isinstance(error, WorkerDisconnected):
-        return ErrorKind.TRANSPORT
-    return classify_exception(error)
+    """How a failed attempt counts (a worker's socket closing under it is a transport fault)."""
+    return classify(error, transport=REQUEST_TRANSPORT)
 
 
 def _as_request_error(error: BaseException, connection_id: str) -> RequestError:
