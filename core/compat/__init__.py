@@ -223,7 +223,7 @@ class ResourcePoolBridge:
         try:
             result = await self.pool.run_inference(model_id, inputs, attempts=1 + retry_attempts)
         except RequestError as error:
-            for connection_id in getattr(error, "attempted", ()):
+            for connection_id in error.attempted:
                 self.connection(connection_id).recorded.append(model_id)
             failure: dict[str, Any] = {
                 "success": False,
