@@ -273,7 +273,13 @@ class DevToolsError(BrowserError):
 
 
 class RequestError(PoolwardenError):
-    """A request to the pool was not served; the subclass says why."""
+    """A request to the pool was not served; the subclass says why.
+
+    ``attempted`` names the connections whose breakers recorded a failed attempt of the request,
+    in order (the pool's request path sets it on the error it raises; empty otherwise).
+    """
+
+    attempted: tuple[str, ...] = ()
 
 
 class CircuitOpen(RequestError):

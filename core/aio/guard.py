@@ -24,7 +24,6 @@ count (``input``, ``cancelled``) leave the breaker as it was.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import inspect
@@ -37,8 +36,9 @@ from typing import Any, ParamSpec, TypeVar, overload
 from poolwarden.aio.durable_breakers import DurableBreakers
 from poolwarden.breaker import CircuitBreaker, Decision
 from poolwarden.breaker_registry import BreakerRegistry
+from poolwarden.classify import classify
 from poolwarden.clock import Clock, system_clock
-from poolwarden.errors import CircuitOpen, ConfigurationError, InvalidInput, ModelError
+from poolwarden.errors import CircuitOpen, ConfigurationError
 from poolwarden.policy import BreakerPolicy, ErrorKind, RandomSource
 from poolwarden.storage import open_store
 from poolwarden.storage.base import EventStore
@@ -53,23 +53,10 @@ Classifier = Callable[[BaseException], ErrorKind]
 
 
 def classify_exception(exc: BaseException) -> ErrorKind:
-    """The default mapping of exceptions to error kinds (most specific first)."""
-    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit | GeneratorExit):
-        return ErrorKind.CANCELLED
-    if isinstance(exc, TimeoutError):
-        return ErrorKind.TIMEOUT
-    if isinstance(exc, InvalidInput):
-        return ErrorKind.INPUT
-    if isinstance(exc, ModelError):
-        try:
-            return ErrorKind(exc.kind)
-        except ValueError:
-            return ErrorKind.UNKNOWN
-    if isinstance(exc, ConnectionError | OSError):
-        return ErrorKind.TRANSPORT
-    if isinstance(exc, MemoryError):
-        return ErrorKind.OUT_OF_MEMORY
-    return ErrorKind.UNKNOWN
+    """The default classifier of a guard: :func:`poolwarden.classify.classify` with its defaults
+    (cancellation, timeout, ``InvalidInput``, a ``ModelError``'s kind, connection and OS errors,
+    ``MemoryError``, else unknown)."""
+    return classify(exc)
 
 
 class Guard:

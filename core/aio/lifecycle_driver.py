@@ -19,8 +19,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
+from poolwarden.classify import STEP_TRANSPORT, classify
 from poolwarden.clock import Clock
-from poolwarden.errors import ProtocolError
 from poolwarden.lifecycle import ConnectionLifecycle, IdFactory
 from poolwarden.lifecycle_events import (
     ConnectionClosed,
@@ -81,15 +81,10 @@ class RecoveryActions(Protocol):
 
 
 def error_kind_of(exc: BaseException) -> str:
-    """The error kind a failed step is recorded with."""
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    kind = getattr(exc, "kind", None)
-    if isinstance(kind, str):
-        return kind
-    if isinstance(exc, ConnectionError | ProtocolError):
-        return "transport"
-    return "unknown"
+    """The error kind a failed step is recorded with: the kind its exception reported (any string
+    ``kind`` it carries, as it is), else ``timeout``, ``transport`` (``ConnectionError``,
+    ``ProtocolError``) or ``unknown`` (:func:`poolwarden.classify.classify`, ``as_reported``)."""
+    return classify(exc, transport=STEP_TRANSPORT, as_reported=True)
 
 
 async def restore_lifecycle(

@@ -14,15 +14,15 @@ True``, and neither breakers nor metrics ever count it as a success.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from poolwarden.classify import classify
 from poolwarden.errors import CircuitOpen, PoolwardenError, RequestError
 from poolwarden.lifecycle_types import HeartbeatMissed
-from poolwarden.policy import BreakerPolicy, ErrorKind
+from poolwarden.policy import BreakerPolicy
 from poolwarden.pool import PoolConfig, ResourcePool
 from poolwarden.pool.member import PoolMember
 from poolwarden.telemetry.live import build_telemetry, system_figures
@@ -57,24 +57,6 @@ class BrowserConnection:
         """Whether requests are routed to this connection now."""
         member = self.member
         return member is not None and member.serving
-
-
-_KINDS = [
-    (re.compile(r"time ?out|deadline", re.I), ErrorKind.TIMEOUT),
-    (re.compile(r"device.?lost", re.I), ErrorKind.DEVICE_LOST),
-    (re.compile(r"out of memory|oom|out_of_memory", re.I), ErrorKind.OUT_OF_MEMORY),
-    (re.compile(r"websocket|connection|socket|disconnect", re.I), ErrorKind.TRANSPORT),
-    (re.compile(r"crash", re.I), ErrorKind.PAGE_CRASH),
-    (re.compile(r"invalid input|shape|input", re.I), ErrorKind.INPUT),
-    (re.compile(r"validation", re.I), ErrorKind.VALIDATION),
-]
-
-
-def _kind_of_message(error: str | None) -> ErrorKind:
-    for pattern, kind in _KINDS:
-        if error and pattern.search(error):
-            return kind
-    return ErrorKind.UNKNOWN
 
 
 class ResourcePoolErrorRecovery:
@@ -120,7 +102,7 @@ class ResourcePoolErrorRecovery:
             if success:
                 breaker.record_success()
             else:
-                breaker.record_failure(_kind_of_message(error))
+                breaker.record_failure(classify(error))  # the seed passed errors as text
         pool.breakers.wake()
 
     @staticmethod
@@ -241,7 +223,7 @@ class ResourcePoolBridge:
         try:
             result = await self.pool.run_inference(model_id, inputs, attempts=1 + retry_attempts)
         except RequestError as error:
-            for connection_id in getattr(error, "attempted", ()):
+            for connection_id in error.attempted:
                 self.connection(connection_id).recorded.append(model_id)
             failure: dict[str, Any] = {
                 "success": False,

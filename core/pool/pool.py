@@ -8,11 +8,12 @@ pool decides is an event in its store: the breakers' and the lifecycles' on thei
 the pool's own (placements, served and failed requests, recycling) on ``pool/main``, memory on
 ``pool/memory``.
 
-A request (:meth:`ResourcePool.run_inference`) is admitted by the pool's bounded queue, then
-tried on the connections that hold its model (or can load it), best first, skipping those whose
-breakers refuse; a retryable failure is retried (backoff, jitter, a retry budget) on the next
-connection. It ends in a result or in a typed error, never in silence: CircuitOpen,
-NoHealthyConnection, QueueFull, DeadlineExceeded, ModelError, InvalidInput, UnknownModel.
+A request (:meth:`ResourcePool.run_inference`) is served by the pool's
+:class:`~poolwarden.pool.serving.RequestPath`: admitted by the pool's bounded queue, then tried on
+the connections that hold its model (or can load it), best first, skipping those whose breakers
+refuse; a retryable failure is retried (backoff, jitter, a retry budget) on the next connection.
+It ends in a result or in a typed error, never in silence: CircuitOpen, NoHealthyConnection,
+QueueFull, DeadlineExceeded, ModelError, InvalidInput, UnknownModel.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ import contextlib
 import itertools
 import logging
 import random
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from poolwarden.aio.durable_breakers import DurableBreakers
 from poolwarden.aio.lifecycle_driver import restore_lifecycle
 from poolwarden.aio.recorder import EventRecorder
 from poolwarden.aio.recovery import Recovery
+from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_registry import BreakerRegistry, model_key
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.clock import Clock, system_clock
@@ -58,9 +59,8 @@ from poolwarden.pool.config import PoolConfig
 from poolwarden.pool.member import ModelSlot, PoolMember
 from poolwarden.pool.placement import StatsBook
 from poolwarden.pool.results import Fallback, InferenceResult, ModelInfo
-from poolwarden.pool.retry_budget import RetryBudget
-from poolwarden.pool.routing import Router
-from poolwarden.pool.serving import RequestServing
+from poolwarden.pool.routing import Router, blocking_breaker
+from poolwarden.pool.serving import RequestPath
 from poolwarden.pool.tally import ServedTally
 from poolwarden.pool_events import MODEL_PLACED
 from poolwarden.storage import open_store
@@ -103,11 +103,13 @@ async def _psutil_host_reading() -> HostReading:
     )
 
 
-class ResourcePool(RequestServing):
+class ResourcePool:
     """A pool of browser connections serving inference; see the module docstring.
 
     Use as ``async with ResourcePool(PoolConfig(...)) as pool``. ``store`` may be given to share
-    one event store; otherwise the pool opens ``config.db`` and closes it with itself.
+    one event store; otherwise the pool opens ``config.db`` and closes it with itself. Requests
+    are served by the pool's :class:`~poolwarden.pool.serving.RequestPath`, built from the
+    pool's parts it needs; :meth:`run_inference` hands each one to it.
     """
 
     def __init__(
@@ -141,10 +143,6 @@ class ResourcePool(RequestServing):
         self._models: dict[str, ModelInfo] = {}
         self._memory_sampler = memory_sampler or _psutil_host_reading
         self._browser_memory = browser_memory or _handle_pss
-        self._fallback = fallback
-        self._rng = rng or random.Random()
-        self._budget = RetryBudget(self.config.retry.budget_window)
-        self._queued = 0
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._monitor: asyncio.Task[None] | None = None
@@ -156,16 +154,53 @@ class ResourcePool(RequestServing):
         self._served = ServedTally(clock)
         self._recorder = EventRecorder(self.store, POOL_STREAM, clock, gather=self._served.drain)
         self._bridge_recorder = EventRecorder(self.store, BRIDGE_STREAM, clock)
-        self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self.metrics: PoolMetrics | None = None
         """The Prometheus metrics the pool serves (``config.metrics_port``), once started."""
-        self.counters: dict[str, int] = {
-            "requests": 0,
-            "served": 0,
-            "failed": 0,
-            "retries": 0,
-            "fallbacks": 0,
-        }
+        self._requests = RequestPath(
+            config=self.config,
+            clock=clock,
+            members=self.members,
+            models=self._models,
+            router=self.router,
+            registry=self.registry,
+            breakers=self.breakers,
+            stats=self.stats,
+            recorder=self._recorder,
+            tally=self._served,
+            place=self._place,
+            rng=rng or random.Random(),
+            fallback=fallback,
+        )
+
+    # --- requests -----------------------------------------------------------------------------
+
+    async def run_inference(
+        self,
+        model_id: str,
+        inputs: Mapping[str, Any],
+        *,
+        deadline: float | None = None,
+        attempts: int | None = None,
+    ) -> InferenceResult:
+        """Serve one request within ``deadline`` seconds (the config's default if None).
+
+        ``attempts`` caps the tries on connections (the retry policy's if None). A typed error
+        carries ``attempted``: the connections whose breakers recorded a failed attempt. See
+        :meth:`poolwarden.pool.serving.RequestPath.run_inference`.
+        """
+        return await self._requests.run_inference(model_id, inputs, deadline=deadline, attempts=attempts)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Requests admitted, served, failed, retries made and fallbacks served, since the start."""
+        return self._requests.counters
+
+    def blocking_breaker(
+        self, breakers: Iterable[CircuitBreaker], now: float | None = None
+    ) -> CircuitBreaker | None:
+        """The first of ``breakers`` that would refuse a call now, found without asking them
+        (asking a half-open breaker would take its trial)."""
+        return blocking_breaker(breakers, self.clock() if now is None else now)
 
     # --- starting and stopping ----------------------------------------------------------------
 
@@ -407,7 +442,11 @@ class ResourcePool(RequestServing):
             raise NoHealthyConnection(f"no healthy connection can take {model_id!r}")
         return await self._place(info, candidates[0])
 
+    def _serving(self) -> list[PoolMember]:
+        return [m for m in self.members.values() if m.serving]
+
     async def _place(self, info: ModelInfo, member: PoolMember) -> str:
+        """Load ``info``'s model on ``member`` (concurrent loads of it there share one)."""
         allowed, reason = self.governor.may_load_model()
         if not allowed:
             self._recorder.record("ModelLoadRefused", model_id=info.model_id, payload={"reason": reason})

@@ -1,9 +1,15 @@
 """Serving one request: the pool's request path, from admission to a result or a typed error.
 
-:class:`RequestServing` is the part of :class:`~poolwarden.pool.ResourcePool` that serves
-:meth:`~RequestServing.run_inference`; it lives here so that the path a request takes reads in
-one place (the pool's other parts start and replace connections, place models and watch
-memory). A request:
+:class:`RequestPath` is the component of :class:`~poolwarden.pool.ResourcePool` that serves
+:meth:`~RequestPath.run_inference`; the pool owns one and delegates to it. It lives here so that
+the path a request takes reads in one place (the pool's other parts start and replace
+connections, place models and watch memory), and it is built from exactly what it uses, handed
+over explicitly: the pool's config and clock, its members and models (read, never changed
+here), the router, the breakers (the registry admits, the durable breakers persist), the
+placement figures, the recorder and the tally of successes on ``pool/main``, the placement of a
+model (the pool's: placing is not serving), the jitter's random source and the fallback. What
+only the request path needs is its own: the retry budget, the bounded queue's count, the
+requests waiting for a slot, and the request counters. A request:
 
 1. is checked (the model is known, the inputs fit it) and admitted by the bounded queue;
 2. goes where the :class:`~poolwarden.pool.routing.Router` says, waiting for a free slot when
@@ -20,14 +26,14 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from poolwarden.aio.durable_breakers import DurableBreakers
-from poolwarden.aio.guard import classify_exception
 from poolwarden.aio.recorder import HIGH_WATER, EventRecorder
 from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_registry import BreakerRegistry
+from poolwarden.classify import REQUEST_TRANSPORT, classify
 from poolwarden.clock import Clock
 from poolwarden.errors import (
     CircuitOpen,
@@ -39,7 +45,6 @@ from poolwarden.errors import (
     QueueFull,
     RequestError,
     UnknownModel,
-    WorkerDisconnected,
 )
 from poolwarden.lifecycle_types import ConnectionState, HeartbeatMissed
 from poolwarden.policy import ErrorKind
@@ -49,42 +54,71 @@ from poolwarden.pool.member import PoolMember
 from poolwarden.pool.placement import StatsBook
 from poolwarden.pool.results import Fallback, InferenceResult, ModelInfo
 from poolwarden.pool.retry_budget import RetryBudget
-from poolwarden.pool.routing import Router, blocking_breaker
+from poolwarden.pool.routing import Router
 from poolwarden.pool.tally import SUMMARY_INTERVAL, ServedTally
 from poolwarden.pool_events import ATTEMPT_FAILED, FAILED, SERVED
 from poolwarden.protocol import Tensor
 
-__all__ = ["RequestServing"]
+__all__ = ["Placement", "RequestPath"]
 
 log = logging.getLogger(__name__)
 
 
-class RequestServing:
+Placement = Callable[[ModelInfo, PoolMember], Awaitable[str]]
+"""Loads a model on a member (or joins the load under way there); returns the connection id."""
+
+
+class RequestPath:
     """The request path of :class:`~poolwarden.pool.ResourcePool` (see the module docstring).
 
-    The attributes below are the pool's; :class:`~poolwarden.pool.ResourcePool` sets them up.
+    ``members`` and ``models`` are the pool's own mappings, read live (the pool adds, replaces
+    and removes entries; the request path never does). ``place`` loads a model where the router
+    says it must be loaded. ``rng`` draws the backoff's jitter (seed it in tests).
     """
 
-    config: PoolConfig
-    clock: Clock
-    members: dict[str, PoolMember]
-    registry: BreakerRegistry
-    breakers: DurableBreakers
-    router: Router[PoolMember]
-    stats: StatsBook
-    counters: dict[str, int]
-    _models: dict[str, ModelInfo]
-    _recorder: EventRecorder
-    _served: ServedTally
-    _budget: RetryBudget
-    _rng: random.Random
-    _fallback: Fallback | None
-    _queued: int
-    _slot_waiters: deque[asyncio.Future[None]]
-
-    async def _place(self, info: ModelInfo, member: PoolMember) -> str:
-        """Load ``info``'s model on ``member``; the pool's (placing models is not serving)."""
-        raise NotImplementedError
+    def __init__(
+        self,
+        *,
+        config: PoolConfig,
+        clock: Clock,
+        members: Mapping[str, PoolMember],
+        models: Mapping[str, ModelInfo],
+        router: Router[PoolMember],
+        registry: BreakerRegistry,
+        breakers: DurableBreakers,
+        stats: StatsBook,
+        recorder: EventRecorder,
+        tally: ServedTally,
+        place: Placement,
+        rng: random.Random,
+        fallback: Fallback | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.members = members
+        self.registry = registry
+        self.breakers = breakers
+        self.router = router
+        self.stats = stats
+        self._models = models
+        self._recorder = recorder
+        self._served = tally
+        self._place = place
+        self._rng = rng
+        self._fallback = fallback
+        self._budget = RetryBudget(config.retry.budget_window)
+        self._queued = 0
+        """Requests running or waiting (the bounded queue's count, ``config.max_queue``)."""
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        """Requests waiting for a free slot somewhere, first come first served."""
+        self.counters: dict[str, int] = {
+            "requests": 0,
+            "served": 0,
+            "failed": 0,
+            "retries": 0,
+            "fallbacks": 0,
+        }
+        """Requests admitted, served, failed, retries made and fallbacks served, since the start."""
 
     async def run_inference(
         self,
@@ -133,7 +167,7 @@ class RequestServing:
                 info, tensors, started, deadline_at, attempts or self.config.retry.attempts, ran
             )
         except RequestError as error:
-            error.attempted = tuple(ran)  # type: ignore[attr-defined]
+            error.attempted = tuple(ran)
             member = self.members.get(ran[-1]) if ran else None
             self._request_failed(
                 model_id, member, type(error).__name__, (loop.time() - started) * 1000, "failed"
@@ -143,7 +177,7 @@ class RequestServing:
             latency_ms = (loop.time() - started) * 1000
             self._request_failed(model_id, None, "DeadlineExceeded", latency_ms, "failed")
             exceeded = DeadlineExceeded(f"request for {model_id!r} not served within {timeout:g} s")
-            exceeded.attempted = tuple(ran)  # type: ignore[attr-defined]
+            exceeded.attempted = tuple(ran)
             raise exceeded from None
         finally:
             self._queued -= 1
@@ -257,13 +291,6 @@ class RequestServing:
 
     def _serving(self) -> list[PoolMember]:
         return [m for m in self.members.values() if m.serving]
-
-    def blocking_breaker(
-        self, breakers: Iterable[CircuitBreaker], now: float | None = None
-    ) -> CircuitBreaker | None:
-        """The first of ``breakers`` that would refuse a call now, found without asking them
-        (asking a half-open breaker would take its trial)."""
-        return blocking_breaker(breakers, self.clock() if now is None else now)
 
     async def _attempt(
         self,
@@ -430,9 +457,8 @@ class RequestServing:
 
 
 def _kind_of(error: BaseException) -> ErrorKind:
-    if isinstance(error, WorkerDisconnected):
-        return ErrorKind.TRANSPORT
-    return classify_exception(error)
+    """How a failed attempt counts (a worker's socket closing under it is a transport fault)."""
+    return classify(error, transport=REQUEST_TRANSPORT)
 
 
 def _as_request_error(error: BaseException, connection_id: str) -> RequestError:
