@@ -56,6 +56,7 @@ def _trigger_s(calls: int) -> float:
         state = "a"
 
     model = Model()
+    # Triggered as poolwarden.lifecycle triggers its shared Machine: on a model never add_model'ed.
     go, back = machine.events["go"], machine.events["back"]
     return _per_call(lambda: (go.trigger(model), back.trigger(model)), calls) / 2
 
