@@ -44,7 +44,7 @@ from poolwarden.breaker_events import (
     Successes,
     from_recorded,
 )
-from poolwarden.clock import Clock, system_clock
+from poolwarden.clock import Clock
 from poolwarden.errors import ConfigurationError, InvalidTransition
 from poolwarden.events import RecordedEvent
 from poolwarden.outcome_window import FAILED, SLOW, CountWindow, OutcomeWindow, new_window, window_from_json
@@ -211,7 +211,7 @@ class CircuitBreaker:
         key: str,
         policy: BreakerPolicy | None = None,
         *,
-        clock: Clock = system_clock,
+        clock: Clock,
         rng: RandomSource | None = None,
         level: BreakerLevel = BreakerLevel.STANDALONE,
         connection_id: str | None = None,
@@ -432,7 +432,7 @@ class CircuitBreaker:
         data: dict[str, Any],
         policy: BreakerPolicy | None = None,
         *,
-        clock: Clock = system_clock,
+        clock: Clock,
         rng: RandomSource | None = None,
     ) -> CircuitBreaker:
         """A breaker in the state :meth:`snapshot` saved; windows of another shape start empty."""

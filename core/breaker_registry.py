@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from poolwarden.breaker import CircuitBreaker, Decision
-from poolwarden.clock import Clock, system_clock
+from poolwarden.clock import Clock
 from poolwarden.errors import ConfigurationError
 from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, RandomSource
 
@@ -103,7 +103,7 @@ class BreakerRegistry:
         connection_policy: BreakerPolicy | None = None,
         model_policy: BreakerPolicy | None = None,
         named_policy: BreakerPolicy | None = None,
-        clock: Clock = system_clock,
+        clock: Clock,
         rng: RandomSource | None = None,
         idle_after: float = 600.0,
     ) -> None:

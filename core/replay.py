@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_events import STREAM_PREFIX, key_of_stream
-from poolwarden.clock import Clock, system_clock
+from poolwarden.clock import Clock
 from poolwarden.errors import ReplayError, StateMachineError
 from poolwarden.events import RecordedEvent, Snapshot
 from poolwarden.policy import BreakerLevel, BreakerPolicy, RandomSource
@@ -64,7 +64,7 @@ def restore(
     level: BreakerLevel | None = None,
     connection_id: str | None = None,
     model_id: str | None = None,
-    clock: Clock = system_clock,
+    clock: Clock,
     rng: RandomSource | None = None,
     catch_up: bool = True,
 ) -> CircuitBreaker:
@@ -105,7 +105,7 @@ def restore_all(
     *,
     policy_for: PolicyFor,
     snapshots: Mapping[str, Snapshot] | None = None,
-    clock: Clock = system_clock,
+    clock: Clock,
     rng: RandomSource | None = None,
     catch_up: bool = True,
 ) -> dict[str, CircuitBreaker]:

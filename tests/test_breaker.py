@@ -462,7 +462,7 @@ def test_impossible_event_raises_invalid_transition() -> None:
 def test_empty_key_is_refused() -> None:
     """A breaker needs a non-empty key."""
     with pytest.raises(ConfigurationError):
-        CircuitBreaker("")
+        CircuitBreaker("", clock=FakeClock())
 
 
 def test_model_breaker_never_locks_a_model_out_for_good() -> None:

@@ -138,4 +138,4 @@ def test_adopt_replaces_the_breaker_under_its_key() -> None:
 def test_idle_after_must_be_positive() -> None:
     """A registry refuses a non-positive idle_after."""
     with pytest.raises(ConfigurationError):
-        BreakerRegistry(idle_after=0)
+        BreakerRegistry(idle_after=0, clock=FakeClock())

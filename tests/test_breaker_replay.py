@@ -287,14 +287,14 @@ def test_unknown_event_type_raises_replay_error() -> None:
     """An event type the breaker does not know stops the replay with its stream and version."""
     record = RecordedEvent(1, "breaker/k", 1, "BreakerExploded", 1, T0, T0, "{}")
     with pytest.raises(ReplayError, match="'breaker/k' version 1"):
-        restore("k", [record])
+        restore("k", [record], clock=FakeClock(T0))
 
 
 def test_impossible_recorded_event_raises_replay_error() -> None:
     """A recorded BreakerClosed on a closed breaker is a ReplayError, not a silent state change."""
     record = RecordedEvent(1, "breaker/k", 1, "BreakerClosed", 1, T0, T0, "{}", from_state="half_open")
     with pytest.raises(ReplayError, match="'close' is not allowed"):
-        restore("k", [record])
+        restore("k", [record], clock=FakeClock(T0))
 
 
 def test_restore_all_rebuilds_every_breaker_of_an_interleaved_log() -> None:

@@ -38,7 +38,7 @@ class Pool:
         )
         self.stats = StatsBook()
         self.members = {cid: _member(cid, browser, self.clock, *models) for cid, browser, models in members}
-        self.router = Router(self.members, self.registry, self.stats, self.clock, max_ejection_share)
+        self.router = Router(self.members, self.registry, self.stats, max_ejection_share, clock=self.clock)
 
     def choose(self, model_id: str = "m", model_type: str = "vision", **sets: set[str]) -> Any:
         route = self.router.choose(model_id, model_type, **sets)

@@ -150,8 +150,10 @@ class ResourcePool(RequestServing):
         self._monitor: asyncio.Task[None] | None = None
         self._closing = False
         self._started = False
-        self.router = Router(self.members, self.registry, self.stats, clock, self.config.max_ejection_share)
-        self._served = ServedTally(clock)
+        self.router = Router(
+            self.members, self.registry, self.stats, self.config.max_ejection_share, clock=clock
+        )
+        self._served = ServedTally(clock=clock)
         self._recorder = EventRecorder(self.store, POOL_STREAM, clock, gather=self._served.drain)
         self._bridge_recorder = EventRecorder(self.store, BRIDGE_STREAM, clock)
         self._slot_waiters: deque[asyncio.Future[None]] = deque()

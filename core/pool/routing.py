@@ -76,8 +76,9 @@ class Router:
         members: Mapping[str, PoolMember],
         registry: BreakerRegistry,
         stats: StatsBook,
-        clock: Clock,
         max_ejection_share: float,
+        *,
+        clock: Clock,
     ) -> None:
         self.members = members
         self.registry = registry
