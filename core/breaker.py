@@ -21,7 +21,6 @@ and ``record_success`` in CLOSED) touches no trigger at all.
 from __future__ import annotations
 
 import enum
-import random
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Final
@@ -107,9 +106,6 @@ _TABLE: Final[dict[tuple[str, BreakerState], BreakerState]] = {
     for transition in _MACHINE.get_transitions(name)
 }
 
-# Jitter needs no independence between breakers, and seeding a Random per breaker costs ~16 us.
-_SHARED_RNG = random.Random()
-
 
 def _error_kind(value: object) -> ErrorKind:
     try:
@@ -163,7 +159,9 @@ class CircuitBreaker:
     """One breaker, for one key (a connection, a connection's model, or any name).
 
     ``rng`` draws the backoff jitter; the drawn ``retry_at`` goes into the event, so replaying
-    never draws again.
+    never draws again. It is required, so that the breaker is deterministic given its inputs;
+    one ``random.Random`` may serve many breakers (a registry's do share one): jitter needs no
+    independence between breakers, and seeding a Random per breaker costs ~16 us.
     """
 
     __slots__ = (
@@ -212,7 +210,7 @@ class CircuitBreaker:
         policy: BreakerPolicy | None = None,
         *,
         clock: Clock,
-        rng: RandomSource | None = None,
+        rng: RandomSource,
         level: BreakerLevel = BreakerLevel.STANDALONE,
         connection_id: str | None = None,
         model_id: str | None = None,
@@ -225,7 +223,7 @@ class CircuitBreaker:
         self.connection_id = connection_id
         self.model_id = model_id
         self._clock = clock
-        self._rng: RandomSource = rng if rng is not None else _SHARED_RNG
+        self._rng = rng
         self.state = _CLOSED
         self.epoch = 0
         self.opened_at: float | None = None
@@ -433,7 +431,7 @@ class CircuitBreaker:
         policy: BreakerPolicy | None = None,
         *,
         clock: Clock,
-        rng: RandomSource | None = None,
+        rng: RandomSource,
     ) -> CircuitBreaker:
         """A breaker in the state :meth:`snapshot` saved; windows of another shape start empty."""
         if data.get("v") != 1:

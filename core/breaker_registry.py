@@ -104,7 +104,7 @@ class BreakerRegistry:
         model_policy: BreakerPolicy | None = None,
         named_policy: BreakerPolicy | None = None,
         clock: Clock,
-        rng: RandomSource | None = None,
+        rng: RandomSource,
         idle_after: float = 600.0,
     ) -> None:
         if not idle_after > 0:

@@ -65,7 +65,7 @@ def restore(
     connection_id: str | None = None,
     model_id: str | None = None,
     clock: Clock,
-    rng: RandomSource | None = None,
+    rng: RandomSource,
     catch_up: bool = True,
 ) -> CircuitBreaker:
     """The breaker ``key`` as of its last event: ``snapshot`` plus the ``records`` after it.
@@ -106,7 +106,7 @@ def restore_all(
     policy_for: PolicyFor,
     snapshots: Mapping[str, Snapshot] | None = None,
     clock: Clock,
-    rng: RandomSource | None = None,
+    rng: RandomSource,
     catch_up: bool = True,
 ) -> dict[str, CircuitBreaker]:
     """Every breaker of a log (any interleaving of ``breaker/...`` streams, in position order).

@@ -132,6 +132,7 @@ class ResourcePool(RequestServing):
             connection_policy=self.config.connection_breaker,
             model_policy=self.config.model_breaker,
             clock=clock,
+            rng=random.Random(),
         )
         self.breakers = DurableBreakers(self.store, self.registry)
         self.governor = MemoryGovernor(self.config.memory, clock=clock)
