@@ -72,10 +72,11 @@ from poolwarden.lifecycle_types import (
     WakeAt,
 )
 
-__all__ = ["ConnectionLifecycle", "IdFactory"]
+__all__ = ["ConnectionLifecycle", "IdFactory", "uuid_ids"]
 
 IdFactory = Callable[[], str]
-"""Makes incident ids; tests inject a counter so ids are deterministic."""
+"""Makes incident ids: the I/O edges pass :func:`uuid_ids`, tests a counter, so the machine stays
+deterministic given its inputs."""
 
 _S = ConnectionState
 _RECOVERING: Final = frozenset({_S.PINGING, _S.RECONNECTING, _S.RESTARTING})
@@ -113,7 +114,8 @@ _ENTER_RUNG: Final = {
 _NEXT_RUNG: Final = {Rung.PING: Rung.RECONNECT, Rung.RECONNECT: Rung.RESTART, Rung.RESTART: Rung.RESTART}
 
 
-def _uuid_ids() -> str:
+def uuid_ids() -> str:
+    """A random incident id (a UUID4's hex): the id factory the I/O edges inject."""
     return uuid.uuid4().hex
 
 
@@ -122,7 +124,7 @@ class ConnectionLifecycle:
 
     >>> from poolwarden.clock import FakeClock
     >>> from poolwarden.lifecycle_types import HeartbeatMissed, SendPing
-    >>> life = ConnectionLifecycle("conn-1", browser="chromium", clock=FakeClock())
+    >>> life = ConnectionLifecycle("conn-1", browser="chromium", clock=FakeClock(), ids=lambda: "inc-1")
     >>> life.hello()
     True
     >>> life.fault(HeartbeatMissed())
@@ -149,7 +151,7 @@ class ConnectionLifecycle:
         browser: str | None = None,
         policy: LifecyclePolicy | None = None,
         clock: Clock,
-        ids: IdFactory = _uuid_ids,
+        ids: IdFactory,
     ) -> None:
         self._setup(LifecycleRecord(connection_id, browser=browser), policy, clock, ids)
         now = clock()
@@ -178,7 +180,7 @@ class ConnectionLifecycle:
         snapshot: Mapping[str, Any] | None = None,
         policy: LifecyclePolicy | None = None,
         clock: Clock,
-        ids: IdFactory = _uuid_ids,
+        ids: IdFactory,
     ) -> ConnectionLifecycle:
         """The machine as its log left it: ``snapshot`` (if any), then ``events`` after it.
 
