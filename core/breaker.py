@@ -11,20 +11,19 @@ breaker equals the live one by construction. The only state changed outside an e
 closed-state bookkeeping of successes, and every event carries the summary of those successes
 (:class:`~poolwarden.breaker_events.Successes`) so replay can apply them at the same point.
 
-Transitions go through ONE shared :class:`transitions.Machine` for the class. Breakers are not
-added to it as models: ``add_model`` costs ~77 us and a dozen attributes per breaker, which
-would make 10,000 breakers cost 0.8 s and kilobytes each. The machine's events are triggered
-on the slotted breaker directly, which checks the transition against the same table. The hot
-path (``allow`` and ``record_success`` in CLOSED) touches no trigger at all.
+Transitions go through ONE shared :class:`transitions.Machine` for the class, built from
+``_TRANSITIONS``. Breakers are not added to it as models (see ``_fire`` for why and what pins
+it): the machine's events are triggered on the slotted breaker directly, and replay checks each
+recorded transition against a table read back from the same Machine. The hot path (``allow``
+and ``record_success`` in CLOSED) touches no trigger at all.
 """
 
 from __future__ import annotations
 
 import enum
-import random
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from transitions import Machine, MachineError
 
@@ -44,7 +43,7 @@ from poolwarden.breaker_events import (
     Successes,
     from_recorded,
 )
-from poolwarden.clock import Clock, system_clock
+from poolwarden.clock import Clock
 from poolwarden.errors import ConfigurationError, InvalidTransition
 from poolwarden.events import RecordedEvent
 from poolwarden.outcome_window import FAILED, SLOW, CountWindow, OutcomeWindow, new_window, window_from_json
@@ -81,29 +80,31 @@ _OVERRIDES: dict[str, BreakerState] = {
     "reset": _CLOSED,
 }
 
-_MACHINE = Machine(
+# The declared transitions; "*" is every state (the dest included: resetting a closed breaker is a
+# transition too).
+_TRANSITIONS: Final[tuple[dict[str, Any], ...]] = (
+    {"trigger": "trip", "source": [_CLOSED, _HALF_OPEN], "dest": _OPEN},
+    {"trigger": "half_open", "source": _OPEN, "dest": _HALF_OPEN},
+    {"trigger": "close", "source": _HALF_OPEN, "dest": _CLOSED},
+    *({"trigger": action, "source": "*", "dest": dest} for action, dest in _OVERRIDES.items()),
+)
+_MACHINE: Final = Machine(
     model=None,
     states=BreakerState,
-    transitions=[
-        {"trigger": "trip", "source": [_CLOSED, _HALF_OPEN], "dest": _OPEN},
-        {"trigger": "half_open", "source": _OPEN, "dest": _HALF_OPEN},
-        {"trigger": "close", "source": _HALF_OPEN, "dest": _CLOSED},
-        *({"trigger": action, "source": "*", "dest": dest} for action, dest in _OVERRIDES.items()),
-    ],
+    transitions=list(_TRANSITIONS),
     initial=_CLOSED,
     auto_transitions=False,
 )
-_TRIGGERS = _MACHINE.events
-# The same table, read out of the Machine, for replay: checking a recorded transition needs no
-# callbacks, and skipping the ~8 us trigger makes folding a long log several times faster.
-_TABLE: dict[tuple[str, BreakerState], BreakerState] = {
-    (name, BreakerState[source]): BreakerState[str(found[0].dest)]
-    for name, event in _TRIGGERS.items()
-    for source, found in event.transitions.items()
+_TRIGGERS: Final = _MACHINE.events
+# The same table, read back out of the Machine through its public get_triggers/get_transitions,
+# for replay: checking a recorded transition needs no callbacks, and skipping the ~8 us trigger
+# makes folding a long log several times faster. tests/test_state_machines.py holds it equal to
+# the declared transitions and to what the triggers do.
+_TABLE: Final[dict[tuple[str, BreakerState], BreakerState]] = {
+    (name, BreakerState[transition.source]): BreakerState[str(transition.dest)]
+    for name in _MACHINE.get_triggers(*BreakerState)
+    for transition in _MACHINE.get_transitions(name)
 }
-
-# Jitter needs no independence between breakers, and seeding a Random per breaker costs ~16 us.
-_SHARED_RNG = random.Random()
 
 
 def _error_kind(value: object) -> ErrorKind:
@@ -158,7 +159,9 @@ class CircuitBreaker:
     """One breaker, for one key (a connection, a connection's model, or any name).
 
     ``rng`` draws the backoff jitter; the drawn ``retry_at`` goes into the event, so replaying
-    never draws again.
+    never draws again. It is required, so that the breaker is deterministic given its inputs;
+    one ``random.Random`` may serve many breakers (a registry's do share one): jitter needs no
+    independence between breakers, and seeding a Random per breaker costs ~16 us.
     """
 
     __slots__ = (
@@ -206,8 +209,8 @@ class CircuitBreaker:
         key: str,
         policy: BreakerPolicy | None = None,
         *,
-        clock: Clock = system_clock,
-        rng: RandomSource | None = None,
+        clock: Clock,
+        rng: RandomSource,
         level: BreakerLevel = BreakerLevel.STANDALONE,
         connection_id: str | None = None,
         model_id: str | None = None,
@@ -220,7 +223,7 @@ class CircuitBreaker:
         self.connection_id = connection_id
         self.model_id = model_id
         self._clock = clock
-        self._rng: RandomSource = rng if rng is not None else _SHARED_RNG
+        self._rng = rng
         self.state = _CLOSED
         self.epoch = 0
         self.opened_at: float | None = None
@@ -427,8 +430,8 @@ class CircuitBreaker:
         data: dict[str, Any],
         policy: BreakerPolicy | None = None,
         *,
-        clock: Clock = system_clock,
-        rng: RandomSource | None = None,
+        clock: Clock,
+        rng: RandomSource,
     ) -> CircuitBreaker:
         """A breaker in the state :meth:`snapshot` saved; windows of another shape start empty."""
         if data.get("v") != 1:
@@ -536,6 +539,14 @@ class CircuitBreaker:
                 raise InvalidTransition("CircuitBreaker", self.state.value, trigger)
             self.state = dest
             return
+        # Off transitions' documented path, on purpose: the breaker was never given to add_model.
+        # Event.trigger(model) is what the method add_model binds would call (it is that method's
+        # partial), so a trigger costs the same; what add_model would add is the cost. Measured
+        # (transitions 0.9.3, 2-CPU test machine): 165 us and 6.6 kB in 23 attributes per breaker,
+        # so 10,000 breakers would take 1.65 s to create instead of ~0.1 s (the target is 1 s) and
+        # would need a __dict__ each; Machine.models would hold every breaker until remove_model.
+        # A Machine per breaker costs 257 us. Hence transitions>=0.9.1,<0.10 in pyproject.toml,
+        # and tests/test_state_machines.py checks this trigger against the declared transitions.
         try:
             _TRIGGERS[trigger].trigger(self)
         except MachineError as exc:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from poolwarden.breaker import CircuitBreaker, Decision
-from poolwarden.clock import Clock, system_clock
+from poolwarden.clock import Clock
 from poolwarden.errors import ConfigurationError
 from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, RandomSource
 
@@ -103,8 +103,8 @@ class BreakerRegistry:
         connection_policy: BreakerPolicy | None = None,
         model_policy: BreakerPolicy | None = None,
         named_policy: BreakerPolicy | None = None,
-        clock: Clock = system_clock,
-        rng: RandomSource | None = None,
+        clock: Clock,
+        rng: RandomSource,
         idle_after: float = 600.0,
     ) -> None:
         if not idle_after > 0:

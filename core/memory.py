@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from poolwarden.clock import Clock, system_clock
+from poolwarden.clock import Clock
 from poolwarden.errors import ConfigurationError
 from poolwarden.events import NewEvent
 
@@ -137,7 +137,7 @@ class _BrowserTrack:
 class MemoryGovernor:
     """Decides on memory pressure from readings; see the module docstring."""
 
-    def __init__(self, policy: MemoryPolicy | None = None, *, clock: Clock = system_clock) -> None:
+    def __init__(self, policy: MemoryPolicy | None = None, *, clock: Clock) -> None:
         self.policy = policy or MemoryPolicy()
         self._clock = clock
         self.level = PressureLevel.NORMAL

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_events import STREAM_PREFIX, key_of_stream
-from poolwarden.clock import Clock, system_clock
+from poolwarden.clock import Clock
 from poolwarden.errors import ReplayError, StateMachineError
 from poolwarden.events import RecordedEvent, Snapshot
 from poolwarden.policy import BreakerLevel, BreakerPolicy, RandomSource
@@ -64,8 +64,8 @@ def restore(
     level: BreakerLevel | None = None,
     connection_id: str | None = None,
     model_id: str | None = None,
-    clock: Clock = system_clock,
-    rng: RandomSource | None = None,
+    clock: Clock,
+    rng: RandomSource,
     catch_up: bool = True,
 ) -> CircuitBreaker:
     """The breaker ``key`` as of its last event: ``snapshot`` plus the ``records`` after it.
@@ -105,8 +105,8 @@ def restore_all(
     *,
     policy_for: PolicyFor,
     snapshots: Mapping[str, Snapshot] | None = None,
-    clock: Clock = system_clock,
-    rng: RandomSource | None = None,
+    clock: Clock,
+    rng: RandomSource,
     catch_up: bool = True,
 ) -> dict[str, CircuitBreaker]:
     """Every breaker of a log (any interleaving of ``breaker/...`` streams, in position order).

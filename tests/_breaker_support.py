@@ -1,4 +1,5 @@
-"""Test helpers: breaker events recorded in memory as a store would number them, and random traffic."""
+"""Test helpers: breaker events recorded in memory as a store would number them, random traffic,
+and a fixed random source."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from poolwarden.clock import FakeClock
 from poolwarden.events import RecordedEvent
 from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, OpenBackoff, SlidingWindow
 
-__all__ = ["Log", "simulate"]
+__all__ = ["CountingSource", "Log", "simulate"]
 
 
 class Log:
@@ -97,3 +98,15 @@ def simulate(
         breaker.checkpoint()
         log.add(breaker.drain_events())
     return breakers, log, clock
+
+
+class CountingSource:
+    """A RandomSource that always draws ``value`` and counts its draws."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+        self.draws = 0
+
+    def random(self) -> float:
+        self.draws += 1
+        return self.value

@@ -10,6 +10,7 @@ import pytest
 from poolwarden.breaker import BreakerState, CircuitBreaker
 from poolwarden.breaker_events import (
     BreakerClosed,
+    BreakerEvent,
     BreakerOpened,
     BreakerOverridden,
     CallFailed,
@@ -26,6 +27,7 @@ from poolwarden.policy import (
     OpenBackoff,
     SlidingWindow,
 )
+from tests._breaker_support import CountingSource
 
 T0 = 1_000.0
 NO_JITTER = OpenBackoff(jitter="none")
@@ -246,7 +248,7 @@ def test_transition_table(row: Row) -> None:
 def test_open_rejects_until_retry_at_with_reason() -> None:
     """An open breaker rejects calls until retry_at and says so, in the seed's (allowed, reason) shape too."""
     clock = FakeClock(T0)
-    breaker = CircuitBreaker("c", BreakerPolicy(backoff=NO_JITTER), clock=clock)
+    breaker = CircuitBreaker("c", BreakerPolicy(backoff=NO_JITTER), clock=clock, rng=random.Random(0))
     run(breaker, clock, fail(5))
     decision = breaker.allow()
     assert not decision
@@ -259,7 +261,7 @@ def test_open_rejects_until_retry_at_with_reason() -> None:
 def test_half_open_event_is_dated_at_retry_at_not_when_noticed() -> None:
     """The lazily decided half-open transition is stamped with retry_at, so replay and what-if agree."""
     clock = FakeClock(T0)
-    breaker = CircuitBreaker("c", BreakerPolicy(backoff=NO_JITTER), clock=clock)
+    breaker = CircuitBreaker("c", BreakerPolicy(backoff=NO_JITTER), clock=clock, rng=random.Random(0))
     run(breaker, clock, fail(5))
     clock.advance(500.0)
     breaker.poll()
@@ -272,7 +274,7 @@ def test_half_open_admits_only_the_trials_and_rejects_the_rest() -> None:
     """With two trials, a half-open breaker admits two calls and rejects the third."""
     clock = FakeClock(T0)
     policy = BreakerPolicy(half_open=HalfOpenRule(trials=2), backoff=NO_JITTER)
-    breaker = CircuitBreaker("c", policy, clock=clock)
+    breaker = CircuitBreaker("c", policy, clock=clock, rng=random.Random(0))
     run(breaker, clock, [*fail(5), *tick(30)])
     decisions = [breaker.allow() for _ in range(3)]
     assert [bool(d) for d in decisions] == [True, True, False]
@@ -282,7 +284,7 @@ def test_half_open_admits_only_the_trials_and_rejects_the_rest() -> None:
 def test_late_result_from_before_a_transition_is_ignored() -> None:
     """A success admitted while closed, reported after the breaker opened and half-opened, closes nothing."""
     clock = FakeClock(T0)
-    breaker = CircuitBreaker("c", BreakerPolicy(backoff=NO_JITTER), clock=clock)
+    breaker = CircuitBreaker("c", BreakerPolicy(backoff=NO_JITTER), clock=clock, rng=random.Random(0))
     slow_call = breaker.allow()
     run(breaker, clock, [*fail(5), *tick(30)])
     trial = breaker.allow()
@@ -300,7 +302,7 @@ def test_reopen_streak_grows_the_wait_and_decays_after_healthy_time() -> None:
     policy = BreakerPolicy(
         backoff=OpenBackoff(base=10, multiplier=2, cap=1000, jitter="none", decay_after=100)
     )
-    breaker = CircuitBreaker("c", policy, clock=clock)
+    breaker = CircuitBreaker("c", policy, clock=clock, rng=random.Random(0))
     run(breaker, clock, fail(5))
     waits = [breaker.retry_at - clock()]  # type: ignore[operator]
     for _ in range(3):
@@ -329,6 +331,35 @@ def test_jittered_retry_at_is_recorded_in_the_event() -> None:
     assert opened[-1].streak == 1
 
 
+REOPEN = [*fail(5), *tick(30), *fail(), *tick(100), *fail(), *tick(200), *fail()]
+
+
+def test_the_jitter_is_drawn_from_the_injected_source_only() -> None:
+    """Each jittered wait is base + spread * the injected source's draw; nothing else is drawn."""
+    clock = FakeClock(T0)
+    source = CountingSource(0.25)
+    breaker = CircuitBreaker("c", BreakerPolicy(), clock=clock, rng=source)
+    run(breaker, clock, REOPEN)
+    opened = [e for e in breaker.drain_events() if isinstance(e, BreakerOpened)]
+    assert [e.streak for e in opened] == [0, 1, 2, 3]
+    # The first open has no spread to draw from; the re-opens' ceilings are 60, 120 and 240 s.
+    assert [e.retry_at - e.at for e in opened] == [30.0, 30 + 30 * 0.25, 30 + 90 * 0.25, 30 + 210 * 0.25]
+    assert source.draws == 3
+
+
+def test_a_breaker_is_deterministic_given_its_inputs() -> None:
+    """Same inputs, same seed: the same events, jittered waits included; another seed differs."""
+
+    def events(seed: int) -> list[BreakerEvent]:
+        clock = FakeClock(T0)
+        breaker = CircuitBreaker("c", BreakerPolicy(), clock=clock, rng=random.Random(seed))
+        run(breaker, clock, REOPEN)
+        return breaker.drain_events()
+
+    assert events(9) == events(9)
+    assert events(9) != events(10)
+
+
 @pytest.mark.parametrize(
     ("level", "kind", "recorded"),
     [
@@ -342,7 +373,7 @@ def test_jittered_retry_at_is_recorded_in_the_event() -> None:
 def test_uncounted_kinds_neither_trip_nor_log(level: BreakerLevel, kind: ErrorKind, recorded: bool) -> None:
     """Kinds the taxonomy never counts at a level leave no event and no trip; counted kinds do both."""
     clock = FakeClock(T0)
-    breaker = CircuitBreaker("c", clock=clock, level=level)
+    breaker = CircuitBreaker("c", clock=clock, rng=random.Random(0), level=level)
     run(breaker, clock, fail(5, kind))
     assert (breaker.state is BreakerState.OPEN) is recorded
     assert any(isinstance(e, CallFailed) for e in breaker.drain_events()) is recorded
@@ -351,7 +382,9 @@ def test_uncounted_kinds_neither_trip_nor_log(level: BreakerLevel, kind: ErrorKi
 def test_policy_ignored_kind_is_logged_but_not_counted() -> None:
     """A kind the policy ignores is still logged (for what-if) with counted=False, and trips nothing."""
     clock = FakeClock(T0)
-    breaker = CircuitBreaker("c", BreakerPolicy(ignored_kinds=frozenset({ErrorKind.TIMEOUT})), clock=clock)
+    breaker = CircuitBreaker(
+        "c", BreakerPolicy(ignored_kinds=frozenset({ErrorKind.TIMEOUT})), clock=clock, rng=random.Random(0)
+    )
     run(breaker, clock, fail(6, ErrorKind.TIMEOUT))
     failures = [e for e in breaker.drain_events() if isinstance(e, CallFailed)]
     assert breaker.state is BreakerState.CLOSED
@@ -362,7 +395,7 @@ def test_policy_ignored_kind_is_logged_but_not_counted() -> None:
 def test_input_error_on_a_trial_frees_its_slot() -> None:
     """A trial ending in an input error says nothing about health: the next call is admitted as a trial."""
     clock = FakeClock(T0)
-    breaker = CircuitBreaker("c", BreakerPolicy(backoff=NO_JITTER), clock=clock)
+    breaker = CircuitBreaker("c", BreakerPolicy(backoff=NO_JITTER), clock=clock, rng=random.Random(0))
     run(breaker, clock, [*fail(5), *tick(30)])
     trial = breaker.allow()
     assert not breaker.allow()
@@ -374,7 +407,7 @@ def test_input_error_on_a_trial_frees_its_slot() -> None:
 def test_successes_in_closed_state_emit_no_events() -> None:
     """A thousand successes in CLOSED produce no event until a checkpoint summarises them in one."""
     clock = FakeClock(T0)
-    breaker = CircuitBreaker("c", clock=clock)
+    breaker = CircuitBreaker("c", clock=clock, rng=random.Random(0))
     run(breaker, clock, ok(1000))
     assert breaker.drain_events() == []
     breaker.checkpoint()
@@ -389,7 +422,7 @@ def test_successes_in_closed_state_emit_no_events() -> None:
 def test_failure_carries_the_successes_before_it() -> None:
     """A CallFailed event carries the count of successes recorded since the previous event."""
     clock = FakeClock(T0)
-    breaker = CircuitBreaker("c", clock=clock)
+    breaker = CircuitBreaker("c", clock=clock, rng=random.Random(0))
     run(breaker, clock, [*ok(7), *fail()])
     (failed,) = breaker.drain_events()
     assert failed.successes is not None
@@ -399,7 +432,7 @@ def test_failure_carries_the_successes_before_it() -> None:
 def test_rejections_are_summarised_on_the_next_transition() -> None:
     """Rejected calls produce no event each; the half-open transition carries how many and when."""
     clock = FakeClock(T0)
-    breaker = CircuitBreaker("c", BreakerPolicy(backoff=NO_JITTER), clock=clock)
+    breaker = CircuitBreaker("c", BreakerPolicy(backoff=NO_JITTER), clock=clock, rng=random.Random(0))
     run(breaker, clock, fail(5))
     breaker.drain_events()
     for _ in range(40):
@@ -415,7 +448,7 @@ def test_rejections_are_summarised_on_the_next_transition() -> None:
 def test_manual_changes_are_audited_with_who_and_why() -> None:
     """force_open records who and why, and its rejections quote them."""
     clock = FakeClock(T0)
-    breaker = CircuitBreaker("c", clock=clock)
+    breaker = CircuitBreaker("c", clock=clock, rng=random.Random(0))
     breaker.force_open("alice", "maintenance window")
     (event,) = breaker.drain_events()
     assert isinstance(event, BreakerOverridden)
@@ -433,7 +466,7 @@ def test_manual_changes_are_audited_with_who_and_why() -> None:
 @pytest.mark.parametrize(("who", "why"), [("", "x"), ("bob", "  "), (None, "x")])
 def test_manual_change_without_who_or_why_is_refused(who: object, why: object) -> None:
     """An override without a who or a why raises ConfigurationError and changes nothing."""
-    breaker = CircuitBreaker("c", clock=FakeClock(T0))
+    breaker = CircuitBreaker("c", clock=FakeClock(T0), rng=random.Random(0))
     with pytest.raises(ConfigurationError):
         breaker.disable(who, why)  # type: ignore[arg-type]
     assert breaker.state is BreakerState.CLOSED
@@ -443,7 +476,7 @@ def test_manual_change_without_who_or_why_is_refused(who: object, why: object) -
 def test_reset_forgets_the_streak() -> None:
     """A reset breaker's next trip waits the base duration again."""
     clock = FakeClock(T0)
-    breaker = CircuitBreaker("c", BreakerPolicy(backoff=NO_JITTER), clock=clock)
+    breaker = CircuitBreaker("c", BreakerPolicy(backoff=NO_JITTER), clock=clock, rng=random.Random(0))
     run(breaker, clock, [*fail(5), *tick(30), *fail()])
     assert breaker.streak == 1
     breaker.reset("ops", "fixed the upstream")
@@ -454,7 +487,7 @@ def test_reset_forgets_the_streak() -> None:
 
 def test_impossible_event_raises_invalid_transition() -> None:
     """Applying BreakerClosed to a closed breaker is refused with InvalidTransition."""
-    breaker = CircuitBreaker("c", clock=FakeClock(T0))
+    breaker = CircuitBreaker("c", clock=FakeClock(T0), rng=random.Random(0))
     with pytest.raises(InvalidTransition, match="'close' is not allowed in state closed"):
         breaker.apply(BreakerClosed(key="c", at=T0))
 
@@ -462,7 +495,7 @@ def test_impossible_event_raises_invalid_transition() -> None:
 def test_empty_key_is_refused() -> None:
     """A breaker needs a non-empty key."""
     with pytest.raises(ConfigurationError):
-        CircuitBreaker("")
+        CircuitBreaker("", clock=FakeClock(), rng=random.Random(0))
 
 
 def test_model_breaker_never_locks_a_model_out_for_good() -> None:
@@ -483,7 +516,7 @@ def test_model_breaker_never_locks_a_model_out_for_good() -> None:
 
 def test_error_kind_may_be_given_by_value_and_a_wrong_one_is_refused() -> None:
     """record_failure takes 'transport' as ErrorKind.TRANSPORT, and refuses an unknown kind clearly."""
-    breaker = CircuitBreaker("c", clock=FakeClock(T0))
+    breaker = CircuitBreaker("c", clock=FakeClock(T0), rng=random.Random(0))
     breaker.record_failure("transport")  # type: ignore[arg-type]
     (event,) = breaker.drain_events()
     assert isinstance(event, CallFailed)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from poolwarden.breaker import BreakerState
@@ -9,6 +11,7 @@ from poolwarden.breaker_registry import BreakerRegistry, model_key
 from poolwarden.clock import FakeClock
 from poolwarden.errors import ConfigurationError
 from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, OpenBackoff
+from tests._breaker_support import CountingSource
 
 T0 = 1_000.0
 QUICK = BreakerPolicy(consecutive_failures=3, backoff=OpenBackoff(base=10.0, cap=60.0, jitter="none"))
@@ -16,7 +19,9 @@ QUICK = BreakerPolicy(consecutive_failures=3, backoff=OpenBackoff(base=10.0, cap
 
 def registry(clock: FakeClock) -> BreakerRegistry:
     """A registry whose breakers trip on 3 failures and wait 10 s."""
-    return BreakerRegistry(connection_policy=QUICK, model_policy=QUICK, clock=clock, idle_after=60.0)
+    return BreakerRegistry(
+        connection_policy=QUICK, model_policy=QUICK, clock=clock, rng=random.Random(0), idle_after=60.0
+    )
 
 
 def test_breakers_are_created_once_per_key_with_their_level() -> None:
@@ -126,10 +131,25 @@ def test_eviction_keeps_breakers_with_undrained_events() -> None:
     assert [e.TYPE for e in evicted.drain_events()] == ["BreakerEvicted"]
 
 
+def test_every_breaker_of_a_registry_draws_its_jitter_from_the_registry_source() -> None:
+    """The registry hands its one injected source to each breaker it creates."""
+    clock = FakeClock(T0)
+    source = CountingSource(0.5)
+    jittered = BreakerPolicy(consecutive_failures=1, backoff=OpenBackoff(base=10.0, jitter="full"))
+    reg = BreakerRegistry(connection_policy=jittered, model_policy=jittered, clock=clock, rng=source)
+    for breaker in (reg.connection("c1"), reg.model("c1", "m"), reg.connection("c2")):
+        breaker.record_failure(ErrorKind.TRANSPORT)  # opens for base: nothing to draw
+        clock.advance(10.0)
+        trial = breaker.allow()
+        breaker.record_failure(ErrorKind.TRANSPORT, permit=trial.permit)  # re-opens, jittered
+        assert breaker.retry_at == clock() + 10.0 + 10.0 * 0.5
+    assert source.draws == 3
+
+
 def test_adopt_replaces_the_breaker_under_its_key() -> None:
     """A restored breaker adopted by the registry is the one handed out for its key."""
     reg = registry(FakeClock(T0))
-    other = BreakerRegistry(clock=FakeClock(T0)).connection("c1")
+    other = BreakerRegistry(clock=FakeClock(T0), rng=random.Random(0)).connection("c1")
     reg.adopt(other)
     assert reg.connection("c1") is other
     assert reg.get(model_key("c1", "m")) is None
@@ -138,4 +158,4 @@ def test_adopt_replaces_the_breaker_under_its_key() -> None:
 def test_idle_after_must_be_positive() -> None:
     """A registry refuses a non-positive idle_after."""
     with pytest.raises(ConfigurationError):
-        BreakerRegistry(idle_after=0)
+        BreakerRegistry(idle_after=0, clock=FakeClock(), rng=random.Random(0))

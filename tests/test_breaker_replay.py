@@ -219,7 +219,7 @@ def test_restore_mid_half_open_round_keeps_trial_counts() -> None:
     policy = BreakerPolicy(
         backoff=OpenBackoff(jitter="none"), half_open=HalfOpenRule(trials=3, close_ratio=1.0)
     )
-    breaker = CircuitBreaker("k", policy, clock=clock)
+    breaker = CircuitBreaker("k", policy, clock=clock, rng=random.Random(0))
     log = Log()
     for _ in range(5):
         breaker.record_failure(ErrorKind.TRANSPORT)
@@ -228,7 +228,7 @@ def test_restore_mid_half_open_round_keeps_trial_counts() -> None:
     breaker.record_success(permits[0])
     breaker.checkpoint()
     log.add(breaker.drain_events())
-    restored = restore("k", log.records, policy=policy, clock=clock)
+    restored = restore("k", log.records, policy=policy, clock=clock, rng=random.Random(0))
     assert (restored.trials_admitted, restored.trials_ok) == (3, 1)
     assert restored.snapshot() == breaker.snapshot()
     restored.record_success(permits[1])
@@ -239,13 +239,15 @@ def test_restore_mid_half_open_round_keeps_trial_counts() -> None:
 def test_open_breaker_whose_wait_passed_while_down_restores_half_open() -> None:
     """A breaker restored after its retry_at comes back HALF_OPEN (never CLOSED), dated at retry_at."""
     clock = FakeClock(T0)
-    breaker = CircuitBreaker("k", BreakerPolicy(backoff=OpenBackoff(jitter="none")), clock=clock)
+    breaker = CircuitBreaker(
+        "k", BreakerPolicy(backoff=OpenBackoff(jitter="none")), clock=clock, rng=random.Random(0)
+    )
     for _ in range(5):
         breaker.record_failure(ErrorKind.TRANSPORT)
     log = Log()
     log.add(breaker.drain_events())
     clock.advance(3_600.0)  # the process was down for an hour
-    restored = restore("k", log.records, clock=clock)
+    restored = restore("k", log.records, clock=clock, rng=random.Random(0))
     assert restored.state is BreakerState.HALF_OPEN
     (half,) = restored.drain_events()
     assert (half.TYPE, half.at) == ("BreakerHalfOpened", T0 + 30.0)
@@ -260,7 +262,7 @@ def test_open_breaker_restored_before_its_wait_stays_open() -> None:
     log = Log()
     log.add(breaker.drain_events())
     clock.advance(10.0)
-    restored = restore("k", log.records, clock=clock)
+    restored = restore("k", log.records, clock=clock, rng=random.Random(0))
     assert restored.state is BreakerState.OPEN
     assert restored.retry_at == breaker.retry_at
     assert not restored.allow()
@@ -271,7 +273,13 @@ def test_snapshot_survives_json() -> None:
     clock = FakeClock(T0)
     policy = POLICIES[2]
     breaker = CircuitBreaker(
-        "k", policy, clock=clock, level=BreakerLevel.MODEL, connection_id="c", model_id="m"
+        "k",
+        policy,
+        clock=clock,
+        rng=random.Random(0),
+        level=BreakerLevel.MODEL,
+        connection_id="c",
+        model_id="m",
     )
     for i in range(7):
         breaker.record_success(duration=2.0 if i % 2 else 0.1)
@@ -280,28 +288,33 @@ def test_snapshot_survives_json() -> None:
     breaker.checkpoint()
     breaker.drain_events()
     data = json.loads(json.dumps(breaker.snapshot()))
-    assert CircuitBreaker.from_snapshot(data, policy, clock=clock).snapshot() == breaker.snapshot()
+    assert (
+        CircuitBreaker.from_snapshot(data, policy, clock=clock, rng=random.Random(0)).snapshot()
+        == breaker.snapshot()
+    )
 
 
 def test_unknown_event_type_raises_replay_error() -> None:
     """An event type the breaker does not know stops the replay with its stream and version."""
     record = RecordedEvent(1, "breaker/k", 1, "BreakerExploded", 1, T0, T0, "{}")
     with pytest.raises(ReplayError, match="'breaker/k' version 1"):
-        restore("k", [record])
+        restore("k", [record], clock=FakeClock(T0), rng=random.Random(0))
 
 
 def test_impossible_recorded_event_raises_replay_error() -> None:
     """A recorded BreakerClosed on a closed breaker is a ReplayError, not a silent state change."""
     record = RecordedEvent(1, "breaker/k", 1, "BreakerClosed", 1, T0, T0, "{}", from_state="half_open")
     with pytest.raises(ReplayError, match="'close' is not allowed"):
-        restore("k", [record])
+        restore("k", [record], clock=FakeClock(T0), rng=random.Random(0))
 
 
 def test_restore_all_rebuilds_every_breaker_of_an_interleaved_log() -> None:
     """500 breakers restored from a 20,000-event interleaved log each equal their live twin."""
     breakers, log, clock = simulate(500, 20_000, seed=11)
     policy = next(iter(breakers.values())).policy
-    restored = restore_all(log.records, policy_for=lambda key, level: policy, clock=clock, catch_up=False)
+    restored = restore_all(
+        log.records, policy_for=lambda key, level: policy, clock=clock, rng=random.Random(0), catch_up=False
+    )
     assert restored.keys() == breakers.keys()
     assert all(restored[key].snapshot() == breakers[key].snapshot() for key in breakers)
     states = {b.state for b in breakers.values()}
@@ -314,7 +327,11 @@ def test_restore_all_uses_snapshots_and_reads_only_the_tail() -> None:
     policy = next(iter(breakers.values())).policy
     half = len(log.records) // 2
     partial = restore_all(
-        log.records[:half], policy_for=lambda key, level: policy, clock=clock, catch_up=False
+        log.records[:half],
+        policy_for=lambda key, level: policy,
+        clock=clock,
+        rng=random.Random(0),
+        catch_up=False,
     )
     versions: dict[str, int] = {}
     for record in log.records[:half]:
@@ -325,7 +342,12 @@ def test_restore_all_uses_snapshots_and_reads_only_the_tail() -> None:
     }
     tail = log.records[half:]  # the covered prefix is not even offered
     restored = restore_all(
-        tail, policy_for=lambda key, level: policy, snapshots=snapshots, clock=clock, catch_up=False
+        tail,
+        policy_for=lambda key, level: policy,
+        snapshots=snapshots,
+        clock=clock,
+        rng=random.Random(0),
+        catch_up=False,
     )
     assert all(restored[key].snapshot() == breakers[key].snapshot() for key in breakers)
 
@@ -335,6 +357,8 @@ def test_restore_of_10k_breakers_from_1m_events_is_exact() -> None:
     """10,000 breakers restored from a 1,000,000-event log each equal their live twin."""
     breakers, log, clock = simulate(10_000, 1_000_000, seed=3)
     policy = next(iter(breakers.values())).policy
-    restored = restore_all(log.records, policy_for=lambda key, level: policy, clock=clock, catch_up=False)
+    restored = restore_all(
+        log.records, policy_for=lambda key, level: policy, clock=clock, rng=random.Random(0), catch_up=False
+    )
     assert len(restored) == 10_000
     assert all(restored[key].snapshot() == breakers[key].snapshot() for key in breakers)

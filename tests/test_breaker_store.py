@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sys
 import time
 from collections.abc import Sequence
@@ -27,7 +28,9 @@ POLICY = BreakerPolicy(consecutive_failures=3, backoff=OpenBackoff(base=30.0, ji
 
 def registry(clock: FakeClock) -> BreakerRegistry:
     """A registry whose breakers trip on three failures and wait 30 s."""
-    return BreakerRegistry(connection_policy=POLICY, model_policy=POLICY, named_policy=POLICY, clock=clock)
+    return BreakerRegistry(
+        connection_policy=POLICY, model_policy=POLICY, named_policy=POLICY, clock=clock, rng=random.Random(0)
+    )
 
 
 def trip(reg: BreakerRegistry, key: str) -> None:
@@ -100,7 +103,9 @@ async def test_a_fresh_process_finds_the_breaker_open_or_half_open(
     clock = FakeClock(time.time() - opened_ago)
     db = tmp_path / "breakers.db"
     reg = BreakerRegistry(
-        named_policy=BreakerPolicy(backoff=OpenBackoff(base=600.0, jitter="none")), clock=clock
+        named_policy=BreakerPolicy(backoff=OpenBackoff(base=600.0, jitter="none")),
+        clock=clock,
+        rng=random.Random(0),
     )
     async with open_store(db) as store, DurableBreakers(store, reg):
         for _ in range(5):
@@ -151,7 +156,7 @@ async def test_an_evicted_breaker_restores_as_the_one_created_again(tmp_path: Pa
     clock = FakeClock(T0)
     db = tmp_path / "b.db"
     policy = BreakerPolicy(consecutive_failures=None, failure_rate=0.5)
-    live = BreakerRegistry(named_policy=policy, clock=clock, idle_after=60.0)
+    live = BreakerRegistry(named_policy=policy, clock=clock, rng=random.Random(0), idle_after=60.0)
     async with open_store(db) as store, DurableBreakers(store, live) as durable:
         for _ in range(30):
             live.named("quiet").record_success()
@@ -166,7 +171,7 @@ async def test_an_evicted_breaker_restores_as_the_one_created_again(tmp_path: Pa
         await durable.flush()
         types = [e.type for e in await store.read_stream("breaker/quiet")]
         assert types[-2:] == ["BreakerEvicted", "CallFailed"]
-    restored = BreakerRegistry(named_policy=policy, clock=clock)
+    restored = BreakerRegistry(named_policy=policy, clock=clock, rng=random.Random(0))
     async with open_store(db) as store, DurableBreakers(store, restored):
         assert restored.named("quiet").snapshot() == live.named("quiet").snapshot()
         assert restored.named("quiet").epoch == 0
@@ -177,13 +182,13 @@ async def test_successes_survive_a_restart_through_the_exit_summary(tmp_path: Pa
     clock = FakeClock(T0)
     db = tmp_path / "breakers.db"
     policy = BreakerPolicy(consecutive_failures=None, failure_rate=0.5)
-    live = BreakerRegistry(named_policy=policy, clock=clock)
+    live = BreakerRegistry(named_policy=policy, clock=clock, rng=random.Random(0))
     async with open_store(db) as store, DurableBreakers(store, live):
         for i in range(30):
             live.named("db").record_success(duration=0.01)
             if i % 4 == 0:
                 live.named("db").record_failure(ErrorKind.TIMEOUT, 0.5)
-    restored = BreakerRegistry(named_policy=policy, clock=clock)
+    restored = BreakerRegistry(named_policy=policy, clock=clock, rng=random.Random(0))
     async with open_store(db) as store, DurableBreakers(store, restored):
         assert restored.named("db").snapshot() == live.named("db").snapshot()
         assert restored.named("db").snapshot()["window"]["codes"].count("0") == 30

@@ -28,7 +28,7 @@ from poolwarden.browser.cdp import DevTools
 from poolwarden.browser.launcher import BrowserProcess, find_chromium, launch_chromium, sweep_orphans
 from poolwarden.clock import system_clock
 from poolwarden.errors import DeadlineExceeded, InvalidInput, ModelError
-from poolwarden.lifecycle import ConnectionLifecycle
+from poolwarden.lifecycle import ConnectionLifecycle, uuid_ids
 from poolwarden.lifecycle_types import HeartbeatMissed, LifecyclePolicy, ProcessExited, SocketClosed
 from poolwarden.storage import open_store
 from poolwarden.workers.chromium import ChromiumWorker
@@ -295,7 +295,9 @@ async def test_the_lifecycle_ladder_recovers_real_chromium(rig: Rig) -> None:
         worker, policy=LifecyclePolicy(), models=lambda: [PlacedModel("toy-mlp", "toy-mlp")]
     )
     policy = LifecyclePolicy(ping_timeout_s=0.5, reconnect_timeout_s=10, restart_timeout_s=20)
-    machine = ConnectionLifecycle("chromium-ladder", browser="chromium", policy=policy, clock=system_clock)
+    machine = ConnectionLifecycle(
+        "chromium-ladder", browser="chromium", policy=policy, clock=system_clock, ids=uuid_ids
+    )
     async with open_store(":memory:") as store:
         driver = LifecycleDriver(machine, actions, store, clock=system_clock)
         driver.start()

@@ -291,7 +291,9 @@ async def test_restart_of_poolwarden_resumes_the_recovery(tmp_path: Path) -> Non
 async def test_snapshots_are_taken_and_restore_the_same_state(store: EventStore) -> None:
     """With snapshots every few events, restore reads the snapshot plus tail and gets the live state."""
     actions = ScriptedActions()
-    machine = ConnectionLifecycle("conn-1", browser="chromium", policy=POLICY, clock=system_clock)
+    machine = ConnectionLifecycle(
+        "conn-1", browser="chromium", policy=POLICY, clock=system_clock, ids=CountingIds()
+    )
     async with LifecycleDriver(machine, actions, store, clock=system_clock, snapshot_every=3) as driver:
         driver.hello()
         async with asyncio.timeout(WITHIN):

@@ -81,7 +81,9 @@ def test_snapshot_plus_tail_equals_full_log() -> None:
     life.tick()
     life.step_succeeded(life.attempt)
     log.persist(life.drain_events())
-    from_snap = ConnectionLifecycle.restore("c", log.events[at:], snapshot=snap, policy=POLICY, clock=clock)
+    from_snap = ConnectionLifecycle.restore(
+        "c", log.events[at:], snapshot=snap, policy=POLICY, clock=clock, ids=ids
+    )
     assert from_snap.snapshot() == restart(log, clock, ids).snapshot() == life.snapshot()
 
 
@@ -197,14 +199,16 @@ def test_corrupt_event_raises_restore_failed() -> None:
     clock = FakeClock()
     broken = RecordedEvent(1, "connection/c", 1, "ConnectionCreated", 1, clock(), clock(), "{}")
     with pytest.raises(ReplayError, match="ConnectionCreated") as caught:
-        ConnectionLifecycle.restore("c", [broken], policy=POLICY, clock=clock)
+        ConnectionLifecycle.restore("c", [broken], policy=POLICY, clock=clock, ids=CountingIds())
     assert (caught.value.stream, caught.value.version) == ("connection/c", 1)
 
 
 def test_snapshot_of_another_schema_is_refused() -> None:
     """A snapshot written with an unknown schema raises ReplayError rather than guessing."""
     with pytest.raises(ReplayError):
-        ConnectionLifecycle.restore("c", [], snapshot={"schema": 99}, policy=POLICY, clock=FakeClock())
+        ConnectionLifecycle.restore(
+            "c", [], snapshot={"schema": 99}, policy=POLICY, clock=FakeClock(), ids=CountingIds()
+        )
 
 
 # --- the property: restored equals live, always -------------------------------------------------

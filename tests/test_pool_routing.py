@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from types import SimpleNamespace
 from typing import Any
 
@@ -34,11 +35,11 @@ class Pool:
     def __init__(self, *members: tuple[str, str, tuple[str, ...]], max_ejection_share: float = 0.5) -> None:
         self.clock = FakeClock(1_800_000_000.0)
         self.registry = BreakerRegistry(
-            connection_policy=BreakerPolicy(consecutive_failures=1), clock=self.clock
+            connection_policy=BreakerPolicy(consecutive_failures=1), clock=self.clock, rng=random.Random(0)
         )
         self.stats = StatsBook()
         self.members = {cid: _member(cid, browser, self.clock, *models) for cid, browser, models in members}
-        self.router = Router(self.members, self.registry, self.stats, self.clock, max_ejection_share)
+        self.router = Router(self.members, self.registry, self.stats, max_ejection_share, clock=self.clock)
 
     def choose(self, model_id: str = "m", model_type: str = "vision", **sets: set[str]) -> Any:
         route = self.router.choose(model_id, model_type, **sets)

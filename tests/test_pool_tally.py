@@ -18,7 +18,7 @@ from poolwarden.telemetry.queries import log_counts
 def test_a_drain_makes_one_summary_per_connection_model_and_backend() -> None:
     """Each (connection, model, browser, backend) gets one event: count, every latency, first and last."""
     clock = FakeClock(100.0)
-    tally = ServedTally(clock)
+    tally = ServedTally(clock=clock)
     tally.add("conn-0", "toy-mlp", "chromium", "webgpu", 1.23456)
     clock.advance(1.0)
     tally.add("conn-0", "toy-mlp", "chromium", "webgpu", 3.0)
@@ -47,7 +47,7 @@ def test_telemetry_and_analysis_count_summarised_and_single_successes_alike(tmp_
     """log_counts and latency_percentiles see every request, whether summarised or recorded alone."""
     path = tmp_path / "log.db"
     clock = FakeClock(1_800_000_000.0)
-    tally = ServedTally(clock)
+    tally = ServedTally(clock=clock)
     for latency in (1.0, 2.0, 3.0, 4.0):
         tally.add("conn-0", "toy-mlp", "chromium", "webgpu", latency)
     single = NewEvent(

@@ -24,6 +24,7 @@ from poolwarden.lifecycle_types import (
 from poolwarden.storage import EventStore, open_store
 from poolwarden.workers.handle import InjectedFault
 from poolwarden.workers.simulated_handle import SimulatedHandle
+from tests.lifecycle_support import CountingIds
 
 POLICY = LifecyclePolicy(ping_timeout_s=0.3, reconnect_timeout_s=10, restart_timeout_s=10, verify_timeout_s=5)
 WITHIN = 30.0  # a failure bound for awaited outcomes, never a pause
@@ -54,7 +55,9 @@ async def ladder() -> AsyncIterator[Ladder]:
             models=lambda: [PlacedModel("mlp", "toy-mlp")],
             on_quarantine=on_quarantine,
         )
-        machine = ConnectionLifecycle("conn-1", browser="simulated", policy=POLICY, clock=system_clock)
+        machine = ConnectionLifecycle(
+            "conn-1", browser="simulated", policy=POLICY, clock=system_clock, ids=CountingIds()
+        )
         driver = LifecycleDriver(machine, actions, store, clock=system_clock)
         driver.start()
         try:

@@ -114,10 +114,13 @@ class Rig:
 
     def build(self, config: PoolConfig, *, fallback: bool = False) -> RequestPath:
         registry = BreakerRegistry(
-            connection_policy=config.connection_breaker, model_policy=config.model_breaker, clock=system_clock
+            connection_policy=config.connection_breaker,
+            model_policy=config.model_breaker,
+            clock=system_clock,
+            rng=random.Random(0),
         )
         stats = StatsBook()
-        tally = ServedTally(system_clock)
+        tally = ServedTally(clock=system_clock)
         self.recorder = EventRecorder(self.store, STREAM, system_clock, gather=tally.drain)
 
         async def place(info: ModelInfo, m: PoolMember) -> str:
@@ -134,7 +137,7 @@ class Rig:
             clock=system_clock,
             members=self.members,
             models={MODEL.model_id: MODEL},
-            router=Router(self.members, registry, stats, system_clock, config.max_ejection_share),
+            router=Router(self.members, registry, stats, config.max_ejection_share, clock=system_clock),
             registry=registry,
             breakers=DurableBreakers(self.store, registry),
             stats=stats,

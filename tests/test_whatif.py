@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_events import CallFailed, from_recorded, stream_of
@@ -19,7 +20,12 @@ def recorded_outage() -> Log:
     """A connection called every second: 4 failures, recovery, then two minutes of failures."""
     clock = FakeClock(T0)
     breaker = CircuitBreaker(
-        "conn-1", RECORDING, clock=clock, level=BreakerLevel.CONNECTION, connection_id="conn-1"
+        "conn-1",
+        RECORDING,
+        clock=clock,
+        rng=random.Random(0),
+        level=BreakerLevel.CONNECTION,
+        connection_id="conn-1",
     )
     log = Log()
 

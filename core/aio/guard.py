@@ -28,6 +28,7 @@ import contextlib
 import functools
 import inspect
 import os
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
@@ -173,6 +174,8 @@ class Breakers:
         timer: Callable[[], float] = time.perf_counter,
         registry: BreakerRegistry | None = None,
     ) -> None:
+        if rng is None:
+            rng = random.Random()  # the I/O edge: the pure breakers draw only from what they are given
         self.registry = (
             registry if registry is not None else BreakerRegistry(named_policy=policy, clock=clock, rng=rng)
         )
@@ -214,6 +217,8 @@ async def open_breakers(
 
     Their events are flushed every ``flush_interval`` seconds and at exit.
     """
+    if rng is None:
+        rng = random.Random()
     registry = BreakerRegistry(named_policy=policy, clock=clock, rng=rng)
     async with contextlib.AsyncExitStack() as stack:
         if not isinstance(store, EventStore):

@@ -21,7 +21,7 @@ from typing import Protocol, TypeVar
 
 from poolwarden.classify import STEP_TRANSPORT, classify
 from poolwarden.clock import Clock
-from poolwarden.lifecycle import ConnectionLifecycle, IdFactory
+from poolwarden.lifecycle import ConnectionLifecycle, IdFactory, uuid_ids
 from poolwarden.lifecycle_events import (
     ConnectionClosed,
     ConnectionQuarantined,
@@ -107,14 +107,13 @@ async def restore_lifecycle(
     version = events[-1].version if events else (snapshot.version if snapshot is not None else 0)
     if version == 0:
         return None
-    extra = {"ids": ids} if ids is not None else {}
     machine = ConnectionLifecycle.restore(
         connection_id,
         events,
         snapshot=snapshot.state if snapshot is not None else None,
         policy=policy,
         clock=clock,
-        **extra,
+        ids=ids if ids is not None else uuid_ids,
     )
     return machine, version
 

@@ -39,7 +39,7 @@ from poolwarden.browser.launcher import BrowserProcess
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import DeadlineExceeded, WorkerDisconnected
 from poolwarden.events import NewEvent
-from poolwarden.lifecycle import ConnectionLifecycle, IdFactory
+from poolwarden.lifecycle import ConnectionLifecycle, IdFactory, uuid_ids
 from poolwarden.lifecycle_events import LifecycleEvent, RecoveryCompleted
 from poolwarden.lifecycle_types import (
     ConnectionState,
@@ -151,13 +151,13 @@ class Recovery:
         if self._driver is not None:
             return
         connection_id = self.connection.connection_id
-        extra = {"ids": self._ids} if self._ids is not None else {}
+        ids = self._ids if self._ids is not None else uuid_ids
         restored = await restore_lifecycle(
-            self.store, connection_id, policy=self.policy, clock=self._clock, **extra
+            self.store, connection_id, policy=self.policy, clock=self._clock, ids=ids
         )
         if restored is None:
             machine = ConnectionLifecycle(
-                connection_id, browser=self.handle.browser, policy=self.policy, clock=self._clock, **extra
+                connection_id, browser=self.handle.browser, policy=self.policy, clock=self._clock, ids=ids
             )
             version = 0
         else:

@@ -17,7 +17,7 @@ from transitions import Machine
 
 from poolwarden.clock import FakeClock
 from poolwarden.events import RecordedEvent
-from poolwarden.lifecycle import ConnectionLifecycle
+from poolwarden.lifecycle import ConnectionLifecycle, uuid_ids
 from poolwarden.lifecycle_events import LifecycleEvent, stream_of
 from poolwarden.lifecycle_types import HeartbeatMissed, ProcessExited
 
@@ -56,6 +56,7 @@ def _trigger_s(calls: int) -> float:
         state = "a"
 
     model = Model()
+    # Triggered as poolwarden.lifecycle triggers its shared Machine: on a model never add_model'ed.
     go, back = machine.events["go"], machine.events["back"]
     return _per_call(lambda: (go.trigger(model), back.trigger(model)), calls) / 2
 
@@ -100,7 +101,7 @@ def _history(index: int, clock: FakeClock) -> list[RecordedEvent]:
 def run(connections: int = 10_000, recoveries: int = 20_000, rounds: int = 3) -> dict[str, Any]:
     """Run the lifecycle benchmark and return its figures."""
     clock = FakeClock()
-    life = ConnectionLifecycle("bench", clock=clock)
+    life = ConnectionLifecycle("bench", clock=clock, ids=uuid_ids)  # as the pool makes ids
     life.hello()
     recovery_s = min(_per_call(lambda: _recover(life), recoveries) for _ in range(rounds))
     if life.last_incident_id is None or life.state.value != "healthy":
@@ -120,14 +121,17 @@ def run(connections: int = 10_000, recoveries: int = 20_000, rounds: int = 3) ->
                 json.loads(recorded.payload_json)
         decode_s = min(decode_s, time.perf_counter() - started)
         started = time.perf_counter()
-        restored = [ConnectionLifecycle.restore(s[0].connection_id or "", s, clock=clock) for s in streams]
+        restored = [
+            ConnectionLifecycle.restore(s[0].connection_id or "", s, clock=clock, ids=uuid_ids)
+            for s in streams
+        ]
         restore_s = min(restore_s, time.perf_counter() - started)
         if any(r.state.value != "healthy" or r.restarts_in_window() != 1 for r in restored):
             raise AssertionError("a restored connection is not the one recorded")
 
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    kept = [ConnectionLifecycle(f"m-{i}", browser="chromium", clock=clock) for i in range(1000)]
+    kept = [ConnectionLifecycle(f"m-{i}", browser="chromium", clock=clock, ids=uuid_ids) for i in range(1000)]
     for machine in kept:
         machine.drain_events()
         machine.drain_commands()

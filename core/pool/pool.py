@@ -134,6 +134,7 @@ class ResourcePool:
             connection_policy=self.config.connection_breaker,
             model_policy=self.config.model_breaker,
             clock=clock,
+            rng=random.Random(),
         )
         self.breakers = DurableBreakers(self.store, self.registry)
         self.governor = MemoryGovernor(self.config.memory, clock=clock)
@@ -149,9 +150,9 @@ class ResourcePool:
         self._closing = False
         self._started = False
         self.router: Router[PoolMember] = Router(
-            self.members, self.registry, self.stats, clock, self.config.max_ejection_share
+            self.members, self.registry, self.stats, self.config.max_ejection_share, clock=clock
         )
-        self._served = ServedTally(clock)
+        self._served = ServedTally(clock=clock)
         self._recorder = EventRecorder(self.store, POOL_STREAM, clock, gather=self._served.drain)
         self._bridge_recorder = EventRecorder(self.store, BRIDGE_STREAM, clock)
         self.metrics: PoolMetrics | None = None

@@ -97,8 +97,9 @@ class Router(Generic[Member]):
         members: Mapping[str, Member],
         registry: BreakerRegistry,
         stats: StatsBook,
-        clock: Clock,
         max_ejection_share: float,
+        *,
+        clock: Clock,
     ) -> None:
         self.members = members
         self.registry = registry

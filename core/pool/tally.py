@@ -36,7 +36,7 @@ class _Open:
 class ServedTally:
     """Counts successes until :meth:`drain` turns them into summary events."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, *, clock: Clock) -> None:
         self.clock = clock
         self._open: dict[tuple[str, str, str, str], _Open] = {}
 

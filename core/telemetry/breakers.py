@@ -8,6 +8,7 @@ breaker whose wait has passed is half-open now). Reads only.
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import asdict, dataclass
 
 from poolwarden.breaker_events import STREAM_PREFIX, key_of_stream
@@ -38,6 +39,7 @@ class BreakerStatus:
 async def breaker_statuses(db: str | os.PathLike[str], *, clock: Clock = system_clock) -> list[BreakerStatus]:
     """The status of every breaker recorded in the log at ``db``, by key."""
     statuses = []
+    rng = random.Random()
     async with open_store(db, read_only=True) as store:
         snapshots = await store.load_snapshots(STREAM_PREFIX)
         for stream, version in (await store.streams(STREAM_PREFIX)).items():
@@ -45,8 +47,8 @@ async def breaker_statuses(db: str | os.PathLike[str], *, clock: Clock = system_
             start = snapshot.version + 1 if snapshot is not None else 1
             tail = await store.read_stream(stream, from_version=start)
             key = key_of_stream(stream)
-            persisted = restore(key, tail, snapshot=snapshot, clock=clock, catch_up=False)
-            now = restore(key, tail, snapshot=snapshot, clock=clock, catch_up=True)
+            persisted = restore(key, tail, snapshot=snapshot, clock=clock, rng=rng, catch_up=False)
+            now = restore(key, tail, snapshot=snapshot, clock=clock, rng=rng, catch_up=True)
             statuses.append(
                 BreakerStatus(
                     key=key,
