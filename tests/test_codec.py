@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -70,8 +71,6 @@ def _registry() -> EventRegistry:
 
 def _recorded(event: DomainEvent, at: float = 5.0, stream: str = "pool/main") -> RecordedEvent:
     """What the store gives back for ``event``, built without a store."""
-    import json
-
     new = encode(event, at)
     return RecordedEvent(
         1,
@@ -215,8 +214,6 @@ def test_unknown_and_malformed_events_raise_replay_error() -> None:
 
 
 def _old_painted(schema_version: int, body: dict[str, Any], to_state: str | None = None) -> RecordedEvent:
-    import json
-
     return RecordedEvent(
         1, "paint/1", 1, "Painted", schema_version, 7.0, 7.0, json.dumps(body), None, "c", to_state=to_state
     )
@@ -278,3 +275,73 @@ def test_breaker_replay_fast_path_upcasts_an_old_version() -> None:
     breaker.apply_recorded(record)  # the current version: folded
     with pytest.raises(ReplayError, match="newer than this code reads"):
         breaker.apply_recorded(record._replace(schema_version=2))
+
+
+_STORE_JSON = (
+    __import__("json").JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+)
+
+
+def test_the_stored_bytes_are_those_the_hand_written_codecs_wrote() -> None:
+    """Payload keys in the order, and columns with the values, that the string-and-dict emitters
+    and the hand-written breaker codec wrote, so that old and new rows of a log look alike."""
+    from poolwarden.breaker_events import CallFailed, Successes
+    from poolwarden.bridge_events import WorkerConnected
+    from poolwarden.memory import MemoryActionDecided
+    from poolwarden.policy import ErrorKind
+
+    failed = encode(
+        CallFailed(key="c/m", at=1.0, kind=ErrorKind.TIMEOUT, duration=0.1, successes=Successes(n=2))
+    )
+    assert _STORE_JSON(failed.payload) == '{"counted":true,"slow":false,"duration":0.1,"ok":{"n":2}}'
+    assert (failed.error_kind, failed.latency_ms, failed.outcome) == ("timeout", 100.0, "counted")
+    served = encode(
+        InferencesServed(
+            connection_id="c",
+            model_id="m",
+            browser="b",
+            n=2,
+            backend="js",
+            first_at=1.0,
+            last_at=2.0,
+            latency_ms_total=3.0,
+            latency_ms_max=2.0,
+            latencies=[1.0, 2.0],
+        ),
+        3.0,
+    )
+    assert _STORE_JSON(served.payload) == (
+        '{"n":2,"backend":"js","first_at":1.0,"last_at":2.0,"latency_ms_total":3.0,'
+        '"latency_ms_max":2.0,"latency_ms":[1.0,2.0]}'
+    )
+    host = encode(MemorySampled(scope="host", percent=40.0, available_mb=12.0, total_mb=20.0), 1.0)
+    assert _STORE_JSON(host.payload) == '{"scope":"host","percent":40.0,"available_mb":12.0,"total_mb":20.0}'
+    decided = encode(
+        MemoryActionDecided(
+            connection_id="c",
+            model_id=None,
+            browser="b",
+            outcome="recycle",
+            reason="r",
+            level=PressureLevel.CRITICAL,
+        ),
+        1.0,
+    )
+    assert _STORE_JSON(decided.payload) == '{"reason":"r","level":"critical"}'
+    connected = encode(
+        WorkerConnected(
+            connection_id="w",
+            browser="chromium",
+            generation=1,
+            instance="i",
+            backend="webgpu",
+            user_agent="ua",
+            fallback_adapter=False,
+            webnn=True,
+        ),
+        1.0,
+    )
+    assert _STORE_JSON(connected.payload) == (
+        '{"generation":1,"instance":"i","backend":"webgpu","user_agent":"ua","fallback_adapter":false,'
+        '"webnn":true}'
+    )
