@@ -183,7 +183,9 @@ class _Plan:
     constants: Mapping[str, Any]
     time: str | None  # the field holding the event's time, if it has one
     encoders: tuple[_Field, ...]  # column and payload fields, in payload order
-    decoders: tuple[_Field, ...]  # every field read back
+    columns: tuple[tuple[str, str, Callable[[Any], Any] | None], ...]  # (field, column, from_json)
+    keys: tuple[tuple[str, str, Callable[[Any], Any] | None], ...]  # (field, payload key, from_json)
+    streams: tuple[tuple[str, Callable[[str], Any]], ...]  # (field, parse)
     reads_payload: bool
 
 
@@ -231,7 +233,9 @@ def _make_plan(cls: type[DomainEvent]) -> _Plan:
         constants=dict(cls.COLUMNS),
         time=time,
         encoders=tuple(field for field in ordered if field.where != "stream"),
-        decoders=tuple(field for _, field in fields),
+        columns=tuple((f.name, f.key, f.from_json) for _, f in fields if f.where == "column"),
+        keys=tuple((f.name, f.key, f.from_json) for _, f in fields if f.where == "payload"),
+        streams=tuple((f.name, f.from_json) for _, f in fields if f.where == "stream" and f.from_json),
         reads_payload=any(field.where == "payload" for _, field in fields),
     )
 
@@ -383,18 +387,15 @@ def _build(cls: type[E], plan: _Plan, columns: Any, body: Mapping[str, Any], str
     kwargs: dict[str, Any] = {}
     if plan.time is not None:
         kwargs[plan.time] = at
-    for name, where, key, _, _, from_json, _ in plan.decoders:
-        if where == "column":
-            value = getattr(columns, key)
-        elif where == "payload":
-            if key not in body:
-                continue  # the field's default, or a TypeError naming it
-            value = body[key]
-        else:  # from the stream
-            assert from_json is not None
-            kwargs[name] = from_json(stream)
-            continue
+    for name, parse in plan.streams:
+        kwargs[name] = parse(stream)
+    for name, key, from_json in plan.columns:
+        value = getattr(columns, key)
         kwargs[name] = from_json(value) if from_json is not None and value is not None else value
+    for name, key, from_json in plan.keys:
+        if key in body:  # else the field's default, or a TypeError naming it
+            value = body[key]
+            kwargs[name] = from_json(value) if from_json is not None and value is not None else value
     return cls(**kwargs)
 
 
