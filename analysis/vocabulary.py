@@ -9,6 +9,9 @@ read it from here. The names follow ``poolwarden.breaker_events`` (streams ``bre
 
 from __future__ import annotations
 
+from poolwarden.memory import MemorySampled
+from poolwarden.pool_events import InferencesServed
+
 __all__ = [
     "ATTEMPT_FAILED",
     "ATTEMPT_OUTCOMES",
@@ -61,10 +64,10 @@ RUNG_ORDER: tuple[str, ...] = ("ping", "reconnect", "restart")
 """The recovery ladder, lowest rung first (plots and tables list rungs in this order)."""
 
 TYPES: dict[str, str] = {
-    "memory_sampled": "MemorySampled",
-    "served_summary": "InferencesServed",
+    "memory_sampled": MemorySampled.TYPE,
+    "served_summary": InferencesServed.TYPE,
 }
-"""The event types analysis looks for by name.
+"""The event types analysis looks for by name, read from their classes.
 
 ``served_summary``: successful requests summarised by the pool (``poolwarden.pool.tally``), one
 event per connection, model and batch, with ``connection_id``, ``model_id`` and ``browser``

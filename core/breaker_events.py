@@ -16,11 +16,12 @@ parsing the key.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from poolwarden.codec import REGISTRY, DomainEvent, column, from_stream, occurred_at, payload
 from poolwarden.errors import ConfigurationError, ReplayError
-from poolwarden.events import NewEvent, RecordedEvent
+from poolwarden.events import RecordedEvent
 from poolwarden.policy import ErrorKind
 
 __all__ = [
@@ -119,67 +120,49 @@ class Rejections:
         return cls(n=int(data["n"]), first_at=float(data["first_at"]), last_at=float(data["last_at"]))
 
 
+def _ms(duration: float | None) -> float | None:
+    return None if duration is None else duration * 1000.0
+
+
+def _outcome(counted: bool) -> str:
+    return "counted" if counted else "ignored"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BreakerEvent:
-    """Something that happened to the breaker ``key`` at ``at`` (epoch seconds)."""
+class BreakerEvent(DomainEvent):
+    """Something that happened to the breaker ``key`` at ``at`` (epoch seconds).
 
-    TYPE: ClassVar[str] = ""
-    FROM_STATE: ClassVar[str | None] = None
-    TO_STATE: ClassVar[str | None] = None
+    How it is stored is declared on its fields (:mod:`poolwarden.codec`): ``key`` is the stream's
+    (not stored), ``at`` the event's time, the summaries go to the payload's ``ok`` and
+    ``rejected`` after the event's own keys, and only when there are any.
+    """
 
-    key: str
-    at: float
+    key: str = field(metadata=from_stream(key_of_stream))
+    at: float = field(metadata=occurred_at())
     connection_id: str | None = None
     model_id: str | None = None
-    successes: Successes | None = None
-    rejections: Rejections | None = None
+    successes: Successes | None = field(
+        default=None,
+        metadata=payload(
+            "ok", omit_none=True, last=True, to_json=Successes.to_json, from_json=Successes.from_json
+        ),
+    )
+    rejections: Rejections | None = field(
+        default=None,
+        metadata=payload(
+            "rejected", omit_none=True, last=True, to_json=Rejections.to_json, from_json=Rejections.from_json
+        ),
+    )
 
     @property
     def stream(self) -> str:
         """The stream this event belongs to."""
         return stream_of(self.key)
 
-    def _payload(self) -> dict[str, Any]:
-        return {}
-
-    def _columns(self) -> dict[str, Any]:
-        return {"from_state": self.FROM_STATE, "to_state": self.TO_STATE}
-
-    def to_new_event(self) -> NewEvent:
-        """The event as the store appends it."""
-        payload = self._payload()
-        if self.successes is not None:
-            payload["ok"] = self.successes.to_json()
-        if self.rejections is not None:
-            payload["rejected"] = self.rejections.to_json()
-        return NewEvent(
-            type=self.TYPE,
-            occurred_at=self.at,
-            payload=payload,
-            connection_id=self.connection_id,
-            model_id=self.model_id,
-            **self._columns(),
-        )
-
-    @classmethod
-    def _extra(cls, record: RecordedEvent, payload: Mapping[str, Any]) -> dict[str, Any]:
-        return {}
-
     @classmethod
     def from_recorded(cls, record: RecordedEvent) -> BreakerEvent:
-        """Rebuild the domain event from what the store holds."""
-        payload = record.payload
-        ok = payload.get("ok")
-        rejected = payload.get("rejected")
-        return cls(
-            key=key_of_stream(record.stream),
-            at=record.occurred_at,
-            connection_id=record.connection_id,
-            model_id=record.model_id,
-            successes=None if ok is None else Successes.from_json(ok),
-            rejections=None if rejected is None else Rejections.from_json(rejected),
-            **cls._extra(record, payload),
-        )
+        """Rebuild the domain event from what the store holds (:func:`from_recorded`)."""
+        return from_recorded(record)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,42 +170,19 @@ class CallFailed(BreakerEvent):
     """A call failed with an error of a kind that counts at this breaker's level.
 
     ``counted`` says whether it moved the breaker (a policy may ignore a kind; a disabled
-    breaker counts nothing); it is recorded either way so a what-if can count it.
+    breaker counts nothing); it is recorded either way so a what-if can count it. It also fills
+    the ``outcome`` column (``counted``/``ignored``), and ``duration`` (seconds) ``latency_ms``.
     """
 
-    TYPE: ClassVar[str] = "CallFailed"
-
-    kind: ErrorKind
-    duration: float | None = None
-    counted: bool = True
+    kind: ErrorKind = field(metadata=column("error_kind"))
+    counted: bool = field(default=True, metadata=payload(derived={"outcome": _outcome}))
     slow: bool = False
-
-    def _payload(self) -> dict[str, Any]:
-        return {"counted": self.counted, "slow": self.slow, "duration": self.duration}
-
-    def _columns(self) -> dict[str, Any]:
-        latency = None if self.duration is None else self.duration * 1000.0
-        return {
-            "error_kind": self.kind.value,
-            "latency_ms": latency,
-            "outcome": "counted" if self.counted else "ignored",
-        }
-
-    @classmethod
-    def _extra(cls, record: RecordedEvent, payload: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "kind": ErrorKind(str(record.error_kind)),
-            "duration": payload.get("duration"),
-            "counted": bool(payload["counted"]),
-            "slow": bool(payload.get("slow", False)),
-        }
+    duration: float | None = field(default=None, metadata=payload(derived={"latency_ms": _ms}))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallsSummarised(BreakerEvent):
     """Successes and rejections since the previous event, written so that none is left unlogged."""
-
-    TYPE: ClassVar[str] = "CallsSummarised"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,28 +193,12 @@ class BreakerOpened(BreakerEvent):
     is the drawn time itself, so a replay never draws again.
     """
 
-    TYPE: ClassVar[str] = "BreakerOpened"
-    TO_STATE: ClassVar[str | None] = "open"
+    COLUMNS: ClassVar[Mapping[str, Any]] = {"to_state": "open"}
 
     from_state: str
     reason: str
     retry_at: float
     streak: int
-
-    def _payload(self) -> dict[str, Any]:
-        return {"reason": self.reason, "retry_at": self.retry_at, "streak": self.streak}
-
-    def _columns(self) -> dict[str, Any]:
-        return {"from_state": self.from_state, "to_state": self.TO_STATE}
-
-    @classmethod
-    def _extra(cls, record: RecordedEvent, payload: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            "from_state": record.from_state,
-            "reason": payload["reason"],
-            "retry_at": float(payload["retry_at"]),
-            "streak": int(payload["streak"]),
-        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -263,66 +207,36 @@ class BreakerHalfOpened(BreakerEvent):
     with a ``reason``, its owner learned early that the target works again (a recovery of the
     connection verified a round trip)."""
 
-    TYPE: ClassVar[str] = "BreakerHalfOpened"
-    FROM_STATE: ClassVar[str | None] = "open"
-    TO_STATE: ClassVar[str | None] = "half_open"
+    COLUMNS: ClassVar[Mapping[str, Any]] = {"from_state": "open", "to_state": "half_open"}
 
-    reason: str | None = None
-
-    def _payload(self) -> dict[str, Any]:
-        return {} if self.reason is None else {"reason": self.reason}
-
-    @classmethod
-    def _extra(cls, record: RecordedEvent, payload: Mapping[str, Any]) -> dict[str, Any]:
-        return {"reason": payload.get("reason")}
+    reason: str | None = field(default=None, metadata=payload(omit_none=True))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerClosed(BreakerEvent):
     """Enough trial calls succeeded: the breaker closed."""
 
-    TYPE: ClassVar[str] = "BreakerClosed"
-    FROM_STATE: ClassVar[str | None] = "half_open"
-    TO_STATE: ClassVar[str | None] = "closed"
+    COLUMNS: ClassVar[Mapping[str, Any]] = {"from_state": "half_open", "to_state": "closed"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerTrialAdmitted(BreakerEvent):
     """The half-open breaker admitted a trial call under ``permit``."""
 
-    TYPE: ClassVar[str] = "BreakerTrialAdmitted"
-
     permit: int
-
-    def _payload(self) -> dict[str, Any]:
-        return {"permit": self.permit}
-
-    @classmethod
-    def _extra(cls, record: RecordedEvent, payload: Mapping[str, Any]) -> dict[str, Any]:
-        return {"permit": int(payload["permit"])}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerTrialReleased(BreakerEvent):
     """A trial call ended with an error that says nothing about health; its slot is free again."""
 
-    TYPE: ClassVar[str] = "BreakerTrialReleased"
-
-    kind: ErrorKind
-
-    def _columns(self) -> dict[str, Any]:
-        return {"error_kind": self.kind.value}
-
-    @classmethod
-    def _extra(cls, record: RecordedEvent, payload: Mapping[str, Any]) -> dict[str, Any]:
-        return {"kind": ErrorKind(str(record.error_kind))}
+    kind: ErrorKind = field(metadata=column("error_kind"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerOverridden(BreakerEvent):
-    """Someone (``who``) changed the breaker by hand (``action``), and said ``why``."""
-
-    TYPE: ClassVar[str] = "BreakerOverridden"
+    """Someone (``who``) changed the breaker by hand (``action``, one of :data:`OVERRIDE_ACTIONS`),
+    and said ``why``."""
 
     action: str
     from_state: str
@@ -330,72 +244,43 @@ class BreakerOverridden(BreakerEvent):
     who: str
     why: str
 
-    def _payload(self) -> dict[str, Any]:
-        return {"action": self.action, "who": self.who, "why": self.why}
-
-    def _columns(self) -> dict[str, Any]:
-        return {"from_state": self.from_state, "to_state": self.to_state}
-
-    @classmethod
-    def _extra(cls, record: RecordedEvent, payload: Mapping[str, Any]) -> dict[str, Any]:
-        action = payload["action"]
-        if action not in OVERRIDE_ACTIONS:
-            raise ValueError(f"unknown override action {action!r}")
-        return {
-            "action": action,
-            "from_state": record.from_state,
-            "to_state": record.to_state,
-            "who": payload["who"],
-            "why": payload["why"],
-        }
+    def __post_init__(self) -> None:
+        if self.action not in OVERRIDE_ACTIONS:
+            raise ValueError(f"unknown override action {self.action!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerWouldHaveOpened(BreakerEvent):
     """A metrics-only breaker's rule ``reason`` tripped; a live breaker would have opened here."""
 
-    TYPE: ClassVar[str] = "BreakerWouldHaveOpened"
-
     reason: str
-
-    def _payload(self) -> dict[str, Any]:
-        return {"reason": self.reason}
-
-    @classmethod
-    def _extra(cls, record: RecordedEvent, payload: Mapping[str, Any]) -> dict[str, Any]:
-        return {"reason": payload["reason"]}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerEvicted(BreakerEvent):
     """The breaker, closed and clean, was forgotten while idle; it starts again as a new one would."""
 
-    TYPE: ClassVar[str] = "BreakerEvicted"
 
-
-_TYPES: dict[str, type[BreakerEvent]] = {
-    cls.TYPE: cls
-    for cls in (
-        CallFailed,
-        CallsSummarised,
-        BreakerOpened,
-        BreakerHalfOpened,
-        BreakerClosed,
-        BreakerTrialAdmitted,
-        BreakerTrialReleased,
-        BreakerOverridden,
-        BreakerWouldHaveOpened,
-        BreakerEvicted,
-    )
-}
+_CLASSES: tuple[type[BreakerEvent], ...] = (
+    CallFailed,
+    CallsSummarised,
+    BreakerOpened,
+    BreakerHalfOpened,
+    BreakerClosed,
+    BreakerTrialAdmitted,
+    BreakerTrialReleased,
+    BreakerOverridden,
+    BreakerWouldHaveOpened,
+    BreakerEvicted,
+)
+REGISTRY.register(*_CLASSES)
+_TYPES: dict[str, type[BreakerEvent]] = {cls.TYPE: cls for cls in _CLASSES}
 
 
 def from_recorded(record: RecordedEvent) -> BreakerEvent:
-    """The domain event a recorded breaker event holds; unknown or malformed: :class:`ReplayError`."""
+    """The domain event a recorded breaker event holds, upcast to its current schema version
+    (:mod:`poolwarden.codec`); unknown or malformed: :class:`ReplayError`."""
     cls = _TYPES.get(record.type)
     if cls is None:
         raise ReplayError(record.stream, record.version, f"{record.type!r} is not a breaker event")
-    try:
-        return cls.from_recorded(record)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ReplayError(record.stream, record.version, f"malformed {record.type}: {exc!r}") from exc
+    return REGISTRY.decode_as(cls, record)

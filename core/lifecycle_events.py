@@ -1,8 +1,9 @@
 """The connection lifecycle's events, and the fold that turns them back into its state.
 
-Each event is a frozen dataclass named in the past tense. Fields named like the store's indexed
-columns (``connection_id``, ``browser``, ``error_kind``, ``from_state``, ``to_state``, ``rung``,
-``outcome``, ``latency_ms``) become those columns; the rest go into the JSON payload. The live
+Each event is a frozen dataclass named in the past tense, stored by :mod:`poolwarden.codec`:
+fields named like the store's indexed columns (``connection_id``, ``browser``, ``error_kind``,
+``from_state``, ``to_state``, ``rung``, ``outcome``, ``latency_ms``) become those columns; the
+rest go into the JSON payload. The live
 machine and the restore fold apply events through the same :meth:`LifecycleRecord.apply`, so a
 state restored from the log is the live state by construction; the property tests check it.
 
@@ -17,8 +18,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from poolwarden.codec import REGISTRY, DomainEvent
 from poolwarden.errors import ReplayError
-from poolwarden.events import INDEXED_FIELDS, NewEvent, RecordedEvent
+from poolwarden.events import RecordedEvent
 from poolwarden.lifecycle_types import ConnectionState, Phase, Rung
 
 __all__ = [
@@ -53,46 +55,17 @@ def stream_of(connection_id: str) -> str:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LifecycleEvent:
-    """What every lifecycle event carries: whose, when, which browser, which incident."""
+class LifecycleEvent(DomainEvent):
+    """What every lifecycle event carries: whose, when, which browser, which incident.
+
+    Stored by :mod:`poolwarden.codec`: the fields named like the envelope's columns are those
+    columns, ``occurred_at`` is the event's time, the rest go to the payload.
+    """
 
     connection_id: str
     occurred_at: float
     browser: str | None = None
     incident_id: str | None = None
-
-    def to_new_event(self) -> NewEvent:
-        """The event as the store appends it, indexed columns filled."""
-        columns: dict[str, Any] = {}
-        payload: dict[str, Any] = {}
-        for name, is_column in _encoding_plan(type(self)):
-            value = getattr(self, name)
-            if isinstance(value, enum.Enum):
-                value = value.value
-            (columns if is_column else payload)[name] = value
-        return NewEvent(
-            type=type(self).__name__,
-            occurred_at=self.occurred_at,
-            incident_id=self.incident_id,
-            payload=payload,
-            **columns,
-        )
-
-
-_ENCODING_PLANS: dict[type[LifecycleEvent], tuple[tuple[str, bool], ...]] = {}
-
-
-def _encoding_plan(cls: type[LifecycleEvent]) -> tuple[tuple[str, bool], ...]:
-    """Per field but the envelope's: its name and whether it is a column (else a payload key)."""
-    plan = _ENCODING_PLANS.get(cls)
-    if plan is None:
-        plan = _ENCODING_PLANS[cls] = tuple(
-            (f.name, f.name in INDEXED_FIELDS) for f in dataclasses.fields(cls) if f.name not in _ENVELOPE
-        )
-    return plan
-
-
-_ENVELOPE = frozenset({"occurred_at", "incident_id"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,75 +212,36 @@ class RecoveryResumed(LifecycleEvent):
     downtime_s: float
 
 
-_EVENT_TYPES: dict[str, type[LifecycleEvent]] = {
-    cls.__name__: cls
-    for cls in (
-        ConnectionCreated,
-        ConnectionStarted,
-        RecoveryStarted,
-        RungAttempted,
-        RungVerificationStarted,
-        RungSucceeded,
-        RungFailed,
-        RecoveryCompleted,
-        ConnectionQuarantined,
-        DrainStarted,
-        ConnectionClosed,
-        ConnectionResumed,
-        RecoveryResumed,
-    )
-}
-
-_ENUM_FIELDS: dict[str, type[enum.Enum]] = {
-    "from_state": ConnectionState,
-    "to_state": ConnectionState,
-    "rung": Rung,
-    "interrupted_rung": Rung,
-    "phase": Phase,
-}
-
-
-def _decoding_plan(cls: type[LifecycleEvent]) -> tuple[tuple[str, bool, dict[Any, Any] | None], ...]:
-    """Per field: its name, whether it is a column (else a payload key), and its enum's value map."""
-    return tuple(
-        (
-            f.name,
-            f.name in _ENVELOPE or f.name in INDEXED_FIELDS,
-            {m.value: m for m in _ENUM_FIELDS[f.name]} if f.name in _ENUM_FIELDS else None,
-        )
-        for f in dataclasses.fields(cls)
-    )
-
-
-# Worked out once per type, since restore decodes every event of every connection.
-_DECODERS = {name: (cls, _decoding_plan(cls)) for name, cls in _EVENT_TYPES.items()}
+_CLASSES: tuple[type[LifecycleEvent], ...] = (
+    ConnectionCreated,
+    ConnectionStarted,
+    RecoveryStarted,
+    RungAttempted,
+    RungVerificationStarted,
+    RungSucceeded,
+    RungFailed,
+    RecoveryCompleted,
+    ConnectionQuarantined,
+    DrainStarted,
+    ConnectionClosed,
+    ConnectionResumed,
+    RecoveryResumed,
+)
+REGISTRY.register(*_CLASSES)
+_EVENT_TYPES: dict[str, type[LifecycleEvent]] = {cls.TYPE: cls for cls in _CLASSES}
 
 
 def decode_event(recorded: RecordedEvent) -> LifecycleEvent | None:
-    """The typed lifecycle event a stored event holds, or ``None`` if it is not a lifecycle event.
+    """The typed lifecycle event a stored event holds (upcast to its current schema version by
+    :mod:`poolwarden.codec`), or ``None`` if it is not a lifecycle event.
 
     Other components may record their own events (errors seen, say) on a connection's stream;
     the fold skips them.
     """
-    decoder = _DECODERS.get(recorded.type)
-    if decoder is None:
+    cls = _EVENT_TYPES.get(recorded.type)
+    if cls is None:
         return None
-    cls, plan = decoder
-    payload = recorded.payload
-    kwargs: dict[str, Any] = {}
-    try:
-        for name, is_column, members in plan:
-            if is_column:
-                value = getattr(recorded, name)
-            elif name in payload:
-                value = payload[name]
-            else:
-                continue
-            kwargs[name] = members[value] if members is not None and value is not None else value
-        return cls(**kwargs)
-    except (TypeError, KeyError) as exc:
-        detail = f"{recorded.type} lacks or garbles a field: {type(exc).__name__}: {exc}"
-        raise ReplayError(recorded.stream, recorded.version, detail) from exc
+    return REGISTRY.decode_as(cls, recorded)
 
 
 @dataclass(slots=True)

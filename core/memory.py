@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from poolwarden.clock import Clock
+from poolwarden.codec import REGISTRY, DomainEvent, encode, payload
 from poolwarden.errors import ConfigurationError
 from poolwarden.events import NewEvent
 
@@ -33,8 +34,12 @@ __all__ = [
     "EvictModel",
     "HostReading",
     "LoadedModel",
+    "MemoryActionDecided",
+    "MemoryEvent",
     "MemoryGovernor",
     "MemoryPolicy",
+    "MemoryPressureChanged",
+    "MemorySampled",
     "PressureLevel",
     "RecycleBrowser",
 ]
@@ -127,6 +132,53 @@ class RecycleBrowser:
     reason: str
 
 
+# --- the events (stream ``pool/memory``), stored by poolwarden.codec ------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryEvent(DomainEvent):
+    """The base of the memory governor's events; each is stamped with the governor's clock."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemorySampled(MemoryEvent):
+    """A memory reading: of the host (``scope`` host: ``percent``, ``available_mb``,
+    ``total_mb``) or of one browser (``scope`` browser: ``pss_mb`` of its whole process tree,
+    with ``connection_id`` and ``browser``). A scope's payload holds only its own keys."""
+
+    scope: str
+    connection_id: str | None = None
+    browser: str | None = None
+    percent: float | None = field(default=None, metadata=payload(omit_none=True))
+    available_mb: float | None = field(default=None, metadata=payload(omit_none=True))
+    total_mb: float | None = field(default=None, metadata=payload(omit_none=True))
+    pss_mb: float | None = field(default=None, metadata=payload(omit_none=True))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryPressureChanged(MemoryEvent):
+    """The pressure level changed (``from_state`` -> ``to_state``) at a host reading of ``percent``."""
+
+    from_state: PressureLevel
+    to_state: PressureLevel
+    percent: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryActionDecided(MemoryEvent):
+    """The governor decided to evict a model or recycle a browser (``outcome``: evict, recycle)."""
+
+    connection_id: str
+    model_id: str | None
+    browser: str | None
+    outcome: str
+    reason: str
+    level: PressureLevel
+
+
+REGISTRY.register(MemorySampled, MemoryPressureChanged, MemoryActionDecided)
+
+
 @dataclass(slots=True)
 class _BrowserTrack:
     browser: str
@@ -152,28 +204,20 @@ class MemoryGovernor:
         self.host = reading
         now = self._clock()
         self._events.append(
-            NewEvent(
-                type="MemorySampled",
-                occurred_at=now,
-                payload={
-                    "scope": "host",
-                    "percent": reading.percent,
-                    "available_mb": reading.available_mb,
-                    "total_mb": reading.total_mb,
-                },
+            encode(
+                MemorySampled(
+                    scope="host",
+                    percent=reading.percent,
+                    available_mb=reading.available_mb,
+                    total_mb=reading.total_mb,
+                ),
+                now,
             )
         )
         level = self._level_for(reading.percent)
         if level is not self.level:
-            self._events.append(
-                NewEvent(
-                    type="MemoryPressureChanged",
-                    occurred_at=now,
-                    from_state=self.level.value,
-                    to_state=level.value,
-                    payload={"percent": reading.percent},
-                )
-            )
+            changed = MemoryPressureChanged(from_state=self.level, to_state=level, percent=reading.percent)
+            self._events.append(encode(changed, now))
             self.level = level
         return level
 
@@ -195,15 +239,13 @@ class MemoryGovernor:
         track = self._browsers.setdefault(reading.connection_id, _BrowserTrack(reading.browser))
         track.browser = reading.browser
         track.readings.append(reading.pss_mb)
-        self._events.append(
-            NewEvent(
-                type="MemorySampled",
-                occurred_at=self._clock(),
-                connection_id=reading.connection_id,
-                browser=reading.browser,
-                payload={"scope": "browser", "pss_mb": reading.pss_mb},
-            )
+        sampled = MemorySampled(
+            scope="browser",
+            connection_id=reading.connection_id,
+            browser=reading.browser,
+            pss_mb=reading.pss_mb,
         )
+        self._events.append(encode(sampled, self._clock()))
 
     def forget_browser(self, connection_id: str) -> None:
         """Drop a browser's readings: it was restarted (its memory starts afresh) or closed."""
@@ -251,19 +293,17 @@ class MemoryGovernor:
         now = self._clock()
         for action in actions:
             model_id = action.model_id if isinstance(action, EvictModel) else None
-            self._events.append(
-                NewEvent(
-                    type="MemoryActionDecided",
-                    occurred_at=now,
-                    connection_id=action.connection_id,
-                    model_id=model_id,
-                    browser=self._browsers[action.connection_id].browser
-                    if action.connection_id in self._browsers
-                    else None,
-                    outcome="evict" if isinstance(action, EvictModel) else "recycle",
-                    payload={"reason": action.reason, "level": self.level.value},
-                )
+            decided = MemoryActionDecided(
+                connection_id=action.connection_id,
+                model_id=model_id,
+                browser=self._browsers[action.connection_id].browser
+                if action.connection_id in self._browsers
+                else None,
+                outcome="evict" if isinstance(action, EvictModel) else "recycle",
+                reason=action.reason,
+                level=self.level,
             )
+            self._events.append(encode(decided, now))
         return actions
 
     def _browser_reason(self, track: _BrowserTrack) -> str | None:

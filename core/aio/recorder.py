@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from poolwarden.clock import Clock
+from poolwarden.codec import DomainEvent, encode
 from poolwarden.errors import WriteFailed
 from poolwarden.events import NewEvent
 from poolwarden.storage.base import EventStore
@@ -65,8 +66,13 @@ class EventRecorder:
         self._failure: BaseException | None = None
         self._drained: asyncio.Event | None = None
 
+    def emit(self, event: DomainEvent) -> None:
+        """Record a domain event now: stored by :mod:`poolwarden.codec`, at the recorder's clock."""
+        self.record_event(encode(event, self.clock()))
+
     def record(self, type: str, **fields: Any) -> None:
-        """Record one event now (``fields`` as for :class:`~poolwarden.events.NewEvent`)."""
+        """Record an event of no domain family now (``fields`` as for
+        :class:`~poolwarden.events.NewEvent`): for tools and tests (the pool uses :meth:`emit`)."""
         self.record_event(NewEvent(type=type, occurred_at=self.clock(), **fields))
 
     def record_event(self, event: NewEvent) -> None:

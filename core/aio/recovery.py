@@ -35,6 +35,7 @@ from typing import Any
 from poolwarden.aio.lifecycle_driver import LifecycleDriver, restore_lifecycle
 from poolwarden.aio.recovery_actions import HandleRecoveryActions, ModelSource, QuarantineCallback
 from poolwarden.bridge.server import CLOSE_REPLACED, WorkerConnection
+from poolwarden.bridge_events import WorkerReported
 from poolwarden.browser.launcher import BrowserProcess
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import DeadlineExceeded, WorkerDisconnected
@@ -211,7 +212,7 @@ class Recovery:
 
     def on_bridge_event(self, event: NewEvent) -> None:
         """Feed a bridge event (route the server's ``on_event`` here): unprompted page errors count."""
-        if event.type == "WorkerReported" and event.connection_id == self.connection.connection_id:
+        if event.type == WorkerReported.TYPE and event.connection_id == self.connection.connection_id:
             self.notice_error(event.error_kind)
 
     async def recover_connection(self, fault: Fault | None = None) -> tuple[bool, str]:
@@ -248,7 +249,7 @@ class Recovery:
         incident = machine.last_incident_id
         events = await self.store.read_stream(self.driver.stream, from_version=start_version + 1)
         for event in reversed(events):
-            if event.type == RecoveryCompleted.__name__ and event.incident_id == incident:
+            if event.type == RecoveryCompleted.TYPE and event.incident_id == incident:
                 assert event.rung is not None
                 return True, event.rung
         raise AssertionError(f"incident {incident!r} ended HEALTHY without a RecoveryCompleted event")

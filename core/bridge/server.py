@@ -40,7 +40,18 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Origin
 
+from poolwarden.bridge_events import (
+    BridgeEvent,
+    ProtocolViolated,
+    WorkerConnected,
+    WorkerRefused,
+    WorkerReported,
+)
+
+# Named apart from the error WorkerDisconnected, which this module raises.
+from poolwarden.bridge_events import WorkerDisconnected as WorkerLeft
 from poolwarden.clock import Clock, system_clock
+from poolwarden.codec import encode
 from poolwarden.errors import (
     ConfigurationError,
     DeadlineExceeded,
@@ -448,12 +459,12 @@ class BridgeServer:
         if host != f"{self.host}:{self.port}":
             # DNS rebinding: a foreign site whose name now resolves to 127.0.0.1 still sends its
             # own name as Host. Only the address the pages are given is served.
-            self._emit("WorkerRefused", None, error_kind="foreign_host", payload={"host": host})
+            self._emit(WorkerRefused(connection_id=None, error_kind="foreign_host", host=host))
             return _response(421, b"misdirected request", "text/plain")
         if url.path == "/ws":
             worker = parse_qs(url.query).get("worker", [""])[0]
             if not _WORKER_ID.fullmatch(worker):
-                self._emit("WorkerRefused", None, error_kind="bad_worker_id", payload={"path": url.path})
+                self._emit(WorkerRefused(connection_id=None, error_kind="bad_worker_id", path=url.path))
                 return _response(400, b"a worker id is required", "text/plain")
             return None
         entry = _PAGE_FILES.get(url.path)
@@ -464,7 +475,7 @@ class BridgeServer:
     def _process_response(self, connection: ServerConnection, request: Request, response: Response) -> None:
         if urlsplit(request.path).path == "/ws" and response.status_code == 403:
             origin = request.headers.get("Origin")
-            self._emit("WorkerRefused", None, error_kind="foreign_origin", payload={"origin": origin})
+            self._emit(WorkerRefused(connection_id=None, error_kind="foreign_origin", origin=origin))
 
     # --- WebSocket -------------------------------------------------------------------------------
 
@@ -480,27 +491,29 @@ class BridgeServer:
             # The page reloaded before its old socket was seen to close; the old one is stale.
             conn._detach(previous, generation - 1, CLOSE_REPLACED, "replaced by a newer page")
             self._emit(
-                "WorkerDisconnected",
-                worker_id,
-                browser=hello.browser,
-                payload={"generation": generation - 1, "code": CLOSE_REPLACED, "reason": "replaced"},
+                WorkerLeft(
+                    connection_id=worker_id,
+                    browser=hello.browser,
+                    generation=generation - 1,
+                    code=CLOSE_REPLACED,
+                    reason="replaced",
+                )
             )
             # In the background: an unresponsive old peer must not hold up the new page's welcome.
             closing = asyncio.create_task(previous.close(CLOSE_REPLACED, "replaced by a newer page"))
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
         self._emit(
-            "WorkerConnected",
-            worker_id,
-            browser=hello.browser,
-            payload={
-                "generation": generation,
-                "instance": hello.instance,
-                "backend": hello.backend,
-                "user_agent": hello.user_agent,
-                "fallback_adapter": hello.is_fallback_adapter,
-                "webnn": hello.webnn_available,
-            },
+            WorkerConnected(
+                connection_id=worker_id,
+                browser=hello.browser,
+                generation=generation,
+                instance=hello.instance,
+                backend=hello.backend,
+                user_agent=hello.user_agent,
+                fallback_adapter=hello.is_fallback_adapter,
+                webnn=hello.webnn_available,
+            )
         )
         welcome = encode_command(
             "welcome", None, protocol=PROTOCOL_VERSION, worker_id=worker_id, generation=generation
@@ -514,10 +527,13 @@ class BridgeServer:
             code, reason = _close_of(ws)
             if conn._detach(ws, generation, code, reason):
                 self._emit(
-                    "WorkerDisconnected",
-                    worker_id,
-                    browser=hello.browser,
-                    payload={"generation": generation, "code": code, "reason": reason},
+                    WorkerLeft(
+                        connection_id=worker_id,
+                        browser=hello.browser,
+                        generation=generation,
+                        code=code,
+                        reason=reason,
+                    )
                 )
 
     async def _receive_hello(self, ws: ServerConnection, worker_id: str) -> Hello | None:
@@ -526,7 +542,7 @@ class BridgeServer:
                 frame = await ws.recv()
         except TimeoutError:
             await ws.close(CLOSE_HELLO_TIMEOUT, "no hello in time")
-            self._emit("WorkerRefused", worker_id, error_kind="hello_timeout")
+            self._emit(WorkerRefused(connection_id=worker_id, error_kind="hello_timeout"))
             return None
         except ConnectionClosed:
             return None
@@ -546,7 +562,7 @@ class BridgeServer:
             with contextlib.suppress(ConnectionClosed):  # the peer may already be gone; we close anyway
                 await ws.send(encode_error(None, exc.kind, str(exc)))
             await ws.close(code, str(exc.kind))
-            self._emit("WorkerRefused", worker_id, error_kind=str(exc.kind), payload={"detail": str(exc)})
+            self._emit(WorkerRefused(connection_id=worker_id, error_kind=str(exc.kind), detail=str(exc)))
             return None
         return message
 
@@ -560,10 +576,12 @@ class BridgeServer:
             except ProtocolError as exc:
                 exhausted = strikes.strike()
                 self._emit(
-                    "ProtocolViolated",
-                    conn.connection_id,
-                    error_kind=str(exc.kind),
-                    payload={"detail": str(exc), "strikes": strikes.strikes},
+                    ProtocolViolated(
+                        connection_id=conn.connection_id,
+                        error_kind=str(exc.kind),
+                        detail=str(exc),
+                        strikes=strikes.strikes,
+                    )
                 )
                 await ws.send(encode_error(None, exc.kind, str(exc), strikes=strikes.strikes))
                 if exhausted:
@@ -579,38 +597,22 @@ class BridgeServer:
                 )
             elif isinstance(message, ErrorReply) and message.id is None:
                 self._emit(
-                    "WorkerReported",
-                    conn.connection_id,
-                    error_kind=message.kind,
-                    payload={"detail": message.message},
+                    WorkerReported(
+                        connection_id=conn.connection_id, error_kind=message.kind, detail=message.message
+                    )
                 )
             else:
                 conn._deliver(message)
 
-    def _emit(
-        self,
-        type: str,
-        connection_id: str | None,
-        *,
-        browser: str | None = None,
-        error_kind: str | None = None,
-        payload: Mapping[str, Any] | None = None,
-    ) -> None:
+    def _emit(self, event: BridgeEvent) -> None:
+        """Hand ``event`` to the sink, stored as :mod:`poolwarden.codec` stores it, at the bridge's clock."""
         if self._on_event is None:
             return
-        event = NewEvent(
-            type=type,
-            occurred_at=self._clock(),
-            payload=dict(payload or {}),
-            connection_id=connection_id,
-            browser=browser,
-            error_kind=error_kind,
-        )
         try:
-            self._on_event(event)
+            self._on_event(encode(event, self._clock()))
         except Exception:
             # A failing sink must not take a worker's connection down with it; it is logged loudly.
-            logger.exception("the bridge's event sink failed on %s", type)
+            logger.exception("the bridge's event sink failed on %s", event.TYPE)
 
 
 _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from poolwarden.errors import PoolwardenError
+from poolwarden.lifecycle_events import ConnectionQuarantined, RecoveryCompleted
 from poolwarden.pool import PoolConfig, ResourcePool
 from poolwarden.storage import EventStore
 from poolwarden.storage.base import Durability
@@ -125,13 +126,12 @@ async def _inject_faults(
 
 async def _recoveries(store: EventStore, since: float) -> dict[str, int]:
     rows = await store.fetch(
-        "SELECT rung, COUNT(*) FROM events WHERE type = 'RecoveryCompleted' AND occurred_at >= ?"
-        " GROUP BY rung",
-        (since,),
+        "SELECT rung, COUNT(*) FROM events WHERE type = ? AND occurred_at >= ? GROUP BY rung",
+        (RecoveryCompleted.TYPE, since),
     )
     result = {str(rung): int(count) for rung, count in rows}
     quarantined = await store.fetch(
-        "SELECT COUNT(*) FROM events WHERE type = 'ConnectionQuarantined' AND occurred_at >= ?", (since,)
+        "SELECT COUNT(*) FROM events WHERE type = ? AND occurred_at >= ?", (ConnectionQuarantined.TYPE, since)
     )
     if quarantined[0][0]:
         result["quarantined"] = int(quarantined[0][0])

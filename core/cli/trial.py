@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from poolwarden.errors import PoolwardenError
+from poolwarden.lifecycle_events import RecoveryCompleted
 from poolwarden.workers.choice import resolve_workers
 
 __all__ = ["run_recovery_trial"]
@@ -70,7 +71,7 @@ async def run_recovery_trial(
         for e in events
     ]
     last = events[-1] if events else None
-    recovered = last is not None and last.type == "RecoveryCompleted"
+    recovered = last is not None and last.type == RecoveryCompleted.TYPE
     return {
         "workers": kind,
         "why": why,

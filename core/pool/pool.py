@@ -62,7 +62,16 @@ from poolwarden.pool.results import Fallback, InferenceResult, ModelInfo
 from poolwarden.pool.routing import Router, blocking_breaker
 from poolwarden.pool.serving import RequestPath
 from poolwarden.pool.tally import ServedTally
-from poolwarden.pool_events import MODEL_PLACED
+from poolwarden.pool_events import (
+    ConnectionReplaced,
+    FaultInjected,
+    ModelEvicted,
+    ModelLoadRefused,
+    ModelPlaced,
+    PoolStarted,
+    PoolStopped,
+    RecycleStarted,
+)
 from poolwarden.storage import open_store
 from poolwarden.storage.base import EventStore
 from poolwarden.telemetry.queries import browser_figures
@@ -228,13 +237,12 @@ class ResourcePool:
         for index in range(self.config.connections):
             starts.append(self._add_member(self.config.worker_kind(index), used))
         await asyncio.gather(*starts)
-        self._recorder.record(
-            "PoolStarted",
-            payload={
-                "connections": self.config.connections,
-                "workers": list(self.config.workers),
-                "port": self.server.port,
-            },
+        self._recorder.emit(
+            PoolStarted(
+                connections=self.config.connections,
+                workers=list(self.config.workers),
+                port=self.server.port,
+            )
         )
         self._monitor = asyncio.create_task(self._monitor_loop(), name="poolwarden monitor")
         if self.config.metrics_port is not None:
@@ -277,7 +285,7 @@ class ResourcePool:
         )
         await self.server.close()
         try:
-            self._recorder.record("PoolStopped", payload=dict(self.counters))
+            self._recorder.emit(PoolStopped(**self.counters))
             await self._recorder.close()
             await self._bridge_recorder.close()
             await self.breakers.__aexit__(None, None, None)
@@ -400,11 +408,13 @@ class ResourcePool:
         self.members.pop(member.connection_id, None)
         self.governor.forget_browser(member.connection_id)
         replacement = await self._add_member(member.kind, set())
-        self._recorder.record(
-            "ConnectionReplaced",
-            connection_id=replacement.connection_id,
-            browser=replacement.browser,
-            payload={"replaced": member.connection_id, "reason": reason},
+        self._recorder.emit(
+            ConnectionReplaced(
+                connection_id=replacement.connection_id,
+                browser=replacement.browser,
+                replaced=member.connection_id,
+                reason=reason,
+            )
         )
         for slot in member.models.values():
             with contextlib.suppress(PoolwardenError):
@@ -450,7 +460,7 @@ class ResourcePool:
         """Load ``info``'s model on ``member`` (concurrent loads of it there share one)."""
         allowed, reason = self.governor.may_load_model()
         if not allowed:
-            self._recorder.record("ModelLoadRefused", model_id=info.model_id, payload={"reason": reason})
+            self._recorder.emit(ModelLoadRefused(model_id=info.model_id, reason=reason))
             raise RequestError(f"not loading {info.model_id!r}: {reason}")
         if info.model_id not in member.models:
             loading = member.loading.get(info.model_id)
@@ -465,13 +475,16 @@ class ResourcePool:
     async def _load(self, info: ModelInfo, member: PoolMember) -> None:
         loaded = await member.connection.load_model(info.model_id, info.kind, info.options)
         member.models[info.model_id] = ModelSlot(info.model_id, info.kind, info.options, self.clock())
-        self._recorder.record(
-            MODEL_PLACED,
-            connection_id=member.connection_id,
-            model_id=info.model_id,
-            browser=member.browser,
-            latency_ms=loaded.elapsed_ms,
-            payload={"backend": loaded.backend, "model_type": info.model_type, "kind": info.kind},
+        self._recorder.emit(
+            ModelPlaced(
+                connection_id=member.connection_id,
+                model_id=info.model_id,
+                browser=member.browser,
+                latency_ms=loaded.elapsed_ms,
+                backend=loaded.backend,
+                model_type=info.model_type,
+                kind=info.kind,
+            )
         )
 
     async def unload_model(self, model_id: str, connection_id: str, reason: str = "requested") -> None:
@@ -488,12 +501,10 @@ class ResourcePool:
                 self.model_connections.pop(model_id, None)
         with contextlib.suppress(PoolwardenError):
             await member.connection.unload_model(model_id)
-        self._recorder.record(
-            "ModelEvicted",
-            connection_id=connection_id,
-            model_id=model_id,
-            browser=member.browser,
-            payload={"reason": reason},
+        self._recorder.emit(
+            ModelEvicted(
+                connection_id=connection_id, model_id=model_id, browser=member.browser, reason=reason
+            )
         )
 
     def _on_bridge_event(self, event: NewEvent) -> None:
@@ -538,11 +549,13 @@ class ResourcePool:
 
     async def _drain_then_restart(self, member: PoolMember, reason: str) -> None:
         assert member.driver is not None
-        self._recorder.record(
-            "RecycleStarted",
-            connection_id=member.connection_id,
-            browser=member.browser,
-            payload={"reason": reason, "in_flight": member.in_flight},
+        self._recorder.emit(
+            RecycleStarted(
+                connection_id=member.connection_id,
+                browser=member.browser,
+                reason=reason,
+                in_flight=member.in_flight,
+            )
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(member.idle.wait(), self.config.drain_timeout)
@@ -588,12 +601,8 @@ class ResourcePool:
         """Cause ``fault`` on a connection (browser_kill, renderer_crash, page_hang, socket_drop,
         device_lost) and record that it was injected: for demos and tests."""
         member = self.members[connection_id]
-        self._recorder.record(
-            "FaultInjected",
-            connection_id=connection_id,
-            browser=member.browser,
-            error_kind=fault,
-            payload={"fault": fault},
+        self._recorder.emit(
+            FaultInjected(connection_id=connection_id, browser=member.browser, error_kind=fault, fault=fault)
         )
         await member.handle.inject(fault)
 

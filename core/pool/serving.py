@@ -56,7 +56,13 @@ from poolwarden.pool.results import Fallback, InferenceResult, ModelInfo
 from poolwarden.pool.retry_budget import RetryBudget
 from poolwarden.pool.routing import Router
 from poolwarden.pool.tally import SUMMARY_INTERVAL, ServedTally
-from poolwarden.pool_events import ATTEMPT_FAILED, FAILED, SERVED
+from poolwarden.pool_events import (
+    AttemptFailed,
+    FallbackServed,
+    InferenceFailed,
+    InferenceServed,
+    PanicRouted,
+)
 from poolwarden.protocol import Tensor
 
 __all__ = ["Placement", "RequestPath"]
@@ -223,11 +229,12 @@ class RequestPath:
                 if member.busy or not member.serving:  # things moved while the model loaded
                     continue
             if route.panic:
-                self._recorder.record(
-                    "PanicRouted",
-                    connection_id=member.connection_id,
-                    model_id=info.model_id,
-                    payload={"open_share": self.router.open_share(self._serving(), self.clock())},
+                self._recorder.emit(
+                    PanicRouted(
+                        connection_id=member.connection_id,
+                        model_id=info.model_id,
+                        open_share=self.router.open_share(self._serving(), self.clock()),
+                    )
                 )
             tried.add(member.connection_id)
             try:
@@ -361,19 +368,17 @@ class RequestPath:
             self._served.add(member.connection_id, info.model_id, browser, result.backend, latency_ms)
             self._recorder.wake(SUMMARY_INTERVAL)
         else:
-            self._recorder.record(
-                SERVED,
-                connection_id=member.connection_id,
-                model_id=info.model_id,
-                browser=browser,
-                outcome="success",
-                latency_ms=latency_ms,
-                payload={
-                    "backend": result.backend,
-                    "attempts": attempts,
-                    "worker_ms": result.elapsed_ms,
-                    "panic": panic,
-                },
+            self._recorder.emit(
+                InferenceServed(
+                    connection_id=member.connection_id,
+                    model_id=info.model_id,
+                    browser=browser,
+                    latency_ms=latency_ms,
+                    backend=result.backend,
+                    attempts=attempts,
+                    worker_ms=result.elapsed_ms,
+                    panic=panic,
+                )
             )
         return InferenceResult(
             model_id=info.model_id,
@@ -401,13 +406,13 @@ class RequestPath:
             output = await self._fallback(info.model_id, inputs, error)
         self.counters["fallbacks"] += 1
         latency_ms = (asyncio.get_running_loop().time() - started) * 1000
-        self._recorder.record(
-            "FallbackServed",
-            model_id=info.model_id,
-            outcome="fallback",
-            latency_ms=latency_ms,
-            error_kind=type(error).__name__,
-            payload={"reason": str(error)},
+        self._recorder.emit(
+            FallbackServed(
+                model_id=info.model_id,
+                latency_ms=latency_ms,
+                error_kind=type(error).__name__,
+                reason=str(error),
+            )
         )
         return InferenceResult(
             info.model_id, [output], None, None, "fallback", latency_ms, attempts, is_fallback=True
@@ -430,14 +435,14 @@ class RequestPath:
     ) -> None:
         """One attempt failed on ``member`` (the request may still be served elsewhere)."""
         self.stats.record(info.model_type, member.browser, False, None)
-        self._recorder.record(
-            ATTEMPT_FAILED,
-            connection_id=member.connection_id,
-            model_id=info.model_id,
-            browser=member.browser,
-            error_kind=kind.value,
-            outcome="failed",
-            latency_ms=latency_ms,
+        self._recorder.emit(
+            AttemptFailed(
+                connection_id=member.connection_id,
+                model_id=info.model_id,
+                browser=member.browser,
+                error_kind=kind.value,
+                latency_ms=latency_ms,
+            )
         )
 
     def _request_failed(
@@ -445,14 +450,15 @@ class RequestPath:
     ) -> None:
         """The request ended in a typed error (``error_type``, its class name) for its caller."""
         self.counters["failed"] += 1
-        self._recorder.record(
-            FAILED,
-            connection_id=member.connection_id if member else None,
-            model_id=model_id,
-            browser=member.browser if member else None,
-            error_kind=error_type,
-            outcome=outcome,
-            latency_ms=latency_ms,
+        self._recorder.emit(
+            InferenceFailed(
+                connection_id=member.connection_id if member else None,
+                model_id=model_id,
+                browser=member.browser if member else None,
+                error_kind=error_type,
+                outcome=outcome,
+                latency_ms=latency_ms,
+            )
         )
 
 

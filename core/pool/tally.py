@@ -16,10 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from poolwarden.clock import Clock
+from poolwarden.codec import encode
 from poolwarden.events import NewEvent
-from poolwarden.pool_events import SERVED_SUMMARY
+from poolwarden.pool_events import InferencesServed
 
 __all__ = ["SERVED_SUMMARY", "SUMMARY_INTERVAL", "ServedTally"]
+
+SERVED_SUMMARY = InferencesServed.TYPE
+"""The summary's type name."""
 
 SUMMARY_INTERVAL = 1.0
 """Seconds successes may gather before they are appended (sooner when another event is): each
@@ -67,23 +71,17 @@ class ServedTally:
         events = []
         for (connection_id, model_id, browser, backend), tally in tallies.items():
             latencies = [round(latency, 3) for latency in tally.latencies]
-            events.append(
-                NewEvent(
-                    type=SERVED_SUMMARY,
-                    occurred_at=now,
-                    connection_id=connection_id,
-                    model_id=model_id,
-                    browser=browser,
-                    outcome="success",
-                    payload={
-                        "n": len(latencies),
-                        "backend": backend,
-                        "first_at": tally.first_at,
-                        "last_at": tally.last_at,
-                        "latency_ms_total": round(sum(tally.latencies), 3),
-                        "latency_ms_max": max(latencies),
-                        "latency_ms": latencies,
-                    },
-                )
+            summary = InferencesServed(
+                connection_id=connection_id,
+                model_id=model_id,
+                browser=browser,
+                n=len(latencies),
+                backend=backend,
+                first_at=tally.first_at,
+                last_at=tally.last_at,
+                latency_ms_total=round(sum(tally.latencies), 3),
+                latency_ms_max=max(latencies),
+                latencies=latencies,
             )
+            events.append(encode(summary, now))
         return events

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from poolwarden.pool_events import ATTEMPT_FAILED, FAILED, MODEL_PLACED, SERVED, SERVED_SUMMARY
+from poolwarden.lifecycle_events import RecoveryCompleted, RungAttempted, RungSucceeded
+from poolwarden.pool_events import (
+    AttemptFailed,
+    InferenceFailed,
+    InferenceServed,
+    InferencesServed,
+    ModelPlaced,
+)
 from poolwarden.storage import EventStore
 
 __all__ = [
@@ -29,29 +36,34 @@ __all__ = [
     "log_counts_sync",
 ]
 
+# The type names, from the event classes.
+_SERVED, _SERVED_SUMMARY, _FAILED = InferenceServed.TYPE, InferencesServed.TYPE, InferenceFailed.TYPE
+_ATTEMPT_FAILED, _MODEL_PLACED = AttemptFailed.TYPE, ModelPlaced.TYPE
+_ATTEMPTED, _SUCCEEDED, _RECOVERED = RungAttempted.TYPE, RungSucceeded.TYPE, RecoveryCompleted.TYPE
+
 _REQUESTS = (
     "SELECT model_id, connection_id, MAX(browser),"
-    f" SUM(CASE type WHEN '{SERVED}' THEN 1 WHEN '{SERVED_SUMMARY}' THEN json_extract(payload, '$.n')"
+    f" SUM(CASE type WHEN '{_SERVED}' THEN 1 WHEN '{_SERVED_SUMMARY}' THEN json_extract(payload, '$.n')"
     " ELSE 0 END),"
-    f" SUM(type = '{FAILED}'),"
-    f" SUM(CASE type WHEN '{SERVED}' THEN latency_ms"
-    f" WHEN '{SERVED_SUMMARY}' THEN json_extract(payload, '$.latency_ms_total') END),"
-    f" MAX(CASE type WHEN '{SERVED}' THEN latency_ms"
-    f" WHEN '{SERVED_SUMMARY}' THEN json_extract(payload, '$.latency_ms_max') END), MAX(occurred_at)"
-    f" FROM events WHERE type IN ('{SERVED}', '{SERVED_SUMMARY}', '{FAILED}') AND model_id IS NOT NULL"
+    f" SUM(type = '{_FAILED}'),"
+    f" SUM(CASE type WHEN '{_SERVED}' THEN latency_ms"
+    f" WHEN '{_SERVED_SUMMARY}' THEN json_extract(payload, '$.latency_ms_total') END),"
+    f" MAX(CASE type WHEN '{_SERVED}' THEN latency_ms"
+    f" WHEN '{_SERVED_SUMMARY}' THEN json_extract(payload, '$.latency_ms_max') END), MAX(occurred_at)"
+    f" FROM events WHERE type IN ('{_SERVED}', '{_SERVED_SUMMARY}', '{_FAILED}') AND model_id IS NOT NULL"
     " AND occurred_at >= ? GROUP BY model_id, connection_id ORDER BY model_id, connection_id"
 )
 _RUNGS = (
-    "SELECT rung, SUM(type = 'RungAttempted'), SUM(type = 'RungSucceeded') FROM events"
-    " WHERE stream LIKE 'connection/%' AND type IN ('RungAttempted', 'RungSucceeded')"
+    f"SELECT rung, SUM(type = '{_ATTEMPTED}'), SUM(type = '{_SUCCEEDED}') FROM events"
+    f" WHERE stream LIKE 'connection/%' AND type IN ('{_ATTEMPTED}', '{_SUCCEEDED}')"
     " AND rung IS NOT NULL AND occurred_at >= ? GROUP BY rung"
 )
 _RECOVERED = (
     "SELECT rung, latency_ms FROM events WHERE stream LIKE 'connection/%'"
-    " AND type = 'RecoveryCompleted' AND occurred_at >= ? ORDER BY latency_ms"
+    f" AND type = '{_RECOVERED}' AND occurred_at >= ? ORDER BY latency_ms"
 )
 _RECENT_ERRORS = (
-    f"SELECT occurred_at, connection_id, model_id, error_kind, outcome FROM events WHERE type = '{FAILED}'"
+    f"SELECT occurred_at, connection_id, model_id, error_kind, outcome FROM events WHERE type = '{_FAILED}'"
     " AND occurred_at >= ? ORDER BY position DESC LIMIT 10"
 )
 _RUNG_ORDER = {"ping": 0, "reconnect": 1, "restart": 2}
@@ -61,15 +73,15 @@ _RUNG_ORDER = {"ping": 0, "reconnect": 1, "restart": 2}
 # pool's stream is read, through the (stream, version) index.
 _BROWSER_FIGURES = (
     "WITH placed AS (SELECT model_id, json_extract(payload, '$.model_type') AS model_type,"
-    f" MAX(position) FROM events WHERE stream = ? AND type = '{MODEL_PLACED}' GROUP BY model_id)"
+    f" MAX(position) FROM events WHERE stream = ? AND type = '{_MODEL_PLACED}' GROUP BY model_id)"
     " SELECT placed.model_type, events.browser,"
-    f" SUM(CASE type WHEN '{SERVED}' THEN 1 WHEN '{SERVED_SUMMARY}' THEN json_extract(payload, '$.n')"
+    f" SUM(CASE type WHEN '{_SERVED}' THEN 1 WHEN '{_SERVED_SUMMARY}' THEN json_extract(payload, '$.n')"
     " ELSE 0 END),"
-    f" SUM(type = '{ATTEMPT_FAILED}'),"
-    f" SUM(CASE type WHEN '{SERVED}' THEN latency_ms"
-    f" WHEN '{SERVED_SUMMARY}' THEN json_extract(payload, '$.latency_ms_total') ELSE 0 END)"
+    f" SUM(type = '{_ATTEMPT_FAILED}'),"
+    f" SUM(CASE type WHEN '{_SERVED}' THEN latency_ms"
+    f" WHEN '{_SERVED_SUMMARY}' THEN json_extract(payload, '$.latency_ms_total') ELSE 0 END)"
     " FROM events JOIN placed USING (model_id)"
-    f" WHERE stream = ? AND type IN ('{SERVED}', '{SERVED_SUMMARY}', '{ATTEMPT_FAILED}')"
+    f" WHERE stream = ? AND type IN ('{_SERVED}', '{_SERVED_SUMMARY}', '{_ATTEMPT_FAILED}')"
     " AND browser IS NOT NULL AND placed.model_type IS NOT NULL AND occurred_at >= ?"
     " GROUP BY placed.model_type, events.browser"
 )
