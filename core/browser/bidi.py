@@ -18,7 +18,8 @@ __all__ = ["BiDi"]
 
 
 class BiDi(RemoteClient):
-    """A WebDriver BiDi session on a Firefox started with ``--remote-debugging-port``."""
+    """A WebDriver BiDi session on a Firefox started with ``--remote-debugging-port``, over a
+    :class:`~poolwarden.browser.remote.WebSocketTransport` to that loopback port."""
 
     async def start_session(self) -> None:
         """Open the BiDi session (needed before any browsingContext command)."""

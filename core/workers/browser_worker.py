@@ -1,8 +1,10 @@
 """What Chromium and Firefox workers share: a browser process, its page, and a remote-control session.
 
-A subclass says how to launch its browser, how to open its remote-control session (CDP for
-Chromium, WebDriver BiDi for Firefox) and how to reconnect its page; starting, restarting,
-stopping and fault injection are the same for both.
+A subclass says how to launch its browser, how its page is opened (Chromium: over its private
+DevTools pipe, with the worker's secret handed to the page by a script that runs before it;
+Firefox: from its command line, the secret in the URL), how to open its remote-control session
+(CDP on that pipe for Chromium, WebDriver BiDi for Firefox) and how to reconnect its page;
+starting, restarting, stopping and fault injection are the same for both.
 """
 
 # ruff: noqa: ASYNC109 -- each primitive has its own deadline, which the ladder sets per rung.
@@ -58,8 +60,11 @@ class BrowserWorker:
         """The logical connection this worker's page attaches to."""
         return self.server.worker(self.worker_id)
 
-    async def _launch(self, url: str, timeout: float) -> BrowserProcess:
+    async def _launch(self, timeout: float) -> BrowserProcess:
         raise NotImplementedError
+
+    async def _open_page(self, process: BrowserProcess, timeout: float) -> None:
+        """Load the worker page in the launched browser (nothing to do if it was launched on it)."""
 
     def _remote_client(self, process: BrowserProcess) -> RemoteClient:
         raise NotImplementedError
@@ -72,10 +77,11 @@ class BrowserWorker:
         raise NotImplementedError
 
     async def start(self, timeout: float | None = None) -> Hello:
-        """Launch the browser on the worker page, wait for its hello, open the remote-control session."""
+        """Launch the browser, load the worker page, wait for its hello, open the remote-control session."""
         timeout = self.start_timeout if timeout is None else timeout
         generation = self.connection.generation
-        self.process = await self._launch(self.server.page_url(self.worker_id, hooks=self.hooks), timeout)
+        self.process = await self._launch(timeout)
+        await self._open_page(self.process, timeout)
         hello = await self.connection.wait_for_hello(after=generation, timeout=timeout)
         # Held before it is opened, so stop() closes it even if this start is cancelled midway.
         self.remote = self._remote_client(self.process)
