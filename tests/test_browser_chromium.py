@@ -28,7 +28,8 @@ from poolwarden.errors import DeadlineExceeded, InvalidInput, ModelError
 from poolwarden.lifecycle import ConnectionLifecycle
 from poolwarden.lifecycle_types import HeartbeatMissed, LifecyclePolicy, ProcessExited, SocketClosed
 from poolwarden.storage import open_store
-from poolwarden.workers.chromium import ChromiumWorker, secret_script
+from poolwarden.workers.browser_worker import secret_script
+from poolwarden.workers.chromium import ChromiumWorker
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 from tests.bridge_helpers import installed

@@ -7,10 +7,10 @@ its own worker's secret: one that leaks lets no one speak as another worker. The
 handshake is refused (HTTP 403) for any Origin but the server's own, and the connection is closed
 (code 4401) for a hello whose secret is not its worker id's.
 
-How a page gets its secret: a Chromium worker is handed it over its private DevTools pipe, by a
-script that runs before the page's own (never in the URL); Firefox, which has no private channel,
-still gets it in the URL (``page_url(..., with_secret=True)``). docs/bridge.md says what a local
-attacker can and cannot do with each.
+How a page gets its secret: its worker hands it over the browser's remote-control session (a
+Chromium's private DevTools pipe, a Firefox's one WebDriver BiDi session) as a script that runs
+before the page's own, never in the URL. docs/bridge.md says what a local attacker can and cannot
+do with each browser.
 
 Each worker page carries a worker id in its URL. The server keeps one :class:`WorkerConnection`
 per worker id, which outlives the sockets: when the page reloads, or its browser is restarted,
@@ -401,7 +401,8 @@ class BridgeServer:
         """The URL of the worker page for ``worker_id`` (``hooks`` enables test hooks).
 
         It holds no secret unless ``with_secret``: a URL shows up on command lines and in the
-        browser's target lists, so only a browser with no private channel (Firefox) gets one.
+        browser's target lists, so the workers hand the secret over their remote-control session
+        instead; ``with_secret`` is for a browser driven with no session at all.
         """
         query = {"worker": _check_worker_id(worker_id)}
         if with_secret:

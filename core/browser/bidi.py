@@ -40,7 +40,8 @@ class BiDi(RemoteClient):
         params = {"context": context, "wait": "complete"}
         await self.send("browsingContext.reload", params, timeout=timeout)
 
-    async def navigate(self, context: str, url: str, timeout: float = 10.0) -> None:
-        """Load ``url`` in the browsing context ``context`` and wait until it has loaded."""
-        params = {"context": context, "url": url, "wait": "complete"}
+    async def navigate(self, context: str, url: str, timeout: float = 10.0, wait: str = "complete") -> None:
+        """Load ``url`` in the browsing context ``context`` and wait until it has loaded (``wait``:
+        ``"none"`` returns once the navigation started, ``"interactive"``, ``"complete"``)."""
+        params = {"context": context, "url": url, "wait": wait}
         await self.send("browsingContext.navigate", params, timeout=timeout)

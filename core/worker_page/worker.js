@@ -6,10 +6,10 @@
 const PROTOCOL = 1;
 const params = new URLSearchParams(location.search);
 const WORKER_ID = params.get("worker") || "";
-// The worker's secret for its hello. Chromium workers get it from a script the bridge's owner adds
-// over its private DevTools pipe, which runs before this one in every document of the tab (so
-// reloads get it too) and never puts it in the URL; the property is read once and deleted. Firefox
-// workers, which have no private channel, still get it in the URL (docs/bridge.md).
+// The worker's secret for its hello. The worker adds a script over the browser's remote-control
+// session (Chromium's private DevTools pipe, Firefox's one BiDi session) that runs before this one
+// in every document of the tab (so reloads get it too); the secret is never in the URL. The
+// property is read once and deleted. A `token` URL parameter is the fallback (docs/bridge.md).
 const TOKEN = takeInjectedSecret() || params.get("token") || "";
 const HOOKS = params.get("hooks") === "1";
 // Optional: restrict the backends tried (e.g. "js"), for diagnosis.

@@ -1,8 +1,8 @@
 """What Chromium and Firefox workers share: a browser process, its page, and a remote-control session.
 
-A subclass says how to launch its browser, how its page is opened (Chromium: over its private
-DevTools pipe, with the worker's secret handed to the page by a script that runs before it;
-Firefox: from its command line, the secret in the URL), how to open its remote-control session
+A subclass says how to launch its browser, how its page is opened (over the remote-control
+session, at a URL without any secret, with the worker's secret handed to the page by a script the
+browser runs before the page's own: :func:`secret_script`), how to open its remote-control session
 (CDP on that pipe for Chromium, WebDriver BiDi for Firefox) and how to reconnect its page;
 starting, restarting, stopping and fault injection are the same for both.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 from collections.abc import Iterable
@@ -27,7 +28,20 @@ if TYPE_CHECKING:
     from poolwarden.browser.remote import RemoteClient
     from poolwarden.protocol import Hello
 
-__all__ = ["BrowserWorker"]
+__all__ = ["BrowserWorker", "secret_script"]
+
+
+def secret_script(origin: str, secret: str) -> str:
+    """The script that hands ``secret`` to documents of ``origin`` (the bridge's page) and to no other.
+
+    It defines ``globalThis.__poolwardenSecret``, which worker.js reads once and deletes.
+    """
+    return (
+        f"if (location.origin === {json.dumps(origin)}) {{\n"
+        f"  Object.defineProperty(globalThis, '__poolwardenSecret', "
+        f"{{ value: {json.dumps(secret)}, configurable: true }});\n"
+        "}\n"
+    )
 
 
 class BrowserWorker:

@@ -15,32 +15,18 @@ while the page was healthy can still crash it once it hangs.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from poolwarden.browser.cdp import DevTools
 from poolwarden.browser.launcher import BrowserProcess, launch_chromium
 from poolwarden.errors import BrowserError
-from poolwarden.workers.browser_worker import BrowserWorker
+from poolwarden.workers.browser_worker import BrowserWorker, secret_script
 
 if TYPE_CHECKING:
     from poolwarden.browser.remote import RemoteClient
     from poolwarden.protocol import Hello
 
-__all__ = ["ChromiumWorker", "secret_script"]
-
-
-def secret_script(origin: str, secret: str) -> str:
-    """The script that hands ``secret`` to documents of ``origin`` (the bridge's page) and to no other.
-
-    It defines ``globalThis.__poolwardenSecret``, which worker.js reads once and deletes.
-    """
-    return (
-        f"if (location.origin === {json.dumps(origin)}) {{\n"
-        f"  Object.defineProperty(globalThis, '__poolwardenSecret', "
-        f"{{ value: {json.dumps(secret)}, configurable: true }});\n"
-        "}\n"
-    )
+__all__ = ["ChromiumWorker"]
 
 
 class ChromiumWorker(BrowserWorker):
