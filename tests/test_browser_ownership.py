@@ -123,10 +123,12 @@ async def test_chromium_dies_when_the_process_that_launched_it_is_killed(short_t
     its page's JavaScript stuck in a busy loop."""
     tmp = short_tmp
     owner = await _run_owner(_WORKER_OWNER, tmp, page)
-    browsers = await asyncio.to_thread(_browsers_under, tmp)
-    assert len(browsers) >= 3  # the browser, its zygotes, a renderer, the GPU process...
-    owner.send_signal(signal.SIGKILL)
-    await owner.wait()
+    try:
+        browsers = await asyncio.to_thread(_browsers_under, tmp)
+        assert len(browsers) >= 3  # the browser, its zygotes, a renderer, the GPU process...
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        await owner.wait()
     waited, left = await asyncio.to_thread(_wait_until_none_under, tmp, 10.0)
     assert left == [], f"left after {waited:.1f} s"
 
@@ -135,8 +137,10 @@ async def test_a_pools_browsers_are_gone_within_5_s_of_a_sigterm(short_tmp: Path
     """SIGTERM of a process running a pool of two Chromium workers: no browser process is left 5 s later."""
     tmp = short_tmp
     owner = await _run_owner(_POOL_OWNER, tmp, "pool", str(tmp_path / "pool.db"))
-    assert len(await asyncio.to_thread(_browsers_under, tmp)) >= 6
-    owner.send_signal(signal.SIGTERM)
-    assert await owner.wait() == -signal.SIGTERM
+    try:
+        assert len(await asyncio.to_thread(_browsers_under, tmp)) >= 6
+    finally:
+        owner.send_signal(signal.SIGTERM)
+        assert await owner.wait() == -signal.SIGTERM
     waited, left = await asyncio.to_thread(_wait_until_none_under, tmp, 5.0)
     assert left == [], f"left after {waited:.1f} s"
