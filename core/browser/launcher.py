@@ -36,7 +36,7 @@ import psutil
 
 from poolwarden.browser.cdp import DevTools
 from poolwarden.browser.pipe import PipeTransport, chromium_pipes
-from poolwarden.errors import BrowserLaunchFailed, BrowserNotFound, DevToolsError
+from poolwarden.errors import BrowserError, BrowserLaunchFailed, BrowserNotFound, DevToolsError
 
 __all__ = [
     "CHROMIUM_CANDIDATES",
@@ -168,7 +168,7 @@ class BrowserProcess:
     def devtools_url(self) -> str:
         """Firefox's WebDriver BiDi WebSocket URL (Chromium has no port: use :attr:`devtools`)."""
         if not self.devtools_port:
-            raise BrowserLaunchFailed(f"{self.kind} has no remote-control port (it is driven over a pipe)")
+            raise BrowserError(f"{self.kind} has no remote-control port (it is driven over a pipe)")
         return f"ws://127.0.0.1:{self.devtools_port}{self.devtools_path}"
 
     async def kill(self, *, remove_profile: bool = True) -> None:
