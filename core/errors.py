@@ -262,7 +262,8 @@ class BrowserNotFound(BrowserError, ConfigurationError):
 
 
 class BrowserLaunchFailed(BrowserError):
-    """The browser was started but did not come up (exited, or never opened its DevTools port)."""
+    """The browser was started but did not come up (exited, or never answered on its DevTools pipe
+    or opened its BiDi port), or its profiles folder is not private to this user."""
 
 
 class DevToolsError(BrowserError):

@@ -49,7 +49,7 @@ async def raw_client(server: BridgeServer, worker_id: str = "raw-1", token: str 
             {
                 "type": "hello",
                 "protocol": 1,
-                "token": token or server.token,
+                "token": token or server.secret_for(worker_id),
                 "worker_id": worker_id,
                 "instance": "raw",
                 "browser": {"name": "test"},
@@ -326,7 +326,13 @@ async def test_a_bad_first_message_closes_with_4400(
     server: BridgeServer, events: EventRecorder, first: dict[str, str], kind: str
 ) -> None:
     """A first message that is not a hello, or a hello for another worker id, is refused with 4400."""
-    hello = {"type": "hello", "protocol": 1, "token": server.token, "worker_id": "w", "instance": "i"}
+    hello = {
+        "type": "hello",
+        "protocol": 1,
+        "token": server.secret_for("w"),
+        "worker_id": "w",
+        "instance": "i",
+    }
     message = first if first.get("type") == "log" else {**hello, "backend": "js", **first}
     async with connect(server.ws_url("w"), origin=server.origin) as ws:  # type: ignore[arg-type]
         await ws.send(json.dumps(message))

@@ -10,11 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import psutil
@@ -25,12 +22,13 @@ from poolwarden.aio.lifecycle_driver import LifecycleDriver
 from poolwarden.aio.recovery_actions import HandleRecoveryActions, PlacedModel
 from poolwarden.bridge.server import BridgeServer, WorkerConnection
 from poolwarden.browser.cdp import DevTools
-from poolwarden.browser.launcher import BrowserProcess, find_chromium, launch_chromium, sweep_orphans
+from poolwarden.browser.launcher import BrowserProcess, find_chromium, launch_chromium
 from poolwarden.clock import system_clock
 from poolwarden.errors import DeadlineExceeded, InvalidInput, ModelError
 from poolwarden.lifecycle import ConnectionLifecycle, uuid_ids
 from poolwarden.lifecycle_types import HeartbeatMissed, LifecyclePolicy, ProcessExited, SocketClosed
 from poolwarden.storage import open_store
+from poolwarden.workers.browser_worker import secret_script
 from poolwarden.workers.chromium import ChromiumWorker
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
@@ -62,13 +60,15 @@ class Rig:
 async def rig() -> AsyncIterator[Rig]:
     events = EventRecorder()
     async with BridgeServer(on_event=events) as server:
-        browser = await launch_chromium(server.page_url(WORKER, hooks=True))
+        browser = await launch_chromium()
         try:
             conn = server.worker(WORKER)
+            cdp = browser.devtools
+            assert cdp is not None  # the pipe's client, connected at launch
+            script = secret_script(server.origin, server.secret_for(WORKER))
+            await cdp.open_page(server.page_url(WORKER, hooks=True), init_script=script)
             await conn.wait_for_hello(after=0, timeout=HELLO_TIMEOUT)
-            async with DevTools(browser.devtools_url) as cdp:
-                await cdp.attach_page(f"worker={WORKER}")
-                yield Rig(server, events, browser, cdp, conn)
+            yield Rig(server, events, browser, cdp, conn)
         finally:
             await browser.kill()
 
@@ -226,10 +226,10 @@ async def test_killed_browser_closes_with_1006_and_restart_recovers(rig: Rig) ->
 
 async def test_without_unsafe_webgpu_the_page_computes_in_javascript(rig: Rig) -> None:
     """Without --enable-unsafe-webgpu there is no adapter; the page says so and computes on the JS path."""
-    conn = rig.server.worker("chromium-js")
-    browser = await launch_chromium(rig.server.page_url("chromium-js"), webgpu=False)
+    worker = ChromiumWorker(rig.server, "chromium-js", webgpu=False)
+    conn = worker.connection
     try:
-        hello = await conn.wait_for_hello(after=0, timeout=HELLO_TIMEOUT)
+        hello = await worker.start(timeout=HELLO_TIMEOUT)
         assert hello.backend == "js"
         assert hello.webgpu is None
         assert "null" in hello.capabilities["webgpu"]["reason"]
@@ -241,50 +241,33 @@ async def test_without_unsafe_webgpu_the_page_computes_in_javascript(rig: Rig) -
             await conn.hook("hang", seconds=60)
         assert info.value.kind == "unsupported"
     finally:
-        await browser.kill()
+        await worker.stop()
 
 
-def _dead_within(pid: int, timeout: float) -> bool:
-    # Killed orphans are reaped by whatever init the machine has; a zombie counts as dead.
+async def test_the_secret_reaches_every_document_and_never_a_url(rig: Rig) -> None:
+    """The page gets its worker's secret over the pipe: after a reload and a crash+reload it still
+    says a welcome hello (no refusal), and no page URL the browser lists holds the secret."""
+    worker = ChromiumWorker(rig.server, "chromium-secret", hooks=True)
+    secret = rig.server.secret_for("chromium-secret")
     try:
-        proc = psutil.Process(pid)
-        _, alive = psutil.wait_procs([proc], timeout)
-        return not alive or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-_ORPHAN_PARENT = """
-import asyncio, sys
-from pathlib import Path
-from poolwarden.browser.launcher import launch_chromium
-
-async def main():
-    browser = await launch_chromium("about:blank", root=Path(sys.argv[1]))
-    print(browser.pid, flush=True)
-    await asyncio.Event().wait()
-
-asyncio.run(main())
-"""
-
-
-async def test_orphan_sweep_kills_a_browser_whose_parent_died(tmp_path: Path) -> None:
-    """A browser left by a killed Python parent is found by its profile marker and killed by the sweep."""
-    parent = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _ORPHAN_PARENT, str(tmp_path), stdout=subprocess.PIPE
-    )
-    try:
-        assert parent.stdout is not None
-        line = await asyncio.wait_for(parent.stdout.readline(), HELLO_TIMEOUT)
-        browser_pid = int(line)
+        await worker.start(timeout=HELLO_TIMEOUT)
+        for hung in (False, True, False):
+            await worker.reconnect(hung=hung, timeout=HELLO_TIMEOUT)
+        assert worker.connection.generation == 4
+        await verify_round_trip(worker.connection)
+        process = worker.process
+        assert process is not None
+        assert process.devtools is not None
+        targets = await process.devtools.send("Target.getTargets")
+        urls = [info["url"] for info in targets["targetInfos"]]
+        assert any("worker=chromium-secret" in url for url in urls)
+        assert not any(secret in url or "token=" in url for url in urls)
+        cmdline = await asyncio.to_thread(lambda: " ".join(psutil.Process(process.pid).cmdline()))
+        assert secret not in cmdline
+        assert rig.server.token not in cmdline
     finally:
-        parent.kill()
-        await parent.wait()
-    assert psutil.pid_exists(browser_pid)  # it outlived its parent
-    killed = await sweep_orphans(tmp_path)
-    assert browser_pid in killed
-    assert await asyncio.to_thread(_dead_within, browser_pid, 10.0)
-    assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
+        await worker.stop()
+    assert [e for e in rig.events.of_type("WorkerRefused") if e.connection_id == "chromium-secret"] == []
 
 
 async def test_the_lifecycle_ladder_recovers_real_chromium(rig: Rig) -> None:

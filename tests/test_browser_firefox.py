@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import numpy as np
+import psutil
 import pytest
 import pytest_asyncio
 
 from poolwarden.bridge.server import BridgeServer
+from poolwarden.browser.bidi import BiDi
 from poolwarden.browser.launcher import find_firefox
+from poolwarden.browser.remote import WebSocketTransport
+from poolwarden.errors import DevToolsError
 from poolwarden.workers.firefox import FirefoxWorker
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
@@ -61,3 +66,26 @@ async def test_firefox_page_reconnects_and_reloads(firefox: FirefoxWorker) -> No
     hello = await firefox.reconnect(hung=False, timeout=20)
     assert hello.instance != instance
     await verify_round_trip(conn)
+
+
+async def test_firefox_keeps_its_secret_and_its_one_bidi_session(firefox: FirefoxWorker) -> None:
+    """The secret is on no command line and in no URL (a preload script hands it over BiDi, and a
+    reload gets it again); a second BiDi session, anyone else's, is refused while the worker's is open."""
+    assert firefox.process is not None
+    secret = firefox.server.secret_for(firefox.worker_id)
+    process = psutil.Process(firefox.process.pid)
+    cmdlines = []
+    for proc in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            cmdlines.append(" ".join(proc.cmdline()))
+    assert len(cmdlines) > 1
+    assert not any(secret in line or "token=" in line for line in cmdlines)
+    assert isinstance(firefox.remote, BiDi)
+    tree = await firefox.remote.send("browsingContext.getTree", {"maxDepth": 0})
+    urls = [context["url"] for context in tree["contexts"]]
+    assert any(f"worker={firefox.worker_id}" in url for url in urls)
+    assert not any(secret in url or "token=" in url for url in urls)
+    async with BiDi(WebSocketTransport(firefox.process.devtools_url)) as intruder:
+        with pytest.raises(DevToolsError, match="session not created"):
+            await intruder.start_session()
+    await verify_round_trip(firefox.connection)

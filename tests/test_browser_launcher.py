@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import stat
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,13 +17,16 @@ import pytest
 
 from poolwarden.browser.launcher import (
     MARKER_FILE,
+    _new_profile,
     find_chromium,
     find_firefox,
     launch_chromium,
+    profiles_root,
     sweep_orphans,
     tree_pss,
 )
 from poolwarden.errors import BrowserLaunchFailed, BrowserNotFound, ConfigurationError
+from poolwarden.pool import PoolConfig, ResourcePool
 
 
 def test_a_missing_executable_is_a_typed_configuration_error(tmp_path: Path) -> None:
@@ -43,12 +49,11 @@ def _profile(root: Path, name: str, owner_pid: int, owner_created: float) -> Pat
     return profile
 
 
-@pytest.fixture
-async def fake_browsers(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, ...]]:
-    """Two stand-in 'browsers' (sleeping Pythons) whose command lines name a profile, like Chromium's."""
+@contextlib.asynccontextmanager
+async def _fake_browsers(root: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, ...]]:
     me = psutil.Process()
-    orphan_profile = _profile(tmp_path, "orphan", 2**22 + 7, 1.0)  # no such owner
-    owned_profile = _profile(tmp_path, "owned", me.pid, me.create_time())
+    orphan_profile = _profile(root, "orphan", 2**22 + 7, 1.0)  # no such owner
+    owned_profile = _profile(root, "owned", me.pid, me.create_time())
     procs = tuple(
         [
             await asyncio.create_subprocess_exec(
@@ -69,6 +74,13 @@ async def fake_browsers(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subproces
             if proc.returncode is None:
                 proc.kill()
             await proc.wait()
+
+
+@pytest.fixture
+async def fake_browsers(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, ...]]:
+    """Two stand-in 'browsers' (sleeping Pythons) whose command lines name a profile, like Chromium's."""
+    async with _fake_browsers(tmp_path) as procs:
+        yield procs
 
 
 async def test_sweep_kills_only_browsers_whose_owner_is_gone(
@@ -103,3 +115,49 @@ async def test_a_browser_that_exits_at_start_up_is_a_launch_failure(tmp_path: Pa
         await launch_chromium("about:blank", executable="/bin/false", root=tmp_path, timeout=5)
     assert "exited with 1" in str(info.value)
     assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
+
+
+async def test_the_pool_sweeps_orphans_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ResourcePool.start() kills the browsers under profiles_root() whose owner is gone (and removes
+    their profiles), and leaves those of a live owner alone."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # profiles_root() follows the temp dir
+    root = profiles_root()
+    assert root.parent == tmp_path
+    async with _fake_browsers(root) as (orphan, owned):
+        config = PoolConfig(connections=1, workers=("simulated",), db=tmp_path / "pool.db")
+        async with ResourcePool(config):
+            assert await asyncio.wait_for(orphan.wait(), 10) != 0
+            assert owned.returncode is None
+            assert not (root / "orphan").exists()
+            assert (root / "owned").exists()
+
+
+async def test_the_sweep_leaves_profiles_of_other_users_alone(tmp_path: Path) -> None:
+    """A profile folder another user owns is never acted on, whatever its marker says."""
+    if os.geteuid() != 0:
+        pytest.skip("giving a folder to another user needs root")
+    foreign = _profile(tmp_path, "foreign", 2**22 + 7, 1.0)  # a dead owner, by its marker
+    os.chown(foreign, 65534, 65534)
+    assert await sweep_orphans(tmp_path) == []
+    assert foreign.exists()
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o775])
+def test_a_profiles_root_others_may_write_to_is_refused(tmp_path: Path, mode: int) -> None:
+    """A profiles root that group or others may write to (even sticky, like /tmp) is refused."""
+    root = tmp_path / "root"
+    root.mkdir()
+    root.chmod(mode)
+    with pytest.raises(BrowserLaunchFailed, match="writable by no one else"):
+        _new_profile(root, "chromium")
+
+
+def test_profiles_are_private_to_their_user(tmp_path: Path) -> None:
+    """The root is created 0700, each profile 0700, and the marker names this process and its start."""
+    root = tmp_path / "root"
+    profile = _new_profile(root, "chromium")
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert stat.S_IMODE(profile.stat().st_mode) == 0o700
+    marker = json.loads((profile / MARKER_FILE).read_text())
+    assert marker["owner_pid"] == os.getpid()
+    assert marker["owner_create_time"] == psutil.Process().create_time()

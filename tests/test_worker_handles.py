@@ -106,7 +106,12 @@ async def test_verification_catches_wrong_numbers() -> None:
 
         async def liar() -> None:
             async with connect(server.ws_url("liar"), origin=server.origin) as ws:  # type: ignore[arg-type]
-                hello = {"type": "hello", "protocol": 1, "token": server.token, "worker_id": "liar"}
+                hello = {
+                    "type": "hello",
+                    "protocol": 1,
+                    "token": server.secret_for("liar"),
+                    "worker_id": "liar",
+                }
                 await ws.send(json.dumps({**hello, "instance": "x", "backend": "js", "capabilities": {}}))
                 async for frame in ws:
                     cmd = parse_command(frame, server.limits)

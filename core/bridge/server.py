@@ -1,8 +1,16 @@
 """The bridge server: one loopback port serving the worker page over HTTP and its WebSocket.
 
-A :class:`BridgeServer` belongs to one pool. It has a secret token, put in every page URL; the
-page presents it in its hello. The WebSocket handshake is refused (HTTP 403) for any Origin but
-the server's own, and the connection is closed (code 4401) for a hello with a wrong token.
+A :class:`BridgeServer` belongs to one pool. It holds a secret key (``token``) that it never gives
+out; each worker id gets its own secret derived from it (:meth:`BridgeServer.secret_for`, an
+HMAC of the worker id), which that worker's page presents in its hello. A page thus holds only
+its own worker's secret: one that leaks lets no one speak as another worker. The WebSocket
+handshake is refused (HTTP 403) for any Origin but the server's own, and the connection is closed
+(code 4401) for a hello whose secret is not its worker id's.
+
+How a page gets its secret: its worker hands it over the browser's remote-control session (a
+Chromium's private DevTools pipe, a Firefox's one WebDriver BiDi session) as a script that runs
+before the page's own, never in the URL. docs/bridge.md says what a local attacker can and cannot
+do with each browser.
 
 Each worker page carries a worker id in its URL. The server keeps one :class:`WorkerConnection`
 per worker id, which outlives the sockets: when the page reloads, or its browser is restarted,
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import itertools
 import logging
@@ -393,9 +402,22 @@ class BridgeServer:
         """The only Origin whose WebSocket handshakes are accepted: the page's own."""
         return f"http://{self.host}:{self.port}"
 
-    def page_url(self, worker_id: str, *, hooks: bool = False) -> str:
-        """The URL of the worker page for ``worker_id`` (with the token; ``hooks`` enables test hooks)."""
-        query = {"worker": _check_worker_id(worker_id), "token": self.token}
+    def secret_for(self, worker_id: str) -> str:
+        """The secret the page of ``worker_id`` presents in its hello: HMAC-SHA256 of the worker id
+        under the server's key, so it admits that worker id and no other."""
+        digest = hmac.new(self.token.encode(), _check_worker_id(worker_id).encode(), hashlib.sha256)
+        return digest.hexdigest()
+
+    def page_url(self, worker_id: str, *, hooks: bool = False, with_secret: bool = False) -> str:
+        """The URL of the worker page for ``worker_id`` (``hooks`` enables test hooks).
+
+        It holds no secret unless ``with_secret``: a URL shows up on command lines and in the
+        browser's target lists, so the workers hand the secret over their remote-control session
+        instead; ``with_secret`` is for a browser driven with no session at all.
+        """
+        query = {"worker": _check_worker_id(worker_id)}
+        if with_secret:
+            query["token"] = self.secret_for(worker_id)
         if hooks:
             query["hooks"] = "1"
         return f"{self.origin}/worker/?{urlencode(query)}"
@@ -555,7 +577,7 @@ class BridgeServer:
                     f"hello names worker {message.worker_id!r}, the URL {worker_id!r}",
                     WireErrorKind.MALFORMED,
                 )
-            if not hmac.compare_digest(message.token.encode(), self.token.encode()):
+            if not hmac.compare_digest(message.token.encode(), self.secret_for(worker_id).encode()):
                 raise ProtocolError("wrong token", WireErrorKind.BAD_TOKEN)
         except ProtocolError as exc:
             code = CLOSE_BAD_TOKEN if exc.kind == WireErrorKind.BAD_TOKEN else CLOSE_BAD_HELLO

@@ -18,7 +18,8 @@ __all__ = ["BiDi"]
 
 
 class BiDi(RemoteClient):
-    """A WebDriver BiDi session on a Firefox started with ``--remote-debugging-port``."""
+    """A WebDriver BiDi session on a Firefox started with ``--remote-debugging-port``, over a
+    :class:`~poolwarden.browser.remote.WebSocketTransport` to that loopback port."""
 
     async def start_session(self) -> None:
         """Open the BiDi session (needed before any browsingContext command)."""
@@ -39,7 +40,8 @@ class BiDi(RemoteClient):
         params = {"context": context, "wait": "complete"}
         await self.send("browsingContext.reload", params, timeout=timeout)
 
-    async def navigate(self, context: str, url: str, timeout: float = 10.0) -> None:
-        """Load ``url`` in the browsing context ``context`` and wait until it has loaded."""
-        params = {"context": context, "url": url, "wait": "complete"}
+    async def navigate(self, context: str, url: str, timeout: float = 10.0, wait: str = "complete") -> None:
+        """Load ``url`` in the browsing context ``context`` and wait until it has loaded (``wait``:
+        ``"none"`` returns once the navigation started, ``"interactive"``, ``"complete"``)."""
+        params = {"context": context, "url": url, "wait": wait}
         await self.send("browsingContext.navigate", params, timeout=timeout)

@@ -1,7 +1,10 @@
 """A minimal Chrome DevTools Protocol client: just what recovery needs.
 
-:class:`DevTools` talks to the browser-wide endpoint (from ``DevToolsActivePort``), finds the page
-target by its URL, attaches to it (flat sessions) and sends ``Page.reload`` or ``Page.crash``.
+:class:`DevTools` talks to the browser-wide target over a transport (the private pipe of a Chromium
+launched with ``--remote-debugging-pipe``), opens the worker page in the browser's tab with a
+script that runs before every document it loads (how the page gets its secret without the secret
+ever being in a URL or on a command line), keeps that tab attached (flat sessions) and sends
+``Page.reload`` or ``Page.crash``.
 A hung page cannot reload (the browser waits for its JavaScript to yield), so
 :meth:`DevTools.crash_and_reload` crashes the renderer first; the tab then loads afresh. Attach
 (:meth:`DevTools.attach_page`) while the page is healthy: attaching to a hung page hangs too.
@@ -13,31 +16,59 @@ from __future__ import annotations
 
 import asyncio
 
-from poolwarden.browser.remote import RemoteClient
+from poolwarden.browser.remote import RemoteClient, Transport
 from poolwarden.errors import DevToolsError
 
 __all__ = ["DevTools"]
 
 
 class DevTools(RemoteClient):
-    """A connection to a Chromium's browser-wide DevTools endpoint, with one page kept attached."""
+    """A connection to a Chromium's browser-wide DevTools target, with one page kept attached."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(transport)
         self.page_target_id: str | None = None
         self.page_session: str | None = None
 
-    async def page_target(self, url_contains: str = "") -> str:
+    async def open_page(self, url: str, *, init_script: str | None = None, timeout: float = 10.0) -> str:
+        """Attach to the browser's tab (opening one if it has none yet), add ``init_script`` to run
+        in every document the tab loads from now on, then navigate it to ``url``; returns the session.
+
+        The script is kept by the browser for this session and runs again, before the page's own
+        scripts, after every ``Page.reload`` and after ``Page.crash`` and a reload: what it holds
+        reaches the page without being in the URL. The load itself is not awaited (the page's hello
+        is the sign it is up).
+        """
+        await self.send("Target.setDiscoverTargets", {"discover": True}, timeout=timeout)
+        try:
+            target = await self.page_target(timeout=timeout)
+        except DevToolsError:  # the first tab is not there yet: open our own
+            created = await self.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)
+            target = str(created["targetId"])
+        self.page_target_id = target
+        self.page_session = session = await self.attach(target, timeout=timeout)
+        await self.send("Page.enable", session=session, timeout=timeout)
+        if init_script is not None:
+            params = {"source": init_script}
+            await self.send("Page.addScriptToEvaluateOnNewDocument", params, session=session, timeout=timeout)
+        result = await self.send("Page.navigate", {"url": url}, session=session, timeout=timeout)
+        if result.get("errorText"):
+            raise DevToolsError(f"Page.navigate to {url}: {result['errorText']}")
+        return session
+
+    async def page_target(self, url_contains: str = "", *, timeout: float = 5.0) -> str:
         """The target id of the first page whose URL contains ``url_contains``."""
-        result = await self.send("Target.getTargets")
+        result = await self.send("Target.getTargets", timeout=timeout)
         for info in result.get("targetInfos", []):
             if info.get("type") == "page" and url_contains in info.get("url", ""):
                 return str(info["targetId"])
         raise DevToolsError(f"no page target whose URL contains {url_contains!r}")
 
-    async def attach(self, target_id: str) -> str:
+    async def attach(self, target_id: str, *, timeout: float = 5.0) -> str:
         """Attach to a target and return the flat session id to send page commands on."""
-        result = await self.send("Target.attachToTarget", {"targetId": target_id, "flatten": True})
+        result = await self.send(
+            "Target.attachToTarget", {"targetId": target_id, "flatten": True}, timeout=timeout
+        )
         return str(result["sessionId"])
 
     async def attach_page(self, url_contains: str = "") -> str:

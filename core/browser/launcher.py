@@ -1,10 +1,16 @@
 """Launching headless Chromium or Firefox as a worker, killing it whole, and sweeping orphans.
 
-Each launch gets a fresh user-data-dir under :func:`profiles_root`, holding a marker file that
-names the Python process that owns it. The browser runs in its own session (so its own process
-group): :meth:`BrowserProcess.kill` kills the group, then any process still using the
-user-data-dir. Because a browser in its own session outlives a parent that dies,
-:func:`sweep_orphans` (run at start-up) kills the browsers whose owner is gone.
+Each launch gets a fresh user-data-dir (mode 0700) under :func:`profiles_root` (one per user,
+0700 too), holding a marker file that names the Python process that owns it (its pid and its
+start time, so a recycled pid is not taken for the owner). The browser runs in its own session
+(so its own process group): :meth:`BrowserProcess.kill` kills the group, then any process still
+using the user-data-dir.
+
+Chromium is driven over ``--remote-debugging-pipe`` (see :mod:`poolwarden.browser.pipe`): it opens
+no DevTools port at all, and it closes itself when the pipe's other end closes, so it dies with
+the process that launched it, even one killed by SIGKILL. Firefox has no such pipe: it listens on
+a loopback port for WebDriver BiDi and outlives a parent that dies. :func:`sweep_orphans` (the
+pool runs it at start-up) kills the browsers of either kind whose owner is gone.
 
 Everything that reads ``/proc`` (psutil) runs in a thread, never on the event loop.
 """
@@ -19,6 +25,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -27,7 +34,9 @@ from pathlib import Path
 
 import psutil
 
-from poolwarden.errors import BrowserLaunchFailed, BrowserNotFound
+from poolwarden.browser.cdp import DevTools
+from poolwarden.browser.pipe import PipeTransport, chromium_pipes
+from poolwarden.errors import BrowserError, BrowserLaunchFailed, BrowserNotFound, DevToolsError
 
 __all__ = [
     "CHROMIUM_CANDIDATES",
@@ -67,10 +76,18 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--no-default-browser-check",
     "--mute-audio",
-    "--remote-debugging-port=0",
+    # DevTools over fds 3 and 4 only: no port any local user could reach, and the browser closes
+    # itself when our end of the pipe closes (we died).
+    "--remote-debugging-pipe",
 )
 """Flags every worker Chromium gets; ``--enable-unsafe-webgpu`` and the user-data-dir are added
 per launch."""
+
+_PIPE_EXEC = 'exec 3<&0 4>&1 0</dev/null 1>/dev/null; exec "$0" "$@"'
+"""How Chromium gets its pipes as fds 3 and 4: the pipes are passed as stdin and stdout to
+``/bin/sh``, which moves them to 3 and 4, points stdin/stdout at /dev/null and execs the browser
+(same pid, so same process group). No ``preexec_fn``: forking with Python code to run in the child
+is unsafe while other threads (``asyncio.to_thread``) hold locks."""
 
 FIREFOX_CANDIDATES = ("firefox-esr", "firefox")
 """Names of Firefox looked for on PATH, in order."""
@@ -99,8 +116,10 @@ MARKER_FILE = "poolwarden-owner.json"
 
 
 def profiles_root() -> Path:
-    """The folder holding the user-data-dirs of the browsers poolwarden launches."""
-    return Path(tempfile.gettempdir()) / "poolwarden-browsers"
+    """The folder holding the user-data-dirs of the browsers poolwarden launches: one per user
+    (``poolwarden-browsers-<uid>`` in the temp dir), created 0700, so that no other local user can
+    read a profile, plant a marker in it, or swap a profile for another."""
+    return Path(tempfile.gettempdir()) / f"poolwarden-browsers-{os.geteuid()}"
 
 
 def find_chromium(path: str | os.PathLike[str] | None = None) -> str:
@@ -131,6 +150,9 @@ class BrowserProcess:
     devtools_port: int
     devtools_path: str
     url: str
+    devtools: DevTools | None = None
+    """Chromium: the CDP client on the browser's private pipe, connected at launch (there is only
+    one pipe, so only one client). Closing it makes the browser close itself. Firefox: None."""
 
     @property
     def pid(self) -> int:
@@ -144,12 +166,16 @@ class BrowserProcess:
 
     @property
     def devtools_url(self) -> str:
-        """The remote-control WebSocket URL: CDP for Chromium, WebDriver BiDi for Firefox."""
+        """Firefox's WebDriver BiDi WebSocket URL (Chromium has no port: use :attr:`devtools`)."""
+        if not self.devtools_port:
+            raise BrowserError(f"{self.kind} has no remote-control port (it is driven over a pipe)")
         return f"ws://127.0.0.1:{self.devtools_port}{self.devtools_path}"
 
     async def kill(self, *, remove_profile: bool = True) -> None:
         """Kill the whole process tree (SIGKILL to the group, then stragglers), and remove the profile
         (unless told not to: a restart removes it while the next browser starts)."""
+        if self.devtools is not None:
+            await self.devtools.close()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
         await self.process.wait()
@@ -171,7 +197,7 @@ class BrowserProcess:
 
 
 async def launch_chromium(
-    url: str,
+    url: str = "about:blank",
     *,
     executable: str | os.PathLike[str] | None = None,
     webgpu: bool = True,
@@ -179,10 +205,14 @@ async def launch_chromium(
     root: Path | None = None,
     timeout: float = 15.0,
 ) -> BrowserProcess:
-    """Start headless Chromium on ``url`` and wait until its DevTools port is open.
+    """Start headless Chromium on ``url``, driven over its DevTools pipe, and wait until it answers.
 
-    ``webgpu`` adds ``--enable-unsafe-webgpu`` (without it Linux Chromium offers no adapter, and
-    the page falls back to JavaScript). Raises BrowserNotFound or BrowserLaunchFailed.
+    ``url`` is on the command line, which every local user can read (``/proc/<pid>/cmdline``): pass
+    nothing secret. A worker page is opened afterwards over the pipe
+    (:meth:`~poolwarden.browser.cdp.DevTools.open_page`). The returned process's ``devtools`` is the
+    connected CDP client. ``webgpu`` adds ``--enable-unsafe-webgpu`` (without it Linux Chromium
+    offers no adapter, and the page falls back to JavaScript). Raises BrowserNotFound or
+    BrowserLaunchFailed.
     """
     binary = find_chromium(executable)
     profile = await asyncio.to_thread(_new_profile, root or profiles_root(), "chromium")
@@ -191,7 +221,42 @@ async def launch_chromium(
         args.append("--enable-unsafe-webgpu")
     args.extend(extra_args)
     args.append(url)
-    return await _spawn("chromium", binary, args, profile, url, _chromium_endpoint, timeout)
+    pipes = chromium_pipes()
+    try:
+        process = await _start(
+            "/bin/sh",
+            ["-c", _PIPE_EXEC, binary, *args],
+            profile,
+            stdin=pipes.child_read,
+            stdout=pipes.child_write,
+        )
+    except BaseException:
+        pipes.close_all()
+        await asyncio.to_thread(shutil.rmtree, profile, True)
+        raise
+    pipes.close_child_ends()  # the browser holds them now; ours must not keep its fd 3 open
+    devtools = DevTools(PipeTransport(pipes.parent_read, pipes.parent_write))
+    browser = BrowserProcess("chromium", process, profile, 0, "", url, devtools)
+    try:
+        await devtools.open()
+        try:
+            # The first answer on the pipe is the sign the browser is up; an exit at start-up
+            # closes the pipe, which fails this command at once.
+            await devtools.send("Browser.getVersion", timeout=timeout)
+        except DevToolsError as exc:
+            if process.returncode is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), 1.0)  # exiting: wait for its code
+            if process.returncode is not None:
+                tail = await asyncio.to_thread(_tail, profile / "stderr.log")
+                raise BrowserLaunchFailed(
+                    f"chromium exited with {process.returncode} at start-up: {tail}"
+                ) from exc
+            raise BrowserLaunchFailed(f"chromium did not answer on its DevTools pipe: {exc}") from exc
+        return browser
+    except BaseException:
+        await browser.kill()
+        raise
 
 
 async def launch_firefox(
@@ -220,14 +285,6 @@ async def launch_firefox(
     return await _spawn("firefox", binary, args, profile, url, _firefox_endpoint, timeout)
 
 
-def _chromium_endpoint(profile: Path) -> tuple[int, str] | None:
-    # Chromium writes the port it picked (and the browser target's path) once it listens.
-    lines = _read_text(profile / "DevToolsActivePort").splitlines()
-    if len(lines) >= 2 and lines[0].isdigit():
-        return int(lines[0]), lines[1]
-    return None
-
-
 def _firefox_endpoint(profile: Path) -> tuple[int, str] | None:
     # Firefox writes its WebDriver BiDi port here once it listens.
     try:
@@ -235,6 +292,28 @@ def _firefox_endpoint(profile: Path) -> tuple[int, str] | None:
     except ValueError:
         return None  # half-written
     return (port, "/session") if isinstance(port, int) and port > 0 else None
+
+
+async def _start(
+    binary: str,
+    args: Sequence[str],
+    profile: Path,
+    *,
+    stdin: int = asyncio.subprocess.DEVNULL,
+    stdout: int = asyncio.subprocess.DEVNULL,
+) -> asyncio.subprocess.Process:
+    stderr = await asyncio.to_thread(open, profile / "stderr.log", "wb")
+    try:
+        return await asyncio.create_subprocess_exec(
+            binary,
+            *args,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,  # its own process group, killed whole
+        )
+    finally:
+        stderr.close()  # the child holds its own descriptor
 
 
 async def _spawn(
@@ -246,18 +325,11 @@ async def _spawn(
     endpoint: Callable[[Path], tuple[int, str] | None],
     timeout: float,
 ) -> BrowserProcess:
-    stderr = await asyncio.to_thread(open, profile / "stderr.log", "wb")
     try:
-        process = await asyncio.create_subprocess_exec(
-            binary,
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr,
-            start_new_session=True,  # its own process group, killed whole
-        )
-    finally:
-        stderr.close()  # the child holds its own descriptor
+        process = await _start(binary, args, profile)
+    except BaseException:
+        await asyncio.to_thread(shutil.rmtree, profile, True)
+        raise
     browser = BrowserProcess(kind, process, profile, 0, "", url)
     try:
         deadline = time.monotonic() + timeout
@@ -293,9 +365,20 @@ def _tail(path: Path, size: int = 2000) -> str:
         return ""
 
 
+def _private_root(root: Path) -> Path:
+    # A root another user owns or may write to would let them swap a live profile for one with a
+    # dead owner's marker (and have the sweep kill a live browser), or read what is in a profile.
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = root.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise BrowserLaunchFailed(
+            f"{root} must be a directory owned by uid {os.geteuid()} and writable by no one else"
+        )
+    return root
+
+
 def _new_profile(root: Path, kind: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    profile = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=root))
+    profile = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=_private_root(root)))  # mode 0700
     me = psutil.Process()
     marker = {"owner_pid": me.pid, "owner_create_time": me.create_time(), "created_at": time.time()}
     (profile / MARKER_FILE).write_text(json.dumps(marker))
@@ -333,7 +416,7 @@ def _kill_users_of(profile: Path) -> list[int]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if os.getpgid(proc.pid) == proc.pid:
                 os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(psutil.NoSuchProcess):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             proc.kill()
         killed.append(proc.pid)
     return killed
@@ -341,10 +424,14 @@ def _kill_users_of(profile: Path) -> list[int]:
 
 def _sweep(root: Path) -> list[int]:
     killed: list[int] = []
-    if not root.is_dir():
-        return killed
-    for profile in root.iterdir():
+    try:
+        profiles = list(root.iterdir())
+    except OSError:
+        return killed  # no such folder (nothing was ever launched), or not ours to read
+    for profile in profiles:
         try:
+            if profile.is_symlink() or profile.lstat().st_uid != os.geteuid():
+                continue  # not ours: never act on what another user put here
             marker = json.loads((profile / MARKER_FILE).read_text())
         except (OSError, ValueError):
             continue  # not ours, or half-written by a launch in progress

@@ -33,6 +33,7 @@ from poolwarden.aio.recovery import Recovery
 from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_registry import BreakerRegistry, model_key
 from poolwarden.bridge.server import BridgeServer
+from poolwarden.browser.launcher import sweep_orphans
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import (
     ConfigurationError,
@@ -222,10 +223,17 @@ class ResourcePool:
         await self.close()
 
     async def start(self) -> None:
-        """Open the store, restore the breakers, start the bridge and every connection."""
+        """Sweep the browsers dead pools left, open the store, restore the breakers, start the
+        bridge and every connection."""
         if self._started:
             raise ConfigurationError("the pool was already started")
         self._started = True
+        # Chromium dies with the process that launched it (its DevTools pipe closes); Firefox does
+        # not. Kill what an earlier pool of this user left behind: only browsers whose owning
+        # process (pid and start time, from the profile's marker) is gone. It reads /proc: in a thread.
+        orphans = await sweep_orphans()
+        if orphans:
+            log.warning("killed %d browser processes left by a pool that died: %s", len(orphans), orphans)
         if self._own_store:
             await self.store.open()
         await self.breakers.__aenter__()

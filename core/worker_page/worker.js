@@ -6,7 +6,11 @@
 const PROTOCOL = 1;
 const params = new URLSearchParams(location.search);
 const WORKER_ID = params.get("worker") || "";
-const TOKEN = params.get("token") || "";
+// The worker's secret for its hello. The worker adds a script over the browser's remote-control
+// session (Chromium's private DevTools pipe, Firefox's one BiDi session) that runs before this one
+// in every document of the tab (so reloads get it too); the secret is never in the URL. The
+// property is read once and deleted. A `token` URL parameter is the fallback (docs/bridge.md).
+const TOKEN = takeInjectedSecret() || params.get("token") || "";
 const HOOKS = params.get("hooks") === "1";
 // Optional: restrict the backends tried (e.g. "js"), for diagnosis.
 const ALLOWED = (params.get("backends") || "webnn,webgpu,js").split(",");
@@ -26,6 +30,16 @@ let backend = "js";
 let capabilities = {};
 const models = new Map(); // model name -> {kind, layers: [{inputs, outputs, weight, bias, relu, gpu}], nn}
 const testAllocations = [];
+
+function takeInjectedSecret() {
+  const secret = globalThis.__poolwardenSecret;
+  try {
+    delete globalThis.__poolwardenSecret;
+  } catch (_) {
+    // not configurable: it stays, and is still only ours
+  }
+  return typeof secret === "string" ? secret : "";
+}
 
 function status(text) {
   const el = document.getElementById("status");

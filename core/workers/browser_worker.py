@@ -1,8 +1,10 @@
 """What Chromium and Firefox workers share: a browser process, its page, and a remote-control session.
 
-A subclass says how to launch its browser, how to open its remote-control session (CDP for
-Chromium, WebDriver BiDi for Firefox) and how to reconnect its page; starting, restarting,
-stopping and fault injection are the same for both.
+A subclass says how to launch its browser, how its page is opened (over the remote-control
+session, at a URL without any secret, with the worker's secret handed to the page by a script the
+browser runs before the page's own: :func:`secret_script`), how to open its remote-control session
+(CDP on that pipe for Chromium, WebDriver BiDi for Firefox) and how to reconnect its page;
+starting, restarting, stopping and fault injection are the same for both.
 """
 
 # ruff: noqa: ASYNC109 -- each primitive has its own deadline, which the ladder sets per rung.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 from collections.abc import Iterable
@@ -25,7 +28,20 @@ if TYPE_CHECKING:
     from poolwarden.browser.remote import RemoteClient
     from poolwarden.protocol import Hello
 
-__all__ = ["BrowserWorker"]
+__all__ = ["BrowserWorker", "secret_script"]
+
+
+def secret_script(origin: str, secret: str) -> str:
+    """The script that hands ``secret`` to documents of ``origin`` (the bridge's page) and to no other.
+
+    It defines ``globalThis.__poolwardenSecret``, which worker.js reads once and deletes.
+    """
+    return (
+        f"if (location.origin === {json.dumps(origin)}) {{\n"
+        f"  Object.defineProperty(globalThis, '__poolwardenSecret', "
+        f"{{ value: {json.dumps(secret)}, configurable: true }});\n"
+        "}\n"
+    )
 
 
 class BrowserWorker:
@@ -58,8 +74,11 @@ class BrowserWorker:
         """The logical connection this worker's page attaches to."""
         return self.server.worker(self.worker_id)
 
-    async def _launch(self, url: str, timeout: float) -> BrowserProcess:
+    async def _launch(self, timeout: float) -> BrowserProcess:
         raise NotImplementedError
+
+    async def _open_page(self, process: BrowserProcess, timeout: float) -> None:
+        """Load the worker page in the launched browser (nothing to do if it was launched on it)."""
 
     def _remote_client(self, process: BrowserProcess) -> RemoteClient:
         raise NotImplementedError
@@ -72,10 +91,11 @@ class BrowserWorker:
         raise NotImplementedError
 
     async def start(self, timeout: float | None = None) -> Hello:
-        """Launch the browser on the worker page, wait for its hello, open the remote-control session."""
+        """Launch the browser, load the worker page, wait for its hello, open the remote-control session."""
         timeout = self.start_timeout if timeout is None else timeout
         generation = self.connection.generation
-        self.process = await self._launch(self.server.page_url(self.worker_id, hooks=self.hooks), timeout)
+        self.process = await self._launch(timeout)
+        await self._open_page(self.process, timeout)
         hello = await self.connection.wait_for_hello(after=generation, timeout=timeout)
         # Held before it is opened, so stop() closes it even if this start is cancelled midway.
         self.remote = self._remote_client(self.process)

@@ -1,8 +1,14 @@
 """A Chromium worker: one headless browser, its worker page, and a DevTools session to recover it.
 
-:class:`ChromiumWorker` implements :class:`~poolwarden.workers.handle.WorkerHandle`. It keeps a
-DevTools session attached to its page from the first hello on, because only a session set up while
-the page was healthy can still crash it once it hangs.
+:class:`ChromiumWorker` implements :class:`~poolwarden.workers.handle.WorkerHandle`. Its browser is
+driven over ``--remote-debugging-pipe`` (no DevTools port on the machine) and dies with the
+process that launched it. The page is opened over that pipe at a URL without any secret; the
+worker id's secret reaches the page through a script added with
+``Page.addScriptToEvaluateOnNewDocument``, which runs before the page's own in every document the
+tab loads, so the reloads and crash-reloads of the recovery ladder get it too.
+
+The DevTools session stays attached to the page from the start, because only a session set up
+while the page was healthy can still crash it once it hangs.
 """
 
 # ruff: noqa: ASYNC109 -- each primitive has its own deadline, which the ladder sets per rung.
@@ -14,7 +20,7 @@ from typing import TYPE_CHECKING
 from poolwarden.browser.cdp import DevTools
 from poolwarden.browser.launcher import BrowserProcess, launch_chromium
 from poolwarden.errors import BrowserError
-from poolwarden.workers.browser_worker import BrowserWorker
+from poolwarden.workers.browser_worker import BrowserWorker, secret_script
 
 if TYPE_CHECKING:
     from poolwarden.browser.remote import RemoteClient
@@ -29,17 +35,27 @@ class ChromiumWorker(BrowserWorker):
     browser = "chromium"
     start_timeout = 20.0
 
-    async def _launch(self, url: str, timeout: float) -> BrowserProcess:
+    async def _launch(self, timeout: float) -> BrowserProcess:
         return await launch_chromium(
-            url, executable=self.executable, webgpu=self.webgpu, extra_args=self.extra_args, timeout=timeout
+            executable=self.executable, webgpu=self.webgpu, extra_args=self.extra_args, timeout=timeout
         )
 
+    async def _open_page(self, process: BrowserProcess, timeout: float) -> None:
+        devtools = self._devtools(process)
+        script = secret_script(self.server.origin, self.server.secret_for(self.worker_id))
+        url = self.server.page_url(self.worker_id, hooks=self.hooks)
+        await devtools.open_page(url, init_script=script, timeout=timeout)
+
+    def _devtools(self, process: BrowserProcess) -> DevTools:
+        if process.devtools is None:
+            raise BrowserError(f"worker {self.worker_id!r}: chromium was launched without its DevTools pipe")
+        return process.devtools
+
     def _remote_client(self, process: BrowserProcess) -> DevTools:
-        return DevTools(process.devtools_url)
+        return self._devtools(process)  # the pipe's one client, connected at launch
 
     async def _prepare_remote(self, client: RemoteClient) -> None:
-        assert isinstance(client, DevTools)
-        await client.attach_page(f"worker={self.worker_id}")
+        """Nothing left to do: the page was attached before it was loaded."""
 
     async def reconnect(self, *, hung: bool, timeout: float = 10.0) -> Hello:
         """``Page.reload`` (or ``Page.crash`` then reload when ``hung``) and wait for the new hello."""

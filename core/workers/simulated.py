@@ -121,8 +121,10 @@ class SimulatedWorker:
 
     @classmethod
     def for_server(cls, server: BridgeServer, worker_id: str, **kwargs: Any) -> SimulatedWorker:
-        """A worker for a :class:`~poolwarden.bridge.server.BridgeServer`'s URL, token and Origin."""
-        return cls(server.ws_url(worker_id), server.token, worker_id, origin=server.origin, **kwargs)
+        """A worker for a :class:`~poolwarden.bridge.server.BridgeServer`'s URL, its worker id's
+        secret and the server's Origin."""
+        secret = server.secret_for(worker_id)
+        return cls(server.ws_url(worker_id), secret, worker_id, origin=server.origin, **kwargs)
 
     @property
     def running(self) -> bool:
