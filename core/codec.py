@@ -183,6 +183,8 @@ class _Plan:
     constants: Mapping[str, Any]
     time: str | None  # the field holding the event's time, if it has one
     encoders: tuple[_Field, ...]  # column and payload fields, in payload order
+    plain: tuple[tuple[str, str, bool], ...] | None
+    """(field, key, is a column) when no field converts, derives or omits: the fast path."""
     columns: tuple[tuple[str, str, Callable[[Any], Any] | None], ...]  # (field, column, from_json)
     keys: tuple[tuple[str, str, Callable[[Any], Any] | None], ...]  # (field, payload key, from_json)
     streams: tuple[tuple[str, Callable[[str], Any]], ...]  # (field, parse)
@@ -227,12 +229,17 @@ def _make_plan(cls: type[DomainEvent]) -> _Plan:
         entry = _Field(f.name, spec.where, key, spec.omit_none, spec.to_json, from_json, spec.derived)
         fields.append((spec.last, entry))
     ordered = tuple(field for last, field in sorted(fields, key=lambda item: item[0]))  # stable
+    encoders = tuple(field for field in ordered if field.where != "stream")
+    plain = tuple((f.name, f.key, f.where == "column") for f in encoders)
+    if any(f.derived or f.omit_none or f.to_json is not None for f in encoders):
+        plain = None
     return _Plan(
         type=cls.TYPE,
         schema_version=cls.SCHEMA_VERSION,
         constants=dict(cls.COLUMNS),
         time=time,
-        encoders=tuple(field for field in ordered if field.where != "stream"),
+        encoders=encoders,
+        plain=plain,
         columns=tuple((f.name, f.key, f.from_json) for _, f in fields if f.where == "column"),
         keys=tuple((f.name, f.key, f.from_json) for _, f in fields if f.where == "payload"),
         streams=tuple((f.name, f.from_json) for _, f in fields if f.where == "stream" and f.from_json),
@@ -263,6 +270,29 @@ def encode(event: DomainEvent, occurred_at: float | None = None) -> NewEvent:
     plan = _PLANS.get(type(event)) or _plan_of(type(event))
     columns = dict(plan.constants) if plan.constants else {}
     body: dict[str, Any] = {}
+    if plan.plain is not None:  # most classes: every field stored as it is (enums by value)
+        for name, key, is_column in plan.plain:
+            value = getattr(event, name)
+            if isinstance(value, enum.Enum):
+                value = value.value
+            (columns if is_column else body)[key] = value
+    else:
+        _encode_fields(event, plan, columns, body)
+    if plan.time is not None:
+        occurred_at = getattr(event, plan.time)
+    elif occurred_at is None:
+        raise TypeError(f"{plan.type} has no time of its own: encode it with occurred_at")
+    return NewEvent(
+        type=plan.type,
+        occurred_at=occurred_at,
+        payload=body,
+        schema_version=plan.schema_version,
+        **columns,
+    )
+
+
+def _encode_fields(event: DomainEvent, plan: _Plan, columns: dict[str, Any], body: dict[str, Any]) -> None:
+    """Fill ``columns`` and ``body`` from ``event``'s fields, with every declared conversion."""
     for name, where, key, omit_none, to_json, _, derived in plan.encoders:
         value = getattr(event, name)
         if derived:
@@ -279,17 +309,6 @@ def encode(event: DomainEvent, occurred_at: float | None = None) -> NewEvent:
             columns[key] = value
         else:
             body[key] = value
-    if plan.time is not None:
-        occurred_at = getattr(event, plan.time)
-    elif occurred_at is None:
-        raise TypeError(f"{plan.type} has no time of its own: encode it with occurred_at")
-    return NewEvent(
-        type=plan.type,
-        occurred_at=occurred_at,
-        payload=body,
-        schema_version=plan.schema_version,
-        **columns,
-    )
 
 
 # --- decoding -----------------------------------------------------------------------------------
