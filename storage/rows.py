@@ -23,11 +23,19 @@ from operator import attrgetter
 from typing import Any
 
 from poolwarden.envelope import ENVELOPE, EVENT_FIELDS, STORE_SET
-from poolwarden.errors import ConcurrencyConflict, EventNotSerializable
+from poolwarden.errors import ConcurrencyConflict, ConfigurationError, EventNotSerializable
 from poolwarden.events import AppendResult, NewEvent
 from poolwarden.storage.writer import Outcome, PendingAppend, Work
 
-__all__ = ["EVENT_ROW", "INSERT_COLUMNS", "encode_json", "event_row", "plan_batch"]
+__all__ = [
+    "EVENT_ROW",
+    "INSERT_COLUMNS",
+    "check_stream",
+    "check_text",
+    "encode_json",
+    "event_row",
+    "plan_batch",
+]
 
 # The event's columns that event_row converts (a finite float time, JSON, a float or NULL), and
 # those it copies as they are: text and integers, NULL where unset.
@@ -62,19 +70,56 @@ def encode_json(value: Mapping[str, Any], what: str) -> str:
         raise EventNotSerializable(what, str(error)) from error
 
 
+def check_text(value: str, what: str, event_type: str) -> None:
+    """Raise :class:`EventNotSerializable` if ``value`` is text UTF-8 cannot encode (a lone
+    surrogate, as a decoded ``"\\ud800"`` escape gives): refused here, for this one event, it
+    cannot fail the write transaction of a whole batch and other appenders' events with it."""
+    if value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise EventNotSerializable(
+            event_type, f"{what} holds text UTF-8 cannot encode ({error.reason} at {error.start})"
+        ) from error
+
+
+def check_stream(stream: str) -> None:
+    """Raise :class:`ConfigurationError` for a stream id that is not text UTF-8 can encode."""
+    if not isinstance(stream, str):
+        raise ConfigurationError(f"a stream id must be text, not {type(stream).__name__}")
+    if not stream.isascii():
+        try:
+            stream.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ConfigurationError(f"stream id {stream!r} holds text UTF-8 cannot encode") from error
+
+
 def event_row(new: NewEvent) -> tuple[Any, ...]:
-    """The columns ``new`` gives (:data:`EVENT_ROW`); raises :class:`EventNotSerializable` for a bad event."""
+    """The columns ``new`` gives (:data:`EVENT_ROW`); raises :class:`EventNotSerializable` for a bad
+    event: no type, a time that is not finite, a payload JSON cannot hold, or text (in the type,
+    the payload or a column) that UTF-8 cannot encode."""
     if not new.type:
         raise EventNotSerializable("", "an event needs a type")
+    event_type = new.type
+    if not isinstance(event_type, str):
+        raise EventNotSerializable(repr(event_type), "the type must be text")
+    check_text(event_type, "the type", repr(event_type))
     if not math.isfinite(new.occurred_at):
-        raise EventNotSerializable(new.type, f"occurred_at must be a finite time, not {new.occurred_at}")
+        raise EventNotSerializable(event_type, f"occurred_at must be a finite time, not {new.occurred_at}")
     latency = new.latency_ms
+    payload = encode_json(new.payload, event_type)
+    check_text(payload, "the payload", event_type)
+    copied = _copied(new)
+    for name, value in zip(_COPIED, copied, strict=True):
+        if isinstance(value, str) and not value.isascii():
+            check_text(value, f"column {name}", event_type)
     return (
-        new.type,
+        event_type,
         new.schema_version,
         float(new.occurred_at),
-        encode_json(new.payload, new.type),
-        *_copied(new),
+        payload,
+        *copied,
         None if latency is None else float(latency),
     )
 

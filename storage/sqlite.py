@@ -48,7 +48,7 @@ from poolwarden.errors import (
 from poolwarden.events import NewEvent, RecordedEvent, Snapshot
 from poolwarden.storage import migrate
 from poolwarden.storage.base import ANY_VERSION, Durability, EventStore, Receipt
-from poolwarden.storage.rows import INSERT_COLUMNS, encode_json, event_row, plan_batch
+from poolwarden.storage.rows import INSERT_COLUMNS, check_stream, encode_json, event_row, plan_batch
 from poolwarden.storage.sqlite_errors import translate
 from poolwarden.storage.sqlite_files import check_file, sqlite_url
 from poolwarden.storage.writer import GroupCommitWriter, Outcome, PendingAppend, Work
@@ -317,6 +317,7 @@ class SQLiteEventStore(EventStore):
         writer = self._require_writer()  # a read-only store refuses before anything else
         if not stream:
             raise ConfigurationError("a stream id must not be empty")
+        check_stream(stream)
         if expected_version is not None and expected_version < 0:
             raise ConfigurationError(f"expected_version must be >= 0, not {expected_version}")
         mode = durability or self.durability

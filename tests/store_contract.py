@@ -307,6 +307,50 @@ class StoreContract:
         assert await store.stream_version("s/a") == 0
         await store.append("s/a", [make_event()], expected_version=0)
 
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            {"payload": {"text": "a\ud800b"}},
+            {"payload": {"\udfff": 1}},
+            {"connection_id": "conn-\ud800"},
+            {"browser": "\udc80"},
+            {"incident_id": "\ud83d"},
+            {"type": "Bad\ud800"},
+        ],
+    )
+    async def test_text_utf8_cannot_encode_is_refused_per_event_and_fails_no_other_append(
+        self, store: EventStore, make_event: MakeEvent, bad: dict[str, Any]
+    ) -> None:
+        """A lone surrogate (what a decoded ``"\\ud800"`` escape from a peer gives) anywhere in an
+        event is refused at append with EventNotSerializable, before it is queued: appends that
+        share its write batch, sync or buffered, commit as if it had never been tried."""
+
+        async def good(stream: str) -> None:
+            await store.append(stream, [make_event()], durability="buffered")
+
+        one, refused, two = await asyncio.gather(
+            good("s/one"), store.append("s/bad", [make_event(**bad)]), good("s/two"), return_exceptions=True
+        )
+        assert one is None
+        assert two is None
+        assert isinstance(refused, EventNotSerializable)
+        assert "UTF-8" in str(refused)
+        await store.flush()
+        assert await store.stream_version("s/one") == 1
+        assert await store.stream_version("s/two") == 1
+        assert await store.stream_version("s/bad") == 0
+        await store.append("s/bad", [make_event(payload={"text": "\U0001f600 é"})], expected_version=0)
+        assert (await store.read_stream("s/bad"))[0].payload == {"text": "\U0001f600 é"}
+
+    async def test_a_stream_id_utf8_cannot_encode_is_refused(
+        self, store: EventStore, make_event: MakeEvent
+    ) -> None:
+        """A stream id with a lone surrogate is a ConfigurationError; nothing is written."""
+        with pytest.raises(ConfigurationError, match="UTF-8"):
+            await store.append("s/\ud800", [make_event()])
+        await store.append("s/ok", [make_event()])
+        assert await store.stream_version("s/ok") == 1
+
     async def test_closed_store_refuses_work(
         self, make_store: Callable[..., EventStore], make_event: MakeEvent
     ) -> None:
