@@ -8,9 +8,20 @@ from typing import Any
 
 from poolwarden.errors import PoolwardenError
 
-__all__ = ["EXIT_OK", "EXIT_PROBLEM", "EXIT_USAGE", "print_result", "write_json", "write_text"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_PROBLEM",
+    "EXIT_TERMINATED",
+    "EXIT_USAGE",
+    "print_result",
+    "write_json",
+    "write_text",
+]
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + 2, 128 + 15
+"""Stopped by SIGINT (Ctrl-C) or SIGTERM, after a clean shutdown: the shell's convention."""
 
 
 def print_result(result: dict[str, Any], as_json: bool) -> None:
