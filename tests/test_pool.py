@@ -19,10 +19,12 @@ from poolwarden.errors import (
     RequestError,
     UnknownModel,
 )
+from poolwarden.lifecycle_types import HeartbeatMissed
 from poolwarden.memory import EvictModel, HostReading, RecycleBrowser
 from poolwarden.policy import BreakerPolicy
 from poolwarden.pool import PoolConfig, ResourcePool
 from poolwarden.pool.member import PoolMember
+from poolwarden.storage import open_store
 from poolwarden.workers.models import reference_forward, resolve_model
 from poolwarden.workers.simulated import Fault
 
@@ -385,3 +387,26 @@ def test_a_config_that_cannot_work_is_refused(tmp_path: Path, option: str, value
     """Each impossible setting is a ConfigurationError naming it, before anything starts."""
     with pytest.raises(ConfigurationError, match=message):
         _config(tmp_path, **{option: value})
+
+
+async def test_closing_the_pool_records_each_connections_closing(tmp_path: Path, readings: Readings) -> None:
+    """After close(), every connection's stream ends in ConnectionClosed (to CLOSED), one of
+    them closed in the middle of a recovery, which the closing abandons."""
+    pool = ResourcePool(_config(tmp_path), memory_sampler=readings.host, browser_memory=readings.browser)
+    await pool.start()
+    try:
+        await pool.load_model("toy-mlp", connection_id="conn-0")
+        await pool.run_inference("toy-mlp", {"input": X})
+        await _worker(pool, "conn-1").inject(Fault.HANG, seconds=30.0)  # conn-1 stops answering
+        driver = pool.members["conn-1"].driver
+        assert driver is not None
+        driver.fault(HeartbeatMissed())
+        await driver.wait_for(lambda m: m.incident_id is not None)
+    finally:
+        await pool.close()
+    async with open_store(tmp_path / "pool.db", read_only=True) as store:
+        for connection_id in ("conn-0", "conn-1"):
+            last = (await store.read_stream(f"connection/{connection_id}"))[-1]
+            assert (last.type, last.to_state) == ("ConnectionClosed", "closed"), connection_id
+        (stopped,) = [e async for e in store.iter_all() if e.type == "PoolStopped"]
+        assert stopped.position > last.position  # the connections closed before the pool stopped

@@ -84,6 +84,9 @@ if TYPE_CHECKING:
 
 __all__ = ["InferenceResult", "MemorySampler", "ResourcePool"]
 
+CLOSE_CONNECTION_TIMEOUT = 5.0
+"""Seconds the pool's close waits for a connection's closing to be decided and persisted."""
+
 log = logging.getLogger(__name__)
 
 POOL_STREAM = "pool/main"
@@ -289,7 +292,7 @@ class ResourcePool:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(
-            *(self._stop_member(m) for m in list(self.members.values())), return_exceptions=True
+            *(self._stop_member(m, closing=True) for m in list(self.members.values())), return_exceptions=True
         )
         await self.server.close()
         try:
@@ -373,7 +376,17 @@ class ResourcePool:
         )
         return member
 
-    async def _stop_member(self, member: PoolMember) -> None:
+    async def _stop_member(self, member: PoolMember, *, closing: bool = False) -> None:
+        """Stop a member's recovery and its worker; when the pool is ``closing``, first record
+        the connection's closing in its lifecycle (``ConnectionClosed``, an open recovery
+        abandoned), so that the log says the connection ended on purpose rather than leaving
+        it, as last recorded, serving or recovering."""
+        driver = member.driver
+        if closing and driver is not None and driver.machine.state is not ConnectionState.CLOSED:
+            try:
+                await asyncio.wait_for(driver.close_connection(), CLOSE_CONNECTION_TIMEOUT)
+            except Exception as error:  # stopping must go on: the worker is stopped below regardless
+                log.error("closing connection %s failed: %r", member.connection_id, error)
         if member.recovery is not None:
             with contextlib.suppress(Exception):  # stopping must go on; the driver logged its error
                 await member.recovery.stop()
