@@ -264,3 +264,65 @@ async def test_background_loop_flushes_without_being_asked(tmp_path: Path) -> No
             if event.type == "BreakerOpened":
                 break
         assert event.stream == "breaker/auto"
+
+
+class GatedStore(SQLiteEventStore):
+    """The real store, whose appends wait at a gate first: a commit that takes as long as the
+    test says, so that shutdown can be started while the background flush is in the middle of one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: int | None = None,
+        *,
+        durability: Any = None,
+    ) -> Receipt:
+        self.waiting.set()
+        await self.gate.wait()
+        return await super().append(stream, events, expected_version, durability=durability)
+
+
+async def test_exit_during_a_background_flush_loses_nothing_and_raises_nothing(tmp_path: Path) -> None:
+    """Leaving the driver while its background loop is mid-append (drained, not yet committed)
+    waits for that append instead of cancelling it: every event is committed once, in order, and
+    a fresh driver restores the same state."""
+    clock = FakeClock(T0)
+    reg = registry(clock)
+    store = GatedStore(tmp_path / "b.db")
+    async with store:
+        durable = DurableBreakers(store, reg, flush_interval=0.01)
+        await durable.__aenter__()  # its first flush has nothing to append
+        trip(reg, "busy")
+        durable.wake()
+        await store.waiting.wait()  # the loop has drained the events and is appending them
+        leaving = asyncio.ensure_future(durable.__aexit__(None, None, None))
+        await asyncio.sleep(0)  # let the exit start while the append waits at the gate
+        store.gate.set()
+        await leaving
+        types = [e.type for e in await store.read_stream("breaker/busy")]
+        assert types.count("BreakerOpened") == 1
+        assert types.count("CallFailed") == 3
+        fresh = registry(clock)
+        await DurableBreakers(store, fresh).restore()
+        assert fresh.named("busy").state is BreakerState.OPEN
+
+
+async def test_the_pools_flush_commits_breaker_events(tmp_path: Path) -> None:
+    """ResourcePool.flush() waits for its breakers' events too (it said so; it did not)."""
+    from poolwarden.pool import PoolConfig, ResourcePool
+
+    config = PoolConfig(
+        connections=1, workers=("simulated",), db=tmp_path / "pool.db", memory_interval=3600.0
+    )
+    async with ResourcePool(config) as pool:
+        pool.registry.connection("conn-0").force_open(who="operator", why="maintenance")
+        await pool.flush()
+        async with open_store(tmp_path / "pool.db", read_only=True) as reader:
+            types = [e.type for e in await reader.read_stream("breaker/conn-0")]
+        assert "BreakerOverridden" in types

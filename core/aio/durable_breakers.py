@@ -70,6 +70,7 @@ class DurableBreakers:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
         self.last_error: StoreError | None = None
 
     # --- start-up ------------------------------------------------------------------------------
@@ -211,10 +212,12 @@ class DurableBreakers:
         """
         loop = asyncio.get_running_loop()
         next_summary = loop.time() + self.summary_interval
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval)
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 if loop.time() >= next_summary:
                     next_summary = loop.time() + self.summary_interval
@@ -236,13 +239,30 @@ class DurableBreakers:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        """Stop the background loop, then summarise, flush and snapshot everything.
+
+        The loop is asked to stop and awaited, never cancelled: a flush cancelled between its
+        drain and its append would drop the drained events, or (cancelled after the commit)
+        forget the stream's new version and make the final flush a version conflict. The
+        loop's own failure (a version conflict) is raised here, after the final flush tried.
+        """
         task, self._task = self._task, None
+        failure: BaseException | None = None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._stopping = True
+            self.wake()
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.done():  # we are being cancelled: the loop still stops, cancel it
+                    task.cancel()
+                raise
+            except ConcurrencyConflict as error:
+                failure = error
         await self.checkpoint(snapshot_all=True)
         await self.store.flush()
+        if failure is not None:
+            raise failure
 
     @property
     def pending(self) -> int:

@@ -629,6 +629,7 @@ class ResourcePool:
 
     async def flush(self) -> None:
         """Wait until everything the pool and its breakers decided so far is committed to the log."""
+        await self.breakers.flush()
         await self._recorder.flush()
         await self._bridge_recorder.flush()
         await self.store.flush()
