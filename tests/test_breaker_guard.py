@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from poolwarden.breaker import BreakerState
 from poolwarden.clock import FakeClock
 from poolwarden.errors import CircuitOpen, ConfigurationError, InvalidInput, ModelError
 from poolwarden.policy import BreakerPolicy, ErrorKind, HalfOpenRule, OpenBackoff
+from poolwarden.storage import open_store
 
 T0 = 1_800_000_000.0
 POLICY = BreakerPolicy(consecutive_failures=3, backoff=OpenBackoff(base=30.0, jitter="none"))
@@ -208,3 +210,62 @@ async def test_durable_breakers_survive_a_restart(tmp_path: Path) -> None:
             async with second.circuit("payments"):
                 pass
         assert second.breaker("payments").retry_at == T0 + 30.0
+
+
+_OVERRIDER = """
+import asyncio, sys
+from poolwarden.aio.guard import open_breakers
+
+async def main():
+    # A flush interval of an hour: nothing but the override's own flush can put it in the log.
+    async with open_breakers(sys.argv[1], flush_interval=3600.0) as breakers:
+        await breakers.{action}("payments-api", "alice", "gateway maintenance")
+        print("done", flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(
+    ("action", "state"),
+    [("force_open", BreakerState.FORCED_OPEN), ("disable", BreakerState.DISABLED)],
+)
+async def test_an_override_is_in_the_log_when_it_returns_even_if_the_process_is_killed(
+    tmp_path: Path, action: str, state: BreakerState
+) -> None:
+    """SIGKILL right after ``await breakers.force_open(...)`` returned: the next process finds the
+    override (who, why) in the log and the breaker in that state."""
+    db = tmp_path / "breakers.db"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _OVERRIDER.replace("{action}", action),
+        str(db),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        line = await asyncio.wait_for(child.stdout.readline(), 60)
+        assert line == b"done\n", (await child.communicate())[1]
+    finally:
+        child.kill()
+        await child.wait()
+    async with open_breakers(db) as breakers:
+        assert breakers.breaker("payments-api").state is state
+    async with open_store(db, read_only=True) as store:
+        (overridden,) = [
+            e for e in await store.read_stream("breaker/payments-api") if e.type == "BreakerOverridden"
+        ]
+    assert (overridden.payload["who"], overridden.payload["why"]) == ("alice", "gateway maintenance")
+
+
+async def test_flush_on_open_breakers_commits_what_was_recorded_before_it(tmp_path: Path) -> None:
+    """``await breakers.flush()`` returns once the failures recorded before it are in the log."""
+    db = tmp_path / "breakers.db"
+    async with open_breakers(db, flush_interval=3600.0) as breakers:
+        breakers.breaker("x").record_failure(ErrorKind.TRANSPORT)
+        await breakers.flush()
+        async with open_store(db, read_only=True) as store:
+            assert [e.type for e in await store.read_stream("breaker/x")] == ["CallFailed"]

@@ -173,6 +173,7 @@ class Breakers:
         classify: Classifier = classify_exception,
         timer: Callable[[], float] = time.perf_counter,
         registry: BreakerRegistry | None = None,
+        durable: DurableBreakers | None = None,
     ) -> None:
         if rng is None:
             rng = random.Random()  # the I/O edge: the pure breakers draw only from what they are given
@@ -181,10 +182,38 @@ class Breakers:
         )
         self._classify = classify
         self._timer = timer
+        self._durable = durable
 
     def breaker(self, name: str) -> CircuitBreaker:
         """The breaker called ``name`` (for manual control: ``force_open``, ``reset`` ...)."""
         return self.registry.named(name)
+
+    async def flush(self) -> None:
+        """Wait until every breaker event recorded before the call is committed to the log
+        (nothing to wait for when the breakers are in memory only)."""
+        if self._durable is not None:
+            await self._durable.flush()
+
+    async def force_open(self, name: str, who: str, why: str) -> None:
+        """Hold ``name`` open until someone changes it; returns once that is in the log, so an
+        operator's override survives the process being killed the moment after."""
+        self.breaker(name).force_open(who, why)
+        await self.flush()
+
+    async def disable(self, name: str, who: str, why: str) -> None:
+        """Let every call through ``name`` and count nothing; durable when it returns."""
+        self.breaker(name).disable(who, why)
+        await self.flush()
+
+    async def metrics_only(self, name: str, who: str, why: str) -> None:
+        """Count calls through ``name`` but never reject one; durable when it returns."""
+        self.breaker(name).metrics_only(who, why)
+        await self.flush()
+
+    async def reset(self, name: str, who: str, why: str) -> None:
+        """Close ``name`` and end any manual override; durable when it returns."""
+        self.breaker(name).reset(who, why)
+        await self.flush()
 
     def circuit(self, name: str) -> Guard:
         """A guard on the breaker ``name``: decorate a function with it, or enter it around a call."""
@@ -223,7 +252,7 @@ async def open_breakers(
     async with contextlib.AsyncExitStack() as stack:
         if not isinstance(store, EventStore):
             store = await stack.enter_async_context(open_store(store))
-        await stack.enter_async_context(
+        durable = await stack.enter_async_context(
             DurableBreakers(
                 store,
                 registry,
@@ -232,4 +261,4 @@ async def open_breakers(
                 summary_interval=summary_interval,
             )
         )
-        yield Breakers(registry=registry, classify=classify)
+        yield Breakers(registry=registry, classify=classify, durable=durable)
