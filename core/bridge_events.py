@@ -35,6 +35,8 @@ class WorkerRefused(BridgeEvent):
     that refusal says what was refused: the ``host`` (foreign_host), the ``path``
     (bad_worker_id), the ``origin`` (foreign_origin), a ``detail`` (a bad hello), or nothing
     (hello_timeout). A handshake refused for sending no Origin at all is written without the key.
+    ``suppressed``: how many refusals of the same kind were counted but not written just before
+    this one (the bridge writes a burst per kind and window, then counts); absent when none were.
     """
 
     error_kind: str
@@ -42,6 +44,7 @@ class WorkerRefused(BridgeEvent):
     path: str | None = field(default=None, metadata=payload(omit_none=True))
     origin: str | None = field(default=None, metadata=payload(omit_none=True))
     detail: str | None = field(default=None, metadata=payload(omit_none=True))
+    suppressed: int | None = field(default=None, metadata=payload(omit_none=True))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

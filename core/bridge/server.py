@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import itertools
@@ -49,6 +50,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Origin
 
+# Named apart from the error WorkerDisconnected, which this module raises.
+from poolwarden.bridge.refusals import RefusalLimiter
 from poolwarden.bridge_events import (
     BridgeEvent,
     ProtocolViolated,
@@ -56,8 +59,6 @@ from poolwarden.bridge_events import (
     WorkerRefused,
     WorkerReported,
 )
-
-# Named apart from the error WorkerDisconnected, which this module raises.
 from poolwarden.bridge_events import WorkerDisconnected as WorkerLeft
 from poolwarden.clock import Clock, system_clock
 from poolwarden.codec import encode
@@ -375,6 +376,7 @@ class BridgeServer:
         hello_timeout: float = 10.0,
         on_event: EventSink | None = None,
         clock: Clock = system_clock,
+        refusals: RefusalLimiter | None = None,
     ) -> None:
         self.host = host
         self.token = token or secrets.token_urlsafe(24)
@@ -384,6 +386,8 @@ class BridgeServer:
         self._requested_port = port
         self._on_event = on_event
         self._clock = clock
+        self.refusals = refusals or RefusalLimiter()
+        """Counts every refusal (``refusals.totals``) and decides which are written to the log."""
         self._server: Server | None = None
         self._workers: dict[str, WorkerConnection] = {}
         self._files: dict[str, bytes] = {}
@@ -563,8 +567,9 @@ class BridgeServer:
             async with asyncio.timeout(self.hello_timeout):
                 frame = await ws.recv()
         except TimeoutError:
-            await ws.close(CLOSE_HELLO_TIMEOUT, "no hello in time")
+            # Recorded (or counted) before the close: whoever sees the close finds it counted.
             self._emit(WorkerRefused(connection_id=worker_id, error_kind="hello_timeout"))
+            await ws.close(CLOSE_HELLO_TIMEOUT, "no hello in time")
             return None
         except ConnectionClosed:
             return None
@@ -581,10 +586,10 @@ class BridgeServer:
                 raise ProtocolError("wrong token", WireErrorKind.BAD_TOKEN)
         except ProtocolError as exc:
             code = CLOSE_BAD_TOKEN if exc.kind == WireErrorKind.BAD_TOKEN else CLOSE_BAD_HELLO
+            self._emit(WorkerRefused(connection_id=worker_id, error_kind=str(exc.kind), detail=str(exc)))
             with contextlib.suppress(ConnectionClosed):  # the peer may already be gone; we close anyway
                 await ws.send(encode_error(None, exc.kind, str(exc)))
             await ws.close(code, str(exc.kind))
-            self._emit(WorkerRefused(connection_id=worker_id, error_kind=str(exc.kind), detail=str(exc)))
             return None
         return message
 
@@ -627,11 +632,22 @@ class BridgeServer:
                 conn._deliver(message)
 
     def _emit(self, event: BridgeEvent) -> None:
-        """Hand ``event`` to the sink, stored as :mod:`poolwarden.codec` stores it, at the bridge's clock."""
+        """Hand ``event`` to the sink, stored as :mod:`poolwarden.codec` stores it, at the bridge's clock.
+
+        Refusals go through :attr:`refusals` first: past a burst of one kind, they are counted,
+        not written, so that a flood of refused sockets cannot fill the log.
+        """
+        now = self._clock()
+        if isinstance(event, WorkerRefused):
+            held = self.refusals.admit(event.error_kind, now)
+            if held is None:
+                return
+            if held:
+                event = dataclasses.replace(event, suppressed=held)
         if self._on_event is None:
             return
         try:
-            self._on_event(encode(event, self._clock()))
+            self._on_event(encode(event, now))
         except Exception:
             # A failing sink must not take a worker's connection down with it; it is logged loudly.
             logger.exception("the bridge's event sink failed on %s", event.TYPE)
