@@ -320,7 +320,15 @@ def _load_json(data: bytes | str) -> dict[str, Any]:
 
 def _load_text(frame: str, limits: Limits) -> dict[str, Any]:
     # A character is at least one byte: the cheap length check first, the exact one after it.
-    if len(frame) > limits.max_text_bytes or len(frame.encode()) > limits.max_text_bytes:
+    if len(frame) > limits.max_text_bytes:
+        raise ProtocolError(
+            f"text message over the {limits.max_text_bytes}-byte cap", WireErrorKind.TOO_LARGE
+        )
+    try:  # a text frame off the wire is valid UTF-8; a str given here may hold a lone surrogate
+        size = len(frame.encode())
+    except UnicodeEncodeError as exc:
+        raise ProtocolError("text message is not valid Unicode text", WireErrorKind.MALFORMED) from exc
+    if size > limits.max_text_bytes:
         raise ProtocolError(
             f"text message over the {limits.max_text_bytes}-byte cap", WireErrorKind.TOO_LARGE
         )

@@ -26,6 +26,7 @@ COMMANDS = (
     "bench pool",
     "bench breaker",
     "bench analysis",
+    "bench fuzz",
     "breakers",
     "analyze",
     "telemetry",
@@ -54,6 +55,7 @@ WITH_JSON = (
     "bench pool",
     "bench breaker",
     "bench analysis",
+    "bench fuzz",
     "breakers",
     "test-recovery",
     "whatif",
@@ -116,6 +118,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "json": False,
     },
     "bench analysis": {"command": "bench", "bench_command": "analysis", "events": 1_000_000, "json": False},
+    "bench fuzz": {"command": "bench", "bench_command": "fuzz", "frames": 100_000, "seed": 0, "json": False},
     "breakers": {"command": "breakers", "db": "x.db", "json": False},
     "analyze": {"command": "analyze", "db": "x.db", "out": "out", "policy": None},
     "telemetry": {

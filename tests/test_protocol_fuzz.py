@@ -115,7 +115,13 @@ def test_a_command_with_hostile_fields_parses_or_is_refused(frame: str) -> None:
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.one_of(st.binary(max_size=256), st.text(max_size=256)))
+@given(
+    st.one_of(
+        st.binary(max_size=256),
+        st.text(max_size=256),
+        st.text(st.characters(codec=None, categories=("Cs", "Lo", "Nd", "Po")), max_size=64),
+    )
+)
 def test_random_frames_are_parsed_or_refused(frame: str | bytes) -> None:
     _parses_or_refuses(parse_page_message, frame)
     _parses_or_refuses(parse_command, frame)

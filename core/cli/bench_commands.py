@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from poolwarden.cli.output import EXIT_OK, print_result
+from poolwarden.cli.output import EXIT_OK, EXIT_PROBLEM, print_result
 
-__all__ = ["analysis", "breaker", "lifecycle", "pool", "recovery", "store"]
+__all__ = ["analysis", "breaker", "fuzz", "lifecycle", "pool", "recovery", "store"]
 
 
 def store(args: argparse.Namespace) -> int:
@@ -77,3 +77,12 @@ def analysis(args: argparse.Namespace) -> int:
     print(f"building a log of {args.events:,} events and loading it ...", file=sys.stderr)
     print_result(run(events=args.events), args.json)
     return EXIT_OK
+
+
+def fuzz(args: argparse.Namespace) -> int:
+    from poolwarden.bench.fuzz import run
+
+    print(f"{args.frames:,} hostile frames through both wire parsers ...", file=sys.stderr)
+    result = run(frames=args.frames, seed=args.seed)
+    print_result(result, args.json)
+    return EXIT_OK if result["unhandled"] == 0 else EXIT_PROBLEM

@@ -176,6 +176,16 @@ def _add_bench(top: Commands) -> None:
     )
     _json_option(analysis)
 
+    fuzz = _command(
+        benchmarks,
+        "fuzz",
+        "hostile frames through both wire parsers; exit 1 if any escapes ProtocolError",
+        bench_commands.fuzz,
+    )
+    fuzz.add_argument("--frames", type=int, default=100_000, help="frames to parse (default 100,000)")
+    fuzz.add_argument("--seed", type=int, default=0, help="seed of the frames drawn")
+    _json_option(fuzz)
+
 
 def _add_log_readers(top: Commands) -> None:
     """The commands that read a log (and ``test-recovery``, which writes one and reads it back)."""
