@@ -10,21 +10,31 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poolwarden.errors import ProtocolError
 from poolwarden.protocol import (
     Command,
+    ErrorReply,
     Hello,
+    HookDone,
     Limits,
+    Loaded,
+    Log,
     MemoryReport,
+    Pong,
+    Result,
+    Unloaded,
     encode_binary,
     parse_command,
     parse_page_message,
 )
+from poolwarden.protocol_examples import COMMANDS, PAGE_MESSAGES, RESULT_HEADER
 
 LIMITS = Limits()
 
@@ -41,40 +51,6 @@ HOSTILE = st.recursive(
     max_leaves=6,
 )
 
-PAGE_MESSAGES: list[dict[str, Any]] = [
-    {
-        "type": "hello",
-        "protocol": 1,
-        "token": "t",
-        "worker_id": "w1",
-        "instance": "i",
-        "backend": "webgpu",
-        "browser": {"name": "chromium", "user_agent": "ua"},
-        "capabilities": {"webgpu": {"adapter": "x"}},
-        "hooks": True,
-    },
-    {"type": "loaded", "id": 1, "model": "m", "backend": "webgpu", "elapsed_ms": 1.5},
-    {"type": "unloaded", "id": 1, "model": "m"},
-    {"type": "error", "id": 1, "kind": "model_error", "message": "boom"},
-    {"type": "pong", "id": 1, "backend": "webgpu", "gpu": "ok", "elapsed_ms": 0.5},
-    {
-        "type": "memory",
-        "id": 1,
-        "js_heap_used": 1,
-        "js_heap_total": 2,
-        "gpu_buffer_bytes": 3,
-        "test_allocated_bytes": 0,
-        "models": ["m"],
-    },
-    {"type": "log", "level": "info", "message": "hi"},
-    {"type": "hook_done", "id": 1, "action": "hang"},
-]
-COMMANDS: list[dict[str, Any]] = [
-    {"type": "welcome", "id": None, "connection_id": "c"},
-    {"type": "load_model", "id": 2, "model": "m", "kind": "toy-mlp", "options": {}},
-    {"type": "ping", "id": 3},
-]
-
 
 def _text(message: dict[str, Any]) -> str:
     # allow_nan: the page's JSON.stringify never writes NaN, but a hostile peer may send it.
@@ -89,7 +65,7 @@ def _parses_or_refuses(parse: Any, frame: str | bytes) -> object:
 
 
 @st.composite
-def mutated(draw: st.DrawFn, messages: list[dict[str, Any]]) -> str:
+def mutated(draw: st.DrawFn, messages: Sequence[Mapping[str, Any]]) -> str:
     message = dict(draw(st.sampled_from(messages)))
     for key in draw(st.lists(st.sampled_from(sorted(message)), max_size=3, unique=True)):
         if key != "type" or draw(st.booleans()):
@@ -127,17 +103,8 @@ def test_random_frames_are_parsed_or_refused(frame: str | bytes) -> None:
     _parses_or_refuses(parse_command, frame)
 
 
-RESULT_HEADER: dict[str, Any] = {
-    "type": "result",
-    "id": 1,
-    "model": "m",
-    "backend": "webgpu",
-    "elapsed_ms": 2.0,
-}
-
-
 @settings(max_examples=500, deadline=None)
-@given(mutated([RESULT_HEADER]))
+@given(mutated((RESULT_HEADER,)))
 def test_a_binary_result_with_a_hostile_header_parses_or_is_refused(text: str) -> None:
     parsed = _parses_or_refuses(parse_page_message, encode_binary(json.loads(text), ()))
     if parsed is not None:
@@ -160,3 +127,26 @@ def _assert_clean(message: object) -> None:
         elif isinstance(value, tuple) and isinstance(message, MemoryReport):
             for model in value:
                 model.encode("utf-8")
+
+
+@pytest.mark.parametrize("example", PAGE_MESSAGES, ids=lambda m: str(m["type"]))
+def test_each_example_page_message_parses(example: Mapping[str, Any]) -> None:
+    """The fuzzers' starting points are well-formed: each parses, as the type it names."""
+    classes = {
+        "hello": Hello,
+        "loaded": Loaded,
+        "unloaded": Unloaded,
+        "error": ErrorReply,
+        "pong": Pong,
+        "memory": MemoryReport,
+        "log": Log,
+        "hook_done": HookDone,
+    }
+    assert isinstance(parse_page_message(json.dumps(example), LIMITS), classes[str(example["type"])])
+
+
+def test_each_example_command_and_the_result_header_parse() -> None:
+    for example in COMMANDS:
+        assert parse_command(json.dumps(example), LIMITS).type == example["type"]
+    result = parse_page_message(encode_binary(RESULT_HEADER, ()), LIMITS)
+    assert isinstance(result, Result)

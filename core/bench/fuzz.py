@@ -17,11 +17,12 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from poolwarden.errors import ProtocolError
 from poolwarden.protocol import Limits, encode_binary, parse_command, parse_page_message
+from poolwarden.protocol_examples import COMMANDS, PAGE_MESSAGES, RESULT_HEADER
 
 __all__ = ["run"]
 
@@ -47,47 +48,6 @@ _HOSTILE_SCALARS: tuple[Any, ...] = (
     {},
 )
 
-_PAGE_MESSAGES: tuple[dict[str, Any], ...] = (
-    {
-        "type": "hello",
-        "protocol": 1,
-        "token": "t",
-        "worker_id": "w1",
-        "instance": "i",
-        "backend": "webgpu",
-        "browser": {"name": "chromium", "user_agent": "ua"},
-        "capabilities": {"webgpu": {"adapter": "x"}},
-        "hooks": True,
-    },
-    {"type": "loaded", "id": 1, "model": "m", "backend": "webgpu", "elapsed_ms": 1.5},
-    {"type": "unloaded", "id": 1, "model": "m"},
-    {"type": "error", "id": 1, "kind": "model_error", "message": "boom"},
-    {"type": "pong", "id": 1, "backend": "webgpu", "gpu": "ok", "elapsed_ms": 0.5},
-    {
-        "type": "memory",
-        "id": 1,
-        "js_heap_used": 1,
-        "js_heap_total": 2,
-        "gpu_buffer_bytes": 3,
-        "test_allocated_bytes": 0,
-        "models": ["m"],
-    },
-    {"type": "log", "level": "info", "message": "hi"},
-    {"type": "hook_done", "id": 1, "action": "hang"},
-)
-_COMMANDS: tuple[dict[str, Any], ...] = (
-    {"type": "welcome", "protocol": 1, "worker_id": "w1", "generation": 1},
-    {"type": "load_model", "id": 2, "model": "m", "kind": "toy-mlp", "options": {}},
-    {"type": "ping", "id": 3},
-)
-_RESULT_HEADER: dict[str, Any] = {
-    "type": "result",
-    "id": 1,
-    "model": "m",
-    "backend": "webgpu",
-    "elapsed_ms": 2.0,
-}
-
 
 def _hostile(rng: random.Random, depth: int = 0) -> Any:
     if depth < 2 and rng.random() < 0.2:
@@ -100,7 +60,7 @@ def _hostile(rng: random.Random, depth: int = 0) -> Any:
     return rng.choice(_HOSTILE_SCALARS)
 
 
-def _mutated(rng: random.Random, template: dict[str, Any]) -> dict[str, Any]:
+def _mutated(rng: random.Random, template: Mapping[str, Any]) -> dict[str, Any]:
     message = dict(template)
     for key in rng.sample(sorted(message), k=rng.randint(1, min(3, len(message)))):
         if key != "type" or rng.random() < 0.3:
@@ -114,13 +74,13 @@ def _frame(rng: random.Random) -> str | bytes:
     """One hostile frame (see the module docstring for the kinds)."""
     kind = rng.random()
     if kind < 0.35:
-        return json.dumps(_mutated(rng, rng.choice(_PAGE_MESSAGES)))
+        return json.dumps(_mutated(rng, rng.choice(PAGE_MESSAGES)))
     if kind < 0.5:
-        return json.dumps(_mutated(rng, rng.choice(_COMMANDS)))
+        return json.dumps(_mutated(rng, rng.choice(COMMANDS)))
     if kind < 0.65:
-        return encode_binary(_mutated(rng, _RESULT_HEADER), ())
+        return encode_binary(_mutated(rng, RESULT_HEADER), ())
     if kind < 0.8:
-        valid = json.dumps(rng.choice(_PAGE_MESSAGES)).encode()
+        valid = json.dumps(rng.choice(PAGE_MESSAGES)).encode()
         cut = valid[: rng.randint(0, len(valid))]
         if cut and rng.random() < 0.5:
             at = rng.randrange(len(cut))
