@@ -7,7 +7,6 @@ SQLite store.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from poolwarden.clock import Clock
@@ -50,23 +49,4 @@ class SyncLog:
 
 def record(new: NewEvent, *, position: int, stream: str, version: int, recorded_at: float) -> RecordedEvent:
     """``new`` as a store would give it back, its payload round-tripped through JSON."""
-    return RecordedEvent(
-        position=position,
-        stream=stream,
-        version=version,
-        type=new.type,
-        schema_version=new.schema_version,
-        occurred_at=new.occurred_at,
-        recorded_at=recorded_at,
-        payload_json=json.dumps(dict(new.payload)),
-        incident_id=new.incident_id,
-        connection_id=new.connection_id,
-        model_id=new.model_id,
-        browser=new.browser,
-        error_kind=new.error_kind,
-        from_state=new.from_state,
-        to_state=new.to_state,
-        rung=new.rung,
-        outcome=new.outcome,
-        latency_ms=new.latency_ms,
-    )
+    return RecordedEvent.of(new, position=position, stream=stream, version=version, recorded_at=recorded_at)

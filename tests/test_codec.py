@@ -72,27 +72,7 @@ def _registry() -> EventRegistry:
 
 def _recorded(event: DomainEvent, at: float = 5.0, stream: str = "pool/main") -> RecordedEvent:
     """What the store gives back for ``event``, built without a store."""
-    new = encode(event, at)
-    return RecordedEvent(
-        1,
-        stream,
-        1,
-        new.type,
-        new.schema_version,
-        new.occurred_at,
-        at,
-        json.dumps(dict(new.payload)),
-        new.incident_id,
-        new.connection_id,
-        new.model_id,
-        new.browser,
-        new.error_kind,
-        new.from_state,
-        new.to_state,
-        new.rung,
-        new.outcome,
-        new.latency_ms,
-    )
+    return RecordedEvent.of(encode(event, at), position=1, stream=stream, version=1, recorded_at=at)
 
 
 def test_fields_named_like_columns_are_columns_and_the_rest_payload_in_field_order() -> None:

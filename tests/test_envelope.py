@@ -131,3 +131,21 @@ def test_the_printed_json_keeps_its_order() -> None:
     ]
     assert record["payload"] == {"a": 1}
     assert record["connection_id"] == "conn-1"
+
+
+def test_recorded_of_is_the_inverse_of_to_new_event() -> None:
+    """RecordedEvent.of numbers an event as a store would; to_new_event gives the same event back."""
+    new = NewEvent(
+        type="Happened",
+        occurred_at=5.0,
+        payload={"a": [1, 2], "b": "é"},
+        schema_version=2,
+        incident_id="inc-1",
+        connection_id="conn-1",
+        rung="ping",
+        latency_ms=1.5,
+    )
+    recorded = RecordedEvent.of(new, position=7, stream="s/a", version=3, recorded_at=6.0)
+    assert (recorded.position, recorded.stream, recorded.version, recorded.recorded_at) == (7, "s/a", 3, 6.0)
+    assert recorded.payload_json == '{"a":[1,2],"b":"é"}'
+    assert recorded.to_new_event() == new

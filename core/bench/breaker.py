@@ -53,26 +53,15 @@ class _MemoryLog:
     def add(self, events: Iterable[BreakerEvent]) -> None:
         """Record ``events`` as appended, in order."""
         for event in events:
-            new = event.to_new_event()
             version = self.versions.get(event.stream, 0) + 1
             self.versions[event.stream] = version
             self.records.append(
-                RecordedEvent(
+                RecordedEvent.of(
+                    event.to_new_event(),
                     position=len(self.records) + 1,
                     stream=event.stream,
                     version=version,
-                    type=new.type,
-                    schema_version=new.schema_version,
-                    occurred_at=new.occurred_at,
-                    recorded_at=new.occurred_at,
-                    payload_json=jsonlib.dumps(dict(new.payload)),
-                    connection_id=new.connection_id,
-                    model_id=new.model_id,
-                    error_kind=new.error_kind,
-                    from_state=new.from_state,
-                    to_state=new.to_state,
-                    outcome=new.outcome,
-                    latency_ms=new.latency_ms,
+                    recorded_at=event.at,
                 )
             )
 

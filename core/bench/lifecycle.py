@@ -70,29 +70,13 @@ def _history(index: int, clock: FakeClock) -> list[RecordedEvent]:
         life.step_succeeded(life.attempt)
         life.step_succeeded(life.attempt)
     events: list[LifecycleEvent] = life.drain_events()
+    stream = stream_of(life.connection_id)
     recorded = []
     for version, event in enumerate(events, start=1):
         new = event.to_new_event()
         recorded.append(
-            RecordedEvent(
-                version,
-                stream_of(life.connection_id),
-                version,
-                new.type,
-                1,
-                new.occurred_at,
-                new.occurred_at,
-                json.dumps(dict(new.payload)),
-                new.incident_id,
-                new.connection_id,
-                None,
-                new.browser,
-                new.error_kind,
-                new.from_state,
-                new.to_state,
-                new.rung,
-                new.outcome,
-                new.latency_ms,
+            RecordedEvent.of(
+                new, position=version, stream=stream, version=version, recorded_at=new.occurred_at
             )
         )
     return recorded
