@@ -27,7 +27,7 @@ from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard
 
 from poolwarden.errors import InvalidInput, ProtocolError
 
@@ -319,19 +319,17 @@ def _load_json(data: bytes | str) -> dict[str, Any]:
 
 
 def _load_text(frame: str, limits: Limits) -> dict[str, Any]:
+    cap = limits.max_text_bytes
     # A character is at least one byte: the cheap length check first, the exact one after it.
-    if len(frame) > limits.max_text_bytes:
-        raise ProtocolError(
-            f"text message over the {limits.max_text_bytes}-byte cap", WireErrorKind.TOO_LARGE
-        )
-    try:  # a text frame off the wire is valid UTF-8; a str given here may hold a lone surrogate
-        size = len(frame.encode())
-    except UnicodeEncodeError as exc:
-        raise ProtocolError("text message is not valid Unicode text", WireErrorKind.MALFORMED) from exc
-    if size > limits.max_text_bytes:
-        raise ProtocolError(
-            f"text message over the {limits.max_text_bytes}-byte cap", WireErrorKind.TOO_LARGE
-        )
+    if len(frame) <= cap and not frame.isascii():
+        try:  # a text frame off the wire is valid UTF-8; a str given here may hold a lone surrogate
+            size = len(frame.encode())
+        except UnicodeEncodeError as exc:
+            raise ProtocolError("text message is not valid Unicode text", WireErrorKind.MALFORMED) from exc
+    else:
+        size = len(frame)
+    if size > cap:
+        raise ProtocolError(f"text message over the {cap}-byte cap", WireErrorKind.TOO_LARGE)
     return _load_json(frame)
 
 
@@ -339,7 +337,7 @@ MAX_SAFE_INTEGER = 2**53 - 1
 """The largest integer a JavaScript number holds exactly; the page sends no larger one."""
 
 
-def _is_text(value: object) -> bool:
+def _is_text(value: object) -> TypeGuard[str]:
     """True for a string that UTF-8 can encode (a lone surrogate cannot be stored or sent)."""
     if not isinstance(value, str):
         return False
@@ -354,7 +352,7 @@ def _is_text(value: object) -> bool:
 
 def _str(obj: Mapping[str, Any], key: str, default: str | None = None) -> str:
     value = obj.get(key, default)
-    if not isinstance(value, str) or not _is_text(value):
+    if not _is_text(value):
         raise ProtocolError(
             f"{_kind_of(obj)}: field {key!r} must be a string of Unicode text", WireErrorKind.MALFORMED
         )
@@ -402,7 +400,7 @@ def _dict(obj: Mapping[str, Any], key: str) -> dict[str, Any]:
 def _kind_of(obj: Mapping[str, Any]) -> str:
     """The message's type for an error message (``?`` when it is not a plain string)."""
     kind = obj.get("type")
-    return kind if isinstance(kind, str) and _is_text(kind) else "?"
+    return kind if _is_text(kind) else "?"
 
 
 # --- page -> server --------------------------------------------------------------------------
