@@ -410,3 +410,15 @@ async def test_closing_the_pool_records_each_connections_closing(tmp_path: Path,
             assert (last.type, last.to_state) == ("ConnectionClosed", "closed"), connection_id
         (stopped,) = [e async for e in store.iter_all() if e.type == "PoolStopped"]
         assert stopped.position > last.position  # the connections closed before the pool stopped
+
+
+def test_a_seeded_pool_seeds_its_breakers_jitter(tmp_path: Path) -> None:
+    """Two pools given the same seeded source give their breakers the same random sequence."""
+    import random
+
+    first = ResourcePool(_config(tmp_path), rng=random.Random(5))
+    second = ResourcePool(_config(tmp_path), rng=random.Random(5))
+    other = ResourcePool(_config(tmp_path), rng=random.Random(6))
+    draws = [[pool.registry.rng.random() for _ in range(3)] for pool in (first, second, other)]
+    assert draws[0] == draws[1]
+    assert draws[0] != draws[2]

@@ -147,7 +147,9 @@ class ResourcePool:
             connection_policy=self.config.connection_breaker,
             model_policy=self.config.model_breaker,
             clock=clock,
-            rng=random.Random(),
+            # Breaker jitter from its own source, seeded from the pool's when one is given: a
+            # seeded pool is deterministic (the seed is one draw from the pool's source).
+            rng=random.Random(rng.random()) if rng is not None else random.Random(),
         )
         self.breakers = DurableBreakers(self.store, self.registry)
         self.governor = MemoryGovernor(self.config.memory, clock=clock)
