@@ -233,6 +233,7 @@ class DurableBreakers:
                 self.last_error = exc
 
     async def __aenter__(self) -> DurableBreakers:
+        self._stopping = False
         await self.restore()
         await self.flush()  # the half-open transitions that restore caught up on
         self._task = asyncio.get_running_loop().create_task(self.run(), name="poolwarden-breaker-flusher")
