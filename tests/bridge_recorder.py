@@ -14,10 +14,10 @@ from collections.abc import Callable
 from poolwarden.errors import DeadlineExceeded
 from poolwarden.events import NewEvent
 
-__all__ = ["EventRecorder"]
+__all__ = ["SinkRecorder"]
 
 
-class EventRecorder:
+class SinkRecorder:
     """Collects events in order; :meth:`wait_for` returns the first match from an index on."""
 
     def __init__(self) -> None:

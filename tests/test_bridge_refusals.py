@@ -11,7 +11,7 @@ from websockets.exceptions import ConnectionClosed
 from poolwarden.bridge.refusals import RefusalLimiter
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.clock import FakeClock
-from tests.bridge_recorder import EventRecorder
+from tests.bridge_recorder import SinkRecorder
 
 
 def test_a_burst_per_kind_is_written_then_refusals_are_only_counted() -> None:
@@ -58,7 +58,7 @@ async def _wrong_hello(server: BridgeServer, worker_id: str) -> int | None:
 async def test_fifty_wrong_hellos_write_five_events_and_count_fifty() -> None:
     """Every wrong hello is refused (4401) and counted; the log gets the burst, and the first
     refusal after the window carries how many were held back."""
-    events = EventRecorder()
+    events = SinkRecorder()
     clock = FakeClock(1_800_000_000.0)
     async with BridgeServer(on_event=events, clock=clock, refusals=RefusalLimiter(burst=5)) as server:
         codes = [await _wrong_hello(server, f"w{i}") for i in range(50)]

@@ -16,16 +16,16 @@ from poolwarden.errors import DeadlineExceeded, InvalidInput, ModelError, Unknow
 from poolwarden.protocol import Limits
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 from poolwarden.workers.simulated import Fault, SimulatedWorker
-from tests.bridge_recorder import EventRecorder
+from tests.bridge_recorder import SinkRecorder
 
 
 @pytest.fixture
-async def events() -> EventRecorder:
-    return EventRecorder()
+async def events() -> SinkRecorder:
+    return SinkRecorder()
 
 
 @pytest.fixture
-async def server(events: EventRecorder) -> AsyncIterator[BridgeServer]:
+async def server(events: SinkRecorder) -> AsyncIterator[BridgeServer]:
     async with BridgeServer(on_event=events, limits=Limits(max_frame_bytes=1 << 20), strike_limit=3) as srv:
         yield srv
 
@@ -105,7 +105,7 @@ async def test_worker_errors_become_typed_exceptions(server: BridgeServer, worke
     assert (await conn.infer("toy-mlp", {"input": [[1.0] * 16]})).backend == "simulated"
 
 
-async def test_wrong_token_is_refused_and_not_retried(server: BridgeServer, events: EventRecorder) -> None:
+async def test_wrong_token_is_refused_and_not_retried(server: BridgeServer, events: SinkRecorder) -> None:
     """A hello with a wrong token is closed with 4401, recorded, and the worker stops reconnecting."""
     sim = SimulatedWorker(server.ws_url("bad"), "wrong-token", "bad", origin=server.origin)
     await sim.start()
@@ -121,9 +121,7 @@ async def test_wrong_token_is_refused_and_not_retried(server: BridgeServer, even
         await sim.stop()
 
 
-async def test_foreign_origin_is_refused_at_the_handshake(
-    server: BridgeServer, events: EventRecorder
-) -> None:
+async def test_foreign_origin_is_refused_at_the_handshake(server: BridgeServer, events: SinkRecorder) -> None:
     """A WebSocket handshake from another Origin gets HTTP 403 and a WorkerRefused event."""
     with pytest.raises(InvalidStatus) as info:
         await connect(server.ws_url("evil"), origin="http://evil.example")  # type: ignore[arg-type]
@@ -173,7 +171,7 @@ async def test_page_is_served_with_cross_origin_isolation_headers(server: Bridge
 
 
 async def test_malformed_unknown_and_oversized_messages_get_error_replies(
-    server: BridgeServer, events: EventRecorder
+    server: BridgeServer, events: SinkRecorder
 ) -> None:
     """Each breach is answered with a typed error and an event, and the connection stays open."""
     ws = await raw_client(server)
@@ -208,7 +206,7 @@ async def test_repeated_abuse_closes_the_connection(server: BridgeServer) -> Non
 
 
 async def test_text_over_the_protocol_cap_costs_a_strike_not_the_connection(
-    server: BridgeServer, worker: SimulatedWorker, events: EventRecorder
+    server: BridgeServer, worker: SimulatedWorker, events: SinkRecorder
 ) -> None:
     """A text frame above max_text_bytes (but under max_frame_bytes) is a too_large strike only."""
     await worker.inject(Fault.OVERSIZED, size=100_000)
@@ -227,7 +225,7 @@ async def test_frame_over_max_size_closes_with_1009(server: BridgeServer, worker
 
 
 async def test_garbage_reply_costs_a_strike_and_the_request_times_out(
-    server: BridgeServer, worker: SimulatedWorker, events: EventRecorder
+    server: BridgeServer, worker: SimulatedWorker, events: SinkRecorder
 ) -> None:
     """An answer that is not a message is a protocol breach; the request then ends in DeadlineExceeded."""
     conn = server.worker("sim-1")
@@ -250,7 +248,7 @@ async def test_hung_worker_fails_app_ping_but_answers_protocol_ping(
 
 
 async def test_dropped_socket_fails_pending_requests_and_the_worker_reconnects(
-    server: BridgeServer, worker: SimulatedWorker, events: EventRecorder
+    server: BridgeServer, worker: SimulatedWorker, events: SinkRecorder
 ) -> None:
     """Requests in flight when the socket drops get WorkerDisconnected; the worker says hello again."""
     conn = server.worker("sim-1")
@@ -303,7 +301,7 @@ async def test_waiting_for_a_hello_that_never_comes_times_out(server: BridgeServ
         await server.worker("nobody").wait_for_hello(timeout=0.05)
 
 
-async def test_silent_client_is_closed_after_the_hello_timeout(events: EventRecorder) -> None:
+async def test_silent_client_is_closed_after_the_hello_timeout(events: SinkRecorder) -> None:
     """A socket that never says hello is closed with 4408 and recorded as refused."""
     async with BridgeServer(on_event=events, hello_timeout=0.1) as srv:
         async with connect(srv.ws_url("mute"), origin=srv.origin) as ws:  # type: ignore[arg-type]
@@ -323,7 +321,7 @@ async def test_silent_client_is_closed_after_the_hello_timeout(events: EventReco
     ],
 )
 async def test_a_bad_first_message_closes_with_4400(
-    server: BridgeServer, events: EventRecorder, first: dict[str, str], kind: str
+    server: BridgeServer, events: SinkRecorder, first: dict[str, str], kind: str
 ) -> None:
     """A first message that is not a hello, or a hello for another worker id, is refused with 4400."""
     hello = {
@@ -343,7 +341,7 @@ async def test_a_bad_first_message_closes_with_4400(
     assert (await events.wait_for(lambda e: e.type == "WorkerRefused")).error_kind == kind
 
 
-async def test_a_newer_socket_replaces_the_old_one(server: BridgeServer, events: EventRecorder) -> None:
+async def test_a_newer_socket_replaces_the_old_one(server: BridgeServer, events: SinkRecorder) -> None:
     """A second hello for the same worker id takes over; the old socket is closed with 4409."""
     old = await raw_client(server, "twin")
     new = await raw_client(server, "twin")
@@ -405,7 +403,7 @@ async def test_allocate_hook_shows_in_the_memory_report(
     assert (await conn.memory()).test_allocated_bytes == 2 * 1024 * 1024
 
 
-async def test_event_recorder_wait_ends_in_a_typed_timeout(events: EventRecorder) -> None:
+async def test_event_recorder_wait_ends_in_a_typed_timeout(events: SinkRecorder) -> None:
     """Waiting for an event that never comes raises DeadlineExceeded; one already seen returns at once."""
     with pytest.raises(DeadlineExceeded):
         await events.wait_for(lambda e: e.type == "Never", timeout=0.05)

@@ -33,7 +33,7 @@ from poolwarden.browser.launcher import find_chromium, profiles_root
 from poolwarden.workers.chromium import ChromiumWorker
 from poolwarden.workers.handle import verify_round_trip
 from tests.bridge_helpers import installed
-from tests.bridge_recorder import EventRecorder
+from tests.bridge_recorder import SinkRecorder
 
 NOBODY = 65534
 SETPRIV = shutil.which("setpriv")
@@ -95,7 +95,7 @@ async def test_another_local_user_cannot_find_the_secret_nor_speak_as_the_worker
     """Run as nobody, the impostor reads Chromium's command lines but finds no secret of the live
     worker anywhere, finds no DevTools endpoint, cannot read the profile, and is refused as the live
     worker; the same search finds a secret planted on a command line and is welcomed with it."""
-    events = EventRecorder()
+    events = SinkRecorder()
     async with BridgeServer(on_event=events) as server:
         worker = ChromiumWorker(server, LIVE)
         leak = await asyncio.create_subprocess_exec(

@@ -33,7 +33,7 @@ from poolwarden.workers.chromium import ChromiumWorker
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 from tests.bridge_helpers import installed
-from tests.bridge_recorder import EventRecorder
+from tests.bridge_recorder import SinkRecorder
 
 pytestmark = [
     pytest.mark.browser,
@@ -50,7 +50,7 @@ class Rig:
     """The shared browser with its bridge, connection and attached DevTools session."""
 
     server: BridgeServer
-    events: EventRecorder
+    events: SinkRecorder
     browser: BrowserProcess
     cdp: DevTools
     conn: WorkerConnection
@@ -58,7 +58,7 @@ class Rig:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def rig() -> AsyncIterator[Rig]:
-    events = EventRecorder()
+    events = SinkRecorder()
     async with BridgeServer(on_event=events) as server:
         browser = await launch_chromium()
         try:

@@ -15,16 +15,16 @@ from poolwarden.protocol import Tensor, encode_binary, parse_command
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.simulated import Fault
 from poolwarden.workers.simulated_handle import SimulatedHandle
-from tests.bridge_recorder import EventRecorder
+from tests.bridge_recorder import SinkRecorder
 
 
 @pytest.fixture
-async def events() -> EventRecorder:
-    return EventRecorder()
+async def events() -> SinkRecorder:
+    return SinkRecorder()
 
 
 @pytest.fixture
-async def handle(events: EventRecorder) -> AsyncIterator[SimulatedHandle]:
+async def handle(events: SinkRecorder) -> AsyncIterator[SimulatedHandle]:
     async with BridgeServer(on_event=events) as server:
         sim = SimulatedHandle(server, "sim-h")
         await sim.start(timeout=5)
@@ -82,7 +82,7 @@ async def test_dropped_socket_heals_without_a_rung(handle: SimulatedHandle) -> N
 
 
 async def test_device_loss_is_reported_and_the_worker_serves_on(
-    handle: SimulatedHandle, events: EventRecorder
+    handle: SimulatedHandle, events: SinkRecorder
 ) -> None:
     """A destroyed device is reported unprompted (device_lost), and the next inference succeeds."""
     await handle.inject(InjectedFault.DEVICE_LOST)
