@@ -22,11 +22,11 @@ def test_upgrade_then_current_then_check(tmp_path: Path, capsys: pytest.CaptureF
     """upgrade creates the file at head; current and check then report it healthy with exit 0."""
     db = str(tmp_path / "events.db")
     assert main(["db", "upgrade", "--db", db]) == 0
-    assert "upgraded from (new file) to 0002" in capsys.readouterr().out
+    assert "upgraded from (new file) to 0003" in capsys.readouterr().out
     assert main(["db", "upgrade", "--db", db]) == 0
-    assert "already at revision 0002" in capsys.readouterr().out
+    assert "already at revision 0003" in capsys.readouterr().out
     assert main(["db", "current", "--db", db]) == 0
-    assert "revision 0002, code head 0002: current" in capsys.readouterr().out
+    assert "revision 0003, code head 0003: current" in capsys.readouterr().out
     assert main(["db", "check", "--db", db]) == 0
     out = capsys.readouterr().out
     assert "integrity: ok" in out
@@ -56,7 +56,7 @@ def test_check_reports_tables_that_differ_from_the_code(
     capsys.readouterr()
     assert main(["db", "check", "--db", db]) == 1
     out = capsys.readouterr().out
-    assert "revision 0002, code head 0002: current" in out
+    assert "revision 0003, code head 0003: current" in out
     assert found in out
 
 
