@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from poolwarden.errors import OwnershipError
 from poolwarden.events import RecordedEvent, Snapshot
 from poolwarden.lease import Lease, LeaseRow
 from poolwarden.storage.base import ANY_VERSION, Durability, EventStore, Receipt
@@ -20,15 +21,33 @@ __all__ = ["FencedStore"]
 
 
 class FencedStore(EventStore):
-    """``store`` with every append and snapshot fenced by :attr:`lease` (which the holder renews)."""
+    """``store`` with every append and snapshot fenced by :attr:`lease` (which the holder renews).
 
-    def __init__(self, store: EventStore, lease: Lease) -> None:
+    Until a lease is set (``None``), writes are refused with
+    :class:`~poolwarden.errors.OwnershipError`: nothing is written unowned by mistake.
+    """
+
+    def __init__(self, store: EventStore, lease: Lease | None) -> None:
         self.store = store
         self.lease = lease
         self.durability = store.durability
 
+    def __getattr__(self, name: str) -> Any:
+        """What the view does not define is the store's (a SQLite store's ``path``, say)."""
+        if name == "store":  # not set yet (copying, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.store, name)
+
     def __repr__(self) -> str:
+        if self.lease is None:
+            return f"<FencedStore {self.store!r} no lease>"
         return f"<FencedStore {self.store!r} pool={self.lease.name!r} fence={self.lease.fence}>"
+
+    def _fence(self, fence: Lease | None) -> Lease:
+        held = fence or self.lease
+        if held is None:
+            raise OwnershipError("this store writes under a pool's lease, and none is held yet")
+        return held
 
     async def open(self) -> None:
         await self.store.open()
@@ -46,7 +65,7 @@ class FencedStore(EventStore):
         fence: Lease | None = None,
     ) -> Receipt:
         return await self.store.append(
-            stream, events, expected_version, durability=durability, fence=fence or self.lease
+            stream, events, expected_version, durability=durability, fence=self._fence(fence)
         )
 
     async def save_snapshot(
@@ -59,7 +78,7 @@ class FencedStore(EventStore):
         fence: Lease | None = None,
     ) -> None:
         await self.store.save_snapshot(
-            stream, version, state, schema_version=schema_version, fence=fence or self.lease
+            stream, version, state, schema_version=schema_version, fence=self._fence(fence)
         )
 
     async def flush(self) -> None:
