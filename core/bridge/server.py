@@ -667,13 +667,14 @@ class BridgeServer:
 
     def _let_go(self, conn: WorkerConnection, ws: ServerConnection, code: int, reason: str) -> None:
         """Detach ``ws`` from ``conn`` now and close it in the background (declare_dead)."""
-        generation = conn.generation
+        generation, hello = conn.generation, conn.hello
+        assert hello is not None, "a socket is attached only after its hello"
         if not conn._detach(ws, generation, code, reason):
             return
         self._emit(
             WorkerLeft(
                 connection_id=conn.connection_id,
-                browser=conn.hello.browser if conn.hello else None,
+                browser=hello.browser,
                 generation=generation,
                 code=code,
                 reason=reason,
