@@ -518,3 +518,21 @@ async def test_event_recorder_wait_ends_in_a_typed_timeout(events: SinkRecorder)
             assert connected.connection_id == "seen"
         finally:
             await sim.stop()
+
+
+async def test_a_forgotten_worker_id_admits_nobody(server: BridgeServer, events: SinkRecorder) -> None:
+    """forget() declares the worker dead (4410) and withdraws its id: its own secret is refused
+    (4401) from then on, and the id leaves the server's table."""
+    old = await raw_client(server, "gone")
+    try:
+        assert json.loads(await old.recv())["type"] == "welcome"  # type: ignore[attr-defined]
+        secret = server.secret_for("gone")
+        server.forget("gone")
+        assert (await closed_with(old))[0] == CLOSE_DECLARED_DEAD
+        assert "gone" not in server.workers
+        again = await raw_client(server, "gone", token=secret, issue=False)
+        assert (await closed_with(again))[0] == CLOSE_BAD_TOKEN
+        assert "gone" not in server.workers
+        server.forget("never-issued")  # nothing to do
+    finally:
+        await old.close()  # type: ignore[attr-defined]

@@ -495,6 +495,18 @@ class BridgeServer:
             conn = self._workers[_check_worker_id(worker_id)] = WorkerConnection(self, worker_id)
         return conn
 
+    def forget(self, worker_id: str) -> None:
+        """Withdraw ``worker_id`` (if issued): declare its worker dead and drop its connection.
+
+        Its secret then admits nothing (a hello for it is refused as for an id never issued), and
+        the table of worker ids holds only the pool's current ones: the pool forgets the id of a
+        connection it has replaced, so a long-running pool's table does not grow with each
+        replacement.
+        """
+        conn = self._workers.pop(worker_id, None)
+        if conn is not None:
+            conn.declare_dead("forgotten by the pool")
+
     @property
     def workers(self) -> Mapping[str, WorkerConnection]:
         """Every worker id the pool asked for (never one a peer named), with its connection."""

@@ -480,7 +480,8 @@ function connect() {
     ws = null;
     if (TERMINAL_CLOSE_CODES.has(ev.code)) {
       stopped = true;
-      status(`refused by the bridge (${ev.code} ${ev.reason}); not reconnecting`);
+      const why = ev.code === 4410 ? "declared dead by the pool, to be reloaded" : "refused by the bridge";
+      status(`${why} (${ev.code} ${ev.reason}); not reconnecting`);
       return;
     }
     status(`disconnected (${ev.code}); reconnecting in ${backoffMs} ms`);
