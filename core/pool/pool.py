@@ -535,6 +535,7 @@ class ResourcePool:
 
     async def _replace(self, member: PoolMember, reason: str) -> None:
         await self._stop_member(member)
+        self.server.forget(member.connection_id)  # its secret admits nothing from now on
         self.members.pop(member.connection_id, None)
         self.governor.forget_browser(member.connection_id)
         replacement = await self._add_member(member.kind, set())
