@@ -61,12 +61,14 @@ async def _load(pool: ResourcePool, rng: random.Random) -> None:
         group.create_task(faults())
 
 
-async def _serve_then(pool: ResourcePool, rng: random.Random, after: float) -> None:
+async def _serve_then(pool: ResourcePool, rng: random.Random, after: float) -> asyncio.Task[None]:
+    """Load the model, start the load, return it after ``after`` seconds (still running)."""
     await pool.load_model("toy-mlp")
     load = asyncio.create_task(_load(pool, rng))
     await asyncio.sleep(after)
     if load.done():
         load.result()  # the load itself failed: say so rather than test nothing
+    return load
 
 
 async def main(db: Path, mode: str, seed: int) -> None:

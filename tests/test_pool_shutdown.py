@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from poolwarden.pool import ResourcePool
 
 CHILD = str(Path(__file__).with_name("shutdown_child.py"))
 
@@ -64,3 +68,39 @@ def test_a_pool_never_closed_does_not_hang_asyncio_run(tmp_path: Path, seed: int
     for sign in LEFT_BEHIND:
         assert sign not in done.stderr, done.stderr
     assert "PoolStarted" in _types(db)
+
+
+async def test_close_leaves_no_task_of_the_pool_running(tmp_path: Path) -> None:
+    """After an exception leaves the block of a pool that was serving, with faults tripping its
+    breakers, every task it started (monitor, recorders, breaker flusher, writer, lifecycles,
+    workers, bridge handlers) has ended."""
+    import random
+
+    sys.path.insert(0, str(Path(CHILD).parent))
+    try:
+        from shutdown_child import Escaped, _config, _serve_then
+    finally:
+        sys.path.pop(0)
+    # A monitor that sleeps through the test: it must be stopped, not die of a closed store.
+    config = dataclasses.replace(_config(tmp_path / "pool.db"), memory_interval=3600.0)
+    loads: list[asyncio.Task[None]] = []
+
+    async def serve_and_escape() -> None:
+        async with ResourcePool(config) as pool:
+            loads.append(await _serve_then(pool, random.Random(4), 0.5))
+            raise Escaped("left the block")
+
+    before = asyncio.all_tasks()
+    with pytest.raises(Escaped):
+        await serve_and_escape()
+    (load,) = loads
+    ours = [task for task in asyncio.all_tasks() - before if not task.done()]
+    load.cancel()  # the test's callers, not the pool's: they only get refusals now
+    await asyncio.gather(load, return_exceptions=True)
+    pools = [task for task in ours if task is not load and not _in_load(task)]
+    assert pools == []
+
+
+def _in_load(task: asyncio.Task[object]) -> bool:
+    """Whether ``task`` is one of the test load's own callers."""
+    return getattr(task.get_coro(), "__qualname__", "").startswith("_load.")
