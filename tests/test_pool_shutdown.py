@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from poolwarden.pool import ResourcePool
+from tests.shutdown_child import Escaped, _config, _serve_then
 
 CHILD = str(Path(__file__).with_name("shutdown_child.py"))
 
@@ -74,13 +76,6 @@ async def test_close_leaves_no_task_of_the_pool_running(tmp_path: Path) -> None:
     """After an exception leaves the block of a pool that was serving, with faults tripping its
     breakers, every task it started (monitor, recorders, breaker flusher, writer, lifecycles,
     workers, bridge handlers) has ended."""
-    import random
-
-    sys.path.insert(0, str(Path(CHILD).parent))
-    try:
-        from shutdown_child import Escaped, _config, _serve_then
-    finally:
-        sys.path.pop(0)
     # A monitor that sleeps through the test: it must be stopped, not die of a closed store.
     config = dataclasses.replace(_config(tmp_path / "pool.db"), memory_interval=3600.0)
     loads: list[asyncio.Task[None]] = []
