@@ -181,15 +181,20 @@ class LifecycleDriver:
         The connection is not closed: a later process restores it and resumes. Raises the
         error that broke the driver, if one did.
         """
+        settling: asyncio.Future[None] | None = None
         try:
             if self._pump_task is not None and self._failure is None:
-                await asyncio.shield(self.settle())
+                settling = asyncio.ensure_future(self.settle())
+                await asyncio.shield(settling)
         finally:
-            # Also when settling failed or was cancelled: no timer or task may outlive the driver.
+            # Also when settling failed or was cancelled: no timer or task may outlive the driver
+            # (a settle left waiting once the pump is gone would wait for ever).
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            tasks = list(self._tasks)
+            tasks: list[asyncio.Future[None]] = list(self._tasks)
+            if settling is not None:
+                tasks.append(settling)
             self._step = None
             if self._pump_task is not None:
                 tasks.append(self._pump_task)
