@@ -326,3 +326,22 @@ async def test_the_pools_flush_commits_breaker_events(tmp_path: Path) -> None:
         async with open_store(tmp_path / "pool.db", read_only=True) as reader:
             types = [e.type for e in await reader.read_stream("breaker/conn-0")]
         assert "BreakerOverridden" in types
+
+
+async def test_exit_after_the_loop_alone_was_cancelled_still_flushes(tmp_path: Path) -> None:
+    """If only the background loop was cancelled (not the exit), leaving the driver raises no
+    CancelledError and still commits the breakers' events and snapshots."""
+    clock = FakeClock(T0)
+    reg = registry(clock)
+    async with open_store(tmp_path / "b.db") as store:
+        durable = DurableBreakers(store, reg, flush_interval=3600.0)
+        await durable.__aenter__()
+        loop_task = durable._task
+        assert loop_task is not None
+        loop_task.cancel()
+        await asyncio.gather(loop_task, return_exceptions=True)
+        trip(reg, "lonely")
+        await durable.__aexit__(None, None, None)
+        types = [e.type for e in await store.read_stream("breaker/lonely")]
+        assert types.count("BreakerOpened") == 1
+        assert (await store.load_snapshots("breaker/"))["breaker/lonely"].version == len(types)

@@ -257,7 +257,11 @@ class DurableBreakers:
             except asyncio.CancelledError:
                 if not task.done():  # we are being cancelled: the loop still stops, cancel it
                     task.cancel()
-                raise
+                    raise
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+                # Only the loop was cancelled (by someone else): the final flush below still runs.
             except ConcurrencyConflict as error:
                 failure = error
         await self.checkpoint(snapshot_all=True)

@@ -110,6 +110,14 @@ BrowserMemory = Callable[[PoolMember], Awaitable[int | None]]
 PSS of the browser's process tree in a thread); tests inject readings."""
 
 
+def _loaded(member: PoolMember, model_id: str, load: asyncio.Future[None]) -> None:
+    """A shared load ended: forget it, and mark its error seen (whoever still waits for the load
+    gets it through their shield; when all of them were cancelled, no one is left to)."""
+    member.loading.pop(model_id, None)
+    if not load.cancelled():
+        load.exception()
+
+
 async def _handle_pss(member: PoolMember) -> int | None:
     return await member.handle.pss_bytes()
 
@@ -281,6 +289,8 @@ class ResourcePool:
             raise
 
     async def _start_serving(self, lease: Lease) -> None:
+        self._recorder.start()  # their tasks live from now until close: none is born at teardown
+        self._bridge_recorder.start()
         await self.breakers.__aenter__()
         await self._read_placement_history()
         await self.server.start()
@@ -331,13 +341,13 @@ class ResourcePool:
         self._closing = True
         if self.metrics is not None:
             await self.metrics.stop()  # before the store closes: its refreshes read the log
+        # Stopped, then awaited through gather: a cancellation of close() itself is not swallowed.
+        tasks = [*self._tasks, *(f for m in self.members.values() for f in m.loading.values())]
         if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
-        for task in list(self._tasks):
+            tasks.append(self._monitor)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(
             *(self._stop_member(m, closing=True) for m in list(self.members.values())), return_exceptions=True
         )
@@ -357,14 +367,16 @@ class ResourcePool:
                 if isinstance(error, LeaseLost):
                     self._lose_lease(error)
                 # Refused, as they must be: another pool owns the name now. Said once, below.
-            await self._give_up_lease()
         finally:
-            if self._own_store:
-                try:
-                    await self._log.close()
-                except WriteFailed as failed:
-                    if not self._refused_for_the_lease(failed):
-                        raise
+            try:
+                await self._give_up_lease()  # the heartbeat stops whatever happened above
+            finally:
+                if self._own_store:
+                    try:
+                        await self._log.close()
+                    except WriteFailed as failed:
+                        if not self._refused_for_the_lease(failed):
+                            raise
         if self.lease_lost is not None:
             raise self.lease_lost
 
@@ -598,7 +610,7 @@ class ResourcePool:
             if loading is None:
                 # Concurrent requests that all want the model here share one load.
                 loading = member.loading[info.model_id] = asyncio.ensure_future(self._load(info, member))
-                loading.add_done_callback(lambda _: member.loading.pop(info.model_id, None))
+                loading.add_done_callback(lambda done: _loaded(member, info.model_id, done))
             await asyncio.shield(loading)
         self.model_connections.setdefault(info.model_id, member.connection_id)
         return member.connection_id
