@@ -17,7 +17,7 @@ from poolwarden.aio.durable_breakers import DurableBreakers
 from poolwarden.breaker import BreakerState
 from poolwarden.breaker_registry import BreakerRegistry
 from poolwarden.clock import FakeClock
-from poolwarden.errors import ConcurrencyConflict, DatabaseLocked
+from poolwarden.errors import DatabaseLocked
 from poolwarden.events import NewEvent
 from poolwarden.policy import BreakerPolicy, ErrorKind, OpenBackoff
 from poolwarden.storage import Receipt, SQLiteEventStore, open_store
@@ -194,8 +194,9 @@ async def test_successes_survive_a_restart_through_the_exit_summary(tmp_path: Pa
         assert restored.named("db").snapshot()["window"]["codes"].count("0") == 30
 
 
-async def test_two_writers_of_one_breaker_conflict_and_keep_their_events(tmp_path: Path) -> None:
-    """A second driver writing the same breaker gets ConcurrencyConflict; its events wait, not lost."""
+async def test_two_writers_of_one_breaker_rebase_and_keep_their_events(tmp_path: Path) -> None:
+    """A second driver whose append meets the first's events rebases onto them: nothing lost, no
+    conflict raised, both breakers and a restore agree (the first trip wins)."""
     clock = FakeClock(T0)
     async with open_store(tmp_path / "b.db") as store:
         one, two = registry(clock), registry(clock)
@@ -204,12 +205,19 @@ async def test_two_writers_of_one_breaker_conflict_and_keep_their_events(tmp_pat
         await driver_one.restore()
         await driver_two.restore()
         trip(one, "shared")
+        clock.advance(1.0)
         trip(two, "shared")
-        await driver_one.flush()
-        with pytest.raises(ConcurrencyConflict):
-            await driver_two.flush()
-        assert driver_two.pending == 4
-        assert await store.stream_version("breaker/shared") == 4
+        assert await driver_one.flush() == 4
+        assert await driver_two.flush() == 4
+        assert driver_two.pending == 0 and driver_two.rebased == 1
+        records = await store.read_stream("breaker/shared")
+        assert [r.version for r in records] == list(range(1, 9))
+        assert [r.payload.get("decided_on") for r in records] == [None] * 4 + [0] * 4
+        assert one.named("shared").retry_at == two.named("shared").retry_at == T0 + 30.0
+        assert one.named("shared").shared_state() == two.named("shared").shared_state()
+        fresh = registry(clock)
+        await DurableBreakers(store, fresh).restore()
+        assert fresh.named("shared").shared_state() == one.named("shared").shared_state()
 
 
 class FlakyStore(SQLiteEventStore):
