@@ -209,7 +209,8 @@ async def test_two_writers_of_one_breaker_rebase_and_keep_their_events(tmp_path:
         trip(two, "shared")
         assert await driver_one.flush() == 4
         assert await driver_two.flush() == 4
-        assert driver_two.pending == 0 and driver_two.rebased == 1
+        assert driver_two.pending == 0
+        assert driver_two.rebased == 1
         records = await store.read_stream("breaker/shared")
         assert [r.version for r in records] == list(range(1, 9))
         assert [r.payload.get("decided_on") for r in records] == [None] * 4 + [0] * 4
