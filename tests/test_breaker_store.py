@@ -335,3 +335,45 @@ async def test_the_pools_flush_commits_breaker_events(tmp_path: Path) -> None:
         async with open_store(tmp_path / "pool.db", read_only=True) as reader:
             types = [e.type for e in await reader.read_stream("breaker/conn-0")]
         assert "BreakerOverridden" in types
+
+
+async def test_poll_follows_another_writers_trip_in_one_read(tmp_path: Path) -> None:
+    """A poll makes a held breaker follow another driver's trip (its failures stay its own), and
+    restores a breaker this driver never held."""
+    clock = FakeClock(T0)
+    async with open_store(tmp_path / "b.db") as store:
+        one, two = registry(clock), registry(clock)
+        driver_one, driver_two = DurableBreakers(store, one), DurableBreakers(store, two)
+        await driver_one.restore()
+        await driver_two.restore()
+        two.named("shared").record_failure(ErrorKind.TRANSPORT)
+        await driver_two.flush()
+        trip(one, "shared")
+        trip(one, "only-one")
+        await driver_one.flush()
+        assert await driver_two.poll() == 8
+        assert two.named("shared").state is BreakerState.OPEN
+        assert two.named("shared").retry_at == one.named("shared").retry_at
+        assert "only-one" in two
+        assert two.named("only-one").shared_state() == one.named("only-one").shared_state()
+        assert driver_two.merged == 5  # one BreakerOpened, four events restoring "only-one"
+        assert await driver_two.poll() == 0
+
+
+async def test_poll_leaves_a_stream_with_own_events_to_the_append(tmp_path: Path) -> None:
+    """A breaker with events of its own waiting does not follow at poll time; its append rebases."""
+    clock = FakeClock(T0)
+    async with open_store(tmp_path / "b.db") as store:
+        one, two = registry(clock), registry(clock)
+        driver_one, driver_two = DurableBreakers(store, one), DurableBreakers(store, two)
+        await driver_one.restore()
+        await driver_two.restore()
+        trip(one, "shared")
+        await driver_one.flush()
+        two.named("shared").record_failure(ErrorKind.TRANSPORT)
+        await driver_two.poll()
+        assert two.named("shared").state is BreakerState.CLOSED
+        assert await driver_two.flush() == 1
+        assert driver_two.rebased == 1
+        assert two.named("shared").state is BreakerState.OPEN
+        assert await store.stream_version("breaker/shared") == 5
