@@ -1,4 +1,4 @@
-"""A separate process using named durable breakers on a shared SQLite file, driven line by line.
+"""A process using named durable breakers (``open_breakers``) on a shared SQLite file, line by line.
 
 Usage: python child_breakers.py DB [--poll SECONDS] [--flush SECONDS]
 
@@ -9,10 +9,10 @@ Commands on stdin, one per line; each answers one line on stdout:
 * ``wait NAME STATE TIMEOUT``: wait (polling the breaker, not sleeping a fixed time) until NAME is
   in STATE; answers ``seen NAME <epoch seconds>`` or ``timeout NAME <state>``.
 * ``flush``: wait until everything recorded is committed; answers ``flushed``.
-* ``sync``: read the others' events now (one poll); answers ``state <json of each breaker's shared state>``.
+* ``sync``: wait two poll intervals (so that one poll saw everything already in the log);
+  answers ``state <json of each breaker's shared state>``.
 * ``exit``: leave ``open_breakers`` (summarise, flush, snapshot); answers ``report <json>``: the
-  events this process's breakers emitted, the appends the store acknowledged to it, and
-  whether rebases happened.
+  events this process's breakers emitted and the appends the store acknowledged to it.
 """
 
 from __future__ import annotations
@@ -20,14 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import sys
 import time
 from typing import Any
 
-from poolwarden.aio.durable_breakers import DurableBreakers
-from poolwarden.aio.guard import Breakers
-from poolwarden.breaker_registry import BreakerRegistry
+from poolwarden.aio.guard import Breakers, open_breakers
 from poolwarden.errors import CircuitOpen
 from poolwarden.events import AppendResult
 from poolwarden.policy import BreakerPolicy, OpenBackoff
@@ -68,12 +65,10 @@ async def main() -> None:
             return receipt
 
         store.append = counting_append  # type: ignore[method-assign]
-        registry = BreakerRegistry(
-            named_policy=POLICY, clock=time.time, rng=random.Random(), idle_after=3600.0
-        )
-        durable = DurableBreakers(store, registry, flush_interval=args.flush, poll_interval=args.poll)
-        async with durable:
-            breakers = Breakers(registry=registry, durable=durable)
+        async with open_breakers(
+            store, policy=POLICY, flush_interval=args.flush, poll_interval=args.poll
+        ) as breakers:
+            registry = breakers.registry
             say("ready")
             while True:
                 line = (await asyncio.to_thread(sys.stdin.readline)).split()
@@ -104,7 +99,7 @@ async def main() -> None:
                     await breakers.flush()
                     say("flushed")
                 elif command == "sync":
-                    await durable.poll()
+                    await asyncio.sleep(2 * args.poll)
                     say("state " + json.dumps({b.key: b.shared_state() for b in registry}))
         emitted = sum(breaker.activity[1] for breaker in registry)
     say(
@@ -113,8 +108,6 @@ async def main() -> None:
             {
                 "emitted": emitted,
                 "acked": [[r.stream, r.first_version, r.last_version] for r in acked],
-                "rebased": durable.rebased,
-                "merged": durable.merged,
             }
         )
     )

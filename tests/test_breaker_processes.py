@@ -124,7 +124,8 @@ async def test_two_processes_share_a_named_breaker(tmp_path: Path) -> None:
         records = [r for r in await store.read_all(limit=100_000) if r.stream.startswith("breaker/")]
     assert not acked[0] & acked[1]
     assert acked[0] | acked[1] == {(r.stream, r.version) for r in records}
-    assert sum(report["rebased"] for report in reports) >= 1
+    rebased = sum(r.payload.get("decided_on") is not None for r in records)
+    assert rebased >= 1  # the two sides' appends did meet
 
     # Both see every shared breaker alike, as a replay of the whole log (no snapshot) does, and
     # a restore (snapshots and tails, as the next process would) agrees.
@@ -144,9 +145,8 @@ async def test_two_processes_share_a_named_breaker(tmp_path: Path) -> None:
         assert await DurableBreakers(store, registry).restore() == len(expected)
     assert {b.key: _jsonable(b.shared_state()) for b in registry} == expected
     assert max(latencies) < FLUSH + POLL + 0.5, latencies
-    rebased = [report["rebased"] for report in reports]
     print(f"trips seen by the other process after {latencies[0]:.3f} s, {latencies[1]:.3f} s;", end=" ")
-    print(f"{len(records)} events, appends rebased {rebased}")
+    print(f"{len(records)} events, {rebased} of them rebased")
 
 
 def _jsonable(state: dict[str, Any]) -> dict[str, Any]:
