@@ -144,7 +144,8 @@ async def test_two_processes_share_a_named_breaker(tmp_path: Path) -> None:
     async with open_store(db) as store:
         assert await DurableBreakers(store, registry).restore() == len(expected)
     assert {b.key: _jsonable(b.shared_state()) for b in registry} == expected
-    assert max(latencies) < FLUSH + POLL + 0.5, latencies
+    # Up to FLUSH to reach the log, up to POLL to be read; 1 s of slack for a loaded test machine.
+    assert max(latencies) < FLUSH + POLL + 1.0, latencies
     print(f"trips seen by the other process after {latencies[0]:.3f} s, {latencies[1]:.3f} s;", end=" ")
     print(f"{len(records)} events, {rebased} of them rebased")
 
