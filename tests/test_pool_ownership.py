@@ -182,6 +182,11 @@ async def test_pools_of_other_names_share_the_log_with_their_own_streams(tmp_pat
         ("east", 1),
         ("main", 1),
     ]
+    # Started again, each pool takes up its own breakers only, never the other's.
+    async with ResourcePool(_config(db)) as main, ResourcePool(_config(db, name="east")) as east:
+        assert {b.key for b in main.registry}
+        assert all(b.key.startswith("conn-") for b in main.registry)
+        assert all(b.key.startswith("east.conn-") for b in east.registry)
 
 
 def test_a_pool_name_must_be_fit_for_stream_ids(tmp_path: Path) -> None:

@@ -175,7 +175,11 @@ class ResourcePool:
             # seeded pool is deterministic (the seed is one draw from the pool's source).
             rng=random.Random(rng.random()) if rng is not None else random.Random(),
         )
-        self.breakers = DurableBreakers(self.store, self.registry)
+        # The pool's breakers are its own (its lease fences them): none other writes them, so
+        # there is nothing to follow; and only they are restored, not other pools' on the log.
+        self.breakers = DurableBreakers(
+            self.store, self.registry, poll_interval=None, scope=self.streams.connection_prefix
+        )
         self.governor = MemoryGovernor(self.config.memory, clock=clock)
         self.stats = StatsBook()
         self.members: dict[str, PoolMember] = {}
