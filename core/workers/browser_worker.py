@@ -2,9 +2,10 @@
 
 A subclass says how to launch its browser, how its page is opened (over the remote-control
 session, at a URL without any secret, with the worker's secret handed to the page by a script the
-browser runs before the page's own: :func:`secret_script`), how to open its remote-control session
-(CDP on that pipe for Chromium, WebDriver BiDi for Firefox) and how to reconnect its page;
-starting, restarting, stopping and fault injection are the same for both.
+browser runs before the page's own: :func:`secret_script`; or, for a Firefox with no remote
+control, as its start page from the private profile), how to open its remote-control session
+(CDP on that pipe for Chromium, WebDriver BiDi for a Firefox that opens a port, none otherwise)
+and how to reconnect its page; starting, restarting, stopping and fault injection are the same.
 """
 
 # ruff: noqa: ASYNC109 -- each primitive has its own deadline, which the ladder sets per rung.
@@ -80,7 +81,8 @@ class BrowserWorker:
     async def _open_page(self, process: BrowserProcess, timeout: float) -> None:
         """Load the worker page in the launched browser (nothing to do if it was launched on it)."""
 
-    def _remote_client(self, process: BrowserProcess) -> RemoteClient:
+    def _remote_client(self, process: BrowserProcess) -> RemoteClient | None:
+        """The remote-control session to keep (None: the browser is driven by nothing)."""
         raise NotImplementedError
 
     async def _prepare_remote(self, client: RemoteClient) -> None:
@@ -99,8 +101,9 @@ class BrowserWorker:
         hello = await self.connection.wait_for_hello(after=generation, timeout=timeout)
         # Held before it is opened, so stop() closes it even if this start is cancelled midway.
         self.remote = self._remote_client(self.process)
-        await self.remote.open()
-        await self._prepare_remote(self.remote)
+        if self.remote is not None:
+            await self.remote.open()
+            await self._prepare_remote(self.remote)
         return hello
 
     async def restart(self, timeout: float | None = None) -> Hello:
