@@ -17,6 +17,10 @@ hello on the bridge as each worker id given, with each candidate, and reports wh
 JSON object on stdout.
 
 Usage: impostor.py BRIDGE_PORT WORKER_ID[,WORKER_ID...] [PATH...]
+
+``impostor.py bidi-read PORT PATH`` instead shows what a free WebDriver BiDi session is worth: it
+opens one on Firefox's ``PORT``, tries to read ``PATH`` itself, then has Firefox load
+``file://PATH`` and returns the page's text (Firefox reads files as the user it runs as).
 """
 
 from __future__ import annotations
@@ -281,7 +285,34 @@ def say_hello(port: int, worker: str, secret: str) -> str:
         return f"error: {exc!r}"
 
 
+def bidi_read(port: int, path: str) -> dict[str, Any]:
+    report: dict[str, Any] = {"uid": os.getuid()}
+    try:
+        with open(path) as f:
+            report["direct"] = f.read()
+    except OSError as exc:
+        report["direct"] = f"denied: {exc.strerror}"
+    with ws_connect(port, "/session") as s:
+        s.settimeout(30.0)  # a new session waits for the browser's first window
+        report["new"] = ws_command(s, 1, "session.new", {"capabilities": {}})
+        tree = ws_command(s, 2, "browsingContext.getTree", {"maxDepth": 0})
+        context = tree["result"]["contexts"][0]["context"]
+        params = {"context": context, "url": f"file://{path}", "wait": "complete"}
+        report["navigate"] = ws_command(s, 3, "browsingContext.navigate", params)
+        target = {"context": context}
+        expression = "document.body.innerText"
+        answer = ws_command(
+            s, 4, "script.evaluate", {"expression": expression, "target": target, "awaitPromise": False}
+        )
+        report["through_firefox"] = answer.get("result", {}).get("result", {}).get("value")
+        ws_command(s, 5, "session.end")
+    return report
+
+
 def main() -> None:
+    if sys.argv[1] == "bidi-read":
+        print(json.dumps(bidi_read(int(sys.argv[2]), sys.argv[3])))
+        return
     port = int(sys.argv[1])
     workers = sys.argv[2].split(",")
     report: dict[str, Any] = {

@@ -1,6 +1,7 @@
 """Another local user against a live Firefox worker: with no port (the default) there is nothing to
 reach; with the opt-in BiDi port, that user reaches it and is refused a session only because the
-worker holds the one Firefox allows.
+worker holds the one Firefox allows, and a session that is free (before the worker takes it, or
+on a Firefox nobody drives) reads the files of the user Firefox runs as.
 
 As in tests/test_browser_adversary.py, tests/impostor.py runs as user nobody with the system's
 python3 and searches every command line and environment it can read, every listening loopback
@@ -13,14 +14,19 @@ with the secret of another worker id ("leaked") shows that the search works.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from poolwarden.bridge.server import BridgeServer
-from poolwarden.browser.launcher import find_firefox, profiles_root
+from poolwarden.browser.launcher import find_firefox, launch_firefox, profiles_root
 from poolwarden.workers.firefox import FirefoxWorker
 from poolwarden.workers.handle import verify_round_trip
 from tests.bridge_helpers import installed
@@ -139,3 +145,42 @@ async def test_with_its_bidi_port_another_local_user_reaches_firefox_but_gets_no
             await verify_round_trip(conn)
         finally:
             await worker.stop()
+
+
+@pytest.fixture
+def private_file() -> Iterator[Path]:
+    """A file only its owner may read (0600, in a 0700 folder)."""
+    folder = Path(tempfile.mkdtemp(prefix="pw-private-"))
+    secret = folder / "secret.txt"
+    secret.write_text("only root may read this")
+    secret.chmod(0o600)
+    try:
+        yield secret
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_a_free_bidi_session_reads_files_as_the_user_firefox_runs_as(
+    impostor_dir: Path, private_file: Path
+) -> None:
+    """Why Firefox opens no port by default: on a Firefox with its BiDi port and no session held,
+    user nobody, who may not open a file of ours (0600 in a 0700 folder), opens a session, has
+    Firefox load that file and reads it."""
+    secret = private_file
+    browser = await launch_firefox("about:blank", remote_port=True)
+    try:
+        assert SETPRIV is not None
+        command = [SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", SYSTEM_PYTHON, "-I"]
+        command += [str(impostor_dir / "impostor.py"), "bidi-read", str(browser.devtools_port), str(secret)]
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=impostor_dir
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        report = json.loads(out)
+        assert report["uid"] == NOBODY
+        assert report["direct"].startswith("denied")
+        assert "sessionId" in report["new"]["result"]
+        assert report["through_firefox"] == "only root may read this"
+    finally:
+        await browser.kill()
