@@ -3,8 +3,10 @@ remote-control port (the default) and with its opt-in WebDriver BiDi port."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -16,6 +18,8 @@ from poolwarden.browser.bidi import BiDi
 from poolwarden.browser.launcher import find_firefox
 from poolwarden.browser.remote import WebSocketTransport
 from poolwarden.errors import DevToolsError
+from poolwarden.pool import ResourcePool
+from poolwarden.pool.config import PoolConfig
 from poolwarden.workers.firefox import FirefoxWorker
 from poolwarden.workers.handle import InjectedFault, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
@@ -147,3 +151,25 @@ async def test_firefox_keeps_its_secret_and_its_one_bidi_session(firefox_bidi: F
         with pytest.raises(DevToolsError, match="session not created"):
             await intruder.start_session()
     await verify_round_trip(firefox.connection)
+
+
+@pytest.mark.parametrize("exposed", [False, True])
+async def test_a_pools_firefox_opens_a_port_only_when_allowed(tmp_path: Path, exposed: bool) -> None:
+    """A pool's Firefox worker listens on no port unless ``allow_exposed_firefox_port`` says so,
+    and then on exactly one (its BiDi port); either way it serves."""
+    config = PoolConfig(
+        connections=1,
+        workers=("firefox",),
+        db=tmp_path / "pool.db",
+        heartbeat_interval=60,
+        allow_exposed_firefox_port=exposed,
+    )
+    async with ResourcePool(config) as pool:
+        (member,) = pool.members.values()
+        assert isinstance(member.handle, FirefoxWorker)
+        assert member.handle.process is not None
+        listening = await asyncio.to_thread(_listening, member.handle.process.pid)
+        assert len(listening) == (1 if exposed else 0), listening
+        await pool.load_model("toy-mlp")
+        result = await pool.run_inference("toy-mlp", {"input": [[0.5] * 16]}, deadline=20.0)
+        assert result.backend == "js"

@@ -333,7 +333,10 @@ class ResourcePool:
         from poolwarden.workers.firefox import FirefoxWorker
 
         return FirefoxWorker(
-            self.server, connection_id, hooks=self.config.hooks, remote_port=self.config.firefox_remote_port
+            self.server,
+            connection_id,
+            hooks=self.config.hooks,
+            remote_port=self.config.allow_exposed_firefox_port,
         )
 
     async def _add_member(self, kind: str, used: set[str]) -> PoolMember:
