@@ -213,6 +213,10 @@ class BrowserProcess:
         if lifeline is not None:
             os.close(lifeline)
 
+    async def stderr_tail(self, size: int = 2000) -> str:
+        """The end of what the browser wrote to stderr (its ``stderr.log``), for error messages."""
+        return await asyncio.to_thread(_tail, self.user_data_dir / "stderr.log", size)
+
     async def remove_profile(self) -> None:
         """Delete the user-data-dir (in a thread: it holds a hundred files or more)."""
         await asyncio.to_thread(shutil.rmtree, self.user_data_dir, True)

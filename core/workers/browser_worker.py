@@ -20,7 +20,7 @@ import signal
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from poolwarden.errors import BrowserError
+from poolwarden.errors import BrowserError, BrowserLaunchFailed
 from poolwarden.workers.handle import InjectedFault
 
 if TYPE_CHECKING:
@@ -98,13 +98,31 @@ class BrowserWorker:
         generation = self.connection.generation
         self.process = await self._launch(timeout)
         await self._open_page(self.process, timeout)
-        hello = await self.connection.wait_for_hello(after=generation, timeout=timeout)
+        hello = await self._hello_or_exit(self.process, generation, timeout)
         # Held before it is opened, so stop() closes it even if this start is cancelled midway.
         self.remote = self._remote_client(self.process)
         if self.remote is not None:
             await self.remote.open()
             await self._prepare_remote(self.remote)
         return hello
+
+    async def _hello_or_exit(self, process: BrowserProcess, generation: int, timeout: float) -> Hello:
+        # A browser that dies before its page says hello (a Firefox started with no port is not
+        # watched by anything else) fails the start at once, with what it wrote to stderr.
+        hello = asyncio.ensure_future(self.connection.wait_for_hello(after=generation, timeout=timeout))
+        exited = asyncio.ensure_future(process.process.wait())
+        try:
+            await asyncio.wait({hello, exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (hello, exited):
+                task.cancel()
+            await asyncio.gather(hello, exited, return_exceptions=True)
+        if hello.cancelled():
+            tail = await process.stderr_tail()
+            raise BrowserLaunchFailed(
+                f"{self.browser} exited with {process.process.returncode} before its page said hello: {tail}"
+            )
+        return hello.result()
 
     async def restart(self, timeout: float | None = None) -> Hello:
         """Kill the browser's whole process group, launch a fresh one, and wait for its hello."""
