@@ -8,7 +8,7 @@ cost stays close to the plain per-column JSON arrays (``analysis/load.py`` has t
 
 - integers (position, version, schema version, times as integer microseconds) as one
   comma-separated text that ``numpy.fromstring`` parses without a Python object per value;
-- ``latency_ms`` the same, ``nan`` standing for NULL;
+- ``latency_ms`` the same, ``nan`` standing for NULL, and ``fence`` (-1 for NULL);
 - the ten text columns with few distinct values as ONE text, one line per event holding that
   event's values as a JSON array (JSON escapes every newline, so lines cannot be confused). A
   pool's log holds a few thousand distinct lines among a million events: each line is coded
@@ -40,7 +40,7 @@ __all__ = ["CHUNK_SELECT", "ChunkDecoder"]
 _INTEGER_COLUMNS = tuple(c.name for c in ENVELOPE if c.dtype == "int64")
 _TIME_COLUMNS = tuple(c.name for c in ENVELOPE if c.dtype == TIME_DTYPE_NAME)
 _NUMBERS = (*_INTEGER_COLUMNS, *_TIME_COLUMNS)
-_SINGLES = {"latency_ms": "float64", "incident_id": "str", "payload": "object"}
+_SINGLES = {"latency_ms": "float64", "incident_id": "str", "payload": "object", "fence": "Int64"}
 if {c.name: c.dtype for c in ENVELOPE if c.name not in (*_NUMBERS, *CATEGORY_COLUMNS)} != _SINGLES:
     raise RuntimeError("analysis.columns does not carry every column of the event envelope")
 
@@ -52,6 +52,7 @@ _SELECT_LIST = (
     *(f"group_concat({name})" for name in _INTEGER_COLUMNS),
     *(f"group_concat(CAST(round({name} * 1000000.0) AS INTEGER))" for name in _TIME_COLUMNS),
     "group_concat(ifnull(latency_ms, 'nan'))",
+    "group_concat(ifnull(fence, -1))",  # fencing numbers start at 1: -1 stands for NULL
     f"group_concat(json_array({', '.join(CATEGORY_COLUMNS)}), '\n')",  # a literal: char(10) is a call a row
     "json_group_array(incident_id)",
     "'[' || group_concat(payload, ',') || ']'",
@@ -103,6 +104,7 @@ class ChunkDecoder:
         capacity = max(1, min(expected, _FIRST_CAPACITY))
         self._numbers = {name: _Column(np.int64, capacity) for name in _NUMBERS}
         self._latency = _Column(np.float64, capacity)
+        self._fences = _Column(np.int64, capacity)
         self._line_ids: dict[str, int] = {}
         self._line_codes = _Column(np.int32, capacity)
         self._incident_ids: list[pd.Series] = []
@@ -110,12 +112,13 @@ class ChunkDecoder:
 
     def add(self, row: Sequence[Any]) -> None:
         """Decode one chunk's row (as selected by :data:`CHUNK_SELECT`)."""
-        count, *numbers, latency, lines, incident_ids, payloads = row
+        count, *numbers, latency, fences, lines, incident_ids, payloads = row
         if count == 0:  # every aggregate of an empty chunk is NULL
             return
         for name, text in zip(_NUMBERS, numbers, strict=True):
             self._numbers[name].extend(self._numbers_of(text, np.int64, count, name))
         self._latency.extend(self._numbers_of(latency, np.float64, count, "latency_ms"))
+        self._fences.extend(self._numbers_of(fences, np.int64, count, "fence"))
         self._line_codes.extend(self._code_lines(lines.split("\n"), count))
         incident_array = self._objects(incident_ids, count, "incident_id")
         self._incident_ids.append(pd.Series(incident_array, dtype="str", copy=False))
@@ -165,6 +168,8 @@ class ChunkDecoder:
             else:
                 data[name] = pd.Series(column.values(), copy=False)
         data["latency_ms"] = pd.Series(self._latency.values(), copy=False)
+        fences = self._fences.values()
+        data["fence"] = pd.Series(pd.arrays.IntegerArray(fences, fences < 0), copy=False)
         data.update(self._categories())
         data["incident_id"] = pd.concat(self._incident_ids, ignore_index=True)
         data["payload"] = pd.Series(self._payloads.values(), copy=False)

@@ -33,9 +33,12 @@ CATEGORY_COLUMNS: tuple[str, ...] = tuple(c.name for c in ENVELOPE if c.dtype ==
 
 
 def _dtype(name: str) -> Any:
-    """The dtype the envelope names: "category" and "str" stay names, as pandas takes them."""
+    """The dtype the envelope names: "category" and "str" stay names, as pandas takes them;
+    "Int64" is pandas' integer with missing values."""
     if name == TIME_DTYPE_NAME:
         return TIME_DTYPE
+    if name == "Int64":
+        return pd.Int64Dtype()
     return name if name in ("category", "str") else np.dtype(name)
 
 

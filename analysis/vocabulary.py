@@ -74,7 +74,7 @@ event per connection, model and batch, with ``connection_id``, ``model_id`` and 
 columns and the latency of each request in the payload's ``latency_ms`` list.
 
 ``memory_sampled``: a memory sample, as ``poolwarden.memory.MemoryGovernor`` writes it (stream
-``pool/memory``): of a browser (payload ``scope: browser``, ``pss_mb`` for its whole process
+``pool/main/memory``): of a browser (payload ``scope: browser``, ``pss_mb`` for its whole process
 tree, ``browser`` and ``connection_id`` columns; ``pss_bytes`` and ``js_heap_mb`` are read too)
 or of the host (``scope: host``, ``percent``, ``available_mb``; no PSS).
 """

@@ -1,4 +1,4 @@
-"""The bridge's events (stream ``pool/bridge``): connections, refusals, protocol violations and
+"""The bridge's events (stream ``pool/<name>/bridge``): connections, refusals, protocol violations and
 what pages reported.
 
 Each is a frozen dataclass stored by :mod:`poolwarden.codec` (``connection_id``, ``browser`` and

@@ -98,6 +98,9 @@ ENVELOPE: tuple[Column, ...] = (
     _indexed("rung"),
     _indexed("outcome"),
     _indexed("latency_ms", "real"),
+    # The fencing number of the lease the writing pool held (``poolwarden.lease``); NULL for a
+    # writer that holds none (a standalone breaker, a tool). Last: it came with schema 0003.
+    Column("fence", "integer", True, "append", "Int64"),
 )
 """Every column of an event, in table order (which is also RecordedEvent's field order)."""
 

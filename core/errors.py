@@ -21,7 +21,11 @@ meaning (``TypeError``, ``ValueError``, ``TimeoutError``) so that generic handle
     │   │   └── SchemaMismatch
     │   │       ├── SchemaOutdated        -- older than the code and upgrades were refused
     │   │       └── SchemaTooNew          -- written by a newer poolwarden
-    │   └── WriteFailed                   -- buffered appends that could not be committed
+    │   ├── WriteFailed                   -- buffered appends that could not be committed
+    │   └── LeaseLost (OwnershipError)    -- a write fenced by a lease another owner has since taken
+    ├── OwnershipError                    -- who owns a pool's streams
+    │   ├── LeaseHeld                     -- another live owner holds the pool's name
+    │   └── LeaseLost (StoreError)
     ├── StateMachineError
     │   ├── InvalidTransition
     │   └── ReplayError                   -- a recorded event cannot be folded into state
@@ -62,8 +66,11 @@ __all__ = [
     "EventNotSerializable",
     "InvalidInput",
     "InvalidTransition",
+    "LeaseHeld",
+    "LeaseLost",
     "ModelError",
     "NoHealthyConnection",
+    "OwnershipError",
     "PoolwardenError",
     "ProtocolError",
     "QueueFull",
@@ -200,6 +207,48 @@ class WriteFailed(StoreError):
 
 
 # --- the state machines -----------------------------------------------------------------------
+
+
+# --- ownership of a pool's streams ------------------------------------------------------------
+
+
+class OwnershipError(PoolwardenError):
+    """Who may write a pool's streams: a lease on the pool's name decides (see ``poolwarden.lease``)."""
+
+
+class LeaseHeld(OwnershipError):
+    """Another owner holds the lease on this pool name and its lease has not expired.
+
+    ``holder`` says who (host, pid, start time); ``expires_at`` is when the lease lapses unless
+    its holder renews it, which a live holder does every third of its time to live.
+    """
+
+    def __init__(self, name: str, holder: str, expires_at: float, now: float) -> None:
+        self.name = name
+        self.holder = holder
+        self.expires_at = expires_at
+        super().__init__(
+            f"pool {name!r} is owned by {holder} (its lease runs {max(expires_at - now, 0.0):.1f} s more "
+            "and is renewed while it lives): stop that pool first, or give this one another name"
+        )
+
+
+class LeaseLost(OwnershipError, StoreError):
+    """A write was fenced: the lease it was made under has been taken over by a newer owner.
+
+    ``fence`` is the writer's fencing number, ``current`` the lease's now (``None``: released).
+    Nothing of the refused append or snapshot was written.
+    """
+
+    def __init__(self, name: str, fence: int, current: int | None) -> None:
+        self.name = name
+        self.fence = fence
+        self.current = current
+        now = "released" if current is None else f"held under fence {current}"
+        super().__init__(
+            f"pool {name!r}: this owner's lease (fence {fence}) is lost, the lease is now {now}; "
+            "the write was refused"
+        )
 
 
 class StateMachineError(PoolwardenError):

@@ -73,6 +73,7 @@ class RecordedEvent(NamedTuple):
     rung: str | None = None
     outcome: str | None = None
     latency_ms: float | None = None
+    fence: int | None = None
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -87,7 +88,14 @@ class RecordedEvent(NamedTuple):
 
     @classmethod
     def of(
-        cls, new: NewEvent, *, position: int, stream: str, version: int, recorded_at: float
+        cls,
+        new: NewEvent,
+        *,
+        position: int,
+        stream: str,
+        version: int,
+        recorded_at: float,
+        fence: int | None = None,
     ) -> RecordedEvent:
         """``new`` as a store gives it back at ``position``, ``version`` of ``stream``, its payload
         JSON as the store writes it (compact, non-ASCII kept): for folding events in memory, as
@@ -111,6 +119,7 @@ class RecordedEvent(NamedTuple):
             new.rung,
             new.outcome,
             new.latency_ms,
+            fence,
         )
 
     def to_new_event(self) -> NewEvent:

@@ -132,7 +132,7 @@ class RecycleBrowser:
     reason: str
 
 
-# --- the events (stream ``pool/memory``), stored by poolwarden.codec ------------------------------
+# --- the events (stream ``pool/<name>/memory``), stored by poolwarden.codec ------------------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -329,6 +329,6 @@ class MemoryGovernor:
         return max(candidates)[1] if candidates else None
 
     def drain_events(self) -> list[NewEvent]:
-        """The events decided since the last call (for the ``pool/memory`` stream)."""
+        """The events decided since the last call (for the ``pool/<name>/memory`` stream)."""
         events, self._events = self._events, []
         return events

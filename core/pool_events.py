@@ -39,11 +39,19 @@ class PoolEvent(DomainEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PoolStarted(PoolEvent):
-    """The pool started ``connections`` connections of ``workers`` kinds; the bridge listens on ``port``."""
+    """The pool started ``connections`` connections of ``workers`` kinds; the bridge listens on ``port``.
+
+    ``name`` is the pool's, ``holder`` the process that took its lease (host:pid:start) and
+    ``took_over_from`` the holder whose expired lease it took over (``None``: the name was free).
+    The lease's fencing number is the event's ``fence`` column, as for every event it writes.
+    """
 
     connections: int
     workers: list[str]
     port: int
+    name: str = "main"
+    holder: str = ""
+    took_over_from: str | None = field(default=None, metadata=payload(omit_none=True))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -98,6 +98,8 @@ class WireErrorKind(StrEnum):
     BAD_TOKEN = "bad_token"
     UNSUPPORTED_VERSION = "unsupported_version"
     NOT_READY = "not_ready"
+    WORKER_LIVE = "worker_live"
+    """A hello for a worker id whose socket is live: refused, the live one keeps serving."""
 
 
 @dataclass(frozen=True, slots=True)

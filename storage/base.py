@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from typing import Any, Literal, Self
 
 from poolwarden.events import AppendResult, NewEvent, RecordedEvent, Snapshot
+from poolwarden.lease import Lease, LeaseRow
 
 __all__ = ["ANY_VERSION", "Durability", "EventStore", "Receipt"]
 
@@ -81,6 +82,7 @@ class EventStore(abc.ABC):
         expected_version: int | None = ANY_VERSION,
         *,
         durability: Durability | None = None,
+        fence: Lease | None = None,
     ) -> Receipt:
         """Append ``events`` to ``stream``, all or nothing.
 
@@ -88,6 +90,10 @@ class EventStore(abc.ABC):
         :data:`ANY_VERSION` to append without a check. A mismatch raises (or, buffered, completes
         the receipt with) :class:`~poolwarden.errors.ConcurrencyConflict`, and writes nothing of
         this append.
+
+        ``fence`` is the lease the append is made under (see :mod:`poolwarden.lease`): the
+        transaction that would write it refuses it with :class:`~poolwarden.errors.LeaseLost`
+        if another owner has taken the lease since, and the events record its fencing number.
         """
 
     @abc.abstractmethod
@@ -150,9 +156,18 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     async def save_snapshot(
-        self, stream: str, version: int, state: Mapping[str, Any], *, schema_version: int = 1
+        self,
+        stream: str,
+        version: int,
+        state: Mapping[str, Any],
+        *,
+        schema_version: int = 1,
+        fence: Lease | None = None,
     ) -> None:
-        """Save ``state`` as the stream's snapshot at ``version``, replacing an older one."""
+        """Save ``state`` as the stream's snapshot at ``version``, replacing an older one.
+
+        ``fence``: as for :meth:`append`, a snapshot of a lost lease is refused.
+        """
 
     @abc.abstractmethod
     async def load_snapshot(self, stream: str) -> Snapshot | None:
@@ -161,6 +176,26 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     async def load_snapshots(self, prefix: str = "") -> dict[str, Snapshot]:
         """The latest snapshot of every stream whose id starts with ``prefix``."""
+
+    # --- leases: who owns a pool's streams (the rules are poolwarden.lease's) -------------------
+
+    @abc.abstractmethod
+    async def take_lease(self, name: str, holder: str, ttl: float) -> Lease:
+        """Take the lease on ``name`` for ``ttl`` seconds with a new fencing number, or raise
+        :class:`~poolwarden.errors.LeaseHeld` while another holder's lease has not expired."""
+
+    @abc.abstractmethod
+    async def renew_lease(self, lease: Lease, ttl: float) -> Lease:
+        """Extend ``lease`` to ``ttl`` seconds from now, or raise
+        :class:`~poolwarden.errors.LeaseLost` if it was taken over or released."""
+
+    @abc.abstractmethod
+    async def release_lease(self, lease: Lease) -> None:
+        """Give ``lease`` up (if it is still this one): the next owner may take it at once."""
+
+    @abc.abstractmethod
+    async def leases(self) -> list[LeaseRow]:
+        """Every lease the log holds, by name: who holds it (or last held it), until when."""
 
     @abc.abstractmethod
     async def fetch(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:

@@ -23,7 +23,7 @@ from operator import attrgetter
 from typing import Any
 
 from poolwarden.envelope import ENVELOPE, EVENT_FIELDS, STORE_SET
-from poolwarden.errors import ConcurrencyConflict, ConfigurationError, EventNotSerializable
+from poolwarden.errors import ConcurrencyConflict, ConfigurationError, EventNotSerializable, LeaseLost
 from poolwarden.events import AppendResult, NewEvent
 from poolwarden.storage.writer import Outcome, PendingAppend, Work
 
@@ -34,6 +34,7 @@ __all__ = [
     "check_text",
     "encode_json",
     "event_row",
+    "fence_names",
     "plan_batch",
 ]
 
@@ -51,10 +52,12 @@ EVENT_ROW: tuple[str, ...] = (*_CONVERTED, *_COPIED, *_REAL)
 """The columns of :func:`event_row`'s row, in its order."""
 
 INSERT_COLUMNS: tuple[str, ...] = (*STORE_SET, *EVENT_ROW)
-"""The columns of :func:`plan_batch`'s rows, in order: position, stream, version, recorded_at, then
-:data:`EVENT_ROW`."""
-if STORE_SET != ("position", "stream", "version", "recorded_at"):
-    raise RuntimeError(f"plan_batch assigns position, stream, version and recorded_at, not {STORE_SET}")
+"""The columns of :func:`plan_batch`'s rows, in order: position, stream, version, recorded_at, fence,
+then :data:`EVENT_ROW`."""
+if STORE_SET != ("position", "stream", "version", "recorded_at", "fence"):
+    raise RuntimeError(
+        f"plan_batch assigns position, stream, version, recorded_at and fence, not {STORE_SET}"
+    )
 
 _copied = attrgetter(*_COPIED)
 
@@ -124,13 +127,25 @@ def event_row(new: NewEvent) -> tuple[Any, ...]:
     )
 
 
+def fence_names(work: list[Work]) -> set[str]:
+    """The lease names whose fencing numbers the batch's transaction must read."""
+    return {item.fence.name for item in work if item.fence is not None}
+
+
 def plan_batch(
-    work: list[Work], heads: dict[str, int], position: int, recorded_at: float
+    work: list[Work],
+    heads: dict[str, int],
+    position: int,
+    recorded_at: float,
+    fences: Mapping[str, int | None] | None = None,
 ) -> tuple[list[Outcome], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Inside the write transaction: check versions, assign versions and positions.
+    """Inside the write transaction: check fences and versions, assign versions and positions.
 
     :param heads: each appended stream's current version (absent: 0); updated as appends land.
     :param position: the log's last position (0 when empty).
+    :param fences: the current fencing number of each lease named by the batch's items
+        (:func:`fence_names`; ``None``: released or absent). An item whose lease has moved on
+        is refused with :class:`~poolwarden.errors.LeaseLost` and writes nothing.
     :returns: one outcome per item, the event rows to insert (:data:`INSERT_COLUMNS`) and the
         snapshot rows to save.
     """
@@ -138,6 +153,12 @@ def plan_batch(
     rows: list[tuple[Any, ...]] = []
     snapshots: list[tuple[Any, ...]] = []
     for item in work:
+        fence = item.fence
+        if fence is not None:
+            current = fences.get(fence.name) if fences is not None else None
+            if current != fence.fence:
+                outcomes.append(LeaseLost(fence.name, fence.fence, current))
+                continue
         if not isinstance(item, PendingAppend):
             snapshots.append(item.row)
             outcomes.append(None)
@@ -148,9 +169,10 @@ def plan_batch(
             continue
         first_position = position + 1
         stream = item.stream
+        number = None if fence is None else fence.fence
         for offset, row in enumerate(item.rows, start=1):
             position += 1
-            rows.append((position, stream, head + offset, recorded_at, *row))
+            rows.append((position, stream, head + offset, recorded_at, number, *row))
         heads[stream] = head + len(item.rows)
         outcomes.append(AppendResult(stream, head + 1, head + len(item.rows), first_position, position))
     return outcomes, rows, snapshots

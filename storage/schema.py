@@ -29,7 +29,7 @@ from sqlalchemy.types import TypeEngine
 from poolwarden.envelope import ENVELOPE, Kind
 from poolwarden.envelope import Column as EnvelopeColumn
 
-__all__ = ["EVENT_COLUMNS", "events", "metadata", "snapshots", "store_info"]
+__all__ = ["EVENT_COLUMNS", "events", "leases", "metadata", "snapshots", "store_info"]
 
 metadata = MetaData(
     naming_convention={
@@ -85,6 +85,21 @@ store_info = Table(
     Column("value", Text, nullable=False),
 )
 """What the store says of itself: ``store_id`` (a UUID made when the file was created), ``created_at``."""
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("holder", Text, nullable=False),
+    Column("fence", BigInteger, nullable=False),
+    Column("acquired_at", Float, nullable=False),
+    Column("renewed_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("released_at", Float, nullable=True),
+)
+"""One row per pool name: who holds its lease, under which fencing number, until when
+(``poolwarden.lease`` has the rules). Rows are never deleted: the highest ``fence`` ever given
+is the next owner's floor."""
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(column.name for column in events.columns)
 """The events table's columns in table order, which is also RecordedEvent's argument order."""

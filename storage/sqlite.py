@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import event
@@ -38,6 +38,7 @@ from poolwarden.errors import (
     ConfigurationError,
     CorruptDatabase,
     DatabaseError,
+    PoolwardenError,
     ReadOnlyDatabase,
     SchemaMismatch,
     SchemaOutdated,
@@ -46,9 +47,17 @@ from poolwarden.errors import (
     StoreError,
 )
 from poolwarden.events import NewEvent, RecordedEvent, Snapshot
+from poolwarden.lease import Lease, LeaseRow, decide_renew, decide_take
 from poolwarden.storage import migrate
 from poolwarden.storage.base import ANY_VERSION, Durability, EventStore, Receipt
-from poolwarden.storage.rows import INSERT_COLUMNS, check_stream, encode_json, event_row, plan_batch
+from poolwarden.storage.rows import (
+    INSERT_COLUMNS,
+    check_stream,
+    encode_json,
+    event_row,
+    fence_names,
+    plan_batch,
+)
 from poolwarden.storage.sqlite_errors import translate
 from poolwarden.storage.sqlite_files import check_file, sqlite_url
 from poolwarden.storage.writer import GroupCommitWriter, Outcome, PendingAppend, Work
@@ -69,6 +78,13 @@ _UPSERT_SNAPSHOT = (
     "ON CONFLICT (stream) DO UPDATE SET version = excluded.version, "
     "schema_version = excluded.schema_version, taken_at = excluded.taken_at, state = excluded.state "
     "WHERE excluded.version >= snapshots.version"
+)
+
+_UPSERT_LEASE = (
+    "INSERT INTO leases (name, holder, fence, acquired_at, renewed_at, expires_at, released_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+    "fence = excluded.fence, acquired_at = excluded.acquired_at, renewed_at = excluded.renewed_at, "
+    "expires_at = excluded.expires_at, released_at = NULL"
 )
 
 
@@ -126,6 +142,7 @@ class SQLiteEventStore(EventStore):
         self._reader_engine: AsyncEngine | None = None
         self._writer_conn: AsyncConnection | None = None
         self._shared_lock: asyncio.Lock | None = None  # in-memory: one connection for all
+        self._write_lock = asyncio.Lock()  # the writer's connection: its batches, and lease changes
         self._writer: GroupCommitWriter | None = None  # None when read-only
         self._committed = asyncio.Event()  # replaced at each commit; followers wait on it
         self._state = "new"
@@ -312,6 +329,7 @@ class SQLiteEventStore(EventStore):
         expected_version: int | None = ANY_VERSION,
         *,
         durability: Durability | None = None,
+        fence: Lease | None = None,
     ) -> Receipt:
         self._require_open()
         writer = self._require_writer()  # a read-only store refuses before anything else
@@ -324,7 +342,7 @@ class SQLiteEventStore(EventStore):
         if mode not in ("sync", "buffered"):
             raise ConfigurationError(f"durability must be 'sync' or 'buffered', not {mode!r}")
         rows = [event_row(new) for new in events]  # raises EventNotSerializable before anything is queued
-        future = await writer.append(stream, rows, expected_version, buffered=mode == "buffered")
+        future = await writer.append(stream, rows, expected_version, buffered=mode == "buffered", fence=fence)
         receipt = Receipt(stream, future)
         if mode == "sync":
             await receipt  # raises ConcurrencyConflict or the write's error
@@ -336,12 +354,18 @@ class SQLiteEventStore(EventStore):
             await self._writer.flush()
 
     async def save_snapshot(
-        self, stream: str, version: int, state: Mapping[str, Any], *, schema_version: int = 1
+        self,
+        stream: str,
+        version: int,
+        state: Mapping[str, Any],
+        *,
+        schema_version: int = 1,
+        fence: Lease | None = None,
     ) -> None:
         self._require_open()
         writer = self._require_writer()
         encoded = encode_json(state, f"snapshot of {stream}")
-        await writer.save_snapshot((stream, version, schema_version, self._clock(), encoded))
+        await writer.save_snapshot((stream, version, schema_version, self._clock(), encoded), fence=fence)
 
     def _require_writer(self) -> GroupCommitWriter:
         if self._writer is None:
@@ -368,7 +392,9 @@ class SQLiteEventStore(EventStore):
             try:
                 streams = {item.stream for item in work if isinstance(item, PendingAppend)}
                 heads, position = await self._heads(driver, streams)
-                outcomes, rows, snapshots = plan_batch(work, heads, position, self._clock())
+                names = fence_names(work)
+                fences = await self._fences(driver, names) if names else None
+                outcomes, rows, snapshots = plan_batch(work, heads, position, self._clock(), fences)
                 if rows:
                     await driver.executemany(_INSERT_EVENTS, rows)
                 if snapshots:
@@ -407,16 +433,97 @@ class SQLiteEventStore(EventStore):
                     heads[stream] = value
         return heads, position
 
+    @staticmethod
+    async def _fences(driver: Any, names: set[str]) -> dict[str, int | None]:
+        """The current fencing number of each lease in ``names`` (``None``: released or none)."""
+        listed = sorted(names)
+        sql = f"SELECT name, fence, released_at FROM leases WHERE name IN ({', '.join('?' * len(listed))})"
+        fences: dict[str, int | None] = dict.fromkeys(listed)
+        for name, fence, released_at in await driver.execute_fetchall(sql, tuple(listed)):
+            fences[name] = None if released_at is not None else int(fence)
+        return fences
+
+    # --- leases (the rules are poolwarden.lease's) ------------------------------------------------
+
+    async def take_lease(self, name: str, holder: str, ttl: float) -> Lease:
+        self._require_open()
+        self._require_writer()
+
+        def decide(row: LeaseRow | None, last_fence: int, now: float) -> Lease:
+            return decide_take(row, name=name, holder=holder, ttl=ttl, now=now, last_fence=last_fence)
+
+        return await self._change_lease(name, decide)
+
+    async def renew_lease(self, lease: Lease, ttl: float) -> Lease:
+        self._require_open()
+        self._require_writer()
+        return await self._change_lease(
+            lease.name, lambda row, _last, now: decide_renew(row, lease, ttl=ttl, now=now)
+        )
+
+    async def release_lease(self, lease: Lease) -> None:
+        self._require_open()
+        self._require_writer()
+        async with self._lease_transaction() as driver:
+            await driver.execute(
+                "UPDATE leases SET released_at = ?, expires_at = ? "
+                "WHERE name = ? AND fence = ? AND released_at IS NULL",
+                (now := self._clock(), now, lease.name, lease.fence),
+            )
+
+    async def leases(self) -> list[LeaseRow]:
+        rows = await self._query(
+            "SELECT name, holder, fence, expires_at, released_at FROM leases ORDER BY name"
+        )
+        return [
+            LeaseRow(name, holder, int(fence), expires_at, released is not None)
+            for name, holder, fence, expires_at, released in rows
+        ]
+
+    async def _change_lease(self, name: str, decide: Callable[[LeaseRow | None, int, float], Lease]) -> Lease:
+        """Read the name's row and the log's highest fence, let ``decide`` rule, write its lease."""
+        async with self._lease_transaction() as driver:
+            found = await driver.execute_fetchall(
+                "SELECT name, holder, fence, expires_at, released_at FROM leases WHERE name = ?", (name,)
+            )
+            row = None
+            if found:
+                name_, holder, fence, expires_at, released_at = found[0]
+                row = LeaseRow(name_, holder, int(fence), expires_at, released_at is not None)
+            last = (await driver.execute_fetchall("SELECT MAX(fence) FROM leases"))[0][0] or 0
+            now = self._clock()
+            lease: Lease = decide(row, int(last), now)
+            await driver.execute(
+                _UPSERT_LEASE,
+                (lease.name, lease.holder, lease.fence, lease.acquired_at, now, lease.expires_at),
+            )
+            return lease
+
+    @contextlib.asynccontextmanager
+    async def _lease_transaction(self) -> AsyncIterator[Any]:
+        """A ``BEGIN IMMEDIATE`` transaction on the writer's connection, between two batches."""
+        try:
+            async with self._writing() as driver:
+                await driver.execute("BEGIN IMMEDIATE")
+                try:
+                    yield driver
+                    await driver.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):  # the original error is the one to report
+                        await driver.execute("ROLLBACK")
+                    raise
+        except PoolwardenError:  # the lease's own verdicts (LeaseHeld, LeaseLost) and typed store errors
+            raise
+        except Exception as error:
+            raise self._translate(error) from error
+
     # --- connections --------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[Any]:
         """The writer's driver connection (an ``aiosqlite.Connection``), exclusively."""
         conn = self._require_writer_conn()
-        if self._shared_lock is None:
-            yield (await conn.get_raw_connection()).driver_connection
-            return
-        async with self._shared_lock:
+        async with self._shared_lock or self._write_lock:
             yield (await conn.get_raw_connection()).driver_connection
 
     @contextlib.asynccontextmanager

@@ -40,6 +40,7 @@ from typing import Any
 
 from poolwarden.errors import DatabaseLocked, StoreClosed, StoreError, WriteFailed
 from poolwarden.events import AppendResult
+from poolwarden.lease import Lease
 
 __all__ = [
     "CommitBatch",
@@ -66,6 +67,8 @@ class PendingAppend:
     rows: list[tuple[Any, ...]]
     future: asyncio.Future[AppendResult]
     buffered: bool
+    fence: Lease | None = None
+    """The lease the append is made under: the transaction refuses it if the lease moved on."""
 
 
 @dataclass(slots=True)
@@ -74,6 +77,7 @@ class PendingSnapshot:
 
     row: tuple[Any, ...]
     future: asyncio.Future[None]
+    fence: Lease | None = None
 
 
 @dataclass(slots=True)
@@ -161,19 +165,25 @@ class GroupCommitWriter:
     # --- what appenders call ------------------------------------------------------------------
 
     async def append(
-        self, stream: str, rows: list[tuple[Any, ...]], expected_version: int | None, *, buffered: bool
+        self,
+        stream: str,
+        rows: list[tuple[Any, ...]],
+        expected_version: int | None,
+        *,
+        buffered: bool,
+        fence: Lease | None = None,
     ) -> asyncio.Future[AppendResult]:
         """Queue an append (waiting while the queue is full); its future completes at commit."""
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        await self._queue.put(PendingAppend(stream, expected_version, rows, future, buffered))
+        await self._queue.put(PendingAppend(stream, expected_version, rows, future, buffered, fence))
         if self.stopped and not future.done():
             future.set_exception(StoreClosed(f"{self._owner!r} closed before this append was written"))
         return future
 
-    async def save_snapshot(self, row: tuple[Any, ...]) -> None:
+    async def save_snapshot(self, row: tuple[Any, ...], *, fence: Lease | None = None) -> None:
         """Queue a snapshot and wait until it is committed (or raise why it was not)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put(PendingSnapshot(row, future))
+        await self._queue.put(PendingSnapshot(row, future, fence))
         await asyncio.shield(future)
 
     async def flush(self) -> None:

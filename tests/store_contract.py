@@ -12,10 +12,13 @@ from typing import Any
 
 import pytest
 
+from poolwarden.clock import FakeClock
 from poolwarden.errors import (
     ConcurrencyConflict,
     ConfigurationError,
     EventNotSerializable,
+    LeaseHeld,
+    LeaseLost,
     StoreClosed,
     WriteFailed,
 )
@@ -404,3 +407,123 @@ class StoreContract:
         with pytest.raises(ConfigurationError):
             await store.fetch("DELETE FROM events")
         assert await store.stream_version("s/a") == 1
+
+    # --- leases and fencing (poolwarden.lease has the rules) -----------------------------------
+
+    @pytest.fixture
+    async def timed_store(
+        self, make_store: Callable[..., EventStore]
+    ) -> AsyncIterator[tuple[EventStore, FakeClock]]:
+        clock = FakeClock(1000.0)
+        async with make_store(clock=clock) as store:
+            yield store, clock
+
+    async def test_a_held_lease_is_refused_to_anyone_until_it_expires(
+        self, timed_store: tuple[EventStore, FakeClock]
+    ) -> None:
+        """The second taker of a live lease gets LeaseHeld naming the holder, the same holder too;
+        after the time to live it takes over, with a higher fencing number."""
+        store, clock = timed_store
+        first = await store.take_lease("main", "host-a:1:1", ttl=10.0)
+        assert (first.fence, first.expires_at, first.took_over_from) == (1, 1010.0, None)
+        for who in ("host-b:2:2", "host-a:1:1"):
+            with pytest.raises(LeaseHeld) as held:
+                await store.take_lease("main", who, ttl=10.0)
+            assert held.value.holder == "host-a:1:1"
+            assert held.value.expires_at == 1010.0
+        clock.advance(9.9)
+        with pytest.raises(LeaseHeld):
+            await store.take_lease("main", "host-b:2:2", ttl=10.0)
+        clock.advance(0.2)
+        second = await store.take_lease("main", "host-b:2:2", ttl=10.0)
+        assert second.fence == 2
+        assert second.took_over_from == "host-a:1:1"
+        (row,) = await store.leases()
+        assert (row.name, row.holder, row.fence, row.released) == ("main", "host-b:2:2", 2, False)
+
+    async def test_a_stale_owner_s_writes_are_refused_and_write_nothing(
+        self, timed_store: tuple[EventStore, FakeClock], make_event: MakeEvent
+    ) -> None:
+        """After a takeover, the old lease's appends and snapshots raise LeaseLost and leave no
+        trace; the new owner's events carry its fencing number."""
+        store, clock = timed_store
+        old = await store.take_lease("main", "old:1:1", ttl=5.0)
+        await store.append("pool/main", [make_event()], expected_version=0, fence=old)
+        clock.advance(6.0)
+        new = await store.take_lease("main", "new:2:2", ttl=5.0)
+        with pytest.raises(LeaseLost) as lost:
+            await store.append("pool/main", [make_event()], expected_version=1, fence=old)
+        assert (lost.value.fence, lost.value.current) == (1, 2)
+        with pytest.raises(LeaseLost):
+            await store.save_snapshot("pool/main", 1, {"stale": True}, fence=old)
+        assert await store.load_snapshot("pool/main") is None
+        await store.append("pool/main", [make_event()], expected_version=1, fence=new)
+        await store.append("pool/main", [make_event()], expected_version=2)  # no lease: not fenced
+        assert [e.fence for e in await store.read_stream("pool/main")] == [1, 2, None]
+
+    async def test_one_fenced_append_refused_fails_no_other_in_its_commit(
+        self, timed_store: tuple[EventStore, FakeClock], make_event: MakeEvent
+    ) -> None:
+        """Buffered appends committed together: the stale owner's is refused, the others land."""
+        store, clock = timed_store
+        old = await store.take_lease("main", "old:1:1", ttl=5.0)
+        clock.advance(6.0)
+        new = await store.take_lease("main", "new:2:2", ttl=5.0)
+        stale = await store.append("s/stale", [make_event()], durability="buffered", fence=old)
+        fresh = await store.append("s/fresh", [make_event()], durability="buffered", fence=new)
+        plain = await store.append("s/plain", [make_event()], durability="buffered")
+        with pytest.raises(WriteFailed) as failed:
+            await store.flush()
+        assert [(stream, type(error)) for stream, error in failed.value.failures] == [("s/stale", LeaseLost)]
+        assert (await fresh).last_version == 1
+        assert (await plain).last_version == 1
+        with pytest.raises(LeaseLost):
+            await stale
+        assert await store.stream_version("s/stale") == 0
+
+    async def test_renewal_extends_the_lease_until_it_is_taken_over(
+        self, timed_store: tuple[EventStore, FakeClock]
+    ) -> None:
+        """A holder renewing in time keeps its lease and fence; once taken over, renewal is LeaseLost."""
+        store, clock = timed_store
+        lease = await store.take_lease("main", "a:1:1", ttl=3.0)
+        for _ in range(5):
+            clock.advance(2.0)
+            lease = await store.renew_lease(lease, ttl=3.0)
+            with pytest.raises(LeaseHeld):
+                await store.take_lease("main", "b:2:2", ttl=3.0)
+        assert (lease.fence, lease.expires_at) == (1, clock() + 3.0)
+        clock.advance(3.5)  # missed its heartbeat: still its own until someone takes over
+        lease = await store.renew_lease(lease, ttl=3.0)
+        clock.advance(3.5)
+        await store.take_lease("main", "b:2:2", ttl=3.0)
+        with pytest.raises(LeaseLost) as lost:
+            await store.renew_lease(lease, ttl=3.0)
+        assert lost.value.current == 2
+
+    async def test_a_released_lease_is_free_at_once_and_fences_its_old_holder(
+        self, timed_store: tuple[EventStore, FakeClock], make_event: MakeEvent
+    ) -> None:
+        """Releasing frees the name before its time; the released lease can no longer write or renew."""
+        store, _clock = timed_store
+        lease = await store.take_lease("main", "a:1:1", ttl=60.0)
+        await store.release_lease(lease)
+        with pytest.raises(LeaseLost) as lost:
+            await store.append("s/a", [make_event()], fence=lease)
+        assert lost.value.current is None
+        with pytest.raises(LeaseLost):
+            await store.renew_lease(lease, ttl=60.0)
+        again = await store.take_lease("main", "b:2:2", ttl=60.0)
+        assert (again.fence, again.took_over_from) == (2, None)
+        await store.release_lease(lease)  # an old lease's release does not free the new one
+        with pytest.raises(LeaseHeld):
+            await store.take_lease("main", "c:3:3", ttl=60.0)
+
+    async def test_fencing_numbers_are_unique_across_names(
+        self, timed_store: tuple[EventStore, FakeClock]
+    ) -> None:
+        """A fencing number names one owner's term in the whole log, whatever the pool name."""
+        store, _clock = timed_store
+        fences = [(await store.take_lease(name, "a:1:1", ttl=5.0)).fence for name in ("main", "east", "west")]
+        assert fences == [1, 2, 3]
+        assert [row.name for row in await store.leases()] == ["east", "main", "west"]

@@ -71,3 +71,16 @@ async def test_fifty_wrong_hellos_write_five_events_and_count_fifty() -> None:
         last = events.of_type("WorkerRefused")[-1]
         assert last.connection_id == "late"
         assert last.payload["suppressed"] == 45
+
+
+def test_the_limiter_tables_are_bounded_whatever_kinds_it_is_given() -> None:
+    """Past max_kinds distinct kinds, refusals are counted under "other": no table outgrows the cap."""
+    limiter = RefusalLimiter(burst=1, max_kinds=4)
+    for i in range(1000):
+        limiter.admit(f"kind-{i}", 100.0 + i)
+    assert len(limiter.totals) == 4
+    assert len(limiter._windows) == 4
+    assert limiter.totals[RefusalLimiter.OTHER] == 997
+    assert sum(limiter.totals.values()) == 1000
+    with pytest.raises(ValueError, match="max_kinds"):
+        RefusalLimiter(max_kinds=0)

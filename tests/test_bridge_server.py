@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 from collections.abc import AsyncIterator
 
@@ -11,7 +13,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from poolwarden.bridge.server import BridgeServer
+from poolwarden.bridge.server import (
+    CLOSE_BAD_TOKEN,
+    CLOSE_DECLARED_DEAD,
+    CLOSE_WORKER_LIVE,
+    BridgeServer,
+)
 from poolwarden.errors import DeadlineExceeded, InvalidInput, ModelError, UnknownModel, WorkerDisconnected
 from poolwarden.protocol import Limits
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
@@ -41,8 +48,13 @@ async def worker(server: BridgeServer) -> AsyncIterator[SimulatedWorker]:
         await sim.stop()
 
 
-async def raw_client(server: BridgeServer, worker_id: str = "raw-1", token: str | None = None) -> object:
-    """A bare websockets client that has said a valid hello (for sending malformed frames)."""
+async def raw_client(
+    server: BridgeServer, worker_id: str = "raw-1", token: str | None = None, *, issue: bool = True
+) -> object:
+    """A bare websockets client that has said a hello, valid unless ``token`` is given (for
+    sending malformed frames); ``issue`` has the server issue ``worker_id`` first."""
+    if issue:
+        server.worker(worker_id)
     ws = await connect(server.ws_url(worker_id), origin=server.origin)  # type: ignore[arg-type]
     await ws.send(
         json.dumps(
@@ -341,25 +353,44 @@ async def test_a_bad_first_message_closes_with_4400(
     assert (await events.wait_for(lambda e: e.type == "WorkerRefused")).error_kind == kind
 
 
-async def test_a_newer_socket_replaces_the_old_one(server: BridgeServer, events: SinkRecorder) -> None:
-    """A second hello for the same worker id takes over; the old socket is closed with 4409."""
+async def closed_with(ws: object) -> tuple[int, str]:
+    """Read until the socket closes; the close code and reason the server sent."""
+    with pytest.raises(ConnectionClosed) as info:
+        await drain(ws)
+    assert info.value.rcvd is not None
+    return info.value.rcvd.code, info.value.rcvd.reason
+
+
+async def test_a_hello_for_a_live_worker_id_is_refused(server: BridgeServer, events: SinkRecorder) -> None:
+    """A second hello for a live worker id, right secret and all, is closed with 4409; the live
+    socket keeps serving."""
     old = await raw_client(server, "twin")
-    new = await raw_client(server, "twin")
     try:
+        assert json.loads(await old.recv())["type"] == "welcome"  # type: ignore[attr-defined]
+        new = await raw_client(server, "twin")
+        assert json.loads(await new.recv()) == {  # type: ignore[attr-defined]
+            "type": "error",
+            "id": None,
+            "kind": "worker_live",
+            "message": "worker id is live",
+        }
+        assert await closed_with(new) == (CLOSE_WORKER_LIVE, "worker id is live")
         conn = server.worker("twin")
-        await conn.wait_for_hello(after=1, timeout=5)
-        with pytest.raises(ConnectionClosed) as info:
-            await drain(old)
-        assert info.value.rcvd is not None  # type: ignore[attr-defined]
-        assert info.value.rcvd.code == 4409  # type: ignore[attr-defined]
         assert conn.connected
-        assert [e.payload["code"] for e in events.of_type("WorkerDisconnected")] == [4409]
+        assert conn.generation == 1
+        assert await conn.protocol_ping() >= 0
+        refused = await events.wait_for(lambda e: e.type == "WorkerRefused")
+        assert (refused.connection_id, refused.error_kind) == ("twin", "worker_live")
+        assert events.of_type("WorkerDisconnected") == []
     finally:
-        await new.close()  # type: ignore[attr-defined]
+        await old.close()  # type: ignore[attr-defined]
 
 
-async def test_a_replaced_worker_stops_reconnecting(server: BridgeServer) -> None:
-    """A simulated worker whose worker id is taken by a newer one stops (4409) instead of fighting back."""
+async def test_a_refused_worker_retries_and_gets_in_once_the_id_is_free(
+    server: BridgeServer, events: SinkRecorder
+) -> None:
+    """A simulated worker refused because its id is live (4409) keeps retrying with backoff, and
+    attaches once the live one's socket has closed."""
     first = SimulatedWorker.for_server(server, "dup")
     second = SimulatedWorker.for_server(server, "dup")
     conn = server.worker("dup")
@@ -367,15 +398,86 @@ async def test_a_replaced_worker_stops_reconnecting(server: BridgeServer) -> Non
     try:
         await conn.wait_for_hello(after=0, timeout=5)
         await second.start()
-        await conn.wait_for_hello(after=1, timeout=5)
-        await first.wait_stopped()
-        assert first.last_close_code == 4409
+        first_refusal = await events.wait_for(lambda e: e.error_kind == "worker_live")
+        start = events.events.index(first_refusal) + 1
+        await events.wait_for(lambda e: e.error_kind == "worker_live", start=start)  # it tried again
+        assert second.last_close_code == CLOSE_WORKER_LIVE
+        assert second.running  # 4409 is not terminal
         assert conn.hello is not None
-        assert conn.hello.instance == second.instance
-        assert conn.generation == 2
+        assert conn.hello.instance == first.instance
+        assert (await conn.app_ping()).backend == "simulated"
+        await first.stop()
+        hello = await conn.wait_for_hello(after=1, timeout=10)
+        assert hello.instance == second.instance
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_declaring_a_worker_dead_frees_its_id(server: BridgeServer, events: SinkRecorder) -> None:
+    """declare_dead fails pending requests at once, closes the old socket with 4410, and lets the
+    next hello attach."""
+    old = await raw_client(server, "hung")
+    conn = server.worker("hung")
+    try:
+        await conn.wait_for_hello(after=0, timeout=5)
+        pending = asyncio.create_task(conn.app_ping(timeout=30))  # the raw peer never answers
+        await events.wait_for(lambda e: e.type == "WorkerConnected")
+        await asyncio.sleep(0)  # let the ping be sent
+        assert conn.declare_dead("test: declared dead")
+        assert not conn.connected
+        assert not conn.declare_dead()  # nothing left to let go of
+        with pytest.raises(WorkerDisconnected) as info:
+            await pending
+        assert info.value.code == CLOSE_DECLARED_DEAD
+        assert conn.last_close is not None
+        assert (conn.last_close.code, conn.last_close.generation) == (CLOSE_DECLARED_DEAD, 1)
+        code, _ = await closed_with(old)
+        assert code == CLOSE_DECLARED_DEAD
+        left = events.of_type("WorkerDisconnected")
+        assert [(e.payload["code"], e.payload["reason"]) for e in left] == [
+            (CLOSE_DECLARED_DEAD, "test: declared dead")
+        ]
+        new = await raw_client(server, "hung")
+        await conn.wait_for_hello(after=1, timeout=5)
+        assert conn.connected
+        await new.close()  # type: ignore[attr-defined]
+    finally:
+        await old.close()  # type: ignore[attr-defined]
+
+
+async def test_a_declared_dead_simulated_worker_waits_for_its_rung(server: BridgeServer) -> None:
+    """A simulated worker closed with 4410 stops reconnecting by itself (the rung reloads it)."""
+    sim = SimulatedWorker.for_server(server, "dead")
+    conn = server.worker("dead")
+    await sim.start()
+    try:
+        await conn.wait_for_hello(after=0, timeout=5)
+        conn.declare_dead()
+        await sim.wait_stopped()
+        assert sim.last_close_code == CLOSE_DECLARED_DEAD
+        assert sim.connects == 1
+        await sim.restart()
+        await conn.wait_for_hello(after=1, timeout=5)
+    finally:
+        await sim.stop()
+
+
+async def test_a_worker_id_the_pool_never_issued_is_refused(
+    server: BridgeServer, events: SinkRecorder
+) -> None:
+    """A hello for an id the server never issued a secret for is refused (4401) even with the
+    right HMAC, and leaves no entry in the server's tables."""
+    before = dict(server.workers)
+    for i in range(20):
+        worker_id = f"stranger-{i}"
+        forged = hmac.new(server.token.encode(), worker_id.encode(), hashlib.sha256).hexdigest()
+        ws = await raw_client(server, worker_id, token=forged, issue=False)
+        assert json.loads(await ws.recv())["kind"] == "bad_token"  # type: ignore[attr-defined]
+        assert (await closed_with(ws))[0] == CLOSE_BAD_TOKEN
+    assert server.workers.keys() == before.keys()
+    assert server.refusals.totals == {"bad_token": 20}
+    assert len(events.of_type("WorkerRefused")) == server.refusals.burst  # the rest counted only
 
 
 async def test_test_hooks_need_the_hooks_flag(server: BridgeServer) -> None:
@@ -416,3 +518,21 @@ async def test_event_recorder_wait_ends_in_a_typed_timeout(events: SinkRecorder)
             assert connected.connection_id == "seen"
         finally:
             await sim.stop()
+
+
+async def test_a_forgotten_worker_id_admits_nobody(server: BridgeServer, events: SinkRecorder) -> None:
+    """forget() declares the worker dead (4410) and withdraws its id: its own secret is refused
+    (4401) from then on, and the id leaves the server's table."""
+    old = await raw_client(server, "gone")
+    try:
+        assert json.loads(await old.recv())["type"] == "welcome"  # type: ignore[attr-defined]
+        secret = server.secret_for("gone")
+        server.forget("gone")
+        assert (await closed_with(old))[0] == CLOSE_DECLARED_DEAD
+        assert "gone" not in server.workers
+        again = await raw_client(server, "gone", token=secret, issue=False)
+        assert (await closed_with(again))[0] == CLOSE_BAD_TOKEN
+        assert "gone" not in server.workers
+        server.forget("never-issued")  # nothing to do
+    finally:
+        await old.close()  # type: ignore[attr-defined]

@@ -22,11 +22,11 @@ def test_upgrade_then_current_then_check(tmp_path: Path, capsys: pytest.CaptureF
     """upgrade creates the file at head; current and check then report it healthy with exit 0."""
     db = str(tmp_path / "events.db")
     assert main(["db", "upgrade", "--db", db]) == 0
-    assert "upgraded from (new file) to 0002" in capsys.readouterr().out
+    assert "upgraded from (new file) to 0003" in capsys.readouterr().out
     assert main(["db", "upgrade", "--db", db]) == 0
-    assert "already at revision 0002" in capsys.readouterr().out
+    assert "already at revision 0003" in capsys.readouterr().out
     assert main(["db", "current", "--db", db]) == 0
-    assert "revision 0002, code head 0002: current" in capsys.readouterr().out
+    assert "revision 0003, code head 0003: current" in capsys.readouterr().out
     assert main(["db", "check", "--db", db]) == 0
     out = capsys.readouterr().out
     assert "integrity: ok" in out
@@ -56,7 +56,7 @@ def test_check_reports_tables_that_differ_from_the_code(
     capsys.readouterr()
     assert main(["db", "check", "--db", db]) == 1
     out = capsys.readouterr().out
-    assert "revision 0002, code head 0002: current" in out
+    assert "revision 0003, code head 0003: current" in out
     assert found in out
 
 
@@ -123,3 +123,25 @@ def test_check_reports_corruption(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     assert "integrity: ok" not in done.stdout
     assert "problem" in done.stdout or "malformed" in done.stderr
+
+
+def test_leases_lists_who_holds_which_pool_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`db leases` names each pool's holder and whether the lease is held, expired or released."""
+    import asyncio
+
+    from poolwarden.storage import open_store
+
+    db = str(tmp_path / "events.db")
+
+    async def hold() -> None:
+        async with open_store(db) as store:
+            await store.take_lease("main", "host-a:10:99", ttl=3600.0)
+            done = await store.take_lease("east", "host-b:11:98", ttl=3600.0)
+            await store.release_lease(done)
+
+    asyncio.run(hold())
+    assert main(["db", "leases", "--db", db]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "east: fence 2, holder host-b:11:98: released"
+    assert out[1].startswith("main: fence 1, holder host-a:10:99: held, expires in ")
+    assert 3500 < float(out[1].split("expires in ")[1].split()[0]) <= 3600

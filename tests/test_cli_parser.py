@@ -19,6 +19,7 @@ COMMANDS = (
     "db current",
     "db upgrade",
     "db check",
+    "db leases",
     "bench",
     "bench store",
     "bench lifecycle",
@@ -40,6 +41,7 @@ REQUIRED: dict[str, list[str]] = {
     "db current": ["--db", "x.db"],
     "db upgrade": ["--db", "x.db"],
     "db check": ["--db", "x.db"],
+    "db leases": ["--db", "x.db"],
     "breakers": ["--db", "x.db"],
     "analyze": ["--db", "x.db", "--out", "out"],
     "whatif": ["--db", "x.db", "--policy", "p.json"],
@@ -61,7 +63,7 @@ WITH_JSON = (
     "whatif",
     "events",
 )
-WITHOUT_JSON = ("db current", "db upgrade", "db check", "analyze", "telemetry")
+WITHOUT_JSON = ("db current", "db upgrade", "db check", "db leases", "analyze", "telemetry")
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "demo": {
@@ -72,12 +74,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "faults": None,
         "seed": 7,
         "durability": "buffered",
+        "pool_name": "main",
         "db": "poolwarden.db",
         "json": False,
     },
     "db current": {"command": "db", "db_command": "current", "db": "x.db"},
     "db upgrade": {"command": "db", "db_command": "upgrade", "db": "x.db"},
     "db check": {"command": "db", "db_command": "check", "db": "x.db"},
+    "db leases": {"command": "db", "db_command": "leases", "db": "x.db"},
     "bench store": {
         "command": "bench",
         "bench_command": "store",

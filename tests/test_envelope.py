@@ -17,6 +17,7 @@ from poolwarden.analysis.frames import TIME_DTYPE
 from poolwarden.cli.eventlog import _as_json
 from poolwarden.envelope import COLUMN_NAMES, ENVELOPE, EVENT_FIELDS, INDEXED_FIELDS, TIME_DTYPE_NAME
 from poolwarden.events import NewEvent, RecordedEvent
+from poolwarden.lease import Lease
 from poolwarden.storage import migrate
 from poolwarden.storage.rows import INSERT_COLUMNS, event_row, plan_batch
 from poolwarden.storage.schema import events
@@ -87,14 +88,16 @@ def test_a_planned_row_holds_every_field_of_the_event_by_name() -> None:
         **{name: f"{name}-value" for name in INDEXED_FIELDS if name != "latency_ms"},
         latency_ms=3,
     )
-    item = PendingAppend("s/a", None, [event_row(new)], None, buffered=False)  # type: ignore[arg-type]
-    _, rows, _ = plan_batch([item], {"s/a": 4}, 10, recorded_at=7.5)
+    lease = Lease("main", "host:1:2", 3, 0.0, 10.0)
+    item = PendingAppend("s/a", None, [event_row(new)], None, buffered=False, fence=lease)  # type: ignore[arg-type]
+    _, rows, _ = plan_batch([item], {"s/a": 4}, 10, recorded_at=7.5, fences={"main": 3})
     stored = dict(zip(INSERT_COLUMNS, rows[0], strict=True))
     assert stored == {
         "position": 11,
         "stream": "s/a",
         "version": 5,
         "recorded_at": 7.5,
+        "fence": 3,
         "type": "Happened",
         "schema_version": 2,
         "occurred_at": 5.0,
@@ -127,6 +130,7 @@ def test_the_printed_json_keeps_its_order() -> None:
         "recorded_at",
         "incident_id",
         *INDEXED_FIELDS,
+        "fence",
         "payload",
     ]
     assert record["payload"] == {"a": 1}

@@ -14,9 +14,9 @@ background watchers that turn what the bridge and the browser show into lifecycl
 | the page reported ``device_lost`` (unprompted, or as a request's error) | ``DeviceLost`` | ping |
 | the page reported ``out_of_memory`` | ``OutOfMemory`` | reconnect |
 
-Closes of a socket a newer page has already replaced, and closes our own rungs cause (a reload
-closes with 1001, a restart ends the process), change nothing: the lifecycle ignores a fault no
-worse than the rung under way.
+Closes of a socket a newer page has already replaced, and closes our own rungs cause (a rung
+first declares the old socket dead, 4410; a reload closes with 1001, a restart ends the process),
+change nothing: the lifecycle ignores a fault no worse than the rung under way.
 
 The watchers only wait (on the connection's state changes, on the process, on a heartbeat
 timer) and feed the driver synchronously, so cancelling them at any await leaves nothing half
@@ -34,7 +34,7 @@ from typing import Any
 
 from poolwarden.aio.lifecycle_driver import LifecycleDriver, restore_lifecycle
 from poolwarden.aio.recovery_actions import HandleRecoveryActions, ModelSource, QuarantineCallback
-from poolwarden.bridge.server import CLOSE_REPLACED, WorkerConnection
+from poolwarden.bridge.server import CLOSE_DECLARED_DEAD, WorkerConnection
 from poolwarden.bridge_events import WorkerReported
 from poolwarden.browser.launcher import BrowserProcess
 from poolwarden.clock import Clock, system_clock
@@ -274,8 +274,10 @@ class Recovery:
                 close = await connection.wait_closed(generation, timeout=_FOREVER)
             except DeadlineExceeded:
                 continue
-            if connection.generation != close.generation or close.code == CLOSE_REPLACED:
-                continue  # a newer page has already said hello: that socket was stale
+            if connection.generation != close.generation or close.code == CLOSE_DECLARED_DEAD:
+                # A newer page has already said hello, or a rung under way let go of the socket
+                # itself (declare_dead, before its reload or restart): nothing new to recover.
+                continue
             # A cut socket (1006) heals itself: the page reconnects with backoff, its models
             # intact. A dead browser does not, and the process watcher has reported it meanwhile.
             if close.code == ABNORMAL_CLOSE and await _wait_hello(

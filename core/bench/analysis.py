@@ -36,7 +36,7 @@ CONNECTIONS = 32
 MODELS = ("toy-mlp", "matmul")
 ERROR_KINDS = ("transport", "timeout", "process_exit", "page_crash", "device_lost", "out_of_memory")
 _ERROR_WEIGHTS = (40, 25, 5, 10, 10, 10)
-# The store's own rows: position, stream, version, recorded_at, then the event's (EVENT_ROW).
+# The store's own rows: position, stream, version, recorded_at, fence, then the event's (EVENT_ROW).
 _INSERT = f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
 _OCCURRED_AT = EVENT_ROW.index("occurred_at")
 
@@ -243,7 +243,7 @@ def build_log(path: Path, events: int, *, seed: int = 6) -> None:
         for position in range(1, events + 1):
             stream, row = next(history)
             version = versions[stream] = versions.get(stream, 0) + 1
-            batch.append((position, stream, version, row[_OCCURRED_AT] + 0.001, *row))
+            batch.append((position, stream, version, row[_OCCURRED_AT] + 0.001, None, *row))
             if len(batch) == 20_000 or position == events:
                 conn.execute("BEGIN")
                 conn.executemany(_INSERT, batch)

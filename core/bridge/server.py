@@ -12,10 +12,20 @@ Chromium's private DevTools pipe, a Firefox's one WebDriver BiDi session) as a s
 before the page's own, never in the URL. docs/bridge.md says what a local attacker can and cannot
 do with each browser.
 
-Each worker page carries a worker id in its URL. The server keeps one :class:`WorkerConnection`
-per worker id, which outlives the sockets: when the page reloads, or its browser is restarted,
-the new socket's hello re-attaches to the same object and bumps its ``generation``. Callers
-(the pool, the recovery ladder) hold on to that object and use its async methods.
+Each worker page carries a worker id in its URL. Worker ids are the pool's: the server keeps one
+:class:`WorkerConnection` per worker id the pool asked for (:meth:`BridgeServer.worker`,
+:meth:`BridgeServer.secret_for`), and a hello for any other id is refused (4401) without leaving
+a trace in any table. The connection outlives the sockets: when the page reloads, or its browser
+is restarted, the new socket's hello re-attaches to the same object and bumps its ``generation``.
+Callers (the pool, the recovery ladder) hold on to that object and use its async methods.
+
+No takeover: while a worker id's socket is live, a hello for that id is refused with
+:data:`CLOSE_WORKER_LIVE` (4409) and the live socket keeps serving, whoever the newcomer is and
+whatever secret it holds. The id is free again once its socket has closed (a page that lost its
+socket re-attaches by itself), or once the pool has declared the worker dead
+(:meth:`WorkerConnection.declare_dead`, which the recovery ladder's reconnect and restart rungs
+call before they reload or relaunch the page): that socket is then detached at once and closed
+with :data:`CLOSE_DECLARED_DEAD` (4410).
 
 Malformed, unknown or oversized messages get an ``error`` reply and an event; the connection
 stays up until it has used up its strikes (:class:`~poolwarden.protocol.StrikeCounter`),
@@ -94,7 +104,17 @@ from poolwarden.protocol import (
     parse_page_message,
 )
 
-__all__ = ["BridgeServer", "CloseInfo", "EventSink", "WorkerConnection"]
+__all__ = [
+    "CLOSE_BAD_HELLO",
+    "CLOSE_BAD_TOKEN",
+    "CLOSE_DECLARED_DEAD",
+    "CLOSE_HELLO_TIMEOUT",
+    "CLOSE_WORKER_LIVE",
+    "BridgeServer",
+    "CloseInfo",
+    "EventSink",
+    "WorkerConnection",
+]
 
 _Reply = TypeVar("_Reply", Loaded, Unloaded, Result, Pong, MemoryReport, HookDone)
 
@@ -105,9 +125,17 @@ EventSink = Callable[[NewEvent], None]
 """Receives the bridge's events (connected, disconnected, refused, protocol violated)."""
 
 CLOSE_BAD_HELLO = 4400
+"""Refused: a malformed hello, a first message that is not a hello, an unsupported version."""
 CLOSE_BAD_TOKEN = 4401
+"""Refused: a wrong secret, or a worker id the pool never issued a secret for."""
 CLOSE_HELLO_TIMEOUT = 4408
-CLOSE_REPLACED = 4409
+"""Refused: no hello within ``hello_timeout``."""
+CLOSE_WORKER_LIVE = 4409
+"""Refused: the worker id has a live socket, which keeps serving (no takeover). Worth retrying:
+the id is free again once that socket closes or the pool declares its worker dead."""
+CLOSE_DECLARED_DEAD = 4410
+"""Sent to a socket the pool declared dead (:meth:`WorkerConnection.declare_dead`): a reconnect or
+restart rung is under way, and the page is to wait for it rather than reconnect by itself."""
 
 _WORKER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _PAGE_FILES = {
@@ -270,6 +298,25 @@ class WorkerConnection:
         if ws is not None:
             await ws.close(code, reason)
 
+    def declare_dead(self, reason: str = "declared dead by the pool") -> bool:
+        """Let go of the attached socket: the pool no longer trusts it, and the worker id is free.
+
+        While a socket is attached, a hello for this worker id is refused (no takeover). The
+        recovery ladder's reconnect and restart rungs call this before they reload or relaunch
+        the page: a hung page's socket stays open, and would otherwise keep its own new page
+        out. Requests pending on the socket fail with WorkerDisconnected at once, a
+        ``WorkerDisconnected`` event is recorded, and the socket is closed with
+        :data:`CLOSE_DECLARED_DEAD` in the background (an unresponsive peer holds up nothing).
+        A page told so does not reconnect by itself: it waits for the rung's reload.
+
+        Returns whether a socket was attached (a closed socket has already freed the id).
+        """
+        ws = self._ws
+        if ws is None:
+            return False
+        self._server._let_go(self, ws, CLOSE_DECLARED_DEAD, reason)
+        return True
+
     def _require_ws(self) -> ServerConnection:
         if self._ws is None:
             code = self.last_close.code if self.last_close else None
@@ -317,13 +364,13 @@ class WorkerConnection:
 
     # --- driven by the server -----------------------------------------------------------------
 
-    def _attach(self, ws: ServerConnection, hello: Hello) -> ServerConnection | None:
-        previous = self._ws
+    def _attach(self, ws: ServerConnection, hello: Hello) -> int:
+        assert self._ws is None, "a live socket is never replaced"
         self._ws = ws
         self.hello = hello
         self.generation += 1
         self._notify()
-        return previous
+        return self.generation
 
     def _detach(self, ws: ServerConnection, generation: int, code: int, reason: str) -> bool:
         if self._ws is not ws:
@@ -407,8 +454,16 @@ class BridgeServer:
         return f"http://{self.host}:{self.port}"
 
     def secret_for(self, worker_id: str) -> str:
-        """The secret the page of ``worker_id`` presents in its hello: HMAC-SHA256 of the worker id
-        under the server's key, so it admits that worker id and no other."""
+        """Issue ``worker_id`` and return the secret its page presents in its hello.
+
+        HMAC-SHA256 of the worker id under the server's key, so it admits that worker id and no
+        other. Issuing makes the id one of the pool's (as :meth:`worker` does): a hello for an id
+        never issued is refused whatever secret it carries.
+        """
+        self.worker(worker_id)
+        return self._secret(worker_id)
+
+    def _secret(self, worker_id: str) -> str:
         digest = hmac.new(self.token.encode(), _check_worker_id(worker_id).encode(), hashlib.sha256)
         return digest.hexdigest()
 
@@ -431,15 +486,30 @@ class BridgeServer:
         return f"ws://{self.host}:{self.port}/ws?{urlencode({'worker': _check_worker_id(worker_id)})}"
 
     def worker(self, worker_id: str) -> WorkerConnection:
-        """The logical connection of ``worker_id`` (created on first use, before any page connects)."""
+        """The logical connection of ``worker_id`` (created on first use, before any page connects).
+
+        Only the pool calls this: it is what makes a worker id one of the pool's.
+        """
         conn = self._workers.get(worker_id)
         if conn is None:
             conn = self._workers[_check_worker_id(worker_id)] = WorkerConnection(self, worker_id)
         return conn
 
+    def forget(self, worker_id: str) -> None:
+        """Withdraw ``worker_id`` (if issued): declare its worker dead and drop its connection.
+
+        Its secret then admits nothing (a hello for it is refused as for an id never issued), and
+        the table of worker ids holds only the pool's current ones: the pool forgets the id of a
+        connection it has replaced, so a long-running pool's table does not grow with each
+        replacement.
+        """
+        conn = self._workers.pop(worker_id, None)
+        if conn is not None:
+            conn.declare_dead("forgotten by the pool")
+
     @property
     def workers(self) -> Mapping[str, WorkerConnection]:
-        """Every worker id seen or asked for, with its connection."""
+        """Every worker id the pool asked for (never one a peer named), with its connection."""
         return dict(self._workers)
 
     async def start(self) -> None:
@@ -510,25 +580,21 @@ class BridgeServer:
         hello = await self._receive_hello(ws, worker_id)
         if hello is None:
             return
-        conn = self.worker(worker_id)
-        previous = conn._attach(ws, hello)
-        generation = conn.generation
-        if previous is not None:
-            # The page reloaded before its old socket was seen to close; the old one is stale.
-            conn._detach(previous, generation - 1, CLOSE_REPLACED, "replaced by a newer page")
-            self._emit(
-                WorkerLeft(
-                    connection_id=worker_id,
-                    browser=hello.browser,
-                    generation=generation - 1,
-                    code=CLOSE_REPLACED,
-                    reason="replaced",
-                )
+        conn = self._workers[worker_id]  # _receive_hello admits issued worker ids only
+        if conn.connected:
+            # No takeover: the live socket keeps serving. Checked after the secret (so an
+            # unauthenticated peer learns nothing about which ids are live) and with no await
+            # between it and the attach below, so two hellos cannot both get in.
+            await self._refuse(
+                ws,
+                worker_id,
+                CLOSE_WORKER_LIVE,
+                WireErrorKind.WORKER_LIVE,
+                "worker id is live",
+                "worker id is live",
             )
-            # In the background: an unresponsive old peer must not hold up the new page's welcome.
-            closing = asyncio.create_task(previous.close(CLOSE_REPLACED, "replaced by a newer page"))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+            return
+        generation = conn._attach(ws, hello)
         self._emit(
             WorkerConnected(
                 connection_id=worker_id,
@@ -582,16 +648,54 @@ class BridgeServer:
                     f"hello names worker {message.worker_id!r}, the URL {worker_id!r}",
                     WireErrorKind.MALFORMED,
                 )
-            if not hmac.compare_digest(message.token.encode(), self.secret_for(worker_id).encode()):
+            if worker_id not in self._workers:
+                # Worker ids are the pool's: whatever the peer presents, an id the pool never
+                # asked for gets no entry in any table.
+                raise ProtocolError("no secret was issued for this worker id", WireErrorKind.BAD_TOKEN)
+            if not hmac.compare_digest(message.token.encode(), self._secret(worker_id).encode()):
                 raise ProtocolError("wrong token", WireErrorKind.BAD_TOKEN)
         except ProtocolError as exc:
             code = CLOSE_BAD_TOKEN if exc.kind == WireErrorKind.BAD_TOKEN else CLOSE_BAD_HELLO
-            self._emit(WorkerRefused(connection_id=worker_id, error_kind=str(exc.kind), detail=str(exc)))
-            with contextlib.suppress(ConnectionClosed):  # the peer may already be gone; we close anyway
-                await ws.send(encode_error(None, exc.kind, str(exc)))
-            await ws.close(code, str(exc.kind))
+            await self._refuse(ws, worker_id, code, exc.kind, str(exc))
             return None
         return message
+
+    async def _refuse(
+        self,
+        ws: ServerConnection,
+        worker_id: str,
+        code: int,
+        kind: str,
+        detail: str,
+        reason: str | None = None,
+    ) -> None:
+        """Record (or count) a refused hello, tell the peer why, and close with ``code`` and
+        ``reason`` (by default the kind)."""
+        # Recorded (or counted) before the close: whoever sees the close finds it counted.
+        self._emit(WorkerRefused(connection_id=worker_id, error_kind=str(kind), detail=detail))
+        with contextlib.suppress(ConnectionClosed):  # the peer may already be gone; we close anyway
+            await ws.send(encode_error(None, kind, detail))
+        await ws.close(code, str(kind) if reason is None else reason)
+
+    def _let_go(self, conn: WorkerConnection, ws: ServerConnection, code: int, reason: str) -> None:
+        """Detach ``ws`` from ``conn`` now and close it in the background (declare_dead)."""
+        generation, hello = conn.generation, conn.hello
+        assert hello is not None, "a socket is attached only after its hello"
+        if not conn._detach(ws, generation, code, reason):
+            return
+        self._emit(
+            WorkerLeft(
+                connection_id=conn.connection_id,
+                browser=hello.browser,
+                generation=generation,
+                code=code,
+                reason=reason,
+            )
+        )
+        # In the background: a hung peer, which never answers the close, holds up nothing.
+        closing = asyncio.create_task(ws.close(code, reason), name=f"close {conn.connection_id}")
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def _receive_loop(self, ws: ServerConnection, conn: WorkerConnection) -> None:
         strikes = StrikeCounter(self.strike_limit)

@@ -65,6 +65,30 @@ def db_check(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_PROBLEM
 
 
+def db_leases(args: argparse.Namespace) -> int:
+    import time
+
+    from poolwarden.storage import open_store
+
+    async def read() -> list[Any]:
+        async with open_store(args.db, read_only=True) as store:
+            return await store.leases()
+
+    rows = asyncio.run(read())
+    now = time.time()
+    if not rows:
+        print(f"{args.db}: no pool has held a lease here")
+    for row in rows:
+        if row.released:
+            state = "released"
+        elif row.expires_at > now:
+            state = f"held, expires in {row.expires_at - now:.1f} s unless renewed"
+        else:
+            state = f"expired {now - row.expires_at:.1f} s ago (free to take over)"
+        print(f"{row.name}: fence {row.fence}, holder {row.holder}: {state}")
+    return EXIT_OK
+
+
 def breakers(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
@@ -97,6 +121,7 @@ def demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         durability=args.durability,
         db=args.db,
+        pool_name=args.pool_name,
     )
     if faults is not None:
         options = dataclasses.replace(options, faults=faults)

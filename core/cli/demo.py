@@ -52,6 +52,7 @@ class DemoOptions:
     durability: Durability = "buffered"
     db: str = "poolwarden.db"
     clients: int | None = None
+    pool_name: str = "main"
 
 
 @dataclass(slots=True)
@@ -167,6 +168,7 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
     db_path = await asyncio.to_thread(lambda: str(Path(options.db).resolve()))
     print(f"poolwarden demo: {why}; log in {db_path}", file=sys.stderr)
     config = PoolConfig(
+        name=options.pool_name,
         connections=options.connections,
         workers=(kind,),
         db=options.db,

@@ -85,6 +85,12 @@ def _add_demo(top: Commands) -> None:
     )
     demo.add_argument("--seed", type=int, default=7, help="seed for inputs and fault targets")
     demo.add_argument("--durability", choices=("sync", "buffered"), default="buffered")
+    demo.add_argument(
+        "--pool-name",
+        default="main",
+        help="the pool's name: its streams and its lease in the log (default main); a second "
+        "pool of the same name on the same log is refused while the first runs",
+    )
     _db_option(demo, required=False, help="the event log (default ./poolwarden.db)")
     _json_option(demo, "print the summary as one JSON object, last line")
 
@@ -104,6 +110,7 @@ def _add_db(top: Commands) -> None:
             commands.db_check,
             "schema at head and PRAGMA integrity_check; non-zero exit on any problem",
         ),
+        ("leases", commands.db_leases, "which pool names are held, by whom, until when"),
     ):
         action = _command(actions, name, text, handler, description=text)
         _db_option(action, required=True, help="the SQLite file")

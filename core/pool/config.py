@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from poolwarden.errors import ConfigurationError
+from poolwarden.lease import DEFAULT_POOL_NAME, check_pool_name
 from poolwarden.lifecycle_types import LifecyclePolicy
 from poolwarden.memory import MemoryPolicy
 from poolwarden.policy import BreakerPolicy
@@ -48,6 +49,13 @@ class RetryPolicy:
 class PoolConfig:
     """Everything a :class:`~poolwarden.pool.ResourcePool` is set up with.
 
+    :param name: the pool's name (``a-z 0-9 _ -``): its streams and connection ids derive from
+        it (:class:`~poolwarden.pool.streams.PoolStreams`), and while the pool runs it holds the
+        lease on it in the log, so a second pool of the same name on the same log is refused
+        (:class:`~poolwarden.errors.LeaseHeld`). Pools of other names share the log freely.
+    :param lease_ttl: seconds the pool's lease lasts unless renewed; the pool renews it every
+        third of that. A pool that died (or was stopped) is taken over by the next pool of its
+        name this long after its last renewal, and the dead pool's late writes are refused.
     :param connections: how many browser connections the pool keeps.
     :param workers: the kind of each connection, cycled (``("chromium", "firefox")`` alternates).
     :param db: the event log; ``":memory:"`` keeps nothing after the process ends.
@@ -85,6 +93,8 @@ class PoolConfig:
         host whose every user is trusted. Off by default: Firefox then opens no port at all.
     """
 
+    name: str = DEFAULT_POOL_NAME
+    lease_ttl: float = 10.0
     connections: int = 2
     workers: tuple[WorkerKind, ...] = ("simulated",)
     db: str | Path = "poolwarden.db"
@@ -115,6 +125,9 @@ class PoolConfig:
     memory: MemoryPolicy = field(default_factory=MemoryPolicy)
 
     def __post_init__(self) -> None:
+        check_pool_name(self.name)
+        if not self.lease_ttl > 0:
+            raise ConfigurationError(f"lease_ttl must be > 0 seconds, not {self.lease_ttl}")
         if self.connections < 1:
             raise ConfigurationError("a pool needs at least one connection")
         if not self.workers or any(w not in ("simulated", "chromium", "firefox") for w in self.workers):

@@ -6,7 +6,14 @@ lifecycle machine (:mod:`poolwarden.lifecycle`) whose driver runs the recovery l
 levels of circuit breakers (:mod:`poolwarden.breaker_registry`) guard every call. Everything the
 pool decides is an event in its store: the breakers' and the lifecycles' on their own streams,
 the pool's own (placements, served and failed requests, recycling) on ``pool/main``, memory on
-``pool/memory``.
+``pool/main/memory`` (for a pool named ``main``: :mod:`poolwarden.pool.streams`).
+
+A pool owns its streams: :meth:`ResourcePool.start` takes the lease on the pool's name
+(:mod:`poolwarden.lease`) before anything else, renews it while the pool runs and releases it
+at :meth:`ResourcePool.close`; every event the pool writes carries the lease's fencing number,
+and the store refuses them once another pool has taken the name over (a pool that stopped
+renewing: frozen, or cut off from the log). Such a pool stops serving: its requests raise
+:class:`~poolwarden.errors.LeaseLost`.
 
 A request (:meth:`ResourcePool.run_inference`) is served by the pool's
 :class:`~poolwarden.pool.serving.RequestPath`: admitted by the pool's bounded queue, then tried on
@@ -37,12 +44,16 @@ from poolwarden.browser.launcher import sweep_orphans
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import (
     ConfigurationError,
+    LeaseLost,
     NoHealthyConnection,
     PoolwardenError,
     RequestError,
+    StoreError,
     UnknownModel,
+    WriteFailed,
 )
 from poolwarden.events import NewEvent
+from poolwarden.lease import Lease, holder_id
 from poolwarden.lifecycle_events import LifecycleEvent, RecoveryCompleted
 from poolwarden.lifecycle_types import (
     ConnectionState,
@@ -62,6 +73,7 @@ from poolwarden.pool.placement import StatsBook
 from poolwarden.pool.results import Fallback, InferenceResult, ModelInfo
 from poolwarden.pool.routing import Router, blocking_breaker
 from poolwarden.pool.serving import RequestPath
+from poolwarden.pool.streams import PoolStreams
 from poolwarden.pool.tally import ServedTally
 from poolwarden.pool_events import (
     ConnectionReplaced,
@@ -75,6 +87,7 @@ from poolwarden.pool_events import (
 )
 from poolwarden.storage import open_store
 from poolwarden.storage.base import EventStore
+from poolwarden.storage.fenced import FencedStore
 from poolwarden.telemetry.queries import browser_figures
 from poolwarden.workers.handle import WorkerHandle
 from poolwarden.workers.models import resolve_model
@@ -88,10 +101,6 @@ CLOSE_CONNECTION_TIMEOUT = 5.0
 """Seconds the pool's close waits for a connection's closing to be decided and persisted."""
 
 log = logging.getLogger(__name__)
-
-POOL_STREAM = "pool/main"
-BRIDGE_STREAM = "pool/bridge"
-MEMORY_STREAM = "pool/memory"
 
 MemorySampler = Callable[[], Awaitable[HostReading]]
 """Reads the host's memory (the default uses psutil in a thread); tests inject readings."""
@@ -138,10 +147,17 @@ class ResourcePool:
     ) -> None:
         self.config = config or PoolConfig()
         self.clock = clock
+        self.streams = PoolStreams(self.config.name)
         self._own_store = store is None
-        self.store: EventStore = (
+        self._log: EventStore = (
             store if store is not None else open_store(self.config.db, durability=self.config.durability)
         )
+        # Everything the pool writes goes through this view, under the lease start() takes.
+        self._fenced = FencedStore(self._log, lease=None)
+        self.store: EventStore = self._fenced
+        self.lease_lost: LeaseLost | None = None
+        """Why the pool stopped serving, if another pool took its name over."""
+        self._lease_task: asyncio.Task[None] | None = None
         self.server = BridgeServer(clock=clock, on_event=self._on_bridge_event)
         self.registry = BreakerRegistry(
             connection_policy=self.config.connection_breaker,
@@ -168,8 +184,8 @@ class ResourcePool:
             self.members, self.registry, self.stats, self.config.max_ejection_share, clock=clock
         )
         self._served = ServedTally(clock=clock)
-        self._recorder = EventRecorder(self.store, POOL_STREAM, clock, gather=self._served.drain)
-        self._bridge_recorder = EventRecorder(self.store, BRIDGE_STREAM, clock)
+        self._recorder = EventRecorder(self.store, self.streams.pool, clock, gather=self._served.drain)
+        self._bridge_recorder = EventRecorder(self.store, self.streams.bridge, clock)
         self.metrics: PoolMetrics | None = None
         """The Prometheus metrics the pool serves (``config.metrics_port``), once started."""
         self._requests = RequestPath(
@@ -202,8 +218,11 @@ class ResourcePool:
 
         ``attempts`` caps the tries on connections (the retry policy's if None). A typed error
         carries ``attempted``: the connections whose breakers recorded a failed attempt. See
-        :meth:`poolwarden.pool.serving.RequestPath.run_inference`.
+        :meth:`poolwarden.pool.serving.RequestPath.run_inference`. Once the pool lost its name
+        to another pool, :class:`~poolwarden.errors.LeaseLost`.
         """
+        if self.lease_lost is not None:
+            raise self.lease_lost
         return await self._requests.run_inference(model_id, inputs, deadline=deadline, attempts=attempts)
 
     @property
@@ -228,8 +247,12 @@ class ResourcePool:
         await self.close()
 
     async def start(self) -> None:
-        """Sweep the browsers dead pools left, open the store, restore the breakers, start the
-        bridge and every connection."""
+        """Sweep the browsers dead pools left, open the store, take the lease on the pool's name,
+        restore the breakers, start the bridge and every connection.
+
+        Raises :class:`~poolwarden.errors.LeaseHeld` while another live pool of the same name
+        writes to the same log. If starting fails part way, what was started is stopped again.
+        """
         if self._started:
             raise ConfigurationError("the pool was already started")
         self._started = True
@@ -242,11 +265,28 @@ class ResourcePool:
         if orphans:
             log.warning("killed %d browser processes left by a pool that died: %s", len(orphans), orphans)
         if self._own_store:
-            await self.store.open()
+            await self._log.open()
+        try:
+            lease = await self._log.take_lease(self.config.name, holder_id(), self.config.lease_ttl)
+        except BaseException:
+            self._closing = True  # nothing of the pool ran: close() has nothing to do
+            if self._own_store:
+                await self._log.close()
+            raise
+        self._fenced.lease = lease
+        self._lease_task = asyncio.create_task(self._keep_lease(), name=f"poolwarden lease {lease.name}")
+        try:
+            await self._start_serving(lease)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the start's own error is the one to report
+                await self.close()
+            raise
+
+    async def _start_serving(self, lease: Lease) -> None:
         await self.breakers.__aenter__()
         await self._read_placement_history()
         await self.server.start()
-        known = await self.store.streams("connection/")
+        known = await self.store.streams("connection/" + self.streams.connection_prefix)
         used = {stream.removeprefix("connection/") for stream in known}
         starts = []
         for index in range(self.config.connections):
@@ -257,6 +297,9 @@ class ResourcePool:
                 connections=self.config.connections,
                 workers=list(self.config.workers),
                 port=self.server.port,
+                name=lease.name,
+                holder=lease.holder,
+                took_over_from=lease.took_over_from,
             )
         )
         self._monitor = asyncio.create_task(self._monitor_loop(), name="poolwarden monitor")
@@ -272,7 +315,9 @@ class ResourcePool:
         history = self.config.placement_history_s
         if history is None:
             return
-        for figures in await browser_figures(self.store, since=self.clock() - history, stream=POOL_STREAM):
+        for figures in await browser_figures(
+            self.store, since=self.clock() - history, stream=self.streams.pool
+        ):
             self.stats.add(
                 figures.model_type,
                 figures.browser,
@@ -300,13 +345,75 @@ class ResourcePool:
         )
         await self.server.close()
         try:
-            self._recorder.emit(PoolStopped(**self.counters))
-            await self._recorder.close()
-            await self._bridge_recorder.close()
-            await self.breakers.__aexit__(None, None, None)
+            try:
+                self._recorder.emit(PoolStopped(**self.counters))
+                await self._recorder.close()
+                await self._bridge_recorder.close()
+                await self.breakers.__aexit__(None, None, None)
+            except StoreError as error:
+                refused = isinstance(error, LeaseLost) or (
+                    isinstance(error, WriteFailed) and self._refused_for_the_lease(error)
+                )
+                if not refused and self.lease_lost is None:
+                    raise
+                if isinstance(error, LeaseLost):
+                    self._lose_lease(error)
+                # Refused, as they must be: another pool owns the name now. Said once, below.
+            await self._give_up_lease()
         finally:
             if self._own_store:
-                await self.store.close()
+                try:
+                    await self._log.close()
+                except WriteFailed as failed:
+                    if not self._refused_for_the_lease(failed):
+                        raise
+        if self.lease_lost is not None:
+            raise self.lease_lost
+
+    def _refused_for_the_lease(self, failed: WriteFailed) -> bool:
+        """Whether every write ``failed`` lists was refused because the lease was lost (which
+        close() reports once, as LeaseLost)."""
+        if not all(isinstance(error, LeaseLost) for _, error in failed.failures):
+            return False
+        first = failed.failures[0][1]
+        assert isinstance(first, LeaseLost)
+        self._lose_lease(first)
+        return True
+
+    # --- the lease on the pool's name -----------------------------------------------------------
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease every third of its time to live; on losing it, stop serving.
+
+        A renewal that fails for another reason (the log locked or unreachable for a moment) is
+        tried again at the next beat; two missed beats still leave a third of the lease.
+        """
+        ttl = self.config.lease_ttl
+        while True:
+            await asyncio.sleep(ttl / 3)
+            lease = self._fenced.lease
+            assert lease is not None
+            try:
+                self._fenced.lease = await self._log.renew_lease(lease, ttl)
+            except LeaseLost as lost:
+                self._lose_lease(lost)
+                return
+            except StoreError as error:
+                log.warning("pool %r could not renew its lease (will retry): %s", lease.name, error)
+
+    def _lose_lease(self, lost: LeaseLost) -> None:
+        if self.lease_lost is None:
+            self.lease_lost = lost
+            log.error("pool %r stops serving: %s", self.config.name, lost)
+
+    async def _give_up_lease(self) -> None:
+        task, self._lease_task = self._lease_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        lease = self._fenced.lease
+        if lease is not None and self.lease_lost is None:
+            await self._log.release_lease(lease)
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -342,7 +449,7 @@ class ResourcePool:
     async def _add_member(self, kind: str, used: set[str]) -> PoolMember:
         """Create (or restore from the log) one connection and start its worker."""
         while True:
-            connection_id = f"conn-{next(self._ids)}"
+            connection_id = self.streams.connection_id(next(self._ids))
             restored = (
                 await restore_lifecycle(
                     self.store, connection_id, policy=self.config.lifecycle, clock=self.clock
@@ -435,6 +542,7 @@ class ResourcePool:
 
     async def _replace(self, member: PoolMember, reason: str) -> None:
         await self._stop_member(member)
+        self.server.forget(member.connection_id)  # its secret admits nothing from now on
         self.members.pop(member.connection_id, None)
         self.governor.forget_browser(member.connection_id)
         replacement = await self._add_member(member.kind, set())
@@ -617,7 +725,7 @@ class ResourcePool:
         actions = self.governor.decide(models)
         events = self.governor.drain_events()
         if events:
-            await self.store.append(MEMORY_STREAM, events, durability="buffered")
+            await self.store.append(self.streams.memory, events, durability="buffered")
         for action in actions:
             if isinstance(action, EvictModel):
                 await self.unload_model(action.model_id, action.connection_id, action.reason)

@@ -15,7 +15,9 @@ const HOOKS = params.get("hooks") === "1";
 // Optional: restrict the backends tried (e.g. "js"), for diagnosis.
 const ALLOWED = (params.get("backends") || "webnn,webgpu,js").split(",");
 const INSTANCE = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
-const TERMINAL_CLOSE_CODES = new Set([1008, 4400, 4401, 4409]);
+// 4409 (the worker id is live: another socket holds it) is retried with backoff; 4410 (the pool
+// declared this page dead) waits for the pool's reload or restart.
+const TERMINAL_CLOSE_CODES = new Set([1008, 4400, 4401, 4410]);
 const BACKOFF_MIN_MS = 50;
 const BACKOFF_MAX_MS = 2000;
 
@@ -478,7 +480,8 @@ function connect() {
     ws = null;
     if (TERMINAL_CLOSE_CODES.has(ev.code)) {
       stopped = true;
-      status(`refused by the bridge (${ev.code} ${ev.reason}); not reconnecting`);
+      const why = ev.code === 4410 ? "declared dead by the pool, to be reloaded" : "refused by the bridge";
+      status(`${why} (${ev.code} ${ev.reason}); not reconnecting`);
       return;
     }
     status(`disconnected (${ev.code}); reconnecting in ${backoffMs} ms`);

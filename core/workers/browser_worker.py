@@ -125,7 +125,11 @@ class BrowserWorker:
         return hello.result()
 
     async def restart(self, timeout: float | None = None) -> Hello:
-        """Kill the browser's whole process group, launch a fresh one, and wait for its hello."""
+        """Declare the old page dead, kill the browser's whole process group, launch a fresh one,
+        and wait for its hello."""
+        # Before the kill: its socket may still look live (a hung page's does), and a live worker
+        # id refuses every new hello, the relaunched page's too.
+        self.connection.declare_dead("restart rung: relaunching the browser")
         old = await self._stop(remove_profile=False)
         # The old profile is deleted while the new browser starts, off the recovery's critical path.
         cleanup = asyncio.create_task(old.remove_profile()) if old is not None else None

@@ -62,6 +62,11 @@ class ChromiumWorker(BrowserWorker):
         if not isinstance(self.remote, DevTools):
             raise BrowserError(f"worker {self.worker_id!r} has no DevTools session (not started?)")
         generation = self.connection.generation
+        # The old page's socket may still be open (a hung page's is): free the worker id first,
+        # or the reloaded page's hello would be refused as a takeover.
+        self.connection.declare_dead(
+            "reconnect rung: crashing and reloading" if hung else "reconnect rung: reloading"
+        )
         if hung:
             await self.remote.crash_and_reload(timeout=timeout)
         else:

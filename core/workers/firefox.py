@@ -119,6 +119,7 @@ class FirefoxWorker(BrowserWorker):
         if not isinstance(self.remote, BiDi) or self.page_context is None:
             raise BrowserError(f"worker {self.worker_id!r} has no BiDi session (not started?)")
         generation = self.connection.generation
+        self.connection.declare_dead("reconnect rung: reloading")  # else the new page's hello is refused
         url = self.server.page_url(self.worker_id, hooks=self.hooks)
         await self.remote.navigate(self.page_context, url, timeout=timeout)
         return await self.connection.wait_for_hello(after=generation, timeout=timeout)

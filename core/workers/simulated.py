@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from poolwarden.bridge.server import CLOSE_BAD_HELLO, CLOSE_BAD_TOKEN, CLOSE_DECLARED_DEAD
 from poolwarden.errors import InvalidInput, PoolwardenError, ProtocolError, UnknownModel
 from poolwarden.protocol import (
     PROTOCOL_VERSION,
@@ -55,9 +56,10 @@ __all__ = ["TERMINAL_CLOSE_CODES", "Fault", "SimulatedWorker"]
 
 logger = logging.getLogger("poolwarden.workers.simulated")
 
-TERMINAL_CLOSE_CODES = frozenset({1008, 4400, 4401, 4409})
-"""Close codes after which a worker stops reconnecting: it was refused, or another page took its
-worker id (4409); retrying would only fight the newer page for it."""
+TERMINAL_CLOSE_CODES = frozenset({1008, CLOSE_BAD_HELLO, CLOSE_BAD_TOKEN, CLOSE_DECLARED_DEAD})
+"""Close codes after which a worker stops reconnecting: it was refused for good, or the pool
+declared it dead (4410) and will reload or restart it. A refusal because the worker id is live
+(4409) is retried with backoff: the id is free once that socket closes."""
 
 USER_AGENT = "poolwarden-simulated/1"
 
@@ -118,6 +120,7 @@ class SimulatedWorker:
         self._task: asyncio.Task[None] | None = None
         self._hung_until = 0.0
         self._allocations: list[bytearray] = []
+        self._welcomed = False
 
     @classmethod
     def for_server(cls, server: BridgeServer, worker_id: str, **kwargs: Any) -> SimulatedWorker:
@@ -210,9 +213,9 @@ class SimulatedWorker:
                     user_agent_header=USER_AGENT,
                 ) as ws:
                     self._ws = ws
+                    self._welcomed = False
                     self.connects += 1
                     await ws.send(self._hello())
-                    delay = self.backoff[0]
                     await self._serve(ws)
             except ConnectionClosed:
                 pass  # the close code is read below
@@ -222,9 +225,17 @@ class SimulatedWorker:
                 if self._ws is not None:
                     self.last_close_code = self._ws.close_code
                 self._ws = None
+            if self._welcomed:
+                delay = self.backoff[0]  # it was served: a fresh drop is retried at once
+                self._welcomed = False
             if self.last_close_code in TERMINAL_CLOSE_CODES:
-                logger.warning(
-                    "simulated worker %s refused (%s); not reconnecting", self.worker_id, self.last_close_code
+                # Declared dead is the pool's own doing (a rung under way); a refusal is not.
+                level = logging.INFO if self.last_close_code == CLOSE_DECLARED_DEAD else logging.WARNING
+                logger.log(
+                    level,
+                    "simulated worker %s closed (%s); not reconnecting",
+                    self.worker_id,
+                    self.last_close_code,
                 )
                 return
             await asyncio.sleep(delay)
@@ -285,7 +296,9 @@ class SimulatedWorker:
             return
         try:
             if command.type in ("welcome", "error"):
-                if command.type == "error":
+                if command.type == "welcome":
+                    self._welcomed = True
+                else:
                     logger.info("simulated worker %s told: %s", self.worker_id, fields.get("message"))
                 return
             if command.type == "load_model":

@@ -52,12 +52,14 @@ class SimulatedHandle:
     async def reconnect(self, *, hung: bool, timeout: float = 10.0) -> Hello:
         """Reload the worker (a hang ends with it, as with a crashed and reloaded page)."""
         generation = self.connection.generation
+        self.connection.declare_dead("reconnect rung: reloading")  # else a hung worker keeps the id
         await self.worker.reload()
         return await self.connection.wait_for_hello(after=generation, timeout=timeout)
 
     async def restart(self, timeout: float | None = None) -> Hello:
         """Stop and start the worker afresh."""
         generation = self.connection.generation
+        self.connection.declare_dead("restart rung: restarting")
         await self.worker.restart()
         return await self.connection.wait_for_hello(
             after=generation, timeout=10.0 if timeout is None else timeout
