@@ -122,7 +122,8 @@ def probe_ports(report: dict[str, Any], found: dict[str, str]) -> None:
 def probe_bidi(report: dict[str, Any]) -> None:
     for port in report["listening"]:
         try:
-            with ws_connect(port, "/session") as s:
+            # Generous: a loaded machine may take seconds to answer (a miss would hide an endpoint).
+            with ws_connect(port, "/session", timeout=8.0) as s:
                 status = ws_command(s, 1, "session.status")
                 outcome: dict[str, Any] = {"status": status}
                 if not status.get("result", {}).get("ready", True):
@@ -167,7 +168,7 @@ class HandshakeRefused(ConnectionError):
     pass
 
 
-def ws_connect(port: int, path: str, origin: str | None = None) -> socket.socket:
+def ws_connect(port: int, path: str, origin: str | None = None, timeout: float = 3.0) -> socket.socket:
     """A WebSocket connection to 127.0.0.1:``port``/``path`` (raises HandshakeRefused if not one)."""
     key = base64.b64encode(os.urandom(16)).decode()
     request = (
@@ -177,7 +178,7 @@ def ws_connect(port: int, path: str, origin: str | None = None) -> socket.socket
     )
     if origin is not None:
         request += f"Origin: {origin}\r\n"
-    s = socket.create_connection(("127.0.0.1", port), timeout=3.0)
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
         s.sendall((request + "\r\n").encode())
         head = b""
@@ -292,8 +293,7 @@ def bidi_read(port: int, path: str) -> dict[str, Any]:
             report["direct"] = f.read()
     except OSError as exc:
         report["direct"] = f"denied: {exc.strerror}"
-    with ws_connect(port, "/session") as s:
-        s.settimeout(30.0)  # a new session waits for the browser's first window
+    with ws_connect(port, "/session", timeout=30.0) as s:  # a new session waits for the first window
         report["new"] = ws_command(s, 1, "session.new", {"capabilities": {}})
         tree = ws_command(s, 2, "browsingContext.getTree", {"maxDepth": 0})
         context = tree["result"]["contexts"][0]["context"]
