@@ -268,9 +268,11 @@ class ResourcePool:
         if self._started:
             raise ConfigurationError("the pool was already started")
         self._started = True
-        # Chromium dies with the process that launched it (its DevTools pipe closes); Firefox does
-        # not. Kill what an earlier pool of this user left behind: only browsers whose owning
-        # process (pid and start time, from the profile's marker) is gone. It reads /proc: in a thread.
+        # Browsers die with the process that launched them (their watchdog's lifeline closes), so
+        # this finds something only if that failed (a browser of an older poolwarden, a watchdog
+        # killed by hand). Kill what an earlier pool of this user left behind: only browsers whose
+        # owning process (pid and start time, from the profile's marker) is gone. It reads /proc:
+        # in a thread.
         orphans = await sweep_orphans()
         if orphans:
             log.warning("killed %d browser processes left by a pool that died: %s", len(orphans), orphans)
@@ -453,7 +455,12 @@ class ResourcePool:
             )
         from poolwarden.workers.firefox import FirefoxWorker
 
-        return FirefoxWorker(self.server, connection_id, hooks=self.config.hooks)
+        return FirefoxWorker(
+            self.server,
+            connection_id,
+            hooks=self.config.hooks,
+            remote_port=self.config.allow_exposed_firefox_port,
+        )
 
     async def _add_member(self, kind: str, used: set[str]) -> PoolMember:
         """Create (or restore from the log) one connection and start its worker."""
