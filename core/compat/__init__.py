@@ -75,7 +75,9 @@ class ResourcePoolErrorRecovery:
             breakers.append(pool.registry.model(connection.connection_id, model_id))
         blocked = pool.blocking_breaker(breakers)
         if blocked is not None:
-            return False, f"circuit {blocked.key} is {blocked.state} until {blocked.retry_at}"
+            return False, str(
+                CircuitOpen(blocked.key, str(blocked.state), blocked.retry_at, now=pool.clock())
+            )
         return True, f"circuit {connection_breaker.key} is {connection_breaker.state}"
 
     @staticmethod
