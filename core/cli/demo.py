@@ -192,8 +192,6 @@ async def _fault_outcomes(store: EventStore, faults: list[dict[str, Any]], since
             # A fault noticed no sooner than the next one on its connection is recovered with it.
             on_it = fault["connection_id"]
             later = [j for j in incident_of if j > i and injected[j]["connection_id"] == on_it]
-                j for j in incident_of if j > i and injected[j]["connection_id"] == fault["connection_id"]
-            ]
             if not later:
                 fault["outcome"] = _HEALED_ALONE.get(fault["fault"], "no recovery was needed")
                 continue
