@@ -10,12 +10,15 @@ per connection, model and batch) are looked into, for their count and latency to
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from poolwarden.events import NewEvent
 from poolwarden.lifecycle_events import RecoveryCompleted, RungAttempted, RungSucceeded
 from poolwarden.pool_events import (
     AttemptFailed,
@@ -184,11 +187,67 @@ async def log_counts(store: EventStore, since: float = 0.0) -> LogCounts:
     )
 
 
-def log_counts_sync(path: str | Path, since: float = 0.0) -> LogCounts:
-    """:func:`log_counts` on a read-only sqlite3 connection to the file at ``path`` (blocking)."""
+_COLUMNS = (
+    "position, stream, type, occurred_at, payload, connection_id, model_id, browser, error_kind, rung,"
+    " outcome, latency_ms"
+)
+
+
+def _add_unrecorded(raw: sqlite3.Connection, stream: str, events: Sequence[NewEvent]) -> None:
+    """Have the queries below see ``events`` (of ``stream``) as if the log held them already: a
+    temporary view named ``events`` (the temp schema is searched before the file's) adds them to
+    the file's rows, after its last position."""
+    raw.execute(f"CREATE TEMP TABLE unrecorded AS SELECT {_COLUMNS} FROM main.events WHERE 0")
+    head = raw.execute("SELECT COALESCE(MAX(position), 0) FROM main.events").fetchone()[0]
+    raw.executemany(
+        f"INSERT INTO temp.unrecorded ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                head + i,
+                stream,
+                e.type,
+                e.occurred_at,
+                json.dumps(dict(e.payload), separators=(",", ":")),
+                e.connection_id,
+                e.model_id,
+                e.browser,
+                e.error_kind,
+                e.rung,
+                e.outcome,
+                e.latency_ms,
+            )
+            for i, e in enumerate(events, start=1)
+        ],
+    )
+    raw.execute(
+        f"CREATE TEMP VIEW events AS SELECT {_COLUMNS} FROM main.events"
+        f" UNION ALL SELECT {_COLUMNS} FROM temp.unrecorded"
+    )
+
+
+def log_counts_sync(
+    path: str | Path,
+    since: float = 0.0,
+    *,
+    stream: str | None = None,
+    unrecorded: Callable[[int], Sequence[NewEvent]] | None = None,
+) -> LogCounts:
+    """:func:`log_counts` on a read-only sqlite3 connection to the file at ``path`` (blocking).
+
+    A running pool appends its events a little after it records them (its successes about once
+    a second). With ``unrecorded``, the counts include them: it is called with the version
+    ``stream`` (the pool's) stands at in the file, read in the same transaction as the counts,
+    and returns the pool's events the file does not hold yet (``ResourcePool.unrecorded``).
+    """
     params = (since,)
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as raw:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as raw:
         raw.execute("PRAGMA busy_timeout = 5000")
+        raw.execute("BEGIN")  # one snapshot for the version and every count
+        if unrecorded is not None and stream is not None:
+            version = raw.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?", (stream,)
+            ).fetchone()[0]
+            _add_unrecorded(raw, stream, unrecorded(int(version)))
         return _shape(
             raw.execute(_REQUESTS, params).fetchall(),
             raw.execute(_RUNGS, params).fetchall(),
