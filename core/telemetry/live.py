@@ -34,6 +34,7 @@ __all__ = [
     "connection_figures",
     "export_telemetry",
     "log_sections",
+    "pool_health",
     "read_figures",
     "system_figures",
 ]
@@ -256,6 +257,37 @@ def connection_figures(counts: ConnectionCounts | None) -> dict[str, Any]:
             "recovered": counts.recovered,
             "rung_attempts": counts.rung_attempts,
         },
+    }
+
+
+def pool_health(pool: PoolView) -> dict[str, Any]:
+    """Readiness of a running pool now (call it on the pool's loop): ``ready`` while at least one
+    connection serves (healthy, not draining, its connection breaker not open); ``status`` is
+    ``ok`` when all do, ``degraded`` when some do, ``unavailable`` when none does. With the
+    connections serving, the open breakers (connection and model) and the memory pressure level.
+    """
+    members = list(pool.members.values())
+    open_states = (BreakerState.OPEN, BreakerState.FORCED_OPEN)
+    serving = [
+        m.connection_id
+        for m in members
+        if _connection_class(m) == "healthy"
+        and pool.registry.connection(m.connection_id).state not in open_states
+    ]
+    open_breakers = sorted(b.key for b in pool.registry if b.state in open_states)
+    if not serving:
+        status = "unavailable"
+    elif len(serving) < len(members) or open_breakers:
+        status = "degraded"
+    else:
+        status = "ok"
+    return {
+        "status": status,
+        "ready": bool(serving),
+        "connections": {"total": len(members), "serving": len(serving), "serving_ids": sorted(serving)},
+        "open_breakers": open_breakers,
+        "memory_pressure": pool.governor.level.value,
+        "checked_at": datetime.now(tz=UTC).isoformat(),
     }
 
 
