@@ -77,7 +77,7 @@ def check_types(types: Sequence[str], in_log: set[str]) -> None:
             hint = (
                 f"; did you mean {', '.join(close)}?"
                 if close
-                else "; `poolwarden events --db PATH` lists them"
+                else f"; the log holds {', '.join(sorted(in_log)) or 'no events'}"
             )
             raise ConfigurationError(f"no event type is named {name!r}{hint}")
 
