@@ -139,3 +139,24 @@ async def test_connection_details_carry_the_latest_memory_sample(tmp_path: Path)
     assert details["conn-1"]["recovery"]["incidents"] == 2
     assert details["conn-1"]["recovery"]["recovered"] == 1
     assert details["conn-2"]["recovery"] == {"incidents": 2, "recovered": 2, "rung_attempts": 2}
+
+
+async def test_the_recorder_tells_which_events_a_log_does_not_hold_yet(tmp_path: Path) -> None:
+    """Before an append all recorded events are unseen; after it, those past the log's version only."""
+    from poolwarden.aio.recorder import EventRecorder
+    from poolwarden.clock import FakeClock
+    from poolwarden.storage import open_store
+
+    async with open_store(tmp_path / "r.db") as store:
+        recorder = EventRecorder(store, "pool/main", FakeClock(1.0))
+        for i in range(3):
+            recorder.record("Thing", payload={"i": i})
+        assert [e.payload["i"] for e in recorder.not_in_log(0)] == [0, 1, 2]
+        await recorder.flush()
+        await store.flush()
+        assert recorder.not_in_log(3) == []
+        recorder.record("Thing", payload={"i": 3})
+        assert [e.payload["i"] for e in recorder.not_in_log(3)] == [3]
+        await recorder.flush()
+        await store.flush()
+        assert recorder.not_in_log(4) == []

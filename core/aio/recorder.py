@@ -62,8 +62,8 @@ class EventRecorder:
         self._preview = preview  # what ``gather`` would give now, without taking it
         self._pending: list[NewEvent] = []
         # Batches handed to the store whose commit is not confirmed yet, and the stream's version
-        # of the last confirmed event (None until the first append): so that a synchronous reader
-        # of the log can tell which recorded events the file does not hold yet (``not_in_log``).
+        # of the last confirmed event, from its receipt (None until one is): so that a synchronous
+        # reader of the log can tell which recorded events the file does not hold yet.
         self._handed: deque[tuple[Receipt, list[NewEvent]]] = deque()
         self._confirmed: int | None = None
         self._lock = asyncio.Lock()  # one append at a time keeps the stream in recording order
@@ -157,15 +157,14 @@ class EventRecorder:
                 self._alarm = None
 
     def _confirm(self) -> None:
-        """Forget the handed batches whose append has committed (or failed, writing nothing)."""
+        """Forget the handed batches whose append has committed (noting the stream's version it
+        reached) or failed (writing nothing)."""
         while self._handed and self._handed[0][0].done():
-            receipt, batch = self._handed.popleft()
+            receipt, _ = self._handed.popleft()
             try:
-                receipt.result()
+                self._confirmed = receipt.result().last_version
             except Exception:  # written nothing: takes no version (the store's flush reports it)
                 continue
-            if self._confirmed is not None:
-                self._confirmed += len(batch)
 
     def not_in_log(self, version_in_log: int) -> list[NewEvent]:
         """The events recorded so far that a reader of the log finds no version of when the
@@ -175,7 +174,10 @@ class EventRecorder:
         """
         self._confirm()
         unseen: list[NewEvent] = []
-        if self._confirmed is None:  # nothing handed yet: the log holds none of them
+        if self._confirmed is None:
+            # No append confirmed yet (the pool's first moments): its version in the log is not
+            # known, so everything recorded is taken as not there yet.
+            unseen.extend(e for _, batch in self._handed for e in batch)
             unseen.extend(self._pending)
         else:
             version = self._confirmed
@@ -191,8 +193,6 @@ class EventRecorder:
         async with self._lock:
             if self._gather is not None:
                 self._pending.extend(self._gather())
-            if self._pending and self._confirmed is None:
-                self._confirmed = await self.store.stream_version(self.stream)
             while self._pending:
                 batch = self._pending[:BATCH]
                 try:
