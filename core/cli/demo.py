@@ -189,14 +189,18 @@ async def _fault_outcomes(store: EventStore, faults: list[dict[str, Any]], since
         incident_id = incident_of.get(i)
         shared = ""
         if incident_id is None:
-            # A fault noticed no sooner than the next one on its connection is recovered with it.
+            if fault["fault"] in _HEALED_ALONE:  # its usual end: no incident was needed
+                fault["outcome"] = _HEALED_ALONE[fault["fault"]]
+                continue
+            # A fault noticed no sooner than the next one on its connection (a hung page answers
+            # no heartbeat for a while) is recovered by that one's incident.
             on_it = fault["connection_id"]
             later = [j for j in incident_of if j > i and injected[j]["connection_id"] == on_it]
             if not later:
-                fault["outcome"] = _HEALED_ALONE.get(fault["fault"], "no recovery was needed")
+                fault["outcome"] = "no recovery was needed"
                 continue
             incident_id = incident_of[min(later)]
-            shared = f" (one incident with the {injected[min(later)]['fault']} after it)"
+            shared = f" (no incident of its own: the {injected[min(later)]['fault']}'s after it)"
         type_, rung = ended.get(incident_id, ("", None))
         if type_ == RecoveryCompleted.TYPE:
             fault["outcome"] = f"recovered by {rung}{shared}"
