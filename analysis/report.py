@@ -53,7 +53,7 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; 
 h1 { margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
 .wide { max-width: 100%; overflow-x: auto; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1em; max-width: 100%; }
-th, td { border: 1px solid #ddd; padding: 0.2em 0.6em; text-align: right; overflow-wrap: anywhere; }
+th, td { border: 1px solid #ddd; padding: 0.2em 0.6em; text-align: right; overflow-wrap: break-word; }
 td.list { text-align: left; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; } .note { color: #666; font-size: 0.9em; }
@@ -125,6 +125,26 @@ def _breaker_summary(timeline: pd.DataFrame) -> pd.DataFrame:
         .reset_index()
         .sort_values("not_closed_s", ascending=False, kind="stable")
     )
+
+
+_INCIDENT_SHOWN = (
+    "incident_id",
+    "connection_id",
+    "browser",
+    "error_kind",
+    "trigger",
+    "started",
+    "duration",
+    "actions",
+    "outcome",
+)
+
+
+def _incident_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The incidents table as the page shows it: the columns a reader needs to follow an incident
+    (its rungs and their results are in ``actions``; when it ended is ``started`` + ``duration``),
+    so that it fits the page; ``incidents(df)`` has every column."""
+    return table[[c for c in _INCIDENT_SHOWN if c in table.columns]]
 
 
 def _incidents_recovered(table: pd.DataFrame) -> tuple[int, int]:
@@ -293,7 +313,7 @@ def write_report(
                 ("The pool: how long it was degraded", _degraded_summary(pool_health(df))),
                 ("Per connection: MTTR", mttr(df)),
                 ("Per connection: MTBF", mtbf(df)),
-                ("Incidents", incident_table),
+                ("Incidents", _incident_view(incident_table)),
             ),
             "An incident with no ending event (cut short by a crash, or still running) is open. "
             "The pool is degraded while fewer connections serve than it has shown it can.",
