@@ -126,6 +126,11 @@ async def test_exposition_has_the_counts_export_telemetry_reports(pool: Resource
     for rung, figures in by_rung.items():
         assert _one(samples, "poolwarden_recovery_attempts_total", rung=rung) == figures["attempts"]
         assert _one(samples, "poolwarden_recovery_successes_total", rung=rung) == figures["successes"]
+    recovery = telemetry["recovery"]
+    outcomes = (("started", "incidents"), ("recovered", "recovered"), ("quarantined", "quarantined"))
+    for outcome, key in outcomes:
+        assert _one(samples, "poolwarden_recovery_incidents_total", outcome=outcome) == recovery[key]
+    assert recovery["incidents"] >= 1
     pressure = telemetry["system"]["memory_pressure"]
     assert _one(samples, "poolwarden_memory_pressure", level=pressure) == 1
     assert _total(samples, "poolwarden_memory_pressure") == 1

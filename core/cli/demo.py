@@ -248,7 +248,12 @@ def _progress(pool: ResourcePool, tally: DemoTally, recoveries: dict[str, int], 
     table.add_row("requests", f"{tally.requests:,} ({tally.served:,} served, checked against numpy)")
     table.add_row("errors", ", ".join(f"{k} {v}" for k, v in tally.errors_by_kind.most_common()) or "none")
     table.add_row(
-        "faults", ", ".join(f"{f['fault']}->{f['connection_id']}" for f in tally.faults) or "none yet"
+        "faults",
+        ", ".join(
+            f"{f['fault']}->{f['connection_id']}" if f["injected"] else f"{f['fault']} (not injected)"
+            for f in tally.faults
+        )
+        or "none yet",
     )
     table.add_row("recoveries", ", ".join(f"{k} {v}" for k, v in recoveries.items()) or "none yet")
     states = Counter(str(pool.registry.connection(c).state) for c in pool.members)
