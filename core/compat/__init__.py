@@ -75,7 +75,9 @@ class ResourcePoolErrorRecovery:
             breakers.append(pool.registry.model(connection.connection_id, model_id))
         blocked = pool.blocking_breaker(breakers)
         if blocked is not None:
-            return False, f"circuit {blocked.key} is {blocked.state} until {blocked.retry_at}"
+            return False, str(
+                CircuitOpen(blocked.key, str(blocked.state), blocked.retry_at, now=pool.clock())
+            )
         return True, f"circuit {connection_breaker.key} is {connection_breaker.state}"
 
     @staticmethod
@@ -125,8 +127,10 @@ class ResourcePoolErrorRecovery:
     ) -> dict[str, Any]:
         """The seed's telemetry dictionary, its counts read from the pool's event log.
 
-        Synchronous, as the seed's was: it reads the log file directly (committed events; with
-        buffered durability the last few milliseconds may not be there yet).
+        Synchronous, as the seed's was: it reads the log file directly, and adds what the pool
+        recorded that the file does not hold yet (its successes reach the log in summaries about
+        once a second; the async path flushes instead), so it counts every request answered by
+        the time it is asked.
         """
         pool = resource_pool.pool if isinstance(resource_pool, ResourcePoolBridge) else resource_pool
         path = getattr(pool.store, "path", None)
@@ -135,7 +139,8 @@ class ResourcePoolErrorRecovery:
                 "synchronous telemetry reads the log file; this pool keeps its log in memory"
             )
         system = system_figures(pool.governor.level.value)
-        return build_telemetry(pool, log_counts_sync(path), system, include_connections, include_models)
+        counts = log_counts_sync(path, stream=pool.streams.pool, unrecorded=pool.unrecorded)
+        return build_telemetry(pool, counts, system, include_connections, include_models)
 
 
 class _ModelConnections(Mapping[str, BrowserConnection]):

@@ -196,7 +196,9 @@ class ResourcePool:
             self.members, self.registry, self.stats, self.config.max_ejection_share, clock=clock
         )
         self._served = ServedTally(clock=clock)
-        self._recorder = EventRecorder(self.store, self.streams.pool, clock, gather=self._served.drain)
+        self._recorder = EventRecorder(
+            self.store, self.streams.pool, clock, gather=self._served.drain, preview=self._served.peek
+        )
         self._bridge_recorder = EventRecorder(self.store, self.streams.bridge, clock)
         self.metrics: PoolMetrics | None = None
         """The Prometheus metrics the pool serves (``config.metrics_port``), once started."""
@@ -759,6 +761,11 @@ class ResourcePool:
             FaultInjected(connection_id=connection_id, browser=member.browser, error_kind=fault, fault=fault)
         )
         await member.handle.inject(fault)
+
+    def unrecorded(self, version_in_log: int) -> list[NewEvent]:
+        """The pool's events (on ``streams.pool``) not in a log whose pool stream stands at
+        ``version_in_log``: for synchronous readers, who cannot wait for :meth:`flush`."""
+        return self._recorder.not_in_log(version_in_log)
 
     async def flush(self) -> None:
         """Wait until everything the pool and its breakers decided so far is committed to the log."""

@@ -186,7 +186,7 @@ class Router(Generic[Member]):
                 blocked = blocking_breaker(breakers, now)
             if blocked is not None:
                 if refusal is None:
-                    refusal = CircuitOpen(blocked.key, f"breaker {blocked.state}", blocked.retry_at)
+                    refusal = CircuitOpen(blocked.key, f"breaker {blocked.state}", blocked.retry_at, now=now)
                 continue
             best, best_key, best_breakers = member, key, breakers
         if best is not None:

@@ -326,7 +326,7 @@ class RequestPath:
             )
         if admission is not None and not admission.allowed:
             key = admission.rejected_by.key if admission.rejected_by is not None else member.connection_id
-            raise CircuitOpen(key, admission.reason, admission.retry_at)
+            raise CircuitOpen(key, admission.reason, admission.retry_at, now=self.clock())
         attempt_timeout = self.config.attempt_timeout
         member.begin(info.model_id)
         try:
