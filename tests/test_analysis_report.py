@@ -52,7 +52,15 @@ def pool_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
             await pool.load_model("matmul", kind="matmul", options={"k": 16, "n": 16})
             for _ in range(30):
                 await pool.run_inference("toy-mlp", x)
+            killed = pool.members["conn-0"].driver
+            assert killed is not None
+            before = killed.machine.last_incident_id
             await pool.inject_fault("conn-0", "browser_kill")
+            # One connection down at a time: a request finds the other serving (with both down at
+            # once, requests fail until one is back; waiting for it is issue 15's).
+            await asyncio.wait_for(
+                killed.wait_for(lambda m: m.last_incident_id != before and m.incident_id is None), 30
+            )
             await pool.inject_fault("conn-1", "page_hang")
             for _ in range(30):
                 await pool.run_inference("toy-mlp", x)
