@@ -67,6 +67,8 @@ def is_connection_lost(error: BaseException) -> bool:
         return True
     if type(driver).__name__ in _GONE:
         return True
+    if type(driver).__name__ == "InterfaceError" and "closed" in str(driver):
+        return True  # asyncpg's "connection is closed": a connection that died before this call
     return isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
 
 
