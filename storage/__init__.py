@@ -16,7 +16,15 @@ from poolwarden.storage.base import ANY_VERSION, Durability, EventStore, Receipt
 from poolwarden.storage.postgres import PostgresEventStore, is_postgres_url
 from poolwarden.storage.sqlite import SQLiteEventStore
 
-__all__ = ["ANY_VERSION", "Durability", "EventStore", "PostgresEventStore", "Receipt", "SQLiteEventStore", "open_store"]
+__all__ = [
+    "ANY_VERSION",
+    "Durability",
+    "EventStore",
+    "PostgresEventStore",
+    "Receipt",
+    "SQLiteEventStore",
+    "open_store",
+]
 
 
 def open_store(target: str | os.PathLike[str] = ":memory:", **options: Any) -> EventStore:

@@ -90,7 +90,14 @@ from poolwarden.storage.rows import (
 from poolwarden.storage.schema import events as events_table
 from poolwarden.storage.writer import GroupCommitWriter, Outcome, PendingAppend, Work
 
-__all__ = ["NOTIFY_CHANNEL", "WRITE_LOCK", "PostgresEventStore", "is_postgres_url", "postgres_url", "portable"]
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "WRITE_LOCK",
+    "PostgresEventStore",
+    "is_postgres_url",
+    "portable",
+    "postgres_url",
+]
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +210,11 @@ def portable(sql: str, params: Sequence[Any] | Mapping[str, Any]) -> tuple[str, 
         out.append(char)
         i += 1
     if positional:
-        args = list(params)  # type: ignore[arg-type]
+        args = list(params)
         if len(args) != positional:
-            raise ConfigurationError(f"the query has {positional} ? parameters, {len(args)} values were given")
+            raise ConfigurationError(
+                f"the query has {positional} ? parameters, {len(args)} values were given"
+            )
     return "".join(out), args
 
 
@@ -275,6 +284,7 @@ class PostgresEventStore(EventStore):
         self._committed = asyncio.Event()
         self._listener: AsyncConnection | None = None
         self._listener_retry_at = 0.0
+        self._dropping: asyncio.Task[None] | None = None
         self._state = "new"
 
     def __repr__(self) -> str:
@@ -485,7 +495,9 @@ class PostgresEventStore(EventStore):
                 fences = await self._fences(driver, names) if names else None
                 outcomes, rows, snapshots = plan_batch(work, heads, position, self._clock(), fences)
                 if rows:
-                    await driver.execute(_INSERT_EVENTS, *(list(column) for column in zip(*rows, strict=True)))
+                    await driver.execute(
+                        _INSERT_EVENTS, *(list(column) for column in zip(*rows, strict=True))
+                    )
                     await driver.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(rows[-1][0]))
                 if snapshots:
                     await driver.executemany(_UPSERT_SNAPSHOT, snapshots)
@@ -496,10 +508,10 @@ class PostgresEventStore(EventStore):
                     with contextlib.suppress(Exception):  # the original error is the one to report
                         await transaction.rollback()
                     raise
-                if rows and isinstance(error, Exception) and is_connection_lost(error):
-                    # Lost while committing: the server may have committed. Ask it, once back.
-                    if await self._committed_after_all(rows[0]):
-                        return outcomes
+                # Lost while committing: the server may have committed. Ask it, once back.
+                lost = rows and isinstance(error, Exception) and is_connection_lost(error)
+                if lost and await self._committed_after_all(rows[0]):
+                    return outcomes
                 raise
         return outcomes
 
@@ -509,7 +521,8 @@ class PostgresEventStore(EventStore):
         position, stream, version, recorded_at = first[:4]
         try:
             rows = await self._query(
-                "SELECT 1 FROM events WHERE position = $1 AND stream = $2 AND version = $3 AND recorded_at = $4",
+                "SELECT 1 FROM events"
+                " WHERE position = $1 AND stream = $2 AND version = $3 AND recorded_at = $4",
                 position,
                 stream,
                 version,
@@ -579,7 +592,9 @@ class PostgresEventStore(EventStore):
             )
 
     async def leases(self) -> list[LeaseRow]:
-        rows = await self._query("SELECT name, holder, fence, expires_at, released_at FROM leases ORDER BY name")
+        rows = await self._query(
+            "SELECT name, holder, fence, expires_at, released_at FROM leases ORDER BY name"
+        )
         return [
             LeaseRow(name, holder, int(fence), expires_at, released is not None)
             for name, holder, fence, expires_at, released in rows
@@ -682,7 +697,8 @@ class PostgresEventStore(EventStore):
             raise ConfigurationError(f"limit must be at least 1, not {limit}")
         if types is not None:
             return await self._events(
-                f"{_SELECT_EVENTS} WHERE position >= $1 AND type = ANY($2::text[]) ORDER BY position LIMIT $3",
+                f"{_SELECT_EVENTS} WHERE position >= $1 AND type = ANY($2::text[])"
+                " ORDER BY position LIMIT $3",
                 from_position,
                 list(types),
                 limit,
@@ -725,9 +741,9 @@ class PostgresEventStore(EventStore):
             assert driver is not None
 
             def lost(_connection: Any) -> None:
-                if self._listener is conn:
+                if self._listener is conn:  # followers poll until _listen() connects again
                     self._listener = None
-                    loop.create_task(self._drop(conn))
+                    self._dropping = loop.create_task(self._drop(conn))
 
             driver.add_termination_listener(lost)
             await driver.add_listener(NOTIFY_CHANNEL, lambda *_args: self._wake_followers())
@@ -758,7 +774,9 @@ class PostgresEventStore(EventStore):
                 prefix,
             )
         else:
-            rows = await self._query("SELECT stream, MAX(version) FROM events GROUP BY stream ORDER BY stream")
+            rows = await self._query(
+                "SELECT stream, MAX(version) FROM events GROUP BY stream ORDER BY stream"
+            )
         return {stream: int(version) for stream, version in rows}
 
     async def load_snapshot(self, stream: str) -> Snapshot | None:
@@ -769,7 +787,9 @@ class PostgresEventStore(EventStore):
 
     async def load_snapshots(self, prefix: str = "") -> dict[str, Snapshot]:
         sql = "SELECT stream, version, state, taken_at, schema_version FROM snapshots"
-        rows = await (self._query(sql + " WHERE starts_with(stream, $1)", prefix) if prefix else self._query(sql))
+        rows = await (
+            self._query(sql + " WHERE starts_with(stream, $1)", prefix) if prefix else self._query(sql)
+        )
         return {row[0]: _snapshot(row) for row in rows}
 
     async def fetch(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:

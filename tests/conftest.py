@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +64,9 @@ def postgres_server() -> Iterator[PostgresServer]:
         return
     bin_dir = find_bin()
     if bin_dir is None:
-        pytest.skip(f"PostgreSQL is not installed (apt-get install postgresql) and ${POSTGRES_URL_VARIABLE} is unset")
+        pytest.skip(
+            f"PostgreSQL is not installed (apt-get install postgresql) and ${POSTGRES_URL_VARIABLE} is unset"
+        )
     cluster = Cluster(bin_dir)
     try:
         cluster.start()

@@ -9,6 +9,7 @@ authentication failure. Nothing here sleeps a fixed time: starting waits for ``p
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -125,8 +126,6 @@ class Cluster:
     def remove(self) -> None:
         """Stop the server if it runs and delete its folder."""
         if (self.data / "postmaster.pid").exists():
-            try:
+            with contextlib.suppress(subprocess.CalledProcessError):
                 self.stop("immediate")
-            except subprocess.CalledProcessError:
-                pass
         shutil.rmtree(self.root, ignore_errors=True)

@@ -4,6 +4,7 @@ database, followers woken by NOTIFY, and the server's failures as typed errors."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 from collections.abc import Callable
@@ -126,7 +127,12 @@ async def test_telemetry_queries_run_on_postgres(postgres_db: str) -> None:
     async with PostgresEventStore(postgres_db) as store:
         placed = NewEvent(type="ModelPlaced", occurred_at=1.0, payload={"model_type": "mlp"}, model_id="m")
         served = NewEvent(
-            type="InferenceServed", occurred_at=2.0, payload={}, model_id="m", browser="chromium", latency_ms=3.0
+            type="InferenceServed",
+            occurred_at=2.0,
+            payload={},
+            model_id="m",
+            browser="chromium",
+            latency_ms=3.0,
         )
         await store.append("pool/main", [placed, served, served])
         counts = await log_counts(store)
@@ -176,14 +182,12 @@ async def test_a_lost_writer_connection_raises_then_the_store_reconnects(
             )
         finally:
             await admin.close()
-        try:
+        # The dead connection is found by this append (DatabaseUnavailable: it wrote nothing)...
+        with contextlib.suppress(DatabaseUnavailable):
             await store.append("s/a", [make_event()], expected_version=1)
-        except DatabaseUnavailable:
-            pass  # the dead connection was found by this append: it wrote nothing
-        try:
+        # ... and if it did commit after all, the retry is refused, never duplicated.
+        with contextlib.suppress(ConcurrencyConflict):
             await store.append("s/a", [make_event()], expected_version=1)
-        except ConcurrencyConflict:
-            pass  # the first retry had committed after all: the second is refused, not duplicated
         assert await store.stream_version("s/a") == 2
         assert [e.version for e in await store.read_stream("s/a")] == [1, 2]
 

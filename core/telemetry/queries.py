@@ -41,15 +41,20 @@ _SERVED, _SERVED_SUMMARY, _FAILED = InferenceServed.TYPE, InferencesServed.TYPE,
 _ATTEMPT_FAILED, _MODEL_PLACED = AttemptFailed.TYPE, ModelPlaced.TYPE
 _ATTEMPTED, _SUCCEEDED, _RECOVERED = RungAttempted.TYPE, RungSucceeded.TYPE, RecoveryCompleted.TYPE
 
+# The queries are written in the SQL SQLite and PostgreSQL both read (the PostgreSQL store's
+# fetch() turns json_extract into jsonb's ->>, which gives text: hence the CASTs). DOUBLE
+# PRECISION is SQLite's REAL and PostgreSQL's 64-bit float.
+_REAL = "DOUBLE PRECISION"
+
 _REQUESTS = (
     "SELECT model_id, connection_id, MAX(browser),"
     f" SUM(CASE type WHEN '{_SERVED}' THEN 1 WHEN '{_SERVED_SUMMARY}'"
     " THEN CAST(json_extract(payload, '$.n') AS INTEGER) ELSE 0 END),"
     f" SUM(CASE WHEN type = '{_FAILED}' THEN 1 ELSE 0 END),"
     f" SUM(CASE type WHEN '{_SERVED}' THEN latency_ms"
-    f" WHEN '{_SERVED_SUMMARY}' THEN CAST(json_extract(payload, '$.latency_ms_total') AS DOUBLE PRECISION) END),"
+    f" WHEN '{_SERVED_SUMMARY}' THEN CAST(json_extract(payload, '$.latency_ms_total') AS {_REAL}) END),"
     f" MAX(CASE type WHEN '{_SERVED}' THEN latency_ms"
-    f" WHEN '{_SERVED_SUMMARY}' THEN CAST(json_extract(payload, '$.latency_ms_max') AS DOUBLE PRECISION) END),"
+    f" WHEN '{_SERVED_SUMMARY}' THEN CAST(json_extract(payload, '$.latency_ms_max') AS {_REAL}) END),"
     " MAX(occurred_at)"
     f" FROM events WHERE type IN ('{_SERVED}', '{_SERVED_SUMMARY}', '{_FAILED}') AND model_id IS NOT NULL"
     " AND occurred_at >= ? GROUP BY model_id, connection_id ORDER BY model_id, connection_id"
@@ -82,7 +87,7 @@ _BROWSER_FIGURES = (
     " THEN CAST(json_extract(payload, '$.n') AS INTEGER) ELSE 0 END),"
     f" SUM(CASE WHEN type = '{_ATTEMPT_FAILED}' THEN 1 ELSE 0 END),"
     f" SUM(CASE type WHEN '{_SERVED}' THEN latency_ms WHEN '{_SERVED_SUMMARY}'"
-    " THEN CAST(json_extract(payload, '$.latency_ms_total') AS DOUBLE PRECISION) ELSE 0 END)"
+    f" THEN CAST(json_extract(payload, '$.latency_ms_total') AS {_REAL}) ELSE 0 END)"
     " FROM events JOIN placed USING (model_id)"
     f" WHERE stream = ? AND type IN ('{_SERVED}', '{_SERVED_SUMMARY}', '{_ATTEMPT_FAILED}')"
     " AND browser IS NOT NULL AND placed.model_type IS NOT NULL AND occurred_at >= ?"
