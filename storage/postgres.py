@@ -54,6 +54,7 @@ import decimal
 import json
 import logging
 import re
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -97,13 +98,27 @@ __all__ = [
     "is_postgres_url",
     "portable",
     "postgres_url",
+    "write_lock",
 ]
 
 log = logging.getLogger(__name__)
 
 WRITE_LOCK = 0x706F6F6C77617264  # "poolward": the advisory lock every write transaction holds
+"""The advisory lock key of a store in schema ``public``; a store in another schema has its own
+(:func:`write_lock`), since advisory locks are the database's, whatever the schema."""
 NOTIFY_CHANNEL = "poolwarden_events"
-"""The channel each write transaction notifies (its payload: the last position written)."""
+"""The channel each write transaction notifies (its payload: the last position written); a store
+in another schema than ``public`` appends ``_`` and the schema's name."""
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,40}")
+
+
+def write_lock(schema: str) -> int:
+    """The advisory lock key of the store in ``schema``."""
+    if schema == "public":
+        return WRITE_LOCK
+    return WRITE_LOCK ^ (zlib.crc32(schema.encode()) << 8)
+
 
 _SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
 _WRITABLE_STATES = (migrate.SchemaState.EMPTY, migrate.SchemaState.CURRENT, migrate.SchemaState.OUTDATED)
@@ -241,6 +256,8 @@ class PostgresEventStore(EventStore):
         failure before failing.
     :param connect_timeout: seconds a connection attempt may take.
     :param pool_size: reader connections kept open.
+    :param schema: the PostgreSQL schema that holds the store's tables (created if missing):
+        several logs may share one database, each in its own schema.
     :param clock: source of ``recorded_at`` and of the leases' times.
     """
 
@@ -257,14 +274,22 @@ class PostgresEventStore(EventStore):
         lock_timeout: float = 60.0,
         connect_timeout: float = 10.0,
         pool_size: int = 4,
+        schema: str = "public",
         clock: Clock = system_clock,
     ) -> None:
         if durability not in ("sync", "buffered"):
             raise ConfigurationError(f"durability must be 'sync' or 'buffered', not {durability!r}")
         if max_batch < 1 or max_pending < 1:
             raise ConfigurationError("max_batch and max_pending must be at least 1")
+        if not _SCHEMA_NAME.fullmatch(schema):
+            raise ConfigurationError(f"a schema name is 1 to 41 of a-z, 0-9 and '_', not {schema!r}")
         self.url = postgres_url(url)
+        self.schema = schema
+        self._lock_key = write_lock(schema)
+        self._channel = NOTIFY_CHANNEL if schema == "public" else f"{NOTIFY_CHANNEL}_{schema}"
         self.where = self.url.render_as_string(hide_password=True)
+        if schema != "public":
+            self.where += f" schema {schema}"
         self.path = None  # no file: code that looks for one (SQLite's) finds none
         self.durability = durability
         self.upgrade = upgrade
@@ -293,7 +318,7 @@ class PostgresEventStore(EventStore):
     # --- opening and closing ------------------------------------------------------------------
 
     def _create_engine(self, pool_size: int, *, pre_ping: bool) -> AsyncEngine:
-        settings = {"application_name": "poolwarden"}
+        settings = {"application_name": "poolwarden", "search_path": self.schema}
         if self.read_only:
             settings["default_transaction_read_only"] = "on"
         return create_async_engine(
@@ -341,7 +366,9 @@ class PostgresEventStore(EventStore):
                 await conn.begin()
                 if not self.read_only:
                     # Two processes opening a new database at once: one creates the schema.
-                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK})
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._lock_key})
+                    if self.schema != "public":
+                        await conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
                 status = await conn.run_sync(migrate.schema_status)
                 if not self.read_only and (
                     status.state is migrate.SchemaState.EMPTY
@@ -488,7 +515,7 @@ class PostgresEventStore(EventStore):
             await transaction.start()
             committing = False
             try:
-                await driver.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+                await driver.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key)
                 streams = {item.stream for item in work if isinstance(item, PendingAppend)}
                 heads, position = await self._heads(driver, streams)
                 names = fence_names(work)
@@ -498,7 +525,7 @@ class PostgresEventStore(EventStore):
                     await driver.execute(
                         _INSERT_EVENTS, *(list(column) for column in zip(*rows, strict=True))
                     )
-                    await driver.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(rows[-1][0]))
+                    await driver.execute("SELECT pg_notify($1, $2)", self._channel, str(rows[-1][0]))
                 if snapshots:
                     await driver.executemany(_UPSERT_SNAPSHOT, snapshots)
                 committing = True
@@ -623,7 +650,7 @@ class PostgresEventStore(EventStore):
         """A transaction on the writer's connection under the write lock, between two batches."""
         try:
             async with self._writing() as driver, driver.transaction():
-                await driver.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+                await driver.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key)
                 yield driver
         except PoolwardenError:  # the lease's own verdicts (LeaseHeld, LeaseLost) and typed store errors
             raise
@@ -746,7 +773,7 @@ class PostgresEventStore(EventStore):
                     self._dropping = loop.create_task(self._drop(conn))
 
             driver.add_termination_listener(lost)
-            await driver.add_listener(NOTIFY_CHANNEL, lambda *_args: self._wake_followers())
+            await driver.add_listener(self._channel, lambda *_args: self._wake_followers())
         except Exception as error:
             log.debug("LISTEN on %s failed (%s): polling", self.where, error)
             await self._drop(conn)

@@ -227,3 +227,20 @@ async def test_server_restart_mid_run_gives_typed_errors_then_recovers(
     finally:
         if own is not None:
             own.remove()
+
+
+async def test_stores_in_two_schemas_of_one_database_are_two_logs(
+    postgres_db: str, make_event: MakeEvent
+) -> None:
+    """schema= keeps a log's tables apart: each store's positions start at 1, each sees its own."""
+    async with (
+        PostgresEventStore(postgres_db) as main,
+        PostgresEventStore(postgres_db, schema="other_log") as other,
+    ):
+        await main.append("s/a", [make_event(), make_event()])
+        result = (await other.append("s/a", [make_event()])).result()
+        assert result.first_position == 1
+        assert await main.stream_version("s/a") == 2
+        assert await other.stream_version("s/a") == 1
+    with pytest.raises(ConfigurationError):
+        PostgresEventStore(postgres_db, schema="Bad-Name")

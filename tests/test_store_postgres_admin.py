@@ -98,3 +98,31 @@ def test_db_check_finds_drift_and_broken_invariants(
     out = capsys.readouterr().out
     assert "column events.rung is missing" in out
     assert "stream whose versions are not 1..n: s/a" in out
+
+
+def test_bench_store_runs_on_postgres_and_leaves_nothing(
+    postgres_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench store --db URL reports the SQLite run's figures against raw asyncpg, and drops the
+    schemas it wrote."""
+    import asyncio
+    import json
+
+    assert main(["bench", "store", "--db", postgres_db, "--events", "2000", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["backend"] == "postgresql"
+    assert figures["appenders"] == 32
+    assert figures["buffered_ratio"] > 0
+    assert figures["sync_events_per_s"] > 0
+
+    async def schemas() -> list[str]:
+        raw = await asyncpg.connect(_raw(postgres_db))
+        try:
+            return [
+                r[0]
+                for r in await raw.fetch("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'pw_bench%'")
+            ]
+        finally:
+            await raw.close()
+
+    assert asyncio.run(schemas()) == []
