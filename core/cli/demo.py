@@ -25,7 +25,9 @@ from poolwarden.errors import PoolwardenError
 from poolwarden.lifecycle_events import ConnectionQuarantined, RecoveryCompleted
 from poolwarden.pool import PoolConfig, ResourcePool
 from poolwarden.storage import EventStore
+from poolwarden.storage.admin import shown
 from poolwarden.storage.base import Durability
+from poolwarden.storage.postgres import is_postgres_url
 from poolwarden.workers.choice import resolve_workers
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 
@@ -165,7 +167,10 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
     if unknown:
         raise PoolwardenError(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(FAULTS)}")
     kind, why = resolve_workers(options.workers)
-    db_path = await asyncio.to_thread(lambda: str(Path(options.db).resolve()))
+    if is_postgres_url(options.db):
+        db_path = shown(options.db)  # a URL stays one, printed without its password
+    else:
+        db_path = await asyncio.to_thread(lambda: str(Path(options.db).resolve()))
     print(f"poolwarden demo: {why}; log in {db_path}", file=sys.stderr)
     config = PoolConfig(
         name=options.pool_name,
