@@ -310,6 +310,7 @@ class PostgresEventStore(EventStore):
         self._listener: AsyncConnection | None = None
         self._listener_retry_at = 0.0
         self._dropping: asyncio.Task[None] | None = None
+        self._listening: asyncio.Task[None] | None = None
         self._state = "new"
 
     def __repr__(self) -> str:
@@ -417,6 +418,10 @@ class PostgresEventStore(EventStore):
             await self._dispose()
 
     async def _dispose(self) -> None:
+        if self._listening is not None and not self._listening.done():
+            self._listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listening
         for name in ("_listener", "_writer_conn"):
             conn: AsyncConnection | None = getattr(self, name)
             if conn is not None:
@@ -522,8 +527,8 @@ class PostgresEventStore(EventStore):
                 fences = await self._fences(driver, names) if names else None
                 outcomes, rows, snapshots = plan_batch(work, heads, position, self._clock(), fences)
                 if rows:
-                    await driver.execute(
-                        _INSERT_EVENTS, *(list(column) for column in zip(*rows, strict=True))
+                    await driver.copy_records_to_table(
+                        "events", records=rows, columns=INSERT_COLUMNS, schema_name=self.schema
                     )
                     await driver.execute("SELECT pg_notify($1, $2)", self._channel, str(rows[-1][0]))
                 if snapshots:
@@ -700,8 +705,15 @@ class PostgresEventStore(EventStore):
             raise self._translate(error) from error
 
     async def _query(self, sql: str, *args: Any) -> list[Any]:
-        async with self._reading() as driver:
-            return list(await driver.fetch(sql, *args))
+        """Rows of a read. A read is idempotent: one whose connection turns out dead (the server
+        restarted, or the connection was killed, since the pool's check) is tried once more on a
+        new connection before its error is raised."""
+        try:
+            async with self._reading() as driver:
+                return list(await driver.fetch(sql, *args))
+        except DatabaseUnavailable:
+            async with self._reading() as driver:
+                return list(await driver.fetch(sql, *args))
 
     async def _events(self, sql: str, *args: Any) -> list[RecordedEvent]:
         new = tuple.__new__
@@ -722,17 +734,40 @@ class PostgresEventStore(EventStore):
     ) -> list[RecordedEvent]:
         if limit < 1:
             raise ConfigurationError(f"limit must be at least 1, not {limit}")
-        if types is not None:
-            return await self._events(
-                f"{_SELECT_EVENTS} WHERE position >= $1 AND type = ANY($2::text[])"
-                " ORDER BY position LIMIT $3",
-                from_position,
-                list(types),
-                limit,
-            )
-        return await self._events(
-            f"{_SELECT_EVENTS} WHERE position >= $1 ORDER BY position LIMIT $2", from_position, limit
-        )
+        sql, extra = self._page_query(types)
+        return await self._events(sql, from_position, *extra, limit)
+
+    @staticmethod
+    def _page_query(types: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
+        """A page of the log from ``$1`` on, at most ``$n`` events (the last parameter)."""
+        if types is None:
+            return f"{_SELECT_EVENTS} WHERE position >= $1 ORDER BY position LIMIT $2", ()
+        sql = f"{_SELECT_EVENTS} WHERE position >= $1 AND type = ANY($2::text[]) ORDER BY position LIMIT $3"
+        return sql, (list(types),)
+
+    async def iter_pages(
+        self, from_position: int = 1, *, batch: int = 10_000, types: Sequence[str] | None = None
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        sql, extra = self._page_query(types)
+        new = tuple.__new__
+
+        async def page(driver: Any, position: int) -> list[RecordedEvent]:
+            return [new(RecordedEvent, row) for row in await driver.fetch(sql, position, *extra, batch)]
+
+        # One reader connection for the whole walk; the next page is asked for while the caller
+        # works through this one.
+        async with self._reading() as driver:
+            loop = asyncio.get_running_loop()
+            ahead = loop.create_task(page(driver, from_position))
+            try:
+                while events := await ahead:
+                    ahead = loop.create_task(page(driver, events[-1].position + 1))
+                    yield events
+            finally:
+                if not ahead.done():
+                    ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ahead  # the connection must be idle before it goes back to the pool
 
     async def follow(
         self, from_position: int = 1, *, poll_interval: float = 0.05, batch: int = 1000
@@ -740,7 +775,7 @@ class PostgresEventStore(EventStore):
         position = from_position
         while True:
             committed = self._committed
-            await self._listen()
+            self._listen()
             events = await self.read_all(position, batch)
             for recorded in events:
                 yield recorded
@@ -749,15 +784,23 @@ class PostgresEventStore(EventStore):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(committed.wait(), poll_interval)
 
-    async def _listen(self) -> None:
-        """Make sure one connection LISTENs for other processes' commits; if it cannot now,
-        followers poll, and it is tried again a second later."""
-        if self._listener is not None or self._engine is None:
+    def _listen(self) -> None:
+        """Make sure one connection LISTENs for other processes' commits, connecting it in the
+        background (a follower never waits for it); until it is there, followers poll, and it
+        is tried again at most once a second."""
+        if self._listener is not None or self._engine is None or self._state != "open":
+            return
+        if self._listening is not None and not self._listening.done():
             return
         loop = asyncio.get_running_loop()
         if loop.time() < self._listener_retry_at:
             return
         self._listener_retry_at = loop.time() + 1.0
+        self._listening = loop.create_task(self._connect_listener(), name=f"poolwarden-listen:{self.where}")
+
+    async def _connect_listener(self) -> None:
+        assert self._engine is not None
+        loop = asyncio.get_running_loop()
         try:
             conn = await self._engine.connect()
         except Exception as error:
@@ -776,6 +819,9 @@ class PostgresEventStore(EventStore):
             await driver.add_listener(self._channel, lambda *_args: self._wake_followers())
         except Exception as error:
             log.debug("LISTEN on %s failed (%s): polling", self.where, error)
+            await self._drop(conn)
+            return
+        if self._state != "open":  # closed while connecting
             await self._drop(conn)
             return
         self._listener = conn

@@ -244,3 +244,34 @@ async def test_stores_in_two_schemas_of_one_database_are_two_logs(
         assert await other.stream_version("s/a") == 1
     with pytest.raises(ConfigurationError):
         PostgresEventStore(postgres_db, schema="Bad-Name")
+
+
+async def test_a_follower_polls_when_its_listen_connection_is_lost(
+    postgres_db: str, make_event: MakeEvent
+) -> None:
+    """Every connection of the watching store killed: its follower still sees another store's
+    append (by polling, then by LISTEN once it reconnects)."""
+    import asyncpg
+
+    async with PostgresEventStore(postgres_db) as watcher:
+        follower = watcher.follow(poll_interval=0.2)
+        waiting = asyncio.ensure_future(anext(follower))
+        for _ in range(200):
+            if watcher._listener is not None:
+                break
+            await asyncio.sleep(0.01)
+        admin = await asyncpg.connect(postgres_db.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'poolwarden' AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        async with PostgresEventStore(postgres_db) as writer:
+            await writer.append("s/a", [make_event()])
+            recorded = await asyncio.wait_for(waiting, timeout=5.0)
+            assert recorded.stream == "s/a"
+            await writer.append("s/b", [make_event()])
+            assert (await asyncio.wait_for(anext(follower), timeout=5.0)).stream == "s/b"
+        await follower.aclose()
