@@ -44,8 +44,9 @@ def _free_port() -> int:
 class Cluster:
     """A PostgreSQL server of its own: :meth:`start`, :meth:`stop`, :meth:`remove`."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, *, fsync: bool = False) -> None:
         self.bin = bin_dir
+        self.fsync = fsync  # off for the tests (nothing to keep); on for honest benchmark figures
         self.root = Path(tempfile.mkdtemp(prefix="poolwarden-pg-"))
         self.data = self.root / "data"
         self.sockets = self.root / "sockets"
@@ -97,8 +98,8 @@ class Cluster:
             "-t",
             "60",
             "-o",
-            f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c max_connections=200",
+            f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 "
+            f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200",
             "start",
         )
         self.wait_ready()

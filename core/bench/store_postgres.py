@@ -34,10 +34,14 @@ __all__ = ["run", "run_postgres"]
 _BATCH = 5000
 
 
-def _rows(events: int) -> list[tuple[Any, ...]]:
-    encode = json.JSONEncoder(separators=(",", ":")).encode
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _rows(start: int, stop: int) -> list[tuple[Any, ...]]:
+    """The raw baseline's rows ``start`` to ``stop`` (0-based): what the store would write."""
+    encode = _encode
     rows = []
-    for i in range(events):
+    for i in range(start, stop):
         new = _event(i)
         stream, version = f"bench/stream-{i % STREAMS}", i // STREAMS + 1
         rows.append((i + 1, stream, version, time.time(), encode(new.payload), *_as_they_are(new)))
@@ -67,22 +71,23 @@ async def run_postgres(db: str, events: int, sync_events: int) -> dict[str, Any]
         await admin.execute(
             f"CREATE SCHEMA {raw}; CREATE TABLE {raw}.events (LIKE {buffered}.events INCLUDING ALL)"
         )
-        rows = _rows(events)
         sql = (
             f"INSERT INTO {raw}.events ({', '.join(_RAW_COLUMNS)}) "
             f"VALUES ({', '.join(f'${i}' for i in range(1, len(_RAW_COLUMNS) + 1))})"
         )
+        # As the sqlite3 baseline does, each run builds its rows (JSON payloads) as it writes.
         started = time.perf_counter()
         for start in range(0, events, _BATCH):
             async with admin.transaction():
-                await admin.executemany(sql, rows[start : start + _BATCH])
+                await admin.executemany(sql, _rows(start, min(start + _BATCH, events)))
         raw_s = time.perf_counter() - started
         await admin.execute(f"TRUNCATE {raw}.events")
         started = time.perf_counter()
         for start in range(0, events, _BATCH):
+            rows = _rows(start, min(start + _BATCH, events))
             async with admin.transaction():
                 await admin.copy_records_to_table(
-                    "events", schema_name=raw, columns=_RAW_COLUMNS, records=rows[start : start + _BATCH]
+                    "events", schema_name=raw, columns=_RAW_COLUMNS, records=rows
                 )
         copy_s = time.perf_counter() - started
         started = time.perf_counter()
