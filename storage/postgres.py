@@ -519,42 +519,44 @@ class PostgresEventStore(EventStore):
         # Four round trips a batch: BEGIN with the lock; the heads; the insert; NOTIFY with
         # COMMIT (statements without parameters share one simple-protocol message). Small
         # batches insert from arrays (unnest); large ones by COPY, which encodes rows faster.
-        async with self._writing() as driver:
-            committing = False
-            rows: list[tuple[Any, ...]] = []
-            try:
-                await driver.execute(f"BEGIN; SELECT pg_advisory_xact_lock({self._lock_key})")
-                streams = {item.stream for item in work if isinstance(item, PendingAppend)}
-                heads, position = await self._heads(driver, streams)
-                names = fence_names(work)
-                fences = await self._fences(driver, names) if names else None
-                outcomes, rows, snapshots = plan_batch(work, heads, position, self._clock(), fences)
-                if len(rows) > _COPY_ABOVE:
-                    await driver.copy_records_to_table(
-                        "events", records=rows, columns=INSERT_COLUMNS, schema_name=self.schema
-                    )
-                elif rows:
-                    await driver.execute(
-                        _INSERT_EVENTS, *(list(column) for column in zip(*rows, strict=True))
-                    )
-                if snapshots:
-                    await driver.executemany(_UPSERT_SNAPSHOT, snapshots)
-                committing = True
-                # The channel is a checked schema name and the payload a number: no quoting needed.
-                notify = f"SELECT pg_notify('{self._channel}', '{rows[-1][0]}'); " if rows else ""
-                await driver.execute(notify + "COMMIT")
-            except BaseException as error:
-                if not committing:
+        in_doubt: tuple[Any, ...] | None = None
+        try:
+            async with self._writing() as driver:
+                committing = False
+                rows: list[tuple[Any, ...]] = []
+                try:
+                    await driver.execute(f"BEGIN; SELECT pg_advisory_xact_lock({self._lock_key})")
+                    streams = {item.stream for item in work if isinstance(item, PendingAppend)}
+                    heads, position = await self._heads(driver, streams)
+                    names = fence_names(work)
+                    fences = await self._fences(driver, names) if names else None
+                    outcomes, rows, snapshots = plan_batch(work, heads, position, self._clock(), fences)
+                    if len(rows) > _COPY_ABOVE:
+                        await driver.copy_records_to_table(
+                            "events", records=rows, columns=INSERT_COLUMNS, schema_name=self.schema
+                        )
+                    elif rows:
+                        columns = (list(column) for column in zip(*rows, strict=True))
+                        await driver.execute(_INSERT_EVENTS, *columns)
+                    if snapshots:
+                        await driver.executemany(_UPSERT_SNAPSHOT, snapshots)
+                    committing = True
+                    # The channel is a checked schema name and the payload a number: no quoting.
+                    notify = f"SELECT pg_notify('{self._channel}', '{rows[-1][0]}'); " if rows else ""
+                    await driver.execute(notify + "COMMIT")
+                except BaseException as error:
+                    if committing and rows and isinstance(error, Exception) and is_connection_lost(error):
+                        in_doubt = rows[0]  # the server may have committed: asked below
                     with contextlib.suppress(Exception):  # the original error is the one to report
                         await driver.execute("ROLLBACK")
                     raise
-                # Lost while committing: the server may have committed. Ask it, once back.
-                lost = rows and isinstance(error, Exception) and is_connection_lost(error)
-                if lost and await self._committed_after_all(rows[0]):
-                    return outcomes
-                with contextlib.suppress(Exception):  # if the connection lives, end the transaction
-                    await driver.execute("ROLLBACK")
-                raise
+        except Exception:
+            # Lost while committing. The connection is gone now (dropped by _writing), so the
+            # server ends its transaction; once it has (the write lock is free), the batch is
+            # either in the log or not.
+            if in_doubt is not None and await self._committed_after_all(in_doubt):
+                return outcomes
+            raise
         return outcomes
 
     async def _committed_after_all(self, first: tuple[Any, ...]) -> bool:
@@ -562,22 +564,26 @@ class PostgresEventStore(EventStore):
         while committing). Raises a typed error if the server cannot tell yet."""
         position, stream, version, recorded_at = first[:4]
         try:
-            rows = await self._query(
-                "SELECT 1 FROM events"
-                " WHERE position = $1 AND stream = $2 AND version = $3 AND recorded_at = $4",
-                position,
-                stream,
-                version,
-                recorded_at,
-            )
-        except StoreError as error:
+            async with self._reading() as driver, driver.transaction(readonly=True):
+                # Waits for the lost transaction to end: it held the write lock until then.
+                await driver.execute(f"SET LOCAL lock_timeout = {int(self.lock_timeout * 1000)}")
+                await driver.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key)
+                found = await driver.fetch(
+                    "SELECT 1 FROM events"
+                    " WHERE position = $1 AND stream = $2 AND version = $3 AND recorded_at = $4",
+                    position,
+                    stream,
+                    version,
+                    recorded_at,
+                )
+        except Exception as error:
             raise DatabaseUnavailable(
                 self.where,
                 f"the connection was lost while committing, and whether the batch committed cannot be "
                 f"told yet: {error}",
                 hint="retry with the expected version: a batch that did commit makes it a conflict",
             ) from error
-        return bool(rows)
+        return bool(found)
 
     @staticmethod
     async def _heads(driver: Any, streams: Iterable[str]) -> tuple[dict[str, int], int]:

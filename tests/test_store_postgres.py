@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -275,3 +276,54 @@ async def test_a_follower_polls_when_its_listen_connection_is_lost(
             await writer.append("s/b", [make_event()])
             assert (await asyncio.wait_for(anext(follower), timeout=5.0)).stream == "s/b"
         await follower.aclose()
+
+
+class _LosesCommit:
+    """An asyncpg connection whose COMMIT is lost on the way back (``after=True``: the server
+    committed, the answer never came) or on the way there (``after=False``: nothing committed)."""
+
+    def __init__(self, driver: Any, *, after: bool) -> None:
+        self._driver = driver
+        self._after = after
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._driver, name)
+
+    async def execute(self, sql: str, *args: Any) -> Any:
+        import asyncpg
+
+        if sql.endswith("COMMIT"):
+            if self._after:
+                await self._driver.execute(sql, *args)
+            raise asyncpg.exceptions.ConnectionDoesNotExistError(
+                "connection was closed in the middle of operation"
+            )
+        return await self._driver.execute(sql, *args)
+
+
+@pytest.mark.parametrize("committed", [True, False])
+async def test_a_connection_lost_while_committing_is_resolved_or_raised(
+    postgres_db: str, make_event: MakeEvent, monkeypatch: pytest.MonkeyPatch, committed: bool
+) -> None:
+    """An answer to COMMIT that never comes: the store asks the server whether the batch is in
+    the log; the append returns if it is, raises DatabaseUnavailable if not, and never writes twice."""
+    async with PostgresEventStore(postgres_db) as store:
+        real = store._writing
+
+        @contextlib.asynccontextmanager
+        async def losing() -> AsyncIterator[Any]:
+            async with real() as driver:
+                yield _LosesCommit(driver, after=committed)
+
+        monkeypatch.setattr(store, "_writing", losing)
+        if committed:
+            result = (await store.append("s/a", [make_event()], expected_version=0)).result()
+            assert result.last_version == 1
+        else:
+            with pytest.raises(DatabaseUnavailable):
+                await store.append("s/a", [make_event()], expected_version=0)
+        monkeypatch.setattr(store, "_writing", real)
+        assert await store.stream_version("s/a") == (1 if committed else 0)
+        if not committed:
+            await store.append("s/a", [make_event()], expected_version=0)
+        assert [e.version for e in await store.read_stream("s/a")] == [1]
