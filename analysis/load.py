@@ -77,6 +77,10 @@ the last, yet large enough that the per-query cost does not show; a chunk's text
 
 
 def _path_of(db: str | os.PathLike[str]) -> Path:
+    if isinstance(db, str) and db.split("://", 1)[0].startswith(("postgresql", "postgres")):
+        raise ConfigurationError(
+            "the analysis (load_events, analyze, whatif) reads SQLite logs only for now, not PostgreSQL"
+        )
     _, path = sqlite_url(db)
     if path is None:
         raise ConfigurationError("an in-memory database holds no log to analyse; give a file path or URL")
