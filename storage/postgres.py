@@ -12,8 +12,11 @@ as on SQLite; this module gives it the transaction, one per batch, on the writer
 2. read the heads of the batch's streams, the log's last position and the leases the batch is
    fenced by; :func:`~poolwarden.storage.rows.plan_batch` checks versions and fences and assigns
    versions and positions;
-3. insert the rows (one ``INSERT ... SELECT FROM unnest(...)``), upsert the snapshots,
-   ``pg_notify`` the last position; ``COMMIT``.
+3. insert the rows (``INSERT ... SELECT FROM unnest(...)`` for a small batch, ``COPY`` for a
+   large one), upsert the snapshots, ``pg_notify`` the last position; ``COMMIT``.
+
+Four round trips a batch: statements without parameters share one message (``BEGIN`` with the
+lock, ``NOTIFY`` with ``COMMIT``).
 
 **Why the advisory lock.** Positions are assigned by the writer (``MAX(position) + 1``), not by a
 sequence. A sequence hands out numbers at insert time, and two transactions may commit in the
@@ -32,8 +35,9 @@ makes large.
 (:mod:`~poolwarden.storage.postgres_errors`): :class:`~poolwarden.errors.DatabaseUnavailable`
 for a server that is down, a refused password, a missing database or a connection lost
 mid-batch. A batch whose connection is lost before ``COMMIT`` was sent wrote nothing; one lost
-while committing is looked up once the store reconnects (its first row is unmistakable: its
-position, stream, version and ``recorded_at``), so an append either returns committed or
+while committing is looked up on another connection once the write lock is free (the lost
+transaction held it until the server ended it either way), by its first row, which is
+unmistakable (position, stream, version, ``recorded_at``): an append either returns committed or
 raises. A retry of one that raised never duplicates an event written with an expected version:
 the version check (and the unique constraint) refuse it as a conflict. The writer's connection
 is replaced on the next batch; readers' connections are checked when taken from the pool.
