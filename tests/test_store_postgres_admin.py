@@ -126,3 +126,43 @@ def test_bench_store_runs_on_postgres_and_leaves_nothing(
             await raw.close()
 
     assert asyncio.run(schemas()) == []
+
+
+def test_the_log_commands_read_a_url(postgres_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """events, telemetry, breakers and db leases read a PostgreSQL log read-only, as a file."""
+    import asyncio
+
+    from poolwarden.events import NewEvent
+    from poolwarden.storage import open_store
+
+    async def write() -> None:
+        async with open_store(postgres_db) as store:
+            lease = await store.take_lease("main", "host:1:1", ttl=60.0)
+            event = NewEvent(
+                type="InferenceServed", occurred_at=1.0, payload={}, model_id="m", latency_ms=2.0
+            )
+            await store.append("pool/main", [event], fence=lease)
+
+    asyncio.run(write())
+    for command in (["events"], ["telemetry"], ["breakers"], ["db", "leases"]):
+        assert main([*command, "--db", postgres_db]) == 0, command
+    out = capsys.readouterr().out
+    assert "InferenceServed" in out
+    assert "main: fence 1, holder host:1:1" in out
+
+
+async def test_a_read_only_store_writes_nothing_even_through_fetch(postgres_db: str) -> None:
+    """read_only=True refuses appends, and its connections are read-only on the server: a
+    writing WITH slipped into fetch() fails there."""
+    from poolwarden.errors import ReadOnlyDatabase
+    from poolwarden.events import NewEvent
+    from poolwarden.storage import open_store
+
+    async with open_store(postgres_db) as store:
+        await store.append("s/a", [NewEvent(type="A", occurred_at=1.0, payload={})])
+    async with open_store(postgres_db, read_only=True) as reader:
+        with pytest.raises(ReadOnlyDatabase):
+            await reader.append("s/a", [NewEvent(type="A", occurred_at=1.0, payload={})])
+        with pytest.raises(ReadOnlyDatabase):
+            await reader.fetch("WITH gone AS (DELETE FROM events RETURNING 1) SELECT count(*) FROM gone")
+        assert await reader.stream_version("s/a") == 1
