@@ -110,11 +110,11 @@ async def test_a_commit_in_another_store_wakes_a_follower_at_once(
     async with PostgresEventStore(postgres_db) as watcher, PostgresEventStore(postgres_db) as writer:
         follower = watcher.follow(poll_interval=30.0)
         waiting = asyncio.ensure_future(anext(follower))
-        await asyncio.sleep(0)  # let the follower read the empty log and start listening
-        for _ in range(100):
-            if watcher._listener is not None:
-                break
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20.0  # the follower reads the empty log and starts listening
+        while watcher._listener is None and loop.time() < deadline:
             await asyncio.sleep(0.01)
+        assert watcher._listener is not None
         await writer.append("s/a", [make_event()])
         recorded = await asyncio.wait_for(waiting, timeout=2.0)
         assert (recorded.stream, recorded.version) == ("s/a", 1)
