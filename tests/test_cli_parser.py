@@ -88,6 +88,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "command": "bench",
         "bench_command": "store",
         "events": 200_000,
+        "db": None,
         "sync_events": None,
         "json": False,
     },

@@ -26,21 +26,24 @@ __all__ = [
 
 
 def db_current(args: argparse.Namespace) -> int:
-    from poolwarden.storage.admin import current_revision
+    from poolwarden.storage.admin import current_revision, shown
 
     status = current_revision(args.db)
-    print(f"{args.db}: revision {status.current or '(none)'}, code head {status.head}: {status.state.value}")
+    revision = status.current or "(none)"
+    print(f"{shown(args.db)}: revision {revision}, code head {status.head}: {status.state.value}")
     return EXIT_OK if status.state.value == "current" else EXIT_PROBLEM
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
-    from poolwarden.storage.admin import upgrade_database
+    from poolwarden.storage.admin import shown, upgrade_database
+    from poolwarden.storage.postgres import is_postgres_url
 
     before, after = asyncio.run(upgrade_database(args.db))
     if before == after:
-        print(f"{args.db}: already at revision {after}")
+        print(f"{shown(args.db)}: already at revision {after}")
     else:
-        print(f"{args.db}: upgraded from {before or '(new file)'} to {after}")
+        fresh = "(empty database)" if is_postgres_url(args.db) else "(new file)"
+        print(f"{shown(args.db)}: upgraded from {before or fresh} to {after}")
     return EXIT_OK
 
 

@@ -26,7 +26,9 @@ from poolwarden.errors import ConfigurationError, PoolwardenError
 from poolwarden.lifecycle_events import ConnectionQuarantined, RecoveryCompleted, RecoveryStarted
 from poolwarden.pool import PoolConfig, ResourcePool
 from poolwarden.storage import EventStore
+from poolwarden.storage.admin import shown
 from poolwarden.storage.base import Durability
+from poolwarden.storage.postgres import is_postgres_url
 from poolwarden.workers.choice import resolve_workers
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 
@@ -275,7 +277,10 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
     if not options.duration > 0 or options.duration == float("inf"):
         raise ConfigurationError(f"a demo runs for a number of seconds above 0, not {options.duration}")
     kind, why = resolve_workers(options.workers)
-    db_path = await asyncio.to_thread(lambda: str(Path(options.db).resolve()))
+    if is_postgres_url(options.db):
+        db_path = shown(options.db)  # a URL stays one, printed without its password
+    else:
+        db_path = await asyncio.to_thread(lambda: str(Path(options.db).resolve()))
     print(f"poolwarden demo: {why}; log in {db_path}", file=sys.stderr)
     config = PoolConfig(
         name=options.pool_name,

@@ -143,8 +143,16 @@ def _add_bench(top: Commands) -> None:
     bench = top.add_parser("bench", help="benchmarks, each against a same-process baseline")
     benchmarks = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
 
-    store = _command(benchmarks, "store", "append and replay speed against raw sqlite3", bench_commands.store)
+    store = _command(
+        benchmarks, "store", "append and replay speed against raw sqlite3 (or asyncpg)", bench_commands.store
+    )
     store.add_argument("--events", type=int, default=200_000, help="events to append (default 200,000)")
+    store.add_argument(
+        "--db",
+        default=None,
+        metavar="URL",
+        help="a PostgreSQL URL: run there, against raw asyncpg (default: SQLite, in a temporary folder)",
+    )
     store.add_argument(
         "--sync-events", type=int, default=None, help="events for the sync-mode run (default: --events)"
     )

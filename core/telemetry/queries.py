@@ -62,20 +62,27 @@ HISTORY_BUCKET_S = 60
 HISTORY_BUCKETS = 60
 """How many of the latest buckets ``performance_history`` holds (an hour, by default)."""
 
+# The queries are written in the SQL SQLite and PostgreSQL both read (the PostgreSQL store's
+# fetch() turns json_extract into jsonb's ->>, which gives text: hence the CASTs). DOUBLE
+# PRECISION is SQLite's REAL and PostgreSQL's 64-bit float.
+_REAL = "DOUBLE PRECISION"
+
 _REQUESTS = (
     "SELECT model_id, connection_id, MAX(browser),"
-    f" SUM(CASE type WHEN '{_SERVED}' THEN 1 WHEN '{_SERVED_SUMMARY}' THEN json_extract(payload, '$.n')"
-    " ELSE 0 END),"
-    f" SUM(type = '{_FAILED}'),"
+    f" SUM(CASE type WHEN '{_SERVED}' THEN 1 WHEN '{_SERVED_SUMMARY}'"
+    " THEN CAST(json_extract(payload, '$.n') AS INTEGER) ELSE 0 END),"
+    f" SUM(CASE WHEN type = '{_FAILED}' THEN 1 ELSE 0 END),"
     f" SUM(CASE type WHEN '{_SERVED}' THEN latency_ms"
-    f" WHEN '{_SERVED_SUMMARY}' THEN json_extract(payload, '$.latency_ms_total') END),"
+    f" WHEN '{_SERVED_SUMMARY}' THEN CAST(json_extract(payload, '$.latency_ms_total') AS {_REAL}) END),"
     f" MAX(CASE type WHEN '{_SERVED}' THEN latency_ms"
-    f" WHEN '{_SERVED_SUMMARY}' THEN json_extract(payload, '$.latency_ms_max') END), MAX(occurred_at)"
+    f" WHEN '{_SERVED_SUMMARY}' THEN CAST(json_extract(payload, '$.latency_ms_max') AS {_REAL}) END),"
+    " MAX(occurred_at)"
     f" FROM events WHERE type IN ('{_SERVED}', '{_SERVED_SUMMARY}', '{_FAILED}') AND model_id IS NOT NULL"
     " AND occurred_at >= ? GROUP BY model_id, connection_id ORDER BY model_id, connection_id"
 )
 _RUNGS = (
-    f"SELECT rung, SUM(type = '{_ATTEMPTED}'), SUM(type = '{_SUCCEEDED}') FROM events"
+    f"SELECT rung, SUM(CASE WHEN type = '{_ATTEMPTED}' THEN 1 ELSE 0 END),"
+    f" SUM(CASE WHEN type = '{_SUCCEEDED}' THEN 1 ELSE 0 END) FROM events"
     f" WHERE stream LIKE 'connection/%' AND type IN ('{_ATTEMPTED}', '{_SUCCEEDED}')"
     " AND rung IS NOT NULL AND occurred_at >= ? GROUP BY rung"
 )
@@ -129,14 +136,15 @@ _RUNG_ORDER = {"ping": 0, "reconnect": 1, "restart": 2}
 # successes (summarised or single), failed attempts and the successes' total latency. Only the
 # pool's stream is read, through the (stream, version) index.
 _BROWSER_FIGURES = (
-    "WITH placed AS (SELECT model_id, json_extract(payload, '$.model_type') AS model_type,"
-    f" MAX(position) FROM events WHERE stream = ? AND type = '{_MODEL_PLACED}' GROUP BY model_id)"
+    "WITH placed AS (SELECT model_id, json_extract(payload, '$.model_type') AS model_type FROM events"
+    " WHERE position IN (SELECT MAX(position) FROM events"
+    f" WHERE stream = ? AND type = '{_MODEL_PLACED}' GROUP BY model_id))"
     " SELECT placed.model_type, events.browser,"
-    f" SUM(CASE type WHEN '{_SERVED}' THEN 1 WHEN '{_SERVED_SUMMARY}' THEN json_extract(payload, '$.n')"
-    " ELSE 0 END),"
-    f" SUM(type = '{_ATTEMPT_FAILED}'),"
-    f" SUM(CASE type WHEN '{_SERVED}' THEN latency_ms"
-    f" WHEN '{_SERVED_SUMMARY}' THEN json_extract(payload, '$.latency_ms_total') ELSE 0 END)"
+    f" SUM(CASE type WHEN '{_SERVED}' THEN 1 WHEN '{_SERVED_SUMMARY}'"
+    " THEN CAST(json_extract(payload, '$.n') AS INTEGER) ELSE 0 END),"
+    f" SUM(CASE WHEN type = '{_ATTEMPT_FAILED}' THEN 1 ELSE 0 END),"
+    f" SUM(CASE type WHEN '{_SERVED}' THEN latency_ms WHEN '{_SERVED_SUMMARY}'"
+    f" THEN CAST(json_extract(payload, '$.latency_ms_total') AS {_REAL}) ELSE 0 END)"
     " FROM events JOIN placed USING (model_id)"
     f" WHERE stream = ? AND type IN ('{_SERVED}', '{_SERVED_SUMMARY}', '{_ATTEMPT_FAILED}')"
     " AND browser IS NOT NULL AND placed.model_type IS NOT NULL AND occurred_at >= ?"
