@@ -301,7 +301,7 @@ class CircuitBreaker:
         if state is _HALF_OPEN and not self._outstanding():
             return
         counted = state is not _DISABLED and self.policy.counts(kind, self.level)
-        slow = duration is not None and duration >= self.policy.slow_call_seconds
+        slow = duration is not None and duration > self.policy.slow_call_seconds
         self._emit(CallFailed(kind=kind, duration=duration, counted=counted, slow=slow, **self._common(now)))
         if not counted:
             return
@@ -473,7 +473,7 @@ class CircuitBreaker:
         """Fold a recorded event into the breaker (replay); raises InvalidTransition if impossible."""
         if event.successes is not None:
             summary = event.successes
-            self._fold_successes(summary.n, summary.runs, summary.buckets)
+            self._fold_successes(summary.n, summary.runs, summary.buckets, summary.slow)
         self._replaying = True
         try:
             self._apply(event)
@@ -495,7 +495,7 @@ class CircuitBreaker:
         payload = record.payload
         ok = payload.get("ok")
         if ok is not None:
-            self._fold_successes(ok["n"], ok.get("runs"), ok.get("buckets"))
+            self._fold_successes(ok["n"], ok.get("runs"), ok.get("buckets"), ok.get("slow", 0))
         if kind == "CallFailed":
             self._apply_failure(payload["counted"], payload.get("slow", False), record.occurred_at)
         elif kind == "BreakerTrialAdmitted":
@@ -594,7 +594,8 @@ class CircuitBreaker:
             return Decision(False, f"open until {self.retry_at:.3f}", self.retry_at, None)
         if state is _HALF_OPEN:
             assert self.trial_started_at is not None  # a full half-open round has admitted a trial
-            deadline = self.trial_started_at + self.policy.half_open.max_seconds
+            limit = self.policy.half_open.max_seconds
+            deadline = None if limit is None else self.trial_started_at + limit
             return Decision(False, "half_open: trial calls in flight", deadline, None)
         return Decision(False, self._admit.reason, None, None)
 
@@ -604,8 +605,8 @@ class CircuitBreaker:
         if permit is not None and permit != self.epoch:
             return
         state = self.state
+        slow = duration is not None and duration > self.policy.slow_call_seconds
         if state in _COUNTING:
-            slow = duration is not None and duration >= self.policy.slow_call_seconds
             code = SLOW if slow else 0
             self._consecutive = 0
             self._ok += 1
@@ -615,12 +616,18 @@ class CircuitBreaker:
             if window is not None:
                 self._note_pending(window, code, now)
                 window.add(code, 1, now)
-                self._judge_window(now, failure=False)
+                if slow or self.policy.judge_rates == "every_call":
+                    self._judge_window(now, failure=False)
         elif state is _HALF_OPEN:
             if not self._outstanding():
                 return
             self._ok += 1
-            self.trials_ok += 1
+            if slow:
+                self._ok_slow += 1  # the summary says so, and replay folds it as this did
+            if slow and self.policy.slow_call_rate is not None:
+                self.trials_failed += 1
+            else:
+                self.trials_ok += 1
             self._judge_trials(now)
         elif state is _DISABLED:
             self._ok += 1  # counted for the log (what-if), judged by nobody
@@ -659,7 +666,10 @@ class CircuitBreaker:
                     return
                 self._emit(BreakerHalfOpened(**self._common(self.retry_at)))
             elif state is _HALF_OPEN and self.trial_started_at is not None:
-                deadline = self.trial_started_at + self.policy.half_open.max_seconds
+                limit = self.policy.half_open.max_seconds
+                if limit is None:
+                    return
+                deadline = self.trial_started_at + limit
                 if now < deadline:
                     return
                 self._open(deadline, "half_open_timeout")
@@ -691,6 +701,8 @@ class CircuitBreaker:
     def _judge_trials(self, now: float) -> None:
         rule = self.policy.half_open
         need = rule.successes_to_close
+        if rule.verdict == "round" and self.trials_ok + self.trials_failed < rule.trials:
+            return  # resilience4j's way: every trial reports before the round is judged
         if self.trials_ok >= need:
             self._emit(BreakerClosed(**self._common(now)))
         elif self.trials_failed > rule.trials - need:
@@ -746,6 +758,7 @@ class CircuitBreaker:
         n: int,
         runs: Sequence[Sequence[int]] | None,
         buckets: Sequence[Sequence[int]] | None,
+        slow: int = 0,
     ) -> None:
         """Apply summarised successes in the state they were seen in (no transition separates them)."""
         state = self.state
@@ -761,7 +774,9 @@ class CircuitBreaker:
                 for second, count, slow in buckets or ():
                     window.add_bucket(second, count, slow)
         elif state is _HALF_OPEN:
-            self.trials_ok += n
+            bad = slow if self.policy.slow_call_rate is not None else 0
+            self.trials_ok += n - bad
+            self.trials_failed += bad
 
     def _apply(self, event: BreakerEvent) -> None:
         """Change state as ``event`` says; the one place state changes, live or in replay."""
