@@ -88,6 +88,7 @@ _OVERRIDES: dict[str, BreakerState] = {
 # transition too).
 _TRANSITIONS: Final[tuple[dict[str, Any], ...]] = (
     {"trigger": "trip", "source": [_CLOSED, _HALF_OPEN], "dest": _OPEN},
+    {"trigger": "trip_manually", "source": "*", "dest": _OPEN},
     {"trigger": "half_open", "source": _OPEN, "dest": _HALF_OPEN},
     {"trigger": "close", "source": _HALF_OPEN, "dest": _CLOSED},
     *({"trigger": action, "source": "*", "dest": dest} for action, dest in _OVERRIDES.items()),
@@ -315,6 +316,16 @@ class CircuitBreaker:
     def force_open(self, who: str, why: str) -> None:
         """Reject every call until someone resets, disables or shadows the breaker."""
         self._override("force_open", who, why)
+
+    def trip(self, who: str, why: str) -> None:
+        """Open the breaker now, from any state, for the policy's normal timed wait (pybreaker's
+        ``open()``, resilience4j's ``transitionToOpenState()``); after ``retry_at`` it half-opens
+        and its trials decide, as after any open. Audited: ``BreakerOpened(reason="manual")``
+        carries ``who`` and ``why``. :meth:`force_open` is the untimed hold."""
+        self._check_person("trip", who, why)
+        now = self._clock()
+        self._advance(now)
+        self._open(now, "manual", who, why)
 
     def disable(self, who: str, why: str) -> None:
         """Allow every call and count nothing."""
@@ -708,26 +719,34 @@ class CircuitBreaker:
         elif self.trials_failed > rule.trials - need:
             self._open(now, "half_open_failed")
 
-    def _open(self, at: float, reason: str) -> None:
+    def _open(self, at: float, reason: str, who: str | None = None, why: str | None = None) -> None:
         backoff = self.policy.backoff
         # A failed trial, or a trip soon after the last close, continues the streak.
         recent = self.closed_at is not None and at - self.closed_at < backoff.decay_after
         streak = self.streak + 1 if self.state is _HALF_OPEN or recent else 0
-        retry_at = at + backoff.duration(streak, self._rng)
+        draw = backoff.draw(streak, self._rng)
+        retry_at = at + backoff.wait(streak, draw)
         self._emit(
             BreakerOpened(
                 from_state=self.state.value,
                 reason=reason,
                 retry_at=retry_at,
                 streak=streak,
+                who=who,
+                why=why,
+                draw=draw,
                 **self._common(at),
             )
         )
 
-    def _override(self, action: str, who: str, why: str) -> None:
+    @staticmethod
+    def _check_person(action: str, who: str, why: str) -> None:
         for name, value in (("who", who), ("why", why)):
             if not isinstance(value, str) or not value.strip():
                 raise ConfigurationError(f"a manual {action} needs a non-empty {name!r}")
+
+    def _override(self, action: str, who: str, why: str) -> None:
+        self._check_person(action, who, why)
         now = self._clock()
         self._advance(now)
         self._emit(
@@ -783,7 +802,7 @@ class CircuitBreaker:
         if isinstance(event, CallFailed):
             self._apply_failure(event.counted, event.slow, event.at)
         elif isinstance(event, BreakerOpened):
-            self._fire("trip")
+            self._fire("trip" if event.who is None else "trip_manually")
             self._new_epoch()
             self.opened_at = event.at
             self.retry_at = event.retry_at

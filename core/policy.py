@@ -211,10 +211,20 @@ class OpenBackoff:
 
     def duration(self, streak: int, rng: RandomSource) -> float:
         """The wait for this open; draws from ``rng`` only when there is a spread to draw from."""
+        return self.wait(streak, self.draw(streak, rng))
+
+    def draw(self, streak: int, rng: RandomSource) -> float | None:
+        """The jitter's draw for this open from ``rng``, or ``None`` when there is nothing to draw."""
+        if self.jitter == "none" or self.ceiling(streak) <= self.base:
+            return None
+        return rng.random()
+
+    def wait(self, streak: int, draw: float | None) -> float:
+        """The wait after ``streak`` re-opens for a jitter ``draw`` in [0, 1) (``None``: the ceiling)."""
         top = self.ceiling(streak)
-        if self.jitter == "none" or top <= self.base:
+        if draw is None or self.jitter == "none" or top <= self.base:
             return top
-        return self.base + (top - self.base) * rng.random()
+        return self.base + (top - self.base) * draw
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,10 +261,12 @@ class HalfOpenRule:
             _require(_positive(self.max_seconds), "half_open.max_seconds must be > 0 (or null: no limit)")
         if self.successes is not None:
             _require(
-                1 <= self.successes <= self.trials, "half_open.successes must be between 1 and half_open.trials"
+                1 <= self.successes <= self.trials,
+                "half_open.successes must be between 1 and half_open.trials",
             )
             _require(
-                self.close_ratio == 1.0, "half_open takes successes (a count) or close_ratio (a share), not both"
+                self.close_ratio == 1.0,
+                "half_open takes successes (a count) or close_ratio (a share), not both",
             )
 
     @property
@@ -426,7 +438,9 @@ class BreakerPolicy:
 def _kinds(values: Any) -> frozenset[ErrorKind]:
     known = ", ".join(kind.value for kind in ErrorKind)
     if isinstance(values, str) or not isinstance(values, list | tuple | set | frozenset):
-        raise ConfigurationError(f"ignored_kinds must be a list of error kinds ({known}), not {_shown(values)}")
+        raise ConfigurationError(
+            f"ignored_kinds must be a list of error kinds ({known}), not {_shown(values)}"
+        )
     kinds = set()
     for value in values:
         try:
