@@ -202,7 +202,7 @@ class OpenBackoff:
         """Always wait ``seconds`` (pybreaker's ``reset_timeout``, resilience4j's and Polly's
         ``waitDurationInOpenState`` / ``BreakDuration``): no growth, no jitter."""
         _number(seconds, "backoff seconds")
-        return cls(base=seconds, multiplier=1.0, cap=seconds, jitter="none")
+        return cls(base=float(seconds), multiplier=1.0, cap=float(seconds), jitter="none")
 
     def ceiling(self, streak: int) -> float:
         """The longest wait after ``streak`` consecutive re-opens."""
@@ -366,6 +366,37 @@ class BreakerPolicy:
             on.append(f"failure_burst={burst.max_failures} in {burst.within_seconds} s")
         return tuple(on)
 
+    def explain(self) -> list[str]:
+        """What the policy does, in sentences (``poolwarden policy check`` prints them)."""
+        window = self.window
+        span = f"the last {window.size} calls" if window.kind == "count" else f"the last {window.size} s"
+        lines = [f"trips on: {'; '.join(self.rules)}"]
+        if self.uses_window:
+            when = "after every call" if self.judge_rates == "every_call" else "after a failed or slow call"
+            lines.append(f"rates over {span}, once it holds {window.min_calls} calls, judged {when}")
+        backoff = self.backoff
+        if backoff.multiplier == 1.0 or backoff.cap == backoff.base:
+            lines.append(f"open for {backoff.base} s each time")
+        else:
+            spread = ", drawn between base and the ceiling" if backoff.jitter == "full" else ""
+            lines.append(
+                f"open for {backoff.base} s, re-opens up to x{backoff.multiplier} each, at most "
+                f"{backoff.cap} s{spread}; forgotten after {backoff.decay_after} s closed"
+            )
+        rule = self.half_open
+        verdict = (
+            "as soon as the outcome is certain" if rule.verdict == "early" else "once every trial reported"
+        )
+        limit = "no time limit" if rule.max_seconds is None else f"re-opens after {rule.max_seconds} s"
+        slow = "; a slow trial counts as failed" if self.slow_call_rate is not None else ""
+        lines.append(
+            f"half-open: {rule.trials} trial(s), closes on {rule.successes_to_close} success(es), "
+            f"judged {verdict}; {limit}{slow}"
+        )
+        if self.ignored_kinds:
+            lines.append(f"ignores: {', '.join(sorted(kind.value for kind in self.ignored_kinds))}")
+        return lines
+
     def __repr__(self) -> str:
         settings = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
         return f"BreakerPolicy(<trips on: {'; '.join(self.rules)}> {settings})"
@@ -391,8 +422,8 @@ class BreakerPolicy:
     def from_file(cls, path: str | os.PathLike[str]) -> BreakerPolicy:
         """Read a policy from a ``.json`` or ``.toml`` file (:meth:`from_dict`'s shape).
 
-        In TOML, a rule that is off is left out (TOML has no null) except ``consecutive_failures``,
-        which takes ``0`` for off there.
+        TOML has no null: there, ``false`` turns off a setting that JSON turns off with ``null``
+        (``consecutive_failures = false``, ``max_seconds = false`` under ``[half_open]``).
         """
         name = os.fspath(path)
         try:
@@ -402,15 +433,16 @@ class BreakerPolicy:
             raise ConfigurationError(f"cannot read policy file {name}: {exc.strerror or exc}") from exc
         try:
             if name.endswith(".toml"):
-                data: Any = tomllib.loads(raw.decode("utf-8"))
-                if data.get("consecutive_failures") == 0:
-                    data["consecutive_failures"] = None
+                data: Any = _toml_nulls(tomllib.loads(raw.decode("utf-8")))
             else:
                 data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             kind = "TOML" if name.endswith(".toml") else "JSON"
             raise ConfigurationError(f"policy file {name} is not valid {kind}: {exc}") from exc
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"policy file {name}: {exc}") from None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BreakerPolicy:
@@ -433,6 +465,26 @@ class BreakerPolicy:
             if isinstance(exc, ConfigurationError):
                 raise
             raise ConfigurationError(f"invalid policy: {exc}") from exc
+
+
+_OFF_IN_TOML: dict[str | None, frozenset[str]] = {
+    None: frozenset({"consecutive_failures", "failure_rate", "slow_call_rate", "failure_burst"}),
+    "half_open": frozenset({"max_seconds", "successes"}),
+}
+
+
+def _toml_nulls(data: dict[str, Any]) -> dict[str, Any]:
+    """TOML's ``false`` for the settings whose JSON ``null`` means off."""
+    out = {
+        key: None if value is False and key in _OFF_IN_TOML[None] else value for key, value in data.items()
+    }
+    part = out.get("half_open")
+    if isinstance(part, dict):
+        out["half_open"] = {
+            key: None if value is False and key in _OFF_IN_TOML["half_open"] else value
+            for key, value in part.items()
+        }
+    return out
 
 
 def _kinds(values: Any) -> frozenset[ErrorKind]:

@@ -233,7 +233,7 @@ def test_bad_values_are_refused_in_the_files_terms(data: dict[str, object], mess
 
 
 def test_a_policy_file_is_json_or_toml(tmp_path: Path) -> None:
-    """The same policy reads from JSON and from TOML (where 0 turns consecutive_failures off)."""
+    """The same policy reads from JSON and from TOML (where false turns a setting off)."""
     expected = BreakerPolicy(
         failure_rate=0.5,
         window=SlidingWindow(size=100, min_calls=100),
@@ -244,7 +244,7 @@ def test_a_policy_file_is_json_or_toml(tmp_path: Path) -> None:
     as_json.write_text(json.dumps(expected.to_dict()), encoding="utf-8")
     as_toml = tmp_path / "policy.toml"
     as_toml.write_text(
-        "consecutive_failures = 0\nfailure_rate = 0.5\n"
+        "consecutive_failures = false\nfailure_rate = 0.5\n"
         "[window]\nsize = 100\nmin_calls = 100\n"
         "[backoff]\nbase = 60.0\nmultiplier = 1.0\ncap = 60.0\njitter = 'none'\n"
         "[half_open]\ntrials = 10\nclose_ratio = 0.5\nverdict = 'round'\n",
@@ -258,3 +258,43 @@ def test_a_policy_file_is_json_or_toml(tmp_path: Path) -> None:
         BreakerPolicy.from_file(broken)
     with pytest.raises(ConfigurationError, match="cannot read policy file"):
         BreakerPolicy.from_file(tmp_path / "missing.json")
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "policies"
+
+
+def test_the_pybreaker_example_behaves_as_pybreaker() -> None:
+    """5 failures open for a fixed 60 s; one trial; its failure re-opens for 60 s again."""
+    policy = BreakerPolicy.from_file(EXAMPLES / "pybreaker.toml")
+    clock = FakeClock(T0)
+    breaker = CircuitBreaker("k", policy, clock=clock, rng=random.Random(0))
+    drive(breaker, clock, [*fail(4), *ok(1), *fail(4)])
+    assert breaker.state is BreakerState.CLOSED
+    drive(breaker, clock, [*fail(1), *tick(60), *fail(1)])
+    assert (breaker.state, breaker.retry_at) == (BreakerState.OPEN, clock() + 60.0)
+
+
+def test_the_resilience4j_example_behaves_as_resilience4j() -> None:
+    """Judged from the 100th call at 50%; 10 trials judged together, 6 successes close."""
+    policy = BreakerPolicy.from_file(EXAMPLES / "resilience4j.toml")
+    clock = FakeClock(T0)
+    breaker = CircuitBreaker("k", policy, clock=clock, rng=random.Random(0))
+    drive(breaker, clock, [*fail(50), *ok(49)])
+    assert breaker.state is BreakerState.CLOSED
+    drive(breaker, clock, ok(1))  # the 100th call is a success, and the rate is judged after it
+    assert breaker.state is BreakerState.OPEN
+    drive(breaker, clock, [*tick(60), *ok(6), *fail(3)])
+    assert breaker.state is BreakerState.HALF_OPEN  # the round is not over
+    drive(breaker, clock, fail(1))
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_the_polly_example_behaves_as_polly() -> None:
+    """Over 30 s and at least 100 calls, 10% failures trip, judged on a failure; a 5 s break."""
+    policy = BreakerPolicy.from_file(EXAMPLES / "polly.toml")
+    clock = FakeClock(T0)
+    breaker = CircuitBreaker("k", policy, clock=clock, rng=random.Random(0))
+    drive(breaker, clock, [*fail(10), *ok(90)])
+    assert breaker.state is BreakerState.CLOSED  # 10% of 100, but no failure since
+    drive(breaker, clock, fail(1))
+    assert (breaker.state, breaker.retry_at) == (BreakerState.OPEN, clock() + 5.0)

@@ -9,7 +9,6 @@ import json
 from typing import Any
 
 from poolwarden.cli.output import EXIT_OK, EXIT_PROBLEM, write_json, write_text
-from poolwarden.errors import PoolwardenError
 
 __all__ = [
     "analyze",
@@ -19,6 +18,7 @@ __all__ = [
     "db_upgrade",
     "demo",
     "events",
+    "policy_check",
     "recovery_trial",
     "telemetry",
     "whatif",
@@ -175,13 +175,7 @@ def whatif(args: argparse.Namespace) -> int:
     from poolwarden.policy import BreakerPolicy
     from poolwarden.whatif import what_if
 
-    try:
-        with open(args.policy, encoding="utf-8") as f:
-            policy = BreakerPolicy.from_dict(json.load(f))
-    except OSError as error:
-        raise PoolwardenError(f"{args.policy}: cannot read the policy: {error.strerror}") from error
-    except (ValueError, TypeError) as error:
-        raise PoolwardenError(f"{args.policy}: not a breaker policy: {error}") from error
+    policy = BreakerPolicy.from_file(args.policy)
 
     async def records() -> list[Any]:
         from poolwarden.storage import open_store
@@ -213,6 +207,18 @@ def whatif(args: argparse.Namespace) -> int:
         )
     for note in report.approximations:
         print(f"note: {note}")
+    return EXIT_OK
+
+
+def policy_check(args: argparse.Namespace) -> int:
+    from poolwarden.policy import BreakerPolicy
+
+    policy = BreakerPolicy.from_file(args.file)
+    if args.json:
+        print(json.dumps(policy.to_dict()))
+        return EXIT_OK
+    for line in policy.explain():
+        print(line)
     return EXIT_OK
 
 
