@@ -193,6 +193,7 @@ def whatif(args: argparse.Namespace) -> int:
             "recorded_rejected": b.recorded_rejected,
             "whatif_rejected": b.rejected,
             "final_state": str(b.final_state),
+            "transitions_as_recorded": b.reproduces,
         }
         for key, b in sorted(report.breakers.items())
     ]
@@ -204,6 +205,7 @@ def whatif(args: argparse.Namespace) -> int:
             f"{row['key']:<36} calls {row['calls']:>7}"
             f"  opens {row['recorded_opens']} -> {row['whatif_opens']}"
             f"  rejected {row['recorded_rejected']} -> {row['whatif_rejected']}  ends {row['final_state']}"
+            + ("  (as recorded)" if row["transitions_as_recorded"] else "")
         )
     for note in report.approximations:
         print(f"note: {note}")
