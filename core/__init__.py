@@ -51,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "Recovery": "poolwarden.aio.recovery",
     "load_events": "poolwarden.analysis",
     "write_report": "poolwarden.analysis",
+    "OutlierPolicy": "poolwarden.outliers",
     # memory
     "MemoryGovernor": "poolwarden.memory",
     "MemoryPolicy": "poolwarden.memory",
@@ -77,6 +78,7 @@ __all__ = [
     "MemoryPolicy",
     "NewEvent",
     "OpenBackoff",
+    "OutlierPolicy",
     "PoolConfig",
     "PoolMetrics",
     "PoolwardenError",
@@ -110,6 +112,7 @@ if TYPE_CHECKING:
     from poolwarden.lifecycle import ConnectionLifecycle
     from poolwarden.lifecycle_types import ConnectionState, LifecyclePolicy
     from poolwarden.memory import MemoryGovernor, MemoryPolicy
+    from poolwarden.outliers import OutlierPolicy
     from poolwarden.policy import (
         BreakerLevel,
         BreakerPolicy,
