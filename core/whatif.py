@@ -187,7 +187,7 @@ def _recorded_draws(events: list[BreakerEvent], backoff: OpenBackoff) -> Iterato
 def _replay_one(
     key: str, level: BreakerLevel, events: list[BreakerEvent], policy: BreakerPolicy, rng: random.Random
 ) -> BreakerWhatIf:
-    clock = _SimClock(events[0].at)
+    clock = _SimClock(_origin(events))
     first = events[0]
 
     def new_breaker() -> CircuitBreaker:
@@ -264,8 +264,6 @@ def _replay_one(
         else:  # a recorded time-driven transition: the new breaker's clock reaches it too
             breaker.poll()
         simulated.extend(breaker.drain_events())
-    breaker.poll()
-    simulated.extend(breaker.drain_events())
     return BreakerWhatIf(
         key=key,
         opened=tuple(e.at for e in simulated if isinstance(e, BreakerOpened)),
@@ -325,14 +323,16 @@ _STATE_AFTER: dict[type[BreakerEvent], str] = {
 
 def _steps(events: list[BreakerEvent]) -> Iterator[_Step]:
     """The inputs the events describe, in time order, with the recorded state they came in."""
-    previous = events[0].at
+    previous = _origin(events)
     state = "closed"
     for event in events:
         trial = state == "half_open"
         batch: list[_Step] = []
         if event.successes is not None:
-            slow_last = trial and isinstance(event, BreakerOpened)
-            batch.extend(_successes(event.successes, previous, event.at, trial, slow_last=slow_last))
+            if trial:
+                batch.extend(_trial_successes(event, previous))
+            else:
+                batch.extend(_successes(event.successes, previous, event.at))
         if event.rejections is not None:
             batch.extend(_spread(event.rejections.n, event.rejections.first_at, event.rejections.last_at))
         # Stable: recorded order survives equal times. A rejection summarised with an event came
@@ -364,14 +364,49 @@ def _steps(events: list[BreakerEvent]) -> Iterator[_Step]:
         previous = event.at
 
 
-def _successes(
-    summary: Successes, start: float, end: float, trial: bool, *, slow_last: bool
-) -> Iterator[_Step]:
+def _origin(events: list[BreakerEvent]) -> float:
+    """When the log's first calls may have happened: its first event, or earlier for the calls
+    that event summarises (their whole-second buckets, their rejections)."""
+    first = events[0]
+    origin = first.at
+    if first.successes is not None and first.successes.buckets:
+        origin = min(origin, float(first.successes.buckets[0][0]))
+    if first.rejections is not None:
+        origin = min(origin, first.rejections.first_at)
+    return origin
+
+
+def _trial_successes(event: BreakerEvent, previous: float) -> Iterator[_Step]:
+    """The half-open trials that succeeded, summarised in ``event``.
+
+    Each happened after the previous event and before the round's deadline (a later one would
+    have found the round over), so they are placed at the previous event's time; except the one
+    that decided the round when ``event`` closed it (or re-opened it on a slow trial): that one is
+    at the event's time. Only the deciding result's place matters to a round: the slow ones
+    (failed trials, under a slow-call rule) go last when the round re-opened, first otherwise.
+    """
+    summary = event.successes
+    assert summary is not None
+    decided = isinstance(event, BreakerClosed) or (
+        isinstance(event, BreakerOpened) and event.reason == "half_open_failed"
+    )
+    fast = summary.n - summary.slow
+    if isinstance(event, BreakerOpened):
+        order = [False] * fast + [True] * summary.slow
+    else:
+        order = [True] * summary.slow + [False] * fast
+    for index, is_slow in enumerate(order):
+        at = event.at if decided and index == summary.n - 1 else previous
+        yield _Step(at, "ok", True, duration=_SLOW_ALWAYS if is_slow else None)
+
+
+def _successes(summary: Successes, start: float, end: float) -> Iterator[_Step]:
+    """Successes in a counting state, spread over (start, end] in their recorded order."""
     if summary.buckets:
         for second, count, slow in summary.buckets:
             low = max(start, float(second))
             high = min(end, math.nextafter(second + 1.0, -math.inf))  # inside its second
-            yield from _mixed(count, slow, low, max(low, high), trial)
+            yield from _mixed(count, slow, low, max(low, high))
     elif summary.runs:
         total = sum(count for _, count in summary.runs)
         step = (end - start) / total
@@ -380,29 +415,19 @@ def _successes(
             for _ in range(count):
                 index += 1
                 at = end if index == total else start + step * index
-                yield _Step(at, "ok", trial, duration=_SLOW_ALWAYS if code else None)
-    elif trial:
-        # In a half-open round only the last result can have decided it: the slow ones (failed
-        # trials, under a slow-call rule) go last when the round re-opened, first otherwise.
-        fast = summary.n - summary.slow
-        order = (
-            [False] * fast + [True] * summary.slow if slow_last else [True] * summary.slow + [False] * fast
-        )
-        for index, is_slow in enumerate(order):
-            at = end if index == summary.n - 1 else start + (end - start) / summary.n * (index + 1)
-            yield _Step(at, "ok", True, duration=_SLOW_ALWAYS if is_slow else None)
+                yield _Step(at, "ok", duration=_SLOW_ALWAYS if code else None)
     else:
-        yield from _mixed(summary.n, summary.slow, start, end, trial)
+        yield from _mixed(summary.n, summary.slow, start, end)
 
 
-def _mixed(count: int, slow: int, start: float, end: float, trial: bool) -> Iterator[_Step]:
+def _mixed(count: int, slow: int, start: float, end: float) -> Iterator[_Step]:
     """``count`` successes, ``slow`` of them slow and spread among the rest, evenly over (start, end]."""
     step = (end - start) / count if count else 0.0
     for index in range(count):
         # Exactly ``slow`` indices satisfy this, evenly spaced.
         is_slow = (index + 1) * slow // count > index * slow // count
         at = end if index == count - 1 else start + step * (index + 1)
-        yield _Step(at, "ok", trial, duration=_SLOW_ALWAYS if is_slow else None)
+        yield _Step(at, "ok", duration=_SLOW_ALWAYS if is_slow else None)
 
 
 def _spread(count: int, first: float, last: float) -> Iterator[_Step]:

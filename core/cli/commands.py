@@ -215,7 +215,7 @@ def whatif(args: argparse.Namespace) -> int:
 def policy_check(args: argparse.Namespace) -> int:
     from poolwarden.policy import BreakerPolicy
 
-    policy = BreakerPolicy.from_file(args.file)
+    policy = BreakerPolicy.from_file(args.policy)
     if args.json:
         print(json.dumps(policy.to_dict()))
         return EXIT_OK

@@ -244,7 +244,7 @@ def _add_log_readers(top: Commands) -> None:
     policy_actions = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
     text = "validate a breaker policy file (JSON or TOML) and print what it means"
     check = _command(policy_actions, "check", text, commands.policy_check, description=text)
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("--policy", required=True, metavar="FILE", help="a BreakerPolicy as JSON or TOML")
     _json_option(check, "the complete policy, every default filled in")
 
     events = _command(top, "events", "print the event log", commands.events)
