@@ -16,6 +16,22 @@ Transitions go through ONE shared :class:`transitions.Machine` for the class, bu
 it): the machine's events are triggered on the slotted breaker directly, and replay checks each
 recorded transition against a table read back from the same Machine. The hot path (``allow``
 and ``record_success`` in CLOSED) touches no trigger at all.
+
+Several processes may share one breaker (one stream, several writers; the driver,
+:mod:`poolwarden.aio.durable_breakers`, does the I/O). The merge rule:
+
+* **transitions are shared**: another writer's open, half-open, close and manual override are
+  applied to the live breaker with their own timestamps (:meth:`CircuitBreaker.merge`), so
+  every process rejects calls while any of them has the breaker open;
+* **outcome windows are local**: another writer's failures, summaries and trial admissions
+  change nothing here; each process judges its own calls (and its own half-open trials, for
+  now: one trial round per process; claiming a trial through the log is issue #12's);
+* **concurrent transitions are settled by log order**: an event marked ``decided_on`` (its
+  writer had not seen the events before it) that the state machine no longer allows from the
+  state replay has reached is *superseded* and changes nothing; the first writer to append wins,
+  a manual override always applies. Replay (:meth:`CircuitBreaker.apply`) and the live fold
+  follow the same rule, and a writer whose append met another's events takes the log's view
+  (:meth:`CircuitBreaker.rebase`), so every process ends in the state a replay of the log gives.
 """
 
 from __future__ import annotations
@@ -110,6 +126,14 @@ _TABLE: Final[dict[tuple[str, BreakerState], BreakerState]] = {
     for name in _MACHINE.get_triggers(*BreakerState)
     for transition in _MACHINE.get_transitions(name)
 }
+_TRIGGER_OF: Final[dict[type[BreakerEvent], str]] = {
+    BreakerOpened: "trip",
+    BreakerHalfOpened: "half_open",
+    BreakerClosed: "close",
+}
+"""The trigger of each automatic transition's event (overrides name theirs in ``action``)."""
+_SHARED_EVENTS: Final = (BreakerOpened, BreakerHalfOpened, BreakerClosed, BreakerOverridden)
+"""The events another writer of the stream makes this breaker follow (:meth:`CircuitBreaker.merge`)."""
 
 
 def _error_kind(value: object) -> ErrorKind:
@@ -480,16 +504,93 @@ class CircuitBreaker:
 
     # --- replay ------------------------------------------------------------------------------
 
-    def apply(self, event: BreakerEvent) -> None:
-        """Fold a recorded event into the breaker (replay); raises InvalidTransition if impossible."""
+    def apply(self, event: BreakerEvent) -> bool:
+        """Fold a recorded event into the breaker (replay); returns whether it was applied.
+
+        An impossible transition raises InvalidTransition, unless the event is marked
+        ``decided_on`` (another writer's events came before it in the stream): then it is
+        superseded, changes nothing and this returns ``False`` (its successes still fold).
+        """
         if event.successes is not None:
             summary = event.successes
             self._fold_successes(summary.n, summary.runs, summary.buckets, summary.slow)
+        if self._superseded(event):
+            return False
         self._replaying = True
         try:
             self._apply(event)
         finally:
             self._replaying = False
+        return True
+
+    # --- sharing a stream with other processes -----------------------------------------------
+
+    def merge(self, event: BreakerEvent) -> bool:
+        """Follow an event another process wrote to this breaker's stream; returns whether the
+        state changed.
+
+        Call it only when this breaker's own events are all in the stream before ``event``
+        (nothing pending); otherwise its writer must :meth:`rebase` instead. A transition is
+        applied as replay applies it, with its timestamps, and starts a new round here (new
+        epoch, empty windows); outcomes (failures, summaries, trial admissions) are the other
+        process's judgement and are ignored. Another process forgetting its idle breaker
+        (``BreakerEvicted``) resets the re-open streak here, as replay does; nothing else.
+        """
+        if isinstance(event, BreakerEvicted):
+            if self._superseded(event):
+                return False
+            if self.state is not _CLOSED:
+                raise InvalidTransition("CircuitBreaker", self.state.value, "evict")
+            changed = self.streak != 0 or self.closed_at is not None or self.override is not None
+            self.streak = 0
+            self.closed_at = None
+            self.override = None
+            return changed
+        if not isinstance(event, _SHARED_EVENTS) or self._superseded(event):
+            return False
+        self._replaying = True
+        try:
+            self._apply(event)
+        finally:
+            self._replaying = False
+        return True
+
+    def shared_state(self) -> dict[str, Any]:
+        """What every process sharing this breaker agrees on once each has seen the whole stream:
+        the state, its timestamps, the re-open streak and a manual override."""
+        return {
+            "state": self.state.value,
+            "opened_at": self.opened_at,
+            "retry_at": self.retry_at,
+            "half_opened_at": self.half_opened_at,
+            "closed_at": self.closed_at,
+            "streak": self.streak,
+            "override": self.override,
+        }
+
+    def rebase(self, replayed: CircuitBreaker) -> bool:
+        """Take the shared state of ``replayed``; returns whether it changed.
+
+        ``replayed`` is this breaker's stream as the log holds it, with this breaker's own
+        unpersisted events folded last (marked :func:`~poolwarden.breaker_events.decided_on`):
+        what a replay will say once they are appended. When that is where this breaker already
+        is, nothing local changes (epoch, trials, windows); otherwise the breaker starts a new
+        round in the log's state, as after any transition (results of calls admitted before are
+        ignored, windows start empty).
+        """
+        if replayed.shared_state() == self.shared_state():
+            return False
+        self.state = replayed.state
+        self.opened_at = replayed.opened_at
+        self.retry_at = replayed.retry_at
+        self.half_opened_at = replayed.half_opened_at
+        self.closed_at = replayed.closed_at
+        self.streak = replayed.streak
+        self.override = replayed.override
+        self._new_epoch()
+        self._clear_counts()
+        self._refresh()
+        return True
 
     def apply_recorded(self, record: RecordedEvent) -> None:
         """Fold a recorded event straight from its columns and payload (the replay fast path).
@@ -548,6 +649,18 @@ class CircuitBreaker:
         self._apply(event)
         self._events.append(event)
         self._seq += 1
+
+    def _superseded(self, event: BreakerEvent) -> bool:
+        """Whether ``event``, decided by a writer that had not seen the events before it, is a
+        transition the state machine no longer allows: another writer's got in first."""
+        if event.decided_on is None:
+            return False
+        if isinstance(event, BreakerOpened) and event.who is not None:
+            return False  # a manual trip, like a manual override, always applies
+        trigger = _TRIGGER_OF.get(type(event))
+        if trigger is not None:
+            return (trigger, self.state) not in _TABLE
+        return isinstance(event, BreakerEvicted) and self.state is not _CLOSED
 
     def _fire(self, trigger: str) -> None:
         if self._replaying:

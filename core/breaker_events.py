@@ -11,12 +11,18 @@ outside the log.
 Events live on the stream ``breaker/<key>``. Stream and key are the only identity: the
 ``connection_id`` and ``model_id`` columns are filled so that analysis can filter without
 parsing the key.
+
+Several processes may write one stream (a named breaker they share). An event appended after
+another writer's events that its writer had not seen when it decided it carries
+``decided_on``, the stream version it was decided on (:func:`decided_on`); replay uses it to
+tell a concurrent transition that another writer's made moot from a corrupt log
+(:meth:`poolwarden.breaker.CircuitBreaker.apply`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from poolwarden.codec import REGISTRY, DomainEvent, Stored, column, from_stream, occurred_at, payload
@@ -25,6 +31,7 @@ from poolwarden.events import RecordedEvent
 from poolwarden.policy import ErrorKind
 
 __all__ = [
+    "EVENT_TYPES",
     "OVERRIDE_ACTIONS",
     "STREAM_PREFIX",
     "BreakerClosed",
@@ -40,6 +47,7 @@ __all__ = [
     "CallsSummarised",
     "Rejections",
     "Successes",
+    "decided_on",
     "from_recorded",
     "key_of_stream",
     "stream_of",
@@ -153,6 +161,10 @@ class BreakerEvent(DomainEvent):
             "rejected", omit_none=True, last=True, to_json=Rejections.to_json, from_json=Rejections.from_json
         ),
     )
+    decided_on: int | None = field(default=None, metadata=payload(omit_none=True, last=True))
+    """The stream version its writer had seen when it decided this event, when other writers'
+    events were appended in between (its append was retried after a version conflict); ``None``
+    when it follows the events its writer knew, as every event of a one-writer stream does."""
 
     @property
     def stream(self) -> str:
@@ -296,6 +308,14 @@ def _opened_v1(stored: Stored) -> Stored:
 
 
 _TYPES: dict[str, type[BreakerEvent]] = {cls.TYPE: cls for cls in _CLASSES}
+EVENT_TYPES: tuple[str, ...] = tuple(_TYPES)
+"""The type names of every breaker event (what a reader of the log filters on)."""
+
+
+def decided_on(events: Iterable[BreakerEvent], version: int) -> list[BreakerEvent]:
+    """``events`` marked as decided on stream ``version`` (those already marked keep their mark):
+    what a writer appends after other writers' events it had not seen."""
+    return [event if event.decided_on is not None else replace(event, decided_on=version) for event in events]
 
 
 def from_recorded(record: RecordedEvent) -> BreakerEvent:

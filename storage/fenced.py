@@ -94,6 +94,11 @@ class FencedStore(EventStore):
     ) -> list[RecordedEvent]:
         return await self.store.read_all(from_position, limit, types=types)
 
+    def iter_all(
+        self, from_position: int = 1, *, batch: int = 10_000, types: Sequence[str] | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        return self.store.iter_all(from_position, batch=batch, types=types)
+
     def iter_pages(
         self, from_position: int = 1, *, batch: int = 10_000, types: Sequence[str] | None = None
     ) -> AsyncIterator[list[RecordedEvent]]:

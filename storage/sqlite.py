@@ -618,8 +618,9 @@ class SQLiteEventStore(EventStore):
             finally:
                 if not ahead.done():
                     ahead.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await ahead  # the driver must be idle before it goes back to the pool
+                # The driver must be idle before it goes back to the pool; gather, rather than
+                # suppressing CancelledError, lets a cancellation of this walk itself go on.
+                await asyncio.gather(ahead, return_exceptions=True)
 
     @staticmethod
     def _page_query(types: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:

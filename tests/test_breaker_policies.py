@@ -298,3 +298,16 @@ def test_the_polly_example_behaves_as_polly() -> None:
     assert breaker.state is BreakerState.CLOSED  # 10% of 100, but no failure since
     drive(breaker, clock, fail(1))
     assert (breaker.state, breaker.retry_at) == (BreakerState.OPEN, clock() + 5.0)
+
+
+def test_a_manual_trip_decided_without_seeing_the_log_still_applies() -> None:
+    """Shared breakers: like an override, a manual trip marked decided_on is never superseded,
+    while an automatic open decided without seeing a force_open is."""
+    clock = FakeClock(T0)
+    breaker = CircuitBreaker("k", clock=clock, rng=random.Random(0))
+    breaker.force_open("bob", "maintenance")
+    common = {"key": "k", "at": T0, "from_state": "closed", "retry_at": T0 + 30, "streak": 0, "decided_on": 1}
+    assert not breaker.apply(BreakerOpened(reason="consecutive_failures", **common))  # type: ignore[arg-type]
+    assert breaker.state is BreakerState.FORCED_OPEN
+    assert breaker.apply(BreakerOpened(reason="manual", who="alice", why="failover", **common))  # type: ignore[arg-type]
+    assert (breaker.state, breaker.retry_at) == (BreakerState.OPEN, T0 + 30)

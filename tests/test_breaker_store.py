@@ -17,7 +17,7 @@ from poolwarden.aio.durable_breakers import DurableBreakers
 from poolwarden.breaker import BreakerState
 from poolwarden.breaker_registry import BreakerRegistry
 from poolwarden.clock import FakeClock
-from poolwarden.errors import ConcurrencyConflict, DatabaseLocked
+from poolwarden.errors import DatabaseLocked
 from poolwarden.events import NewEvent
 from poolwarden.policy import BreakerPolicy, ErrorKind, OpenBackoff
 from poolwarden.storage import Receipt, SQLiteEventStore, open_store
@@ -194,8 +194,9 @@ async def test_successes_survive_a_restart_through_the_exit_summary(tmp_path: Pa
         assert restored.named("db").snapshot()["window"]["codes"].count("0") == 30
 
 
-async def test_two_writers_of_one_breaker_conflict_and_keep_their_events(tmp_path: Path) -> None:
-    """A second driver writing the same breaker gets ConcurrencyConflict; its events wait, not lost."""
+async def test_two_writers_of_one_breaker_rebase_and_keep_their_events(tmp_path: Path) -> None:
+    """A second driver whose append meets the first's events rebases onto them: nothing lost, no
+    conflict raised, both breakers and a restore agree (the first trip wins)."""
     clock = FakeClock(T0)
     async with open_store(tmp_path / "b.db") as store:
         one, two = registry(clock), registry(clock)
@@ -204,12 +205,20 @@ async def test_two_writers_of_one_breaker_conflict_and_keep_their_events(tmp_pat
         await driver_one.restore()
         await driver_two.restore()
         trip(one, "shared")
+        clock.advance(1.0)
         trip(two, "shared")
-        await driver_one.flush()
-        with pytest.raises(ConcurrencyConflict):
-            await driver_two.flush()
-        assert driver_two.pending == 4
-        assert await store.stream_version("breaker/shared") == 4
+        assert await driver_one.flush() == 4
+        assert await driver_two.flush() == 4
+        assert driver_two.pending == 0
+        assert driver_two.rebased == 1
+        records = await store.read_stream("breaker/shared")
+        assert [r.version for r in records] == list(range(1, 9))
+        assert [r.payload.get("decided_on") for r in records] == [None] * 4 + [0] * 4
+        assert one.named("shared").retry_at == two.named("shared").retry_at == T0 + 30.0
+        assert one.named("shared").shared_state() == two.named("shared").shared_state()
+        fresh = registry(clock)
+        await DurableBreakers(store, fresh).restore()
+        assert fresh.named("shared").shared_state() == one.named("shared").shared_state()
 
 
 class FlakyStore(SQLiteEventStore):
@@ -326,3 +335,64 @@ async def test_the_pools_flush_commits_breaker_events(tmp_path: Path) -> None:
         async with open_store(tmp_path / "pool.db", read_only=True) as reader:
             types = [e.type for e in await reader.read_stream("breaker/conn-0")]
         assert "BreakerOverridden" in types
+
+
+async def test_exit_after_the_loop_alone_was_cancelled_still_flushes(tmp_path: Path) -> None:
+    """If only the background loop was cancelled (not the exit), leaving the driver raises no
+    CancelledError and still commits the breakers' events and snapshots."""
+    clock = FakeClock(T0)
+    reg = registry(clock)
+    async with open_store(tmp_path / "b.db") as store:
+        durable = DurableBreakers(store, reg, flush_interval=3600.0)
+        await durable.__aenter__()
+        loop_task = durable._task
+        assert loop_task is not None
+        loop_task.cancel()
+        await asyncio.gather(loop_task, return_exceptions=True)
+        trip(reg, "lonely")
+        await durable.__aexit__(None, None, None)
+        types = [e.type for e in await store.read_stream("breaker/lonely")]
+        assert types.count("BreakerOpened") == 1
+        assert (await store.load_snapshots("breaker/"))["breaker/lonely"].version == len(types)
+
+
+async def test_poll_follows_another_writers_trip_in_one_read(tmp_path: Path) -> None:
+    """A poll makes a held breaker follow another driver's trip (its failures stay its own), and
+    restores a breaker this driver never held."""
+    clock = FakeClock(T0)
+    async with open_store(tmp_path / "b.db") as store:
+        one, two = registry(clock), registry(clock)
+        driver_one, driver_two = DurableBreakers(store, one), DurableBreakers(store, two)
+        await driver_one.restore()
+        await driver_two.restore()
+        two.named("shared").record_failure(ErrorKind.TRANSPORT)
+        await driver_two.flush()
+        trip(one, "shared")
+        trip(one, "only-one")
+        await driver_one.flush()
+        assert await driver_two.poll() == 8
+        assert two.named("shared").state is BreakerState.OPEN
+        assert two.named("shared").retry_at == one.named("shared").retry_at
+        assert "only-one" in two
+        assert two.named("only-one").shared_state() == one.named("only-one").shared_state()
+        assert driver_two.merged == 5  # one BreakerOpened, four events restoring "only-one"
+        assert await driver_two.poll() == 0
+
+
+async def test_poll_leaves_a_stream_with_own_events_to_the_append(tmp_path: Path) -> None:
+    """A breaker with events of its own waiting does not follow at poll time; its append rebases."""
+    clock = FakeClock(T0)
+    async with open_store(tmp_path / "b.db") as store:
+        one, two = registry(clock), registry(clock)
+        driver_one, driver_two = DurableBreakers(store, one), DurableBreakers(store, two)
+        await driver_one.restore()
+        await driver_two.restore()
+        trip(one, "shared")
+        await driver_one.flush()
+        two.named("shared").record_failure(ErrorKind.TRANSPORT)
+        await driver_two.poll()
+        assert two.named("shared").state is BreakerState.CLOSED
+        assert await driver_two.flush() == 1
+        assert driver_two.rebased == 1
+        assert two.named("shared").state is BreakerState.OPEN
+        assert await store.stream_version("breaker/shared") == 5

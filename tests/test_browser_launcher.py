@@ -9,6 +9,7 @@ import os
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from poolwarden.browser.launcher import (
     find_chromium,
     find_firefox,
     launch_chromium,
+    launch_firefox,
     profiles_root,
     sweep_orphans,
     tree_pss,
@@ -115,6 +117,71 @@ async def test_a_browser_that_exits_at_start_up_is_a_launch_failure(tmp_path: Pa
         await launch_chromium("about:blank", executable="/bin/false", root=tmp_path, timeout=5)
     assert "exited with 1" in str(info.value)
     assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
+
+
+def _group(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    members = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+    return members
+
+
+def _wait_for_empty_group(pgid: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := _group(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return left
+
+
+@pytest.fixture
+def fake_browser(tmp_path: Path) -> Path:
+    """An executable that writes to stderr and runs two processes (as a browser runs many)."""
+    script = tmp_path / "fake-browser"
+    script.write_text("#!/bin/sh\nsleep 600 &\necho started >&2\nexec sleep 600\n")
+    script.chmod(0o755)
+    return script
+
+
+async def test_closing_the_lifeline_kills_the_whole_group(tmp_path: Path, fake_browser: Path) -> None:
+    """A launched browser shares its process group with a watchdog; when our end of the lifeline
+    closes (as it does when we die), the watchdog kills the whole group, children included, and
+    the browser's stderr went to the profile's log."""
+    browser = await launch_firefox("about:blank", executable=fake_browser, root=tmp_path / "p", timeout=5)
+    try:
+        assert browser.lifeline is not None
+        members: list[int] = []
+        deadline = time.monotonic() + 5
+        while len(members) < 3 and time.monotonic() < deadline:  # watchdog, browser, its child
+            await asyncio.sleep(0.02)
+            members = await asyncio.to_thread(_group, browser.pid)
+        assert len(members) >= 3, members
+        assert browser.pid in members
+        browser.cut_lifeline()
+        assert await asyncio.wait_for(browser.process.wait(), 5) == -9
+        assert await asyncio.to_thread(_wait_for_empty_group, browser.pid, 5.0) == []
+        assert "started" in await browser.stderr_tail()
+    finally:
+        await browser.kill()
+
+
+async def test_a_firefox_worker_whose_browser_dies_at_start_fails_at_once() -> None:
+    """A Firefox with no port is watched by nothing but its process: one that exits before its
+    page says hello fails the start with BrowserLaunchFailed at once, not at the hello timeout."""
+    from poolwarden.bridge.server import BridgeServer
+    from poolwarden.workers.firefox import FirefoxWorker
+
+    async with BridgeServer() as server:
+        worker = FirefoxWorker(server, "dies", executable="/bin/false")
+        started = time.monotonic()
+        try:
+            with pytest.raises(BrowserLaunchFailed, match="exited with 1 before its page said hello"):
+                await worker.start(timeout=30)
+        finally:
+            await worker.stop()
+        assert time.monotonic() - started < 10
 
 
 async def test_the_pool_sweeps_orphans_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,7 @@ COMMANDS = (
     "bench breaker",
     "bench analysis",
     "bench fuzz",
+    "bench crash",
     "breakers",
     "analyze",
     "telemetry",
@@ -61,6 +62,7 @@ WITH_JSON = (
     "bench breaker",
     "bench analysis",
     "bench fuzz",
+    "bench crash",
     "breakers",
     "test-recovery",
     "whatif",
@@ -127,6 +129,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "bench analysis": {"command": "bench", "bench_command": "analysis", "events": 1_000_000, "json": False},
     "bench fuzz": {"command": "bench", "bench_command": "fuzz", "frames": 100_000, "seed": 0, "json": False},
+    "bench crash": {"command": "bench", "bench_command": "crash", "kills": 100, "seed": 0, "json": False},
     "breakers": {"command": "breakers", "db": "x.db", "json": False},
     "analyze": {"command": "analyze", "db": "x.db", "out": "out", "policy": None},
     "telemetry": {

@@ -19,7 +19,7 @@ from poolwarden.errors import (
     RequestError,
     UnknownModel,
 )
-from poolwarden.lifecycle_types import HeartbeatMissed
+from poolwarden.lifecycle_types import Suspected
 from poolwarden.memory import EvictModel, HostReading, RecycleBrowser
 from poolwarden.outliers import OutlierPolicy
 from poolwarden.policy import BreakerPolicy
@@ -401,7 +401,7 @@ async def test_closing_the_pool_records_each_connections_closing(tmp_path: Path,
         await _worker(pool, "conn-1").inject(Fault.HANG, seconds=30.0)  # conn-1 stops answering
         driver = pool.members["conn-1"].driver
         assert driver is not None
-        driver.fault(HeartbeatMissed())
+        driver.fault(Suspected())
         await driver.wait_for(lambda m: m.incident_id is not None)
     finally:
         await pool.close()

@@ -182,6 +182,11 @@ async def test_pools_of_other_names_share_the_log_with_their_own_streams(tmp_pat
         ("east", 1),
         ("main", 1),
     ]
+    # Started again, each pool takes up its own breakers only, never the other's.
+    async with ResourcePool(_config(db)) as main, ResourcePool(_config(db, name="east")) as east:
+        assert {b.key for b in main.registry}
+        assert all(b.key.startswith("conn-") for b in main.registry)
+        assert all(b.key.startswith("east.conn-") for b in east.registry)
 
 
 def test_a_pool_name_must_be_fit_for_stream_ids(tmp_path: Path) -> None:
@@ -191,3 +196,27 @@ def test_a_pool_name_must_be_fit_for_stream_ids(tmp_path: Path) -> None:
     for name in ("a/b", "a.b", "Main", ""):
         with pytest.raises(ConfigurationError):
             _config(tmp_path / "x.db", name=name)
+
+
+async def test_a_fenced_view_writes_nothing_without_a_lease_and_reads_through(tmp_path: Path) -> None:
+    """FencedStore refuses writes until it holds a lease (nothing is written unowned by mistake),
+    then stamps its fencing number on each; reads see the store as it is."""
+    from poolwarden.errors import OwnershipError
+    from poolwarden.events import NewEvent
+    from poolwarden.storage import open_store
+    from poolwarden.storage.fenced import FencedStore
+
+    event = NewEvent(type="Happened", occurred_at=1.0)
+    async with open_store(tmp_path / "x.db") as store:
+        view = FencedStore(store, lease=None)
+        with pytest.raises(OwnershipError):
+            await view.append("s/a", [event])
+        with pytest.raises(OwnershipError):
+            await view.save_snapshot("s/a", 1, {})
+        view.lease = await store.take_lease("main", "me:1:1", ttl=60.0)
+        await view.append("s/a", [event, event])
+        await view.save_snapshot("s/a", 2, {"n": 2})
+        assert [e.fence for e in await view.read_stream("s/a")] == [1, 1]
+        assert [e.version async for e in view.iter_all()] == [1, 2]
+        assert (await view.load_snapshot("s/a")) is not None
+        assert view.path == store.path  # type: ignore[attr-defined]

@@ -130,3 +130,42 @@ async def test_a_recorded_event_brings_a_later_append_forward(tmp_path: Path) ->
         assert await asyncio.wait_for(first(), 10) == 7  # not 60 s: the event hurried the append
         recorder.wake(60.0)
         await asyncio.wait_for(recorder.close(), 10)  # close rings the alarm rather than wait for it
+
+
+async def test_once_its_task_is_cancelled_recording_starts_no_task(tmp_path: Path) -> None:
+    """A recorder whose background task was cancelled (its loop is being torn down) only keeps
+    what is recorded afterwards, for flush(): no task is born then, to be destroyed pending."""
+    async with open_store(tmp_path / "log.db") as store:
+        recorder = EventRecorder(store, "pool/main", FakeClock(1.0))
+        recorder.start()
+        flusher = recorder._flusher
+        assert flusher is not None
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+        before = asyncio.all_tasks()
+        recorder.record("Thing", payload={"i": 1})
+        recorder.wake()
+        assert asyncio.all_tasks() == before
+        await recorder.close()
+        assert await _types(store) == [1]
+
+
+async def test_a_cancelled_close_is_not_swallowed(tmp_path: Path) -> None:
+    """Cancelling close() cancels the recorder's task with it and the cancellation propagates."""
+    async with open_store(tmp_path / "log.db") as store:
+        gate = asyncio.Event()
+
+        class SlowStore:
+            async def append(self, stream: str, events: Sequence[NewEvent], **options: Any) -> Any:
+                await gate.wait()
+                return await store.append(stream, events, **options)
+
+        recorder = EventRecorder(SlowStore(), "pool/main", FakeClock(1.0))  # type: ignore[arg-type]
+        recorder.record("Thing", payload={"i": 1})
+        closing = asyncio.create_task(recorder.close())
+        await asyncio.sleep(0.05)  # the append waits at the gate
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert recorder._flusher is not None
+        assert recorder._flusher.done()

@@ -6,15 +6,36 @@ The breakers stay pure; this driver does the waiting and the I/O:
   after it, folds them (:mod:`poolwarden.replay`) and hands the breakers to the registry. Those
   whose wait passed while the process was down turn half-open now, and that event is persisted.
 * :meth:`DurableBreakers.flush` drains each breaker's events and appends them to its stream with
-  ``expected_version``, so a second process writing the same breaker is detected, not merged.
-  Every ``snapshot_every`` events a stream gets a snapshot, taken at the very moment its events
-  were drained (after a checkpoint, so no success is both in the snapshot and in a later event).
-* :meth:`DurableBreakers.run` flushes every ``flush_interval`` seconds, and every
-  ``summary_interval`` seconds has every breaker summarise its successes, so a crash loses at most
-  that much success bookkeeping (never a failure or a transition that was flushed).
+  ``expected_version``. Every ``snapshot_every`` events a stream gets a snapshot, taken at the
+  very moment its events were drained (after a checkpoint, so no success is both in the
+  snapshot and in a later event).
+* :meth:`DurableBreakers.poll` reads the breaker events other processes appended since the last
+  poll (one query from the last log position seen, whatever the number of breakers) and folds
+  them into the local breakers.
+* :meth:`DurableBreakers.run` flushes every ``flush_interval`` seconds, polls every
+  ``poll_interval`` seconds, and every ``summary_interval`` seconds has every breaker summarise
+  its successes, so a crash loses at most that much success bookkeeping (never a failure or a
+  transition that was flushed).
 
-Events that could not be appended are kept and retried on the next flush, in order; a version
-conflict is not retried, it is raised (another process owns the stream).
+Several processes may share a breaker (the same name on the same log). Each persists its own
+events and follows the others' transitions; the merge rule is :mod:`poolwarden.breaker`'s:
+
+* transitions are shared: another process's open, half-open, close, manual override (and
+  eviction's reset of the re-open streak) are applied here with their timestamps, within
+  ``poll_interval``;
+* outcome windows are local: each process judges its own calls; a restore folds every
+  process's outcomes since the last transition, as the log holds them;
+* half-open trials are local too, for now: each process admits its policy's trials in a round.
+  Claiming a trial through the log (append a ``BreakerTrialAdmitted`` with ``expected_version``,
+  a conflict meaning another host took it) fits this design and is issue #12's;
+* a version conflict is never raised nor dropped: the stream is read again (snapshot and tail),
+  the events of this process not yet appended are marked ``decided_on`` the version they were
+  decided on and folded after the others' (a concurrent transition the other side made moot is
+  superseded, the first writer wins), the live breaker takes that state
+  (:meth:`~poolwarden.breaker.CircuitBreaker.rebase`) and the append is retried at the new
+  version. Every process then agrees with a replay of the log.
+
+Events that could not be appended (a store error) are kept and retried on the next flush, in order.
 """
 
 from __future__ import annotations
@@ -25,10 +46,23 @@ from collections.abc import Sequence
 from typing import Any
 
 from poolwarden.breaker import CircuitBreaker
-from poolwarden.breaker_events import STREAM_PREFIX, BreakerEvent, key_of_stream
+from poolwarden.breaker_events import (
+    EVENT_TYPES,
+    STREAM_PREFIX,
+    BreakerEvent,
+    decided_on,
+    from_recorded,
+    key_of_stream,
+)
 from poolwarden.breaker_registry import BreakerRegistry
-from poolwarden.errors import ConcurrencyConflict, ConfigurationError, StoreError
-from poolwarden.events import Snapshot
+from poolwarden.errors import (
+    ConcurrencyConflict,
+    ConfigurationError,
+    InvalidTransition,
+    ReplayError,
+    StoreError,
+)
+from poolwarden.events import RecordedEvent, Snapshot
 from poolwarden.policy import BreakerLevel
 from poolwarden.replay import level_of, restore
 from poolwarden.storage.base import EventStore
@@ -36,13 +70,21 @@ from poolwarden.storage.base import EventStore
 __all__ = ["DurableBreakers"]
 
 _READ_CONCURRENCY = 32
+_POLL_BATCH = 1000
+_REBASES = 20
+"""How many times one flush rebases a stream whose appends keep meeting other writers' events
+before it keeps the events for the next flush (each conflict means another writer progressed)."""
 
 
 class DurableBreakers:
     """Persists the events of ``registry``'s breakers to ``store``; an async context manager.
 
-    ``async with DurableBreakers(store, registry):`` restores, then flushes in the background,
-    and on exit summarises, flushes and waits for everything to be committed.
+    ``async with DurableBreakers(store, registry):`` restores, then flushes and polls in the
+    background, and on exit summarises, flushes and waits for everything to be committed.
+    ``poll_interval=None`` follows no other process (their events are still merged when an
+    append meets them). ``scope`` limits the driver to the breakers whose key starts with it (a
+    pool's: ``conn-`` for the pool named ``main``, ``east.conn-`` for ``east``): it restores and
+    follows only those, so pools sharing a log never take up each other's breakers.
     """
 
     def __init__(
@@ -53,59 +95,83 @@ class DurableBreakers:
         snapshot_every: int = 10,
         flush_interval: float = 0.25,
         summary_interval: float = 30.0,
+        poll_interval: float | None = 0.5,
+        scope: str = "",
     ) -> None:
         if snapshot_every < 1:
             raise ConfigurationError("snapshot_every must be at least 1")
         if not flush_interval > 0 or not summary_interval > 0:
             raise ConfigurationError("flush_interval and summary_interval must be > 0 seconds")
+        if poll_interval is not None and not poll_interval > 0:
+            raise ConfigurationError("poll_interval must be > 0 seconds (or None: no polling)")
         self.store = store
         self.registry = registry
         self.snapshot_every = snapshot_every
         self.flush_interval = flush_interval
         self.summary_interval = summary_interval
+        self.poll_interval = poll_interval
+        self.scope = scope
+        self._prefix = STREAM_PREFIX + scope
         self._versions: dict[str, int] = {}
         self._snapshot_versions: dict[str, int] = {}
         self._unsent: dict[str, list[BreakerEvent]] = {}
         self._evicted: list[CircuitBreaker] = []
+        self._position = 0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
-        self.last_error: StoreError | None = None
+        self.last_error: StoreError | ReplayError | None = None
+        self.rebased = 0
+        """How many appends met other writers' events and were rebased onto them."""
+        self.merged = 0
+        """How many of other writers' events changed a local breaker's state."""
 
     # --- start-up ------------------------------------------------------------------------------
 
     async def restore(self) -> int:
         """Rebuild every breaker the store knows into the registry; returns how many."""
-        versions = await self.store.streams(STREAM_PREFIX)
-        snapshots = await self.store.load_snapshots(STREAM_PREFIX)
+        # The log position first: whatever lands after it is polled, and folded only once
+        # (versions at or below a stream's known version are skipped).
+        self._position = await self.store.head_position()
+        versions = await self.store.streams(self._prefix)
+        snapshots = await self.store.load_snapshots(self._prefix)
         limiter = asyncio.Semaphore(_READ_CONCURRENCY)
 
-        async def one(stream: str, version: int) -> CircuitBreaker:
-            snapshot = snapshots.get(stream)
-            after = snapshot.version if snapshot is not None else 0
+        async def one(stream: str) -> tuple[CircuitBreaker, int, int]:
             async with limiter:
-                tail = await self.store.read_stream(stream, after + 1) if version > after else []
-            key = key_of_stream(stream)
-            level = _level(snapshot, tail)
-            return restore(
-                key,
-                tail,
-                policy=self.registry.policy_for(key, level),
-                snapshot=snapshot,
-                level=level,
-                clock=self.registry.clock,
-                rng=self.registry.rng,
-            )
+                return await self._load(stream, snapshots.get(stream), versions[stream], catch_up=True)
 
         streams = sorted(versions)
-        breakers = await asyncio.gather(*(one(stream, versions[stream]) for stream in streams))
-        for stream, breaker in zip(streams, breakers, strict=True):
+        loaded = await asyncio.gather(*(one(stream) for stream in streams))
+        for stream, (breaker, version, snapshot_version) in zip(streams, loaded, strict=True):
             self.registry.adopt(breaker)
-            self._versions[stream] = versions[stream]
-            snapshot = snapshots.get(stream)
-            self._snapshot_versions[stream] = snapshot.version if snapshot is not None else 0
-        return len(breakers)
+            self._versions[stream] = version
+            self._snapshot_versions[stream] = snapshot_version
+        return len(loaded)
+
+    async def _load(
+        self, stream: str, snapshot: Snapshot | None, version: int | None, *, catch_up: bool
+    ) -> tuple[CircuitBreaker, int, int]:
+        """The breaker of ``stream`` as the log holds it: ``(breaker, its version, snapshot's version)``.
+
+        ``version`` is the stream's version if known (reads nothing when the snapshot is that recent).
+        """
+        after = snapshot.version if snapshot is not None else 0
+        tail = await self.store.read_stream(stream, after + 1) if version is None or version > after else []
+        key = key_of_stream(stream)
+        level = _level(snapshot, tail)
+        breaker = restore(
+            key,
+            tail,
+            policy=self.registry.policy_for(key, level),
+            snapshot=snapshot,
+            level=level,
+            clock=self.registry.clock,
+            rng=self.registry.rng,
+            catch_up=catch_up,
+        )
+        return breaker, max(after, tail[-1].version if tail else 0), after
 
     # --- persisting ----------------------------------------------------------------------------
 
@@ -113,10 +179,11 @@ class DurableBreakers:
         """Append every breaker's pending events (and due snapshots); returns how many were written.
 
         With ``snapshot_all`` every breaker whose snapshot is behind its stream gets a new one
-        (done at a clean shutdown, so the next start-up reads no tails at all).
+        (done at a clean shutdown, so the next start-up reads no tails at all). A stream that
+        other processes wrote meanwhile is rebased onto their events and appended again.
 
-        Raises the first store error (a version conflict first of all) after every stream has
-        been tried; the events of the streams that failed are kept for the next flush.
+        Raises the first store error after every stream has been tried; the events of the
+        streams that failed are kept for the next flush.
         """
         async with self._lock:
             # Evicted breakers' last events go first in their streams, before anything a breaker
@@ -149,27 +216,46 @@ class DurableBreakers:
             for stream in list(self._unsent):  # streams whose breaker is no longer held
                 batches.append((stream, self._unsent.pop(stream), None))
             results = await asyncio.gather(
-                *(self._append(stream, events) for stream, events, _ in batches), return_exceptions=True
+                *(self._persist(stream, events, state) for stream, events, state in batches),
+                return_exceptions=True,
             )
-            written = 0
-            failure: BaseException | None = None
-            snapshots = []
-            for (stream, events, state), result in zip(batches, results, strict=True):
-                if isinstance(result, BaseException):
-                    self._unsent[stream] = events
-                    if failure is None or isinstance(result, ConcurrencyConflict):
-                        failure = result
-                    continue
-                written += len(events)
-                if state is not None:
-                    snapshots.append(self._snapshot(stream, result, state))
-            # A failed snapshot costs only restore time: its events are committed either way.
-            for error in await asyncio.gather(*snapshots, return_exceptions=True):
-                if failure is None and isinstance(error, BaseException):
-                    failure = error
+        written = 0
+        failure: BaseException | None = None
+        for result in results:
+            if isinstance(result, BaseException):
+                failure = failure or result
+            else:
+                written += result
         if failure is not None:
             raise failure
         return written
+
+    async def _persist(self, stream: str, events: list[BreakerEvent], state: dict[str, Any] | None) -> int:
+        """Append ``events`` to ``stream`` (rebasing them onto other writers' events as often as
+        needed), then save the snapshot ``state`` if the append met nobody; returns how many
+        events were appended. Events that could not be appended wait in ``_unsent``."""
+        conflict: ConcurrencyConflict | None = None
+        try:
+            for _ in range(_REBASES):
+                try:
+                    version = await self._append(stream, events)
+                except ConcurrencyConflict as exc:
+                    conflict = exc
+                    events = await self._rebase(stream, events)
+                    state = None  # it described the breaker before the others' events
+                    continue
+                break
+            else:
+                assert conflict is not None
+                raise conflict
+        except BaseException:
+            self._unsent[stream] = events
+            raise
+        if state is not None:
+            # A failed snapshot costs only restore time: its events are committed either way.
+            await self.store.save_snapshot(stream, version, state)
+            self._snapshot_versions[stream] = version
+        return len(events)
 
     async def _append(self, stream: str, events: Sequence[BreakerEvent]) -> int:
         expected = self._versions.get(stream, 0)
@@ -182,9 +268,31 @@ class DurableBreakers:
         self._versions[stream] = result.last_version
         return result.last_version
 
-    async def _snapshot(self, stream: str, version: int, state: dict[str, Any]) -> None:
-        await self.store.save_snapshot(stream, version, state)
-        self._snapshot_versions[stream] = version
+    async def _rebase(self, stream: str, events: list[BreakerEvent]) -> list[BreakerEvent]:
+        """Other writers appended to ``stream`` since our known version: fold our unappended
+        ``events`` (and those the breaker emitted since) after theirs, make the live breaker
+        follow, and return our events marked as decided on the version we knew."""
+        known = self._versions.get(stream, 0)
+        snapshot = await self.store.load_snapshot(stream)
+        replayed, version, _ = await self._load(stream, snapshot, None, catch_up=False)
+        # No await from here on: nothing the breaker emits can slip between the fold and the rebase.
+        key = key_of_stream(stream)
+        breaker = self.registry.get(key)
+        if breaker is not None:
+            events = events + breaker.drain_events()
+        marked = decided_on(events, known)
+        for event in marked:
+            try:
+                replayed.apply(event)
+            except InvalidTransition as exc:  # a marked transition is superseded, never impossible
+                raise ReplayError(stream, version, str(exc)) from exc
+        if breaker is not None:
+            breaker.rebase(replayed)
+        elif not replayed.at_rest:
+            self.registry.adopt(replayed)  # forgotten here, but another process has it in use
+        self._versions[stream] = version
+        self.rebased += 1
+        return marked
 
     async def checkpoint(self, *, snapshot_all: bool = False) -> int:
         """Have every breaker summarise its successes, then flush (see :meth:`flush`)."""
@@ -202,19 +310,85 @@ class DurableBreakers:
         """Ask the background loop to flush now rather than at its next tick."""
         self._wake.set()
 
+    # --- following other writers ---------------------------------------------------------------
+
+    async def poll(self) -> int:
+        """Fold the breaker events other processes appended since the last poll; returns how
+        many events were read for that.
+
+        One read from the last log position seen (whatever the number of breakers). A stream
+        whose breaker has events of its own waiting is left to its next append, which meets the
+        others' events and rebases onto them. A stream with no breaker here (new, or forgotten
+        while idle) is restored from the log.
+        """
+        async with self._lock:
+            seen = 0
+            while True:
+                page = await self.store.read_all(self._position + 1, _POLL_BATCH, types=EVENT_TYPES)
+                if not page:
+                    break
+                self._position = page[-1].position
+                foreign: dict[str, list[RecordedEvent]] = {}
+                for record in page:
+                    stream = record.stream
+                    if stream.startswith(self._prefix) and record.version > self._versions.get(stream, 0):
+                        foreign.setdefault(stream, []).append(record)
+                for stream, records in foreign.items():
+                    seen += await self._follow(stream, records)
+                if len(page) < _POLL_BATCH:
+                    break
+            return seen
+
+    async def _follow(self, stream: str, records: list[RecordedEvent]) -> int:
+        key = key_of_stream(stream)
+        known = self._versions.get(stream, 0)
+        if self._unsent.get(stream):
+            return 0  # our append will meet these and rebase
+        if records[0].version != known + 1:  # a gap (a backend whose positions commit out of order)
+            records = await self.store.read_stream(stream, known + 1)
+        breaker = self.registry.get(key)
+        if breaker is None:
+            loaded, version, snapshot_version = await self._load(
+                stream, await self.store.load_snapshot(stream), None, catch_up=True
+            )
+            if self.registry.get(key) is not None or self._unsent.get(stream):
+                return 0  # created here meanwhile: its first append rebases
+            self.registry.adopt(loaded)
+            self._versions[stream] = version
+            self._snapshot_versions[stream] = snapshot_version
+            self.merged += len(records)
+            return len(records)
+        if breaker.has_events:
+            return 0
+        for record in records:
+            try:
+                if breaker.merge(from_recorded(record)):
+                    self.merged += 1
+            except ReplayError:
+                raise
+            except Exception as exc:
+                raise ReplayError(record.stream, record.version, str(exc)) from exc
+            self._versions[stream] = record.version
+        return len(records)
+
     # --- the background loop ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Flush forever; summarise and evict idle breakers every ``summary_interval``.
+        """Flush forever, poll every ``poll_interval``; summarise and evict idle breakers every
+        ``summary_interval``.
 
-        Store errors other than a version conflict are retried on the next tick (the events
-        wait in memory); a conflict ends the loop with the error.
+        Store errors are retried on the next tick (the events wait in memory) and kept in
+        :attr:`last_error`; so is an event of another writer that cannot be folded.
         """
         loop = asyncio.get_running_loop()
         next_summary = loop.time() + self.summary_interval
+        next_poll = loop.time()
         while not self._stopping:
+            timeout = self.flush_interval
+            if self.poll_interval is not None:
+                timeout = max(0.0, min(timeout, next_poll - loop.time()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
             if self._stopping:
                 return
@@ -225,9 +399,10 @@ class DurableBreakers:
                     self.evict_idle()
                 else:
                     await self.flush()
-            except ConcurrencyConflict:
-                raise
-            except StoreError as exc:
+                if self.poll_interval is not None and loop.time() >= next_poll:
+                    next_poll = loop.time() + self.poll_interval
+                    await self.poll()
+            except (StoreError, ReplayError) as exc:
                 # The events wait in _unsent and the next tick tries again; the error stays
                 # visible here, and the final flush at exit raises it if it persists.
                 self.last_error = exc
@@ -244,11 +419,9 @@ class DurableBreakers:
 
         The loop is asked to stop and awaited, never cancelled: a flush cancelled between its
         drain and its append would drop the drained events, or (cancelled after the commit)
-        forget the stream's new version and make the final flush a version conflict. The
-        loop's own failure (a version conflict) is raised here, after the final flush tried.
+        forget the stream's new version and make the final flush a version conflict.
         """
         task, self._task = self._task, None
-        failure: BaseException | None = None
         if task is not None:
             self._stopping = True
             self.wake()
@@ -257,13 +430,13 @@ class DurableBreakers:
             except asyncio.CancelledError:
                 if not task.done():  # we are being cancelled: the loop still stops, cancel it
                     task.cancel()
-                raise
-            except ConcurrencyConflict as error:
-                failure = error
+                    raise
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+                # Only the loop was cancelled (by someone else): the final flush below still runs.
         await self.checkpoint(snapshot_all=True)
         await self.store.flush()
-        if failure is not None:
-            raise failure
 
     @property
     def pending(self) -> int:

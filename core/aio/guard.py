@@ -340,10 +340,14 @@ async def open_breakers(
     snapshot_every: int = 10,
     flush_interval: float = 0.25,
     summary_interval: float = 30.0,
+    poll_interval: float | None = 0.5,
 ) -> AsyncIterator[Breakers]:
     """Durable named breakers: restored from ``store`` (an open store, or a path to open) at entry.
 
-    Their events are flushed every ``flush_interval`` seconds and at exit.
+    Their events are flushed every ``flush_interval`` seconds and at exit. Other processes may
+    open the same breakers on the same log: each persists its own events, and their
+    transitions (a trip, a close, an override) reach this one within ``poll_interval`` seconds
+    (``None``: only when an append meets them). See :mod:`poolwarden.aio.durable_breakers`.
     """
     if rng is None:
         rng = random.Random()
@@ -358,6 +362,7 @@ async def open_breakers(
                 snapshot_every=snapshot_every,
                 flush_interval=flush_interval,
                 summary_interval=summary_interval,
+                poll_interval=poll_interval,
             )
         )
         yield Breakers(registry=registry, classify=classify, durable=durable)

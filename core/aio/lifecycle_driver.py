@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
 from poolwarden.classify import STEP_TRANSPORT, classify
 from poolwarden.clock import Clock
@@ -181,15 +181,20 @@ class LifecycleDriver:
         The connection is not closed: a later process restores it and resumes. Raises the
         error that broke the driver, if one did.
         """
+        settling: asyncio.Future[None] | None = None
         try:
             if self._pump_task is not None and self._failure is None:
-                await asyncio.shield(self.settle())
+                settling = asyncio.ensure_future(self.settle())
+                await asyncio.shield(settling)
         finally:
-            # Also when settling failed or was cancelled: no timer or task may outlive the driver.
+            # Also when settling failed or was cancelled: no timer or task may outlive the driver
+            # (a settle left waiting once the pump is gone would wait for ever).
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            tasks = list(self._tasks)
+            tasks: list[asyncio.Future[None]] = list(self._tasks)
+            if settling is not None:
+                tasks.append(settling)
             self._step = None
             if self._pump_task is not None:
                 tasks.append(self._pump_task)
@@ -351,7 +356,7 @@ class LifecycleDriver:
             self.machine.step_succeeded(command.attempt)
         self._wake.set()
 
-    def _perform(self, command: StepCommand) -> Awaitable[None]:
+    def _perform(self, command: StepCommand) -> Coroutine[Any, Any, None]:
         match command:
             case SendPing(timeout=timeout):
                 return self.actions.send_ping(timeout)
@@ -370,7 +375,7 @@ class LifecycleDriver:
             self.machine.tick()
             self._wake.set()
 
-    def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``work`` as a task the driver tracks; an error escaping it breaks the driver."""
 
         async def run() -> None:
@@ -379,9 +384,13 @@ class LifecycleDriver:
             except Exception as exc:
                 await self._break(exc)
 
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            work.close()  # a task cancelled before it ran never awaited ``work``: close it unrun
+
         task = asyncio.create_task(run())
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(done)
         return task
 
     async def _break(self, exc: BaseException) -> None:

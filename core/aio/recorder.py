@@ -59,12 +59,25 @@ class EventRecorder:
         self._gather = gather  # more events to take at each append (summaries made then)
         self._pending: list[NewEvent] = []
         self._lock = asyncio.Lock()  # one append at a time keeps the stream in recording order
-        self._flusher: asyncio.Task[None] | None = None
-        self._alarm: asyncio.Future[None] | None = None  # the flusher waits for it to ring
-        self._timer: asyncio.TimerHandle | None = None  # rings the alarm at ``_due`` (loop time)
+        self._flusher: asyncio.Task[None] | None = None  # started once, lives until close()
+        self._stopped = False  # closed, or the flusher was cancelled: no task is started again
+        self._closing = False
+        self._rung = asyncio.Event()  # the flusher waits for it
+        self._timer: asyncio.TimerHandle | None = None  # rings at ``_due`` (loop time)
         self._due = 0.0
         self._failure: BaseException | None = None
         self._drained: asyncio.Event | None = None
+
+    def start(self) -> None:
+        """Start the background append task now (the first recorded event starts it otherwise).
+
+        An owner that starts it with itself knows that no task is created later, in whatever
+        code runs while its loop is being torn down: a task born then would be destroyed pending.
+        """
+        if self._flusher is None and not self._stopped:
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush_loop(), name=f"poolwarden recorder {self.stream}"
+            )
 
     def emit(self, event: DomainEvent) -> None:
         """Record a domain event now: stored by :mod:`poolwarden.codec`, at the recorder's clock."""
@@ -78,29 +91,35 @@ class EventRecorder:
     def record_event(self, event: NewEvent) -> None:
         """Record an event made elsewhere (the bridge makes its own)."""
         self._pending.append(event)
-        if self._flusher is None or self._due > asyncio.get_running_loop().time() + LINGER:
-            self._schedule(LINGER)
+        self._schedule(LINGER, sooner=True)
 
     def wake(self, delay: float = LINGER) -> None:
         """Have an append made within ``delay`` seconds (for events that ``gather`` will make
         then): the pool's summaries of successes ask for one a second, and any event recorded
         meanwhile brings it forward to :data:`LINGER`."""
-        if self._flusher is None:  # one is due already: at most ``delay`` from now, or sooner
-            self._schedule(delay)
+        self._schedule(delay, sooner=False)  # one is due already: at most ``delay`` from now, or sooner
 
-    def _schedule(self, delay: float) -> None:
+    def _schedule(self, delay: float, *, sooner: bool) -> None:
+        """Have the flusher append at ``delay`` from now, unless an append is due already (and
+        is due sooner, when ``sooner``). After close, or once the flusher was cancelled, nothing
+        is scheduled: :meth:`flush` appends what is pending."""
+        self.start()
+        if self._stopped:
+            return
         loop = asyncio.get_running_loop()
         due = loop.time() + delay
-        if self._flusher is None:
-            self._alarm = loop.create_future()
-            self._due = due
-            self._timer = loop.call_at(due, _ring, self._alarm)
-            self._flusher = loop.create_task(self._flush_when_rung(self._alarm))
-        elif due < self._due and self._alarm is not None and not self._alarm.done():
-            if self._timer is not None:
-                self._timer.cancel()
-            self._due = due
-            self._timer = loop.call_at(due, _ring, self._alarm)
+        if self._timer is not None and (not sooner or due >= self._due):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._due = due
+        self._timer = loop.call_at(due, self._ring)
+
+    def _ring(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._rung.set()
 
     @property
     def pending(self) -> int:
@@ -125,28 +144,43 @@ class EventRecorder:
 
     async def close(self) -> None:
         """Have the background append run now and finish (it is not cancelled: an append cut
-        short could not tell whether the store took its batch), then flush what is left."""
+        short could not tell whether the store took its batch), then flush what is left.
+
+        If the close itself is cancelled, the background task is cancelled too, and the
+        cancellation goes on: nothing of the recorder outlives it.
+        """
+        self._closing = True
+        self._stopped = True
         flusher = self._flusher
-        if flusher is not None:
-            if self._alarm is not None:
-                _ring(self._alarm)
-            await asyncio.gather(flusher, return_exceptions=True)
+        if flusher is not None and not flusher.done():
+            self._ring()
+            try:
+                await asyncio.shield(flusher)
+            except asyncio.CancelledError:
+                if not flusher.done():  # we are being cancelled: stop the flusher with us
+                    flusher.cancel()
+                    raise
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+            except Exception:  # its appends keep their failure: the flush below reports it
+                pass
         await self.flush()
 
-    async def _flush_when_rung(self, alarm: asyncio.Future[None]) -> None:
+    async def _flush_loop(self) -> None:
         try:
-            await alarm
-            self._alarm = None
-            while True:  # at least once: a wake() may have left nothing but what gather() makes
-                await self._append_pending()
-                if self._failure is not None or not self._pending:
-                    return  # a failure is kept for flush(), retried when the next event comes
+            while not self._closing:
+                await self._rung.wait()
+                self._rung.clear()
+                while True:  # at least once: a wake() may have left nothing but what gather() makes
+                    await self._append_pending()
+                    if self._failure is not None or not self._pending:
+                        break  # a failure is kept for flush(), retried when the next event comes
         finally:
+            self._stopped = True  # cancelled (the loop is ending) or closed: start no task again
             if self._timer is not None:
                 self._timer.cancel()
-            if self._flusher is asyncio.current_task():
-                self._flusher = None
-                self._alarm = None
+                self._timer = None
 
     async def _append_pending(self) -> None:
         async with self._lock:
@@ -168,8 +202,3 @@ class EventRecorder:
         if self._drained is not None and len(self._pending) <= HIGH_WATER // 2:
             self._drained.set()
             self._drained = None
-
-
-def _ring(alarm: asyncio.Future[None]) -> None:
-    if not alarm.done():
-        alarm.set_result(None)

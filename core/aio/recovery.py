@@ -10,7 +10,8 @@ background watchers that turn what the bridge and the browser show into lifecycl
 | the browser's main process exited (its socket closes 1006) | ``ProcessExited`` | restart |
 | the socket closed 1006, browser alive, no hello within the grace | ``SocketClosed(1006)`` | reconnect |
 | the socket closed 1006 and the page said hello again within the grace | none: it healed itself | |
-| a heartbeat (application ping) unanswered | ``HeartbeatMissed`` | ping |
+| a heartbeat (application ping) unanswered | ``HeartbeatMissed`` | reconnect (crash and reload) |
+| a request past its attempt timeout, or a recovery asked for | ``Suspected`` | ping |
 | the page reported ``device_lost`` (unprompted, or as a request's error) | ``DeviceLost`` | ping |
 | the page reported ``out_of_memory`` | ``OutOfMemory`` | reconnect |
 
@@ -51,6 +52,7 @@ from poolwarden.lifecycle_types import (
     OutOfMemory,
     ProcessExited,
     SocketClosed,
+    Suspected,
 )
 from poolwarden.storage.base import EventStore
 from poolwarden.workers.handle import WorkerHandle
@@ -218,11 +220,12 @@ class Recovery:
     async def recover_connection(self, fault: Fault | None = None) -> tuple[bool, str]:
         """Recover the connection, as the seed's ``recover_connection`` did: ``(success, method)``.
 
-        ``fault`` is what was seen (default: a missed heartbeat, i.e. the connection is merely
-        suspect, so the ladder starts with a ping). Joins a recovery already under way. Returns
-        ``(True, "ping" | "reconnect" | "restart")`` or ``(False, "quarantine" | "closed")``.
+        ``fault`` is what was seen (default: :class:`~poolwarden.lifecycle_types.Suspected`, the
+        connection is merely suspect, so the ladder starts with a ping). Joins a recovery
+        already under way. Returns ``(True, "ping" | "reconnect" | "restart")`` or
+        ``(False, "quarantine" | "closed")``.
         """
-        return await self.driver.recover(fault if fault is not None else HeartbeatMissed())
+        return await self.driver.recover(fault if fault is not None else Suspected())
 
     async def wait_outcome(
         self,

@@ -7,10 +7,12 @@ its own worker's secret: one that leaks lets no one speak as another worker. The
 handshake is refused (HTTP 403) for any Origin but the server's own, and the connection is closed
 (code 4401) for a hello whose secret is not its worker id's.
 
-How a page gets its secret: its worker hands it over the browser's remote-control session (a
-Chromium's private DevTools pipe, a Firefox's one WebDriver BiDi session) as a script that runs
-before the page's own, never in the URL. docs/bridge.md says what a local attacker can and cannot
-do with each browser.
+How a page gets its secret: a Chromium worker hands it over its private DevTools pipe as a script
+that runs before the page's own, never in the URL. A Firefox worker (which has no pipe) opens no
+remote port by default: the page's URL with its secret (``page_url(with_secret=True)``) is the
+start page written in the browser's own profile, a folder only its user can read; with the
+opt-in BiDi port, it is handed over the one BiDi session instead. docs/bridge.md says what a
+local attacker can and cannot do with each browser.
 
 Each worker page carries a worker id in its URL. Worker ids are the pool's: the server keeps one
 :class:`WorkerConnection` per worker id the pool asked for (:meth:`BridgeServer.worker`,
@@ -472,7 +474,8 @@ class BridgeServer:
 
         It holds no secret unless ``with_secret``: a URL shows up on command lines and in the
         browser's target lists, so the workers hand the secret over their remote-control session
-        instead; ``with_secret`` is for a browser driven with no session at all.
+        instead; ``with_secret`` is for a browser driven with no session at all (Firefox by
+        default, whose start page is written in its owner-only profile, never on a command line).
         """
         query = {"worker": _check_worker_id(worker_id)}
         if with_secret:

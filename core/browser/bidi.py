@@ -1,5 +1,8 @@
 """A minimal WebDriver BiDi client for Firefox: start a session, find the worker page, reload it.
 
+Used only for a Firefox launched with its opt-in port (``launch_firefox(remote_port=True)``): that
+port is reachable by every local user, see docs/bridge.md, "Firefox".
+
 Firefox has no Chrome DevTools Protocol; it speaks WebDriver BiDi on the port it writes to
 ``WebDriverBiDiServer.json`` in its profile. There is no ``Page.crash`` equivalent, so a hung
 Firefox page cannot be reloaded: its recovery goes to the restart rung. A page whose content

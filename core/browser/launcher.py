@@ -6,11 +6,19 @@ start time, so a recycled pid is not taken for the owner). The browser runs in i
 (so its own process group): :meth:`BrowserProcess.kill` kills the group, then any process still
 using the user-data-dir.
 
-Chromium is driven over ``--remote-debugging-pipe`` (see :mod:`poolwarden.browser.pipe`): it opens
-no DevTools port at all, and it closes itself when the pipe's other end closes, so it dies with
-the process that launched it, even one killed by SIGKILL. Firefox has no such pipe: it listens on
-a loopback port for WebDriver BiDi and outlives a parent that dies. :func:`sweep_orphans` (the
-pool runs it at start-up) kills the browsers of either kind whose owner is gone.
+Browsers die with the process that launched them, even one killed by SIGKILL: each is started by
+a ``/bin/sh`` that leaves a watchdog in the browser's process group, blocked reading a *lifeline*
+pipe whose only write end the launching process holds, then execs the browser (same pid). When
+the launcher dies, the kernel closes that end; the watchdog reads end-of-file and SIGKILLs the
+whole group (the browser, Firefox's content processes, Chromium's zygotes, itself). Unlike a
+parent-death signal (``PR_SET_PDEATHSIG``) this does not depend on which thread forked, needs no
+``preexec_fn``, and reaches every process of the group, not only the one it was set on. On top,
+Chromium is driven over ``--remote-debugging-pipe`` (see :mod:`poolwarden.browser.pipe`) and closes
+itself when that pipe closes. :func:`sweep_orphans` (the pool runs it at start-up) kills whatever
+still escaped, by ownership marker.
+
+Firefox is launched with no remote-control port unless asked (``remote_port=True``): its start
+page comes from the profile's prefs, which no other user can read, so the URL may hold a secret.
 
 Everything that reads ``/proc`` (psutil) runs in a thread, never on the event loop.
 """
@@ -83,11 +91,23 @@ CHROMIUM_FLAGS = (
 """Flags every worker Chromium gets; ``--enable-unsafe-webgpu`` and the user-data-dir are added
 per launch."""
 
-_PIPE_EXEC = 'exec 3<&0 4>&1 0</dev/null 1>/dev/null; exec "$0" "$@"'
-"""How Chromium gets its pipes as fds 3 and 4: the pipes are passed as stdin and stdout to
-``/bin/sh``, which moves them to 3 and 4, points stdin/stdout at /dev/null and execs the browser
-(same pid, so same process group). No ``preexec_fn``: forking with Python code to run in the child
-is unsafe while other threads (``asyncio.to_thread``) hold locks."""
+_WATCHDOG = "{ read -r _ <&9; kill -s KILL 0; } 3<&- 4>&- &"
+"""The watchdog: blocks reading the lifeline (fd 9) until the launcher's end closes, then SIGKILLs
+its own process group, which is the browser's. It holds neither of Chromium's pipes (fds 3 and 4),
+so a browser that exits still closes them for the launcher to see."""
+
+_CHROMIUM_EXEC = (
+    f'exec 3<&0 4>&1 9<&2 0</dev/null 1>/dev/null 2>>"$1"; shift\n{_WATCHDOG}\nexec 9<&- "$0" "$@"'
+)
+"""How Chromium is started: ``/bin/sh`` gets the DevTools pipes as stdin and stdout and the lifeline
+as stderr (the three descriptors a launch can hand over without ``pass_fds``, whose numbers dash
+could not name), moves them to fds 3, 4 and 9, points stdin/stdout at /dev/null and stderr at the
+log (``$1``), leaves the watchdog behind and execs the browser (``$0``; same pid, so same process
+group). No ``preexec_fn``: forking with Python code to run in the child is unsafe while other
+threads (``asyncio.to_thread``) hold locks."""
+
+_FIREFOX_EXEC = f'exec 9<&2 2>>"$1"; shift\n{_WATCHDOG}\nexec 9<&- "$0" "$@"'
+"""How Firefox is started: as Chromium, without the DevTools pipes (stdin/stdout are /dev/null)."""
 
 FIREFOX_CANDIDATES = ("firefox-esr", "firefox")
 """Names of Firefox looked for on PATH, in order."""
@@ -109,7 +129,8 @@ FIREFOX_PREFS: dict[str, bool | int | str] = {
     "browser.safebrowsing.phishing.enabled": False,
     "browser.safebrowsing.downloads.enabled": False,
 }
-"""Prefs written to every worker Firefox profile (user.js); the WebGPU prefs are added per launch."""
+"""Prefs written to every worker Firefox profile (user.js); the WebGPU prefs and the start page
+are added per launch."""
 
 MARKER_FILE = "poolwarden-owner.json"
 """The file in each user-data-dir naming the process that owns the browser."""
@@ -153,6 +174,8 @@ class BrowserProcess:
     devtools: DevTools | None = None
     """Chromium: the CDP client on the browser's private pipe, connected at launch (there is only
     one pipe, so only one client). Closing it makes the browser close itself. Firefox: None."""
+    lifeline: int | None = None
+    """Our (only) write end of the watchdog's lifeline: closing it, or our death, kills the group."""
 
     @property
     def pid(self) -> int:
@@ -176,12 +199,23 @@ class BrowserProcess:
         (unless told not to: a restart removes it while the next browser starts)."""
         if self.devtools is not None:
             await self.devtools.close()
+        self.cut_lifeline()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
         await self.process.wait()
         await asyncio.to_thread(_kill_users_of, self.user_data_dir)
         if remove_profile:
             await self.remove_profile()
+
+    def cut_lifeline(self) -> None:
+        """Close our end of the lifeline: the watchdog SIGKILLs the browser's group (idempotent)."""
+        lifeline, self.lifeline = self.lifeline, None
+        if lifeline is not None:
+            os.close(lifeline)
+
+    async def stderr_tail(self, size: int = 2000) -> str:
+        """The end of what the browser wrote to stderr (its ``stderr.log``), for error messages."""
+        return await asyncio.to_thread(_tail, self.user_data_dir / "stderr.log", size)
 
     async def remove_profile(self) -> None:
         """Delete the user-data-dir (in a thread: it holds a hundred files or more)."""
@@ -223,12 +257,8 @@ async def launch_chromium(
     args.append(url)
     pipes = chromium_pipes()
     try:
-        process = await _start(
-            "/bin/sh",
-            ["-c", _PIPE_EXEC, binary, *args],
-            profile,
-            stdin=pipes.child_read,
-            stdout=pipes.child_write,
+        process, lifeline = await _start(
+            _CHROMIUM_EXEC, binary, args, profile, stdin=pipes.child_read, stdout=pipes.child_write
         )
     except BaseException:
         pipes.close_all()
@@ -236,7 +266,7 @@ async def launch_chromium(
         raise
     pipes.close_child_ends()  # the browser holds them now; ours must not keep its fd 3 open
     devtools = DevTools(PipeTransport(pipes.parent_read, pipes.parent_write))
-    browser = BrowserProcess("chromium", process, profile, 0, "", url, devtools)
+    browser = BrowserProcess("chromium", process, profile, 0, "", url, devtools, lifeline)
     try:
         await devtools.open()
         try:
@@ -264,25 +294,45 @@ async def launch_firefox(
     *,
     executable: str | os.PathLike[str] | None = None,
     webgpu: bool = True,
+    remote_port: bool = False,
     extra_args: Iterable[str] = (),
     root: Path | None = None,
     timeout: float = 30.0,
 ) -> BrowserProcess:
-    """Start headless Firefox on ``url`` with a fresh profile and wait until its BiDi port is open.
+    """Start headless Firefox on ``url`` with a fresh profile.
 
-    ``webgpu`` sets the WebGPU prefs (Firefox ESR on a machine without a GPU offers no adapter
-    anyway; the page then uses its JavaScript path). The profile also turns off the network
-    chatter (updates, telemetry, remote settings) a worker has no use for.
+    ``url`` is the start page, set in the profile's prefs (``browser.startup.homepage``), not on
+    the command line: the profile is 0700, so the URL may carry a secret no other user can read.
+
+    ``remote_port=False`` (the default): Firefox opens no port at all and no one, not even the
+    caller, can drive it; it returns once the process runs. ``remote_port=True``: Firefox also
+    listens for WebDriver BiDi on a random loopback port, **which every local user can reach**
+    (no authentication: whoever opens the one session may run script in any page, read files
+    through ``file://``, install an extension); it returns once the port is open
+    (:attr:`BrowserProcess.devtools_url`). ``webgpu`` sets the WebGPU prefs (Firefox ESR on a
+    machine without a GPU offers no adapter anyway; the page then uses its JavaScript path). The
+    profile also turns off the network chatter (updates, telemetry, remote settings) a worker has
+    no use for.
     """
     binary = find_firefox(executable)
     profile = await asyncio.to_thread(_new_profile, root or profiles_root(), "firefox")
     prefs = {**FIREFOX_PREFS, "dom.webgpu.enabled": webgpu, "gfx.webgpu.ignore-blocklist": webgpu}
+    if url == "about:blank":
+        prefs["browser.startup.page"] = 0  # a blank page (a home page of about:blank is not one)
+    else:
+        prefs |= {"browser.startup.page": 1, "browser.startup.homepage": url}  # the home page
     lines = [f"user_pref({json.dumps(k)}, {json.dumps(v)});" for k, v in prefs.items()]
     await asyncio.to_thread((profile / "user.js").write_text, "\n".join(lines) + "\n")
-    args = ["--headless", "--no-remote", "--profile", str(profile), "--remote-debugging-port", "0"]
+    args = ["--headless", "--no-remote", "--profile", str(profile)]
+    if remote_port:
+        args += ["--remote-debugging-port", "0"]
     args.extend(extra_args)
-    args.append(url)
-    return await _spawn("firefox", binary, args, profile, url, _firefox_endpoint, timeout)
+    endpoint = _firefox_endpoint if remote_port else _no_endpoint
+    return await _spawn("firefox", binary, args, profile, url, endpoint, timeout)
+
+
+def _no_endpoint(profile: Path) -> tuple[int, str]:
+    return (0, "")
 
 
 def _firefox_endpoint(profile: Path) -> tuple[int, str] | None:
@@ -295,25 +345,35 @@ def _firefox_endpoint(profile: Path) -> tuple[int, str] | None:
 
 
 async def _start(
+    script: str,
     binary: str,
     args: Sequence[str],
     profile: Path,
     *,
     stdin: int = asyncio.subprocess.DEVNULL,
     stdout: int = asyncio.subprocess.DEVNULL,
-) -> asyncio.subprocess.Process:
-    stderr = await asyncio.to_thread(open, profile / "stderr.log", "wb")
+) -> tuple[asyncio.subprocess.Process, int]:
+    """Start ``binary`` through ``script`` (see _CHROMIUM_EXEC); return it and our lifeline end."""
+    lifeline_read, lifeline = os.pipe()  # both non-inheritable: no other child of ours holds them
     try:
-        return await asyncio.create_subprocess_exec(
+        process = await asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            script,
             binary,
+            str(profile / "stderr.log"),
             *args,
             stdin=stdin,
             stdout=stdout,
-            stderr=stderr,
+            stderr=lifeline_read,
             start_new_session=True,  # its own process group, killed whole
         )
+    except BaseException:
+        os.close(lifeline)
+        raise
     finally:
-        stderr.close()  # the child holds its own descriptor
+        os.close(lifeline_read)  # the watchdog holds its own
+    return process, lifeline
 
 
 async def _spawn(
@@ -326,11 +386,11 @@ async def _spawn(
     timeout: float,
 ) -> BrowserProcess:
     try:
-        process = await _start(binary, args, profile)
+        process, lifeline = await _start(_FIREFOX_EXEC, binary, args, profile)
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, profile, True)
         raise
-    browser = BrowserProcess(kind, process, profile, 0, "", url)
+    browser = BrowserProcess(kind, process, profile, 0, "", url, lifeline=lifeline)
     try:
         deadline = time.monotonic() + timeout
         delay = 0.01

@@ -7,8 +7,9 @@ import json
 import sys
 
 from poolwarden.cli.output import EXIT_OK, EXIT_PROBLEM, print_result
+from poolwarden.errors import ConfigurationError
 
-__all__ = ["analysis", "breaker", "fuzz", "lifecycle", "pool", "recovery", "store"]
+__all__ = ["analysis", "breaker", "crash", "fuzz", "lifecycle", "pool", "recovery", "store"]
 
 
 def store(args: argparse.Namespace) -> int:
@@ -86,3 +87,15 @@ def fuzz(args: argparse.Namespace) -> int:
     result = run(frames=args.frames, seed=args.seed)
     print_result(result, args.json)
     return EXIT_OK if result["unhandled"] == 0 else EXIT_PROBLEM
+
+
+def crash(args: argparse.Namespace) -> int:
+    from poolwarden.bench.crash import run
+
+    if args.kills < 1:
+        raise ConfigurationError("--kills must be at least 1")
+    print(f"killing {args.kills:,} writers with SIGKILL at random points ...", file=sys.stderr)
+    result = run(kills=args.kills, seed=args.seed)
+    print_result(result, args.json)
+    failed = result["lost"] or result["integrity_failures"] or result["restore_mismatches"]
+    return EXIT_PROBLEM if failed else EXIT_OK

@@ -193,6 +193,16 @@ def _add_bench(top: Commands) -> None:
     fuzz.add_argument("--seed", type=int, default=0, help="seed of the frames drawn")
     _json_option(fuzz)
 
+    crash = _command(
+        benchmarks,
+        "crash",
+        "SIGKILL sync appenders and durable-breaker processes; exit 1 if anything acknowledged is lost",
+        bench_commands.crash,
+    )
+    crash.add_argument("--kills", type=int, default=100, help="children to kill (default 100)")
+    crash.add_argument("--seed", type=int, default=0, help="seed of the kill times and the children's work")
+    _json_option(crash)
+
 
 def _add_log_readers(top: Commands) -> None:
     """The commands that read a log (and ``test-recovery``, which writes one and reads it back)."""

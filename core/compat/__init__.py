@@ -21,7 +21,7 @@ from typing import Any
 
 from poolwarden.classify import classify
 from poolwarden.errors import CircuitOpen, PoolwardenError, RequestError
-from poolwarden.lifecycle_types import HeartbeatMissed
+from poolwarden.lifecycle_types import Suspected
 from poolwarden.policy import BreakerPolicy
 from poolwarden.pool import PoolConfig, ResourcePool
 from poolwarden.pool.member import PoolMember
@@ -115,7 +115,7 @@ class ResourcePoolErrorRecovery:
         member = connection.member
         if member is None or member.driver is None:
             return False, "quarantine"
-        return await member.driver.recover(HeartbeatMissed())
+        return await member.driver.recover(Suspected())
 
     @staticmethod
     def export_telemetry(

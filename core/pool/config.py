@@ -90,6 +90,12 @@ class PoolConfig:
         this port of ``metrics_addr`` while the pool runs (0 picks a free port; None: not served).
     :param metrics_addr: the address they are served on (loopback unless said otherwise).
     :param metrics_interval: seconds between refreshes of the served figures.
+    :param allow_exposed_firefox_port: let Firefox workers listen for WebDriver BiDi on a loopback
+        port (reconnects reload the page in ~0.3 s instead of restarting the browser in ~3 s).
+        **Every local user can reach that port**, without authentication; whoever gets its one
+        session (by winning the race at start-up) drives the browser, reads files as the pool's
+        user and can plant an extension in the worker page (docs/bridge.md, "Firefox"): only on a
+        host whose every user is trusted. Off by default: Firefox then opens no port at all.
     """
 
     name: str = DEFAULT_POOL_NAME
@@ -116,6 +122,7 @@ class PoolConfig:
     metrics_addr: str = "127.0.0.1"
     metrics_interval: float = 15.0
     browser_path: str | None = None
+    allow_exposed_firefox_port: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     connection_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     model_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)

@@ -111,6 +111,14 @@ BrowserMemory = Callable[[PoolMember], Awaitable[int | None]]
 PSS of the browser's process tree in a thread); tests inject readings."""
 
 
+def _loaded(member: PoolMember, model_id: str, load: asyncio.Future[None]) -> None:
+    """A shared load ended: forget it, and mark its error seen (whoever still waits for the load
+    gets it through their shield; when all of them were cancelled, no one is left to)."""
+    member.loading.pop(model_id, None)
+    if not load.cancelled():
+        load.exception()
+
+
 async def _handle_pss(member: PoolMember) -> int | None:
     return await member.handle.pss_bytes()
 
@@ -168,7 +176,11 @@ class ResourcePool:
             # seeded pool is deterministic (the seed is one draw from the pool's source).
             rng=random.Random(rng.random()) if rng is not None else random.Random(),
         )
-        self.breakers = DurableBreakers(self.store, self.registry)
+        # The pool's breakers are its own (its lease fences them): none other writes them, so
+        # there is nothing to follow; and only they are restored, not other pools' on the log.
+        self.breakers = DurableBreakers(
+            self.store, self.registry, poll_interval=None, scope=self.streams.connection_prefix
+        )
         self.governor = MemoryGovernor(self.config.memory, clock=clock)
         self.stats = StatsBook()
         self.members: dict[str, PoolMember] = {}
@@ -268,9 +280,11 @@ class ResourcePool:
         if self._started:
             raise ConfigurationError("the pool was already started")
         self._started = True
-        # Chromium dies with the process that launched it (its DevTools pipe closes); Firefox does
-        # not. Kill what an earlier pool of this user left behind: only browsers whose owning
-        # process (pid and start time, from the profile's marker) is gone. It reads /proc: in a thread.
+        # Browsers die with the process that launched them (their watchdog's lifeline closes), so
+        # this finds something only if that failed (a browser of an older poolwarden, a watchdog
+        # killed by hand). Kill what an earlier pool of this user left behind: only browsers whose
+        # owning process (pid and start time, from the profile's marker) is gone. It reads /proc:
+        # in a thread.
         orphans = await sweep_orphans()
         if orphans:
             log.warning("killed %d browser processes left by a pool that died: %s", len(orphans), orphans)
@@ -293,6 +307,8 @@ class ResourcePool:
             raise
 
     async def _start_serving(self, lease: Lease) -> None:
+        self._recorder.start()  # their tasks live from now until close: none is born at teardown
+        self._bridge_recorder.start()
         await self.breakers.__aenter__()
         await self._read_placement_history()
         await self.server.start()
@@ -343,13 +359,13 @@ class ResourcePool:
         self._closing = True
         if self.metrics is not None:
             await self.metrics.stop()  # before the store closes: its refreshes read the log
+        # Stopped, then awaited through gather: a cancellation of close() itself is not swallowed.
+        tasks = [*self._tasks, *(f for m in self.members.values() for f in m.loading.values())]
         if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
-        for task in list(self._tasks):
+            tasks.append(self._monitor)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(
             *(self._stop_member(m, closing=True) for m in list(self.members.values())), return_exceptions=True
         )
@@ -369,14 +385,16 @@ class ResourcePool:
                 if isinstance(error, LeaseLost):
                     self._lose_lease(error)
                 # Refused, as they must be: another pool owns the name now. Said once, below.
-            await self._give_up_lease()
         finally:
-            if self._own_store:
-                try:
-                    await self._log.close()
-                except WriteFailed as failed:
-                    if not self._refused_for_the_lease(failed):
-                        raise
+            try:
+                await self._give_up_lease()  # the heartbeat stops whatever happened above
+            finally:
+                if self._own_store:
+                    try:
+                        await self._log.close()
+                    except WriteFailed as failed:
+                        if not self._refused_for_the_lease(failed):
+                            raise
         if self.lease_lost is not None:
             raise self.lease_lost
 
@@ -449,7 +467,12 @@ class ResourcePool:
             )
         from poolwarden.workers.firefox import FirefoxWorker
 
-        return FirefoxWorker(self.server, connection_id, hooks=self.config.hooks)
+        return FirefoxWorker(
+            self.server,
+            connection_id,
+            hooks=self.config.hooks,
+            remote_port=self.config.allow_exposed_firefox_port,
+        )
 
     async def _add_member(self, kind: str, used: set[str]) -> PoolMember:
         """Create (or restore from the log) one connection and start its worker."""
@@ -610,7 +633,7 @@ class ResourcePool:
             if loading is None:
                 # Concurrent requests that all want the model here share one load.
                 loading = member.loading[info.model_id] = asyncio.ensure_future(self._load(info, member))
-                loading.add_done_callback(lambda _: member.loading.pop(info.model_id, None))
+                loading.add_done_callback(lambda done: _loaded(member, info.model_id, done))
             await asyncio.shield(loading)
         self.model_connections.setdefault(info.model_id, member.connection_id)
         return member.connection_id

@@ -46,7 +46,7 @@ from poolwarden.errors import (
     RequestError,
     UnknownModel,
 )
-from poolwarden.lifecycle_types import ConnectionState, HeartbeatMissed
+from poolwarden.lifecycle_types import ConnectionState, Suspected
 from poolwarden.policy import BreakerLevel, ErrorKind, counts
 from poolwarden.pool.config import PoolConfig
 from poolwarden.pool.inputs import as_tensors
@@ -434,9 +434,9 @@ class RequestPath:
         if recovery is None or not recovery.started or member.state is not ConnectionState.HEALTHY:
             return
         if kind is ErrorKind.TIMEOUT:
-            # A page that holds requests past their timeout may be hung: ping it now rather than
-            # at the next heartbeat.
-            recovery.driver.fault(HeartbeatMissed())
+            # A page that holds requests past their timeout may be hung (or its inference long):
+            # ping it now rather than at the next heartbeat.
+            recovery.driver.fault(Suspected())
         else:
             recovery.notice_error(kind.value)
 

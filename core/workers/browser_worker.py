@@ -2,9 +2,10 @@
 
 A subclass says how to launch its browser, how its page is opened (over the remote-control
 session, at a URL without any secret, with the worker's secret handed to the page by a script the
-browser runs before the page's own: :func:`secret_script`), how to open its remote-control session
-(CDP on that pipe for Chromium, WebDriver BiDi for Firefox) and how to reconnect its page;
-starting, restarting, stopping and fault injection are the same for both.
+browser runs before the page's own: :func:`secret_script`; or, for a Firefox with no remote
+control, as its start page from the private profile), how to open its remote-control session
+(CDP on that pipe for Chromium, WebDriver BiDi for a Firefox that opens a port, none otherwise)
+and how to reconnect its page; starting, restarting, stopping and fault injection are the same.
 """
 
 # ruff: noqa: ASYNC109 -- each primitive has its own deadline, which the ladder sets per rung.
@@ -19,7 +20,7 @@ import signal
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from poolwarden.errors import BrowserError
+from poolwarden.errors import BrowserError, BrowserLaunchFailed
 from poolwarden.workers.handle import InjectedFault
 
 if TYPE_CHECKING:
@@ -80,7 +81,8 @@ class BrowserWorker:
     async def _open_page(self, process: BrowserProcess, timeout: float) -> None:
         """Load the worker page in the launched browser (nothing to do if it was launched on it)."""
 
-    def _remote_client(self, process: BrowserProcess) -> RemoteClient:
+    def _remote_client(self, process: BrowserProcess) -> RemoteClient | None:
+        """The remote-control session to keep (None: the browser is driven by nothing)."""
         raise NotImplementedError
 
     async def _prepare_remote(self, client: RemoteClient) -> None:
@@ -96,12 +98,31 @@ class BrowserWorker:
         generation = self.connection.generation
         self.process = await self._launch(timeout)
         await self._open_page(self.process, timeout)
-        hello = await self.connection.wait_for_hello(after=generation, timeout=timeout)
+        hello = await self._hello_or_exit(self.process, generation, timeout)
         # Held before it is opened, so stop() closes it even if this start is cancelled midway.
         self.remote = self._remote_client(self.process)
-        await self.remote.open()
-        await self._prepare_remote(self.remote)
+        if self.remote is not None:
+            await self.remote.open()
+            await self._prepare_remote(self.remote)
         return hello
+
+    async def _hello_or_exit(self, process: BrowserProcess, generation: int, timeout: float) -> Hello:
+        # A browser that dies before its page says hello (a Firefox started with no port is not
+        # watched by anything else) fails the start at once, with what it wrote to stderr.
+        hello = asyncio.ensure_future(self.connection.wait_for_hello(after=generation, timeout=timeout))
+        exited = asyncio.ensure_future(process.process.wait())
+        try:
+            await asyncio.wait({hello, exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (hello, exited):
+                task.cancel()
+            await asyncio.gather(hello, exited, return_exceptions=True)
+        if hello.cancelled():
+            tail = await process.stderr_tail()
+            raise BrowserLaunchFailed(
+                f"{self.browser} exited with {process.process.returncode} before its page said hello: {tail}"
+            )
+        return hello.result()
 
     async def restart(self, timeout: float | None = None) -> Hello:
         """Declare the old page dead, kill the browser's whole process group, launch a fresh one,

@@ -1,23 +1,29 @@
-"""A Firefox worker: one headless Firefox, its worker page, and a WebDriver BiDi session.
+"""A Firefox worker: one headless Firefox and its worker page; by default nothing can drive it.
 
-:class:`FirefoxWorker` implements :class:`~poolwarden.workers.handle.WorkerHandle`. Firefox has no
-way to crash a hung page from outside (no ``Page.crash``), so ``reconnect(hung=True)`` restarts
-the browser; a page that is merely disconnected, or whose content process died, is loaded again
-over BiDi in its browsing context.
+:class:`FirefoxWorker` implements :class:`~poolwarden.workers.handle.WorkerHandle`.
 
-Firefox has no private remote-control channel (no ``--remote-debugging-pipe`` for WebDriver BiDi):
-BiDi listens on a loopback port. So the worker opens the one BiDi session Firefox allows as soon
-as the port is up (another user's ``session.new`` is then refused; had one got in first, ours is
-refused and the start fails), adds the worker's secret as a preload script
-(``script.addPreloadScript``, run before the page's own script in every document, reloads too),
-and only then navigates the tab from ``about:blank`` to the page, at a URL without the secret.
-docs/bridge.md says what the port still exposes to other local users.
+Firefox has no private remote-control channel (no ``--remote-debugging-pipe``): its WebDriver
+BiDi agent listens on a loopback TCP port, without authentication, that every local user can
+reach; whoever holds its one session can run script in the worker page, read files as our user
+through ``file://`` and install extensions. So by default (``remote_port=False``) the worker opens
+no port at all: the page URL, secret included, is the browser's start page, set in the profile's
+prefs (the profile is 0700, so no other user reads it; nothing is on the command line). Without
+remote control nothing can reload the page, so :meth:`FirefoxWorker.reconnect` restarts the
+browser (a new page in a fresh profile, about 3 s).
+
+``remote_port=True`` is the opt-in for a host where every local user is trusted: Firefox listens
+for BiDi on a random loopback port; the worker opens the one BiDi session Firefox allows as soon
+as the port is up, hands the secret over as a preload script (``script.addPreloadScript``, run
+before the page's own script in every document, reloads too) and only then navigates the tab
+from ``about:blank`` to the page, at a URL without the secret; ``reconnect`` then reloads the page
+over BiDi (about 0.3 s). docs/bridge.md says what that port exposes.
 """
 
 # ruff: noqa: ASYNC109 -- each primitive has its own deadline, which the ladder sets per rung.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from poolwarden.browser.bidi import BiDi
@@ -27,6 +33,7 @@ from poolwarden.errors import BrowserError
 from poolwarden.workers.browser_worker import BrowserWorker, secret_script
 
 if TYPE_CHECKING:
+    from poolwarden.bridge.server import BridgeServer
     from poolwarden.browser.remote import RemoteClient
     from poolwarden.protocol import Hello
 
@@ -34,23 +41,52 @@ __all__ = ["FirefoxWorker"]
 
 
 class FirefoxWorker(BrowserWorker):
-    """A worker page in its own headless Firefox (``webgpu`` sets the WebGPU prefs)."""
+    """A worker page in its own headless Firefox (``webgpu`` sets the WebGPU prefs).
+
+    ``remote_port=True`` lets Firefox listen for WebDriver BiDi on a loopback port that every
+    local user can reach (faster reconnects; see the module docstring): only where every local
+    user is trusted.
+    """
 
     browser = "firefox"
     start_timeout = 30.0  # Firefox takes ~3 s to a hello here, Chromium ~0.6 s
     page_context: str | None = None
-    """The worker page's BiDi browsing context id, found at start."""
+    """With ``remote_port``: the worker page's BiDi browsing context id, found at start."""
+
+    def __init__(
+        self,
+        server: BridgeServer,
+        worker_id: str,
+        *,
+        executable: str | None = None,
+        webgpu: bool = True,
+        hooks: bool = False,
+        remote_port: bool = False,
+        extra_args: Iterable[str] = (),
+    ) -> None:
+        super().__init__(
+            server, worker_id, executable=executable, webgpu=webgpu, hooks=hooks, extra_args=extra_args
+        )
+        self.remote_port = remote_port
 
     async def _launch(self, timeout: float) -> BrowserProcess:
+        # Without a port the page is the start page, secret included (the profile is private);
+        # with one it is loaded over BiDi once the secret's preload script is in place.
+        url = "about:blank"
+        if not self.remote_port:
+            url = self.server.page_url(self.worker_id, hooks=self.hooks, with_secret=True)
         return await launch_firefox(
-            "about:blank",
+            url,
             executable=self.executable,
             webgpu=self.webgpu,
+            remote_port=self.remote_port,
             extra_args=self.extra_args,
             timeout=timeout,
         )
 
     async def _open_page(self, process: BrowserProcess, timeout: float) -> None:
+        if not self.remote_port:
+            return  # it opens its start page by itself
         client = BiDi(WebSocketTransport(process.devtools_url))
         self.remote = client  # held before it is opened, so stop() closes it even if this is cancelled
         await client.open(timeout)
@@ -65,7 +101,9 @@ class FirefoxWorker(BrowserWorker):
         url = self.server.page_url(self.worker_id, hooks=self.hooks)
         await client.navigate(self.page_context, url, timeout=timeout, wait="none")
 
-    def _remote_client(self, process: BrowserProcess) -> RemoteClient:
+    def _remote_client(self, process: BrowserProcess) -> RemoteClient | None:
+        if not self.remote_port:
+            return None
         if self.remote is None:
             raise BrowserError(f"worker {self.worker_id!r}: no BiDi session was opened")
         return self.remote
@@ -74,8 +112,9 @@ class FirefoxWorker(BrowserWorker):
         """Nothing left to do: the session was opened before the page was loaded."""
 
     async def reconnect(self, *, hung: bool, timeout: float = 10.0) -> Hello:
-        """Reload the page over BiDi; a hung page cannot be reloaded, so it is restarted instead."""
-        if hung:
+        """Reload the page over BiDi; without a BiDi session (the default), or for a hung page
+        (Firefox cannot crash one from outside), restart the browser instead."""
+        if hung or not self.remote_port:
             return await self.restart(timeout=max(timeout, self.start_timeout))
         if not isinstance(self.remote, BiDi) or self.page_context is None:
             raise BrowserError(f"worker {self.worker_id!r} has no BiDi session (not started?)")

@@ -162,8 +162,7 @@ class SimulatedWorker:
         if ws is not None:
             await ws.close(1001, "worker stopped")
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.gather(task, return_exceptions=True)  # a cancellation of stop() itself goes on
 
     async def restart(self) -> None:
         """Stop (if running) and start afresh: a new instance with no models."""

@@ -1,0 +1,117 @@
+"""A process using named durable breakers (``open_breakers``) on a shared SQLite file, line by line.
+
+Usage: python child_breakers.py DB [--poll SECONDS] [--flush SECONDS]
+
+Commands on stdin, one per line; each answers one line on stdout:
+
+* ``trip NAME``: three failing calls through NAME; answers ``tripped NAME <epoch seconds>``.
+* ``calls NAME N EVERY``: N calls through NAME, every EVERY-th one failing (rejections are fine).
+* ``wait NAME STATE TIMEOUT``: wait (polling the breaker, not sleeping a fixed time) until NAME is
+  in STATE; answers ``seen NAME <epoch seconds>`` or ``timeout NAME <state>``.
+* ``flush``: wait until everything recorded is committed; answers ``flushed``.
+* ``sync``: wait two poll intervals (so that one poll saw everything already in the log);
+  answers ``state <json of each breaker's shared state>``.
+* ``exit``: leave ``open_breakers`` (summarise, flush, snapshot); answers ``report <json>``: the
+  events this process's breakers emitted and the appends the store acknowledged to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from poolwarden.aio.guard import Breakers, open_breakers
+from poolwarden.errors import CircuitOpen
+from poolwarden.events import AppendResult
+from poolwarden.policy import BreakerPolicy, OpenBackoff
+from poolwarden.storage import open_store
+
+POLICY = BreakerPolicy(consecutive_failures=3, backoff=OpenBackoff(base=300.0, jitter="none"))
+
+
+def say(line: str) -> None:
+    """One answer line, flushed at once."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def call(breakers: Breakers, name: str, fail: bool) -> None:
+    """One call through ``name``; a failure raises ConnectionError inside the guard."""
+    try:
+        with breakers.circuit(name):
+            if fail:
+                raise ConnectionError("upstream down")
+    except (ConnectionError, CircuitOpen):
+        pass
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("db")
+    parser.add_argument("--poll", type=float, default=0.5)
+    parser.add_argument("--flush", type=float, default=0.25)
+    args = parser.parse_args()
+    acked: list[AppendResult] = []
+    async with open_store(args.db) as store:
+        append = store.append
+
+        async def counting_append(*a: Any, **kw: Any) -> Any:
+            receipt = await append(*a, **kw)
+            acked.append(await receipt)  # raises on a conflict: not acknowledged
+            return receipt
+
+        store.append = counting_append  # type: ignore[method-assign]
+        async with open_breakers(
+            store, policy=POLICY, flush_interval=args.flush, poll_interval=args.poll
+        ) as breakers:
+            registry = breakers.registry
+            say("ready")
+            while True:
+                line = (await asyncio.to_thread(sys.stdin.readline)).split()
+                if not line or line[0] == "exit":
+                    break
+                command, rest = line[0], line[1:]
+                if command == "trip":
+                    for _ in range(3):
+                        call(breakers, rest[0], fail=True)
+                    say(f"tripped {rest[0]} {time.time()!r}")
+                elif command == "calls":
+                    name, n, every = rest[0], int(rest[1]), int(rest[2])
+                    for i in range(n):
+                        call(breakers, name, fail=i % every == every - 1)
+                        if i % 10 == 0:
+                            await asyncio.sleep(0.001)  # let the flusher and the poller run
+                    say(f"called {name}")
+                elif command == "wait":
+                    name, state, deadline = rest[0], rest[1], time.monotonic() + float(rest[2])
+                    # A pure breaker has no event to wait on: look at it every 2 ms until the deadline.
+                    while breakers.breaker(name).state.value != state and time.monotonic() < deadline:  # noqa: ASYNC110
+                        await asyncio.sleep(0.002)
+                    if breakers.breaker(name).state.value == state:
+                        say(f"seen {name} {time.time()!r}")
+                    else:
+                        say(f"timeout {name} {breakers.breaker(name).state.value}")
+                elif command == "flush":
+                    await breakers.flush()
+                    say("flushed")
+                elif command == "sync":
+                    await asyncio.sleep(2 * args.poll)
+                    say("state " + json.dumps({b.key: b.shared_state() for b in registry}))
+        emitted = sum(breaker.activity[1] for breaker in registry)
+    say(
+        "report "
+        + json.dumps(
+            {
+                "emitted": emitted,
+                "acked": [[r.stream, r.first_version, r.last_version] for r in acked],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
