@@ -34,6 +34,8 @@ COMMANDS = (
     "telemetry",
     "test-recovery",
     "whatif",
+    "policy",
+    "policy check",
     "events",
 )
 """Every command and subcommand."""
@@ -47,6 +49,7 @@ REQUIRED: dict[str, list[str]] = {
     "analyze": ["--db", "x.db", "--out", "out"],
     "whatif": ["--db", "x.db", "--policy", "p.json"],
     "events": ["--db", "x.db"],
+    "policy check": ["--policy", "p.toml"],
 }
 """The options each command cannot run without (the others need none)."""
 
@@ -63,6 +66,7 @@ WITH_JSON = (
     "breakers",
     "test-recovery",
     "whatif",
+    "policy check",
     "events",
 )
 WITHOUT_JSON = ("db current", "db upgrade", "db check", "db leases", "analyze", "telemetry")
@@ -145,6 +149,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "json": False,
     },
     "whatif": {"command": "whatif", "db": "x.db", "policy": "p.json", "json": False},
+    "policy check": {"command": "policy", "policy_command": "check", "policy": "p.toml", "json": False},
     "events": {
         "command": "events",
         "db": "x.db",
@@ -177,7 +182,7 @@ def test_every_command_is_listed_here() -> None:
 
     walk(build_parser(), [])
     assert sorted(found) == sorted(COMMANDS)
-    assert sorted(DEFAULTS) == sorted(c for c in COMMANDS if c not in ("db", "bench"))
+    assert sorted(DEFAULTS) == sorted(c for c in COMMANDS if c not in ("db", "bench", "policy"))
     assert sorted((*WITH_JSON, *WITHOUT_JSON)) == sorted(DEFAULTS)
 
 

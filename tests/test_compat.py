@@ -180,3 +180,12 @@ async def test_export_telemetry_has_the_seed_keys_and_counts_from_the_log(tmp_pa
         assert telemetry["recent_errors"][0]["error_kind"] == "InvalidInput"
     finally:
         await bridge.close()
+
+
+def test_the_seeds_model_breaker_trips_after_3_and_its_connection_breaker_after_5(tmp_path: Path) -> None:
+    """The seed's thresholds: 3 for a model on a connection, 5 for the connection."""
+    bridge = ResourcePoolBridge(max_connections=1, workers="simulated", db=str(tmp_path / "seed.db"))
+    assert bridge.config.model_breaker.consecutive_failures == 3
+    assert bridge.config.connection_breaker.consecutive_failures == 5
+    custom = ResourcePoolBridge(db=str(tmp_path / "seed.db"), model_failure_threshold=4)
+    assert custom.config.model_breaker.consecutive_failures == 4

@@ -278,8 +278,15 @@ def _add_log_readers(top: Commands) -> None:
 
     whatif = _command(top, "whatif", "replay a log's breaker calls through another policy", commands.whatif)
     _db_option(whatif, required=True)
-    whatif.add_argument("--policy", required=True, metavar="FILE", help="a BreakerPolicy as JSON")
+    whatif.add_argument("--policy", required=True, metavar="FILE", help="a BreakerPolicy as JSON or TOML")
     _json_option(whatif, None)
+
+    policy = top.add_parser("policy", help="breaker policy files")
+    policy_actions = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    text = "validate a breaker policy file (JSON or TOML) and print what it means"
+    check = _command(policy_actions, "check", text, commands.policy_check, description=text)
+    check.add_argument("--policy", required=True, metavar="FILE", help="a BreakerPolicy as JSON or TOML")
+    _json_option(check, "the complete policy, every default filled in")
 
     events = _command(top, "events", "print the event log", commands.events)
     _db_option(events, required=True)

@@ -165,7 +165,10 @@ class ResourcePoolBridge:
     :param max_connections: how many browser connections.
     :param workers: ``simulated``, ``chromium``, ``firefox`` or ``auto`` (Chromium if installed).
     :param db: the event log file.
-    :param circuit_failure_threshold: consecutive failures that open a breaker (the seed's 5).
+    :param circuit_failure_threshold: consecutive failures that open a connection's breaker (the
+        seed's 5).
+    :param model_failure_threshold: consecutive failures that open a model's breaker on a
+        connection (the seed's model-level breaker tripped after 3).
     :param circuit_reset_timeout: seconds an open breaker waits before a trial (the seed's 30).
     :param simulate_on_failure: the seed's behaviour, off by default: answer a request no
         connection could serve with ``{"success": True, "status": "simulated", "is_simulation":
@@ -179,24 +182,29 @@ class ResourcePoolBridge:
         db: str = "poolwarden.db",
         circuit_failure_threshold: int = 5,
         circuit_reset_timeout: float = 30.0,
+        model_failure_threshold: int = 3,
         simulate_on_failure: bool = False,
         **pool_options: Any,
     ) -> None:
 
         kind: WorkerKind = resolve_workers(workers)[0]
-        policy = BreakerPolicy.from_dict(
-            {
-                **BreakerPolicy().to_dict(),
-                "consecutive_failures": circuit_failure_threshold,
-                "backoff": {**BreakerPolicy().to_dict()["backoff"], "base": circuit_reset_timeout},
-            }
-        )
+
+        def seed_policy(threshold: int) -> BreakerPolicy:
+            return BreakerPolicy.from_dict(
+                {
+                    **BreakerPolicy().to_dict(),
+                    "consecutive_failures": threshold,
+                    "backoff": {**BreakerPolicy().to_dict()["backoff"], "base": circuit_reset_timeout},
+                }
+            )
+
+        policy = seed_policy(circuit_failure_threshold)
         self.config = PoolConfig(
             connections=max_connections,
             workers=(kind,),
             db=db,
             connection_breaker=policy,
-            model_breaker=policy,
+            model_breaker=seed_policy(model_failure_threshold),
             **pool_options,
         )
         self.simulate_on_failure = simulate_on_failure

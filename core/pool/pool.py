@@ -67,6 +67,7 @@ from poolwarden.memory import (
     MemoryGovernor,
     RecycleBrowser,
 )
+from poolwarden.outliers import OutlierDetector
 from poolwarden.pool.config import PoolConfig
 from poolwarden.pool.member import ModelSlot, PoolMember
 from poolwarden.pool.placement import StatsBook
@@ -192,8 +193,19 @@ class ResourcePool:
         self._monitor: asyncio.Task[None] | None = None
         self._closing = False
         self._started = False
+        self.outliers: OutlierDetector | None = None
+        """Ejects connections far worse than their peers (``config.outliers``); None when off."""
+        if self.config.outliers is not None:
+            self.outliers = OutlierDetector(
+                self.config.outliers, clock=clock, max_share=self.config.max_ejection_share
+            )
         self.router: Router[PoolMember] = Router(
-            self.members, self.registry, self.stats, self.config.max_ejection_share, clock=clock
+            self.members,
+            self.registry,
+            self.stats,
+            self.config.max_ejection_share,
+            clock=clock,
+            outliers=self.outliers,
         )
         self._served = ServedTally(clock=clock)
         self._recorder = EventRecorder(

@@ -47,7 +47,7 @@ from poolwarden.errors import (
     UnknownModel,
 )
 from poolwarden.lifecycle_types import ConnectionState, Suspected
-from poolwarden.policy import ErrorKind
+from poolwarden.policy import BreakerLevel, ErrorKind, counts
 from poolwarden.pool.config import PoolConfig
 from poolwarden.pool.inputs import as_tensors
 from poolwarden.pool.member import PoolMember
@@ -206,6 +206,11 @@ class RequestPath:
         tried: set[str] = set()
         skip: set[str] = set()
         while True:
+            outliers = self.router.outliers
+            if outliers is not None:
+                outliers.evaluate(len(self.members))
+                for event in outliers.drain_events():
+                    self._recorder.emit(event)
             route = self.router.choose(info.model_id, info.model_type, tried, skip)
             member = route.member
             if member is None:
@@ -339,6 +344,9 @@ class RequestPath:
                 isinstance(error, TimeoutError) and left < attempt_timeout
             )
             kind = ErrorKind.CANCELLED if cut_short else _kind_of(error)
+            outliers = self.router.outliers
+            if outliers is not None and counts(kind, BreakerLevel.CONNECTION):
+                outliers.record(member.connection_id, False, duration)
             if admission is not None:
                 admission.failed(kind, duration)
                 # A counted failure is an event: have it persisted now. (A success in a closed
@@ -358,6 +366,8 @@ class RequestPath:
             if self._slot_waiters:
                 self._slot_freed()
         now = loop.time()
+        if self.router.outliers is not None:
+            self.router.outliers.record(member.connection_id, True, now - began)
         if admission is not None:
             admission.succeeded(now - began)
         latency_ms = (now - started) * 1000
