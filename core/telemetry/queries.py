@@ -105,28 +105,37 @@ _INCIDENTS = (
 )
 # Per connection: failed attempts, incidents, incidents recovered, rung attempts.
 _PER_CONNECTION = (
-    f"SELECT connection_id, SUM(type = '{_ATTEMPT_FAILED}'),"
+    f"SELECT connection_id, SUM(CASE WHEN type = '{_ATTEMPT_FAILED}' THEN 1 ELSE 0 END),"
     f" COUNT(DISTINCT CASE type WHEN '{_STARTED}' THEN incident_id END),"
     f" COUNT(DISTINCT CASE type WHEN '{_COMPLETED}' THEN incident_id END),"
-    f" SUM(type = '{_ATTEMPTED}')"
+    f" SUM(CASE WHEN type = '{_ATTEMPTED}' THEN 1 ELSE 0 END)"
     f" FROM events WHERE type IN ('{_ATTEMPT_FAILED}', '{_STARTED}', '{_COMPLETED}', '{_ATTEMPTED}')"
     " AND connection_id IS NOT NULL AND occurred_at >= ? GROUP BY connection_id"
 )
-_PSS_MB = "COALESCE(json_extract(payload, '$.pss_mb'), json_extract(payload, '$.pss_bytes') / 1048576.0)"
-# Each browser's latest memory sample (SQLite takes the bare columns from the MAX row).
+_PSS_MB = (
+    f"COALESCE(CAST(json_extract(payload, '$.pss_mb') AS {_REAL}),"
+    f" CAST(json_extract(payload, '$.pss_bytes') AS {_REAL}) / 1048576.0)"
+)
+# Each browser's latest memory sample: the row at each connection's last position (SQL both
+# SQLite and PostgreSQL take: no bare columns beside an aggregate).
 _MEMORY = (
-    f"SELECT connection_id, {_PSS_MB}, occurred_at, MAX(position) FROM events"
-    f" WHERE type = '{_SAMPLED}' AND connection_id IS NOT NULL"
-    f" AND {_PSS_MB} IS NOT NULL AND occurred_at >= ? GROUP BY connection_id"
+    f"SELECT e.connection_id, {_PSS_MB.replace('payload', 'e.payload')}, e.occurred_at, e.position"
+    " FROM events AS e JOIN ("
+    f"SELECT connection_id, MAX(position) AS last FROM events WHERE type = '{_SAMPLED}'"
+    f" AND connection_id IS NOT NULL AND {_PSS_MB} IS NOT NULL AND occurred_at >= ?"
+    " GROUP BY connection_id) AS latest ON e.position = latest.last"
 )
 # Requests served and failed, and the served ones' latency, per bucket of the latest hour.
 _HISTORY = (
-    f"SELECT CAST(occurred_at / {HISTORY_BUCKET_S} AS INTEGER) * {HISTORY_BUCKET_S} AS bucket,"
-    f" SUM(CASE type WHEN '{_SERVED}' THEN 1 WHEN '{_SERVED_SUMMARY}' THEN json_extract(payload, '$.n')"
+    # Whole milliseconds divided as integers: the same bucket on SQLite (whose CAST truncates)
+    # and PostgreSQL (whose CAST rounds), to within half a millisecond at a bucket's edge.
+    f"SELECT CAST(occurred_at * 1000 AS BIGINT) / {HISTORY_BUCKET_S * 1000} * {HISTORY_BUCKET_S} AS bucket,"
+    f" SUM(CASE type WHEN '{_SERVED}' THEN 1"
+    f" WHEN '{_SERVED_SUMMARY}' THEN CAST(json_extract(payload, '$.n') AS INTEGER)"
     " ELSE 0 END),"
-    f" SUM(type = '{_FAILED}'),"
+    f" SUM(CASE WHEN type = '{_FAILED}' THEN 1 ELSE 0 END),"
     f" SUM(CASE type WHEN '{_SERVED}' THEN latency_ms"
-    f" WHEN '{_SERVED_SUMMARY}' THEN json_extract(payload, '$.latency_ms_total') END)"
+    f" WHEN '{_SERVED_SUMMARY}' THEN CAST(json_extract(payload, '$.latency_ms_total') AS {_REAL}) END)"
     f" FROM events WHERE type IN ('{_SERVED}', '{_SERVED_SUMMARY}', '{_FAILED}') AND model_id IS NOT NULL"
     f" AND occurred_at >= ? GROUP BY bucket ORDER BY bucket DESC LIMIT {HISTORY_BUCKETS}"
 )
