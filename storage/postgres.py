@@ -72,23 +72,16 @@ from poolwarden.errors import (
     ConfigurationError,
     DatabaseUnavailable,
     PoolwardenError,
-    ReadOnlyDatabase,
-    SchemaMismatch,
-    SchemaOutdated,
-    SchemaTooNew,
-    StoreClosed,
     StoreError,
 )
-from poolwarden.events import NewEvent, RecordedEvent, Snapshot
-from poolwarden.lease import Lease, LeaseRow, decide_renew, decide_take
+from poolwarden.events import RecordedEvent, Snapshot
+from poolwarden.lease import Lease, LeaseRow
 from poolwarden.storage import migrate
-from poolwarden.storage.base import ANY_VERSION, Durability, EventStore, Receipt
+from poolwarden.storage.backend import WriterBackedStore, refuse_unusable_schema
+from poolwarden.storage.base import Durability
 from poolwarden.storage.postgres_errors import is_connection_lost, translate
 from poolwarden.storage.rows import (
     INSERT_COLUMNS,
-    check_stream,
-    encode_json,
-    event_row,
     fence_names,
     plan_batch,
 )
@@ -245,7 +238,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class PostgresEventStore(EventStore):
+class PostgresEventStore(WriterBackedStore):
     """An :class:`~poolwarden.storage.base.EventStore` in a PostgreSQL database.
 
     :param url: ``postgresql://user:password@host:port/database`` (or ``postgresql+asyncpg://``;
@@ -265,6 +258,8 @@ class PostgresEventStore(EventStore):
         several logs may share one database, each in its own schema.
     :param clock: source of ``recorded_at`` and of the leases' times.
     """
+
+    where: str  # the URL without its password (and the schema, if not the default)
 
     def __init__(
         self,
@@ -387,40 +382,9 @@ class PostgresEventStore(EventStore):
             raise
         except Exception as error:
             raise self._translate(error) from error
-        where = self.where
-        if status.state is migrate.SchemaState.EMPTY and self.read_only:
-            raise SchemaMismatch(where, None, status.head, "holds no poolwarden schema yet")
-        if status.state is migrate.SchemaState.FOREIGN:
-            raise SchemaMismatch(
-                where, None, status.head, "is a PostgreSQL database, but not a poolwarden event store"
-            )
-        if status.state is migrate.SchemaState.TOO_NEW:
-            raise SchemaTooNew(
-                where,
-                status.current,
-                status.head,
-                f"has schema revision {status.current}, newer than this code's {status.head}",
-            )
-        if status.state is migrate.SchemaState.OUTDATED and (not self.upgrade or self.read_only):
-            raise SchemaOutdated(
-                where,
-                status.current,
-                status.head,
-                f"has schema revision {status.current}, older than this code's {status.head}",
-            )
-
-    async def close(self) -> None:
-        if self._state != "open":
-            self._state = "closed"
-            return
-        self._state = "closing"
-        try:
-            if self._writer is not None:
-                await self._writer.close()  # raises WriteFailed for buffered appends it lost
-        finally:
-            self._state = "closed"
-            self._committed.set()  # wake followers so that they see the store is closed
-            await self._dispose()
+        refuse_unusable_schema(
+            status, self.where, kind="a PostgreSQL database", upgrade=self.upgrade, read_only=self.read_only
+        )
 
     async def _dispose(self) -> None:
         if self._listening is not None and not self._listening.done():
@@ -438,10 +402,6 @@ class PostgresEventStore(EventStore):
                 await engine.dispose()
         self._engine = self._reader_engine = None
 
-    def _wake_followers(self) -> None:
-        self._committed.set()
-        self._committed = asyncio.Event()
-
     def _translate(self, error: BaseException) -> StoreError:
         if isinstance(error, StoreError):
             return error
@@ -450,63 +410,7 @@ class PostgresEventStore(EventStore):
             return translated
         return DatabaseUnavailable(self.where, f"{type(error).__name__}: {error}", hint="see the cause")
 
-    def _require_open(self) -> None:
-        if self._state != "open":
-            raise StoreClosed(f"{self!r} is not open")
-        if self._writer is not None and self._writer.broken is not None:
-            raise StoreError(f"{self!r} stopped writing after an unexpected error") from self._writer.broken
-
-    def _require_writer(self) -> GroupCommitWriter:
-        if self._writer is None:
-            raise ReadOnlyDatabase(self.where, "the store was opened read-only")
-        return self._writer
-
     # --- appending ----------------------------------------------------------------------------
-
-    async def append(
-        self,
-        stream: str,
-        events: Sequence[NewEvent],
-        expected_version: int | None = ANY_VERSION,
-        *,
-        durability: Durability | None = None,
-        fence: Lease | None = None,
-    ) -> Receipt:
-        self._require_open()
-        writer = self._require_writer()
-        if not stream:
-            raise ConfigurationError("a stream id must not be empty")
-        check_stream(stream)
-        if expected_version is not None and expected_version < 0:
-            raise ConfigurationError(f"expected_version must be >= 0, not {expected_version}")
-        mode = durability or self.durability
-        if mode not in ("sync", "buffered"):
-            raise ConfigurationError(f"durability must be 'sync' or 'buffered', not {mode!r}")
-        rows = [event_row(new) for new in events]
-        future = await writer.append(stream, rows, expected_version, buffered=mode == "buffered", fence=fence)
-        receipt = Receipt(stream, future)
-        if mode == "sync":
-            await receipt
-        return receipt
-
-    async def flush(self) -> None:
-        self._require_open()
-        if self._writer is not None:
-            await self._writer.flush()
-
-    async def save_snapshot(
-        self,
-        stream: str,
-        version: int,
-        state: Mapping[str, Any],
-        *,
-        schema_version: int = 1,
-        fence: Lease | None = None,
-    ) -> None:
-        self._require_open()
-        writer = self._require_writer()
-        encoded = encode_json(state, f"snapshot of {stream}")
-        await writer.save_snapshot((stream, version, schema_version, self._clock(), encoded), fence=fence)
 
     # --- the transaction the group-commit writer runs -----------------------------------------
 
@@ -613,22 +517,6 @@ class PostgresEventStore(EventStore):
         return fences
 
     # --- leases (the rules are poolwarden.lease's) ------------------------------------------------
-
-    async def take_lease(self, name: str, holder: str, ttl: float) -> Lease:
-        self._require_open()
-        self._require_writer()
-
-        def decide(row: LeaseRow | None, last_fence: int, now: float) -> Lease:
-            return decide_take(row, name=name, holder=holder, ttl=ttl, now=now, last_fence=last_fence)
-
-        return await self._change_lease(name, decide)
-
-    async def renew_lease(self, lease: Lease, ttl: float) -> Lease:
-        self._require_open()
-        self._require_writer()
-        return await self._change_lease(
-            lease.name, lambda row, _last, now: decide_renew(row, lease, ttl=ttl, now=now)
-        )
 
     async def release_lease(self, lease: Lease) -> None:
         self._require_open()

@@ -39,22 +39,15 @@ from poolwarden.errors import (
     CorruptDatabase,
     DatabaseError,
     PoolwardenError,
-    ReadOnlyDatabase,
-    SchemaMismatch,
-    SchemaOutdated,
-    SchemaTooNew,
-    StoreClosed,
     StoreError,
 )
-from poolwarden.events import NewEvent, RecordedEvent, Snapshot
-from poolwarden.lease import Lease, LeaseRow, decide_renew, decide_take
+from poolwarden.events import RecordedEvent, Snapshot
+from poolwarden.lease import Lease, LeaseRow
 from poolwarden.storage import migrate
-from poolwarden.storage.base import ANY_VERSION, Durability, EventStore, Receipt
+from poolwarden.storage.backend import WriterBackedStore, refuse_unusable_schema
+from poolwarden.storage.base import Durability
 from poolwarden.storage.rows import (
     INSERT_COLUMNS,
-    check_stream,
-    encode_json,
-    event_row,
     fence_names,
     plan_batch,
 )
@@ -80,12 +73,12 @@ _UPSERT_SNAPSHOT = (
     "WHERE excluded.version >= snapshots.version"
 )
 
-_SELECT_SNAPSHOTS_IN_RANGE = (
+SELECT_SNAPSHOTS_IN_RANGE = (
     "SELECT stream, version, state, taken_at, schema_version FROM snapshots WHERE stream >= ? AND stream < ?"
 )
 # Every stream in [?1, ?2) by a skip scan of the (stream, version) index (a seek a stream), then
 # each stream's events after its snapshot (a seek a stream): no step reads the whole log.
-_SELECT_TAILS = f"""
+SELECT_TAILS = f"""
 WITH RECURSIVE names(stream) AS (
     SELECT MIN(stream) FROM events WHERE stream >= ?1 AND stream < ?2
     UNION ALL
@@ -106,7 +99,7 @@ _UPSERT_LEASE = (
 )
 
 
-class SQLiteEventStore(EventStore):
+class SQLiteEventStore(WriterBackedStore):
     """An :class:`~poolwarden.storage.base.EventStore` in one SQLite file (or in memory).
 
     :param target: a file path, ``":memory:"``, or a ``sqlite://`` / ``sqlite+aiosqlite://`` URL.
@@ -146,6 +139,7 @@ class SQLiteEventStore(EventStore):
         if max_batch < 1 or max_pending < 1:
             raise ConfigurationError("max_batch and max_pending must be at least 1")
         self.url, self.path = sqlite_url(target)
+        self.where = self.path
         self.durability = durability
         self.upgrade = upgrade
         self.read_only = read_only
@@ -271,44 +265,9 @@ class SQLiteEventStore(EventStore):
         except Exception as error:
             await conn.rollback()
             raise self._translate(error) from error
-        where = self.path
-        if status.state is migrate.SchemaState.EMPTY and self.read_only:
-            raise SchemaMismatch(where, None, status.head, "holds no poolwarden schema yet")
-        if status.state is migrate.SchemaState.FOREIGN:
-            raise SchemaMismatch(
-                where, None, status.head, "is an SQLite database, but not a poolwarden event store"
-            )
-        if status.state is migrate.SchemaState.TOO_NEW:
-            raise SchemaTooNew(
-                where,
-                status.current,
-                status.head,
-                f"has schema revision {status.current}, newer than this code's {status.head}",
-            )
-        if status.state is migrate.SchemaState.OUTDATED and (not self.upgrade or self.read_only):
-            raise SchemaOutdated(
-                where,
-                status.current,
-                status.head,
-                f"has schema revision {status.current}, older than this code's {status.head}",
-            )
-
-    async def close(self) -> None:
-        if self._state != "open":
-            self._state = "closed"
-            return
-        self._state = "closing"
-        try:
-            if self._writer is not None:
-                await self._writer.close()  # raises WriteFailed for buffered appends it lost
-        finally:
-            self._state = "closed"
-            self._committed.set()  # wake followers so that they see the store is closed
-            await self._dispose()
-
-    def _wake_followers(self) -> None:
-        self._committed.set()
-        self._committed = asyncio.Event()
+        refuse_unusable_schema(
+            status, self.where, kind="an SQLite database", upgrade=self.upgrade, read_only=self.read_only
+        )
 
     async def _dispose(self) -> None:
         if self._writer_conn is not None:
@@ -328,67 +287,11 @@ class SQLiteEventStore(EventStore):
             return translated
         return DatabaseError(self.path, f"{type(error).__name__}: {error}", hint="see the cause")
 
-    def _require_open(self) -> None:
-        if self._state != "open":
-            raise StoreClosed(f"{self!r} is not open")
-        if self._writer is not None and self._writer.broken is not None:
-            raise StoreError(f"{self!r} stopped writing after an unexpected error") from self._writer.broken
-
     def _require_writer_conn(self) -> AsyncConnection:
         assert self._writer_conn is not None, "store not opened"
         return self._writer_conn
 
     # --- appending ----------------------------------------------------------------------------
-
-    async def append(
-        self,
-        stream: str,
-        events: Sequence[NewEvent],
-        expected_version: int | None = ANY_VERSION,
-        *,
-        durability: Durability | None = None,
-        fence: Lease | None = None,
-    ) -> Receipt:
-        self._require_open()
-        writer = self._require_writer()  # a read-only store refuses before anything else
-        if not stream:
-            raise ConfigurationError("a stream id must not be empty")
-        check_stream(stream)
-        if expected_version is not None and expected_version < 0:
-            raise ConfigurationError(f"expected_version must be >= 0, not {expected_version}")
-        mode = durability or self.durability
-        if mode not in ("sync", "buffered"):
-            raise ConfigurationError(f"durability must be 'sync' or 'buffered', not {mode!r}")
-        rows = [event_row(new) for new in events]  # raises EventNotSerializable before anything is queued
-        future = await writer.append(stream, rows, expected_version, buffered=mode == "buffered", fence=fence)
-        receipt = Receipt(stream, future)
-        if mode == "sync":
-            await receipt  # raises ConcurrencyConflict or the write's error
-        return receipt
-
-    async def flush(self) -> None:
-        self._require_open()
-        if self._writer is not None:
-            await self._writer.flush()
-
-    async def save_snapshot(
-        self,
-        stream: str,
-        version: int,
-        state: Mapping[str, Any],
-        *,
-        schema_version: int = 1,
-        fence: Lease | None = None,
-    ) -> None:
-        self._require_open()
-        writer = self._require_writer()
-        encoded = encode_json(state, f"snapshot of {stream}")
-        await writer.save_snapshot((stream, version, schema_version, self._clock(), encoded), fence=fence)
-
-    def _require_writer(self) -> GroupCommitWriter:
-        if self._writer is None:
-            raise ReadOnlyDatabase(self.path, "the store was opened read-only")
-        return self._writer
 
     # --- the transaction the group-commit writer runs -----------------------------------------
 
@@ -462,22 +365,6 @@ class SQLiteEventStore(EventStore):
         return fences
 
     # --- leases (the rules are poolwarden.lease's) ------------------------------------------------
-
-    async def take_lease(self, name: str, holder: str, ttl: float) -> Lease:
-        self._require_open()
-        self._require_writer()
-
-        def decide(row: LeaseRow | None, last_fence: int, now: float) -> Lease:
-            return decide_take(row, name=name, holder=holder, ttl=ttl, now=now, last_fence=last_fence)
-
-        return await self._change_lease(name, decide)
-
-    async def renew_lease(self, lease: Lease, ttl: float) -> Lease:
-        self._require_open()
-        self._require_writer()
-        return await self._change_lease(
-            lease.name, lambda row, _last, now: decide_renew(row, lease, ttl=ttl, now=now)
-        )
 
     async def release_lease(self, lease: Lease) -> None:
         self._require_open()
@@ -708,8 +595,8 @@ class SQLiteEventStore(EventStore):
         async with self._reading() as driver:
             await driver.execute("BEGIN")
             try:
-                rows = await driver.execute_fetchall(_SELECT_SNAPSHOTS_IN_RANGE, (low, high))
-                tails = await self._events_on(driver, _SELECT_TAILS, (low, high))
+                rows = await driver.execute_fetchall(SELECT_SNAPSHOTS_IN_RANGE, (low, high))
+                tails = await self._events_on(driver, SELECT_TAILS, (low, high))
             finally:
                 await driver.execute("COMMIT")
         heads: dict[str, tuple[Snapshot | None, list[RecordedEvent]]] = {

@@ -30,27 +30,16 @@ from typing import Any
 from poolwarden.breaker_events import STREAM_PREFIX
 from poolwarden.envelope import COLUMN_NAMES
 from poolwarden.events import RecordedEvent, Snapshot
+from poolwarden.storage.sqlite import SELECT_SNAPSHOTS_IN_RANGE, SELECT_TAILS
 
 __all__ = ["measure", "write_log"]
 
 _LAST = STREAM_PREFIX + "\U0010ffff"
 
-# The same reads the library's restore makes, in the fewest statements raw SQL needs: every
-# stream's snapshot, and every stream's events after its snapshot (each stream found by a skip
-# scan of the (stream, version) index, each tail by a seek into it).
-RAW_SNAPSHOTS = "SELECT stream, version, state FROM snapshots WHERE stream >= ? AND stream < ?"
-RAW_TAILS = f"""
-WITH RECURSIVE names(stream) AS (
-    SELECT MIN(stream) FROM events WHERE stream >= ?1 AND stream < ?2
-    UNION ALL
-    SELECT (SELECT MIN(stream) FROM events WHERE stream > names.stream AND stream < ?2)
-    FROM names WHERE names.stream IS NOT NULL
-)
-SELECT {", ".join(f"e.{name}" for name in COLUMN_NAMES)}
-FROM names JOIN events AS e ON e.stream = names.stream
-WHERE e.version > COALESCE((SELECT version FROM snapshots WHERE stream = names.stream), 0)
-ORDER BY e.stream, e.version
-"""
+# The same reads, in the same statements, as the SQLite store's load_heads: every stream's
+# snapshot, and every stream's events after its snapshot.
+RAW_SNAPSHOTS = SELECT_SNAPSHOTS_IN_RANGE
+RAW_TAILS = SELECT_TAILS
 
 
 def write_log(path: Path, records: list[RecordedEvent], snapshots: dict[str, Snapshot]) -> None:
@@ -74,13 +63,14 @@ def write_log(path: Path, records: list[RecordedEvent], snapshots: dict[str, Sna
 def _raw(path: str) -> dict[str, Any]:
     started = time.perf_counter()
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    states = {
-        stream: json.loads(state) for stream, _, state in conn.execute(RAW_SNAPSHOTS, (STREAM_PREFIX, _LAST))
-    }
+    # In one read transaction, as the store reads them.
+    conn.execute("BEGIN")
+    states = {row[0]: json.loads(row[2]) for row in conn.execute(RAW_SNAPSHOTS, (STREAM_PREFIX, _LAST))}
     events = 0
     for row in conn.execute(RAW_TAILS, (STREAM_PREFIX, _LAST)):
         json.loads(row[7])
         events += 1
+    conn.execute("COMMIT")
     conn.close()
     return {"seconds": time.perf_counter() - started, "snapshots": len(states), "tail_events": events}
 
