@@ -251,6 +251,13 @@ class MemoryGovernor:
         """Drop a browser's readings: it was restarted (its memory starts afresh) or closed."""
         self._browsers.pop(connection_id, None)
 
+    def recycle_deferred(self, connection_id: str) -> None:
+        """A recycle decided for ``connection_id`` could not start yet (another connection is
+        out of service): decide it again at the next round."""
+        track = self._browsers.get(connection_id)
+        if track is not None:
+            track.recycle_pending = False
+
     # --- decisions --------------------------------------------------------------------------
 
     def may_load_model(self) -> tuple[bool, str]:

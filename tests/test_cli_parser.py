@@ -33,6 +33,7 @@ COMMANDS = (
     "analyze",
     "telemetry",
     "test-recovery",
+    "rolling-restart",
     "whatif",
     "events",
 )
@@ -62,12 +63,21 @@ WITH_JSON = (
     "bench crash",
     "breakers",
     "test-recovery",
+    "rolling-restart",
     "whatif",
     "events",
 )
 WITHOUT_JSON = ("db current", "db upgrade", "db check", "db leases", "analyze", "telemetry")
 
 DEFAULTS: dict[str, dict[str, Any]] = {
+    "rolling-restart": {
+        "command": "rolling-restart",
+        "connections": 2,
+        "clients": 4,
+        "workers": "auto",
+        "db": "poolwarden.db",
+        "json": False,
+    },
     "demo": {
         "command": "demo",
         "workers": "auto",

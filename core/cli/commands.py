@@ -171,6 +171,25 @@ def recovery_trial(args: argparse.Namespace) -> int:
     return EXIT_OK if report["recovered"] else EXIT_PROBLEM
 
 
+def rolling_restart(args: argparse.Namespace) -> int:
+    from poolwarden.cli.maintenance import run_rolling_restart
+
+    report = asyncio.run(
+        run_rolling_restart(
+            workers=args.workers, connections=args.connections, db=args.db, clients=args.clients
+        )
+    )
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"restarted {', '.join(report['restarted'])} one at a time in {report['seconds']} s; "
+            f"served {report['served']:,}, failed {report['failed']}, wrong {report['wrong_results']}"
+        )
+    ok = report["failed"] == 0 and report["wrong_results"] == 0
+    return EXIT_OK if ok else EXIT_PROBLEM
+
+
 def whatif(args: argparse.Namespace) -> int:
     from poolwarden.policy import BreakerPolicy
     from poolwarden.whatif import what_if

@@ -245,6 +245,18 @@ def _add_log_readers(top: Commands) -> None:
     _db_option(trial, required=False)
     _json_option(trial, None)
 
+    rolling = _command(
+        top,
+        "rolling-restart",
+        "start a pool under load, restart each browser in turn (one at a time); failed must be 0",
+        commands.rolling_restart,
+    )
+    rolling.add_argument("--connections", type=int, default=2, help="browser connections (default 2)")
+    rolling.add_argument("--clients", type=int, default=4, help="client loops sending requests (default 4)")
+    _workers_option(rolling)
+    _db_option(rolling, required=False)
+    _json_option(rolling)
+
     whatif = _command(top, "whatif", "replay a log's breaker calls through another policy", commands.whatif)
     _db_option(whatif, required=True)
     whatif.add_argument("--policy", required=True, metavar="FILE", help="a BreakerPolicy as JSON")

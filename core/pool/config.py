@@ -73,6 +73,9 @@ class PoolConfig:
     :param memory_interval: seconds between memory readings.
     :param recycle_after_jobs: restart a browser (after draining it) once it served this many.
     :param recycle_after_s: or once it is this old.
+    :param max_out_for_maintenance: connections that maintenance (recycling by jobs, age or
+        memory, a rolling restart) may take out of serving at once, counting those out for any
+        other reason (recovering): a recycle that would take more waits for its turn.
     :param record_every_request: record each success as its own ``InferenceServed`` event.
         By default a success at the first attempt is summarised: one ``InferencesServed`` event
         per (connection, model, backend) for every append, with the count and every latency
@@ -109,6 +112,7 @@ class PoolConfig:
     recycle_after_jobs: int | None = None
     recycle_after_s: float | None = None
     drain_timeout: float = 10.0
+    max_out_for_maintenance: int = 1
     record_every_request: bool = False
     hooks: bool = False
     placement_history_s: float | None = 86_400.0
@@ -132,6 +136,8 @@ class PoolConfig:
             raise ConfigurationError("a pool needs at least one connection")
         if not self.workers or any(w not in ("simulated", "chromium", "firefox") for w in self.workers):
             raise ConfigurationError(f"workers must be simulated, chromium or firefox, not {self.workers!r}")
+        if self.max_out_for_maintenance < 1:
+            raise ConfigurationError("max_out_for_maintenance must be at least 1")
         if self.max_queue < 1 or self.per_connection_concurrency < 1:
             raise ConfigurationError("max_queue and per_connection_concurrency must be at least 1")
         if self.placement_history_s is not None and not self.placement_history_s > 0:

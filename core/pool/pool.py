@@ -189,6 +189,7 @@ class ResourcePool:
         self._browser_memory = browser_memory or _handle_pss
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._change_waiters: list[asyncio.Future[None]] = []
         self._monitor: asyncio.Task[None] | None = None
         self._closing = False
         self._started = False
@@ -533,6 +534,11 @@ class ResourcePool:
         backoff would keep a working connection idle; a half-open breaker lets its trial calls
         decide, and reopens, with a longer backoff, if they fail.
         """
+        self._requests.members_changed()
+        waiters, self._change_waiters = self._change_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         if not isinstance(event, RecoveryCompleted):
             return
         connection_id = member.connection_id
@@ -692,14 +698,29 @@ class ResourcePool:
         elif cfg.recycle_after_s is not None and self.clock() - member.started_at >= cfg.recycle_after_s:
             self.recycle(member.connection_id, f"older than {cfg.recycle_after_s:g} s")
 
-    def recycle(self, connection_id: str, reason: str) -> None:
-        """Drain ``connection_id`` (finish in flight, accept nothing new), then restart its browser."""
+    @property
+    def out_of_service(self) -> int:
+        """Connections not serving now (draining, restarting, recovering)."""
+        return sum(1 for m in self.members.values() if not m.serving)
+
+    def recycle(self, connection_id: str, reason: str) -> bool:
+        """Drain ``connection_id`` (finish in flight, accept nothing new), then restart its browser.
+
+        Returns whether the recycle started: not when the connection is not serving, nor while
+        ``config.max_out_for_maintenance`` connections are already out of service (the caller
+        asks again later: the monitor does at its next round).
+        """
         member = self.members.get(connection_id)
         if member is None or not member.serving or member.driver is None:
-            return
+            return False
+        if self.out_of_service >= self.config.max_out_for_maintenance:
+            return False
         member.draining = True
         member.driver.request_drain(reason)
-        self._spawn(self._drain_then_restart(member, reason), f"recycle {connection_id}")
+        task = asyncio.ensure_future(self._drain_then_restart(member, reason))
+        member.recycling = task
+        self._spawn(task, f"recycle {connection_id}")
+        return True
 
     async def _drain_then_restart(self, member: PoolMember, reason: str) -> None:
         assert member.driver is not None
@@ -711,16 +732,51 @@ class ResourcePool:
                 in_flight=member.in_flight,
             )
         )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(member.idle.wait(), self.config.drain_timeout)
-        if member.driver.machine.state is ConnectionState.DRAINING:
-            member.driver.drained()
-        await member.driver.wait_for(
-            lambda m: m.state is not ConnectionState.RESTARTING and m.state is not ConnectionState.DRAINING
-        )
-        member.draining = False
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(member.idle.wait(), self.config.drain_timeout)
+            if member.driver.machine.state is ConnectionState.DRAINING:
+                member.driver.drained()
+            await member.driver.wait_for(
+                lambda m: m.state not in (ConnectionState.RESTARTING, ConnectionState.DRAINING)
+            )
+        finally:
+            member.draining = False
+            member.recycling = None
+            self._requests.members_changed()
         self.governor.forget_browser(member.connection_id)
         member.jobs = 0
+        member.started_at = self.clock()
+
+    async def rolling_restart(self, reason: str = "rolling restart") -> list[str]:
+        """Restart every connection's browser, one at a time (at most
+        ``config.max_out_for_maintenance`` out at once), while the pool keeps serving.
+
+        Each connection is drained first, so no request fails for it; requests that find every
+        candidate out wait for one to come back. Returns the connections restarted, in order.
+        """
+        done: list[str] = []
+        for connection_id in list(self.members):
+            member = self.members.get(connection_id)
+            if member is None:
+                continue  # replaced meanwhile: its replacement is new
+            while not self.recycle(connection_id, reason):
+                if self._closing or self.members.get(connection_id) is not member:
+                    break
+                # Not its turn yet (another connection is out), or it is recovering: wait for a
+                # change of any connection's state.
+                await self._member_change()
+            else:
+                task = member.recycling
+                if task is not None:
+                    await asyncio.shield(task)
+                done.append(connection_id)
+        return done
+
+    async def _member_change(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._change_waiters.append(waiter)
+        await asyncio.wait((waiter,), timeout=1.0)
 
     async def check_memory(self) -> list[EvictModel | RecycleBrowser]:
         """Take memory readings now, decide, and carry the decisions out. Returns them."""
@@ -745,8 +801,8 @@ class ResourcePool:
         for action in actions:
             if isinstance(action, EvictModel):
                 await self.unload_model(action.model_id, action.connection_id, action.reason)
-            else:
-                self.recycle(action.connection_id, action.reason)
+            elif not self.recycle(action.connection_id, action.reason):
+                self.governor.recycle_deferred(action.connection_id)  # decided again next round
         return actions
 
     # --- faults and events --------------------------------------------------------------------

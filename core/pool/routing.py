@@ -49,6 +49,8 @@ class Routable(Protocol):
     @property
     def serving(self) -> bool: ...
     @property
+    def draining(self) -> bool: ...
+    @property
     def models(self) -> Mapping[str, object]: ...
 
 
@@ -75,6 +77,9 @@ class Route(NamedTuple, Generic[Member]):
     """The model has to be placed on the member before it can serve there."""
     breakers: tuple[CircuitBreaker, CircuitBreaker] | None = None
     """The member's connection breaker and its breaker for the model (to admit the call)."""
+    returning: bool = False
+    """No member now, but one is out for maintenance (draining, restarting) and will come back:
+    wait for it."""
 
 
 def blocking_breaker(breakers: Iterable[CircuitBreaker], now: float) -> CircuitBreaker | None:
@@ -162,9 +167,11 @@ class Router(Generic[Member]):
         best_breakers: tuple[CircuitBreaker, CircuitBreaker] | None = None
         refusal: CircuitOpen | None = None
         busy = False
+        returning = False
         pair = self.registry.pair
         for member in self.members.values():
             if not member.serving:
+                returning = returning or member.draining
                 continue
             connection_id = member.connection_id
             if connection_id in skip:
@@ -197,6 +204,8 @@ class Router(Generic[Member]):
                 return Route(panic, panic=True)
         if busy:
             return Route(None, busy=True, refusal=refusal)
+        if returning and refusal is None:
+            return Route(None, returning=True)
         return Route(None, refusal=refusal)
 
     def _panic_route(self, model_id: str, skip: Set[str], now: float) -> Member | None:

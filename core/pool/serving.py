@@ -70,6 +70,10 @@ __all__ = ["Placement", "RequestPath"]
 log = logging.getLogger(__name__)
 
 
+RETURN_RECHECK_S = 0.5
+"""Seconds a request waiting for a connection to come back from maintenance looks again, even
+unwoken (the wake-up is the rule; this only bounds a missed one)."""
+
 Placement = Callable[[ModelInfo, PoolMember], Awaitable[str]]
 """Loads a model on a member (or joins the load under way there); returns the connection id."""
 
@@ -117,6 +121,8 @@ class RequestPath:
         """Requests running or waiting (the bounded queue's count, ``config.max_queue``)."""
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         """Requests waiting for a free slot somewhere, first come first served."""
+        self._return_waiters: list[asyncio.Future[None]] = []
+        """Requests waiting for a connection out for maintenance to serve again."""
         self.counters: dict[str, int] = {
             "requests": 0,
             "served": 0,
@@ -212,6 +218,9 @@ class RequestPath:
                 if route.busy:  # every candidate is busy: wait in the pool's queue for a slot
                     await self._wait_for_slot(deadline_at)
                     continue
+                if route.returning:  # every candidate is out for maintenance: wait for one back
+                    await self._wait_for_return(deadline_at)
+                    continue
                 error = (
                     route.refusal
                     or last_error
@@ -287,6 +296,27 @@ class RequestPath:
             if waiter.done() and not waiter.cancelled():
                 self._slot_freed()  # woken, but leaving: the slot goes to the next in line
             raise
+
+    async def _wait_for_return(self, deadline_at: float) -> None:
+        """Wait until a connection's serving changes (:meth:`members_changed`), within the
+        deadline; looked at again at least every ``RETURN_RECHECK_S`` in case a change went
+        unsaid."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._return_waiters.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline_at):
+                await asyncio.wait((waiter,), timeout=RETURN_RECHECK_S)
+        finally:
+            if waiter in self._return_waiters:
+                self._return_waiters.remove(waiter)
+
+    def members_changed(self) -> None:
+        """A connection started or stopped serving (the pool says so): every request waiting
+        for a connection out for maintenance looks again."""
+        waiters, self._return_waiters = self._return_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _slot_freed(self) -> None:
         waiters = self._slot_waiters
