@@ -21,7 +21,7 @@ from poolwarden.errors import (
 )
 from poolwarden.lifecycle_types import HeartbeatMissed
 from poolwarden.memory import EvictModel, HostReading, RecycleBrowser
-from poolwarden.policy import BreakerPolicy
+from poolwarden.policy import BreakerPolicy, ErrorKind
 from poolwarden.pool import PoolConfig, ResourcePool
 from poolwarden.pool.member import PoolMember
 from poolwarden.storage import open_store
@@ -265,8 +265,10 @@ async def test_panic_routing_serves_from_the_least_bad_when_too_much_is_ejected(
     """Above max_ejection_share, the pool serves from a holder of the model despite its open breaker."""
     async with ResourcePool(_config(tmp_path, max_ejection_share=0.5), memory_sampler=readings.host) as pool:
         await pool.load_model("toy-mlp", connection_id="conn-0")
-        for connection_id in pool.members:
-            pool.registry.connection(connection_id).force_open("test", "eject everything")
+        for connection_id in pool.members:  # tripped open (a person's force_open would win)
+            breaker = pool.registry.connection(connection_id)
+            for _ in range(breaker.policy.consecutive_failures or 5):
+                breaker.record_failure(ErrorKind.TRANSPORT, 0.01)
         result = await pool.run_inference("toy-mlp", {"input": X})
         np.testing.assert_allclose(result.outputs[0], _expected(), rtol=1e-5, atol=1e-6)
         assert [e.connection_id for e in await _events(pool, "PanicRouted")] == [result.connection_id]

@@ -805,6 +805,24 @@ class ResourcePool:
                 self.governor.recycle_deferred(action.connection_id)  # decided again next round
         return actions
 
+    # --- a person's decisions ---------------------------------------------------------------
+
+    def isolate(self, connection_id: str, who: str, why: str) -> None:
+        """Take ``connection_id`` out of rotation by hand: its connection breaker is forced open
+        (an event, ``BreakerOverridden``), and no routing, panic routing included, sends it a
+        request until :meth:`release` (a verified recovery does not move it either)."""
+        if connection_id not in self.members:
+            raise NoHealthyConnection(f"no connection {connection_id!r} in the pool")
+        self.registry.connection(connection_id).force_open(who, why)
+        self.breakers.wake()
+
+    def release(self, connection_id: str, who: str, why: str) -> None:
+        """Undo :meth:`isolate`: the connection breaker is reset (closed)."""
+        if connection_id not in self.members:
+            raise NoHealthyConnection(f"no connection {connection_id!r} in the pool")
+        self.registry.connection(connection_id).reset(who, why)
+        self.breakers.wake()
+
     # --- faults and events --------------------------------------------------------------------
 
     async def inject_fault(self, connection_id: str, fault: str) -> None:
