@@ -47,7 +47,6 @@ from poolwarden.errors import (
     LeaseLost,
     NoHealthyConnection,
     PoolwardenError,
-    RequestError,
     StoreError,
     UnknownModel,
     WriteFailed,
@@ -594,8 +593,8 @@ class ResourcePool:
         """Place ``model_id`` (a built-in ``kind``, by default its own name) on the best connection.
 
         Returns the connection it was placed on. Raises UnknownModel for a kind no worker has,
-        NoHealthyConnection when no connection can take it, and RequestError when memory
-        pressure refuses new loads.
+        NoHealthyConnection when no connection can take it, and MemoryPressure (with the reading
+        and the threshold) when memory pressure refuses new loads.
         """
         try:
             spec = resolve_model(kind or model_id, options)
@@ -618,11 +617,12 @@ class ResourcePool:
 
     async def _place(self, info: ModelInfo, member: PoolMember) -> str:
         """Load ``info``'s model on ``member`` (concurrent loads of it there share one)."""
-        allowed, reason = self.governor.may_load_model()
-        if not allowed:
-            self._recorder.emit(ModelLoadRefused(model_id=info.model_id, reason=reason))
-            raise RequestError(f"not loading {info.model_id!r}: {reason}")
         if info.model_id not in member.models:
+            refusal = self.governor.load_refusal()
+            if refusal is not None:
+                _, reason = self.governor.may_load_model()
+                self._recorder.emit(ModelLoadRefused(model_id=info.model_id, reason=reason))
+                raise refusal
             loading = member.loading.get(info.model_id)
             if loading is None:
                 # Concurrent requests that all want the model here share one load.
@@ -790,7 +790,13 @@ class ResourcePool:
                             BrowserReading(member.connection_id, member.browser, pss / 2**20)
                         )
         models = [
-            LoadedModel(m.connection_id, slot.model_id, slot.last_used_at, slot.in_flight)
+            LoadedModel(
+                m.connection_id,
+                slot.model_id,
+                slot.last_used_at,
+                slot.in_flight,
+                self._requests.queued_for.get(slot.model_id, 0),
+            )
             for m in self.members.values()
             for slot in m.models.values()
         ]

@@ -39,6 +39,7 @@ from poolwarden.errors import (
     CircuitOpen,
     DeadlineExceeded,
     InvalidInput,
+    MemoryPressure,
     ModelError,
     NoHealthyConnection,
     PoolwardenError,
@@ -118,6 +119,8 @@ class RequestPath:
         self._fallback = fallback
         self._budget = RetryBudget(config.retry.budget_window)
         self._queued = 0
+        self.queued_for: dict[str, int] = {}
+        """Requests admitted and not yet ended, by model (memory pressure never evicts those)."""
         """Requests running or waiting (the bounded queue's count, ``config.max_queue``)."""
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         """Requests waiting for a free slot somewhere, first come first served."""
@@ -168,6 +171,8 @@ class RequestPath:
         timeout = self.config.default_deadline if deadline is None else deadline
         deadline_at = started + timeout
         self._queued += 1
+        queued_for = self.queued_for
+        queued_for[model_id] = queued_for.get(model_id, 0) + 1
         self.counters["requests"] += 1
         self._budget.note_request(started)
         ran: list[str] = []
@@ -193,6 +198,7 @@ class RequestPath:
             raise exceeded from None
         finally:
             self._queued -= 1
+            queued_for[model_id] -= 1
 
     async def _serve(
         self,
@@ -231,6 +237,12 @@ class RequestPath:
                 try:
                     async with asyncio.timeout_at(deadline_at):
                         await self._place(info, member)
+                except MemoryPressure as error:
+                    # Pressure refuses new loads everywhere: the request gets the reason, typed,
+                    # unless a connection that holds the model serves it meanwhile.
+                    skip.add(member.connection_id)
+                    last_error = error
+                    continue
                 except PoolwardenError as error:
                     log.info("could not place %s on %s: %s", info.model_id, member.connection_id, error)
                     skip.add(member.connection_id)
