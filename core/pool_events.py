@@ -24,6 +24,7 @@ __all__ = [
     "ModelEvicted",
     "ModelLoadRefused",
     "ModelPlaced",
+    "PageReattached",
     "PanicRouted",
     "PoolEvent",
     "PoolStarted",
@@ -136,6 +137,20 @@ class PanicRouted(PoolEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PageReattached(PoolEvent):
+    """A page whose socket was cut (1006) said hello again by itself, and was checked by a round
+    trip against the reference: ``outcome`` verified (its connection's open breakers half-open,
+    as after a verified recovery) or failed (``error_kind``; the ladder takes over).
+    ``latency_ms``: from the cut to the end of the check."""
+
+    connection_id: str
+    browser: str
+    outcome: str
+    latency_ms: float
+    error_kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InferenceServed(PoolEvent):
     """One request served (after a retry, by a panic route, or every one with record_every_request)."""
 
@@ -212,6 +227,7 @@ REGISTRY.register(
     ModelEvicted,
     RecycleStarted,
     FaultInjected,
+    PageReattached,
     PanicRouted,
     InferenceServed,
     InferencesServed,

@@ -45,7 +45,7 @@ class OutWatcher:
         while not self._stop.is_set():
             self.most = max(self.most, self.pool.out_of_service)
             self.recycles |= {id(m.recycling) for m in self.pool.members.values() if m.recycling is not None}
-            await self.pool._member_change()
+            await self.pool.wait_changed()
 
     async def stop(self) -> int:
         self._stop.set()

@@ -162,11 +162,12 @@ def recovery_trial(args: argparse.Namespace) -> int:
             print(
                 f"  {step['at']}  {step['type']:<24} rung={step['rung']} outcome={step['outcome']}{latency}"
             )
-        verdict = (
-            f"recovered by {report['rung']}"
-            if report["recovered"]
-            else f"not recovered ({report['outcome']})"
-        )
+        if report["rung"] == "page":
+            verdict = "recovered by the page itself (it re-attached and a round trip verified it)"
+        elif report["recovered"]:
+            verdict = f"recovered by {report['rung']}"
+        else:
+            verdict = f"not recovered ({report['outcome']})"
         print(f"{verdict} in {report['fault_to_healthy_s']} s (fault to serving again)")
     return EXIT_OK if report["recovered"] else EXIT_PROBLEM
 

@@ -80,6 +80,7 @@ from poolwarden.pool_events import (
     ModelEvicted,
     ModelLoadRefused,
     ModelPlaced,
+    PageReattached,
     PoolStarted,
     PoolStopped,
     RecycleStarted,
@@ -189,6 +190,9 @@ class ResourcePool:
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._change_waiters: list[asyncio.Future[None]] = []
+        self.reattachments: dict[str, tuple[bool, float]] = {}
+        """The last page that re-attached by itself, by connection: whether a round trip
+        verified it, and the seconds from the cut to the end of that check."""
         self._monitor: asyncio.Task[None] | None = None
         self._closing = False
         self._started = False
@@ -492,6 +496,7 @@ class ResourcePool:
             on_quarantine=lambda reason: self._on_quarantine(member, reason),
             heartbeat_interval_s=self.config.heartbeat_interval,
             on_event=lambda event: self._on_lifecycle_event(member, event),
+            on_reattached=lambda verified, took, error: self._on_reattached(member, verified, took, error),
         )
         self.members[connection_id] = member
         # The recovery restores the connection's history (a restart budget spent before survives)
@@ -534,12 +539,15 @@ class ResourcePool:
         decide, and reopens, with a longer backoff, if they fail.
         """
         self._requests.members_changed()
-        waiters, self._change_waiters = self._change_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake_changes()
         if not isinstance(event, RecoveryCompleted):
             return
+        self._half_open(
+            member, f"recovery {event.incident_id} verified a round trip at the {event.rung.value} rung"
+        )
+
+    def _half_open(self, member: PoolMember, why: str) -> None:
+        """Move the connection's open breaker, and its open model breakers, to half-open."""
         connection_id = member.connection_id
         breakers = [self.registry.connection(connection_id)]
         breakers += [
@@ -547,10 +555,28 @@ class ResourcePool:
             for model_id in member.models
             if (breaker := self.registry.get(model_key(connection_id, model_id))) is not None
         ]
-        why = f"recovery {event.incident_id} verified a round trip at the {event.rung.value} rung"
         moved = [breaker for breaker in breakers if breaker.half_open_now(why)]  # each one asked
         if moved:
             self.breakers.wake()
+
+    def _on_reattached(
+        self, member: PoolMember, verified: bool, took: float, error: BaseException | None
+    ) -> None:
+        """A page re-attached by itself after its socket was cut; once a round trip verified it,
+        its breakers half-open, as after a verified recovery (a failed check is the ladder's)."""
+        self.reattachments[member.connection_id] = (verified, took)
+        self._recorder.emit(
+            PageReattached(
+                connection_id=member.connection_id,
+                browser=member.browser,
+                outcome="verified" if verified else "failed",
+                latency_ms=took * 1000,
+                error_kind=None if error is None else type(error).__name__,
+            )
+        )
+        if verified:
+            self._half_open(member, "the page re-attached by itself and verified a round trip")
+        self._wake_changes()
 
     def _on_quarantine(self, member: PoolMember, reason: str) -> None:
         """A connection was quarantined: stop routing to it and start a replacement."""
@@ -765,7 +791,7 @@ class ResourcePool:
                     break
                 # Not its turn yet (another connection is out), or it is recovering: wait for a
                 # change of any connection's state.
-                await self._member_change()
+                await self.wait_changed()
             else:
                 task = member.recycling
                 if task is not None:
@@ -773,10 +799,18 @@ class ResourcePool:
                 done.append(connection_id)
         return done
 
-    async def _member_change(self) -> None:
+    async def wait_changed(self, timeout: float = 1.0) -> None:  # noqa: ASYNC109 -- a bounded look
+        """Wait until a connection's lifecycle moves or a page re-attaches (at most ``timeout``
+        seconds): for those who watch the pool, without polling it."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._change_waiters.append(waiter)
-        await asyncio.wait((waiter,), timeout=1.0)
+        await asyncio.wait((waiter,), timeout=timeout)
+
+    def _wake_changes(self) -> None:
+        waiters, self._change_waiters = self._change_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def check_memory(self) -> list[EvictModel | RecycleBrowser]:
         """Take memory readings now, decide, and carry the decisions out. Returns them."""
