@@ -22,6 +22,7 @@ __all__ = [
     "InferenceServed",
     "InferencesServed",
     "ModelEvicted",
+    "ModelLoadFailed",
     "ModelLoadRefused",
     "ModelPlaced",
     "PageReattached",
@@ -82,6 +83,20 @@ class ModelLoadRefused(PoolEvent):
 
     model_id: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelLoadFailed(PoolEvent):
+    """Loading ``model_id`` failed (``error_kind``: the error's class name; ``reason``: its text):
+    on ``connection_id`` (None when no connection could take it, or the kind is unknown)."""
+
+    connection_id: str | None
+    model_id: str
+    browser: str | None
+    error_kind: str
+    reason: str
+    latency_ms: float
+    outcome: str = "failed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -223,6 +238,7 @@ REGISTRY.register(
     PoolStopped,
     ConnectionReplaced,
     ModelLoadRefused,
+    ModelLoadFailed,
     ModelPlaced,
     ModelEvicted,
     RecycleStarted,

@@ -81,7 +81,7 @@ async def test_socket_drop_half_opens_the_breakers_within_a_second_of_the_page_r
 
 @pytest.mark.parametrize("workers", WORKERS)
 def test_test_recovery_socket_drop_returns_within_10_s_with_exit_0(tmp_path: Path, workers: Any) -> None:
-    """``poolwarden test-recovery --fault socket_drop`` reports recovery by the page itself, exit 0, < 10 s."""
+    """``poolwarden test-recovery --fault socket_drop``: recovered by the page itself, exit 0, < 10 s."""
     started = time.monotonic()
     done = subprocess.run(
         [

@@ -64,6 +64,8 @@ class PoolConfig:
     :param per_connection_concurrency: requests one connection runs at once; beyond it, requests
         wait in the pool's queue (within their deadlines) for a slot.
     :param default_deadline: seconds a request may take when the caller gives none.
+    :param load_timeout: seconds one model load on one connection may take (a hung page's load
+        fails then, is recorded as ``ModelLoadFailed`` and starts the connection's recovery).
     :param attempt_timeout: seconds one attempt on one connection may take before it is abandoned
         (the connection is suspected hung) and the request retried elsewhere.
     :param max_ejection_share: the largest share of connections whose breakers may keep requests
@@ -106,6 +108,7 @@ class PoolConfig:
     per_connection_concurrency: int = 8
     default_deadline: float = 10.0
     attempt_timeout: float = 3.0
+    load_timeout: float = 10.0
     max_ejection_share: float = 0.5
     heartbeat_interval: float = 2.0
     memory_interval: float = 2.0
@@ -148,6 +151,7 @@ class PoolConfig:
             raise ConfigurationError("max_ejection_share must be in (0, 1]")
         if (
             self.attempt_timeout <= 0
+            or self.load_timeout <= 0
             or self.default_deadline <= 0
             or self.heartbeat_interval <= 0
             or self.memory_interval <= 0

@@ -56,6 +56,7 @@ from poolwarden.lease import Lease, holder_id
 from poolwarden.lifecycle_events import LifecycleEvent, RecoveryCompleted
 from poolwarden.lifecycle_types import (
     ConnectionState,
+    HeartbeatMissed,
     ProcessExited,
 )
 from poolwarden.memory import (
@@ -75,9 +76,11 @@ from poolwarden.pool.serving import RequestPath
 from poolwarden.pool.streams import PoolStreams
 from poolwarden.pool.tally import ServedTally
 from poolwarden.pool_events import (
+    AttemptFailed,
     ConnectionReplaced,
     FaultInjected,
     ModelEvicted,
+    ModelLoadFailed,
     ModelLoadRefused,
     ModelPlaced,
     PageReattached,
@@ -625,18 +628,38 @@ class ResourcePool:
         try:
             spec = resolve_model(kind or model_id, options)
         except (KeyError, ValueError) as error:
-            raise UnknownModel(f"no built-in model {kind or model_id!r}: {error}") from error
+            unknown = UnknownModel(f"no built-in model {kind or model_id!r}: {error}")
+            self._load_failed(model_id, None, unknown, 0.0)
+            raise unknown from error
         info = ModelInfo(model_id, kind or model_id, model_type, dict(options or {}), spec.input_width)
         self._models[model_id] = info
         if connection_id is not None:
             member = self.members.get(connection_id)
             if member is None:
-                raise NoHealthyConnection(f"no connection {connection_id!r} in the pool")
+                missing = NoHealthyConnection(f"no connection {connection_id!r} in the pool")
+                self._load_failed(model_id, None, missing, 0.0)
+                raise missing
             return await self._place(info, member)
         candidates = self.router.ranked(info.model_type, self._serving())
         if not candidates:
-            raise NoHealthyConnection(f"no healthy connection can take {model_id!r}")
+            none = NoHealthyConnection(f"no healthy connection can take {model_id!r}")
+            self._load_failed(model_id, None, none, 0.0)
+            raise none
         return await self._place(info, candidates[0])
+
+    def _load_failed(
+        self, model_id: str, member: PoolMember | None, error: BaseException, latency_ms: float
+    ) -> None:
+        self._recorder.emit(
+            ModelLoadFailed(
+                connection_id=member.connection_id if member is not None else None,
+                model_id=model_id,
+                browser=member.browser if member is not None else None,
+                error_kind=type(error).__name__,
+                reason=str(error),
+                latency_ms=latency_ms,
+            )
+        )
 
     def _serving(self) -> list[PoolMember]:
         return [m for m in self.members.values() if m.serving]
@@ -659,7 +682,22 @@ class ResourcePool:
         return member.connection_id
 
     async def _load(self, info: ModelInfo, member: PoolMember) -> None:
-        loaded = await member.connection.load_model(info.model_id, info.kind, info.options)
+        began = self.clock()
+        try:
+            loaded = await member.connection.load_model(
+                info.model_id, info.kind, info.options, timeout=self.config.load_timeout
+            )
+        except BaseException as error:
+            self._load_failed(info.model_id, member, error, (self.clock() - began) * 1000)
+            recovery = member.recovery
+            if (
+                isinstance(error, TimeoutError)
+                and recovery is not None
+                and recovery.started
+                and member.state is ConnectionState.HEALTHY
+            ):
+                recovery.driver.fault(HeartbeatMissed())  # a page that never answers may be hung
+            raise
         member.models[info.model_id] = ModelSlot(info.model_id, info.kind, info.options, self.clock())
         self._recorder.emit(
             ModelPlaced(
@@ -845,6 +883,21 @@ class ResourcePool:
                 self.governor.recycle_deferred(action.connection_id)  # decided again next round
         return actions
 
+    def record_attempt_failed(self, connection_id: str, model_id: str | None, kind: str) -> None:
+        """Record a failed call on a connection that the pool did not make (the seed's
+        ``update_circuit_breaker(success=False, error=...)``): every error is an event, even one
+        its breakers do not count (an input error)."""
+        member = self.members.get(connection_id)
+        self._recorder.emit(
+            AttemptFailed(
+                connection_id=connection_id,
+                model_id=model_id or "",
+                browser=member.browser if member is not None else "",
+                error_kind=kind,
+                latency_ms=0.0,
+            )
+        )
+
     # --- a person's decisions ---------------------------------------------------------------
 
     def isolate(self, connection_id: str, who: str, why: str) -> None:
@@ -852,14 +905,14 @@ class ResourcePool:
         (an event, ``BreakerOverridden``), and no routing, panic routing included, sends it a
         request until :meth:`release` (a verified recovery does not move it either)."""
         if connection_id not in self.members:
-            raise NoHealthyConnection(f"no connection {connection_id!r} in the pool")
+            raise ConfigurationError(f"no connection {connection_id!r} in the pool")
         self.registry.connection(connection_id).force_open(who, why)
         self.breakers.wake()
 
     def release(self, connection_id: str, who: str, why: str) -> None:
         """Undo :meth:`isolate`: the connection breaker is reset (closed)."""
         if connection_id not in self.members:
-            raise NoHealthyConnection(f"no connection {connection_id!r} in the pool")
+            raise ConfigurationError(f"no connection {connection_id!r} in the pool")
         self.registry.connection(connection_id).reset(who, why)
         self.breakers.wake()
 

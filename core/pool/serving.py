@@ -190,6 +190,12 @@ class RequestPath:
                 model_id, member, type(error).__name__, (loop.time() - started) * 1000, "failed"
             )
             raise
+        except asyncio.CancelledError:  # by its caller: recorded as cancelled, and goes on
+            member = self.members.get(ran[-1]) if ran else None
+            self._request_failed(
+                model_id, member, "CancelledError", (loop.time() - started) * 1000, "cancelled"
+            )
+            raise
         except TimeoutError:  # a wait bounded by the deadline (a slot, a load, a backoff, ...)
             latency_ms = (loop.time() - started) * 1000
             self._request_failed(model_id, None, "DeadlineExceeded", latency_ms, "failed")
