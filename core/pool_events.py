@@ -140,6 +140,7 @@ class FaultInjected(PoolEvent):
     browser: str
     error_kind: str
     fault: str
+    incident_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +150,7 @@ class PanicRouted(PoolEvent):
     connection_id: str
     model_id: str
     open_share: float
+    incident_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,6 +165,7 @@ class PageReattached(PoolEvent):
     outcome: str
     latency_ms: float
     error_kind: str | None = None
+    incident_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -219,6 +222,7 @@ class AttemptFailed(PoolEvent):
     error_kind: str
     latency_ms: float
     outcome: str = "failed"
+    incident_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -231,6 +235,7 @@ class InferenceFailed(PoolEvent):
     error_kind: str
     outcome: str
     latency_ms: float
+    incident_id: str | None = None
 
 
 REGISTRY.register(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import random
@@ -39,7 +40,9 @@ from poolwarden.aio.recorder import EventRecorder
 from poolwarden.aio.recovery import Recovery
 from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_registry import BreakerRegistry, model_key
-from poolwarden.bridge.server import BridgeServer
+from poolwarden.bridge.server import CLOSE_DECLARED_DEAD, BridgeServer
+from poolwarden.bridge_events import ProtocolViolated, WorkerReported
+from poolwarden.bridge_events import WorkerDisconnected as BridgeWorkerDisconnected
 from poolwarden.browser.launcher import sweep_orphans
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import (
@@ -53,7 +56,12 @@ from poolwarden.errors import (
 )
 from poolwarden.events import NewEvent
 from poolwarden.lease import Lease, holder_id
-from poolwarden.lifecycle_events import LifecycleEvent, RecoveryCompleted
+from poolwarden.lifecycle_events import (
+    ConnectionClosed,
+    ConnectionQuarantined,
+    LifecycleEvent,
+    RecoveryCompleted,
+)
 from poolwarden.lifecycle_types import (
     ConnectionState,
     HeartbeatMissed,
@@ -68,6 +76,7 @@ from poolwarden.memory import (
     RecycleBrowser,
 )
 from poolwarden.pool.config import PoolConfig
+from poolwarden.pool.incidents import IncidentBook
 from poolwarden.pool.member import ModelSlot, PoolMember
 from poolwarden.pool.placement import StatsBook
 from poolwarden.pool.results import Fallback, InferenceResult, ModelInfo
@@ -99,6 +108,10 @@ if TYPE_CHECKING:
     from poolwarden.telemetry.prometheus import PoolMetrics
 
 __all__ = ["InferenceResult", "MemorySampler", "ResourcePool"]
+
+_FAILURE_SIGNALS = frozenset((BridgeWorkerDisconnected.TYPE, ProtocolViolated.TYPE, WorkerReported.TYPE))
+"""Bridge events that are signs of a failure (a socket closing, a page misbehaving or reporting
+an error): each opens an incident on its connection if none is open."""
 
 CLOSE_CONNECTION_TIMEOUT = 5.0
 """Seconds the pool's close waits for a connection's closing to be decided and persisted."""
@@ -180,8 +193,14 @@ class ResourcePool:
         )
         # The pool's breakers are its own (its lease fences them): none other writes them, so
         # there is nothing to follow; and only they are restored, not other pools' on the log.
+        self.incidents = IncidentBook(clock)
+        """One incident id per failure, from its first signal to its outcome, per connection."""
         self.breakers = DurableBreakers(
-            self.store, self.registry, poll_interval=None, scope=self.streams.connection_prefix
+            self.store,
+            self.registry,
+            poll_interval=None,
+            scope=self.streams.connection_prefix,
+            incident_of=self.incidents.at,
         )
         self.governor = MemoryGovernor(self.config.memory, clock=clock)
         self.stats = StatsBook()
@@ -221,6 +240,7 @@ class ResourcePool:
             place=self._place,
             rng=rng or random.Random(),
             fallback=fallback,
+            incidents=self.incidents,
         )
 
     # --- requests -----------------------------------------------------------------------------
@@ -500,6 +520,7 @@ class ResourcePool:
             heartbeat_interval_s=self.config.heartbeat_interval,
             on_event=lambda event: self._on_lifecycle_event(member, event),
             on_reattached=lambda verified, took, error: self._on_reattached(member, verified, took, error),
+            ids=lambda: self.incidents.adopt(connection_id),
         )
         self.members[connection_id] = member
         # The recovery restores the connection's history (a restart budget spent before survives)
@@ -543,6 +564,8 @@ class ResourcePool:
         """
         self._requests.members_changed()
         self._wake_changes()
+        if isinstance(event, RecoveryCompleted | ConnectionQuarantined | ConnectionClosed):
+            self.incidents.end(member.connection_id, event.incident_id)
         if not isinstance(event, RecoveryCompleted):
             return
         self._half_open(
@@ -568,6 +591,7 @@ class ResourcePool:
         """A page re-attached by itself after its socket was cut; once a round trip verified it,
         its breakers half-open, as after a verified recovery (a failed check is the ladder's)."""
         self.reattachments[member.connection_id] = (verified, took)
+        incident = self.incidents.signal(member.connection_id)  # the cut's, if it was seen
         self._recorder.emit(
             PageReattached(
                 connection_id=member.connection_id,
@@ -575,10 +599,14 @@ class ResourcePool:
                 outcome="verified" if verified else "failed",
                 latency_ms=took * 1000,
                 error_kind=None if error is None else type(error).__name__,
+                incident_id=incident,
             )
         )
         if verified:
-            self._half_open(member, "the page re-attached by itself and verified a round trip")
+            self._half_open(
+                member, f"incident {incident}: the page re-attached by itself and verified a round trip"
+            )
+            self.incidents.end(member.connection_id, incident)
         self._wake_changes()
 
     def _on_quarantine(self, member: PoolMember, reason: str) -> None:
@@ -734,6 +762,18 @@ class ResourcePool:
     def _on_bridge_event(self, event: NewEvent) -> None:
         """The bridge's events go to the log, and to the recovery of the connection they concern."""
         member = self.members.get(event.connection_id or "")
+        if member is not None and event.incident_id is None:
+            connection_id = member.connection_id
+            signal = (
+                not self._closing
+                and event.type in _FAILURE_SIGNALS
+                and event.payload.get("code") != CLOSE_DECLARED_DEAD
+            )
+            incident = (
+                self.incidents.signal(connection_id) if signal else self.incidents.current(connection_id)
+            )
+            if incident is not None:
+                event = dataclasses.replace(event, incident_id=incident)
         if member is not None and member.recovery is not None and member.recovery.started:
             member.recovery.on_bridge_event(event)
         if not self._closing:
@@ -895,6 +935,7 @@ class ResourcePool:
                 browser=member.browser if member is not None else "",
                 error_kind=kind,
                 latency_ms=0.0,
+                incident_id=self.incidents.current(connection_id),
             )
         )
 
@@ -923,7 +964,13 @@ class ResourcePool:
         device_lost) and record that it was injected: for demos and tests."""
         member = self.members[connection_id]
         self._recorder.emit(
-            FaultInjected(connection_id=connection_id, browser=member.browser, error_kind=fault, fault=fault)
+            FaultInjected(
+                connection_id=connection_id,
+                browser=member.browser,
+                error_kind=fault,
+                fault=fault,
+                incident_id=self.incidents.signal(connection_id),  # the failure's first signal
+            )
         )
         await member.handle.inject(fault)
 

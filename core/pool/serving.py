@@ -50,6 +50,7 @@ from poolwarden.errors import (
 from poolwarden.lifecycle_types import ConnectionState, HeartbeatMissed
 from poolwarden.policy import ErrorKind
 from poolwarden.pool.config import PoolConfig
+from poolwarden.pool.incidents import IncidentBook
 from poolwarden.pool.inputs import as_tensors
 from poolwarden.pool.member import PoolMember
 from poolwarden.pool.placement import StatsBook
@@ -103,8 +104,10 @@ class RequestPath:
         place: Placement,
         rng: random.Random,
         fallback: Fallback | None = None,
+        incidents: IncidentBook | None = None,
     ) -> None:
         self.config = config
+        self.incidents = incidents
         self.clock = clock
         self.members = members
         self.registry = registry
@@ -261,6 +264,7 @@ class RequestPath:
                         connection_id=member.connection_id,
                         model_id=info.model_id,
                         open_share=self.router.open_share(self._serving(), self.clock()),
+                        incident_id=self._incident(member.connection_id, signal=False),
                     )
                 )
             tried.add(member.connection_id)
@@ -490,6 +494,11 @@ class RequestPath:
                 browser=member.browser,
                 error_kind=kind.value,
                 latency_ms=latency_ms,
+                # A failure of the connection is a signal of an incident there; a model's own
+                # error (bad input, a validation failure) is not, but may fall within one.
+                incident_id=self._incident(
+                    member.connection_id, signal=kind not in (ErrorKind.INPUT, ErrorKind.VALIDATION)
+                ),
             )
         )
 
@@ -506,8 +515,16 @@ class RequestPath:
                 error_kind=error_type,
                 outcome=outcome,
                 latency_ms=latency_ms,
+                incident_id=self._incident(member.connection_id, signal=False) if member else None,
             )
         )
+
+    def _incident(self, connection_id: str, *, signal: bool) -> str | None:
+        """The incident ``connection_id`` is in (opened now if ``signal`` and there is none)."""
+        incidents = self.incidents
+        if incidents is None:
+            return None
+        return incidents.signal(connection_id) if signal else incidents.current(connection_id)
 
 
 def _kind_of(error: BaseException) -> ErrorKind:
