@@ -11,6 +11,7 @@ background watchers that turn what the bridge and the browser show into lifecycl
 | the socket closed 1006, browser alive, no hello within the grace | ``SocketClosed(1006)`` | reconnect |
 | the socket closed 1006 and the page said hello again within the grace | none: it healed (verified below) | |
 | a heartbeat (application ping) unanswered | ``HeartbeatMissed`` | ping |
+| a heartbeat unanswered, the browser's processes stopped | ``BrowserStopped`` | restart |
 | the page reported ``device_lost`` (unprompted, or as a request's error) | ``DeviceLost`` | ping |
 | the page reported ``out_of_memory`` | ``OutOfMemory`` | reconnect |
 
@@ -48,6 +49,7 @@ from poolwarden.events import NewEvent
 from poolwarden.lifecycle import ConnectionLifecycle, IdFactory, uuid_ids
 from poolwarden.lifecycle_events import LifecycleEvent, RecoveryCompleted
 from poolwarden.lifecycle_types import (
+    BrowserStopped,
     ConnectionState,
     DeviceLost,
     Fault,
@@ -306,6 +308,12 @@ class Recovery:
                 self.driver.hello()
                 await self._verify_reattached(cut_at)
 
+    async def _browser_stopped(self) -> bool:
+        try:
+            return await _stopped_of(self.handle)
+        except Exception:  # a failed look is no evidence either way
+            return False
+
     async def _verify_reattached(self, cut_at: float) -> None:
         """Check a page that re-attached by itself with a round trip against the reference."""
         connection = self.connection
@@ -348,7 +356,10 @@ class Recovery:
                 pong = await connection.app_ping(self.policy.ping_timeout_s)
             except DeadlineExceeded:
                 if connection.generation == generation:
-                    self.driver.fault(HeartbeatMissed())
+                    # A stopped browser would fail the ping and the reload rungs by timeout
+                    # (~11 s): straight to the restart, as for a killed one.
+                    stopped = await self._browser_stopped()
+                    self.driver.fault(BrowserStopped() if stopped else HeartbeatMissed())
             except WorkerDisconnected:
                 pass  # the socket watcher reports the close
             else:
@@ -356,6 +367,11 @@ class Recovery:
                     self.driver.fault(DeviceLost())
                 elif pong.gpu == "timeout":
                     self.driver.fault(HeartbeatMissed())
+
+
+async def _stopped_of(handle: WorkerHandle) -> bool:
+    process = getattr(handle, "process", None)
+    return isinstance(process, BrowserProcess) and await process.stopped()
 
 
 def _report_watcher_failure(task: asyncio.Task[None]) -> None:

@@ -16,6 +16,10 @@ from poolwarden.workers.choice import WorkerKind
 __all__ = ["PoolConfig", "RetryPolicy"]
 
 
+_OWNED_FLAGS = ("remote-debugging", "user-data-dir", "remote-allow-origins", "profile", "marionette")
+"""Flags a caller may not pass: the pool's control channel and profile are its own."""
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How a failed request is retried on another attempt.
@@ -90,6 +94,11 @@ class PoolConfig:
         this port of ``metrics_addr`` while the pool runs (0 picks a free port; None: not served).
     :param metrics_addr: the address they are served on (loopback unless said otherwise).
     :param metrics_interval: seconds between refreshes of the served figures.
+    :param browser_args: extra command-line flags for every browser the pool launches (e.g.
+        ``("--enable-features=WebMachineLearningNeuralNetwork",)`` to try WebNN on a Chromium that
+        has it). Flags that would hand the browser to someone else or move its profile
+        (``--remote-debugging-*``, ``--user-data-dir``, ``--remote-allow-origins``, ``-profile``)
+        are refused: the pool owns its browsers' control channel and profile.
     :param allow_exposed_firefox_port: let Firefox workers listen for WebDriver BiDi on a loopback
         port (reconnects reload the page in ~0.3 s instead of restarting the browser in ~3 s).
         **Every local user can reach that port**, without authentication; whoever gets its one
@@ -123,6 +132,7 @@ class PoolConfig:
     metrics_addr: str = "127.0.0.1"
     metrics_interval: float = 15.0
     browser_path: str | None = None
+    browser_args: tuple[str, ...] = ()
     allow_exposed_firefox_port: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     connection_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
@@ -139,6 +149,13 @@ class PoolConfig:
             raise ConfigurationError("a pool needs at least one connection")
         if not self.workers or any(w not in ("simulated", "chromium", "firefox") for w in self.workers):
             raise ConfigurationError(f"workers must be simulated, chromium or firefox, not {self.workers!r}")
+        for arg in self.browser_args:
+            if not isinstance(arg, str) or not arg.startswith("-"):
+                raise ConfigurationError(f"browser_args must be command-line flags, not {arg!r}")
+            if arg.split("=", 1)[0].lstrip("-").startswith(_OWNED_FLAGS):
+                raise ConfigurationError(
+                    f"browser flag {arg!r} is the pool's own (its control channel or profile)"
+                )
         if self.max_out_for_maintenance < 1:
             raise ConfigurationError("max_out_for_maintenance must be at least 1")
         if self.max_queue < 1 or self.per_connection_concurrency < 1:

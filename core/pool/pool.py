@@ -478,7 +478,11 @@ class ResourcePool:
             from poolwarden.workers.chromium import ChromiumWorker
 
             return ChromiumWorker(
-                self.server, connection_id, executable=self.config.browser_path, hooks=self.config.hooks
+                self.server,
+                connection_id,
+                executable=self.config.browser_path,
+                hooks=self.config.hooks,
+                extra_args=self.config.browser_args,
             )
         from poolwarden.workers.firefox import FirefoxWorker
 
@@ -487,6 +491,7 @@ class ResourcePool:
             connection_id,
             hooks=self.config.hooks,
             remote_port=self.config.allow_exposed_firefox_port,
+            extra_args=self.config.browser_args,
         )
 
     async def _add_member(self, kind: str, used: set[str]) -> PoolMember:
