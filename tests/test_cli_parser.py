@@ -34,6 +34,7 @@ COMMANDS = (
     "telemetry",
     "test-recovery",
     "rolling-restart",
+    "soak",
     "whatif",
     "events",
 )
@@ -64,12 +65,22 @@ WITH_JSON = (
     "breakers",
     "test-recovery",
     "rolling-restart",
+    "soak",
     "whatif",
     "events",
 )
 WITHOUT_JSON = ("db current", "db upgrade", "db check", "db leases", "analyze", "telemetry")
 
 DEFAULTS: dict[str, dict[str, Any]] = {
+    "soak": {
+        "command": "soak",
+        "workers": "auto",
+        "connections": 2,
+        "duration": 3600.0,
+        "fault_every": 10.0,
+        "db": "poolwarden.db",
+        "json": False,
+    },
     "rolling-restart": {
         "command": "rolling-restart",
         "connections": 2,

@@ -191,6 +191,34 @@ def rolling_restart(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_PROBLEM
 
 
+def soak(args: argparse.Namespace) -> int:
+    from poolwarden.cli.soak import run_soak
+
+    report = asyncio.run(
+        run_soak(
+            workers=args.workers,
+            connections=args.connections,
+            duration=args.duration,
+            fault_every=args.fault_every,
+            db=args.db,
+        )
+    )
+    if args.json:
+        print(json.dumps(report))
+    else:
+        rss, pss = report["rss_mb"], report["browser_pss_mb"]
+        print(
+            f"{report['requests']:,} requests in {report['duration_s']} s: lost {report['lost']}, "
+            f"wrong {report['wrong_results']}; faults {report['faults']}; recoveries {report['recoveries']}"
+        )
+        print(
+            f"RSS {rss['start']} -> {rss['end']} MB ({rss['growth']:+.1%}); browsers' PSS "
+            f"{pss['start']} -> {pss['end']} MB; leaked processes {len(report['leaked_processes'])}"
+        )
+        print("holds" if report["ok"] else "DOES NOT HOLD")
+    return EXIT_OK if report["ok"] else EXIT_PROBLEM
+
+
 def whatif(args: argparse.Namespace) -> int:
     from poolwarden.policy import BreakerPolicy
     from poolwarden.whatif import what_if
