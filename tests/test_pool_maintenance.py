@@ -73,7 +73,8 @@ async def _clients(
 async def test_recycling_under_load_fails_no_request(tmp_path: Path) -> None:
     """With recycle_after_jobs small and two connections, every request (at least 600, and on
     until four recycles started) succeeds, and connections recycle one at a time."""
-    config = _config(tmp_path, recycle_after_jobs=50, memory_interval=0.02)
+    # Three slots each for six clients: both connections serve, so both come due together.
+    config = _config(tmp_path, recycle_after_jobs=50, memory_interval=0.02, per_connection_concurrency=3)
     async with ResourcePool(config, memory_sampler=_host) as pool:
         await pool.load_model("toy-mlp", connection_id="conn-0")
         await pool.load_model("toy-mlp", connection_id="conn-1")
