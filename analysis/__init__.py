@@ -11,7 +11,7 @@ from poolwarden.analysis.chain import incident_chain
 from poolwarden.analysis.frames import EVENT_COLUMNS, empty_events
 from poolwarden.analysis.health import pool_health
 from poolwarden.analysis.load import load_events
-from poolwarden.analysis.rates import error_rates, latency_percentiles, memory_samples
+from poolwarden.analysis.rates import error_rates, failure_counts, latency_percentiles, memory_samples
 from poolwarden.analysis.recovery import incidents, mtbf, mttr, recovery_success_rates
 from poolwarden.analysis.report import main_analyze, write_report
 from poolwarden.analysis.timeline import breaker_timeline, connection_timeline
@@ -23,6 +23,7 @@ __all__ = [
     "connection_timeline",
     "empty_events",
     "error_rates",
+    "failure_counts",
     "incident_chain",
     "incidents",
     "latency_percentiles",

@@ -32,7 +32,7 @@ from poolwarden.analysis.frames import CATEGORY_COLUMNS, EVENT_COLUMNS, TIME_DTY
 from poolwarden.envelope import ENVELOPE, TIME_DTYPE_NAME
 from poolwarden.errors import CorruptDatabase
 
-__all__ = ["CHUNK_SELECT", "ChunkDecoder"]
+__all__ = ["CHUNK_SELECT", "CHUNK_SELECT_POSTGRES", "ChunkDecoder"]
 
 # Each column travels in the text its envelope dtype calls for; the few texts of one kind each
 # (latency_ms the real numbers, incident_id the free text, payload the JSON) are named below, and
@@ -60,6 +60,28 @@ _SELECT_LIST = (
 
 CHUNK_SELECT = "SELECT " + ", ".join(_SELECT_LIST) + " FROM events"
 """The select of one chunk (add its WHERE): one row, its texts in the order ``ChunkDecoder.add`` reads."""
+
+# The same texts from PostgreSQL: string_agg and json_agg, times rounded half up as SQLite's
+# round() does, NULLs as the same stand-ins. Its JSON has spaces after commas, which the decoder
+# does not mind (a line is only ever compared with lines of the same log). No ORDER BY inside
+# the aggregates (PostgreSQL 15 would sort the chunk once per aggregate, which set the pace):
+# the aggregates of one query walk the same rows in one pass, so the texts agree with each
+# other row for row; the chunk's range is read by the primary key's index, in position order,
+# and ChunkDecoder.frame() checks that order and sorts if it ever is not.
+_IN_ORDER = ""
+_POSTGRES_SELECT_LIST = (
+    "count(*)",
+    *(f"string_agg({name}::text, ','{_IN_ORDER})" for name in _INTEGER_COLUMNS),
+    *(f"string_agg(floor({name} * 1000000.0 + 0.5)::bigint::text, ','{_IN_ORDER})" for name in _TIME_COLUMNS),
+    f"string_agg(coalesce(latency_ms::text, 'nan'), ','{_IN_ORDER})",
+    f"string_agg(coalesce(fence, -1)::text, ','{_IN_ORDER})",
+    f"string_agg(json_build_array({', '.join(CATEGORY_COLUMNS)})::text, E'\\n'{_IN_ORDER})",
+    f"coalesce(json_agg(incident_id{_IN_ORDER})::text, '[]')",
+    f"'[' || string_agg(payload, ','{_IN_ORDER}) || ']'",
+)
+
+CHUNK_SELECT_POSTGRES = "SELECT " + ", ".join(_POSTGRES_SELECT_LIST) + " FROM events"
+""":data:`CHUNK_SELECT` in PostgreSQL's SQL: the same texts, in the same order."""
 
 
 class _Column:
@@ -99,7 +121,7 @@ class ChunkDecoder:
         reserves address space; a smaller one costs a copy when it is passed).
     """
 
-    def __init__(self, path: Path, expected: int) -> None:
+    def __init__(self, path: Path | str, expected: int) -> None:
         self._path = path  # named in a CorruptDatabase
         capacity = max(1, min(expected, _FIRST_CAPACITY))
         self._numbers = {name: _Column(np.int64, capacity) for name in _NUMBERS}

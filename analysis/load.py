@@ -63,6 +63,7 @@ from poolwarden.errors import (
     SchemaTooNew,
 )
 from poolwarden.storage.migrate import SchemaState, head_revision, schema_status
+from poolwarden.storage.postgres import is_postgres_url
 from poolwarden.storage.sqlite import check_file, sqlite_url
 from poolwarden.storage.sqlite_errors import translate
 
@@ -205,7 +206,8 @@ def load_events(
 ) -> pd.DataFrame:
     """The events of the log at ``db_or_url`` as a DataFrame, one row per event, in position order.
 
-    :param db_or_url: a file path or an ``sqlite://`` URL. The file is only read.
+    :param db_or_url: a file path, an ``sqlite://`` URL or a PostgreSQL URL
+        (``analysis/load_postgres.py``). The log is only read.
     :param since: keep events that occurred at or after this time.
     :param until: keep events that occurred before this time.
     :param types: keep events of these types (one name or several).
@@ -222,10 +224,15 @@ def load_events(
     :class:`~poolwarden.errors.SchemaTooNew` for a log written by a newer poolwarden and
     :class:`~poolwarden.errors.SchemaMismatch` for an SQLite file that holds no event log.
     """
+    clauses, params = _where(since, until, types, streams)
+    if is_postgres_url(db_or_url):
+        from poolwarden.analysis.load_postgres import load_postgres
+
+        with _collector_paused():
+            return load_postgres(str(db_or_url), clauses, params, CHUNK)
     path = _path_of(db_or_url)
     check_file(path, must_exist=True)
     uri = f"file:{quote(str(path))}?mode=ro"
-    clauses, params = _where(since, until, types, streams)
     try:
         connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as error:

@@ -16,6 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from poolwarden.analysis.vocabulary import RUNG_ORDER
 
@@ -24,7 +25,7 @@ __all__ = [
     "MAX_LANES",
     "STATE_COLOURS",
     "breaker_lanes",
-    "errors_over_time",
+    "failures_over_time",
     "latency_by_model",
     "memory_by_browser",
     "no_data",
@@ -71,12 +72,18 @@ def _naive_utc(times: pd.Series) -> np.ndarray[Any, Any]:
     return np.asarray(times.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy())
 
 
-def _date_axis(axes: Axes) -> None:
-    # matplotlib.dates ships without annotations for these three: the ignores below say so, no more.
-    locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
+def _date_axis(axes: Axes, begin: pd.Timestamp | None = None, end: pd.Timestamp | None = None) -> None:
+    """Ticks as times a person reads: ``21:17:30`` within a day (the date in the label), else
+    ``12-04 21:17``; the axis says UTC."""
+    # matplotlib.dates ships without annotations for these: the ignores below say so, no more.
+    locator = mdates.AutoDateLocator(minticks=4, maxticks=10)  # type: ignore[no-untyped-call]
     axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
-    axes.set_xlabel("time (UTC)")
+    if begin is not None and end is not None and (end - begin) > pd.Timedelta(days=1):
+        axes.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))  # type: ignore[no-untyped-call]
+        axes.set_xlabel(f"time (UTC), {begin:%Y-%m-%d} to {end:%Y-%m-%d}")
+    else:
+        axes.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))  # type: ignore[no-untyped-call]
+        axes.set_xlabel(f"time (UTC) on {begin:%Y-%m-%d}" if begin is not None else "time (UTC)")
 
 
 def _lane_grid(shown: pd.DataFrame, lanes: dict[str, int], states: list[str]) -> np.ndarray[Any, Any]:
@@ -135,7 +142,7 @@ def breaker_lanes(timeline: pd.DataFrame) -> Figure:
     band = (_LANE_ROWS - 1) / _LANE_ROWS  # each lane's coloured share; the rest is the gap below it
     axes.set_yticks([i - 0.5 + band / 2 for i in range(len(chosen))], chosen, fontsize=8)
     axes.xaxis_date()
-    _date_axis(axes)
+    _date_axis(axes, shown["start"].min(), shown["end"].max())
     axes.legend(
         handles=[Patch(color=STATE_COLOURS.get(s, _OTHER_COLOUR), label=s) for s in states],
         loc="upper left",
@@ -147,37 +154,55 @@ def breaker_lanes(timeline: pd.DataFrame) -> Figure:
     return figure
 
 
-def errors_over_time(rates: pd.DataFrame, freq: str) -> Figure:
-    """Call errors per second over time, one line per error kind (``error_rates(by="error_kind")``)."""
-    title = f"Errors over time by kind (per second, {freq} buckets)"
-    if rates.empty:
-        return no_data(title, "the log holds no call errors")
-    table = rates.pivot_table(
-        index="time", columns="error_kind", values="per_s", aggfunc="sum", observed=True
-    )
-    full = pd.date_range(table.index.min(), table.index.max(), freq=freq)
-    table = table.reindex(full, fill_value=0.0).fillna(0.0)
-    figure, axes = _figure()
-    times = _naive_utc(pd.Series(table.index))
-    for kind in table.columns:
-        axes.plot(
-            times,
-            table[kind].to_numpy(),
-            label=str(kind),
-            linewidth=1.2,
-            marker="." if len(table) < 30 else None,
-        )
-    axes.set_ylabel("errors / s")
-    axes.set_ylim(bottom=0)
-    _date_axis(axes)
-    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    axes.set_title(title)
+_FAILURE_PANELS = (
+    ("fault", "Faults injected (by fault)"),
+    ("attempt", "Failed attempts (by error kind; a retried request that was served has some)"),
+    ("request", "Requests that ended in an error (by error class)"),
+)
+
+
+def failures_over_time(counts: pd.DataFrame, freq: str) -> Figure:
+    """Faults, failed attempts and failed requests, each in its own labelled panel, per bucket
+    of ``freq``, one line per kind (``failure_counts``' frame)."""
+    title = f"What went wrong, over time ({freq} buckets)"
+    if counts.empty:
+        return no_data(title, "the log holds no faults, failed attempts or failed requests")
+    figure = Figure(figsize=(_WIDTH, 7.0), dpi=100, layout="constrained")
+    panels = figure.subplots(len(_FAILURE_PANELS), 1, sharex=True)
+    begin, end = counts["time"].min(), counts["time"].max() + pd.Timedelta(freq)
+    full = pd.date_range(begin, end, freq=freq)
+    times = _naive_utc(pd.Series(full))
+    for axes, (what, label) in zip(panels, _FAILURE_PANELS, strict=True):
+        rows = counts[counts["what"].astype(str) == what]
+        total = int(rows["count"].sum())
+        axes.set_title(f"{label}: {total:,}", fontsize=10, loc="left")
+        if rows.empty:
+            axes.text(0.5, 0.5, "none", transform=axes.transAxes, ha="center", va="center", color="#666666")
+            axes.set_yticks([])
+            continue
+        table = rows.pivot_table(index="time", columns="kind", values="count", aggfunc="sum", observed=True)
+        table = table.reindex(full, fill_value=0).fillna(0)
+        for kind in table.columns:
+            axes.step(
+                times, table[kind].to_numpy(), where="post", label=f"{kind} ({int(table[kind].sum()):,})"
+            )
+        axes.set_ylim(bottom=0)
+        axes.set_ylabel(f"per {freq}")
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    _date_axis(panels[-1], begin, end)
+    figure.suptitle(title)
     return figure
 
 
-def recovery_by_rung(rates: pd.DataFrame) -> Figure:
-    """Share of recovery attempts that succeeded, per rung, with the attempts counted on each bar."""
-    title = "Recovery success by rung"
+def recovery_by_rung(rates: pd.DataFrame, incidents: tuple[int, int] | None = None) -> Figure:
+    """Share of recovery attempts (rung results) that succeeded, per rung, with the attempts
+    counted on each bar; ``incidents`` (recovered, ended) puts the incidents' own rate in the
+    title: one incident whose ping failed and whose reconnect worked is 1 of 1 recovered."""
+    title = "Rung attempts that succeeded, by rung"
+    if incidents is not None:
+        recovered, ended = incidents
+        title += f" (incidents recovered: {recovered} of {ended})"
     if rates.empty:
         return no_data(title, "the log holds no recovery attempts")
     figure, axes = _figure(3.2)
@@ -206,54 +231,106 @@ def time_to_recover(incidents: pd.DataFrame) -> Figure:
     figure, axes = _figure(3.2)
     data = [seconds[rungs == rung].to_numpy() for rung in order]
     axes.boxplot(
-        data, tick_labels=[f"{r} (n={len(d)})" for r, d in zip(order, data, strict=True)], showfliers=True
+        data, tick_labels=[f"{r} (n={len(d)})" for r, d in zip(order, data, strict=True)], showfliers=False
     )
+    for i, values in enumerate(data, start=1):  # every incident as a point: a box of one says little
+        axes.plot(np.full(len(values), float(i)), values, "o", color="#4a90d9", alpha=0.7, markersize=5)
+    axes.set_ylim(bottom=0)
     axes.set_ylabel("seconds")
     axes.set_title(title)
     return figure
 
 
-def latency_by_model(latencies: pd.DataFrame) -> Figure:
-    """Distribution of call latency (ms, log scale) per model; ``latencies`` has model_id and latency_ms."""
-    title = "Call latency by model (ms)"
-    if latencies.empty:
-        return no_data(title, "the log holds no call latencies")
-    models = latencies["model_id"].astype(object).fillna("(none)").astype(str)
-    names = sorted(set(models))
-    data = [latencies["latency_ms"][models == name].to_numpy() for name in names]
-    figure, axes = _figure(3.2)
-    axes.boxplot(
-        data, tick_labels=[f"{n} (n={len(d)})" for n, d in zip(names, data, strict=True)], showfliers=False
-    )
-    if min(float(np.min(d)) for d in data) > 0:
-        axes.set_yscale("log")
-    axes.set_ylabel("ms")
-    axes.set_title(f"{title}; whiskers 1.5 IQR, outliers hidden")
+def latency_by_model(served: pd.DataFrame, loads: pd.DataFrame | None = None) -> Figure:
+    """Latency (ms, log scale) of the requests served, per model; beside it, apart, how long
+    each model's loads took. Both frames have ``model_id`` and ``latency_ms``."""
+    title = "Latency of requests served, by model (ms)"
+    loads = loads if loads is not None else served.iloc[0:0]
+    if served.empty and loads.empty:
+        return no_data(title, "the log holds no served requests and no model loads")
+    figure = Figure(figsize=(_WIDTH, 3.6), dpi=100, layout="constrained")
+    left, right = figure.subplots(1, 2, width_ratios=(3, 1))
+    for axes, frame, what, fliers in (
+        (left, served, "served requests", False),
+        (right, loads, "model loads", True),
+    ):
+        if frame.empty:
+            axes.text(
+                0.5, 0.5, f"no {what}", transform=axes.transAxes, ha="center", va="center", color="#666666"
+            )
+            axes.set_axis_off()
+            continue
+        models = frame["model_id"].astype(object).fillna("(none)").astype(str)
+        names = sorted(set(models))
+        data = [frame["latency_ms"][models == name].to_numpy() for name in names]
+        axes.boxplot(
+            data,
+            tick_labels=[f"{n}\n(n={len(d):,})" for n, d in zip(names, data, strict=True)],
+            showfliers=fliers,
+        )
+        if min(float(np.min(d)) for d in data) > 0:
+            axes.set_yscale("log")
+            # Plain numbers (5, 20, 50), not 5 x 10^0, on the major and the labelled minor ticks.
+            axes.yaxis.set_major_formatter(FuncFormatter(_plain))
+            axes.yaxis.set_minor_formatter(FuncFormatter(_plain_minor))
+        axes.set_ylabel("ms")
+        axes.tick_params(axis="x", labelsize=8)
+        axes.tick_params(axis="y", which="both", labelsize=8)
+    left.set_title("Requests served (whiskers 1.5 IQR, outliers hidden)", fontsize=10)
+    right.set_title("Model loads, apart", fontsize=10)
+    figure.suptitle(title)
     return figure
 
 
 def memory_by_browser(samples: pd.DataFrame) -> Figure:
-    """PSS memory (MB) of each connection's browser over time, coloured by browser."""
+    """PSS memory (MB) of each connection's browser over time: one colour and one legend entry
+    per connection (named with its browser); line style by browser."""
     title = "Browser memory (PSS, MB) over time"
     if samples.empty:
         return no_data(title, "the log holds no memory samples (MemorySampled events)")
     figure, axes = _figure()
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]
-    browsers = sorted(set(samples["browser"].astype(object).fillna("(unknown)").astype(str)))
-    colour = {b: palette[i % len(palette)] for i, b in enumerate(browsers)}
     browser_of = samples["browser"].astype(object).fillna("(unknown)").astype(str)
     connection_of = samples["connection_id"].astype(object).fillna("(none)").astype(str)
-    for (browser, _connection), rows in samples.groupby([browser_of, connection_of], sort=True):
+    styles = {b: _LINE_STYLES[i % len(_LINE_STYLES)] for i, b in enumerate(sorted(set(browser_of)))}
+    palette = _palette(connection_of.nunique())
+    for i, ((connection, browser), rows) in enumerate(
+        samples.groupby([connection_of, browser_of], sort=True)
+    ):
         axes.plot(
             _naive_utc(rows["occurred_at"]),
             rows["pss_mb"].to_numpy(),
-            color=colour[str(browser)],
-            linewidth=0.9,
-            alpha=0.8,
+            color=palette[i % len(palette)],
+            linestyle=styles[str(browser)],
+            linewidth=1.2,
             marker="." if len(rows) < 30 else None,
+            label=f"{connection} ({browser})",
         )
-    axes.legend(handles=[Patch(color=colour[b], label=b) for b in browsers], loc="upper left", fontsize=8)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     axes.set_ylabel("MB")
-    _date_axis(axes)
+    _date_axis(axes, samples["occurred_at"].min(), samples["occurred_at"].max())
     axes.set_title(f"{title}, one line per connection")
     return figure
+
+
+_LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def _plain(value: float, _position: object = None) -> str:
+    return f"{value:g}"
+
+
+def _plain_minor(value: float, _position: object = None) -> str:
+    # only 2x and 5x of each decade, so that the labels do not overlap
+    mantissa = value / 10 ** np.floor(np.log10(value)) if value > 0 else 0
+    return f"{value:g}" if round(mantissa) in (2, 5) else ""
+
+
+def _palette(n: int) -> list[Any]:
+    """``n`` distinct colours: tab10 up to ten, tab20 up to twenty, then a continuous map."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return list(colormaps["tab10"].colors)[:n]  # type: ignore[attr-defined]
+    if n <= 20:
+        return list(colormaps["tab20"].colors)[:n]  # type: ignore[attr-defined]
+    return [colormaps["viridis"](i / max(n - 1, 1)) for i in range(n)]

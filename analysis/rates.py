@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 from poolwarden.analysis.frames import TIME_DTYPE, empty_frame, make_category
-from poolwarden.analysis.select import as_columns, call_errors, call_latencies, typed
+from poolwarden.analysis.select import as_columns, call_errors, call_latencies, failures, typed
 from poolwarden.errors import ConfigurationError
 
-__all__ = ["MEMORY_COLUMNS", "error_rates", "latency_percentiles", "memory_samples"]
+__all__ = ["MEMORY_COLUMNS", "error_rates", "failure_counts", "latency_percentiles", "memory_samples"]
 
 MEMORY_COLUMNS: dict[str, Any] = {
     "occurred_at": TIME_DTYPE,
@@ -69,6 +69,44 @@ def error_rates(
     for name in names:
         counts[name] = make_category(counts[name])
     return counts[list(columns)].astype({"errors": np.int64})
+
+
+FAILURE_KINDS: tuple[str, ...] = ("fault", "attempt", "request")
+"""The values of :func:`failure_counts`' ``what`` column, in the order they are shown."""
+
+
+def failure_counts(df: pd.DataFrame, freq: str = "1min") -> pd.DataFrame:
+    """Faults injected, failed attempts and failed requests, apart, per time bucket and kind.
+
+    The rows are those of :func:`~poolwarden.analysis.select.failures`, each counted once.
+    Columns: ``time`` (bucket start), ``what`` (``fault``, ``attempt``, ``request``), ``kind``
+    (the ``error_kind``: a fault's name, an attempt's error kind, a request's error class),
+    ``count``, ``per_s``. Buckets without any are not listed.
+    """
+    seconds = _bucket_seconds(freq)
+    columns = {
+        "time": TIME_DTYPE,
+        "what": "category",
+        "kind": "category",
+        "count": np.dtype("int64"),
+        "per_s": np.dtype("float64"),
+    }
+    rows = failures(df)
+    if rows.empty:
+        return empty_frame(columns)
+    work = pd.DataFrame(
+        {
+            "time": rows["occurred_at"].dt.floor(freq).to_numpy(),
+            "what": rows["what"].to_numpy(),
+            "kind": rows["error_kind"].astype(object).fillna("(unknown)").to_numpy(),
+        }
+    )
+    counts = work.groupby(["time", "what", "kind"], sort=True).size().rename("count").reset_index()
+    counts["per_s"] = counts["count"] / seconds
+    counts["time"] = counts["time"].astype(TIME_DTYPE)
+    counts["what"] = pd.Categorical(counts["what"], categories=list(FAILURE_KINDS))
+    counts["kind"] = make_category(counts["kind"])
+    return counts[list(columns)].astype({"count": np.int64})
 
 
 def latency_percentiles(

@@ -21,10 +21,11 @@ import pandas as pd
 
 from poolwarden.analysis.health import pool_health
 from poolwarden.analysis.load import load_events
-from poolwarden.analysis.rates import error_rates, latency_percentiles, memory_samples
+from poolwarden.analysis.rates import failure_counts, latency_percentiles, memory_samples
 from poolwarden.analysis.recovery import incidents, mtbf, mttr, recovery_success_rates
-from poolwarden.analysis.select import call_latencies
+from poolwarden.analysis.select import load_latencies, served_latencies, typed
 from poolwarden.analysis.timeline import breaker_timeline
+from poolwarden.analysis.vocabulary import TYPES
 from poolwarden.analysis.whatif import whatif
 from poolwarden.errors import ConfigurationError
 from poolwarden.policy import BreakerPolicy
@@ -50,8 +51,10 @@ _MAX_TABLE_ROWS = 200
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 h1 { margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1em; }
-th, td { border: 1px solid #ddd; padding: 0.2em 0.6em; text-align: right; }
+.wide { max-width: 100%; overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1em; max-width: 100%; }
+th, td { border: 1px solid #ddd; padding: 0.2em 0.6em; text-align: right; overflow-wrap: break-word; }
+td.list { text-align: left; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; } .note { color: #666; font-size: 0.9em; }
 """
@@ -88,7 +91,12 @@ def _shown(frame: pd.DataFrame) -> str:
             view[name] = column.dt.strftime("%Y-%m-%d %H:%M:%S.%f").str.slice(0, 23)
         elif pd.api.types.is_timedelta64_dtype(column.dtype):
             view[name] = column.dt.total_seconds().round(3)
+    if "incident_id" in view.columns:  # a uuid's first 8 hex digits tell incidents apart
+        view["incident_id"] = view["incident_id"].map(
+            lambda v: f"{v[:8]}…" if isinstance(v, str) and len(v) > 12 else v
+        )
     table = view.to_html(index=False, na_rep="—", float_format=lambda x: f"{x:,.3f}", border=0, escape=True)
+    table = f'<div class="wide">{table}</div>'
     if len(frame) > _MAX_TABLE_ROWS:
         table += f'<p class="note">first {_MAX_TABLE_ROWS} of {len(frame):,} rows</p>'
     return table
@@ -119,10 +127,70 @@ def _breaker_summary(timeline: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+_INCIDENT_SHOWN = (
+    "incident_id",
+    "connection_id",
+    "browser",
+    "error_kind",
+    "trigger",
+    "started",
+    "duration",
+    "actions",
+    "outcome",
+)
+
+
+def _incident_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The incidents table as the page shows it: the columns a reader needs to follow an incident
+    (its rungs and their results are in ``actions``; when it ended is ``started`` + ``duration``),
+    so that it fits the page; ``incidents(df)`` has every column."""
+    return table[[c for c in _INCIDENT_SHOWN if c in table.columns]]
+
+
+def _incidents_recovered(table: pd.DataFrame) -> tuple[int, int]:
+    """(recovered, ended) of the incidents: those still open are not counted in either."""
+    if table.empty:
+        return 0, 0
+    ended = table[~table["open"]]
+    return int((ended["outcome"].astype(str) == "recovered").sum()), len(ended)
+
+
+def _served_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of requests served (single and summarised), for the latency table."""
+    return df[(df["type"] == TYPES["served"]) | (df["type"] == TYPES["served_summary"])]
+
+
+def _lanes_from_pool_start(timeline: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """Every breaker's first interval stretched back to the start of the pool run it belongs to
+    (the last ``pool_started`` at or before its first event, else the log's first event): a
+    breaker exists from its pool's start, in the state it was in before its first change, so a
+    breaker closed until late shows closed from the start rather than blank."""
+    if timeline.empty or df.empty:
+        return timeline
+    starts = list(typed(df, "pool_started")["occurred_at"].sort_values())
+    log_start = df["occurred_at"].min()
+    out = timeline.copy()
+    first = out.groupby(out["key"].astype(str), sort=False)["start"].idxmin()
+    for row in first.to_numpy():
+        began = out.at[row, "start"]
+        earlier = [t for t in starts if t <= began]
+        since = earlier[-1] if earlier else log_start
+        if since < began:
+            out.at[row, "start"] = since
+            out.at[row, "duration"] = out.at[row, "end"] - since
+    return out
+
+
 def _memory_summary(samples: pd.DataFrame) -> pd.DataFrame:
     if samples.empty:
-        return pd.DataFrame(columns=["browser", "samples", "min_mb", "median_mb", "max_mb"])
-    grouped = samples.groupby(samples["browser"].astype(object).fillna("(unknown)"))["pss_mb"]
+        return pd.DataFrame(columns=["connection", "samples", "min_mb", "median_mb", "max_mb"])
+    names = (
+        samples["connection_id"].astype(object).fillna("(none)")
+        + " ("
+        + samples["browser"].astype(object).fillna("(unknown)")
+        + ")"
+    )
+    grouped = samples.groupby(names)["pss_mb"]
     return (
         pd.DataFrame(
             {
@@ -132,7 +200,7 @@ def _memory_summary(samples: pd.DataFrame) -> pd.DataFrame:
                 "max_mb": grouped.max(),
             }
         )
-        .rename_axis("browser")
+        .rename_axis("connection")
         .reset_index()
     )
 
@@ -183,30 +251,49 @@ def write_report(
     span = (df["occurred_at"].max() - df["occurred_at"].min()) if not df.empty else pd.Timedelta(0)
     freq = bucket_for(span)
 
-    timeline = breaker_timeline(df)
-    errors = error_rates(df, by="error_kind", freq=freq)
+    timeline = _lanes_from_pool_start(breaker_timeline(df), df)
+    failed = failure_counts(df, freq=freq)
     by_rung = recovery_success_rates(df, by=("rung",))
     incident_table = incidents(df)
     samples = memory_samples(df)
     figures = {
         "breaker_states.png": plots.breaker_lanes(timeline),
-        "errors_over_time.png": plots.errors_over_time(errors, freq),
-        "recovery_by_rung.png": plots.recovery_by_rung(by_rung),
+        "errors_over_time.png": plots.failures_over_time(failed, freq),
+        "recovery_by_rung.png": plots.recovery_by_rung(by_rung, _incidents_recovered(incident_table)),
         "time_to_recover.png": plots.time_to_recover(incident_table),
-        "latency_by_model.png": plots.latency_by_model(call_latencies(df)),
+        "latency_by_model.png": plots.latency_by_model(served_latencies(df), load_latencies(df)),
         "memory_by_browser.png": plots.memory_by_browser(samples),
     }
     for name in FIGURES:
         _save(figures[name], out / name)
 
-    error_totals = errors.groupby("error_kind", observed=True)["errors"].sum().reset_index()
+    failure_totals = (
+        failed.groupby(["what", "kind"], observed=True)["count"].sum().reset_index()
+        if not failed.empty
+        else failed[["what", "kind", "count"]]
+    )
     sections: tuple[_Section, ...] = (
         _Section(
             "Circuit breakers",
             "breaker_states.png",
             (("Breakers, longest not closed first", _breaker_summary(timeline)),),
         ),
-        _Section("Errors", "errors_over_time.png", (("Call errors by kind", error_totals),)),
+        _Section(
+            "What went wrong",
+            "errors_over_time.png",
+            tuple(
+                (caption, failure_totals[failure_totals["what"].astype(str) == what][["kind", "count"]])
+                for what, caption in (
+                    ("fault", "Faults injected"),
+                    ("attempt", "Failed attempts, by error kind"),
+                    ("request", "Requests that ended in an error, by error class"),
+                )
+            ),
+            "Each thing is counted once, apart: a fault injected on purpose; a failed attempt of a "
+            "request on a connection (a request retried and then served has some); a request that "
+            "ended in a typed error. The breakers' own records of the failed attempts are not "
+            "counted again.",
+        ),
         _Section(
             "Recovery",
             "recovery_by_rung.png",
@@ -215,8 +302,9 @@ def write_report(
                 ("Success by rung and browser", recovery_success_rates(df, by=("rung", "browser"))),
                 ("Success by error kind", recovery_success_rates(df, by=("error_kind",))),
             ),
-            "Attempts are rung results (succeeded, failed, timed out); recover times run from an "
-            "incident's first event to healthy.",
+            "Attempts are rung results (succeeded, failed, timed out); an incident whose ping failed "
+            "and whose reconnect worked is one incident recovered and two attempts, one of them "
+            "successful. Recover times run from an incident's first event to healthy.",
         ),
         _Section(
             "Incidents and time to recover",
@@ -225,15 +313,22 @@ def write_report(
                 ("The pool: how long it was degraded", _degraded_summary(pool_health(df))),
                 ("Per connection: MTTR", mttr(df)),
                 ("Per connection: MTBF", mtbf(df)),
-                ("Incidents", incident_table),
+                ("Incidents", _incident_view(incident_table)),
             ),
             "An incident with no ending event (cut short by a crash, or still running) is open. "
             "The pool is degraded while fewer connections serve than it has shown it can.",
         ),
         _Section(
-            "Latency", "latency_by_model.png", (("Call latency per model (ms)", latency_percentiles(df)),)
+            "Latency",
+            "latency_by_model.png",
+            (
+                ("Requests served, per model (ms)", latency_percentiles(_served_rows(df))),
+                ("Model loads, per model (ms)", latency_percentiles(load_latencies(df))),
+            ),
+            "Served requests only: failed attempts and model loads are left out of the first; "
+            "model loads are shown apart.",
         ),
-        _Section("Memory", "memory_by_browser.png", (("PSS per browser (MB)", _memory_summary(samples)),)),
+        _Section("Memory", "memory_by_browser.png", (("PSS per connection (MB)", _memory_summary(samples)),)),
     )
     if policy is not None:
         sections += (_whatif_section(df, policy),)

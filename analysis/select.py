@@ -20,9 +20,12 @@ __all__ = [
     "attempt_rows",
     "call_errors",
     "call_latencies",
+    "failures",
     "incident_rows",
+    "load_latencies",
     "log_end",
     "on_streams",
+    "served_latencies",
     "typed",
 ]
 
@@ -79,6 +82,45 @@ def call_latencies(df: pd.DataFrame) -> pd.DataFrame:
     expanded = summaries.loc[summaries.index.repeat([len(values) for values in latencies])].copy()
     expanded["latency_ms"] = np.fromiter(itertools.chain.from_iterable(latencies), dtype=np.float64)
     return pd.concat([calls, expanded]).sort_values("position", kind="stable")
+
+
+def served_latencies(df: pd.DataFrame) -> pd.DataFrame:
+    """The latency of each request served, and of nothing else: the pool's ``served`` rows and
+    one row per request its summaries count (as :func:`call_latencies` expands them). Failed
+    attempts and model loads are left out. In position order."""
+    served = df[(df["type"] == TYPES["served"]) | (df["type"] == TYPES["served_summary"])]
+    return call_latencies(served)
+
+
+def load_latencies(df: pd.DataFrame) -> pd.DataFrame:
+    """The time each model load took: the pool's ``model_placed`` rows with a ``latency_ms``."""
+    placed = typed(df, "model_placed")
+    return placed[placed["latency_ms"].notna()]
+
+
+def failures(df: pd.DataFrame) -> pd.DataFrame:
+    """What went wrong, each thing once, with a ``what`` column saying which thing it is:
+
+    - ``fault``: a fault injected on purpose (its kind in ``error_kind``);
+    - ``attempt``: one failed attempt of a request on a connection (the pool's record; a request
+      retried twice and then served has two). A log without the pool's records (breakers used on
+      their own) counts its breakers' failed calls instead, once per call: the connection's
+      breaker's record, not also its model breaker's (a key with ``/``);
+    - ``request``: a request that ended in a typed error (its class in ``error_kind``).
+
+    Columns: those of the frame, plus ``what``.
+    """
+    faults = typed(df, "fault_injected")
+    attempts = typed(df, "attempt_failed")
+    if attempts.empty:
+        breakers = call_errors(on_streams(df, "breaker/"))
+        attempts = breakers[~breakers["stream"].astype(str).str.removeprefix("breaker/").str.contains("/")]
+    requests = typed(df, "request_failed")
+    parts = [
+        frame.assign(what=what)
+        for what, frame in (("fault", faults), ("attempt", attempts), ("request", requests))
+    ]
+    return pd.concat(parts).sort_values("position", kind="stable")
 
 
 def as_columns(df: pd.DataFrame, by: str | Sequence[str] | None) -> list[str]:

@@ -10,7 +10,15 @@ read it from here. The names follow ``poolwarden.breaker_events`` (streams ``bre
 from __future__ import annotations
 
 from poolwarden.memory import MemorySampled
-from poolwarden.pool_events import InferencesServed
+from poolwarden.pool_events import (
+    AttemptFailed,
+    FaultInjected,
+    InferenceFailed,
+    InferenceServed,
+    InferencesServed,
+    ModelPlaced,
+    PoolStarted,
+)
 
 __all__ = [
     "ATTEMPT_FAILED",
@@ -66,8 +74,21 @@ RUNG_ORDER: tuple[str, ...] = ("ping", "reconnect", "restart")
 TYPES: dict[str, str] = {
     "memory_sampled": MemorySampled.TYPE,
     "served_summary": InferencesServed.TYPE,
+    "served": InferenceServed.TYPE,
+    "fault_injected": FaultInjected.TYPE,
+    "attempt_failed": AttemptFailed.TYPE,
+    "request_failed": InferenceFailed.TYPE,
+    "model_placed": ModelPlaced.TYPE,
+    "pool_started": PoolStarted.TYPE,
 }
 """The event types analysis looks for by name, read from their classes.
+
+The pool's own records (stream ``pool/<name>``): ``served`` (one request served after a retry,
+or every one with ``record_every_request``), ``fault_injected`` (a fault a demo or test caused;
+``error_kind`` names it), ``attempt_failed`` (one failed attempt of a request on a connection,
+retried or not), ``request_failed`` (a request that ended in a typed error, its class in
+``error_kind``), ``model_placed`` (a model loaded; ``latency_ms`` is the load's time) and
+``pool_started`` (a pool's run begins).
 
 ``served_summary``: successful requests summarised by the pool (``poolwarden.pool.tally``), one
 event per connection, model and batch, with ``connection_id``, ``model_id`` and ``browser``

@@ -24,7 +24,12 @@ _EXPORTS: dict[str, str] = {
     "open_store": "poolwarden.storage",
     # breakers
     "BreakerPolicy": "poolwarden.policy",
+    "BreakerLevel": "poolwarden.policy",
     "ErrorKind": "poolwarden.policy",
+    "FailureBurst": "poolwarden.policy",
+    "HalfOpenRule": "poolwarden.policy",
+    "OpenBackoff": "poolwarden.policy",
+    "SlidingWindow": "poolwarden.policy",
     "BreakerState": "poolwarden.breaker",
     "CircuitBreaker": "poolwarden.breaker",
     "BreakerRegistry": "poolwarden.breaker_registry",
@@ -46,12 +51,14 @@ _EXPORTS: dict[str, str] = {
     "Recovery": "poolwarden.aio.recovery",
     "load_events": "poolwarden.analysis",
     "write_report": "poolwarden.analysis",
+    "OutlierPolicy": "poolwarden.outliers",
     # memory
     "MemoryGovernor": "poolwarden.memory",
     "MemoryPolicy": "poolwarden.memory",
 }
 
 __all__ = [
+    "BreakerLevel",
     "BreakerPolicy",
     "BreakerRegistry",
     "BreakerState",
@@ -62,12 +69,16 @@ __all__ = [
     "ConnectionState",
     "DurableBreakers",
     "ErrorKind",
+    "FailureBurst",
     "FakeClock",
+    "HalfOpenRule",
     "LifecycleDriver",
     "LifecyclePolicy",
     "MemoryGovernor",
     "MemoryPolicy",
     "NewEvent",
+    "OpenBackoff",
+    "OutlierPolicy",
     "PoolConfig",
     "PoolMetrics",
     "PoolwardenError",
@@ -76,6 +87,7 @@ __all__ = [
     "ResourcePool",
     "ResourcePoolBridge",
     "ResourcePoolErrorRecovery",
+    "SlidingWindow",
     "__version__",
     "circuit",
     "load_events",
@@ -100,7 +112,16 @@ if TYPE_CHECKING:
     from poolwarden.lifecycle import ConnectionLifecycle
     from poolwarden.lifecycle_types import ConnectionState, LifecyclePolicy
     from poolwarden.memory import MemoryGovernor, MemoryPolicy
-    from poolwarden.policy import BreakerPolicy, ErrorKind
+    from poolwarden.outliers import OutlierPolicy
+    from poolwarden.policy import (
+        BreakerLevel,
+        BreakerPolicy,
+        ErrorKind,
+        FailureBurst,
+        HalfOpenRule,
+        OpenBackoff,
+        SlidingWindow,
+    )
     from poolwarden.pool import PoolConfig, ResourcePool
     from poolwarden.storage import open_store
     from poolwarden.telemetry.prometheus import PoolMetrics

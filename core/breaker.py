@@ -104,6 +104,7 @@ _OVERRIDES: dict[str, BreakerState] = {
 # transition too).
 _TRANSITIONS: Final[tuple[dict[str, Any], ...]] = (
     {"trigger": "trip", "source": [_CLOSED, _HALF_OPEN], "dest": _OPEN},
+    {"trigger": "trip_manually", "source": "*", "dest": _OPEN},
     {"trigger": "half_open", "source": _OPEN, "dest": _HALF_OPEN},
     {"trigger": "close", "source": _HALF_OPEN, "dest": _CLOSED},
     *({"trigger": action, "source": "*", "dest": dest} for action, dest in _OVERRIDES.items()),
@@ -325,7 +326,7 @@ class CircuitBreaker:
         if state is _HALF_OPEN and not self._outstanding():
             return
         counted = state is not _DISABLED and self.policy.counts(kind, self.level)
-        slow = duration is not None and duration >= self.policy.slow_call_seconds
+        slow = duration is not None and duration > self.policy.slow_call_seconds
         self._emit(CallFailed(kind=kind, duration=duration, counted=counted, slow=slow, **self._common(now)))
         if not counted:
             return
@@ -339,6 +340,16 @@ class CircuitBreaker:
     def force_open(self, who: str, why: str) -> None:
         """Reject every call until someone resets, disables or shadows the breaker."""
         self._override("force_open", who, why)
+
+    def trip(self, who: str, why: str) -> None:
+        """Open the breaker now, from any state, for the policy's normal timed wait (pybreaker's
+        ``open()``, resilience4j's ``transitionToOpenState()``); after ``retry_at`` it half-opens
+        and its trials decide, as after any open. Audited: ``BreakerOpened(reason="manual")``
+        carries ``who`` and ``why``. :meth:`force_open` is the untimed hold."""
+        self._check_person("trip", who, why)
+        now = self._clock()
+        self._advance(now)
+        self._open(now, "manual", who, why)
 
     def disable(self, who: str, why: str) -> None:
         """Allow every call and count nothing."""
@@ -502,7 +513,7 @@ class CircuitBreaker:
         """
         if event.successes is not None:
             summary = event.successes
-            self._fold_successes(summary.n, summary.runs, summary.buckets)
+            self._fold_successes(summary.n, summary.runs, summary.buckets, summary.slow)
         if self._superseded(event):
             return False
         self._replaying = True
@@ -596,7 +607,7 @@ class CircuitBreaker:
         payload = record.payload
         ok = payload.get("ok")
         if ok is not None:
-            self._fold_successes(ok["n"], ok.get("runs"), ok.get("buckets"))
+            self._fold_successes(ok["n"], ok.get("runs"), ok.get("buckets"), ok.get("slow", 0))
         if kind == "CallFailed":
             self._apply_failure(payload["counted"], payload.get("slow", False), record.occurred_at)
         elif kind == "BreakerTrialAdmitted":
@@ -644,6 +655,8 @@ class CircuitBreaker:
         transition the state machine no longer allows: another writer's got in first."""
         if event.decided_on is None:
             return False
+        if isinstance(event, BreakerOpened) and event.who is not None:
+            return False  # a manual trip, like a manual override, always applies
         trigger = _TRIGGER_OF.get(type(event))
         if trigger is not None:
             return (trigger, self.state) not in _TABLE
@@ -705,7 +718,8 @@ class CircuitBreaker:
             return Decision(False, f"open until {self.retry_at:.3f}", self.retry_at, None)
         if state is _HALF_OPEN:
             assert self.trial_started_at is not None  # a full half-open round has admitted a trial
-            deadline = self.trial_started_at + self.policy.half_open.max_seconds
+            limit = self.policy.half_open.max_seconds
+            deadline = None if limit is None else self.trial_started_at + limit
             return Decision(False, "half_open: trial calls in flight", deadline, None)
         return Decision(False, self._admit.reason, None, None)
 
@@ -715,8 +729,8 @@ class CircuitBreaker:
         if permit is not None and permit != self.epoch:
             return
         state = self.state
+        slow = duration is not None and duration > self.policy.slow_call_seconds
         if state in _COUNTING:
-            slow = duration is not None and duration >= self.policy.slow_call_seconds
             code = SLOW if slow else 0
             self._consecutive = 0
             self._ok += 1
@@ -726,12 +740,18 @@ class CircuitBreaker:
             if window is not None:
                 self._note_pending(window, code, now)
                 window.add(code, 1, now)
-                self._judge_window(now, failure=False)
+                if slow or self.policy.judge_rates == "every_call":
+                    self._judge_window(now, failure=False)
         elif state is _HALF_OPEN:
             if not self._outstanding():
                 return
             self._ok += 1
-            self.trials_ok += 1
+            if slow:
+                self._ok_slow += 1  # the summary says so, and replay folds it as this did
+            if slow and self.policy.slow_call_rate is not None:
+                self.trials_failed += 1
+            else:
+                self.trials_ok += 1
             self._judge_trials(now)
         elif state is _DISABLED:
             self._ok += 1  # counted for the log (what-if), judged by nobody
@@ -770,7 +790,10 @@ class CircuitBreaker:
                     return
                 self._emit(BreakerHalfOpened(**self._common(self.retry_at)))
             elif state is _HALF_OPEN and self.trial_started_at is not None:
-                deadline = self.trial_started_at + self.policy.half_open.max_seconds
+                limit = self.policy.half_open.max_seconds
+                if limit is None:
+                    return
+                deadline = self.trial_started_at + limit
                 if now < deadline:
                     return
                 self._open(deadline, "half_open_timeout")
@@ -802,31 +825,41 @@ class CircuitBreaker:
     def _judge_trials(self, now: float) -> None:
         rule = self.policy.half_open
         need = rule.successes_to_close
+        if rule.verdict == "round" and self.trials_ok + self.trials_failed < rule.trials:
+            return  # resilience4j's way: every trial reports before the round is judged
         if self.trials_ok >= need:
             self._emit(BreakerClosed(**self._common(now)))
         elif self.trials_failed > rule.trials - need:
             self._open(now, "half_open_failed")
 
-    def _open(self, at: float, reason: str) -> None:
+    def _open(self, at: float, reason: str, who: str | None = None, why: str | None = None) -> None:
         backoff = self.policy.backoff
         # A failed trial, or a trip soon after the last close, continues the streak.
         recent = self.closed_at is not None and at - self.closed_at < backoff.decay_after
         streak = self.streak + 1 if self.state is _HALF_OPEN or recent else 0
-        retry_at = at + backoff.duration(streak, self._rng)
+        draw = backoff.draw(streak, self._rng)
+        retry_at = at + backoff.wait(streak, draw)
         self._emit(
             BreakerOpened(
                 from_state=self.state.value,
                 reason=reason,
                 retry_at=retry_at,
                 streak=streak,
+                who=who,
+                why=why,
+                draw=draw,
                 **self._common(at),
             )
         )
 
-    def _override(self, action: str, who: str, why: str) -> None:
+    @staticmethod
+    def _check_person(action: str, who: str, why: str) -> None:
         for name, value in (("who", who), ("why", why)):
             if not isinstance(value, str) or not value.strip():
                 raise ConfigurationError(f"a manual {action} needs a non-empty {name!r}")
+
+    def _override(self, action: str, who: str, why: str) -> None:
+        self._check_person(action, who, why)
         now = self._clock()
         self._advance(now)
         self._emit(
@@ -857,6 +890,7 @@ class CircuitBreaker:
         n: int,
         runs: Sequence[Sequence[int]] | None,
         buckets: Sequence[Sequence[int]] | None,
+        slow: int = 0,
     ) -> None:
         """Apply summarised successes in the state they were seen in (no transition separates them)."""
         state = self.state
@@ -872,14 +906,16 @@ class CircuitBreaker:
                 for second, count, slow in buckets or ():
                     window.add_bucket(second, count, slow)
         elif state is _HALF_OPEN:
-            self.trials_ok += n
+            bad = slow if self.policy.slow_call_rate is not None else 0
+            self.trials_ok += n - bad
+            self.trials_failed += bad
 
     def _apply(self, event: BreakerEvent) -> None:
         """Change state as ``event`` says; the one place state changes, live or in replay."""
         if isinstance(event, CallFailed):
             self._apply_failure(event.counted, event.slow, event.at)
         elif isinstance(event, BreakerOpened):
-            self._fire("trip")
+            self._fire("trip" if event.who is None else "trip_manually")
             self._new_epoch()
             self.opened_at = event.at
             self.retry_at = event.retry_at

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-from poolwarden.codec import REGISTRY, DomainEvent, column, from_stream, occurred_at, payload
+from poolwarden.codec import REGISTRY, DomainEvent, Stored, column, from_stream, occurred_at, payload
 from poolwarden.errors import ConfigurationError, ReplayError
 from poolwarden.events import RecordedEvent
 from poolwarden.policy import ErrorKind
@@ -199,18 +199,28 @@ class CallsSummarised(BreakerEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerOpened(BreakerEvent):
-    """The breaker opened (``from_state`` closed or half_open) and will try again at ``retry_at``.
+    """The breaker opened and will try again at ``retry_at``.
 
-    ``streak`` is the number of consecutive re-opens the wait was computed from; ``retry_at``
-    is the drawn time itself, so a replay never draws again.
+    ``from_state`` is closed or half_open, or any state for a manual trip (``reason`` is
+    ``"manual"``, and ``who`` and ``why`` say who tripped it and why). ``streak`` is the number of
+    consecutive re-opens the wait was computed from; ``retry_at`` is the drawn time itself, so a
+    replay never draws again, and ``draw`` the jitter's draw in [0, 1) (``None`` when nothing was
+    drawn), so a what-if under another backoff can draw the same.
+
+    Schema version 2 added ``who``, ``why`` and ``draw``; a version-1 event reads with all three
+    ``None`` (it was an automatic open, and its draw was not kept).
     """
 
+    SCHEMA_VERSION: ClassVar[int] = 2
     COLUMNS: ClassVar[Mapping[str, Any]] = {"to_state": "open"}
 
     from_state: str
     reason: str
     retry_at: float
     streak: int
+    who: str | None = field(default=None, metadata=payload(omit_none=True))
+    why: str | None = field(default=None, metadata=payload(omit_none=True))
+    draw: float | None = field(default=None, metadata=payload(omit_none=True))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,6 +296,17 @@ _CLASSES: tuple[type[BreakerEvent], ...] = (
     BreakerEvicted,
 )
 REGISTRY.register(*_CLASSES)
+
+
+@REGISTRY.upcaster("BreakerOpened", 1)
+def _opened_v1(stored: Stored) -> Stored:
+    """Version 1 knew only automatic opens and kept no draw: who, why and draw are null."""
+    body = dict(stored.payload)
+    for name in ("who", "why", "draw"):
+        body.setdefault(name, None)
+    return Stored(body, stored.columns)
+
+
 _TYPES: dict[str, type[BreakerEvent]] = {cls.TYPE: cls for cls in _CLASSES}
 EVENT_TYPES: tuple[str, ...] = tuple(_TYPES)
 """The type names of every breaker event (what a reader of the log filters on)."""

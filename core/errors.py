@@ -49,7 +49,10 @@ meaning (``TypeError``, ``ValueError``, ``TimeoutError``) so that generic handle
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 __all__ = [
@@ -336,11 +339,30 @@ class RequestError(PoolwardenError):
     attempted: tuple[str, ...] = ()
 
 
-class CircuitOpen(RequestError):
-    """A circuit breaker rejected the call; it may be retried at ``retry_at`` (epoch seconds)."""
+def _readable_times(text: str) -> str:
+    """``text`` with each epoch (seconds, 2001 or later, with decimals) as an ISO time, UTC."""
 
-    def __init__(self, key: str, reason: str, retry_at: float | None) -> None:
-        super().__init__(f"circuit {key!r} is open: {reason}")
+    def iso(match: re.Match[str]) -> str:
+        when = datetime.fromtimestamp(float(match.group(0)), tz=UTC)
+        return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    return re.sub(r"\b[1-9]\d{9}\.\d+\b", iso, text)
+
+
+class CircuitOpen(RequestError):
+    """A circuit breaker rejected the call; it may be retried at ``retry_at`` (epoch seconds).
+
+    The message shows times as a person reads them: ``retry_at`` (and any epoch in ``reason``)
+    as an ISO time, and how many seconds from ``now`` (the caller's clock; the system's by
+    default) that is. ``reason`` keeps the breaker's words as they were.
+    """
+
+    def __init__(self, key: str, reason: str, retry_at: float | None, *, now: float | None = None) -> None:
+        message = f"circuit {key!r} is open: {_readable_times(reason)}"
+        if retry_at is not None:
+            wait = retry_at - (time.time() if now is None else now)
+            message += f" (retry in {wait:.1f} s)" if wait >= 0 else f" (retry was due {-wait:.1f} s ago)"
+        super().__init__(message)
         self.key = key
         self.reason = reason
         self.retry_at = retry_at

@@ -10,7 +10,7 @@ from an injected clock and never awaits, sleeps, or touches a socket or the stor
 
     STARTING --hello--> HEALTHY --request_drain--> DRAINING
         |                  |                          | drained / drain deadline
-        | fault, or        | fault: start rung by signal   (planned: budget not spent)
+        | fault, or        | fault: start rung by signal (a missed heartbeat: crash and reload)
         | start deadline   v                          v
         +------------> PINGING --fail/timeout--> RECONNECTING --fail/timeout--> RESTARTING --+
                            |                          |                            |  ^      |
@@ -123,11 +123,11 @@ class ConnectionLifecycle:
     """One connection's lifecycle. Create it when its browser is launched, or :meth:`restore` it.
 
     >>> from poolwarden.clock import FakeClock
-    >>> from poolwarden.lifecycle_types import HeartbeatMissed, SendPing
+    >>> from poolwarden.lifecycle_types import HeartbeatMissed, Suspected
     >>> life = ConnectionLifecycle("conn-1", browser="chromium", clock=FakeClock(), ids=lambda: "inc-1")
     >>> life.hello()
     True
-    >>> life.fault(HeartbeatMissed())
+    >>> life.fault(Suspected())
     True
     >>> [type(c).__name__ for c in life.drain_commands()][-2:]
     ['SendPing', 'WakeAt']
@@ -281,14 +281,15 @@ class ConnectionLifecycle:
             return False
         rung = Rung.RESTART if r.state is _S.STARTING else fault.start_rung
         close_code = getattr(fault, "code", None)
+        page_hung = getattr(fault, "page_hung", False)
         if r.incident_id is None:
-            self._open_incident(fault.trigger, fault.error_kind, close_code, rung)
+            self._open_incident(fault.trigger, fault.error_kind, close_code, rung, page_hung=page_hung)
             return True
         assert r.rung is not None  # an open incident is always on a rung
         if rung.level <= r.rung.level:
             return False
         self._fail_step("superseded", fault.error_kind, abort=True)
-        self._attempt(rung, fault.error_kind)
+        self._attempt(rung, fault.error_kind, page_hung=page_hung)
         return True
 
     def step_succeeded(self, attempt: int) -> bool:
@@ -454,6 +455,7 @@ class ConnectionLifecycle:
         rung: Rung,
         *,
         planned: bool = False,
+        page_hung: bool = False,
     ) -> None:
         r = self._record
         now = self._clock()
@@ -471,7 +473,7 @@ class ConnectionLifecycle:
                 planned=planned,
             )
         )
-        self._attempt(rung, error_kind)
+        self._attempt(rung, error_kind, page_hung=page_hung)
 
     def _attempt(self, rung: Rung, error_kind: str | None, *, page_hung: bool = False) -> None:
         r = self._record

@@ -246,9 +246,24 @@ RENDERER_GONE = 1001
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatMissed:
-    """An application heartbeat went unanswered: the page may be hung. Starts at the ping rung."""
+    """An application heartbeat (a ping, given ``ping_timeout_s``) went unanswered: the page's
+    script is stuck. The heartbeat was the ping, so the ladder starts at the reconnect rung with
+    a crash and reload (a plain reload would wait for the stuck script)."""
 
     trigger: ClassVar[str] = "heartbeat_missed"
+    error_kind: ClassVar[str] = "timeout"
+    start_rung: ClassVar[Rung] = Rung.RECONNECT
+    page_hung: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class Suspected:
+    """The connection is suspect without proof that its page is stuck: a request outlived its
+    attempt timeout (a long inference may), or someone asked for a recovery (the seed's
+    ``recover_connection``). Starts at the ping rung: a ping that answers ends the recovery, one
+    that times out escalates to a crash and reload."""
+
+    trigger: ClassVar[str] = "suspected"
     error_kind: ClassVar[str] = "timeout"
     start_rung: ClassVar[Rung] = Rung.PING
 
@@ -311,5 +326,5 @@ class OutOfMemory:
     start_rung: ClassVar[Rung] = Rung.RECONNECT
 
 
-Fault = HeartbeatMissed | SocketClosed | ProcessExited | BrowserStopped | DeviceLost | OutOfMemory
+Fault = HeartbeatMissed | Suspected | SocketClosed | ProcessExited | BrowserStopped | DeviceLost | OutOfMemory
 """A signal that the connection is not serving."""

@@ -177,6 +177,23 @@ class EventStore(abc.ABC):
     async def load_snapshots(self, prefix: str = "") -> dict[str, Snapshot]:
         """The latest snapshot of every stream whose id starts with ``prefix``."""
 
+    async def load_heads(self, prefix: str = "") -> dict[str, tuple[Snapshot | None, list[RecordedEvent]]]:
+        """Every stream whose id starts with ``prefix``: its latest snapshot (or ``None``) and the
+        events after it, in version order; what a restore reads, as one consistent view.
+
+        Backends answer it in a constant number of statements (SQLite: two, in one read
+        transaction); this default reads the stream list, the snapshots and each stream's tail.
+        """
+        versions = await self.streams(prefix)
+        snapshots = await self.load_snapshots(prefix)
+        heads: dict[str, tuple[Snapshot | None, list[RecordedEvent]]] = {}
+        for stream in sorted(versions):
+            snapshot = snapshots.get(stream)
+            after = snapshot.version if snapshot is not None else 0
+            tail = await self.read_stream(stream, after + 1) if versions[stream] > after else []
+            heads[stream] = (snapshot, tail)
+        return heads
+
     # --- leases: who owns a pool's streams (the rules are poolwarden.lease's) -------------------
 
     @abc.abstractmethod

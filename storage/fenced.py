@@ -124,6 +124,9 @@ class FencedStore(EventStore):
     async def load_snapshots(self, prefix: str = "") -> dict[str, Snapshot]:
         return await self.store.load_snapshots(prefix)
 
+    async def load_heads(self, prefix: str = "") -> dict[str, tuple[Snapshot | None, list[RecordedEvent]]]:
+        return await self.store.load_heads(prefix)
+
     async def take_lease(self, name: str, holder: str, ttl: float) -> Lease:
         return await self.store.take_lease(name, holder, ttl)
 

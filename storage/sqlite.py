@@ -80,6 +80,24 @@ _UPSERT_SNAPSHOT = (
     "WHERE excluded.version >= snapshots.version"
 )
 
+_SELECT_SNAPSHOTS_IN_RANGE = (
+    "SELECT stream, version, state, taken_at, schema_version FROM snapshots WHERE stream >= ? AND stream < ?"
+)
+# Every stream in [?1, ?2) by a skip scan of the (stream, version) index (a seek a stream), then
+# each stream's events after its snapshot (a seek a stream): no step reads the whole log.
+_SELECT_TAILS = f"""
+WITH RECURSIVE names(stream) AS (
+    SELECT MIN(stream) FROM events WHERE stream >= ?1 AND stream < ?2
+    UNION ALL
+    SELECT (SELECT MIN(stream) FROM events WHERE stream > names.stream AND stream < ?2)
+    FROM names WHERE names.stream IS NOT NULL
+)
+SELECT {", ".join(f"e.{name}" for name in COLUMN_NAMES)}
+FROM names JOIN events AS e ON e.stream = names.stream
+WHERE e.version > COALESCE((SELECT version FROM snapshots WHERE stream = names.stream), 0)
+ORDER BY e.stream, e.version
+"""
+
 _UPSERT_LEASE = (
     "INSERT INTO leases (name, holder, fence, acquired_at, renewed_at, expires_at, released_at) "
     "VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
@@ -680,6 +698,26 @@ class SQLiteEventStore(EventStore):
             sql += " WHERE stream >= ? AND stream < ?"
             params = (prefix, prefix + "\U0010ffff")
         return {row[0]: _snapshot(row) for row in await self._query(sql, params)}
+
+    async def load_heads(self, prefix: str = "") -> dict[str, tuple[Snapshot | None, list[RecordedEvent]]]:
+        """Two statements in one read transaction (so a snapshot saved meanwhile cannot leave a
+        gap): the snapshots, then every stream's events after its snapshot. The streams are found
+        by a skip scan of the (stream, version) index, one seek a stream, where a ``GROUP BY``
+        would read every version of every stream; each tail is a seek into the same index."""
+        low, high = prefix, prefix + "\U0010ffff"
+        async with self._reading() as driver:
+            await driver.execute("BEGIN")
+            try:
+                rows = await driver.execute_fetchall(_SELECT_SNAPSHOTS_IN_RANGE, (low, high))
+                tails = await self._events_on(driver, _SELECT_TAILS, (low, high))
+            finally:
+                await driver.execute("COMMIT")
+        heads: dict[str, tuple[Snapshot | None, list[RecordedEvent]]] = {
+            row[0]: (_snapshot(row), []) for row in rows
+        }
+        for recorded in tails:
+            heads.setdefault(recorded.stream, (None, []))[1].append(recorded)
+        return heads
 
     async def fetch(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only SQL query over the store's schema (aggregates for telemetry).

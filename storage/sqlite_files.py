@@ -34,7 +34,8 @@ def sqlite_url(target: str | os.PathLike[str]) -> tuple[str, Path | None]:
         return f"sqlite+aiosqlite:///{path}", path
     url = make_url(text)
     if url.get_backend_name() != "sqlite":
-        raise ConfigurationError(f"{text!r} is not an SQLite URL; this backend stores events in SQLite")
+        shown = url.render_as_string(hide_password=True)
+        raise ConfigurationError(f"{shown!r} is not an SQLite URL; this backend stores events in SQLite")
     url = url.set(drivername="sqlite+aiosqlite")
     if not url.database or url.database == ":memory:":
         return "sqlite+aiosqlite://", None

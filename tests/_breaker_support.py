@@ -52,8 +52,11 @@ def simulate(
     """
     rng = random.Random(seed)
     clock = FakeClock(1_700_000_000.0)
-    policy = BreakerPolicy(
-        failure_rate=0.5, window=SlidingWindow(size=20, min_calls=10), backoff=OpenBackoff(base=5.0, cap=60.0)
+    policy = BreakerPolicy(  # both rules, as before a policy had only the rules it names
+        consecutive_failures=5,
+        failure_rate=0.5,
+        window=SlidingWindow(size=20, min_calls=10),
+        backoff=OpenBackoff(base=5.0, cap=60.0),
     )
     breakers = {
         f"conn-{i}": CircuitBreaker(

@@ -1,6 +1,6 @@
 """A separate process that appends to a store and reports each append once it has returned.
 
-Usage: python child_appender.py DB PREFIX COUNT [--shared STREAM]
+Usage: python child_appender.py DB-OR-URL PREFIX COUNT [--shared STREAM]
 
 Appends COUNT events in sync mode, one per call, to PREFIX/0..3 with expected versions (and,
 with --shared, every other one to STREAM without a version check). After each append returns it
@@ -16,7 +16,7 @@ import sys
 import time
 
 from poolwarden.events import NewEvent
-from poolwarden.storage import SQLiteEventStore
+from poolwarden.storage import open_store
 
 
 async def main() -> None:
@@ -26,7 +26,7 @@ async def main() -> None:
     parser.add_argument("count", type=int)
     parser.add_argument("--shared")
     args = parser.parse_args()
-    async with SQLiteEventStore(args.db, durability="sync") as store:
+    async with open_store(args.db, durability="sync") as store:
         print("ready", flush=True)
         versions = {f"{args.prefix}/{i}": await store.stream_version(f"{args.prefix}/{i}") for i in range(4)}
         for n in range(args.count):

@@ -527,3 +527,29 @@ class StoreContract:
         fences = [(await store.take_lease(name, "a:1:1", ttl=5.0)).fence for name in ("main", "east", "west")]
         assert fences == [1, 2, 3]
         assert [row.name for row in await store.leases()] == ["east", "main", "west"]
+
+    # --- what a restore reads ---------------------------------------------------------------------
+
+    async def test_load_heads_gives_each_stream_its_snapshot_and_the_events_after_it(
+        self, store: EventStore, make_event: MakeEvent
+    ) -> None:
+        """load_heads(prefix): a stream with no snapshot (all its events), one snapshotted mid-way
+        (the events after it), one snapshotted at its head (none); other prefixes left out."""
+        for stream, count in (("b/none", 3), ("b/mid", 5), ("b/head", 4), ("c/other", 2)):
+            for _ in range(count):
+                await store.append(stream, [make_event()])
+        await store.save_snapshot("b/mid", 2, {"at": 2})
+        await store.save_snapshot("b/head", 4, {"at": 4})
+        heads = await store.load_heads("b/")
+        assert sorted(heads) == ["b/head", "b/mid", "b/none"]
+        shape = {
+            stream: (None if snap is None else (snap.version, snap.state), [e.version for e in tail])
+            for stream, (snap, tail) in heads.items()
+        }
+        assert shape == {
+            "b/none": (None, [1, 2, 3]),
+            "b/mid": ((2, {"at": 2}), [3, 4, 5]),
+            "b/head": ((4, {"at": 4}), []),
+        }
+        assert all(e.stream == "b/mid" for e in heads["b/mid"][1])
+        assert await store.load_heads("z/") == {}

@@ -34,6 +34,45 @@ def scenario_db(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def pool_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The log of a real pool (simulated workers): requests served, two models loaded, a browser
+    killed and a page hung on purpose (its ping times out, a reload recovers it), the pool closed."""
+    from poolwarden.pool import PoolConfig, ResourcePool
+
+    path = tmp_path_factory.mktemp("pool") / "pool.db"
+    x = {"input": [[0.1] * 16]}
+
+    async def run() -> None:
+        config = PoolConfig(
+            connections=2, workers=("simulated",), db=str(path), memory_interval=0.2, heartbeat_interval=0.2
+        )
+        async with ResourcePool(config) as pool:
+            await pool.load_model("toy-mlp")
+            await pool.load_model("matmul", kind="matmul", options={"k": 16, "n": 16})
+            for _ in range(30):
+                await pool.run_inference("toy-mlp", x)
+            killed = pool.members["conn-0"].driver
+            assert killed is not None
+            before = killed.machine.last_incident_id
+            await pool.inject_fault("conn-0", "browser_kill")
+            # One connection down at a time: a request finds the other serving (with both down at
+            # once, requests fail until one is back; waiting for it is issue 15's).
+            await asyncio.wait_for(
+                killed.wait_for(lambda m: m.last_incident_id != before and m.incident_id is None), 30
+            )
+            await pool.inject_fault("conn-1", "page_hang")
+            for _ in range(30):
+                await pool.run_inference("toy-mlp", x)
+                await pool.run_inference("matmul", x)
+            for member in pool.members.values():
+                if member.driver is not None:
+                    await asyncio.wait_for(member.driver.wait_for(lambda m: m.incident_id is None), 30)
+
+    asyncio.run(run())
+    return path
+
+
 @pytest.fixture
 def empty_db(tmp_path: Path) -> Path:
     """A store with its schema and no events."""
@@ -97,8 +136,9 @@ def test_bucket_width_follows_the_span() -> None:
 
 _CHECK_PAGE = """<!DOCTYPE html>
 <html><body>
-<iframe id="report" src="report.html" style="width:1200px;height:900px"></iframe>
+<iframe id="report" src="report.html" style="width:1400px;height:900px;border:0"></iframe>
 <pre id="result">pending</pre>
+<pre id="width">pending</pre>
 <script>
 window.addEventListener("load", () => {
   const doc = document.getElementById("report").contentDocument;
@@ -126,6 +166,7 @@ window.addEventListener("load", () => {
     found.push(item);
   }
   document.getElementById("result").textContent = JSON.stringify(found);
+  document.getElementById("width").textContent = String(doc.documentElement.scrollWidth);
 });
 </script>
 </body></html>
@@ -153,7 +194,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         thread.join()
 
 
-def _render_in_chromium(url: str, profile: Path) -> list[dict[str, Any]]:
+def _render_in_chromium(url: str, profile: Path) -> tuple[list[dict[str, Any]], int]:
     command = [
         CHROMIUM,
         "--headless=new",
@@ -174,19 +215,23 @@ def _render_in_chromium(url: str, profile: Path) -> list[dict[str, Any]]:
     assert match is not None, done.stdout[-2000:]
     assert match.group(1) != "pending", "the check script did not run"
     result: list[dict[str, Any]] = json.loads(match.group(1))
-    return result
+    width = re.search(r'<pre id="width">(\d+)</pre>', done.stdout)
+    assert width is not None, done.stdout[-2000:]
+    return result, int(width.group(1))
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("log", ["scenario", "empty"])
+@pytest.mark.parametrize("log", ["scenario", "empty", "pool"])
 def test_report_renders_in_headless_chromium(
-    log: str, served: tuple[Path, str], tmp_path: Path, scenario_db: Path, empty_db: Path
+    log: str, served: tuple[Path, str], tmp_path: Path, scenario_db: Path, empty_db: Path, pool_db: Path
 ) -> None:
-    """In real Chromium every image of the page loads, has the PNG's size and is not blank."""
+    """In real Chromium every image of the page loads, has the PNG's size and is not blank, and
+    the page (its incident table included) fits a 1400 px window."""
     folder, base = served
-    write_report(scenario_db if log == "scenario" else empty_db, folder)
+    write_report({"scenario": scenario_db, "empty": empty_db, "pool": pool_db}[log], folder)
     (folder / "check.html").write_text(_CHECK_PAGE, encoding="utf-8")
-    images = _render_in_chromium(f"{base}/check.html", tmp_path / "profile")
+    images, width = _render_in_chromium(f"{base}/check.html", tmp_path / "profile")
+    assert width <= 1400, "the page is wider than a 1400 px window"
     assert [image["src"] for image in images] == list(FIGURES)
     for image in images:
         height, width = matplotlib.image.imread(folder / image["src"]).shape[:2]
@@ -217,3 +262,106 @@ def test_a_bad_policy_file_is_a_configuration_error(scenario_db: Path, tmp_path:
         with pytest.raises(ConfigurationError):
             main_analyze(scenario_db, tmp_path / "r", path)
     assert not (tmp_path / "r").exists()
+
+
+# --- what the report counts and draws, against the log -------------------------------------------
+
+
+def _sql(db: Path, query: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(db) as raw:
+        return int(raw.execute(query).fetchone()[0] or 0)
+
+
+def test_faults_attempts_and_requests_are_counted_once_each_and_apart(pool_db: Path) -> None:
+    """The report's failure counts equal the pool's own records, one each: not the breakers' copies."""
+    from poolwarden.analysis import failure_counts, load_events
+
+    counts = failure_counts(load_events(pool_db), freq="1h")
+    totals = counts.groupby("what", observed=True)["count"].sum().to_dict()
+    assert (
+        totals.get("fault", 0)
+        == _sql(pool_db, "SELECT COUNT(*) FROM events WHERE type = 'FaultInjected'")
+        == 2
+    )
+    attempts = _sql(pool_db, "SELECT COUNT(*) FROM events WHERE type = 'AttemptFailed'")
+    assert attempts > 0
+    assert totals.get("attempt", 0) == attempts
+    assert (
+        _sql(pool_db, "SELECT COUNT(*) FROM events WHERE type = 'CallFailed'") > attempts
+    )  # each breaker's copy
+    assert totals.get("request", 0) == _sql(
+        pool_db, "SELECT COUNT(*) FROM events WHERE type = 'InferenceFailed'"
+    )
+
+
+def test_latency_counts_served_requests_only_and_loads_apart(pool_db: Path) -> None:
+    """Served latencies are the requests served (summaries expanded); loads are the ModelPlaced rows."""
+    from poolwarden.analysis import load_events
+    from poolwarden.analysis.select import load_latencies, served_latencies
+
+    df = load_events(pool_db)
+    served = served_latencies(df)
+    expected = _sql(
+        pool_db,
+        "SELECT SUM(CASE type WHEN 'InferencesServed' THEN json_extract(payload, '$.n') ELSE 1 END)"
+        " FROM events WHERE type IN ('InferencesServed', 'InferenceServed')",
+    )
+    assert len(served) == expected == 90
+    assert served["model_id"].notna().all()
+    assert set(served["type"].astype(str)) <= {"InferencesServed", "InferenceServed"}
+    loads = load_latencies(df)
+    assert len(loads) == _sql(pool_db, "SELECT COUNT(*) FROM events WHERE type = 'ModelPlaced'") > 0
+
+
+def test_memory_plot_has_one_colour_and_legend_entry_per_connection(scenario_db: Path) -> None:
+    """Two connections: two legend entries naming them, in two colours."""
+    from poolwarden.analysis import load_events, memory_samples
+    from poolwarden.analysis.plots import memory_by_browser
+
+    figure = memory_by_browser(memory_samples(load_events(scenario_db)))
+    axes = figure.axes[0]
+    legend = axes.get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == ["conn-1 (chromium)", "conn-2 (firefox)"]
+    assert len({str(line.get_color()) for line in axes.get_lines()}) == 2
+
+
+def test_breaker_lanes_start_at_the_pools_start(pool_db: Path) -> None:
+    """Every breaker's first interval begins at the pool run's start, not at its first event."""
+    from poolwarden.analysis import breaker_timeline, load_events
+    from poolwarden.analysis.report import _lanes_from_pool_start
+
+    df = load_events(pool_db)
+    started = df.loc[df["type"] == "PoolStarted", "occurred_at"].min()
+    raw = breaker_timeline(df)
+    assert (raw.groupby("key", observed=True)["start"].min() > started).any()  # what was drawn before
+    lanes = _lanes_from_pool_start(raw, df)
+    assert (lanes.groupby("key", observed=True)["start"].min() == started).all()
+    assert ((lanes["end"] - lanes["start"]) == lanes["duration"]).all()
+
+
+def test_time_axes_read_as_times_of_day(pool_db: Path) -> None:
+    """Tick labels are HH:MM:SS and the axis label names the day and UTC."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from poolwarden.analysis import breaker_timeline, load_events
+    from poolwarden.analysis.plots import breaker_lanes
+
+    figure = breaker_lanes(breaker_timeline(load_events(pool_db)))
+    FigureCanvasAgg(figure).draw()
+    axes = figure.axes[0]
+    labels = [t.get_text() for t in axes.get_xticklabels() if t.get_text()]
+    assert labels
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d", label) for label in labels), labels
+    assert re.fullmatch(r"time \(UTC\) on \d{4}-\d\d-\d\d", axes.get_xlabel())
+
+
+def test_the_page_labels_faults_attempts_and_requests_apart(pool_db: Path, tmp_path: Path) -> None:
+    """The errors section has three labelled tables, and no single "call errors" count."""
+    page = write_report(pool_db, tmp_path).read_text(encoding="utf-8")
+    for caption in ("Faults injected", "Failed attempts, by error kind", "Requests that ended in an error"):
+        assert caption in page
+    assert "Call errors by kind" not in page
+    assert "Model loads, per model (ms)" in page

@@ -19,7 +19,7 @@ from poolwarden.clock import FakeClock
 from poolwarden.events import NewEvent
 from poolwarden.lifecycle import ConnectionLifecycle
 from poolwarden.lifecycle_events import stream_of
-from poolwarden.lifecycle_types import HeartbeatMissed
+from poolwarden.lifecycle_types import Suspected
 from poolwarden.memory import BrowserReading, HostReading, MemoryGovernor
 from tests.analysis_scenario import T0, write_events
 
@@ -32,7 +32,7 @@ def machine_log(tmp_path: Path) -> pd.DataFrame:
     memory = MemoryGovernor(clock=clock)
     life.hello()
     clock.advance(10)
-    life.fault(HeartbeatMissed())
+    life.fault(Suspected())
     clock.advance(1)
     life.step_failed(life.attempt, "timeout")  # the ping went unanswered
     clock.advance(2)
@@ -44,7 +44,7 @@ def machine_log(tmp_path: Path) -> pd.DataFrame:
     events: list[tuple[str, NewEvent]] = [
         (stream_of("conn-7"), e.to_new_event()) for e in life.drain_events()
     ]
-    events += [("pool/memory", e) for e in memory.drain_events()]
+    events += [("pool/main/memory", e) for e in memory.drain_events()]
     path = tmp_path / "machines.db"
     asyncio.run(write_events(path, events))
     return load_events(path)
@@ -54,7 +54,7 @@ def test_lifecycle_incident_reads_as_its_story(machine_log: pd.DataFrame) -> Non
     """The machine's incident: a ping that failed, a reconnect that worked, 3.5 s from fault to healthy."""
     (incident,) = incidents(machine_log).itertuples(index=False)
     assert incident.incident_id == "inc-7"
-    assert incident.trigger == "heartbeat_missed"
+    assert incident.trigger == "suspected"
     assert incident.error_kind == "timeout"
     assert incident.decisions == ["ping", "reconnect"]
     assert incident.actions == ["ping:failed", "reconnect:succeeded"]

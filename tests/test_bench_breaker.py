@@ -25,3 +25,11 @@ def test_benchmark_reports_every_figure_and_an_exact_restore(capsys: pytest.Capt
     assert result["restore_events"] >= 3000
     assert result["restore_breakers"] == 100
     assert result["restore_snapshot_every"] == 20
+    # Restored again from the file, in fresh processes, beside raw sqlite3 making the same reads.
+    assert result["restore_file_breakers"] == 100
+    assert result["restore_file_s"] > 0
+    assert result["raw_same_reads_s"] > 0
+    # Figures are rounded to the millisecond: the ratio is the rounded ones' within that.
+    assert result["restore_file_ratio"] == pytest.approx(
+        result["restore_file_s"] / result["raw_same_reads_s"], rel=0.1
+    )

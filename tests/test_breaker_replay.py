@@ -54,6 +54,21 @@ POLICIES = [
         backoff=QUICK,
         ignored_kinds=frozenset({ErrorKind.TIMEOUT}),
     ),
+    BreakerPolicy(  # resilience4j's ways: judged rounds, slow trials count against them
+        failure_rate=0.5,
+        slow_call_rate=0.5,
+        slow_call_seconds=1.0,
+        window=SlidingWindow(kind="count", size=6, min_calls=3),
+        backoff=QUICK,
+        half_open=HalfOpenRule(trials=3, successes=2, verdict="round", max_seconds=None),
+    ),
+    BreakerPolicy(  # Polly's: rates judged after failures only, a fixed wait
+        failure_rate=0.5,
+        window=SlidingWindow(kind="time", size=5, min_calls=3),
+        backoff=OpenBackoff.fixed(5.0),
+        half_open=HalfOpenRule(trials=2, successes=2, max_seconds=6.0),
+        judge_rates="after_failure",
+    ),
 ]
 
 kinds = st.sampled_from(list(ErrorKind))
@@ -84,7 +99,7 @@ common_ops = [
 # Repeated branches weight the draw: mostly calls, time and restarts, rarely a manual override.
 operations = st.one_of(
     *common_ops * 3,
-    st.tuples(st.just("act"), st.sampled_from(["force_open", "disable", "metrics_only", "reset"])),
+    st.tuples(st.just("act"), st.sampled_from(["force_open", "disable", "metrics_only", "reset", "trip"])),
 )
 
 

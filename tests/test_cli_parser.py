@@ -36,6 +36,8 @@ COMMANDS = (
     "rolling-restart",
     "soak",
     "whatif",
+    "policy",
+    "policy check",
     "events",
 )
 """Every command and subcommand."""
@@ -49,6 +51,7 @@ REQUIRED: dict[str, list[str]] = {
     "analyze": ["--db", "x.db", "--out", "out"],
     "whatif": ["--db", "x.db", "--policy", "p.json"],
     "events": ["--db", "x.db"],
+    "policy check": ["--policy", "p.toml"],
 }
 """The options each command cannot run without (the others need none)."""
 
@@ -67,6 +70,7 @@ WITH_JSON = (
     "rolling-restart",
     "soak",
     "whatif",
+    "policy check",
     "events",
 )
 WITHOUT_JSON = ("db current", "db upgrade", "db check", "db leases", "analyze", "telemetry")
@@ -109,6 +113,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "command": "bench",
         "bench_command": "store",
         "events": 200_000,
+        "db": None,
         "sync_events": None,
         "json": False,
     },
@@ -165,6 +170,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "json": False,
     },
     "whatif": {"command": "whatif", "db": "x.db", "policy": "p.json", "json": False},
+    "policy check": {"command": "policy", "policy_command": "check", "policy": "p.toml", "json": False},
     "events": {
         "command": "events",
         "db": "x.db",
@@ -197,7 +203,7 @@ def test_every_command_is_listed_here() -> None:
 
     walk(build_parser(), [])
     assert sorted(found) == sorted(COMMANDS)
-    assert sorted(DEFAULTS) == sorted(c for c in COMMANDS if c not in ("db", "bench"))
+    assert sorted(DEFAULTS) == sorted(c for c in COMMANDS if c not in ("db", "bench", "policy"))
     assert sorted((*WITH_JSON, *WITHOUT_JSON)) == sorted(DEFAULTS)
 
 

@@ -61,7 +61,7 @@ async def test_the_seed_example_serves_real_results(tmp_path: Path) -> None:
         await bridge.load_model("toy-mlp")
         result = await bridge.run_inference("toy-mlp", INPUT)
         assert result["success"] is True
-        assert result["is_simulation"] is False
+        assert result["is_simulation"] is True  # a simulated worker computed it, no browser
         expected = reference_forward(resolve_model("toy-mlp"), np.asarray(INPUT["input"], dtype=np.float32))
         np.testing.assert_allclose(result["output"][0], expected, rtol=1e-5, atol=1e-6)
         connection = bridge.model_connections["toy-mlp"]
@@ -180,3 +180,12 @@ async def test_export_telemetry_has_the_seed_keys_and_counts_from_the_log(tmp_pa
         assert telemetry["recent_errors"][0]["error_kind"] == "InvalidInput"
     finally:
         await bridge.close()
+
+
+def test_the_seeds_model_breaker_trips_after_3_and_its_connection_breaker_after_5(tmp_path: Path) -> None:
+    """The seed's thresholds: 3 for a model on a connection, 5 for the connection."""
+    bridge = ResourcePoolBridge(max_connections=1, workers="simulated", db=str(tmp_path / "seed.db"))
+    assert bridge.config.model_breaker.consecutive_failures == 3
+    assert bridge.config.connection_breaker.consecutive_failures == 5
+    custom = ResourcePoolBridge(db=str(tmp_path / "seed.db"), model_failure_threshold=4)
+    assert custom.config.model_breaker.consecutive_failures == 4

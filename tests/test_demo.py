@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from poolwarden.cli.demo import DemoOptions, run_demo
+from poolwarden.policy import BreakerPolicy
+from poolwarden.storage import open_store
+from poolwarden.whatif import what_if
 
 
 async def test_demo_on_simulated_workers_loses_nothing_and_recovers(tmp_path: Path) -> None:
@@ -34,6 +37,14 @@ async def test_demo_on_simulated_workers_loses_nothing_and_recovers(tmp_path: Pa
     assert summary["recoveries"].get("reconnect", 0) >= 2
     keys = {b["key"] for b in summary["breakers"]}
     assert {"conn-0", "conn-1", "conn-2"} <= keys
+    # The what-if replays the demo's own log through its own (default) policy exactly.
+    async with open_store(db, read_only=True) as store:
+        records = [e async for e in store.iter_all() if e.stream.startswith("breaker/")]
+    report = what_if(records, BreakerPolicy())
+    assert any(b.recorded_opened for b in report.breakers.values())
+    for key, result in report.breakers.items():
+        assert result.reproduces, (key, result.recorded_transitions, result.transitions)
+        assert result.rejected == result.recorded_rejected
 
 
 def test_demo_cli_json_last_line(tmp_path: Path) -> None:

@@ -18,10 +18,10 @@ from poolwarden.lifecycle import ConnectionLifecycle
 from poolwarden.lifecycle_events import stream_of
 from poolwarden.lifecycle_types import (
     ConnectionState,
-    HeartbeatMissed,
     LifecyclePolicy,
     ProcessExited,
     SocketClosed,
+    Suspected,
 )
 from poolwarden.storage import EventStore, open_store
 from tests.lifecycle_support import CountingIds
@@ -120,7 +120,7 @@ async def test_heartbeat_missed_recovers_by_ping() -> None:
         actions = ScriptedActions()
         driver = await healthy_driver(store, actions)
         async with asyncio.timeout(WITHIN):
-            assert await driver.recover(HeartbeatMissed()) == (True, "ping")
+            assert await driver.recover(Suspected()) == (True, "ping")
         assert actions.calls == ["send_ping", "verify_round_trip"]
         events = await store.read_stream(stream_of("conn-1"))
         assert [e.type for e in events][2:] == [
@@ -140,7 +140,7 @@ async def test_hung_page_is_crashed_and_reloaded(store: EventStore) -> None:
     actions.will("send_ping", HANG)
     driver = await healthy_driver(store, actions, dataclasses.replace(POLICY, ping_timeout_s=0.1))
     async with asyncio.timeout(WITHIN):
-        assert await driver.recover(HeartbeatMissed()) == (True, "reconnect")
+        assert await driver.recover(Suspected()) == (True, "reconnect")
     assert actions.calls == ["send_ping", "crash_and_reload", "verify_round_trip"]
     assert actions.cancelled == ["send_ping"]
     failed = [e for e in await store.read_stream(stream_of("conn-1")) if e.type == "RungFailed"]
@@ -165,7 +165,7 @@ async def test_failed_steps_escalate_to_restart(store: EventStore) -> None:
     actions.will("reload_page", ModelError("no device", kind="device_lost"))
     driver = await healthy_driver(store, actions)
     async with asyncio.timeout(WITHIN):
-        assert await driver.recover(HeartbeatMissed()) == (True, "restart")
+        assert await driver.recover(Suspected()) == (True, "restart")
     assert actions.calls == ["send_ping", "reload_page", "restart_browser", "verify_round_trip"]
     failed = [e for e in await store.read_stream(stream_of("conn-1")) if e.type == "RungFailed"]
     assert [e.error_kind for e in failed] == ["transport", "device_lost"]
@@ -184,7 +184,7 @@ async def test_budget_spent_quarantines(store: EventStore) -> None:
     assert actions.calls == ["restart_browser", "restart_browser"]
     assert actions.quarantined == ["budget_exhausted"]
     assert (await types_in(store))[-1] == "ConnectionQuarantined"
-    assert await driver.recover(HeartbeatMissed()) == (False, "quarantine")
+    assert await driver.recover(Suspected()) == (False, "quarantine")
     await driver.stop()
 
 
@@ -248,7 +248,7 @@ async def test_store_failure_breaks_the_driver() -> None:
     await store.close()
     async with asyncio.timeout(WITHIN):
         with pytest.raises(StoreClosed):
-            await driver.recover(HeartbeatMissed())
+            await driver.recover(Suspected())
     assert actions.calls == []
     with pytest.raises(StoreClosed):
         await driver.stop()
@@ -297,7 +297,7 @@ async def test_snapshots_are_taken_and_restore_the_same_state(store: EventStore)
     async with LifecycleDriver(machine, actions, store, clock=system_clock, snapshot_every=3) as driver:
         driver.hello()
         async with asyncio.timeout(WITHIN):
-            await driver.recover(HeartbeatMissed())
+            await driver.recover(Suspected())
             await driver.recover(SocketClosed(1001))
         snapshot = await store.load_snapshot(stream_of("conn-1"))
         assert snapshot is not None
@@ -345,7 +345,7 @@ class ControlledActions(ScriptedActions):
 async def test_random_run_restores_to_the_live_state(store: EventStore, seed: int) -> None:
     """Through random faults and step outcomes, one step runs at a time, and the store restores the state."""
     rng = random.Random(seed)
-    faults = [HeartbeatMissed(), SocketClosed(1001), SocketClosed(1006), ProcessExited()]
+    faults = [Suspected(), SocketClosed(1001), SocketClosed(1006), ProcessExited()]
     actions = ControlledActions()
     driver = await healthy_driver(store, actions, dataclasses.replace(POLICY, restart_budget=8))
     async with asyncio.timeout(WITHIN):

@@ -30,6 +30,7 @@ from poolwarden.lifecycle_types import (
     Rung,
     SendPing,
     SocketClosed,
+    Suspected,
     WakeAt,
 )
 from tests.lifecycle_support import CountingIds
@@ -50,7 +51,9 @@ def healthy(policy: LifecyclePolicy | None = None) -> tuple[ConnectionLifecycle,
 @pytest.mark.parametrize(
     ("fault", "rung", "method", "error_kind"),
     [
-        (HeartbeatMissed(), Rung.PING, "send_ping", "timeout"),
+        (Suspected(), Rung.PING, "send_ping", "timeout"),
+        # The heartbeat was the ping: a missed one goes straight to crashing the stuck page.
+        (HeartbeatMissed(), Rung.RECONNECT, "crash_and_reload", "timeout"),
         (DeviceLost(), Rung.PING, "send_ping", "device_lost"),
         (SocketClosed(1001), Rung.RECONNECT, "reload_page", "page_crash"),
         (SocketClosed(1006), Rung.RECONNECT, "reload_page", "transport"),
@@ -87,7 +90,7 @@ def test_rung_deadlines_follow_the_policy() -> None:
     )
     life, clock = healthy(policy)
     t0 = clock()
-    life.fault(HeartbeatMissed())
+    life.fault(Suspected())
     assert life.drain_commands() == [SendPing(1, 2.0), WakeAt(t0 + 2)]
     clock.advance(1)
     life.step_succeeded(1)
@@ -103,7 +106,7 @@ def test_rung_deadlines_follow_the_policy() -> None:
 def test_a_ping_that_times_out_leads_to_crash_and_reload() -> None:
     """A hung page (its ping timed out) is crashed and reloaded, since a plain reload would wait for it."""
     life, clock = healthy()
-    life.fault(HeartbeatMissed())
+    life.fault(Suspected())
     life.drain_commands()
     clock.advance(5)
     life.tick()
@@ -121,7 +124,7 @@ def test_overall_deadline_quarantines() -> None:
     )
     life, clock = healthy(policy)
     t0 = clock()
-    life.fault(HeartbeatMissed())
+    life.fault(Suspected())
     clock.advance(5)
     life.tick()  # ping timed out at t0+5 -> reconnect until t0+10
     clock.advance(5)
@@ -204,7 +207,7 @@ def test_planned_restart_does_not_spend_the_budget() -> None:
 def test_result_after_deadline_is_stale() -> None:
     """A step's result that arrives after its deadline moved the ladder on changes nothing."""
     life, clock = healthy()
-    life.fault(HeartbeatMissed())
+    life.fault(Suspected())
     ping_attempt = life.attempt
     clock.advance(5)
     life.tick()
@@ -232,7 +235,7 @@ def test_action_result_is_not_the_verification_result() -> None:
 def test_one_incident_id_per_recovery() -> None:
     """Every event of one recovery carries the same incident id; the next recovery gets a new one."""
     life, clock = healthy()
-    life.fault(HeartbeatMissed())
+    life.fault(Suspected())
     clock.advance(5)
     life.tick()
     life.step_succeeded(life.attempt)

@@ -17,13 +17,13 @@ from poolwarden.lifecycle_events import ConnectionResumed, RecoveryResumed, Rung
 from poolwarden.lifecycle_types import (
     ConnectionState,
     DeviceLost,
-    HeartbeatMissed,
     LifecyclePolicy,
     OutOfMemory,
     ProcessExited,
     RestartBrowser,
     Rung,
     SocketClosed,
+    Suspected,
     WakeAt,
 )
 from tests.lifecycle_support import CountingIds, SyncLog
@@ -74,7 +74,7 @@ def test_snapshot_plus_tail_equals_full_log() -> None:
     """Restoring from a snapshot and the events after it gives the state the whole log gives."""
     life, clock, log, ids = new_connection()
     life.hello()
-    life.fault(HeartbeatMissed())
+    life.fault(Suspected())
     log.persist(life.drain_events())
     snap, at = life.snapshot(), len(log.events)
     clock.advance(2)
@@ -172,7 +172,7 @@ def test_restored_machine_takes_no_signal_before_resume() -> None:
     """Until resumed, a restored machine refuses signals (its browser is gone) but may be closed."""
     life, clock, log, ids = new_connection()
     life.hello()
-    life.fault(HeartbeatMissed())
+    life.fault(Suspected())
     log.persist(life.drain_events())
     restored = restart(log, clock, ids)
     with pytest.raises(InvalidTransition, match="not resumed"):
@@ -214,7 +214,7 @@ def test_snapshot_of_another_schema_is_refused() -> None:
 # --- the property: restored equals live, always -------------------------------------------------
 
 FAULTS = [
-    HeartbeatMissed(),
+    Suspected(),
     DeviceLost(),
     SocketClosed(1001),
     SocketClosed(1006),

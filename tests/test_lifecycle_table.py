@@ -13,11 +13,11 @@ from poolwarden.lifecycle import ConnectionLifecycle
 from poolwarden.lifecycle_types import (
     ConnectionState,
     DeviceLost,
-    HeartbeatMissed,
     LifecyclePolicy,
     OutOfMemory,
     ProcessExited,
     SocketClosed,
+    Suspected,
 )
 from tests.lifecycle_support import CountingIds
 
@@ -53,8 +53,8 @@ def step_ok(life: ConnectionLifecycle, clock: FakeClock) -> bool:
 SETUP: dict[str, list[Op]] = {
     "starting": [],
     "healthy": [lambda m, c: m.hello()],
-    "pinging": [lambda m, c: m.hello(), lambda m, c: m.fault(HeartbeatMissed())],
-    "pinging/verifying": [lambda m, c: m.hello(), lambda m, c: m.fault(HeartbeatMissed()), step_ok],
+    "pinging": [lambda m, c: m.hello(), lambda m, c: m.fault(Suspected())],
+    "pinging/verifying": [lambda m, c: m.hello(), lambda m, c: m.fault(Suspected()), step_ok],
     "reconnecting": [lambda m, c: m.hello(), lambda m, c: m.fault(SocketClosed(1001))],
     "reconnecting/verifying": [lambda m, c: m.hello(), lambda m, c: m.fault(SocketClosed(1001)), step_ok],
     "restarting": [lambda m, c: m.hello(), lambda m, c: m.fault(ProcessExited(-9))],
@@ -86,7 +86,7 @@ SETUP: dict[str, list[Op]] = {
 
 SIGNALS: dict[str, Op] = {
     "hello": lambda m, c: m.hello(),
-    "heartbeat_missed": lambda m, c: m.fault(HeartbeatMissed()),
+    "heartbeat_missed": lambda m, c: m.fault(Suspected()),
     "device_lost": lambda m, c: m.fault(DeviceLost()),
     "socket_closed_1001": lambda m, c: m.fault(SocketClosed(1001)),
     "socket_closed_1006": lambda m, c: m.fault(SocketClosed(1006)),

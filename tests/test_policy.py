@@ -64,7 +64,7 @@ def test_missing_keys_take_defaults() -> None:
         ({"backoff": {"base": float("nan")}}, "backoff.base"),
         ({"half_open": {"trials": 0}}, "half_open.trials"),
         ({"half_open": {"close_ratio": 0}}, "close_ratio"),
-        ({"ignored_kinds": ["gremlins"]}, "invalid policy"),
+        ({"ignored_kinds": ["gremlins"]}, "not an error kind"),
         ({"consecutive_failures": None}, "at least one trip rule"),
         ({"failure_burst": {"max_failures": 0, "within_seconds": 1}}, "max_failures"),
         ({"window": [1, 2]}, "JSON object"),

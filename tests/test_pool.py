@@ -20,8 +20,9 @@ from poolwarden.errors import (
     RequestError,
     UnknownModel,
 )
-from poolwarden.lifecycle_types import HeartbeatMissed
+from poolwarden.lifecycle_types import Suspected
 from poolwarden.memory import EvictModel, HostReading, RecycleBrowser
+from poolwarden.outliers import OutlierPolicy
 from poolwarden.policy import BreakerPolicy, ErrorKind
 from poolwarden.pool import PoolConfig, ResourcePool
 from poolwarden.pool.member import PoolMember
@@ -406,7 +407,7 @@ async def test_closing_the_pool_records_each_connections_closing(tmp_path: Path,
         await _worker(pool, "conn-1").inject(Fault.HANG, seconds=30.0)  # conn-1 stops answering
         driver = pool.members["conn-1"].driver
         assert driver is not None
-        driver.fault(HeartbeatMissed())
+        driver.fault(Suspected())
         await driver.wait_for(lambda m: m.incident_id is not None)
     finally:
         await pool.close()
@@ -428,3 +429,29 @@ def test_a_seeded_pool_seeds_its_breakers_jitter(tmp_path: Path) -> None:
     draws = [[pool.registry.rng.random() for _ in range(3)] for pool in (first, second, other)]
     assert draws[0] == draws[1]
     assert draws[0] != draws[2]
+
+
+async def test_an_outlier_connection_is_ejected_as_an_event_and_traffic_moves(
+    tmp_path: Path, readings: Readings
+) -> None:
+    """With outlier detection on, conn-0 failing far more than conn-1 is ejected (ConnectionEjected)
+    and the next request goes to conn-1 though conn-0 holds the model."""
+    policy = OutlierPolicy(
+        interval=0.001,
+        success_rate_stdev_factor=None,
+        failure_percentage_threshold=0.5,
+        failure_percentage_min_hosts=2,
+        failure_percentage_request_volume=5,
+    )
+    async with ResourcePool(_config(tmp_path, outliers=policy), memory_sampler=readings.host) as pool:
+        await pool.load_model("toy-mlp", connection_id="conn-0")
+        assert pool.outliers is not None
+        for _ in range(5):  # as the request path records them
+            pool.outliers.record("conn-0", False, 0.1)
+            pool.outliers.record("conn-1", True, 0.1)
+        await asyncio.sleep(0.01)
+        result = await pool.run_inference("toy-mlp", {"input": X})
+        assert result.connection_id == "conn-1"
+        (ejected,) = await _events(pool, "ConnectionEjected")
+        assert ejected.connection_id == "conn-0"
+        assert ejected.payload["rule"] == "failure_percentage"

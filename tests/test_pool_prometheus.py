@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -125,6 +126,11 @@ async def test_exposition_has_the_counts_export_telemetry_reports(pool: Resource
     for rung, figures in by_rung.items():
         assert _one(samples, "poolwarden_recovery_attempts_total", rung=rung) == figures["attempts"]
         assert _one(samples, "poolwarden_recovery_successes_total", rung=rung) == figures["successes"]
+    recovery = telemetry["recovery"]
+    outcomes = (("started", "incidents"), ("recovered", "recovered"), ("quarantined", "quarantined"))
+    for outcome, key in outcomes:
+        assert _one(samples, "poolwarden_recovery_incidents_total", outcome=outcome) == recovery[key]
+    assert recovery["incidents"] >= 1
     pressure = telemetry["system"]["memory_pressure"]
     assert _one(samples, "poolwarden_memory_pressure", level=pressure) == 1
     assert _total(samples, "poolwarden_memory_pressure") == 1
@@ -303,3 +309,54 @@ def test_telemetry_from_a_log_has_the_same_model_metrics_as_the_live_pool(
     assert from_log["metrics"] == live["model_details"]["toy-mlp"]["metrics"]
     assert from_log["metrics"]["average_latency_ms"] > 0
     assert from_log["browser"] == "simulated"
+
+
+def _get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return int(error.code), json.loads(error.read())
+
+
+async def test_health_endpoints_beside_metrics_say_what_serves_now(tmp_path: Path) -> None:
+    """/healthz and /readyz read the pool at request time: 200 ok, 200 degraded with a breaker
+    open, 503 once no connection serves; /livez is 200 while the pool's loop answers, 503 when
+    it is blocked."""
+    async with ResourcePool(_config(tmp_path / "pool.db"), memory_sampler=_host) as pool:
+        metrics = PoolMetrics(pool)
+        port = metrics.serve()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            status, body = await asyncio.to_thread(_get, base + "/healthz")
+            assert (status, body["status"], body["ready"]) == (200, "ok", True)
+            assert body["connections"] == {"total": 2, "serving": 2, "serving_ids": ["conn-0", "conn-1"]}
+            assert body["memory_pressure"] == "normal"
+            pool.registry.connection("conn-1").force_open("test", "sick")
+            status, body = await asyncio.to_thread(_get, base + "/readyz")
+            assert (status, body["status"], body["open_breakers"]) == (200, "degraded", ["conn-1"])
+            pool.registry.connection("conn-0").force_open("test", "sick too")
+            status, body = await asyncio.to_thread(_get, base + "/readyz")
+            assert (status, body["status"], body["ready"]) == (503, "unavailable", False)
+            assert await asyncio.to_thread(_get, base + "/livez") == (200, {"live": True})
+            # A blocked loop: the probe, from another thread, gets no answer in time.
+            original = pool_prometheus.HEALTH_TIMEOUT
+            pool_prometheus.HEALTH_TIMEOUT = 0.2
+            try:
+                probe = asyncio.get_running_loop().run_in_executor(None, _get, base + "/livez")
+                time.sleep(0.6)  # noqa: ASYNC251  (blocks the loop on purpose: that is what is probed)
+                status, body = await probe
+            finally:
+                pool_prometheus.HEALTH_TIMEOUT = original
+            assert status == 503
+            assert body["live"] is False
+            assert "did not answer" in body["reason"]
+            await metrics.refresh()
+            assert "poolwarden_connections" in (await asyncio.to_thread(_scrape_text, base + "/metrics"))
+        finally:
+            await metrics.stop()
+
+
+def _scrape_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode("utf-8"))

@@ -12,6 +12,7 @@ from poolwarden.breaker_registry import BreakerRegistry
 from poolwarden.clock import FakeClock
 from poolwarden.errors import IsolatedByOperator
 from poolwarden.lifecycle_types import ConnectionState
+from poolwarden.outliers import OutlierDetector, OutlierPolicy
 from poolwarden.policy import BreakerPolicy, ErrorKind
 from poolwarden.pool.member import ModelSlot, PoolMember
 from poolwarden.pool.placement import StatsBook
@@ -142,3 +143,27 @@ def test_only_healthy_members_serve(state: ConnectionState) -> None:
     pool = Pool(("a", "chromium", ("m",)))
     pool.members["a"].recovery.driver.machine.state = state  # type: ignore[union-attr]
     assert pool.choose() is None
+
+
+def test_an_ejected_outlier_ranks_after_every_other_candidate() -> None:
+    """A connection the outlier detector ejected gets a request only when nothing else can take it."""
+    pool = Pool(("a", "chromium", ("m",)), ("b", "firefox", ()))
+    policy = OutlierPolicy(
+        interval=1.0,
+        success_rate_stdev_factor=None,
+        failure_percentage_threshold=0.5,
+        failure_percentage_min_hosts=2,
+        failure_percentage_request_volume=5,
+    )
+    detector = OutlierDetector(policy, clock=pool.clock, max_share=0.5)
+    pool.router.outliers = detector
+    for _ in range(5):
+        detector.record("a", False)
+        detector.record("b", True)
+    assert pool.choose() == "a"
+    pool.clock.advance(1.0)
+    detector.evaluate(2)
+    assert detector.is_ejected("a")
+    assert pool.choose() == "b"  # a holds the model and runs the preferred browser, but is ejected
+    pool.members["b"].in_flight = 2
+    assert pool.choose() == "a"  # b is full: the outlier rather than a wait

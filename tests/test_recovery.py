@@ -20,7 +20,7 @@ from poolwarden.aio.recovery import Recovery
 from poolwarden.aio.recovery_actions import PlacedModel
 from poolwarden.bridge.server import BridgeServer
 from poolwarden.errors import ModelError
-from poolwarden.lifecycle_types import ConnectionState, HeartbeatMissed, LifecyclePolicy, ProcessExited
+from poolwarden.lifecycle_types import ConnectionState, LifecyclePolicy, ProcessExited, Suspected
 from poolwarden.storage import EventStore, open_store
 from poolwarden.workers.handle import InjectedFault
 from poolwarden.workers.models import reference_forward, resolve_model
@@ -135,19 +135,32 @@ async def test_socket_drop_heals_without_a_rung(rig: Rig) -> None:
     assert rig.recovery.state is ConnectionState.HEALTHY
 
 
-async def test_hung_page_fails_ping_and_recovers_by_crash_and_reload(rig: Rig) -> None:
-    """A hung page misses a heartbeat, fails the ping by timeout, and is crashed and reloaded."""
+async def test_hung_page_misses_a_heartbeat_and_is_crashed_and_reloaded_at_once(rig: Rig) -> None:
+    """A hung page misses a heartbeat (which was the ping): the ladder goes straight to crash and
+    reload, with no second ping."""
     before = rig.recovery.machine.last_incident_id
     await rig.handle.inject(InjectedFault.PAGE_HANG)
     assert await rig.recovery.wait_outcome(before, WITHIN) == (True, "reconnect")
     await assert_serves(rig)
-    events = await assert_incident_logged(rig.store, WORKER, "inc-1", ["ping", "reconnect"], "recovered")
+    events = await assert_incident_logged(rig.store, WORKER, "inc-1", ["reconnect"], "recovered")
+    started = [e for e in events if e.type == "RecoveryStarted"]
+    assert (started[0].payload["trigger"], started[0].error_kind) == ("heartbeat_missed", "timeout")
+    assert [e for e in events if e.type == "RungFailed"] == []
+    reconnect = [e for e in events if e.type == "RungAttempted" and e.rung == "reconnect"]
+    assert reconnect[0].payload["method"] == "crash_and_reload"
+
+
+async def test_a_suspect_connection_whose_ping_times_out_is_crashed_and_reloaded(rig: Rig) -> None:
+    """A connection only suspected (a request timed out) gets a ping first; a hung page fails it
+    by timeout and is crashed and reloaded."""
+    await rig.handle.inject(InjectedFault.PAGE_HANG)
+    assert await rig.recovery.recover_connection(Suspected()) == (True, "reconnect")
+    events = await rig.store.read_stream(f"connection/{WORKER}")
     failed = [e for e in events if e.type == "RungFailed"]
-    # The rung's deadline and the ping's own timeout end together; either way it is a timeout.
     assert [e.rung for e in failed] == ["ping"]
     assert failed[0].outcome == "timed_out" or failed[0].error_kind == "timeout"
     reconnect = [e for e in events if e.type == "RungAttempted" and e.rung == "reconnect"]
-    assert reconnect[0].payload["method"] == "crash_and_reload"
+    assert reconnect[-1].payload["method"] == "crash_and_reload"
 
 
 @pytest.mark.parametrize(
@@ -272,7 +285,7 @@ async def test_a_recovery_interrupted_by_a_stop_resumes_with_a_restart(rig: Rig)
     await rig.recovery.stop()
     await rig.handle.inject(InjectedFault.PAGE_HANG)
     async with first:
-        first.driver.fault(HeartbeatMissed())
+        first.driver.fault(Suspected())
         await first.driver.wait_for(lambda m: m.state is ConnectionState.PINGING)
     second = Recovery(rig.handle, rig.store, policy=slow_ping, models=MODELS, ids=CountingIds())
     async with second:

@@ -20,6 +20,7 @@ from poolwarden.lifecycle_types import (
     LifecyclePolicy,
     ProcessExited,
     SocketClosed,
+    Suspected,
 )
 from poolwarden.storage import EventStore, open_store
 from poolwarden.workers.handle import InjectedFault
@@ -99,7 +100,7 @@ async def test_each_fault_is_recovered_at_its_rung_and_models_come_back(
 
 async def test_a_hung_ping_is_recorded_as_a_timed_out_rung(ladder: Ladder) -> None:
     """The failed ping of a hung worker is in the log as a timeout before the reconnect that fixed it."""
-    assert await recover(ladder, InjectedFault.PAGE_HANG, HeartbeatMissed()) == (True, "reconnect")
+    assert await recover(ladder, InjectedFault.PAGE_HANG, Suspected()) == (True, "reconnect")
     events = await ladder.store.read_stream("connection/conn-1")
     failed = [(e.rung, e.error_kind) for e in events if e.type == "RungFailed"]
     assert failed == [("ping", "timeout")]

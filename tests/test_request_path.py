@@ -29,7 +29,7 @@ from poolwarden.errors import (
     WorkerDisconnected,
 )
 from poolwarden.events import RecordedEvent
-from poolwarden.lifecycle_types import ConnectionState, HeartbeatMissed
+from poolwarden.lifecycle_types import ConnectionState, Suspected
 from poolwarden.pool.config import PoolConfig
 from poolwarden.pool.member import ModelSlot, PoolMember
 from poolwarden.pool.placement import StatsBook
@@ -224,13 +224,13 @@ async def test_a_deterministic_model_error_is_not_retried(rig: Rig) -> None:
 
 
 async def test_a_timeout_pings_the_connection(rig: Rig) -> None:
-    """An attempt that outlives ``attempt_timeout`` is treated as a missed heartbeat."""
+    """An attempt that outlives ``attempt_timeout`` makes its connection suspect: a ping decides."""
     a = member("a", "hang")
     add(rig, a)
     path = rig.build(PoolConfig(attempt_timeout=0.05))
     with pytest.raises(RequestError):
         await path.run_inference("toy", INPUTS, deadline=5.0, attempts=1)
-    assert [type(f) for f in a.recovery.faults] == [HeartbeatMissed]  # type: ignore[union-attr]
+    assert [type(f) for f in a.recovery.faults] == [Suspected]  # type: ignore[union-attr]
 
 
 async def test_a_request_cut_by_its_own_deadline_counts_against_no_connection(rig: Rig) -> None:

@@ -42,6 +42,7 @@ BREAKER_TABLE: dict[tuple[str, BreakerState], BreakerState] = {
             ("disable", B.DISABLED),
             ("metrics_only", B.METRICS_ONLY),
             ("reset", B.CLOSED),
+            ("trip_manually", B.OPEN),
         )
         for state in B
     },

@@ -15,7 +15,9 @@ def test_no_code_above_storage_names_a_backend_class() -> None:
         str(path.relative_to(ROOT))
         for folder in ("core", "analysis")
         for path in sorted((ROOT / folder).rglob("*.py"))
-        if "SQLiteEventStore" in path.read_text(encoding="utf-8")
+        if any(
+            name in path.read_text(encoding="utf-8") for name in ("SQLiteEventStore", "PostgresEventStore")
+        )
     ]
     assert offenders == []
 

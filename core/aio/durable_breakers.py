@@ -73,7 +73,6 @@ IncidentOf = Callable[[str, float], str | None]
 
 __all__ = ["DurableBreakers"]
 
-_READ_CONCURRENCY = 32
 _POLL_BATCH = 1000
 _REBASES = 20
 """How many times one flush rebases a stream whose appends keep meeting other writers' events
@@ -142,21 +141,15 @@ class DurableBreakers:
         # The log position first: whatever lands after it is polled, and folded only once
         # (versions at or below a stream's known version are skipped).
         self._position = await self.store.head_position()
-        versions = await self.store.streams(self._prefix)
-        snapshots = await self.store.load_snapshots(self._prefix)
-        limiter = asyncio.Semaphore(_READ_CONCURRENCY)
-
-        async def one(stream: str) -> tuple[CircuitBreaker, int, int]:
-            async with limiter:
-                return await self._load(stream, snapshots.get(stream), versions[stream], catch_up=True)
-
-        streams = sorted(versions)
-        loaded = await asyncio.gather(*(one(stream) for stream in streams))
-        for stream, (breaker, version, snapshot_version) in zip(streams, loaded, strict=True):
+        # Every snapshot and every tail after it, in a constant number of statements.
+        heads = await self.store.load_heads(self._prefix)
+        for stream in sorted(heads):
+            snapshot, tail = heads[stream]
+            breaker, version, snapshot_version = self._fold(stream, snapshot, tail, catch_up=True)
             self.registry.adopt(breaker)
             self._versions[stream] = version
             self._snapshot_versions[stream] = snapshot_version
-        return len(loaded)
+        return len(heads)
 
     async def _load(
         self, stream: str, snapshot: Snapshot | None, version: int | None, *, catch_up: bool
@@ -167,6 +160,13 @@ class DurableBreakers:
         """
         after = snapshot.version if snapshot is not None else 0
         tail = await self.store.read_stream(stream, after + 1) if version is None or version > after else []
+        return self._fold(stream, snapshot, tail, catch_up=catch_up)
+
+    def _fold(
+        self, stream: str, snapshot: Snapshot | None, tail: list[RecordedEvent], *, catch_up: bool
+    ) -> tuple[CircuitBreaker, int, int]:
+        """The breaker ``snapshot`` and the events after it make: ``(breaker, version, snapshot's)``."""
+        after = snapshot.version if snapshot is not None else 0
         key = key_of_stream(stream)
         level = _level(snapshot, tail)
         breaker = restore(

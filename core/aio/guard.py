@@ -20,6 +20,12 @@ A rejected call raises :class:`~poolwarden.errors.CircuitOpen` (with ``retry_at`
 running. An exception from the call is classified into an :class:`~poolwarden.policy.ErrorKind`
 (:func:`classify_exception`, or your own ``classify``) and re-raised unchanged; kinds that never
 count (``input``, ``cancelled``) leave the breaker as it was.
+
+Which exceptions count can also be said per guard, as resilience4j's ``recordExceptions`` /
+``ignoreExceptions`` and pybreaker's ``exclude`` do: ``circuit(name, failure=..., ignore=...,
+success=...)``, each an exception class, a tuple of them, or a predicate on the exception.
+``ignore`` wins, then ``success``; with ``failure`` given, an exception it does not match counts
+as a success (resilience4j's rule); an ignored exception counts as nothing, as a cancellation.
 """
 
 from __future__ import annotations
@@ -40,17 +46,71 @@ from poolwarden.breaker_registry import BreakerRegistry
 from poolwarden.classify import classify
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import CircuitOpen, ConfigurationError
-from poolwarden.policy import BreakerPolicy, ErrorKind, RandomSource
+from poolwarden.policy import NEVER_COUNTED, BreakerPolicy, ErrorKind, RandomSource
 from poolwarden.storage import open_store
 from poolwarden.storage.base import EventStore
 
-__all__ = ["Breakers", "Guard", "circuit", "classify_exception", "open_breakers"]
+__all__ = ["Breakers", "ExceptionMatch", "Guard", "circuit", "classify_exception", "judging", "open_breakers"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 Classifier = Callable[[BaseException], ErrorKind]
 """Says what kind of failure an exception is."""
+
+ExceptionMatch = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
+"""Which exceptions a guard's ``failure``, ``ignore`` or ``success`` means: a class, a tuple of
+classes, or a predicate."""
+
+
+def _matcher(match: ExceptionMatch | None, name: str) -> Callable[[BaseException], bool] | None:
+    if match is None:
+        return None
+    if isinstance(match, tuple):
+        classes: tuple[type[BaseException], ...] = match
+    elif isinstance(match, type):
+        classes = (match,)
+    elif callable(match):
+        return match
+    else:
+        raise ConfigurationError(f"{name} is an exception class, a tuple of them, or a predicate")
+    if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
+        raise ConfigurationError(f"{name} must hold exception classes only")
+
+    def matches(exc: BaseException) -> bool:
+        return isinstance(exc, classes)
+
+    return matches
+
+
+def judging(
+    classify: Classifier,
+    *,
+    failure: ExceptionMatch | None = None,
+    ignore: ExceptionMatch | None = None,
+    success: ExceptionMatch | None = None,
+) -> Callable[[BaseException], ErrorKind | None]:
+    """What a guard makes of an exception: an ErrorKind to record as a failure, or ``None`` for a
+    success. ``ignore`` yields ``cancelled`` (a kind that never counts), ``success`` ``None``;
+    with ``failure`` given, an exception it does not match is a success, and one it matches is
+    ``classify``'s kind (``unknown`` if that kind would never count)."""
+    is_failure = _matcher(failure, "failure")
+    is_ignored = _matcher(ignore, "ignore")
+    is_success = _matcher(success, "success")
+
+    def judge(exc: BaseException) -> ErrorKind | None:
+        if is_ignored is not None and is_ignored(exc):
+            return ErrorKind.CANCELLED
+        if is_success is not None and is_success(exc):
+            return None
+        if is_failure is None:
+            return classify(exc)
+        if not is_failure(exc):
+            return None
+        kind = classify(exc)
+        return ErrorKind.UNKNOWN if kind in NEVER_COUNTED else kind
+
+    return judge
 
 
 def classify_exception(exc: BaseException) -> ErrorKind:
@@ -69,7 +129,12 @@ class Guard:
 
     __slots__ = ("_classify", "_decision", "_started", "_timer", "breaker")
 
-    def __init__(self, breaker: CircuitBreaker, classify: Classifier, timer: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        breaker: CircuitBreaker,
+        classify: Callable[[BaseException], ErrorKind | None],
+        timer: Callable[[], float],
+    ) -> None:
         self.breaker = breaker
         self._classify = classify
         self._timer = timer
@@ -89,10 +154,11 @@ class Guard:
         decision, self._decision = self._decision, None
         assert decision is not None
         duration = self._timer() - self._started
-        if exc is None:
+        kind = None if exc is None else self._classify(exc)
+        if kind is None:
             self.breaker.record_success(decision.permit, duration)
         else:
-            self.breaker.record_failure(self._classify(exc), duration, decision.permit)
+            self.breaker.record_failure(kind, duration, decision.permit)
 
     def __enter__(self) -> Guard:
         self._begin()
@@ -139,7 +205,11 @@ class Guard:
                 try:
                     result = await fn(*args, **kwargs)
                 except BaseException as exc:
-                    breaker.record_failure(classify(exc), timer() - started, decision.permit)
+                    kind = classify(exc)
+                    if kind is None:
+                        breaker.record_success(decision.permit, timer() - started)
+                    else:
+                        breaker.record_failure(kind, timer() - started, decision.permit)
                     raise
                 breaker.record_success(decision.permit, timer() - started)
                 return result
@@ -153,7 +223,11 @@ class Guard:
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                breaker.record_failure(classify(exc), timer() - started, decision.permit)
+                kind = classify(exc)
+                if kind is None:
+                    breaker.record_success(decision.permit, timer() - started)
+                else:
+                    breaker.record_failure(kind, timer() - started, decision.permit)
                 raise
             breaker.record_success(decision.permit, timer() - started)
             return result
@@ -200,6 +274,12 @@ class Breakers:
         self.breaker(name).force_open(who, why)
         await self.flush()
 
+    async def trip(self, name: str, who: str, why: str) -> None:
+        """Open ``name`` for the policy's normal timed wait, after which its trials decide (see
+        :meth:`CircuitBreaker.trip`); durable when it returns."""
+        self.breaker(name).trip(who, why)
+        await self.flush()
+
     async def disable(self, name: str, who: str, why: str) -> None:
         """Let every call through ``name`` and count nothing; durable when it returns."""
         self.breaker(name).disable(who, why)
@@ -215,9 +295,22 @@ class Breakers:
         self.breaker(name).reset(who, why)
         await self.flush()
 
-    def circuit(self, name: str) -> Guard:
-        """A guard on the breaker ``name``: decorate a function with it, or enter it around a call."""
-        return Guard(self.registry.named(name), self._classify, self._timer)
+    def circuit(
+        self,
+        name: str,
+        *,
+        failure: ExceptionMatch | None = None,
+        ignore: ExceptionMatch | None = None,
+        success: ExceptionMatch | None = None,
+    ) -> Guard:
+        """A guard on the breaker ``name``: decorate a function with it, or enter it around a call.
+
+        ``failure``, ``ignore`` and ``success`` say which exceptions count how (see the module
+        docstring); without them every exception is classified and kinds decide."""
+        judge: Callable[[BaseException], ErrorKind | None] = self._classify
+        if failure is not None or ignore is not None or success is not None:
+            judge = judging(self._classify, failure=failure, ignore=ignore, success=success)
+        return Guard(self.registry.named(name), judge, self._timer)
 
     __call__ = circuit
 
@@ -225,9 +318,15 @@ class Breakers:
 _DEFAULT = Breakers()
 
 
-def circuit(name: str) -> Guard:
+def circuit(
+    name: str,
+    *,
+    failure: ExceptionMatch | None = None,
+    ignore: ExceptionMatch | None = None,
+    success: ExceptionMatch | None = None,
+) -> Guard:
     """A guard on the process-wide in-memory breaker ``name`` (see :class:`Breakers`)."""
-    return _DEFAULT.circuit(name)
+    return _DEFAULT.circuit(name, failure=failure, ignore=ignore, success=success)
 
 
 @contextlib.asynccontextmanager

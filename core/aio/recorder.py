@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,7 @@ from poolwarden.clock import Clock
 from poolwarden.codec import DomainEvent, encode
 from poolwarden.errors import WriteFailed
 from poolwarden.events import NewEvent
-from poolwarden.storage.base import EventStore
+from poolwarden.storage.base import EventStore, Receipt
 
 __all__ = ["BATCH", "HIGH_WATER", "LINGER", "EventRecorder"]
 
@@ -52,12 +53,19 @@ class EventRecorder:
         stream: str,
         clock: Clock,
         gather: Callable[[], list[NewEvent]] | None = None,
+        preview: Callable[[], list[NewEvent]] | None = None,
     ) -> None:
         self.store = store
         self.stream = stream
         self.clock = clock
         self._gather = gather  # more events to take at each append (summaries made then)
+        self._preview = preview  # what ``gather`` would give now, without taking it
         self._pending: list[NewEvent] = []
+        # Batches handed to the store whose commit is not confirmed yet, and the stream's version
+        # of the last confirmed event, from its receipt (None until one is): so that a synchronous
+        # reader of the log can tell which recorded events the file does not hold yet.
+        self._handed: deque[tuple[Receipt, list[NewEvent]]] = deque()
+        self._confirmed: int | None = None
         self._lock = asyncio.Lock()  # one append at a time keeps the stream in recording order
         self._flusher: asyncio.Task[None] | None = None  # started once, lives until close()
         self._stopped = False  # closed, or the flusher was cancelled: no task is started again
@@ -182,6 +190,39 @@ class EventRecorder:
                 self._timer.cancel()
                 self._timer = None
 
+    def _confirm(self) -> None:
+        """Forget the handed batches whose append has committed (noting the stream's version it
+        reached) or failed (writing nothing)."""
+        while self._handed and self._handed[0][0].done():
+            receipt, _ = self._handed.popleft()
+            try:
+                self._confirmed = receipt.result().last_version
+            except Exception:  # written nothing: takes no version (the store's flush reports it)
+                continue
+
+    def not_in_log(self, version_in_log: int) -> list[NewEvent]:
+        """The events recorded so far that a reader of the log finds no version of when the
+        recorder's stream stands at ``version_in_log`` there: handed to the store but not yet
+        committed, waiting for an append, and what ``gather`` would add now. The stream is this
+        recorder's alone, so its events take consecutive versions in the order they were handed.
+        """
+        self._confirm()
+        unseen: list[NewEvent] = []
+        if self._confirmed is None:
+            # No append confirmed yet (the pool's first moments): its version in the log is not
+            # known, so everything recorded is taken as not there yet.
+            unseen.extend(e for _, batch in self._handed for e in batch)
+            unseen.extend(self._pending)
+        else:
+            version = self._confirmed
+            for event in [e for _, batch in self._handed for e in batch] + self._pending:
+                version += 1  # the batch being appended leads _pending: it may be in the log already
+                if version > version_in_log:
+                    unseen.append(event)
+        if self._preview is not None:
+            unseen.extend(self._preview())
+        return unseen
+
     async def _append_pending(self) -> None:
         async with self._lock:
             if self._gather is not None:
@@ -189,12 +230,14 @@ class EventRecorder:
             while self._pending:
                 batch = self._pending[:BATCH]
                 try:
-                    await self.store.append(self.stream, batch, durability="buffered")
+                    receipt = await self.store.append(self.stream, batch, durability="buffered")
                 except Exception as error:  # kept, in order; reported by flush()
                     log.warning("could not record %d pool events: %s", len(batch), error)
                     self._failure = error
                     return
                 del self._pending[: len(batch)]
+                self._handed.append((receipt, batch))
+                self._confirm()
                 self._failure = None  # what had failed is written now: nothing is missing
                 self._wake_if_drained()
 

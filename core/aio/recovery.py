@@ -10,15 +10,16 @@ background watchers that turn what the bridge and the browser show into lifecycl
 | the browser's main process exited (its socket closes 1006) | ``ProcessExited`` | restart |
 | the socket closed 1006, browser alive, no hello within the grace | ``SocketClosed(1006)`` | reconnect |
 | the socket closed 1006 and the page said hello again within the grace | none: it healed (verified below) | |
-| a heartbeat (application ping) unanswered | ``HeartbeatMissed`` | ping |
+| a heartbeat (application ping) unanswered | ``HeartbeatMissed`` | reconnect (crash and reload) |
 | a heartbeat unanswered, the browser's processes stopped | ``BrowserStopped`` | restart |
+| a request past its attempt timeout, or a recovery asked for | ``Suspected`` | ping |
 | the page reported ``device_lost`` (unprompted, or as a request's error) | ``DeviceLost`` | ping |
 | the page reported ``out_of_memory`` | ``OutOfMemory`` | reconnect |
 
 A page that re-attached by itself is not trusted on its word: a round trip checked against the
 reference verifies it (``on_reattached(verified, seconds, error)`` tells the owner, who
 half-opens its breakers once verified); a failed check is a ``HeartbeatMissed``, and the ladder
-takes over from the ping rung.
+takes over (a crash and reload first).
 
 Closes of a socket a newer page has already replaced, and closes our own rungs cause (a rung
 first declares the old socket dead, 4410; a reload closes with 1001, a restart ends the process),
@@ -58,6 +59,7 @@ from poolwarden.lifecycle_types import (
     OutOfMemory,
     ProcessExited,
     SocketClosed,
+    Suspected,
 )
 from poolwarden.storage.base import EventStore
 from poolwarden.workers.handle import WorkerHandle, verify_round_trip
@@ -231,11 +233,12 @@ class Recovery:
     async def recover_connection(self, fault: Fault | None = None) -> tuple[bool, str]:
         """Recover the connection, as the seed's ``recover_connection`` did: ``(success, method)``.
 
-        ``fault`` is what was seen (default: a missed heartbeat, i.e. the connection is merely
-        suspect, so the ladder starts with a ping). Joins a recovery already under way. Returns
-        ``(True, "ping" | "reconnect" | "restart")`` or ``(False, "quarantine" | "closed")``.
+        ``fault`` is what was seen (default: :class:`~poolwarden.lifecycle_types.Suspected`, the
+        connection is merely suspect, so the ladder starts with a ping). Joins a recovery
+        already under way. Returns ``(True, "ping" | "reconnect" | "restart")`` or
+        ``(False, "quarantine" | "closed")``.
         """
-        return await self.driver.recover(fault if fault is not None else HeartbeatMissed())
+        return await self.driver.recover(fault if fault is not None else Suspected())
 
     async def wait_outcome(
         self,

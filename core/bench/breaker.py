@@ -12,8 +12,11 @@ In one process:
   ``restore_json_baseline_s``, the time to merely decode every payload once), from the snapshots
   plus their tails (``restore_from_snapshots_s``: a start after a crash), and from snapshots
   at every stream's head (``restore_after_clean_shutdown_s``: the driver snapshots all at exit).
-  ``restore_exact`` says all three equal the live breakers. Reading from SQLite is not included;
-  ``poolwarden bench store`` measures that.
+  ``restore_exact`` says all three equal the live breakers.
+* ``restore_file_*``: the same log written to an SQLite file, then restored through the real path
+  (``DurableBreakers.restore`` on ``open_store``, a fresh process, the file on disk:
+  ``restore_file_s``) against raw sqlite3 making the same reads in a fresh process
+  (``raw_same_reads_s``), and their ratio (:mod:`poolwarden.bench.restore_file`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from poolwarden.aio.guard import Breakers
+from poolwarden.bench import restore_file
 from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_events import BreakerEvent, stream_of
 from poolwarden.clock import FakeClock
@@ -77,8 +81,11 @@ def _synthetic_traffic(
     """
     rng = random.Random(seed)
     clock = FakeClock(1_700_000_000.0)
-    policy = BreakerPolicy(
-        failure_rate=0.5, window=SlidingWindow(size=20, min_calls=10), backoff=OpenBackoff(base=5.0, cap=60.0)
+    policy = BreakerPolicy(  # both rules, as before a policy had only the rules it names
+        consecutive_failures=5,
+        failure_rate=0.5,
+        window=SlidingWindow(size=20, min_calls=10),
+        backoff=OpenBackoff(base=5.0, cap=60.0),
     )
     breakers = {
         f"conn-{i}": CircuitBreaker(
@@ -194,6 +201,18 @@ def _bytes_per_breaker(count: int) -> int:
 
 def _restore(n_breakers: int, n_events: int, snapshot_every: int) -> dict[str, Any]:
     breakers, log, clock = _synthetic_traffic(n_breakers, n_events, seed=1, snapshot_every=snapshot_every)
+    figures = _restore_in_memory(breakers, log, clock, n_breakers, snapshot_every)
+    figures.update(restore_file.measure(log.records, log.snapshots))
+    return figures
+
+
+def _restore_in_memory(
+    breakers: dict[str, CircuitBreaker],
+    log: _MemoryLog,
+    clock: FakeClock,
+    n_breakers: int,
+    snapshot_every: int,
+) -> dict[str, Any]:
     policy = next(iter(breakers.values())).policy
     # The million-record log is held in memory only to feed the fold; freezing it keeps the
     # cyclic GC from re-scanning it on every collection (that alone doubles the per-event time).

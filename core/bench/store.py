@@ -1,9 +1,13 @@
-"""``poolwarden bench store``: the event store's append and replay speed against raw sqlite3.
+"""``poolwarden bench store``: the event store's append and replay speed against the raw driver.
 
 In one process and one folder: N events (100 streams, ~150-byte payloads) appended through the
 store by 32 concurrent appenders, buffered and then sync; all of them read back in order; and the
 same rows written with plain ``sqlite3.executemany`` into the same schema, as the baseline that
 machine noise affects equally.
+
+With ``db=`` a PostgreSQL URL, the same runs go to that server (in schemas of their own, dropped
+afterwards) and the baseline is raw asyncpg: ``executemany`` (batches of 5,000 rows a
+transaction, as for sqlite3) and ``COPY``, into the same tables; :mod:`poolwarden.bench.store_postgres`.
 """
 
 from __future__ import annotations
@@ -47,8 +51,8 @@ def _event(i: int) -> NewEvent:
     )
 
 
-async def _append_all(path: Path, events: int, durability: Durability) -> float:
-    async with open_store(path, durability=durability) as store:
+async def _append_all(target: Path | str, events: int, durability: Durability, **options: Any) -> float:
+    async with open_store(target, durability=durability, **options) as store:
         per_appender = events // APPENDERS
         extra = events - per_appender * APPENDERS
 
@@ -70,8 +74,8 @@ async def _append_all(path: Path, events: int, durability: Durability) -> float:
         return time.perf_counter() - started
 
 
-async def _replay(path: Path) -> tuple[float, int]:
-    async with open_store(path, read_only=True) as store:
+async def _replay(target: Path | str, **options: Any) -> tuple[float, int]:
+    async with open_store(target, read_only=True, **options) as store:
         started = time.perf_counter()
         seen, last = 0, 0
         async for page in store.iter_pages():

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
-from poolwarden.cli.output import EXIT_INTERRUPTED, EXIT_PROBLEM, EXIT_TERMINATED, EXIT_USAGE
+from poolwarden.cli.output import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_PROBLEM,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+)
 from poolwarden.cli.parser import SEED_FLAGS, build_parser, translate_seed_flags
 from poolwarden.errors import PoolwardenError
 
@@ -41,6 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_PROBLEM
         except KeyboardInterrupt:
             return EXIT_TERMINATED if terminated() else EXIT_INTERRUPTED
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, as Unix tools do. What is still
+            # buffered for stdout would raise again at exit, so stdout goes to /dev/null.
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
 
 
 @contextlib.contextmanager

@@ -13,10 +13,19 @@ __all__ = ["analysis", "breaker", "crash", "fuzz", "lifecycle", "pool", "recover
 
 
 def store(args: argparse.Namespace) -> int:
-    from poolwarden.bench.store import run
+    from poolwarden.bench import store as store_sqlite
+    from poolwarden.bench import store_postgres
 
-    print(f"appending {args.events:,} events through the store and through raw sqlite3 ...", file=sys.stderr)
-    print_result(run(events=args.events, sync_events=args.sync_events), args.json)
+    if args.db is None:
+        print(
+            f"appending {args.events:,} events through the store and through raw sqlite3 ...", file=sys.stderr
+        )
+        print_result(store_sqlite.run(events=args.events, sync_events=args.sync_events), args.json)
+    else:
+        print(
+            f"appending {args.events:,} events through the store and through raw asyncpg ...", file=sys.stderr
+        )
+        print_result(store_postgres.run(args.db, events=args.events, sync_events=args.sync_events), args.json)
     return EXIT_OK
 
 

@@ -9,7 +9,6 @@ import json
 from typing import Any
 
 from poolwarden.cli.output import EXIT_OK, EXIT_PROBLEM, write_json, write_text
-from poolwarden.errors import PoolwardenError
 
 __all__ = [
     "analyze",
@@ -19,6 +18,7 @@ __all__ = [
     "db_upgrade",
     "demo",
     "events",
+    "policy_check",
     "recovery_trial",
     "telemetry",
     "whatif",
@@ -26,21 +26,24 @@ __all__ = [
 
 
 def db_current(args: argparse.Namespace) -> int:
-    from poolwarden.storage.admin import current_revision
+    from poolwarden.storage.admin import current_revision, shown
 
     status = current_revision(args.db)
-    print(f"{args.db}: revision {status.current or '(none)'}, code head {status.head}: {status.state.value}")
+    revision = status.current or "(none)"
+    print(f"{shown(args.db)}: revision {revision}, code head {status.head}: {status.state.value}")
     return EXIT_OK if status.state.value == "current" else EXIT_PROBLEM
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
-    from poolwarden.storage.admin import upgrade_database
+    from poolwarden.storage.admin import shown, upgrade_database
+    from poolwarden.storage.postgres import is_postgres_url
 
     before, after = asyncio.run(upgrade_database(args.db))
     if before == after:
-        print(f"{args.db}: already at revision {after}")
+        print(f"{shown(args.db)}: already at revision {after}")
     else:
-        print(f"{args.db}: upgraded from {before or '(new file)'} to {after}")
+        fresh = "(empty database)" if is_postgres_url(args.db) else "(new file)"
+        print(f"{shown(args.db)}: upgraded from {before or fresh} to {after}")
     return EXIT_OK
 
 
@@ -223,13 +226,7 @@ def whatif(args: argparse.Namespace) -> int:
     from poolwarden.policy import BreakerPolicy
     from poolwarden.whatif import what_if
 
-    try:
-        with open(args.policy, encoding="utf-8") as f:
-            policy = BreakerPolicy.from_dict(json.load(f))
-    except OSError as error:
-        raise PoolwardenError(f"{args.policy}: cannot read the policy: {error.strerror}") from error
-    except (ValueError, TypeError) as error:
-        raise PoolwardenError(f"{args.policy}: not a breaker policy: {error}") from error
+    policy = BreakerPolicy.from_file(args.policy)
 
     async def records() -> list[Any]:
         from poolwarden.storage import open_store
@@ -247,6 +244,7 @@ def whatif(args: argparse.Namespace) -> int:
             "recorded_rejected": b.recorded_rejected,
             "whatif_rejected": b.rejected,
             "final_state": str(b.final_state),
+            "transitions_as_recorded": b.reproduces,
         }
         for key, b in sorted(report.breakers.items())
     ]
@@ -258,9 +256,22 @@ def whatif(args: argparse.Namespace) -> int:
             f"{row['key']:<36} calls {row['calls']:>7}"
             f"  opens {row['recorded_opens']} -> {row['whatif_opens']}"
             f"  rejected {row['recorded_rejected']} -> {row['whatif_rejected']}  ends {row['final_state']}"
+            + ("  (as recorded)" if row["transitions_as_recorded"] else "")
         )
     for note in report.approximations:
         print(f"note: {note}")
+    return EXIT_OK
+
+
+def policy_check(args: argparse.Namespace) -> int:
+    from poolwarden.policy import BreakerPolicy
+
+    policy = BreakerPolicy.from_file(args.policy)
+    if args.json:
+        print(json.dumps(policy.to_dict()))
+        return EXIT_OK
+    for line in policy.explain():
+        print(line)
     return EXIT_OK
 
 

@@ -15,6 +15,7 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,13 @@ from typing import Any
 import numpy as np
 
 from poolwarden.cli.latency import LatencySummary
-from poolwarden.errors import PoolwardenError
-from poolwarden.lifecycle_events import ConnectionQuarantined, RecoveryCompleted
+from poolwarden.errors import ConfigurationError, PoolwardenError
+from poolwarden.lifecycle_events import ConnectionQuarantined, RecoveryCompleted, RecoveryStarted
 from poolwarden.pool import PoolConfig, ResourcePool
 from poolwarden.storage import EventStore
+from poolwarden.storage.admin import shown
 from poolwarden.storage.base import Durability
+from poolwarden.storage.postgres import is_postgres_url
 from poolwarden.workers.choice import resolve_workers
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
 
@@ -119,8 +122,9 @@ async def _inject_faults(
             continue
         target = rng.choice(sorted(targets))
         try:
+            at = pool.clock()
             await pool.inject_fault(target, fault)
-            tally.faults.append({"fault": fault, "connection_id": target, "injected": True})
+            tally.faults.append({"fault": fault, "connection_id": target, "injected": True, "at": at})
         except PoolwardenError as error:
             tally.faults.append(
                 {"fault": fault, "connection_id": target, "injected": False, "why": str(error)}
@@ -141,6 +145,104 @@ async def _recoveries(store: EventStore, since: float) -> dict[str, int]:
     return result
 
 
+_FAULT_KINDS: dict[str, tuple[str, ...]] = {
+    # the error kinds an incident caused by each fault starts with
+    "browser_kill": ("process_exit",),
+    "renderer_crash": ("page_crash",),
+    "page_hang": ("timeout",),
+    "socket_drop": ("transport",),
+    "device_lost": ("device_lost",),
+}
+_HEALED_ALONE = {
+    "socket_drop": "healed without recovery: the page reconnected its socket by itself",
+}
+
+
+async def _fault_outcomes(store: EventStore, faults: list[dict[str, Any]], since: float) -> None:
+    """Say, for each injected fault, what became of it: the incident it started and how that
+    ended, or that none was needed (a dropped socket the page reconnects by itself)."""
+    started = await store.fetch(
+        "SELECT connection_id, occurred_at, incident_id, error_kind FROM events"
+        " WHERE type = ? AND occurred_at >= ?"
+        " ORDER BY occurred_at",
+        (RecoveryStarted.TYPE, since),
+    )
+    ended = {
+        str(incident): (str(type_), rung)
+        for type_, incident, rung in await store.fetch(
+            "SELECT type, incident_id, rung FROM events WHERE type IN (?, ?) AND occurred_at >= ?",
+            (RecoveryCompleted.TYPE, ConnectionQuarantined.TYPE, since),
+        )
+    }
+    injected = [f for f in faults if f["injected"]]
+    incident_of: dict[int, str] = {}
+    for connection_id, at, incident, kind in started:
+        # An incident belongs to a fault injected on its connection before it, still unclaimed:
+        # the one whose kind it names if any (a hung page is noticed late, maybe after the next
+        # fault), else the latest.
+        candidates = [
+            i
+            for i, f in enumerate(injected)
+            if f["connection_id"] == connection_id and f["at"] - 0.5 <= at and i not in incident_of
+        ]
+        if not candidates:
+            continue
+        matching = [i for i in candidates if kind in _FAULT_KINDS.get(injected[i]["fault"], ())]
+        incident_of[(matching or candidates)[-1]] = str(incident)
+    for i, fault in enumerate(injected):
+        incident_id = incident_of.get(i)
+        shared = ""
+        if incident_id is None:
+            if fault["fault"] in _HEALED_ALONE:  # its usual end: no incident was needed
+                fault["outcome"] = _HEALED_ALONE[fault["fault"]]
+                continue
+            # A fault noticed no sooner than the next one on its connection (a hung page answers
+            # no heartbeat for a while) is recovered by that one's incident.
+            on_it = fault["connection_id"]
+            later = [j for j in incident_of if j > i and injected[j]["connection_id"] == on_it]
+            if not later:
+                fault["outcome"] = "no recovery was needed"
+                continue
+            incident_id = incident_of[min(later)]
+            shared = f" (no incident of its own: the {injected[min(later)]['fault']}'s after it)"
+        type_, rung = ended.get(incident_id, ("", None))
+        if type_ == RecoveryCompleted.TYPE:
+            fault["outcome"] = f"recovered by {rung}{shared}"
+        elif type_ == ConnectionQuarantined.TYPE:
+            fault["outcome"] = f"quarantined{shared}"
+        else:
+            fault["outcome"] = f"recovery still under way{shared}"
+
+
+@contextlib.contextmanager
+def demo_logging(console: Any | None) -> Iterator[None]:
+    """While the demo runs, poolwarden's log records (the pages' console among them, on
+    ``poolwarden.worker``) go through one handler: the live display's rich ``console``, which
+    prints them above the table it redraws, or plain lines on stderr when there is none. Without
+    it, Python's last-resort handler wrote them into the middle of the live table."""
+    import logging
+
+    handler: logging.Handler
+    if console is not None:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_path=False, show_time=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("poolwarden")
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def _progress(pool: ResourcePool, tally: DemoTally, recoveries: dict[str, int], elapsed: float) -> Any:
     from rich.table import Table
 
@@ -150,7 +252,12 @@ def _progress(pool: ResourcePool, tally: DemoTally, recoveries: dict[str, int], 
     table.add_row("requests", f"{tally.requests:,} ({tally.served:,} served, checked against numpy)")
     table.add_row("errors", ", ".join(f"{k} {v}" for k, v in tally.errors_by_kind.most_common()) or "none")
     table.add_row(
-        "faults", ", ".join(f"{f['fault']}->{f['connection_id']}" for f in tally.faults) or "none yet"
+        "faults",
+        ", ".join(
+            f"{f['fault']}->{f['connection_id']}" if f["injected"] else f"{f['fault']} (not injected)"
+            for f in tally.faults
+        )
+        or "none yet",
     )
     table.add_row("recoveries", ", ".join(f"{k} {v}" for k, v in recoveries.items()) or "none yet")
     states = Counter(str(pool.registry.connection(c).state) for c in pool.members)
@@ -166,8 +273,16 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
     unknown = set(options.faults) - set(FAULTS)
     if unknown:
         raise PoolwardenError(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(FAULTS)}")
+    # Refused before anything is printed or started.
+    if options.connections < 1:
+        raise ConfigurationError(f"a demo needs at least 1 connection, not {options.connections}")
+    if not options.duration > 0 or options.duration == float("inf"):
+        raise ConfigurationError(f"a demo runs for a number of seconds above 0, not {options.duration}")
     kind, why = resolve_workers(options.workers)
-    db_path = await asyncio.to_thread(lambda: str(Path(options.db).resolve()))
+    if is_postgres_url(options.db):
+        db_path = shown(options.db)  # a URL stays one, printed without its password
+    else:
+        db_path = await asyncio.to_thread(lambda: str(Path(options.db).resolve()))
     print(f"poolwarden demo: {why}; log in {db_path}", file=sys.stderr)
     config = PoolConfig(
         name=options.pool_name,
@@ -182,52 +297,62 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
     rng = random.Random(options.seed)
     tally = DemoTally()
     started_at = time.time()
-    async with ResourcePool(config) as pool:
-        for model_id, (model_kind, load_options, model_type) in MODELS.items():
-            await pool.load_model(model_id, kind=model_kind, options=load_options, model_type=model_type)
-        until = time.monotonic() + options.duration
-        clients = options.clients or 4 * options.connections
-        work = [
-            asyncio.create_task(_client(pool, tally, random.Random(rng.random()), until))
-            for _ in range(clients)
-        ]
-        work.append(asyncio.create_task(_inject_faults(pool, options.faults, tally, rng, options.duration)))
-        store = pool.store
-        recoveries: dict[str, int] = {}
-        display = None
-        if live and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.live import Live
+    console = None
+    if live and sys.stderr.isatty():
+        from rich.console import Console
 
-            display = Live(console=Console(stderr=True), refresh_per_second=4)
-            display.start()
-        try:
-            while not all(task.done() for task in work):
-                await asyncio.wait(work, timeout=0.5)
+        console = Console(stderr=True)
+    with demo_logging(console):
+        async with ResourcePool(config) as pool:
+            for model_id, (model_kind, load_options, model_type) in MODELS.items():
+                await pool.load_model(model_id, kind=model_kind, options=load_options, model_type=model_type)
+            until = time.monotonic() + options.duration
+            clients = options.clients or 4 * options.connections
+            work = [
+                asyncio.create_task(_client(pool, tally, random.Random(rng.random()), until))
+                for _ in range(clients)
+            ]
+            work.append(
+                asyncio.create_task(_inject_faults(pool, options.faults, tally, rng, options.duration))
+            )
+            store = pool.store
+            recoveries: dict[str, int] = {}
+            display = None
+            if console is not None:
+                from rich.live import Live
+
+                display = Live(console=console, refresh_per_second=4)
+                display.start()
+            try:
+                while not all(task.done() for task in work):
+                    await asyncio.wait(work, timeout=0.5)
+                    await pool.flush()
+                    recoveries = await _recoveries(store, started_at)
+                    elapsed = options.duration - max(0.0, until - time.monotonic())
+                    if display is not None:
+                        display.update(_progress(pool, tally, recoveries, elapsed))
+                for task in work:
+                    task.result()
+                # Let recoveries still under way finish, so the summary shows how they ended.
+                for member in list(pool.members.values()):
+                    if member.driver is not None:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(
+                                member.driver.wait_for(lambda m: m.incident_id is None), 30
+                            )
                 await pool.flush()
                 recoveries = await _recoveries(store, started_at)
-                elapsed = options.duration - max(0.0, until - time.monotonic())
+                await _fault_outcomes(store, tally.faults, started_at)
+            finally:
                 if display is not None:
-                    display.update(_progress(pool, tally, recoveries, elapsed))
-            for task in work:
-                task.result()
-            # Let recoveries still under way finish, so the summary shows how they ended.
-            for member in list(pool.members.values()):
-                if member.driver is not None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(member.driver.wait_for(lambda m: m.incident_id is None), 30)
-            await pool.flush()
-            recoveries = await _recoveries(store, started_at)
-        finally:
-            if display is not None:
-                display.stop()
-        breakers = sorted(
-            ({"key": b.key, "state": str(b.state)} for b in pool.registry), key=lambda b: b["key"]
-        )
-        connections = [
-            {"connection_id": m.connection_id, "browser": m.browser, "state": m.state.value}
-            for m in pool.members.values()
-        ]
+                    display.stop()
+            breakers = sorted(
+                ({"key": b.key, "state": str(b.state)} for b in pool.registry), key=lambda b: b["key"]
+            )
+            connections = [
+                {"connection_id": m.connection_id, "browser": m.browser, "state": m.state.value}
+                for m in pool.members.values()
+            ]
     latencies = tally.latencies
     return {
         "workers": kind,
@@ -270,9 +395,23 @@ def print_summary(summary: dict[str, Any]) -> None:
     table.add_row(
         "errors by kind", ", ".join(f"{k}: {v}" for k, v in summary["errors_by_kind"].items()) or "none"
     )
+    injected = [f for f in summary["faults"] if f["injected"]]
+    missed = [f for f in summary["faults"] if not f["injected"]]
     table.add_row(
-        "faults injected", ", ".join(f"{f['fault']} on {f['connection_id']}" for f in summary["faults"])
+        "faults injected",
+        "\n".join(
+            f"{f['fault']} on {f['connection_id']}" + (f": {f['outcome']}" if f.get("outcome") else "")
+            for f in injected
+        )
+        or "none",
     )
+    if missed:
+        table.add_row(
+            "faults not injected",
+            "\n".join(
+                f"{f['fault']}: {f.get('why', 'no serving connection to inject it in')}" for f in missed
+            ),
+        )
     table.add_row(
         "recoveries by rung", ", ".join(f"{k}: {v}" for k, v in summary["recoveries"].items()) or "none"
     )

@@ -9,6 +9,7 @@ from typing import Any
 from poolwarden.errors import PoolwardenError
 
 __all__ = [
+    "EXIT_BROKEN_PIPE",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PROBLEM",
@@ -22,6 +23,8 @@ __all__ = [
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + 2, 128 + 15
 """Stopped by SIGINT (Ctrl-C) or SIGTERM, after a clean shutdown: the shell's convention."""
+EXIT_BROKEN_PIPE = 128 + 13
+"""The reader of stdout went away (``| head``): what a Unix tool killed by SIGPIPE reports."""
 
 
 def print_result(result: dict[str, Any], as_json: bool) -> None:

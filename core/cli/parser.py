@@ -8,12 +8,13 @@ each rather than by argparse parent parsers: a parent's options come first in a 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 from poolwarden.cli import bench_commands, commands
 
-__all__ = ["SEED_FLAGS", "build_parser", "translate_seed_flags"]
+__all__ = ["SEED_FLAGS", "build_parser", "positive_int", "positive_seconds", "translate_seed_flags"]
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Handler = Callable[[argparse.Namespace], int]
@@ -24,6 +25,28 @@ LAST_LINE = "print one JSON object as the last line"
 
 SEED_FLAGS = ("--test-recovery", "--export-telemetry", "--connection-id", "--detailed")
 """The seed's flags a command line may start with instead of a command."""
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
+    return value
 
 
 def _json_option(parser: argparse.ArgumentParser, help: str | None = LAST_LINE) -> None:
@@ -75,8 +98,8 @@ def _add_demo(top: Commands) -> None:
         commands.demo,
     )
     _workers_option(demo, "auto: real Chromium if installed, else simulated workers (default auto)")
-    demo.add_argument("--connections", type=int, default=3, help="browser connections (default 3)")
-    demo.add_argument("--duration", type=float, default=15.0, help="seconds of load (default 15)")
+    demo.add_argument("--connections", type=positive_int, default=3, help="browser connections (default 3)")
+    demo.add_argument("--duration", type=positive_seconds, default=15.0, help="seconds of load (default 15)")
     demo.add_argument(
         "--faults",
         default=None,
@@ -120,8 +143,16 @@ def _add_bench(top: Commands) -> None:
     bench = top.add_parser("bench", help="benchmarks, each against a same-process baseline")
     benchmarks = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
 
-    store = _command(benchmarks, "store", "append and replay speed against raw sqlite3", bench_commands.store)
+    store = _command(
+        benchmarks, "store", "append and replay speed against raw sqlite3 (or asyncpg)", bench_commands.store
+    )
     store.add_argument("--events", type=int, default=200_000, help="events to append (default 200,000)")
+    store.add_argument(
+        "--db",
+        default=None,
+        metavar="URL",
+        help="a PostgreSQL URL: run there, against raw asyncpg (default: SQLite, in a temporary folder)",
+    )
     store.add_argument(
         "--sync-events", type=int, default=None, help="events for the sync-mode run (default: --events)"
     )
@@ -274,8 +305,15 @@ def _add_log_readers(top: Commands) -> None:
 
     whatif = _command(top, "whatif", "replay a log's breaker calls through another policy", commands.whatif)
     _db_option(whatif, required=True)
-    whatif.add_argument("--policy", required=True, metavar="FILE", help="a BreakerPolicy as JSON")
+    whatif.add_argument("--policy", required=True, metavar="FILE", help="a BreakerPolicy as JSON or TOML")
     _json_option(whatif, None)
+
+    policy = top.add_parser("policy", help="breaker policy files")
+    policy_actions = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    text = "validate a breaker policy file (JSON or TOML) and print what it means"
+    check = _command(policy_actions, "check", text, commands.policy_check, description=text)
+    check.add_argument("--policy", required=True, metavar="FILE", help="a BreakerPolicy as JSON or TOML")
+    _json_option(check, "the complete policy, every default filled in")
 
     events = _command(top, "events", "print the event log", commands.events)
     _db_option(events, required=True)

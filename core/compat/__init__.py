@@ -21,7 +21,7 @@ from typing import Any
 
 from poolwarden.classify import classify
 from poolwarden.errors import CircuitOpen, PoolwardenError, RequestError
-from poolwarden.lifecycle_types import HeartbeatMissed
+from poolwarden.lifecycle_types import Suspected
 from poolwarden.policy import BreakerPolicy
 from poolwarden.pool import PoolConfig, ResourcePool
 from poolwarden.pool.member import PoolMember
@@ -75,7 +75,9 @@ class ResourcePoolErrorRecovery:
             breakers.append(pool.registry.model(connection.connection_id, model_id))
         blocked = pool.blocking_breaker(breakers)
         if blocked is not None:
-            return False, f"circuit {blocked.key} is {blocked.state} until {blocked.retry_at}"
+            return False, str(
+                CircuitOpen(blocked.key, str(blocked.state), blocked.retry_at, now=pool.clock())
+            )
         return True, f"circuit {connection_breaker.key} is {connection_breaker.state}"
 
     @staticmethod
@@ -119,7 +121,7 @@ class ResourcePoolErrorRecovery:
         member = connection.member
         if member is None or member.driver is None:
             return False, "quarantine"
-        return await member.driver.recover(HeartbeatMissed())
+        return await member.driver.recover(Suspected())
 
     @staticmethod
     def export_telemetry(
@@ -129,8 +131,10 @@ class ResourcePoolErrorRecovery:
     ) -> dict[str, Any]:
         """The seed's telemetry dictionary, its counts read from the pool's event log.
 
-        Synchronous, as the seed's was: it reads the log file directly (committed events; with
-        buffered durability the last few milliseconds may not be there yet).
+        Synchronous, as the seed's was: it reads the log file directly, and adds what the pool
+        recorded that the file does not hold yet (its successes reach the log in summaries about
+        once a second; the async path flushes instead), so it counts every request answered by
+        the time it is asked.
         """
         pool = resource_pool.pool if isinstance(resource_pool, ResourcePoolBridge) else resource_pool
         path = getattr(pool.store, "path", None)
@@ -139,7 +143,8 @@ class ResourcePoolErrorRecovery:
                 "synchronous telemetry reads the log file; this pool keeps its log in memory"
             )
         system = system_figures(pool.governor.level.value)
-        return build_telemetry(pool, log_counts_sync(path), system, include_connections, include_models)
+        counts = log_counts_sync(path, stream=pool.streams.pool, unrecorded=pool.unrecorded)
+        return build_telemetry(pool, counts, system, include_connections, include_models)
 
 
 class _ModelConnections(Mapping[str, BrowserConnection]):
@@ -164,7 +169,10 @@ class ResourcePoolBridge:
     :param max_connections: how many browser connections.
     :param workers: ``simulated``, ``chromium``, ``firefox`` or ``auto`` (Chromium if installed).
     :param db: the event log file.
-    :param circuit_failure_threshold: consecutive failures that open a breaker (the seed's 5).
+    :param circuit_failure_threshold: consecutive failures that open a connection's breaker (the
+        seed's 5).
+    :param model_failure_threshold: consecutive failures that open a model's breaker on a
+        connection (the seed's model-level breaker tripped after 3).
     :param circuit_reset_timeout: seconds an open breaker waits before a trial (the seed's 30).
     :param simulate_on_failure: the seed's behaviour, off by default: answer a request no
         connection could serve with ``{"success": True, "status": "simulated", "is_simulation":
@@ -178,24 +186,29 @@ class ResourcePoolBridge:
         db: str = "poolwarden.db",
         circuit_failure_threshold: int = 5,
         circuit_reset_timeout: float = 30.0,
+        model_failure_threshold: int = 3,
         simulate_on_failure: bool = False,
         **pool_options: Any,
     ) -> None:
 
         kind: WorkerKind = resolve_workers(workers)[0]
-        policy = BreakerPolicy.from_dict(
-            {
-                **BreakerPolicy().to_dict(),
-                "consecutive_failures": circuit_failure_threshold,
-                "backoff": {**BreakerPolicy().to_dict()["backoff"], "base": circuit_reset_timeout},
-            }
-        )
+
+        def seed_policy(threshold: int) -> BreakerPolicy:
+            return BreakerPolicy.from_dict(
+                {
+                    **BreakerPolicy().to_dict(),
+                    "consecutive_failures": threshold,
+                    "backoff": {**BreakerPolicy().to_dict()["backoff"], "base": circuit_reset_timeout},
+                }
+            )
+
+        policy = seed_policy(circuit_failure_threshold)
         self.config = PoolConfig(
             connections=max_connections,
             workers=(kind,),
             db=db,
             connection_breaker=policy,
-            model_breaker=policy,
+            model_breaker=seed_policy(model_failure_threshold),
             **pool_options,
         )
         self.simulate_on_failure = simulate_on_failure

@@ -9,6 +9,7 @@ from poolwarden.errors import ConfigurationError
 from poolwarden.lease import DEFAULT_POOL_NAME, check_pool_name
 from poolwarden.lifecycle_types import LifecyclePolicy
 from poolwarden.memory import MemoryPolicy
+from poolwarden.outliers import OutlierPolicy
 from poolwarden.policy import BreakerPolicy
 from poolwarden.storage.base import Durability
 from poolwarden.workers.choice import WorkerKind
@@ -74,6 +75,10 @@ class PoolConfig:
         (the connection is suspected hung) and the request retried elsewhere.
     :param max_ejection_share: the largest share of connections whose breakers may keep requests
         away; beyond it the pool serves from the least bad connection (Envoy's panic threshold).
+    :param outliers: eject a connection far worse than its peers (success rate, and optionally
+        failure share or latency; :mod:`poolwarden.outliers`), at most ``max_ejection_share`` of
+        them; an ejected connection gets requests only when no other can take them. ``None``
+        (the default): off.
     :param heartbeat_interval: seconds between application pings to each healthy connection (each
         allowed ``lifecycle.ping_timeout_s``): only they find a page whose JavaScript is stuck.
     :param memory_interval: seconds between memory readings.
@@ -119,6 +124,7 @@ class PoolConfig:
     attempt_timeout: float = 3.0
     load_timeout: float = 10.0
     max_ejection_share: float = 0.5
+    outliers: OutlierPolicy | None = None
     heartbeat_interval: float = 2.0
     memory_interval: float = 2.0
     recycle_after_jobs: int | None = None

@@ -75,6 +75,7 @@ from poolwarden.memory import (
     MemoryGovernor,
     RecycleBrowser,
 )
+from poolwarden.outliers import OutlierDetector
 from poolwarden.pool.config import PoolConfig
 from poolwarden.pool.incidents import IncidentBook
 from poolwarden.pool.member import ModelSlot, PoolMember
@@ -218,11 +219,24 @@ class ResourcePool:
         self._monitor: asyncio.Task[None] | None = None
         self._closing = False
         self._started = False
+        self.outliers: OutlierDetector | None = None
+        """Ejects connections far worse than their peers (``config.outliers``); None when off."""
+        if self.config.outliers is not None:
+            self.outliers = OutlierDetector(
+                self.config.outliers, clock=clock, max_share=self.config.max_ejection_share
+            )
         self.router: Router[PoolMember] = Router(
-            self.members, self.registry, self.stats, self.config.max_ejection_share, clock=clock
+            self.members,
+            self.registry,
+            self.stats,
+            self.config.max_ejection_share,
+            clock=clock,
+            outliers=self.outliers,
         )
         self._served = ServedTally(clock=clock)
-        self._recorder = EventRecorder(self.store, self.streams.pool, clock, gather=self._served.drain)
+        self._recorder = EventRecorder(
+            self.store, self.streams.pool, clock, gather=self._served.drain, preview=self._served.peek
+        )
         self._bridge_recorder = EventRecorder(self.store, self.streams.bridge, clock)
         self.metrics: PoolMetrics | None = None
         """The Prometheus metrics the pool serves (``config.metrics_port``), once started."""
@@ -978,6 +992,11 @@ class ResourcePool:
             )
         )
         await member.handle.inject(fault)
+
+    def unrecorded(self, version_in_log: int) -> list[NewEvent]:
+        """The pool's events (on ``streams.pool``) not in a log whose pool stream stands at
+        ``version_in_log``: for synchronous readers, who cannot wait for :meth:`flush`."""
+        return self._recorder.not_in_log(version_in_log)
 
     async def flush(self) -> None:
         """Wait until everything the pool and its breakers decided so far is committed to the log."""

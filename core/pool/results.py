@@ -30,6 +30,14 @@ class InferenceResult:
     attempts: int
     is_fallback: bool = False
 
+    @property
+    def is_simulation(self) -> bool:
+        """Whether no real browser computed the output: a simulated worker did (``backend``
+        ``simulated``). The seed's meaning of its flag: the numbers are right (the simulated
+        worker computes them and the tests check them against numpy) but no browser, GPU or NPU
+        ran them, so they say nothing of a browser's speed or backends."""
+        return self.backend == "simulated" or self.browser == "simulated"
+
     def to_dict(self) -> dict[str, Any]:
         """The result as the seed's dictionaries looked, plus where it ran."""
         return {
@@ -42,7 +50,7 @@ class InferenceResult:
             "backend": self.backend,
             "latency_ms": self.latency_ms,
             "attempts": self.attempts,
-            "is_simulation": False,
+            "is_simulation": self.is_simulation,
             "is_fallback": self.is_fallback,
         }
 

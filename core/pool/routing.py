@@ -16,6 +16,9 @@ breaker refuses goes to the least bad holder (the one whose breaker reopens firs
 panic route. A person's decision wins over that: a connection whose breaker (its own, or its
 breaker for the model) an operator forced open is never a panic route, and when only such
 connections are left the request fails with :class:`~poolwarden.errors.IsolatedByOperator`.
+Connections the outlier detector ejected (:mod:`poolwarden.outliers`, when
+``PoolConfig.outliers`` is set) rank after every other candidate: they get a request only when no
+other connection can take it.
 
 Choosing is one pass over the members with no sorting, because it is on every request's path;
 the browser standings it compares change slowly and are worked out at most once a second.
@@ -30,6 +33,7 @@ from poolwarden.breaker import BreakerState, CircuitBreaker
 from poolwarden.breaker_registry import BreakerRegistry
 from poolwarden.clock import Clock
 from poolwarden.errors import CircuitOpen, IsolatedByOperator
+from poolwarden.outliers import OutlierDetector
 from poolwarden.pool.placement import StatsBook, browser_rank
 
 __all__ = ["Routable", "Route", "Router", "blocking_breaker"]
@@ -85,6 +89,10 @@ class Route(NamedTuple, Generic[Member]):
     wait for it."""
 
 
+def _never(connection_id: str) -> bool:
+    return False
+
+
 def blocking_breaker(breakers: Iterable[CircuitBreaker], now: float) -> CircuitBreaker | None:
     """The first of ``breakers`` that would refuse a call now, found without asking them (asking
     a half-open breaker would take one of its trials)."""
@@ -108,8 +116,10 @@ class Router(Generic[Member]):
         max_ejection_share: float,
         *,
         clock: Clock,
+        outliers: OutlierDetector | None = None,
     ) -> None:
         self.members = members
+        self.outliers = outliers
         self.registry = registry
         self.stats = stats
         self.clock = clock
@@ -166,7 +176,8 @@ class Router(Generic[Member]):
         now = self.clock()
         standings = self._standings_now(now)
         best: Member | None = None
-        best_key: tuple[bool, bool, float, float, int] | None = None
+        best_key: tuple[bool, bool, bool, float, float, int] | None = None
+        ejected = self.outliers.is_ejected if self.outliers is not None else _never
         best_breakers: tuple[CircuitBreaker, CircuitBreaker] | None = None
         refusal: CircuitOpen | None = None
         isolated: list[str] = []
@@ -188,7 +199,14 @@ class Router(Generic[Member]):
             models = member.models
             browser = member.browser
             place, latency = standings.get((model_type, browser)) or self._rank(model_type, browser)
-            key = (connection_id in tried, model_id not in models, place, latency, in_flight + len(models))
+            key = (
+                ejected(connection_id),  # an outlier only when nothing else can take the request
+                connection_id in tried,
+                model_id not in models,
+                place,
+                latency,
+                in_flight + len(models),
+            )
             if best_key is not None and key >= best_key:
                 continue
             breakers = pair(connection_id, model_id)
@@ -202,7 +220,7 @@ class Router(Generic[Member]):
                 else:
                     others_refused = True
                 if refusal is None:
-                    refusal = CircuitOpen(blocked.key, f"breaker {blocked.state}", blocked.retry_at)
+                    refusal = CircuitOpen(blocked.key, f"breaker {blocked.state}", blocked.retry_at, now=now)
                 continue
             best, best_key, best_breakers = member, key, breakers
         if best is not None:

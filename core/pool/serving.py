@@ -47,8 +47,8 @@ from poolwarden.errors import (
     RequestError,
     UnknownModel,
 )
-from poolwarden.lifecycle_types import ConnectionState, HeartbeatMissed
-from poolwarden.policy import ErrorKind
+from poolwarden.lifecycle_types import ConnectionState, Suspected
+from poolwarden.policy import BreakerLevel, ErrorKind, counts
 from poolwarden.pool.config import PoolConfig
 from poolwarden.pool.incidents import IncidentBook
 from poolwarden.pool.inputs import as_tensors
@@ -227,6 +227,11 @@ class RequestPath:
         tried: set[str] = set()
         skip: set[str] = set()
         while True:
+            outliers = self.router.outliers
+            if outliers is not None:
+                outliers.evaluate(len(self.members))
+                for event in outliers.drain_events():
+                    self._recorder.emit(event)
             route = self.router.choose(info.model_id, info.model_type, tried, skip)
             member = route.member
             if member is None:
@@ -378,7 +383,7 @@ class RequestPath:
             )
         if admission is not None and not admission.allowed:
             key = admission.rejected_by.key if admission.rejected_by is not None else member.connection_id
-            raise CircuitOpen(key, admission.reason, admission.retry_at)
+            raise CircuitOpen(key, admission.reason, admission.retry_at, now=self.clock())
         attempt_timeout = self.config.attempt_timeout
         member.begin(info.model_id)
         try:
@@ -391,6 +396,9 @@ class RequestPath:
                 isinstance(error, TimeoutError) and left < attempt_timeout
             )
             kind = ErrorKind.CANCELLED if cut_short else _kind_of(error)
+            outliers = self.router.outliers
+            if outliers is not None and counts(kind, BreakerLevel.CONNECTION):
+                outliers.record(member.connection_id, False, duration)
             if admission is not None:
                 admission.failed(kind, duration)
                 # A counted failure is an event: have it persisted now. (A success in a closed
@@ -410,6 +418,8 @@ class RequestPath:
             if self._slot_waiters:
                 self._slot_freed()
         now = loop.time()
+        if self.router.outliers is not None:
+            self.router.outliers.record(member.connection_id, True, now - began)
         if admission is not None:
             admission.succeeded(now - began)
         latency_ms = (now - started) * 1000
@@ -476,9 +486,9 @@ class RequestPath:
         if recovery is None or not recovery.started or member.state is not ConnectionState.HEALTHY:
             return
         if kind is ErrorKind.TIMEOUT:
-            # A page that holds requests past their timeout may be hung: ping it now rather than
-            # at the next heartbeat.
-            recovery.driver.fault(HeartbeatMissed())
+            # A page that holds requests past their timeout may be hung (or its inference long):
+            # ping it now rather than at the next heartbeat.
+            recovery.driver.fault(Suspected())
         else:
             recovery.notice_error(kind.value)
 

@@ -64,10 +64,18 @@ class ServedTally:
         ``latency_ms_max``, and ``first_at`` and ``last_at`` (when the first and the last of them
         were answered, by the pool's clock).
         """
-        if not self._open:
+        tallies, self._open = self._open, {}
+        return self._summaries(tallies)
+
+    def peek(self) -> list[NewEvent]:
+        """The summary events :meth:`drain` would give now, leaving the tally as it is: for a
+        synchronous reader who counts what has been served by the time it asks."""
+        return self._summaries(self._open)
+
+    def _summaries(self, tallies: dict[tuple[str, str, str, str], _Open]) -> list[NewEvent]:
+        if not tallies:
             return []
         now = self.clock()
-        tallies, self._open = self._open, {}
         events = []
         for (connection_id, model_id, browser, backend), tally in tallies.items():
             latencies = [round(latency, 3) for latency in tally.latencies]

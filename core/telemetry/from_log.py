@@ -8,15 +8,17 @@ injects one fault and reports the incident the ladder ran, rung by rung.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from poolwarden.pool_events import PoolStopped
 from poolwarden.storage import open_store
 from poolwarden.telemetry.breakers import BreakerStatus, breaker_statuses
-from poolwarden.telemetry.live import by_model, log_sections, model_metrics
+from poolwarden.telemetry.live import by_model, connection_figures, log_sections, model_metrics
 from poolwarden.telemetry.queries import LogCounts, log_counts
 
 __all__ = ["LogReading", "log_telemetry", "read_log", "telemetry_from_log"]
@@ -29,6 +31,7 @@ class LogReading:
     statuses: list[BreakerStatus]
     connections: list[tuple[Any, ...]]  # (stream, last to_state, browser, occurred_at)
     counts: LogCounts
+    stopped: list[tuple[Any, ...]] = field(default_factory=list)  # (stream, occurred_at, payload)
 
 
 async def read_log(db: str | os.PathLike[str]) -> LogReading:
@@ -41,7 +44,12 @@ async def read_log(db: str | os.PathLike[str]) -> LogReading:
             " (SELECT MAX(position) FROM events WHERE stream = e.stream AND to_state IS NOT NULL)"
         )
         counts = await log_counts(store)
-    return LogReading(statuses, [tuple(row) for row in connections], counts)
+        stopped = await store.fetch(
+            "SELECT e.stream, e.occurred_at, e.payload FROM events e WHERE e.type = ? AND e.position ="
+            " (SELECT MAX(position) FROM events WHERE stream = e.stream AND type = e.type) ORDER BY e.stream",
+            (PoolStopped.TYPE,),
+        )
+    return LogReading(statuses, [tuple(row) for row in connections], counts, [tuple(r) for r in stopped])
 
 
 async def telemetry_from_log(db: str | os.PathLike[str], *, detailed: bool = False) -> dict[str, Any]:
@@ -58,8 +66,10 @@ def log_telemetry(
     states = Counter(state for _, state, _, _ in connections)
     connection_breakers = [s for s in statuses if "/" not in s.key]
     breaker_states = Counter(s.effective_state for s in connection_breakers)
+    now = datetime.now(tz=UTC).isoformat()
     telemetry: dict[str, Any] = {
-        "timestamp": datetime.now(tz=UTC).isoformat(),
+        "timestamp": now,
+        "datetime": now,
         "source": {"db": str(db), "live": False},
         "connections": {
             "total": len(connections),
@@ -75,6 +85,14 @@ def log_telemetry(
             "closed": breaker_states["closed"] + breaker_states["disabled"] + breaker_states["metrics_only"],
         },
         "models": len({r.model_id for r in requests}),
+        # A run's counters live in its process; a pool that stopped wrote them in PoolStopped.
+        "stats": {
+            str(stream).removeprefix("pool/"): {
+                "stopped_at": datetime.fromtimestamp(at, tz=UTC).isoformat(),
+                **json.loads(payload),
+            }
+            for stream, at, payload in reading.stopped
+        },
         **log_sections(counts),
     }
     if detailed:
@@ -84,6 +102,7 @@ def log_telemetry(
                 "state": state,
                 "browser": browser,
                 "since": datetime.fromtimestamp(at, tz=UTC).isoformat(),
+                **connection_figures(counts.connections.get(stream.removeprefix("connection/"))),
             }
             for stream, state, browser, at in connections
         ]

@@ -19,14 +19,22 @@ from poolwarden.breaker_registry import BreakerRegistry
 from poolwarden.lifecycle_types import ConnectionState
 from poolwarden.memory import MemoryGovernor
 from poolwarden.storage.base import EventStore
-from poolwarden.telemetry.queries import LogCounts, RequestCounts, log_counts
+from poolwarden.telemetry.queries import (
+    HISTORY_BUCKET_S,
+    ConnectionCounts,
+    LogCounts,
+    RequestCounts,
+    log_counts,
+)
 
 __all__ = [
     "MemberView",
     "PoolView",
     "build_telemetry",
+    "connection_figures",
     "export_telemetry",
     "log_sections",
+    "pool_health",
     "read_figures",
     "system_figures",
 ]
@@ -74,6 +82,8 @@ class PoolView(Protocol):
     def members(self) -> Mapping[str, MemberView]: ...
     @property
     def model_connections(self) -> Mapping[str, str]: ...
+    @property
+    def counters(self) -> Mapping[str, int]: ...
     async def flush(self) -> None: ...
 
 
@@ -114,11 +124,24 @@ async def read_figures(pool: PoolView) -> tuple[LogCounts, dict[str, Any]]:
     return counts, system
 
 
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=UTC).isoformat()
+
+
 def log_sections(counts: LogCounts) -> dict[str, Any]:
-    """The telemetry sections counted from the log alone: requests, recovery, recent errors."""
-    requests, rungs = counts.requests, counts.rungs
+    """The telemetry sections counted from the log alone: requests, recovery, performance
+    history, recent errors.
+
+    ``recovery`` counts two things: incidents (one per recovery the ladder ran, however many
+    rungs it took; ``success_rate`` is the share of the ended ones that ended healthy), and rung
+    attempts (``attempts``, ``successes``, ``attempt_success_rate``, and per rung in ``by_rung``):
+    one incident whose ping failed and whose reconnect worked is 1 of 1 recovered, and 1 of 2
+    attempts.
+    """
+    requests, rungs, incidents = counts.requests, counts.rungs, counts.incidents
     attempts = sum(r.attempts for r in rungs)
     successes = sum(r.successes for r in rungs)
+    ended = incidents.recovered + incidents.quarantined
     return {
         "requests": {
             "total": sum(r.served + r.failed for r in requests),
@@ -126,9 +149,13 @@ def log_sections(counts: LogCounts) -> dict[str, Any]:
             "failed": sum(r.failed for r in requests),
         },
         "recovery": {
+            "incidents": incidents.started,
+            "recovered": incidents.recovered,
+            "quarantined": incidents.quarantined,
+            "success_rate": incidents.recovered / ended if ended else None,
             "attempts": attempts,
             "successes": successes,
-            "success_rate": successes / attempts if attempts else None,
+            "attempt_success_rate": successes / attempts if attempts else None,
             "by_rung": {
                 r.rung: {
                     "attempts": r.attempts,
@@ -139,9 +166,19 @@ def log_sections(counts: LogCounts) -> dict[str, Any]:
                 for r in rungs
             },
         },
+        "performance_history": [
+            {
+                "start": _iso(bucket.start),
+                "seconds": HISTORY_BUCKET_S,
+                "served": bucket.served,
+                "failed": bucket.failed,
+                "average_latency_ms": bucket.latency_ms_mean,
+            }
+            for bucket in counts.history
+        ],
         "recent_errors": [
             {
-                "at": datetime.fromtimestamp(at, tz=UTC).isoformat(),
+                "at": _iso(at),
                 "connection_id": connection_id,
                 "model_id": model_id,
                 "error_kind": kind,
@@ -172,8 +209,10 @@ def build_telemetry(
     members = list(pool.members.values())
     classes = Counter(_connection_class(m) for m in members)
     breaker_states = Counter(str(pool.registry.connection(m.connection_id).state) for m in members)
+    now = datetime.now(tz=UTC).isoformat()
     telemetry: dict[str, Any] = {
-        "timestamp": datetime.now(tz=UTC).isoformat(),
+        "timestamp": now,
+        "datetime": now,
         "system": system,
         "connections": {
             "total": len(members),
@@ -192,13 +231,64 @@ def build_telemetry(
             + breaker_states[BreakerState.METRICS_ONLY],
         },
         "models": len({m for member in members for m in member.models} | set(pool.model_connections)),
+        "stats": dict(pool.counters),
         **log_sections(counts),
     }
     if include_connections:
-        telemetry["connection_details"] = [_connection_details(pool, m) for m in members]
+        telemetry["connection_details"] = [
+            {**_connection_details(pool, m), **connection_figures(counts.connections.get(m.connection_id))}
+            for m in members
+        ]
     if include_models:
         telemetry["model_details"] = _model_details(pool, counts.requests)
     return telemetry
+
+
+def connection_figures(counts: ConnectionCounts | None) -> dict[str, Any]:
+    """What the log holds of one connection: its latest memory sample, its failed attempts
+    (``error_count``) and its recoveries (incidents, recovered, rung attempts)."""
+    counts = counts or ConnectionCounts("")
+    return {
+        "memory_mb": round(counts.pss_mb, 1) if counts.pss_mb is not None else None,
+        "memory_sampled_at": _iso(counts.pss_at) if counts.pss_at is not None else None,
+        "error_count": counts.failed_attempts,
+        "recovery": {
+            "incidents": counts.incidents,
+            "recovered": counts.recovered,
+            "rung_attempts": counts.rung_attempts,
+        },
+    }
+
+
+def pool_health(pool: PoolView) -> dict[str, Any]:
+    """Readiness of a running pool now (call it on the pool's loop): ``ready`` while at least one
+    connection serves (healthy, not draining, its connection breaker not open); ``status`` is
+    ``ok`` when all do, ``degraded`` when some do, ``unavailable`` when none does. With the
+    connections serving, the open breakers (connection and model) and the memory pressure level.
+    """
+    members = list(pool.members.values())
+    open_states = (BreakerState.OPEN, BreakerState.FORCED_OPEN)
+    serving = [
+        m.connection_id
+        for m in members
+        if _connection_class(m) == "healthy"
+        and pool.registry.connection(m.connection_id).state not in open_states
+    ]
+    open_breakers = sorted(b.key for b in pool.registry if b.state in open_states)
+    if not serving:
+        status = "unavailable"
+    elif len(serving) < len(members) or open_breakers:
+        status = "degraded"
+    else:
+        status = "ok"
+    return {
+        "status": status,
+        "ready": bool(serving),
+        "connections": {"total": len(members), "serving": len(serving), "serving_ids": sorted(serving)},
+        "open_breakers": open_breakers,
+        "memory_pressure": pool.governor.level.value,
+        "checked_at": datetime.now(tz=UTC).isoformat(),
+    }
 
 
 def _backend(member: MemberView) -> str:

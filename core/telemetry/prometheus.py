@@ -21,27 +21,92 @@ and live state as ``export_telemetry``. ``metrics_from_log`` does the same for a
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
+import json
 import logging
 import os
-from typing import TYPE_CHECKING
+import socketserver
+import threading
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import ConfigurationError, PoolwardenError
 from poolwarden.telemetry.from_log import log_telemetry, read_log
-from poolwarden.telemetry.live import PoolView, build_telemetry, read_figures
+from poolwarden.telemetry.live import PoolView, build_telemetry, pool_health, read_figures
 from poolwarden.telemetry.snapshot import MetricsSnapshot
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
     from prometheus_client.registry import CollectorRegistry
 
     from poolwarden.telemetry.prometheus_families import SnapshotCollector
 
-__all__ = ["MetricsSnapshot", "PoolMetrics", "metrics_from_log", "snapshot_of_pool"]
+__all__ = ["HEALTH_TIMEOUT", "MetricsSnapshot", "PoolMetrics", "metrics_from_log", "snapshot_of_pool"]
 
 logger = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT = 2.0
+"""Seconds a health request waits for the pool's event loop before it says the pool is not live."""
+
+_Start = Callable[[str, list[tuple[str, str]]], object]
+
+
+class _App:
+    """The WSGI app: prometheus_client's ``/metrics``, and the health endpoints read on the pool's loop."""
+
+    def __init__(self, registry: CollectorRegistry, pool: PoolView, loop: asyncio.AbstractEventLoop) -> None:
+        from prometheus_client import make_wsgi_app
+
+        self._metrics = make_wsgi_app(registry)
+        self._pool = pool
+        self._loop = loop
+
+    def __call__(self, environ: dict[str, Any], start_response: _Start) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path not in ("/livez", "/readyz", "/healthz"):
+            answer: Iterable[bytes] = self._metrics(environ, start_response)
+            return answer
+        status, body = self._health(path)
+        data = (json.dumps(body) + "\n").encode()
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        return [data]
+
+    def _health(self, path: str) -> tuple[str, dict[str, Any]]:
+        async def read() -> dict[str, Any]:
+            return pool_health(self._pool)
+
+        try:
+            future = asyncio.run_coroutine_threadsafe(read(), self._loop)
+        except RuntimeError:  # the loop is closed
+            return "503 Service Unavailable", {"live": False, "reason": "the pool's event loop is closed"}
+        try:
+            health = future.result(timeout=HEALTH_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            why = f"the pool's event loop did not answer within {HEALTH_TIMEOUT:g} s"
+            return "503 Service Unavailable", {"live": False, "reason": why}
+        except Exception as error:  # a pool closing under the request
+            return "503 Service Unavailable", {"live": False, "reason": f"{type(error).__name__}: {error}"}
+        if path == "/livez":
+            return "200 OK", {"live": True}
+        return ("200 OK" if health["ready"] else "503 Service Unavailable"), {"live": True, **health}
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
+        pass
+
+
+def _start_server(addr: str, port: int, app: _App) -> WSGIServer:
+    server = make_server(addr, port, app, _ThreadingServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="poolwarden-metrics-http", daemon=True).start()
+    return server
 
 
 def _new_collector() -> SnapshotCollector:
@@ -141,21 +206,24 @@ class PoolMetrics:
                 logger.warning("refreshing the pool's metrics failed", exc_info=True)
 
     def serve(self, port: int = 0, addr: str = "127.0.0.1") -> int:
-        """Serve ``/metrics`` over HTTP from a thread of prometheus_client's; returns the bound port.
+        """Serve ``/metrics`` and the health endpoints over HTTP from a thread; returns the port.
 
-        Loopback by default: exposing the pool's figures beyond the host is a choice to make
-        explicitly (``addr="0.0.0.0"``). Port 0 picks a free port.
+        Call it on the pool's loop. Beside ``/metrics``: ``/livez`` (200 while the pool's event
+        loop answers within :data:`HEALTH_TIMEOUT` seconds, 503 otherwise), ``/readyz`` and
+        ``/healthz`` (200 while at least one connection serves, 503 when none does; the body is
+        :func:`~poolwarden.telemetry.live.pool_health`'s JSON, read on the pool's loop at the
+        time of the request, not from the last snapshot). Loopback by default: exposing the
+        pool's figures beyond the host is a choice to make explicitly (``addr="0.0.0.0"``).
+        Port 0 picks a free port.
         """
-        from prometheus_client import start_http_server
-
         if self._server is not None:
             raise ConfigurationError(f"already serving on port {self._server.server_port}")
-        self._server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        self._server = _start_server(addr, port, _App(self.registry, self._pool, asyncio.get_running_loop()))
         return int(self._server.server_port)
 
     @property
     def port(self) -> int | None:
-        """The port ``/metrics`` is served on (None when not serving)."""
+        """The port ``/metrics`` and the health endpoints are served on (None when not serving)."""
         return None if self._server is None else int(self._server.server_port)
 
     def exposition(self) -> str:

@@ -138,7 +138,19 @@ def _recovery(snapshot: MetricsSnapshot) -> Iterator[Metric]:
         successes.add_metric([rung.rung], rung.successes)
         if rung.median_latency_ms is not None:
             median.add_metric([rung.rung], rung.median_latency_ms / 1000)
-    yield from (attempts, successes, median)
+    incidents = CounterMetricFamily(
+        "poolwarden_recovery_incidents",
+        "Recovery incidents: started, and ended recovered or quarantined (one may take several rungs).",
+        labels=["outcome"],
+    )
+    counted = snapshot.counts.incidents
+    for outcome, value in (
+        ("started", counted.started),
+        ("recovered", counted.recovered),
+        ("quarantined", counted.quarantined),
+    ):
+        incidents.add_metric([outcome], value)
+    yield from (attempts, successes, median, incidents)
 
 
 def _system(system: Mapping[str, Any]) -> Iterator[Metric]:
