@@ -7,6 +7,7 @@ Everything here reads the log, never the running system; every function returns 
 empty (with the same columns and dtypes) when the log holds nothing of its kind.
 """
 
+from poolwarden.analysis.chain import incident_chain
 from poolwarden.analysis.frames import EVENT_COLUMNS, empty_events
 from poolwarden.analysis.health import pool_health
 from poolwarden.analysis.load import load_events
@@ -23,6 +24,7 @@ __all__ = [
     "empty_events",
     "error_rates",
     "failure_counts",
+    "incident_chain",
     "incidents",
     "latency_percentiles",
     "load_events",

@@ -37,7 +37,9 @@ meaning (``TypeError``, ``ValueError``, ``TimeoutError``) so that generic handle
     └── RequestError                      -- a request the pool could not serve
         ├── WorkerDisconnected            -- the worker's socket closed or is not attached
         ├── CircuitOpen
+        │   └── IsolatedByOperator        -- every connection left was isolated by a person
         ├── NoHealthyConnection
+        ├── MemoryPressure                -- a new model load refused under memory pressure
         ├── QueueFull
         ├── DeadlineExceeded (TimeoutError)
         ├── ModelError
@@ -69,8 +71,10 @@ __all__ = [
     "EventNotSerializable",
     "InvalidInput",
     "InvalidTransition",
+    "IsolatedByOperator",
     "LeaseHeld",
     "LeaseLost",
+    "MemoryPressure",
     "ModelError",
     "NoHealthyConnection",
     "OwnershipError",
@@ -362,6 +366,29 @@ class CircuitOpen(RequestError):
         self.key = key
         self.reason = reason
         self.retry_at = retry_at
+
+
+class IsolatedByOperator(CircuitOpen):
+    """Every connection that could serve was isolated by a person (its breaker forced open), and
+    nothing else is left: panic routing never overrides a person's decision. ``connections``
+    names them."""
+
+    def __init__(self, connections: Sequence[str]) -> None:
+        names = ", ".join(connections)
+        super().__init__(names, f"isolated by an operator ({names}); no other connection is left", None)
+        self.connections = tuple(connections)
+
+
+class MemoryPressure(RequestError):
+    """A new model load was refused under memory pressure: the host's memory in use
+    (``percent``) is at or above ``threshold`` (of the pressure ``level``, warning or critical).
+    Models already loaded keep serving."""
+
+    def __init__(self, message: str, *, level: str, percent: float, threshold: float) -> None:
+        super().__init__(message)
+        self.level = level
+        self.percent = percent
+        self.threshold = threshold
 
 
 class WorkerDisconnected(RequestError):

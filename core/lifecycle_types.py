@@ -22,6 +22,7 @@ from poolwarden.errors import ConfigurationError
 __all__ = [
     "RENDERER_GONE",
     "AbortStep",
+    "BrowserStopped",
     "CancelWake",
     "ConnectionState",
     "CrashAndReload",
@@ -297,6 +298,17 @@ class ProcessExited:
 
 
 @dataclass(frozen=True, slots=True)
+class BrowserStopped:
+    """The browser's processes are stopped (SIGSTOP, a frozen cgroup): nothing in them answers,
+    DevTools included, so neither a ping nor a reload can help. Only a restart can, and it kills
+    the process group first (a stopped process dies of SIGKILL all the same)."""
+
+    trigger: ClassVar[str] = "browser_stopped"
+    error_kind: ClassVar[str] = "timeout"
+    start_rung: ClassVar[Rung] = Rung.RESTART
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceLost:
     """The page reported its GPU device lost. The page recreates it; a ping proves it did."""
 
@@ -314,5 +326,5 @@ class OutOfMemory:
     start_rung: ClassVar[Rung] = Rung.RECONNECT
 
 
-Fault = HeartbeatMissed | Suspected | SocketClosed | ProcessExited | DeviceLost | OutOfMemory
+Fault = HeartbeatMissed | Suspected | SocketClosed | ProcessExited | BrowserStopped | DeviceLost | OutOfMemory
 """A signal that the connection is not serving."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from poolwarden.clock import Clock
 from poolwarden.codec import REGISTRY, DomainEvent, encode, payload
-from poolwarden.errors import ConfigurationError
+from poolwarden.errors import ConfigurationError, MemoryPressure
 from poolwarden.events import NewEvent
 
 __all__ = [
@@ -113,6 +113,8 @@ class LoadedModel:
     model_id: str
     last_used_at: float
     in_flight: int = 0
+    queued: int = 0
+    """Requests for the model admitted by the pool and not yet ended (running or waiting)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +253,30 @@ class MemoryGovernor:
         """Drop a browser's readings: it was restarted (its memory starts afresh) or closed."""
         self._browsers.pop(connection_id, None)
 
+    def recycle_deferred(self, connection_id: str) -> None:
+        """A recycle decided for ``connection_id`` could not start yet (another connection is
+        out of service): decide it again at the next round."""
+        track = self._browsers.get(connection_id)
+        if track is not None:
+            track.recycle_pending = False
+
     # --- decisions --------------------------------------------------------------------------
+
+    def load_refusal(self) -> MemoryPressure | None:
+        """The typed error refusing a new model load now (with the reading and the threshold it
+        is at or above), or None when loads are allowed."""
+        if self.level is PressureLevel.NORMAL:
+            return None
+        _, reason = self.may_load_model()
+        critical = self.level is PressureLevel.CRITICAL
+        threshold = self.policy.critical_percent if critical else self.policy.warning_percent
+        percent = self.host.percent if self.host is not None else float("nan")
+        return MemoryPressure(
+            f"not loading a new model: {reason} (threshold {threshold:g}%)",
+            level=self.level.value,
+            percent=percent,
+            threshold=threshold,
+        )
 
     def may_load_model(self) -> tuple[bool, str]:
         """Whether a new model may be loaded now, and why not if not."""
@@ -272,7 +297,23 @@ class MemoryGovernor:
                 track.recycle_pending = True
                 actions.append(RecycleBrowser(connection_id, reason))
         if self.level is PressureLevel.CRITICAL:
-            idle = sorted((m for m in models if m.in_flight == 0), key=lambda m: m.last_used_at)
+            models = list(models)
+            # The most recently used model of each connection is what it serves now: evicting it
+            # would turn pressure into an outage (its next request would need a load, which
+            # pressure refuses). It goes last, and only a person or a recycle removes it.
+            newest: dict[str, LoadedModel] = {}
+            for m in models:
+                kept = newest.get(m.connection_id)
+                if kept is None or m.last_used_at > kept.last_used_at:
+                    newest[m.connection_id] = m
+            idle = sorted(
+                (
+                    m
+                    for m in models
+                    if m.in_flight == 0 and m.queued == 0 and newest[m.connection_id] is not m
+                ),
+                key=lambda m: m.last_used_at,
+            )
             recycling = {a.connection_id for a in actions}
             actions.extend(
                 EvictModel(

@@ -22,8 +22,10 @@ __all__ = [
     "InferenceServed",
     "InferencesServed",
     "ModelEvicted",
+    "ModelLoadFailed",
     "ModelLoadRefused",
     "ModelPlaced",
+    "PageReattached",
     "PanicRouted",
     "PoolEvent",
     "PoolStarted",
@@ -84,6 +86,20 @@ class ModelLoadRefused(PoolEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ModelLoadFailed(PoolEvent):
+    """Loading ``model_id`` failed (``error_kind``: the error's class name; ``reason``: its text):
+    on ``connection_id`` (None when no connection could take it, or the kind is unknown)."""
+
+    connection_id: str | None
+    model_id: str
+    browser: str | None
+    error_kind: str
+    reason: str
+    latency_ms: float
+    outcome: str = "failed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelPlaced(PoolEvent):
     """A model loaded on a connection in ``latency_ms``; ``model_type`` is what placement learns by."""
 
@@ -124,6 +140,7 @@ class FaultInjected(PoolEvent):
     browser: str
     error_kind: str
     fault: str
+    incident_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,6 +150,22 @@ class PanicRouted(PoolEvent):
     connection_id: str
     model_id: str
     open_share: float
+    incident_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PageReattached(PoolEvent):
+    """A page whose socket was cut (1006) said hello again by itself, and was checked by a round
+    trip against the reference: ``outcome`` verified (its connection's open breakers half-open,
+    as after a verified recovery) or failed (``error_kind``; the ladder takes over).
+    ``latency_ms``: from the cut to the end of the check."""
+
+    connection_id: str
+    browser: str
+    outcome: str
+    latency_ms: float
+    error_kind: str | None = None
+    incident_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -189,6 +222,7 @@ class AttemptFailed(PoolEvent):
     error_kind: str
     latency_ms: float
     outcome: str = "failed"
+    incident_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,6 +235,7 @@ class InferenceFailed(PoolEvent):
     error_kind: str
     outcome: str
     latency_ms: float
+    incident_id: str | None = None
 
 
 REGISTRY.register(
@@ -208,10 +243,12 @@ REGISTRY.register(
     PoolStopped,
     ConnectionReplaced,
     ModelLoadRefused,
+    ModelLoadFailed,
     ModelPlaced,
     ModelEvicted,
     RecycleStarted,
     FaultInjected,
+    PageReattached,
     PanicRouted,
     InferenceServed,
     InferencesServed,

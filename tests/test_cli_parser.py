@@ -33,6 +33,8 @@ COMMANDS = (
     "analyze",
     "telemetry",
     "test-recovery",
+    "rolling-restart",
+    "soak",
     "whatif",
     "policy",
     "policy check",
@@ -65,6 +67,8 @@ WITH_JSON = (
     "bench crash",
     "breakers",
     "test-recovery",
+    "rolling-restart",
+    "soak",
     "whatif",
     "policy check",
     "events",
@@ -72,6 +76,23 @@ WITH_JSON = (
 WITHOUT_JSON = ("db current", "db upgrade", "db check", "db leases", "analyze", "telemetry")
 
 DEFAULTS: dict[str, dict[str, Any]] = {
+    "soak": {
+        "command": "soak",
+        "workers": "auto",
+        "connections": 2,
+        "duration": 3600.0,
+        "fault_every": 10.0,
+        "db": "poolwarden.db",
+        "json": False,
+    },
+    "rolling-restart": {
+        "command": "rolling-restart",
+        "connections": 2,
+        "clients": 4,
+        "workers": "auto",
+        "db": "poolwarden.db",
+        "json": False,
+    },
     "demo": {
         "command": "demo",
         "workers": "auto",

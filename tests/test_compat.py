@@ -89,7 +89,7 @@ async def test_an_open_breaker_stops_the_example_before_the_pool(tmp_path: Path)
         # Without the example's own short cut, the bridge answers honestly: not a success.
         plain = await ResourcePoolBridge.run_inference(bridge, "toy-mlp", INPUT)
         assert plain["success"] is False
-        assert plain["error_type"] == "CircuitOpen"
+        assert plain["error_type"] == "IsolatedByOperator"  # a CircuitOpen a person caused
         assert plain["is_simulation"] is False
     finally:
         await bridge.close()

@@ -82,17 +82,42 @@ def test_critical_evicts_idle_models_least_recently_used_first_and_recycles_the_
         LoadedModel("c1", "busy", last_used_at=50, in_flight=2),
     ]
     actions = governor.decide(models)
-    assert actions == [
+    assert actions == [  # "recent", the connection's most recently used, is kept: it serves now
         EvictModel("c1", "old", "critical memory pressure: least recently used idle model"),
-        EvictModel("c1", "recent", "critical memory pressure: least recently used idle model"),
         RecycleBrowser("c2", "critical memory pressure: the browser holding the most"),
     ]
     decided = [e for e in governor.drain_events() if e.type == "MemoryActionDecided"]
-    assert [(e.connection_id, e.outcome) for e in decided] == [
-        ("c1", "evict"),
-        ("c1", "evict"),
-        ("c2", "recycle"),
+    assert [(e.connection_id, e.outcome) for e in decided] == [("c1", "evict"), ("c2", "recycle")]
+
+
+def test_critical_never_evicts_the_newest_model_nor_one_with_requests_queued(clock: FakeClock) -> None:
+    """At CRITICAL the most recently used model of each connection stays, and so does a model
+    that requests wait for; the others go, oldest first."""
+    governor = MemoryGovernor(MemoryPolicy(browser_cap_mb=None), clock=clock)
+    governor.observe_host(_host(95))
+    models = [
+        LoadedModel("c1", "only", last_used_at=10),
+        LoadedModel("c2", "newest", last_used_at=300),
+        LoadedModel("c2", "waited-for", last_used_at=100, queued=3),
+        LoadedModel("c2", "oldest", last_used_at=50),
     ]
+    evicted = [(a.connection_id, a.model_id) for a in governor.decide(models) if isinstance(a, EvictModel)]
+    assert evicted == [("c2", "oldest")]
+
+
+def test_a_refused_load_is_a_typed_memory_pressure_with_reading_and_threshold(clock: FakeClock) -> None:
+    """At WARNING and CRITICAL the refusal is MemoryPressure carrying the level, reading and threshold."""
+    governor = MemoryGovernor(clock=clock)
+    governor.observe_host(_host(70))
+    assert governor.load_refusal() is None
+    governor.observe_host(_host(85))
+    warning = governor.load_refusal()
+    assert warning is not None
+    assert (warning.level, warning.percent, warning.threshold) == ("warning", 85, 80)
+    governor.observe_host(_host(93))
+    critical = governor.load_refusal()
+    assert critical is not None
+    assert (critical.level, critical.percent, critical.threshold) == ("critical", 93, 90)
 
 
 def test_only_one_pressure_recycle_at_a_time(clock: FakeClock) -> None:

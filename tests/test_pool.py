@@ -15,6 +15,7 @@ from poolwarden.errors import (
     ConfigurationError,
     DeadlineExceeded,
     InvalidInput,
+    MemoryPressure,
     QueueFull,
     RequestError,
     UnknownModel,
@@ -22,7 +23,7 @@ from poolwarden.errors import (
 from poolwarden.lifecycle_types import Suspected
 from poolwarden.memory import EvictModel, HostReading, RecycleBrowser
 from poolwarden.outliers import OutlierPolicy
-from poolwarden.policy import BreakerPolicy
+from poolwarden.policy import BreakerPolicy, ErrorKind
 from poolwarden.pool import PoolConfig, ResourcePool
 from poolwarden.pool.member import PoolMember
 from poolwarden.storage import open_store
@@ -190,8 +191,9 @@ async def test_warning_pressure_refuses_new_model_loads(pool: ResourcePool, read
     """At 85 % host memory, loading a model raises a typed error and the refusal is an event."""
     readings.percent = 85.0
     await pool.check_memory()
-    with pytest.raises(RequestError, match="memory pressure warning"):
+    with pytest.raises(MemoryPressure, match="memory pressure warning") as caught:
         await pool.load_model("matmul", options={"k": 4, "n": 4})
+    assert (caught.value.percent, caught.value.threshold) == (85.0, 80.0)
     refused = await _events(pool, "ModelLoadRefused")
     assert [e.model_id for e in refused] == ["matmul"]
     # Already loaded models keep serving.
@@ -201,18 +203,20 @@ async def test_warning_pressure_refuses_new_model_loads(pool: ResourcePool, read
 async def test_critical_pressure_evicts_idle_models_and_recycles_the_largest_browser(
     pool: ResourcePool, readings: Readings
 ) -> None:
-    """At 95 %, idle models are unloaded and the browser holding the most memory is recycled."""
+    """At 95 %, idle models but each connection's newest are unloaded and the browser holding the
+    most memory is recycled."""
     await pool.load_model("matmul", options={"k": 4, "n": 4}, connection_id="conn-1")
+    await pool.load_model("old", kind="matmul", options={"k": 4, "n": 4}, connection_id="conn-0")
+    await pool.run_inference("toy-mlp", {"input": X})  # toy-mlp is conn-0's newest now
     readings.pss_mb = {"conn-0": 300.0, "conn-1": 900.0}
     readings.percent = 95.0
     actions = await pool.check_memory()
-    assert (
-        EvictModel("conn-0", "toy-mlp", "critical memory pressure: least recently used idle model") in actions
-    )
+    assert EvictModel("conn-0", "old", "critical memory pressure: least recently used idle model") in actions
     assert RecycleBrowser("conn-1", "critical memory pressure: the browser holding the most") in actions
-    assert "toy-mlp" not in pool.members["conn-0"].models
+    assert "old" not in pool.members["conn-0"].models
+    assert "toy-mlp" in pool.members["conn-0"].models
     evicted = await _events(pool, "ModelEvicted")
-    assert {(e.connection_id, e.model_id) for e in evicted} >= {("conn-0", "toy-mlp")}
+    assert {(e.connection_id, e.model_id) for e in evicted} == {("conn-0", "old")}
     member = pool.members["conn-1"]
     await member.driver.wait_for(lambda m: m.incident_id is None and str(m.state.value) == "healthy")  # type: ignore[union-attr]
     drains = await _events(pool, "DrainStarted")
@@ -266,8 +270,10 @@ async def test_panic_routing_serves_from_the_least_bad_when_too_much_is_ejected(
     """Above max_ejection_share, the pool serves from a holder of the model despite its open breaker."""
     async with ResourcePool(_config(tmp_path, max_ejection_share=0.5), memory_sampler=readings.host) as pool:
         await pool.load_model("toy-mlp", connection_id="conn-0")
-        for connection_id in pool.members:
-            pool.registry.connection(connection_id).force_open("test", "eject everything")
+        for connection_id in pool.members:  # tripped open (a person's force_open would win)
+            breaker = pool.registry.connection(connection_id)
+            for _ in range(breaker.policy.consecutive_failures or 5):
+                breaker.record_failure(ErrorKind.TRANSPORT, 0.01)
         result = await pool.run_inference("toy-mlp", {"input": X})
         np.testing.assert_allclose(result.outputs[0], _expected(), rtol=1e-5, atol=1e-6)
         assert [e.connection_id for e in await _events(pool, "PanicRouted")] == [result.connection_id]

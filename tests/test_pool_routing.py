@@ -10,6 +10,7 @@ import pytest
 
 from poolwarden.breaker_registry import BreakerRegistry
 from poolwarden.clock import FakeClock
+from poolwarden.errors import IsolatedByOperator
 from poolwarden.lifecycle_types import ConnectionState
 from poolwarden.outliers import OutlierDetector, OutlierPolicy
 from poolwarden.policy import BreakerPolicy, ErrorKind
@@ -75,7 +76,9 @@ def test_a_full_member_is_busy_and_a_recovering_one_is_not_a_candidate() -> None
     route = pool.router.choose("m", "vision")
     assert (route.member, route.busy, route.refusal) == (None, True, None)
     pool.members["a"].draining = True
-    assert pool.router.choose("m", "vision").busy is False  # nothing serving: nothing to wait for
+    route = pool.router.choose("m", "vision")
+    assert route.busy is False  # nothing serving: no slot to wait for
+    assert route.returning is True  # but a draining member comes back: wait for it
 
 
 def test_an_open_breaker_is_skipped_and_reported_with_its_retry_at() -> None:
@@ -87,8 +90,25 @@ def test_an_open_breaker_is_skipped_and_reported_with_its_retry_at() -> None:
     model_breaker.force_open("test", "model broken here")
     route = pool.router.choose("m", "vision")
     assert route.member is None
-    assert route.refusal is not None
-    assert route.refusal.key in {"a", "b/m"}
+    assert isinstance(route.refusal, IsolatedByOperator)  # both by hand: a person's decision
+    assert route.refusal.connections == ("a", "b")
+
+
+def test_isolated_connections_are_never_panic_routes() -> None:
+    """Beyond max_ejection_share, a breaker forced open by a person is still no panic route; a
+    tripped one is."""
+    pool = Pool(("a", "chromium", ("m",)), ("b", "chromium", ("m",)), max_ejection_share=0.5)
+    pool.registry.connection("a").force_open("ops", "isolate")
+    breaker = pool.registry.connection("b")
+    breaker.record_failure(ErrorKind.TRANSPORT, 0.01, breaker.allow().permit)
+    route = pool.router.choose("m", "vision")
+    assert route.panic
+    assert route.member is not None
+    assert route.member.connection_id == "b"
+    pool.registry.model("b", "m").force_open("ops", "isolate the model here")
+    route = pool.router.choose("m", "vision")
+    assert route.member is None
+    assert isinstance(route.refusal, IsolatedByOperator)
 
 
 def test_too_much_ejected_means_a_panic_route_to_the_holder_that_reopens_first() -> None:

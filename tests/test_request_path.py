@@ -264,10 +264,25 @@ async def test_an_unknown_model_is_refused_before_anything_is_sent(rig: Rig) -> 
     assert [(e.type, e.outcome) for e in await rig.events()] == [("InferenceFailed", "refused")]
 
 
+async def test_a_request_waits_for_a_draining_member_to_come_back(rig: Rig) -> None:
+    """Every member draining for maintenance: the request waits (within its deadline) and is
+    served once one serves again, instead of failing."""
+    add(rig, member("a", "ok"))
+    rig.members["a"].draining = True
+    path = rig.build(PoolConfig())
+    request = asyncio.ensure_future(path.run_inference("toy", INPUTS, deadline=5.0))
+    await asyncio.sleep(0)
+    assert not request.done()
+    rig.members["a"].draining = False
+    path.members_changed()
+    result = await request
+    assert result.connection_id == "a"
+
+
 async def test_the_fallback_answers_when_no_connection_can(rig: Rig) -> None:
     """No serving member: the fallback's answer, flagged, with the reason it was asked."""
     add(rig, member("a"))
-    rig.members["a"].draining = True
+    rig.members["a"].driver.machine.state = ConnectionState.FAILED  # type: ignore[union-attr]
     path = rig.build(PoolConfig(), fallback=True)
     result = await path.run_inference("toy", INPUTS, deadline=5.0)
     assert result.is_fallback

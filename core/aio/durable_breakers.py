@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from poolwarden.breaker import CircuitBreaker
@@ -66,6 +67,9 @@ from poolwarden.events import RecordedEvent, Snapshot
 from poolwarden.policy import BreakerLevel
 from poolwarden.replay import level_of, restore
 from poolwarden.storage.base import EventStore
+
+IncidentOf = Callable[[str, float], str | None]
+"""(connection id, when) -> the incident id the connection was in then, or None."""
 
 __all__ = ["DurableBreakers"]
 
@@ -96,6 +100,7 @@ class DurableBreakers:
         summary_interval: float = 30.0,
         poll_interval: float | None = 0.5,
         scope: str = "",
+        incident_of: IncidentOf | None = None,
     ) -> None:
         if snapshot_every < 1:
             raise ConfigurationError("snapshot_every must be at least 1")
@@ -110,6 +115,9 @@ class DurableBreakers:
         self.summary_interval = summary_interval
         self.poll_interval = poll_interval
         self.scope = scope
+        self.incident_of = incident_of
+        """Tags each breaker event, as it is appended, with the incident its connection was in
+        when the event occurred (the pool's :class:`~poolwarden.pool.incidents.IncidentBook`)."""
         self._prefix = STREAM_PREFIX + scope
         self._versions: dict[str, int] = {}
         self._snapshot_versions: dict[str, int] = {}
@@ -261,9 +269,17 @@ class DurableBreakers:
         expected = self._versions.get(stream, 0)
         if not events:
             return expected
-        receipt = await self.store.append(
-            stream, [event.to_new_event() for event in events], expected_version=expected
-        )
+        new = [event.to_new_event() for event in events]
+        if self.incident_of is not None:
+            connection_id = key_of_stream(stream).split("/", 1)[0]
+            new = [
+                e
+                if e.incident_id is not None
+                or (incident := self.incident_of(connection_id, e.occurred_at)) is None
+                else dataclasses.replace(e, incident_id=incident)
+                for e in new
+            ]
+        receipt = await self.store.append(stream, new, expected_version=expected)
         result = await receipt
         self._versions[stream] = result.last_version
         return result.last_version

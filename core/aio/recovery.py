@@ -9,11 +9,17 @@ background watchers that turn what the bridge and the browser show into lifecycl
 | the socket closed with 1001 (renderer gone, browser alive) | ``SocketClosed(1001)`` | reconnect |
 | the browser's main process exited (its socket closes 1006) | ``ProcessExited`` | restart |
 | the socket closed 1006, browser alive, no hello within the grace | ``SocketClosed(1006)`` | reconnect |
-| the socket closed 1006 and the page said hello again within the grace | none: it healed itself | |
+| the socket closed 1006 and the page said hello again within the grace | none: it healed (verified below) | |
 | a heartbeat (application ping) unanswered | ``HeartbeatMissed`` | reconnect (crash and reload) |
+| a heartbeat unanswered, the browser's processes stopped | ``BrowserStopped`` | restart |
 | a request past its attempt timeout, or a recovery asked for | ``Suspected`` | ping |
 | the page reported ``device_lost`` (unprompted, or as a request's error) | ``DeviceLost`` | ping |
 | the page reported ``out_of_memory`` | ``OutOfMemory`` | reconnect |
+
+A page that re-attached by itself is not trusted on its word: a round trip checked against the
+reference verifies it (``on_reattached(verified, seconds, error)`` tells the owner, who
+half-opens its breakers once verified); a failed check is a ``HeartbeatMissed``, and the ladder
+takes over (a crash and reload first).
 
 Closes of a socket a newer page has already replaced, and closes our own rungs cause (a rung
 first declares the old socket dead, 4410; a reload closes with 1001, a restart ends the process),
@@ -39,11 +45,12 @@ from poolwarden.bridge.server import CLOSE_DECLARED_DEAD, WorkerConnection
 from poolwarden.bridge_events import WorkerReported
 from poolwarden.browser.launcher import BrowserProcess
 from poolwarden.clock import Clock, system_clock
-from poolwarden.errors import DeadlineExceeded, WorkerDisconnected
+from poolwarden.errors import DeadlineExceeded, PoolwardenError, WorkerDisconnected
 from poolwarden.events import NewEvent
 from poolwarden.lifecycle import ConnectionLifecycle, IdFactory, uuid_ids
 from poolwarden.lifecycle_events import LifecycleEvent, RecoveryCompleted
 from poolwarden.lifecycle_types import (
+    BrowserStopped,
     ConnectionState,
     DeviceLost,
     Fault,
@@ -55,7 +62,7 @@ from poolwarden.lifecycle_types import (
     Suspected,
 )
 from poolwarden.storage.base import EventStore
-from poolwarden.workers.handle import WorkerHandle
+from poolwarden.workers.handle import WorkerHandle, verify_round_trip
 
 __all__ = ["Recovery"]
 
@@ -65,6 +72,10 @@ ABNORMAL_CLOSE = 1006
 """Close code when no close frame came: the browser died, or the socket was cut."""
 
 _FOREVER = 3600.0  # a watcher's wait is re-armed when it times out; it ends only by cancellation
+
+ReattachCallback = Callable[[bool, float, BaseException | None], None]
+"""Told of a page that re-attached by itself: whether the round trip verified it, the seconds
+from the cut to the end of the check, and the check's error if it failed."""
 
 _FAULT_OF_KIND: dict[str, Callable[[], Fault]] = {
     "device_lost": DeviceLost,
@@ -97,8 +108,10 @@ class Recovery:
         ids: IdFactory | None = None,
         snapshot_every: int = 100,
         on_event: Callable[[LifecycleEvent], None] | None = None,
+        on_reattached: ReattachCallback | None = None,
     ) -> None:
         self.handle = handle
+        self.on_reattached = on_reattached
         self.on_event = on_event
         self.store = store
         self.policy = policy if policy is not None else LifecyclePolicy()
@@ -277,18 +290,47 @@ class Recovery:
                 close = await connection.wait_closed(generation, timeout=_FOREVER)
             except DeadlineExceeded:
                 continue
-            if connection.generation != close.generation or close.code == CLOSE_DECLARED_DEAD:
-                # A newer page has already said hello, or a rung under way let go of the socket
-                # itself (declare_dead, before its reload or restart): nothing new to recover.
+            if close.code == CLOSE_DECLARED_DEAD:
+                # A rung under way let go of the socket itself (declare_dead, before its reload or
+                # restart): nothing new to recover.
+                continue
+            cut_at = asyncio.get_running_loop().time()
+            back = connection.generation != close.generation
+            if not back and close.code != ABNORMAL_CLOSE:
+                self.driver.fault(SocketClosed(close.code))
                 continue
             # A cut socket (1006) heals itself: the page reconnects with backoff, its models
             # intact. A dead browser does not, and the process watcher has reported it meanwhile.
-            if close.code == ABNORMAL_CLOSE and await _wait_hello(
-                connection, close.generation, self.reconnect_grace_s
-            ):
-                self.driver.hello()
+            if not back:
+                back = await _wait_hello(connection, close.generation, self.reconnect_grace_s)
+            if not back:
+                self.driver.fault(SocketClosed(close.code))
                 continue
-            self.driver.fault(SocketClosed(close.code))
+            if close.code == ABNORMAL_CLOSE and self.machine.state is ConnectionState.HEALTHY:
+                # Re-attached by itself, outside any recovery (a rung's own page is the rung's).
+                self.driver.hello()
+                await self._verify_reattached(cut_at)
+
+    async def _browser_stopped(self) -> bool:
+        try:
+            return await _stopped_of(self.handle)
+        except Exception:  # a failed look is no evidence either way
+            return False
+
+    async def _verify_reattached(self, cut_at: float) -> None:
+        """Check a page that re-attached by itself with a round trip against the reference."""
+        connection = self.connection
+        generation = connection.generation
+        error: BaseException | None = None
+        try:
+            await verify_round_trip(connection, timeout=self.policy.verify_timeout_s)
+        except (PoolwardenError, OSError) as failed:
+            error = failed
+        took = asyncio.get_running_loop().time() - cut_at
+        if self.on_reattached is not None:
+            self.on_reattached(error is None, took, error)
+        if error is not None and connection.generation == generation:
+            self.driver.fault(HeartbeatMissed())  # not proved: the ladder decides, from a ping
 
     async def _watch_process(self) -> None:
         """The exit of the worker's browser process (if it has one) becomes ``ProcessExited``."""
@@ -317,7 +359,10 @@ class Recovery:
                 pong = await connection.app_ping(self.policy.ping_timeout_s)
             except DeadlineExceeded:
                 if connection.generation == generation:
-                    self.driver.fault(HeartbeatMissed())
+                    # A stopped browser would fail the ping and the reload rungs by timeout
+                    # (~11 s): straight to the restart, as for a killed one.
+                    stopped = await self._browser_stopped()
+                    self.driver.fault(BrowserStopped() if stopped else HeartbeatMissed())
             except WorkerDisconnected:
                 pass  # the socket watcher reports the close
             else:
@@ -325,6 +370,11 @@ class Recovery:
                     self.driver.fault(DeviceLost())
                 elif pong.gpu == "timeout":
                     self.driver.fault(HeartbeatMissed())
+
+
+async def _stopped_of(handle: WorkerHandle) -> bool:
+    process = getattr(handle, "process", None)
+    return isinstance(process, BrowserProcess) and await process.stopped()
 
 
 def _report_watcher_failure(task: asyncio.Task[None]) -> None:

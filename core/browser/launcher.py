@@ -197,11 +197,13 @@ class BrowserProcess:
     async def kill(self, *, remove_profile: bool = True) -> None:
         """Kill the whole process tree (SIGKILL to the group, then stragglers), and remove the profile
         (unless told not to: a restart removes it while the next browser starts)."""
-        if self.devtools is not None:
-            await self.devtools.close()
+        # The group first: a stopped (SIGSTOP) or hung browser answers nothing, so nothing may
+        # wait on it before it is dead; SIGKILL ends a stopped process all the same.
         self.cut_lifeline()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
+        if self.devtools is not None:
+            await self.devtools.close()
         await self.process.wait()
         await asyncio.to_thread(_kill_users_of, self.user_data_dir)
         if remove_profile:
@@ -224,6 +226,11 @@ class BrowserProcess:
     async def pss_bytes(self) -> int:
         """The proportional set size of the browser's process tree, in bytes (0 once it is gone)."""
         return await asyncio.to_thread(tree_pss, self.pid)
+
+    async def stopped(self) -> bool:
+        """Whether the browser's main process or any of its children is stopped (SIGSTOP, a
+        frozen cgroup): such a browser answers nothing, DevTools included (read in a thread)."""
+        return await asyncio.to_thread(_tree_stopped, self.pid)
 
     async def renderer_pids(self) -> list[int]:
         """The pids of the browser's renderer processes (where its pages run)."""
@@ -519,6 +526,19 @@ def tree_pss(pid: int) -> int:
         with contextlib.suppress(psutil.Error):
             total += proc.memory_full_info().pss
     return total
+
+
+def _tree_stopped(pid: int) -> bool:
+    try:
+        main = psutil.Process(pid)
+        processes = [main, *main.children(recursive=True)]
+    except psutil.Error:
+        return False
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            if process.status() == psutil.STATUS_STOPPED:
+                return True
+    return False
 
 
 def _renderers(pid: int) -> list[int]:

@@ -165,13 +165,61 @@ def recovery_trial(args: argparse.Namespace) -> int:
             print(
                 f"  {step['at']}  {step['type']:<24} rung={step['rung']} outcome={step['outcome']}{latency}"
             )
-        verdict = (
-            f"recovered by {report['rung']}"
-            if report["recovered"]
-            else f"not recovered ({report['outcome']})"
-        )
+        if report["rung"] == "page":
+            verdict = "recovered by the page itself (it re-attached and a round trip verified it)"
+        elif report["recovered"]:
+            verdict = f"recovered by {report['rung']}"
+        else:
+            verdict = f"not recovered ({report['outcome']})"
         print(f"{verdict} in {report['fault_to_healthy_s']} s (fault to serving again)")
     return EXIT_OK if report["recovered"] else EXIT_PROBLEM
+
+
+def rolling_restart(args: argparse.Namespace) -> int:
+    from poolwarden.cli.maintenance import run_rolling_restart
+
+    report = asyncio.run(
+        run_rolling_restart(
+            workers=args.workers, connections=args.connections, db=args.db, clients=args.clients
+        )
+    )
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"restarted {', '.join(report['restarted'])} one at a time in {report['seconds']} s; "
+            f"served {report['served']:,}, failed {report['failed']}, wrong {report['wrong_results']}"
+        )
+    ok = report["failed"] == 0 and report["wrong_results"] == 0
+    return EXIT_OK if ok else EXIT_PROBLEM
+
+
+def soak(args: argparse.Namespace) -> int:
+    from poolwarden.cli.soak import run_soak
+
+    report = asyncio.run(
+        run_soak(
+            workers=args.workers,
+            connections=args.connections,
+            duration=args.duration,
+            fault_every=args.fault_every,
+            db=args.db,
+        )
+    )
+    if args.json:
+        print(json.dumps(report))
+    else:
+        rss, pss = report["rss_mb"], report["browser_pss_mb"]
+        print(
+            f"{report['requests']:,} requests in {report['duration_s']} s: lost {report['lost']}, "
+            f"wrong {report['wrong_results']}; faults {report['faults']}; recoveries {report['recoveries']}"
+        )
+        print(
+            f"RSS {rss['start']} -> {rss['end']} MB ({rss['growth']:+.1%}); browsers' PSS "
+            f"{pss['start']} -> {pss['end']} MB; leaked processes {len(report['leaked_processes'])}"
+        )
+        print("holds" if report["ok"] else "DOES NOT HOLD")
+    return EXIT_OK if report["ok"] else EXIT_PROBLEM
 
 
 def whatif(args: argparse.Namespace) -> int:

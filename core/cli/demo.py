@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from poolwarden.cli.latency import LatencySummary
 from poolwarden.errors import ConfigurationError, PoolwardenError
 from poolwarden.lifecycle_events import ConnectionQuarantined, RecoveryCompleted, RecoveryStarted
 from poolwarden.pool import PoolConfig, ResourcePool
@@ -69,7 +70,8 @@ class DemoTally:
     lost: int = 0
     faults: list[dict[str, Any]] = field(default_factory=list)
     backends: Counter[str] = field(default_factory=Counter)
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies: LatencySummary = field(default_factory=LatencySummary)
+    """Every served request's latency, summarised in constant memory (a long run stays flat)."""
 
 
 async def _client(pool: ResourcePool, tally: DemoTally, rng: random.Random, until: float) -> None:
@@ -103,7 +105,7 @@ async def _client(pool: ResourcePool, tally: DemoTally, rng: random.Random, unti
             continue
         tally.served += 1
         tally.backends[result.backend] += 1
-        tally.latencies_ms.append(result.latency_ms)
+        tally.latencies.add(result.latency_ms)
 
 
 async def _inject_faults(
@@ -351,7 +353,7 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
                 {"connection_id": m.connection_id, "browser": m.browser, "state": m.state.value}
                 for m in pool.members.values()
             ]
-    latencies = sorted(tally.latencies_ms)
+    latencies = tally.latencies
     return {
         "workers": kind,
         "connections": options.connections,
@@ -368,10 +370,14 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
         "final_connections": connections,
         "backends": dict(tally.backends),
         "latency_ms": {
-            "p50": round(latencies[len(latencies) // 2], 2) if latencies else None,
-            "p99": round(latencies[int(len(latencies) * 0.99)], 2) if latencies else None,
+            "p50": _round(latencies.percentile(50)),
+            "p99": _round(latencies.percentile(99)),
         },
     }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -276,6 +276,33 @@ def _add_log_readers(top: Commands) -> None:
     _db_option(trial, required=False)
     _json_option(trial, None)
 
+    rolling = _command(
+        top,
+        "rolling-restart",
+        "start a pool under load, restart each browser in turn (one at a time); failed must be 0",
+        commands.rolling_restart,
+    )
+    rolling.add_argument("--connections", type=int, default=2, help="browser connections (default 2)")
+    rolling.add_argument("--clients", type=int, default=4, help="client loops sending requests (default 4)")
+    _workers_option(rolling)
+    _db_option(rolling, required=False)
+    _json_option(rolling)
+
+    soak = _command(
+        top,
+        "soak",
+        "a long run under load and a fault every few seconds: lost, wrong, RSS, browser PSS, leaks",
+        commands.soak,
+    )
+    _workers_option(soak)
+    soak.add_argument("--connections", type=int, default=2, help="browser connections (default 2)")
+    soak.add_argument("--duration", type=float, default=3600.0, help="seconds of load (default 3600)")
+    soak.add_argument(
+        "--fault-every", type=float, default=10.0, help="seconds between injected faults (default 10)"
+    )
+    _db_option(soak, required=False, help="the event log (default ./poolwarden.db)")
+    _json_option(soak)
+
     whatif = _command(top, "whatif", "replay a log's breaker calls through another policy", commands.whatif)
     _db_option(whatif, required=True)
     whatif.add_argument("--policy", required=True, metavar="FILE", help="a BreakerPolicy as JSON or TOML")

@@ -10,6 +10,7 @@ from typing import Any
 
 from poolwarden.errors import PoolwardenError
 from poolwarden.lifecycle_events import RecoveryCompleted
+from poolwarden.pool_events import PageReattached
 from poolwarden.workers.choice import resolve_workers
 
 __all__ = ["run_recovery_trial"]
@@ -45,21 +46,44 @@ async def run_recovery_trial(
         if member is None or member.driver is None:
             raise PoolwardenError(f"no connection {target!r} in the pool (it has {', '.join(pool.members)})")
         driver = member.driver
+        seen = pool.reattachments.get(target)
         injected_at = time.monotonic()
         await pool.inject_fault(target, fault)
-        # Something must notice the fault: traffic, the close watcher, or the heartbeat.
+        # Something must notice the fault: traffic, the close watcher, or the heartbeat. A cut
+        # socket may heal by itself (the page reconnects, and is verified): then no incident
+        # opens, and the page's own return is the outcome to report.
         probe = asyncio.create_task(_probe(pool))
+        incident: str | None = None
+        by_page: tuple[bool, float] | None = None
+        timed_out = False
         try:
-            await asyncio.wait_for(driver.wait_for(lambda m: m.incident_id is not None), wait_s)
-            incident = driver.machine.incident_id
-            await asyncio.wait_for(driver.wait_for(lambda m: m.incident_id is None), wait_s)
+            async with asyncio.timeout(wait_s):
+                while True:
+                    if driver.machine.incident_id is not None:
+                        incident = driver.machine.incident_id
+                        break
+                    if pool.reattachments.get(target) is not seen:
+                        by_page = pool.reattachments[target]
+                        break
+                    await pool.wait_changed(0.5)
+                if incident is not None:
+                    await driver.wait_for(lambda m: m.incident_id is None)
+        except TimeoutError:
+            timed_out = True  # reported, as a typed outcome, not a traceback
         finally:
             probe.cancel()
         elapsed = time.monotonic() - injected_at
         await pool.flush()
-        events = [
-            e for e in await pool.store.read_stream(f"connection/{target}") if e.incident_id == incident
-        ]
+        if by_page is not None:
+            events = [
+                e
+                for e in await pool.store.read_stream(pool.streams.pool)
+                if e.type == PageReattached.TYPE and e.connection_id == target
+            ][-1:]
+        else:
+            events = [
+                e for e in await pool.store.read_stream(f"connection/{target}") if e.incident_id == incident
+            ]
     steps = [
         {
             "type": e.type,
@@ -71,7 +95,21 @@ async def run_recovery_trial(
         for e in events
     ]
     last = events[-1] if events else None
-    recovered = last is not None and last.type == RecoveryCompleted.TYPE
+    if by_page is not None:
+        verified, took = by_page
+        return {
+            "workers": kind,
+            "why": why,
+            "connection_id": target,
+            "fault": fault,
+            "incident_id": None,
+            "recovered": verified,
+            "rung": "page" if verified else None,
+            "outcome": "recovered by the page itself" if verified else "page re-attached, not verified",
+            "fault_to_healthy_s": round(took, 3),
+            "steps": steps,
+        }
+    recovered = not timed_out and last is not None and last.type == RecoveryCompleted.TYPE
     return {
         "workers": kind,
         "why": why,
@@ -80,7 +118,9 @@ async def run_recovery_trial(
         "incident_id": incident,
         "recovered": recovered,
         "rung": last.rung if recovered and last is not None else None,
-        "outcome": last.outcome if last is not None else None,
+        "outcome": f"nothing recovered within {wait_s:g} s"
+        if timed_out
+        else (last.outcome if last else None),
         "fault_to_healthy_s": round(elapsed, 3),
         "steps": steps,
     }

@@ -100,11 +100,15 @@ class ResourcePoolErrorRecovery:
         breakers = [pool.registry.connection(connection.connection_id)]
         if model_id is not None:
             breakers.append(pool.registry.model(connection.connection_id, model_id))
+        kind = None if success else classify(error)  # the seed passed errors as text
         for breaker in breakers:
-            if success:
+            if kind is None:
                 breaker.record_success()
             else:
-                breaker.record_failure(classify(error))  # the seed passed errors as text
+                breaker.record_failure(kind)
+        if kind is not None:
+            # An event whether or not the breakers count it (an input error they do not).
+            pool.record_attempt_failed(connection.connection_id, model_id, kind.value)
         pool.breakers.wake()
 
     @staticmethod

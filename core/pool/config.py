@@ -17,6 +17,10 @@ from poolwarden.workers.choice import WorkerKind
 __all__ = ["PoolConfig", "RetryPolicy"]
 
 
+_OWNED_FLAGS = ("remote-debugging", "user-data-dir", "remote-allow-origins", "profile", "marionette")
+"""Flags a caller may not pass: the pool's control channel and profile are its own."""
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How a failed request is retried on another attempt.
@@ -65,6 +69,8 @@ class PoolConfig:
     :param per_connection_concurrency: requests one connection runs at once; beyond it, requests
         wait in the pool's queue (within their deadlines) for a slot.
     :param default_deadline: seconds a request may take when the caller gives none.
+    :param load_timeout: seconds one model load on one connection may take (a hung page's load
+        fails then, is recorded as ``ModelLoadFailed`` and starts the connection's recovery).
     :param attempt_timeout: seconds one attempt on one connection may take before it is abandoned
         (the connection is suspected hung) and the request retried elsewhere.
     :param max_ejection_share: the largest share of connections whose breakers may keep requests
@@ -78,6 +84,9 @@ class PoolConfig:
     :param memory_interval: seconds between memory readings.
     :param recycle_after_jobs: restart a browser (after draining it) once it served this many.
     :param recycle_after_s: or once it is this old.
+    :param max_out_for_maintenance: connections that maintenance (recycling by jobs, age or
+        memory, a rolling restart) may take out of serving at once, counting those out for any
+        other reason (recovering): a recycle that would take more waits for its turn.
     :param record_every_request: record each success as its own ``InferenceServed`` event.
         By default a success at the first attempt is summarised: one ``InferencesServed`` event
         per (connection, model, backend) for every append, with the count and every latency
@@ -90,6 +99,11 @@ class PoolConfig:
         this port of ``metrics_addr`` while the pool runs (0 picks a free port; None: not served).
     :param metrics_addr: the address they are served on (loopback unless said otherwise).
     :param metrics_interval: seconds between refreshes of the served figures.
+    :param browser_args: extra command-line flags for every browser the pool launches (e.g.
+        ``("--enable-features=WebMachineLearningNeuralNetwork",)`` to try WebNN on a Chromium that
+        has it). Flags that would hand the browser to someone else or move its profile
+        (``--remote-debugging-*``, ``--user-data-dir``, ``--remote-allow-origins``, ``-profile``)
+        are refused: the pool owns its browsers' control channel and profile.
     :param allow_exposed_firefox_port: let Firefox workers listen for WebDriver BiDi on a loopback
         port (reconnects reload the page in ~0.3 s instead of restarting the browser in ~3 s).
         **Every local user can reach that port**, without authentication; whoever gets its one
@@ -108,6 +122,7 @@ class PoolConfig:
     per_connection_concurrency: int = 8
     default_deadline: float = 10.0
     attempt_timeout: float = 3.0
+    load_timeout: float = 10.0
     max_ejection_share: float = 0.5
     outliers: OutlierPolicy | None = None
     heartbeat_interval: float = 2.0
@@ -115,6 +130,7 @@ class PoolConfig:
     recycle_after_jobs: int | None = None
     recycle_after_s: float | None = None
     drain_timeout: float = 10.0
+    max_out_for_maintenance: int = 1
     record_every_request: bool = False
     hooks: bool = False
     placement_history_s: float | None = 86_400.0
@@ -122,6 +138,7 @@ class PoolConfig:
     metrics_addr: str = "127.0.0.1"
     metrics_interval: float = 15.0
     browser_path: str | None = None
+    browser_args: tuple[str, ...] = ()
     allow_exposed_firefox_port: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     connection_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
@@ -138,6 +155,15 @@ class PoolConfig:
             raise ConfigurationError("a pool needs at least one connection")
         if not self.workers or any(w not in ("simulated", "chromium", "firefox") for w in self.workers):
             raise ConfigurationError(f"workers must be simulated, chromium or firefox, not {self.workers!r}")
+        for arg in self.browser_args:
+            if not isinstance(arg, str) or not arg.startswith("-"):
+                raise ConfigurationError(f"browser_args must be command-line flags, not {arg!r}")
+            if arg.split("=", 1)[0].lstrip("-").startswith(_OWNED_FLAGS):
+                raise ConfigurationError(
+                    f"browser flag {arg!r} is the pool's own (its control channel or profile)"
+                )
+        if self.max_out_for_maintenance < 1:
+            raise ConfigurationError("max_out_for_maintenance must be at least 1")
         if self.max_queue < 1 or self.per_connection_concurrency < 1:
             raise ConfigurationError("max_queue and per_connection_concurrency must be at least 1")
         if self.placement_history_s is not None and not self.placement_history_s > 0:
@@ -148,6 +174,7 @@ class PoolConfig:
             raise ConfigurationError("max_ejection_share must be in (0, 1]")
         if (
             self.attempt_timeout <= 0
+            or self.load_timeout <= 0
             or self.default_deadline <= 0
             or self.heartbeat_interval <= 0
             or self.memory_interval <= 0

@@ -48,6 +48,8 @@ class PoolMember:
     jobs: int = 0
     started_at: float = 0.0
     draining: bool = False
+    recycling: asyncio.Future[None] | None = None
+    """The recycle under way (drain, then restart), if any."""
     recovery: Recovery | None = None
     loading: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     idle: asyncio.Event = field(init=False)

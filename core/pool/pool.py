@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import random
@@ -39,7 +40,9 @@ from poolwarden.aio.recorder import EventRecorder
 from poolwarden.aio.recovery import Recovery
 from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_registry import BreakerRegistry, model_key
-from poolwarden.bridge.server import BridgeServer
+from poolwarden.bridge.server import CLOSE_DECLARED_DEAD, BridgeServer
+from poolwarden.bridge_events import ProtocolViolated, WorkerReported
+from poolwarden.bridge_events import WorkerDisconnected as BridgeWorkerDisconnected
 from poolwarden.browser.launcher import sweep_orphans
 from poolwarden.clock import Clock, system_clock
 from poolwarden.errors import (
@@ -47,16 +50,21 @@ from poolwarden.errors import (
     LeaseLost,
     NoHealthyConnection,
     PoolwardenError,
-    RequestError,
     StoreError,
     UnknownModel,
     WriteFailed,
 )
 from poolwarden.events import NewEvent
 from poolwarden.lease import Lease, holder_id
-from poolwarden.lifecycle_events import LifecycleEvent, RecoveryCompleted
+from poolwarden.lifecycle_events import (
+    ConnectionClosed,
+    ConnectionQuarantined,
+    LifecycleEvent,
+    RecoveryCompleted,
+)
 from poolwarden.lifecycle_types import (
     ConnectionState,
+    HeartbeatMissed,
     ProcessExited,
 )
 from poolwarden.memory import (
@@ -69,6 +77,7 @@ from poolwarden.memory import (
 )
 from poolwarden.outliers import OutlierDetector
 from poolwarden.pool.config import PoolConfig
+from poolwarden.pool.incidents import IncidentBook
 from poolwarden.pool.member import ModelSlot, PoolMember
 from poolwarden.pool.placement import StatsBook
 from poolwarden.pool.results import Fallback, InferenceResult, ModelInfo
@@ -77,11 +86,14 @@ from poolwarden.pool.serving import RequestPath
 from poolwarden.pool.streams import PoolStreams
 from poolwarden.pool.tally import ServedTally
 from poolwarden.pool_events import (
+    AttemptFailed,
     ConnectionReplaced,
     FaultInjected,
     ModelEvicted,
+    ModelLoadFailed,
     ModelLoadRefused,
     ModelPlaced,
+    PageReattached,
     PoolStarted,
     PoolStopped,
     RecycleStarted,
@@ -97,6 +109,10 @@ if TYPE_CHECKING:
     from poolwarden.telemetry.prometheus import PoolMetrics
 
 __all__ = ["InferenceResult", "MemorySampler", "ResourcePool"]
+
+_FAILURE_SIGNALS = frozenset((BridgeWorkerDisconnected.TYPE, ProtocolViolated.TYPE, WorkerReported.TYPE))
+"""Bridge events that are signs of a failure (a socket closing, a page misbehaving or reporting
+an error): each opens an incident on its connection if none is open."""
 
 CLOSE_CONNECTION_TIMEOUT = 5.0
 """Seconds the pool's close waits for a connection's closing to be decided and persisted."""
@@ -178,8 +194,14 @@ class ResourcePool:
         )
         # The pool's breakers are its own (its lease fences them): none other writes them, so
         # there is nothing to follow; and only they are restored, not other pools' on the log.
+        self.incidents = IncidentBook(clock)
+        """One incident id per failure, from its first signal to its outcome, per connection."""
         self.breakers = DurableBreakers(
-            self.store, self.registry, poll_interval=None, scope=self.streams.connection_prefix
+            self.store,
+            self.registry,
+            poll_interval=None,
+            scope=self.streams.connection_prefix,
+            incident_of=self.incidents.at,
         )
         self.governor = MemoryGovernor(self.config.memory, clock=clock)
         self.stats = StatsBook()
@@ -190,6 +212,10 @@ class ResourcePool:
         self._browser_memory = browser_memory or _handle_pss
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._change_waiters: list[asyncio.Future[None]] = []
+        self.reattachments: dict[str, tuple[bool, float]] = {}
+        """The last page that re-attached by itself, by connection: whether a round trip
+        verified it, and the seconds from the cut to the end of that check."""
         self._monitor: asyncio.Task[None] | None = None
         self._closing = False
         self._started = False
@@ -228,6 +254,7 @@ class ResourcePool:
             place=self._place,
             rng=rng or random.Random(),
             fallback=fallback,
+            incidents=self.incidents,
         )
 
     # --- requests -----------------------------------------------------------------------------
@@ -465,7 +492,11 @@ class ResourcePool:
             from poolwarden.workers.chromium import ChromiumWorker
 
             return ChromiumWorker(
-                self.server, connection_id, executable=self.config.browser_path, hooks=self.config.hooks
+                self.server,
+                connection_id,
+                executable=self.config.browser_path,
+                hooks=self.config.hooks,
+                extra_args=self.config.browser_args,
             )
         from poolwarden.workers.firefox import FirefoxWorker
 
@@ -474,6 +505,7 @@ class ResourcePool:
             connection_id,
             hooks=self.config.hooks,
             remote_port=self.config.allow_exposed_firefox_port,
+            extra_args=self.config.browser_args,
         )
 
     async def _add_member(self, kind: str, used: set[str]) -> PoolMember:
@@ -506,6 +538,8 @@ class ResourcePool:
             on_quarantine=lambda reason: self._on_quarantine(member, reason),
             heartbeat_interval_s=self.config.heartbeat_interval,
             on_event=lambda event: self._on_lifecycle_event(member, event),
+            on_reattached=lambda verified, took, error: self._on_reattached(member, verified, took, error),
+            ids=lambda: self.incidents.adopt(connection_id),
         )
         self.members[connection_id] = member
         # The recovery restores the connection's history (a restart budget spent before survives)
@@ -547,8 +581,18 @@ class ResourcePool:
         backoff would keep a working connection idle; a half-open breaker lets its trial calls
         decide, and reopens, with a longer backoff, if they fail.
         """
+        self._requests.members_changed()
+        self._wake_changes()
+        if isinstance(event, RecoveryCompleted | ConnectionQuarantined | ConnectionClosed):
+            self.incidents.end(member.connection_id, event.incident_id)
         if not isinstance(event, RecoveryCompleted):
             return
+        self._half_open(
+            member, f"recovery {event.incident_id} verified a round trip at the {event.rung.value} rung"
+        )
+
+    def _half_open(self, member: PoolMember, why: str) -> None:
+        """Move the connection's open breaker, and its open model breakers, to half-open."""
         connection_id = member.connection_id
         breakers = [self.registry.connection(connection_id)]
         breakers += [
@@ -556,10 +600,33 @@ class ResourcePool:
             for model_id in member.models
             if (breaker := self.registry.get(model_key(connection_id, model_id))) is not None
         ]
-        why = f"recovery {event.incident_id} verified a round trip at the {event.rung.value} rung"
         moved = [breaker for breaker in breakers if breaker.half_open_now(why)]  # each one asked
         if moved:
             self.breakers.wake()
+
+    def _on_reattached(
+        self, member: PoolMember, verified: bool, took: float, error: BaseException | None
+    ) -> None:
+        """A page re-attached by itself after its socket was cut; once a round trip verified it,
+        its breakers half-open, as after a verified recovery (a failed check is the ladder's)."""
+        self.reattachments[member.connection_id] = (verified, took)
+        incident = self.incidents.signal(member.connection_id)  # the cut's, if it was seen
+        self._recorder.emit(
+            PageReattached(
+                connection_id=member.connection_id,
+                browser=member.browser,
+                outcome="verified" if verified else "failed",
+                latency_ms=took * 1000,
+                error_kind=None if error is None else type(error).__name__,
+                incident_id=incident,
+            )
+        )
+        if verified:
+            self._half_open(
+                member, f"incident {incident}: the page re-attached by itself and verified a round trip"
+            )
+            self.incidents.end(member.connection_id, incident)
+        self._wake_changes()
 
     def _on_quarantine(self, member: PoolMember, reason: str) -> None:
         """A connection was quarantined: stop routing to it and start a replacement."""
@@ -602,35 +669,56 @@ class ResourcePool:
         """Place ``model_id`` (a built-in ``kind``, by default its own name) on the best connection.
 
         Returns the connection it was placed on. Raises UnknownModel for a kind no worker has,
-        NoHealthyConnection when no connection can take it, and RequestError when memory
-        pressure refuses new loads.
+        NoHealthyConnection when no connection can take it, and MemoryPressure (with the reading
+        and the threshold) when memory pressure refuses new loads.
         """
         try:
             spec = resolve_model(kind or model_id, options)
         except (KeyError, ValueError) as error:
-            raise UnknownModel(f"no built-in model {kind or model_id!r}: {error}") from error
+            unknown = UnknownModel(f"no built-in model {kind or model_id!r}: {error}")
+            self._load_failed(model_id, None, unknown, 0.0)
+            raise unknown from error
         info = ModelInfo(model_id, kind or model_id, model_type, dict(options or {}), spec.input_width)
         self._models[model_id] = info
         if connection_id is not None:
             member = self.members.get(connection_id)
             if member is None:
-                raise NoHealthyConnection(f"no connection {connection_id!r} in the pool")
+                missing = NoHealthyConnection(f"no connection {connection_id!r} in the pool")
+                self._load_failed(model_id, None, missing, 0.0)
+                raise missing
             return await self._place(info, member)
         candidates = self.router.ranked(info.model_type, self._serving())
         if not candidates:
-            raise NoHealthyConnection(f"no healthy connection can take {model_id!r}")
+            none = NoHealthyConnection(f"no healthy connection can take {model_id!r}")
+            self._load_failed(model_id, None, none, 0.0)
+            raise none
         return await self._place(info, candidates[0])
+
+    def _load_failed(
+        self, model_id: str, member: PoolMember | None, error: BaseException, latency_ms: float
+    ) -> None:
+        self._recorder.emit(
+            ModelLoadFailed(
+                connection_id=member.connection_id if member is not None else None,
+                model_id=model_id,
+                browser=member.browser if member is not None else None,
+                error_kind=type(error).__name__,
+                reason=str(error),
+                latency_ms=latency_ms,
+            )
+        )
 
     def _serving(self) -> list[PoolMember]:
         return [m for m in self.members.values() if m.serving]
 
     async def _place(self, info: ModelInfo, member: PoolMember) -> str:
         """Load ``info``'s model on ``member`` (concurrent loads of it there share one)."""
-        allowed, reason = self.governor.may_load_model()
-        if not allowed:
-            self._recorder.emit(ModelLoadRefused(model_id=info.model_id, reason=reason))
-            raise RequestError(f"not loading {info.model_id!r}: {reason}")
         if info.model_id not in member.models:
+            refusal = self.governor.load_refusal()
+            if refusal is not None:
+                _, reason = self.governor.may_load_model()
+                self._recorder.emit(ModelLoadRefused(model_id=info.model_id, reason=reason))
+                raise refusal
             loading = member.loading.get(info.model_id)
             if loading is None:
                 # Concurrent requests that all want the model here share one load.
@@ -641,7 +729,22 @@ class ResourcePool:
         return member.connection_id
 
     async def _load(self, info: ModelInfo, member: PoolMember) -> None:
-        loaded = await member.connection.load_model(info.model_id, info.kind, info.options)
+        began = self.clock()
+        try:
+            loaded = await member.connection.load_model(
+                info.model_id, info.kind, info.options, timeout=self.config.load_timeout
+            )
+        except BaseException as error:
+            self._load_failed(info.model_id, member, error, (self.clock() - began) * 1000)
+            recovery = member.recovery
+            if (
+                isinstance(error, TimeoutError)
+                and recovery is not None
+                and recovery.started
+                and member.state is ConnectionState.HEALTHY
+            ):
+                recovery.driver.fault(HeartbeatMissed())  # a page that never answers may be hung
+            raise
         member.models[info.model_id] = ModelSlot(info.model_id, info.kind, info.options, self.clock())
         self._recorder.emit(
             ModelPlaced(
@@ -678,6 +781,18 @@ class ResourcePool:
     def _on_bridge_event(self, event: NewEvent) -> None:
         """The bridge's events go to the log, and to the recovery of the connection they concern."""
         member = self.members.get(event.connection_id or "")
+        if member is not None and event.incident_id is None:
+            connection_id = member.connection_id
+            signal = (
+                not self._closing
+                and event.type in _FAILURE_SIGNALS
+                and event.payload.get("code") != CLOSE_DECLARED_DEAD
+            )
+            incident = (
+                self.incidents.signal(connection_id) if signal else self.incidents.current(connection_id)
+            )
+            if incident is not None:
+                event = dataclasses.replace(event, incident_id=incident)
         if member is not None and member.recovery is not None and member.recovery.started:
             member.recovery.on_bridge_event(event)
         if not self._closing:
@@ -706,14 +821,29 @@ class ResourcePool:
         elif cfg.recycle_after_s is not None and self.clock() - member.started_at >= cfg.recycle_after_s:
             self.recycle(member.connection_id, f"older than {cfg.recycle_after_s:g} s")
 
-    def recycle(self, connection_id: str, reason: str) -> None:
-        """Drain ``connection_id`` (finish in flight, accept nothing new), then restart its browser."""
+    @property
+    def out_of_service(self) -> int:
+        """Connections not serving now (draining, restarting, recovering)."""
+        return sum(1 for m in self.members.values() if not m.serving)
+
+    def recycle(self, connection_id: str, reason: str) -> bool:
+        """Drain ``connection_id`` (finish in flight, accept nothing new), then restart its browser.
+
+        Returns whether the recycle started: not when the connection is not serving, nor while
+        ``config.max_out_for_maintenance`` connections are already out of service (the caller
+        asks again later: the monitor does at its next round).
+        """
         member = self.members.get(connection_id)
         if member is None or not member.serving or member.driver is None:
-            return
+            return False
+        if self.out_of_service >= self.config.max_out_for_maintenance:
+            return False
         member.draining = True
         member.driver.request_drain(reason)
-        self._spawn(self._drain_then_restart(member, reason), f"recycle {connection_id}")
+        task = asyncio.ensure_future(self._drain_then_restart(member, reason))
+        member.recycling = task
+        self._spawn(task, f"recycle {connection_id}")
+        return True
 
     async def _drain_then_restart(self, member: PoolMember, reason: str) -> None:
         assert member.driver is not None
@@ -725,16 +855,59 @@ class ResourcePool:
                 in_flight=member.in_flight,
             )
         )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(member.idle.wait(), self.config.drain_timeout)
-        if member.driver.machine.state is ConnectionState.DRAINING:
-            member.driver.drained()
-        await member.driver.wait_for(
-            lambda m: m.state is not ConnectionState.RESTARTING and m.state is not ConnectionState.DRAINING
-        )
-        member.draining = False
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(member.idle.wait(), self.config.drain_timeout)
+            if member.driver.machine.state is ConnectionState.DRAINING:
+                member.driver.drained()
+            await member.driver.wait_for(
+                lambda m: m.state not in (ConnectionState.RESTARTING, ConnectionState.DRAINING)
+            )
+        finally:
+            member.draining = False
+            member.recycling = None
+            self._requests.members_changed()
         self.governor.forget_browser(member.connection_id)
         member.jobs = 0
+        member.started_at = self.clock()
+
+    async def rolling_restart(self, reason: str = "rolling restart") -> list[str]:
+        """Restart every connection's browser, one at a time (at most
+        ``config.max_out_for_maintenance`` out at once), while the pool keeps serving.
+
+        Each connection is drained first, so no request fails for it; requests that find every
+        candidate out wait for one to come back. Returns the connections restarted, in order.
+        """
+        done: list[str] = []
+        for connection_id in list(self.members):
+            member = self.members.get(connection_id)
+            if member is None:
+                continue  # replaced meanwhile: its replacement is new
+            while not self.recycle(connection_id, reason):
+                if self._closing or self.members.get(connection_id) is not member:
+                    break
+                # Not its turn yet (another connection is out), or it is recovering: wait for a
+                # change of any connection's state.
+                await self.wait_changed()
+            else:
+                task = member.recycling
+                if task is not None:
+                    await asyncio.shield(task)
+                done.append(connection_id)
+        return done
+
+    async def wait_changed(self, timeout: float = 1.0) -> None:  # noqa: ASYNC109 -- a bounded look
+        """Wait until a connection's lifecycle moves or a page re-attaches (at most ``timeout``
+        seconds): for those who watch the pool, without polling it."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._change_waiters.append(waiter)
+        await asyncio.wait((waiter,), timeout=timeout)
+
+    def _wake_changes(self) -> None:
+        waiters, self._change_waiters = self._change_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def check_memory(self) -> list[EvictModel | RecycleBrowser]:
         """Take memory readings now, decide, and carry the decisions out. Returns them."""
@@ -748,7 +921,13 @@ class ResourcePool:
                             BrowserReading(member.connection_id, member.browser, pss / 2**20)
                         )
         models = [
-            LoadedModel(m.connection_id, slot.model_id, slot.last_used_at, slot.in_flight)
+            LoadedModel(
+                m.connection_id,
+                slot.model_id,
+                slot.last_used_at,
+                slot.in_flight,
+                self._requests.queued_for.get(slot.model_id, 0),
+            )
             for m in self.members.values()
             for slot in m.models.values()
         ]
@@ -759,9 +938,43 @@ class ResourcePool:
         for action in actions:
             if isinstance(action, EvictModel):
                 await self.unload_model(action.model_id, action.connection_id, action.reason)
-            else:
-                self.recycle(action.connection_id, action.reason)
+            elif not self.recycle(action.connection_id, action.reason):
+                self.governor.recycle_deferred(action.connection_id)  # decided again next round
         return actions
+
+    def record_attempt_failed(self, connection_id: str, model_id: str | None, kind: str) -> None:
+        """Record a failed call on a connection that the pool did not make (the seed's
+        ``update_circuit_breaker(success=False, error=...)``): every error is an event, even one
+        its breakers do not count (an input error)."""
+        member = self.members.get(connection_id)
+        self._recorder.emit(
+            AttemptFailed(
+                connection_id=connection_id,
+                model_id=model_id or "",
+                browser=member.browser if member is not None else "",
+                error_kind=kind,
+                latency_ms=0.0,
+                incident_id=self.incidents.current(connection_id),
+            )
+        )
+
+    # --- a person's decisions ---------------------------------------------------------------
+
+    def isolate(self, connection_id: str, who: str, why: str) -> None:
+        """Take ``connection_id`` out of rotation by hand: its connection breaker is forced open
+        (an event, ``BreakerOverridden``), and no routing, panic routing included, sends it a
+        request until :meth:`release` (a verified recovery does not move it either)."""
+        if connection_id not in self.members:
+            raise ConfigurationError(f"no connection {connection_id!r} in the pool")
+        self.registry.connection(connection_id).force_open(who, why)
+        self.breakers.wake()
+
+    def release(self, connection_id: str, who: str, why: str) -> None:
+        """Undo :meth:`isolate`: the connection breaker is reset (closed)."""
+        if connection_id not in self.members:
+            raise ConfigurationError(f"no connection {connection_id!r} in the pool")
+        self.registry.connection(connection_id).reset(who, why)
+        self.breakers.wake()
 
     # --- faults and events --------------------------------------------------------------------
 
@@ -770,7 +983,13 @@ class ResourcePool:
         device_lost) and record that it was injected: for demos and tests."""
         member = self.members[connection_id]
         self._recorder.emit(
-            FaultInjected(connection_id=connection_id, browser=member.browser, error_kind=fault, fault=fault)
+            FaultInjected(
+                connection_id=connection_id,
+                browser=member.browser,
+                error_kind=fault,
+                fault=fault,
+                incident_id=self.incidents.signal(connection_id),  # the failure's first signal
+            )
         )
         await member.handle.inject(fault)
 

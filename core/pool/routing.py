@@ -13,7 +13,10 @@ now, where should this request (or this retry) go? Its answer is a :class:`Route
 Envoy's lesson is kept here too: breakers never eject the whole pool. When the share of
 connections whose own breaker is open exceeds ``max_ejection_share``, a request that every
 breaker refuses goes to the least bad holder (the one whose breaker reopens first) anyway, as a
-panic route. Connections the outlier detector ejected (:mod:`poolwarden.outliers`, when
+panic route. A person's decision wins over that: a connection whose breaker (its own, or its
+breaker for the model) an operator forced open is never a panic route, and when only such
+connections are left the request fails with :class:`~poolwarden.errors.IsolatedByOperator`.
+Connections the outlier detector ejected (:mod:`poolwarden.outliers`, when
 ``PoolConfig.outliers`` is set) rank after every other candidate: they get a request only when no
 other connection can take it.
 
@@ -29,7 +32,7 @@ from typing import Generic, NamedTuple, Protocol, TypeVar
 from poolwarden.breaker import BreakerState, CircuitBreaker
 from poolwarden.breaker_registry import BreakerRegistry
 from poolwarden.clock import Clock
-from poolwarden.errors import CircuitOpen
+from poolwarden.errors import CircuitOpen, IsolatedByOperator
 from poolwarden.outliers import OutlierDetector
 from poolwarden.pool.placement import StatsBook, browser_rank
 
@@ -52,6 +55,8 @@ class Routable(Protocol):
     @property
     def serving(self) -> bool: ...
     @property
+    def draining(self) -> bool: ...
+    @property
     def models(self) -> Mapping[str, object]: ...
 
 
@@ -59,6 +64,7 @@ Member = TypeVar("Member", bound=Routable)
 
 _NOTHING: frozenset[str] = frozenset()
 _CLOSED = BreakerState.CLOSED
+_FORCED_OPEN = BreakerState.FORCED_OPEN
 
 STANDING_TTL = 1.0
 """Seconds a browser's standing for a model type is reused before it is worked out again."""
@@ -78,6 +84,9 @@ class Route(NamedTuple, Generic[Member]):
     """The model has to be placed on the member before it can serve there."""
     breakers: tuple[CircuitBreaker, CircuitBreaker] | None = None
     """The member's connection breaker and its breaker for the model (to admit the call)."""
+    returning: bool = False
+    """No member now, but one is out for maintenance (draining, restarting) and will come back:
+    wait for it."""
 
 
 def _never(connection_id: str) -> bool:
@@ -171,10 +180,14 @@ class Router(Generic[Member]):
         ejected = self.outliers.is_ejected if self.outliers is not None else _never
         best_breakers: tuple[CircuitBreaker, CircuitBreaker] | None = None
         refusal: CircuitOpen | None = None
+        isolated: list[str] = []
+        others_refused = False
         busy = False
+        returning = False
         pair = self.registry.pair
         for member in self.members.values():
             if not member.serving:
+                returning = returning or member.draining
                 continue
             connection_id = member.connection_id
             if connection_id in skip:
@@ -202,6 +215,10 @@ class Router(Generic[Member]):
             else:
                 blocked = blocking_breaker(breakers, now)
             if blocked is not None:
+                if blocked.state is _FORCED_OPEN or any(b.state is _FORCED_OPEN for b in breakers):
+                    isolated.append(connection_id)
+                else:
+                    others_refused = True
                 if refusal is None:
                     refusal = CircuitOpen(blocked.key, f"breaker {blocked.state}", blocked.retry_at, now=now)
                 continue
@@ -212,9 +229,17 @@ class Router(Generic[Member]):
             panic = self._panic_route(model_id, skip, now)
             if panic is not None:
                 return Route(panic, panic=True)
+        if isolated and not others_refused:
+            refusal = IsolatedByOperator(isolated)
         if busy:
             return Route(None, busy=True, refusal=refusal)
+        if returning and (refusal is None or isinstance(refusal, IsolatedByOperator)):
+            return Route(None, returning=True)
         return Route(None, refusal=refusal)
+
+    def _isolated(self, connection_id: str, model_id: str) -> bool:
+        """Whether a person forced open the connection's breaker or its breaker for the model."""
+        return any(b.state is _FORCED_OPEN for b in self.registry.pair(connection_id, model_id))
 
     def _panic_route(self, model_id: str, skip: Set[str], now: float) -> Member | None:
         """The least bad holder of ``model_id`` when too much of the pool is ejected, else None."""
@@ -224,7 +249,10 @@ class Router(Generic[Member]):
         candidates = [
             m
             for m in serving
-            if model_id in m.models and m.in_flight < m.concurrency and m.connection_id not in skip
+            if model_id in m.models
+            and m.in_flight < m.concurrency
+            and m.connection_id not in skip
+            and not self._isolated(m.connection_id, model_id)
         ]
         if not candidates:
             return None

@@ -39,6 +39,7 @@ from poolwarden.errors import (
     CircuitOpen,
     DeadlineExceeded,
     InvalidInput,
+    MemoryPressure,
     ModelError,
     NoHealthyConnection,
     PoolwardenError,
@@ -49,6 +50,7 @@ from poolwarden.errors import (
 from poolwarden.lifecycle_types import ConnectionState, Suspected
 from poolwarden.policy import BreakerLevel, ErrorKind, counts
 from poolwarden.pool.config import PoolConfig
+from poolwarden.pool.incidents import IncidentBook
 from poolwarden.pool.inputs import as_tensors
 from poolwarden.pool.member import PoolMember
 from poolwarden.pool.placement import StatsBook
@@ -69,6 +71,10 @@ __all__ = ["Placement", "RequestPath"]
 
 log = logging.getLogger(__name__)
 
+
+RETURN_RECHECK_S = 0.5
+"""Seconds a request waiting for a connection to come back from maintenance looks again, even
+unwoken (the wake-up is the rule; this only bounds a missed one)."""
 
 Placement = Callable[[ModelInfo, PoolMember], Awaitable[str]]
 """Loads a model on a member (or joins the load under way there); returns the connection id."""
@@ -98,8 +104,10 @@ class RequestPath:
         place: Placement,
         rng: random.Random,
         fallback: Fallback | None = None,
+        incidents: IncidentBook | None = None,
     ) -> None:
         self.config = config
+        self.incidents = incidents
         self.clock = clock
         self.members = members
         self.registry = registry
@@ -114,9 +122,13 @@ class RequestPath:
         self._fallback = fallback
         self._budget = RetryBudget(config.retry.budget_window)
         self._queued = 0
+        self.queued_for: dict[str, int] = {}
+        """Requests admitted and not yet ended, by model (memory pressure never evicts those)."""
         """Requests running or waiting (the bounded queue's count, ``config.max_queue``)."""
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         """Requests waiting for a free slot somewhere, first come first served."""
+        self._return_waiters: list[asyncio.Future[None]] = []
+        """Requests waiting for a connection out for maintenance to serve again."""
         self.counters: dict[str, int] = {
             "requests": 0,
             "served": 0,
@@ -162,6 +174,8 @@ class RequestPath:
         timeout = self.config.default_deadline if deadline is None else deadline
         deadline_at = started + timeout
         self._queued += 1
+        queued_for = self.queued_for
+        queued_for[model_id] = queued_for.get(model_id, 0) + 1
         self.counters["requests"] += 1
         self._budget.note_request(started)
         ran: list[str] = []
@@ -179,6 +193,12 @@ class RequestPath:
                 model_id, member, type(error).__name__, (loop.time() - started) * 1000, "failed"
             )
             raise
+        except asyncio.CancelledError:  # by its caller: recorded as cancelled, and goes on
+            member = self.members.get(ran[-1]) if ran else None
+            self._request_failed(
+                model_id, member, "CancelledError", (loop.time() - started) * 1000, "cancelled"
+            )
+            raise
         except TimeoutError:  # a wait bounded by the deadline (a slot, a load, a backoff, ...)
             latency_ms = (loop.time() - started) * 1000
             self._request_failed(model_id, None, "DeadlineExceeded", latency_ms, "failed")
@@ -187,6 +207,7 @@ class RequestPath:
             raise exceeded from None
         finally:
             self._queued -= 1
+            queued_for[model_id] -= 1
 
     async def _serve(
         self,
@@ -217,6 +238,9 @@ class RequestPath:
                 if route.busy:  # every candidate is busy: wait in the pool's queue for a slot
                     await self._wait_for_slot(deadline_at)
                     continue
+                if route.returning:  # every candidate is out for maintenance: wait for one back
+                    await self._wait_for_return(deadline_at)
+                    continue
                 error = (
                     route.refusal
                     or last_error
@@ -227,6 +251,12 @@ class RequestPath:
                 try:
                     async with asyncio.timeout_at(deadline_at):
                         await self._place(info, member)
+                except MemoryPressure as error:
+                    # Pressure refuses new loads everywhere: the request gets the reason, typed,
+                    # unless a connection that holds the model serves it meanwhile.
+                    skip.add(member.connection_id)
+                    last_error = error
+                    continue
                 except PoolwardenError as error:
                     log.info("could not place %s on %s: %s", info.model_id, member.connection_id, error)
                     skip.add(member.connection_id)
@@ -239,6 +269,7 @@ class RequestPath:
                         connection_id=member.connection_id,
                         model_id=info.model_id,
                         open_share=self.router.open_share(self._serving(), self.clock()),
+                        incident_id=self._incident(member.connection_id, signal=False),
                     )
                 )
             tried.add(member.connection_id)
@@ -292,6 +323,27 @@ class RequestPath:
             if waiter.done() and not waiter.cancelled():
                 self._slot_freed()  # woken, but leaving: the slot goes to the next in line
             raise
+
+    async def _wait_for_return(self, deadline_at: float) -> None:
+        """Wait until a connection's serving changes (:meth:`members_changed`), within the
+        deadline; looked at again at least every ``RETURN_RECHECK_S`` in case a change went
+        unsaid."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._return_waiters.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline_at):
+                await asyncio.wait((waiter,), timeout=RETURN_RECHECK_S)
+        finally:
+            if waiter in self._return_waiters:
+                self._return_waiters.remove(waiter)
+
+    def members_changed(self) -> None:
+        """A connection started or stopped serving (the pool says so): every request waiting
+        for a connection out for maintenance looks again."""
+        waiters, self._return_waiters = self._return_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _slot_freed(self) -> None:
         waiters = self._slot_waiters
@@ -452,6 +504,11 @@ class RequestPath:
                 browser=member.browser,
                 error_kind=kind.value,
                 latency_ms=latency_ms,
+                # A failure of the connection is a signal of an incident there; a model's own
+                # error (bad input, a validation failure) is not, but may fall within one.
+                incident_id=self._incident(
+                    member.connection_id, signal=kind not in (ErrorKind.INPUT, ErrorKind.VALIDATION)
+                ),
             )
         )
 
@@ -468,8 +525,16 @@ class RequestPath:
                 error_kind=error_type,
                 outcome=outcome,
                 latency_ms=latency_ms,
+                incident_id=self._incident(member.connection_id, signal=False) if member else None,
             )
         )
+
+    def _incident(self, connection_id: str, *, signal: bool) -> str | None:
+        """The incident ``connection_id`` is in (opened now if ``signal`` and there is none)."""
+        incidents = self.incidents
+        if incidents is None:
+            return None
+        return incidents.signal(connection_id) if signal else incidents.current(connection_id)
 
 
 def _kind_of(error: BaseException) -> ErrorKind:

@@ -146,11 +146,21 @@ class BrowserWorker:
     async def _stop(self, *, remove_profile: bool) -> BrowserProcess | None:
         remote, self.remote = self.remote, None
         process, self.process = self.process, None
-        if remote is not None:
-            await remote.close()
-        if process is not None:
-            await process.kill(remove_profile=remove_profile)
+        try:
+            if process is not None:
+                # The process group first: a stopped or hung browser would hold up the closing
+                # of its remote-control session, and a dead one's closes at once.
+                await process.kill(remove_profile=remove_profile)
+        finally:
+            if remote is not None:
+                await remote.close()
         return process
+
+    async def stopped(self) -> bool:
+        """Whether the browser's processes are stopped (SIGSTOP): it answers nothing, so only a
+        restart helps."""
+        process = self.process
+        return process is not None and await process.stopped()
 
     async def pss_bytes(self) -> int | None:
         """PSS of the browser's whole process tree, sampled in a thread; None when not running."""

@@ -59,6 +59,9 @@ class ChromiumWorker(BrowserWorker):
 
     async def reconnect(self, *, hung: bool, timeout: float = 10.0) -> Hello:
         """``Page.reload`` (or ``Page.crash`` then reload when ``hung``) and wait for the new hello."""
+        if await self.stopped():
+            # A stopped browser answers no DevTools command: the reload would only time out.
+            return await self.restart(timeout=max(timeout, self.start_timeout))
         if not isinstance(self.remote, DevTools):
             raise BrowserError(f"worker {self.worker_id!r} has no DevTools session (not started?)")
         generation = self.connection.generation

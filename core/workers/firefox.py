@@ -114,7 +114,7 @@ class FirefoxWorker(BrowserWorker):
     async def reconnect(self, *, hung: bool, timeout: float = 10.0) -> Hello:
         """Reload the page over BiDi; without a BiDi session (the default), or for a hung page
         (Firefox cannot crash one from outside), restart the browser instead."""
-        if hung or not self.remote_port:
+        if hung or not self.remote_port or await self.stopped():
             return await self.restart(timeout=max(timeout, self.start_timeout))
         if not isinstance(self.remote, BiDi) or self.page_context is None:
             raise BrowserError(f"worker {self.worker_id!r} has no BiDi session (not started?)")
