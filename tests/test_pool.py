@@ -24,25 +24,13 @@ from poolwarden.lifecycle_types import Suspected
 from poolwarden.memory import EvictModel, HostReading, RecycleBrowser
 from poolwarden.outliers import OutlierPolicy
 from poolwarden.policy import BreakerPolicy, ErrorKind
-from poolwarden.pool import PoolConfig, ResourcePool
+from poolwarden.pool import ResourcePool
 from poolwarden.pool.member import PoolMember
 from poolwarden.storage import open_store
 from poolwarden.workers.models import reference_forward, resolve_model
 from poolwarden.workers.simulated import Fault
-
-X = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
-
-
-def _config(tmp_path: Path, **overrides: Any) -> PoolConfig:
-    options: dict[str, Any] = {
-        "connections": 2,
-        "workers": ("simulated",),
-        "db": tmp_path / "pool.db",
-        "heartbeat_interval": 30.0,  # the tests drive faults themselves
-        "memory_interval": 3600.0,
-    }
-    options.update(overrides)
-    return PoolConfig(**options)
+from tests.pool_support import X
+from tests.pool_support import pool_config as _config
 
 
 class Readings:

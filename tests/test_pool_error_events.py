@@ -34,10 +34,10 @@ from poolwarden.errors import (
 )
 from poolwarden.memory import HostReading
 from poolwarden.policy import ErrorKind
-from poolwarden.pool import PoolConfig, ResourcePool
+from poolwarden.pool import ResourcePool
 from poolwarden.workers.simulated import Fault
-
-X = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
+from tests.pool_support import X
+from tests.pool_support import pool_config as _config
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = [*sorted((ROOT / "core" / "pool").glob("*.py")), ROOT / "core" / "memory.py"]
@@ -87,18 +87,6 @@ class Readings:
 @pytest.fixture
 def readings() -> Readings:
     return Readings()
-
-
-def _config(tmp_path: Path, **overrides: Any) -> PoolConfig:
-    options: dict[str, Any] = {
-        "connections": 2,
-        "workers": ("simulated",),
-        "db": tmp_path / "pool.db",
-        "heartbeat_interval": 30.0,
-        "memory_interval": 3600.0,
-    }
-    options.update(overrides)
-    return PoolConfig(**options)
 
 
 @pytest.fixture

@@ -5,31 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from poolwarden.errors import CircuitOpen, IsolatedByOperator
-from poolwarden.memory import HostReading
 from poolwarden.policy import ErrorKind
-from poolwarden.pool import PoolConfig, ResourcePool
-
-X = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
-
-
-async def _host() -> HostReading:
-    return HostReading(percent=40.0, available_mb=1000, total_mb=16000)
-
-
-def _config(tmp_path: Path, **overrides: Any) -> PoolConfig:
-    options: dict[str, Any] = {
-        "connections": 2,
-        "workers": ("simulated",),
-        "db": tmp_path / "pool.db",
-        "heartbeat_interval": 30.0,
-        "memory_interval": 3600.0,
-    }
-    options.update(overrides)
-    return PoolConfig(**options)
+from poolwarden.pool import ResourcePool
+from tests.pool_support import X
+from tests.pool_support import pool_config as _config
+from tests.pool_support import steady_host as _host
 
 
 async def _types(pool: ResourcePool, type: str) -> list[Any]:
