@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import re
 import subprocess
@@ -205,3 +206,39 @@ def test_the_demo_routes_page_console_lines_through_one_logging_handler(
         "WARNING poolwarden.worker: conn-1: GPU device lost; recreating it"
     ]
     assert logging.getLogger("poolwarden").handlers == []  # put back as it was
+
+
+def test_events_of_one_pool_of_a_fleet_s_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`events --pool NAME` keeps that pool's streams (its own, its connections' lifecycles and
+    breakers) out of a log that several pools and a standalone breaker share."""
+    import asyncio
+
+    from poolwarden.events import NewEvent
+    from poolwarden.storage import open_store
+
+    db = tmp_path / "fleet.db"
+    streams = [
+        "pool/main",
+        "pool/main/bridge",
+        "connection/conn-0",
+        "breaker/conn-0/toy-mlp",
+        "pool/east",
+        "pool/east/memory",
+        "connection/east.conn-0",
+        "breaker/east.conn-1",
+        "breaker/payments",
+    ]
+
+    async def write() -> None:
+        async with open_store(db) as store:
+            for stream in streams:
+                await store.append(stream, [NewEvent(type="Happened", occurred_at=1_800_000_000.0)])
+
+    asyncio.run(write())
+    for pool, expected in (
+        ("east", {"pool/east", "pool/east/memory", "connection/east.conn-0", "breaker/east.conn-1"}),
+        ("main", {"pool/main", "pool/main/bridge", "connection/conn-0", "breaker/conn-0/toy-mlp"}),
+    ):
+        assert main(["events", "--db", str(db), "--pool", pool, "--json"]) == 0
+        printed = {json.loads(line)["stream"] for line in capsys.readouterr().out.splitlines()}
+        assert printed == expected

@@ -176,6 +176,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "db": "x.db",
         "stream": None,
         "type": None,
+        "pool": None,
         "limit": None,
         "follow": False,
         "json": False,

@@ -292,5 +292,6 @@ def events(args: argparse.Namespace) -> int:
             follow=args.follow,
             as_json=args.json,
             limit=args.limit,
+            pool=args.pool,
         )
     )

@@ -13,6 +13,7 @@ from typing import Any
 from poolwarden.envelope import READING_ORDER
 from poolwarden.errors import ConfigurationError
 from poolwarden.events import INDEXED_FIELDS, RecordedEvent
+from poolwarden.pool.streams import PoolStreams
 from poolwarden.storage import open_store
 
 __all__ = ["check_types", "display_value", "format_event", "known_types", "print_events"]
@@ -91,8 +92,12 @@ def _as_json(event: RecordedEvent) -> str:
     return json.dumps(record)
 
 
-def _wanted(event: RecordedEvent, stream: str | None, types: Sequence[str] | None) -> bool:
+def _wanted(
+    event: RecordedEvent, stream: str | None, types: Sequence[str] | None, pool: PoolStreams | None = None
+) -> bool:
     if types and event.type not in types:
+        return False
+    if pool is not None and not pool.owns(event.stream):
         return False
     if stream is None:
         return True
@@ -107,9 +112,13 @@ async def print_events(
     follow: bool = False,
     as_json: bool = False,
     limit: int | None = None,
+    pool: str | None = None,
 ) -> int:
-    """Print the matching events of the log at ``db``; with ``follow``, keep printing. Returns 0."""
+    """Print the matching events of the log at ``db``; with ``follow``, keep printing. Returns 0.
+
+    ``pool`` keeps the streams of the pool of that name (a fleet's log holds several)."""
     show = _as_json if as_json else format_event
+    owner = PoolStreams(pool) if pool is not None else None
     async with open_store(db, read_only=True) as store:
         if types:
             in_log = {str(row[0]) for row in await store.fetch("SELECT DISTINCT type FROM events")}
@@ -118,12 +127,12 @@ async def print_events(
         matched: deque[RecordedEvent] = deque(maxlen=limit)
         position = 1
         while page := await store.read_all(position, 5000, types=types):
-            matched.extend(e for e in page if _wanted(e, stream, None))
+            matched.extend(e for e in page if _wanted(e, stream, None, owner))
             position = page[-1].position + 1
         for event in matched:
             print(show(event), flush=True)
         if follow:
             async for event in store.follow(position):
-                if _wanted(event, stream, types):
+                if _wanted(event, stream, types, owner):
                     print(show(event), flush=True)
     return 0

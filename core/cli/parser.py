@@ -319,6 +319,11 @@ def _add_log_readers(top: Commands) -> None:
     _db_option(events, required=True)
     events.add_argument("--stream", help="only this stream (or streams starting with it, if it ends in /)")
     events.add_argument("--type", action="append", help="only events of this type (repeatable)")
+    events.add_argument(
+        "--pool",
+        metavar="NAME",
+        help="only the streams of the pool of this name (a fleet's log holds several)",
+    )
     events.add_argument("--limit", type=int, default=None, help="at most this many (the last ones)")
     events.add_argument("--follow", action="store_true", help="keep printing new events as they land")
     _json_option(events, "one JSON object per line")

@@ -50,3 +50,12 @@ class PoolStreams:
     def connection_id(self, number: int) -> str:
         """The id of the pool's connection ``number``."""
         return f"{self.connection_prefix}{number}"
+
+    def owns(self, stream: str) -> bool:
+        """Whether ``stream`` is one of this pool's: its own streams, and its connections' lifecycle
+        and breaker streams (a standalone named breaker is no pool's)."""
+        if stream == self.pool or stream.startswith(self.pool + "/"):
+            return True
+        return stream.startswith(
+            ("connection/" + self.connection_prefix, "breaker/" + self.connection_prefix)
+        )
