@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -65,3 +66,37 @@ async def test_an_expired_wait_reads_as_half_open(db_with_open_breaker: Path) ->
     (status,) = await breaker_statuses(db_with_open_breaker, clock=later)
     assert status.state == "open"
     assert status.effective_state == "half_open"
+
+
+async def test_breakers_of_one_pool_of_a_shared_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`breakers --pool NAME` lists that pool's connection and model breakers only, not another
+    pool's nor a standalone named breaker."""
+    from poolwarden.pool import PoolConfig, ResourcePool
+
+    db = tmp_path / "fleet.db"
+
+    def config(name: str) -> PoolConfig:
+        return PoolConfig(
+            name=name,
+            connections=1,
+            workers=("simulated",),
+            db=db,
+            heartbeat_interval=30.0,
+            memory_interval=3600.0,
+        )
+
+    async with ResourcePool(config("main")) as main_pool, ResourcePool(config("east")) as east:
+        for pool in (main_pool, east):
+            await pool.load_model("toy-mlp")
+            await pool.run_inference("toy-mlp", {"input": [[0.5] * 16]})
+    import poolwarden
+
+    async with poolwarden.open_breakers(db) as named:
+        named.breaker("payments-api").force_open(who="ops", why="test")
+    for name, prefix in (("east", "east.conn-0"), ("main", "conn-0")):
+        assert await asyncio.to_thread(main, ["breakers", "--db", str(db), "--pool", name, "--json"]) == 0
+        keys = {status["key"] for status in json.loads(capsys.readouterr().out.strip().splitlines()[-1])}
+        assert keys, name
+        assert all(key.startswith(prefix) for key in keys), keys

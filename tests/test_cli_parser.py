@@ -152,7 +152,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "bench analysis": {"command": "bench", "bench_command": "analysis", "events": 1_000_000, "json": False},
     "bench fuzz": {"command": "bench", "bench_command": "fuzz", "frames": 100_000, "seed": 0, "json": False},
     "bench crash": {"command": "bench", "bench_command": "crash", "kills": 100, "seed": 0, "json": False},
-    "breakers": {"command": "breakers", "db": "x.db", "json": False},
+    "breakers": {"command": "breakers", "db": "x.db", "pool": None, "json": False},
     "analyze": {"command": "analyze", "db": "x.db", "out": "out", "policy": None},
     "telemetry": {
         "command": "telemetry",

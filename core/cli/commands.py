@@ -95,9 +95,14 @@ def db_leases(args: argparse.Namespace) -> int:
 def breakers(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from poolwarden.breaker_events import STREAM_PREFIX
+    from poolwarden.pool.streams import PoolStreams
     from poolwarden.telemetry.breakers import breaker_statuses
 
     statuses = asyncio.run(breaker_statuses(args.db))
+    if args.pool is not None:
+        owner = PoolStreams(args.pool)
+        statuses = [status for status in statuses if owner.owns(STREAM_PREFIX + status.key)]
     if args.json:
         print(json.dumps([status.as_dict() for status in statuses]))
         return EXIT_OK

@@ -241,6 +241,7 @@ def _add_log_readers(top: Commands) -> None:
         top, "breakers", "every breaker's state as last persisted and as it stands now", commands.breakers
     )
     _db_option(breakers, required=True)
+    breakers.add_argument("--pool", metavar="NAME", help="only the breakers of the pool of this name")
     _json_option(breakers, "one JSON array")
 
     analyze = _command(
