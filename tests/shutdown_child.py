@@ -79,13 +79,19 @@ async def main(db: Path, mode: str, seed: int) -> None:
             await _serve_then(pool, rng, after)
             raise Escaped("left the block")
     elif mode == "cancel":
+        serving = asyncio.Event()
 
         async def inside() -> None:
             async with ResourcePool(_config(db)) as pool:
-                await _serve_then(pool, rng, 3600)
+                await pool.load_model("toy-mlp")
+                load = asyncio.create_task(_load(pool, rng))
+                serving.set()
+                await load
 
         task = asyncio.create_task(inside())
-        await asyncio.sleep(after + 0.3)
+        # Cancelled ``after`` seconds into the load, however long the start took on a busy machine.
+        await serving.wait()
+        await asyncio.sleep(after)
         task.cancel()
         await task
     elif mode == "noclose":
