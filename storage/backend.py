@@ -31,7 +31,7 @@ from poolwarden.lease import Lease, LeaseRow, decide_renew, decide_take
 from poolwarden.storage import migrate
 from poolwarden.storage.base import ANY_VERSION, Durability, EventStore, Receipt
 from poolwarden.storage.rows import check_stream, encode_json, event_row
-from poolwarden.storage.writer import GroupCommitWriter
+from poolwarden.storage.writer import GroupCommitWriter, Outcome, Work
 
 __all__ = ["WriterBackedStore", "refuse_unusable_schema"]
 
@@ -81,6 +81,11 @@ class WriterBackedStore(EventStore):
     _state: str  # "new", "open", "closing", "closed"
     _writer: GroupCommitWriter | None  # None when read-only
     _committed: asyncio.Event  # replaced at each commit; followers wait on it
+    read_only: bool
+    max_batch: int
+    linger: float
+    max_pending: int
+    lock_timeout: float
 
     # --- what a backend gives -------------------------------------------------------------------
 
@@ -93,7 +98,26 @@ class WriterBackedStore(EventStore):
         """In one write transaction: read ``name``'s row and the log's highest fencing number,
         let ``decide`` rule, write the lease it returns (or let its error through)."""
 
+    @abc.abstractmethod
+    async def _commit_batch(self, work: list[Work]) -> list[Outcome]:
+        """The backend's write transaction for one batch (see ``storage.writer``)."""
+
     # --- state ----------------------------------------------------------------------------------
+
+    def _start_writing(self) -> None:
+        """The store is open: start its writer (none when read-only)."""
+        if not self.read_only:
+            self._writer = GroupCommitWriter(
+                self._commit_batch,
+                owner=self,
+                max_batch=self.max_batch,
+                linger=self.linger,
+                max_pending=self.max_pending,
+                lock_timeout=self.lock_timeout,
+                on_commit=self._wake_followers,
+            )
+            self._writer.start(name=f"poolwarden-writer:{self.where or ':memory:'}")
+        self._state = "open"
 
     def _require_open(self) -> None:
         if self._state != "open":

@@ -176,18 +176,7 @@ class SQLiteEventStore(WriterBackedStore):
             await self._dispose()
             self._state = "closed"
             raise
-        if not self.read_only:
-            self._writer = GroupCommitWriter(
-                self._commit_batch,
-                owner=self,
-                max_batch=self.max_batch,
-                linger=self.linger,
-                max_pending=self.max_pending,
-                lock_timeout=self.lock_timeout,
-                on_commit=self._wake_followers,
-            )
-            self._writer.start(name=f"poolwarden-writer:{self.path or ':memory:'}")
-        self._state = "open"
+        self._start_writing()
 
     def _check_file(self) -> None:
         if self.path is None:
