@@ -24,8 +24,17 @@ Several processes may share one breaker (one stream, several writers; the driver
   applied to the live breaker with their own timestamps (:meth:`CircuitBreaker.merge`), so
   every process rejects calls while any of them has the breaker open;
 * **outcome windows are local**: another writer's failures, summaries and trial admissions
-  change nothing here; each process judges its own calls (and its own half-open trials, for
-  now: one trial round per process; claiming a trial through the log is issue #12's);
+  change nothing here; each process judges its own calls;
+* **a half-open round has one owner** when trials are claimed (:meth:`CircuitBreaker.claim_trials`,
+  which the durable driver turns on for breakers shared through a log): the round belongs to the
+  process whose ``BreakerHalfOpened`` comes first in the stream. A process whose wait has passed
+  emits its ``BreakerHalfOpened`` (its claim) and admits no trial until its driver has appended
+  it with nobody else's before it (:meth:`CircuitBreaker.confirm_claim`); a process that meets
+  another's first (merged, or on a rebase) rejects every call until that round's outcome reaches
+  it. A round held elsewhere that shows no trial within the claim timeout (or whose trial
+  outlives ``half_open.max_seconds`` by it) is abandoned: ``BreakerOpened(reason=
+  "trial_abandoned")`` with no added wait, and a claim of its own, so a dead owner never holds a
+  breaker half-open. A fleet thus runs at most ``half_open.trials`` trials per round;
 * **concurrent transitions are settled by log order**: an event marked ``decided_on`` (its
   writer had not seen the events before it) that the state machine no longer allows from the
   state replay has reached is *superseded* and changes nothing; the first writer to append wins,
@@ -65,7 +74,7 @@ from poolwarden.events import RecordedEvent
 from poolwarden.outcome_window import FAILED, SLOW, CountWindow, OutcomeWindow, new_window, window_from_json
 from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, RandomSource, counts
 
-__all__ = ["BreakerState", "CircuitBreaker", "Decision"]
+__all__ = ["ABANDONED", "BreakerState", "CircuitBreaker", "Decision", "TrialClaim"]
 
 _FAST_TYPES: dict[str, int] = {
     cls.TYPE: cls.SCHEMA_VERSION for cls in (CallFailed, CallsSummarised, BreakerTrialAdmitted)
@@ -135,6 +144,32 @@ _TRIGGER_OF: Final[dict[type[BreakerEvent], str]] = {
 _SHARED_EVENTS: Final = (BreakerOpened, BreakerHalfOpened, BreakerClosed, BreakerOverridden)
 """The events another writer of the stream makes this breaker follow (:meth:`CircuitBreaker.merge`)."""
 
+ABANDONED: Final = "trial_abandoned"
+"""The reason of the ``BreakerOpened`` with which a process ends a half-open round held by
+another process that shows no sign of life (see :meth:`CircuitBreaker.claim_trials`)."""
+
+
+class TrialClaim(enum.StrEnum):
+    """Who may run the trials of a half-open round, when trials are claimed through the log."""
+
+    OFF = "off"
+    """Trials are not claimed: this process runs its own (a breaker with one writer)."""
+    CLAIMING = "claiming"
+    """This process half-opened the breaker; no trial until its claim is in the log."""
+    HELD = "held"
+    """This process's claim came first in the log: it runs the round's trials."""
+    ELSEWHERE = "elsewhere"
+    """Another process's claim came first: every call is rejected until the round's outcome."""
+    NO_ROUND = "no_round"
+    """Trials are claimed, and the breaker is not half-open."""
+
+
+_OFF = TrialClaim.OFF
+_CLAIMING = TrialClaim.CLAIMING
+_HELD = TrialClaim.HELD
+_ELSEWHERE = TrialClaim.ELSEWHERE
+_NO_ROUND = TrialClaim.NO_ROUND
+
 
 def _error_kind(value: object) -> ErrorKind:
     try:
@@ -197,6 +232,8 @@ class CircuitBreaker:
         "_admit",
         "_buckets",
         "_burst",
+        "_claim",
+        "_claim_timeout",
         "_clock",
         "_consecutive",
         "_events",
@@ -204,6 +241,7 @@ class CircuitBreaker:
         "_ok",
         "_ok_mark",
         "_ok_slow",
+        "_owner_seen_at",
         "_rej_first",
         "_rej_last",
         "_rej_n",
@@ -282,6 +320,9 @@ class CircuitBreaker:
         self._rej_last = 0.0
         self._rejected_total = 0
         self._replaying = False
+        self._claim = _OFF
+        self._claim_timeout = 0.0
+        self._owner_seen_at: float | None = None
         self._fast = True
         self._admit = Decision(True, "closed", None, 0)
         self._verdict: Decision | None = None
@@ -546,6 +587,11 @@ class CircuitBreaker:
             self.closed_at = None
             self.override = None
             return changed
+        if isinstance(event, BreakerTrialAdmitted):
+            if self._claim is _ELSEWHERE and self.state is _HALF_OPEN:
+                self._owner_seen_at = event.at  # the owner of the round is alive and trying
+                self._verdict = None
+            return False
         if not isinstance(event, _SHARED_EVENTS) or self._superseded(event):
             return False
         self._replaying = True
@@ -578,7 +624,15 @@ class CircuitBreaker:
         round in the log's state, as after any transition (results of calls admitted before are
         ignored, windows start empty).
         """
-        if replayed.shared_state() == self.shared_state():
+        same = replayed.shared_state() == self.shared_state()
+        # Whose round it is: ``replayed`` knows whether our claim survived the others' events (the
+        # driver calls its take_claim when it does); a claim already confirmed stays.
+        if self._claim is not _OFF and replayed.state is _HALF_OPEN and not (self._claim is _HELD and same):
+            # (a replayed breaker that claims nothing knows no claim of ours)
+            self._claim = _ELSEWHERE if replayed._claim is _OFF else replayed._claim
+            self._owner_seen_at = replayed._owner_seen_at
+            self._verdict = None
+        if same:
             return False
         self.state = replayed.state
         self.opened_at = replayed.opened_at
@@ -591,6 +645,51 @@ class CircuitBreaker:
         self._clear_counts()
         self._refresh()
         return True
+
+    def claim_trials(self, timeout: float) -> None:
+        """Claim half-open rounds through the log from now on (see the module's merge rule).
+
+        ``timeout`` is how long a round held by another process may show no trial (or its trial
+        outlive ``half_open.max_seconds``) before this one abandons it; it must exceed the time
+        the others' events take to arrive here (their flush plus this process's poll). A breaker
+        already half-open is taken as held elsewhere (a restored one never claimed anything),
+        unless its own pending ``BreakerHalfOpened`` made it so.
+        """
+        if not timeout > 0:
+            raise ConfigurationError("a trial claim timeout must be > 0 seconds")
+        self._claim_timeout = float(timeout)
+        self._claim = _NO_ROUND
+        if self.state is _HALF_OPEN:
+            # A round this breaker half-opened itself (a restore catching up) is its claim.
+            mine = any(isinstance(e, BreakerHalfOpened) and e.at == self.half_opened_at for e in self._events)
+            self._claim = _CLAIMING if mine else _ELSEWHERE
+        self._owner_seen_at = None
+        self._verdict = None
+
+    @property
+    def trial_claim(self) -> TrialClaim:
+        """Who runs this half-open round's trials."""
+        if self._claim is _OFF or self.state is _HALF_OPEN:
+            return self._claim
+        return _NO_ROUND
+
+    def take_claim(self) -> None:
+        """The half-open round is this process's claim, not yet confirmed by the log: the driver
+        calls it on a replayed breaker when a rebase folded this process's ``BreakerHalfOpened``
+        after the others' events and it still applied."""
+        if self._claim is not _OFF and self.state is _HALF_OPEN:
+            self._claim = _CLAIMING
+            self._verdict = None
+
+    def confirm_claim(self, half_opened_at: float) -> bool:
+        """This process's ``BreakerHalfOpened`` at ``half_opened_at`` was appended with nothing
+        unseen before it: the round is this process's, its trials may run. Returns whether this
+        confirmed the current round (a claim already lost, or an older round's, confirms nothing)."""
+        if self._claim is _CLAIMING and self.state is _HALF_OPEN and self.half_opened_at == half_opened_at:
+            self._claim = _HELD
+            self._verdict = None
+            return True
+        return False
 
     def apply_recorded(self, record: RecordedEvent) -> None:
         """Fold a recorded event straight from its columns and payload (the replay fast path).
@@ -657,9 +756,23 @@ class CircuitBreaker:
             return False
         if isinstance(event, BreakerOpened) and event.who is not None:
             return False  # a manual trip, like a manual override, always applies
+        if isinstance(event, BreakerOpened) and event.abandons is not None:
+            # only the round it gave up: that one may have ended meanwhile, another begun
+            return self.state is not _HALF_OPEN or self.half_opened_at != event.abandons
         trigger = _TRIGGER_OF.get(type(event))
         if trigger is not None:
-            return (trigger, self.state) not in _TABLE
+            if (trigger, self.state) not in _TABLE:
+                return True
+            if isinstance(event, BreakerOpened) and event.from_state != self.state.value:
+                return True  # a trip judged on another state (calls while closed, not these trials)
+            if isinstance(event, BreakerHalfOpened) and event.reason is None:
+                return event.at != self.retry_at  # it ended the wait of another open, not this one
+            # Decided before the current state began, it judged an earlier round (a half-open
+            # that ended an earlier wait, a trip on an earlier round's trials): not this one's.
+            began = {_OPEN: self.opened_at, _HALF_OPEN: self.half_opened_at, _CLOSED: self.closed_at}.get(
+                self.state
+            )
+            return began is not None and event.at < began
         return isinstance(event, BreakerEvicted) and self.state is not _CLOSED
 
     def _fire(self, trigger: str) -> None:
@@ -697,7 +810,9 @@ class CircuitBreaker:
         self._advance(now)
         state = self.state
         if state is _HALF_OPEN:
-            if self.trials_admitted < self.policy.half_open.trials:
+            if self.trials_admitted < self.policy.half_open.trials and (
+                self._claim is _OFF or self._claim is _HELD
+            ):
                 self._emit(BreakerTrialAdmitted(permit=self.epoch, **self._common(now)))
                 return Decision(True, "half_open trial", None, self.epoch)
         elif state is not _OPEN and state is not _FORCED_OPEN:
@@ -716,6 +831,10 @@ class CircuitBreaker:
         state = self.state
         if state is _OPEN:
             return Decision(False, f"open until {self.retry_at:.3f}", self.retry_at, None)
+        if state is _HALF_OPEN and self._claim is _CLAIMING:
+            return Decision(False, "half_open: claiming the trial round through the log", None, None)
+        if state is _HALF_OPEN and self._claim is _ELSEWHERE:
+            return Decision(False, "half_open: trial round held by another process", self._abandon_at(), None)
         if state is _HALF_OPEN:
             assert self.trial_started_at is not None  # a full half-open round has admitted a trial
             limit = self.policy.half_open.max_seconds
@@ -789,6 +908,22 @@ class CircuitBreaker:
                 if now < self.retry_at:
                     return
                 self._emit(BreakerHalfOpened(**self._common(self.retry_at)))
+            elif state is _HALF_OPEN and self._claim is _ELSEWHERE:
+                deadline = self._abandon_at()
+                if deadline is None or now < deadline:
+                    return
+                self._emit(
+                    BreakerOpened(
+                        from_state=state.value,
+                        reason=ABANDONED,
+                        retry_at=deadline,
+                        streak=self.streak,
+                        abandons=self.half_opened_at,
+                        **self._common(deadline),
+                    )
+                )  # no added wait: the loop half-opens again at once, with a claim of its own
+            elif state is _HALF_OPEN and self._claim is _CLAIMING:
+                return  # the driver's next append settles it
             elif state is _HALF_OPEN and self.trial_started_at is not None:
                 limit = self.policy.half_open.max_seconds
                 if limit is None:
@@ -799,6 +934,17 @@ class CircuitBreaker:
                 self._open(deadline, "half_open_timeout")
             else:
                 return
+
+    def _abandon_at(self) -> float | None:
+        """When a round held by another process is given up: ``claim timeout`` after its
+        half-open with no trial seen, or after its trial's ``max_seconds`` ran out (never, with
+        ``max_seconds=None``, as for a local trial)."""
+        assert self.half_opened_at is not None
+        seen = self._owner_seen_at
+        if seen is None:
+            return self.half_opened_at + self._claim_timeout
+        limit = self.policy.half_open.max_seconds
+        return None if limit is None else seen + limit + self._claim_timeout
 
     def _judge_window(self, now: float, *, failure: bool) -> None:
         policy = self.policy
@@ -927,6 +1073,10 @@ class CircuitBreaker:
             self._fire("half_open")
             self._new_epoch()
             self.half_opened_at = event.at
+            if self._claim is not _OFF:
+                # Decided here, it is our claim; read from the log or another writer, not ours.
+                self._claim = _ELSEWHERE if self._replaying else _CLAIMING
+                self._owner_seen_at = None
             self._refresh()
         elif isinstance(event, BreakerClosed):
             self._fire("close")

@@ -207,11 +207,16 @@ class BreakerOpened(BreakerEvent):
     replay never draws again, and ``draw`` the jitter's draw in [0, 1) (``None`` when nothing was
     drawn), so a what-if under another backoff can draw the same.
 
+    ``abandons`` is set when a process gave up a half-open round held by another process (reason
+    ``"trial_abandoned"``): the ``half_opened_at`` of that round, so that the give-up applies to
+    that round only.
+
     Schema version 2 added ``who``, ``why`` and ``draw``; a version-1 event reads with all three
-    ``None`` (it was an automatic open, and its draw was not kept).
+    ``None`` (it was an automatic open, and its draw was not kept). Version 3 added ``abandons``
+    (``None`` in older events: no trial claims then).
     """
 
-    SCHEMA_VERSION: ClassVar[int] = 2
+    SCHEMA_VERSION: ClassVar[int] = 3
     COLUMNS: ClassVar[Mapping[str, Any]] = {"to_state": "open"}
 
     from_state: str
@@ -221,6 +226,7 @@ class BreakerOpened(BreakerEvent):
     who: str | None = field(default=None, metadata=payload(omit_none=True))
     why: str | None = field(default=None, metadata=payload(omit_none=True))
     draw: float | None = field(default=None, metadata=payload(omit_none=True))
+    abandons: float | None = field(default=None, metadata=payload(omit_none=True))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -305,6 +311,12 @@ def _opened_v1(stored: Stored) -> Stored:
     for name in ("who", "why", "draw"):
         body.setdefault(name, None)
     return Stored(body, stored.columns)
+
+
+@REGISTRY.upcaster("BreakerOpened", 2)
+def _opened_v2(stored: Stored) -> Stored:
+    """Version 2 had no trial claims, so no open gave up another process's round."""
+    return Stored({**stored.payload, "abandons": None}, stored.columns)
 
 
 _TYPES: dict[str, type[BreakerEvent]] = {cls.TYPE: cls for cls in _CLASSES}

@@ -117,6 +117,9 @@ class BreakerRegistry:
         self.clock = clock
         self.rng = rng
         self.idle_after = idle_after
+        self.trial_claim_timeout: float | None = None
+        """When set (by a durable driver sharing the breakers through a log), every breaker
+        created here claims its half-open rounds (:meth:`CircuitBreaker.claim_trials`)."""
         self._breakers: dict[str, CircuitBreaker] = {}
         self._seen: dict[str, tuple[tuple[int, int, int], float]] = {}
         self._pairs: dict[tuple[str, str], tuple[CircuitBreaker, CircuitBreaker]] = {}
@@ -222,5 +225,7 @@ class BreakerRegistry:
                 connection_id=connection_id,
                 model_id=model_id,
             )
+            if self.trial_claim_timeout is not None:
+                breaker.claim_trials(self.trial_claim_timeout)
             self._breakers[key] = breaker
         return breaker

@@ -12,7 +12,7 @@ from poolwarden.clock import FakeClock
 from poolwarden.events import RecordedEvent
 from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, OpenBackoff, SlidingWindow
 
-__all__ = ["CountingSource", "Log", "simulate"]
+__all__ = ["CountingSource", "Log", "simulate", "trip"]
 
 
 class Log:
@@ -40,6 +40,13 @@ class Log:
     def stream(self, stream: str) -> list[RecordedEvent]:
         """The records of one stream, in version order."""
         return [record for record in self.records if record.stream == stream]
+
+
+def trip(breaker: CircuitBreaker, failures: int = 3) -> None:
+    """``failures`` admitted calls in a row that fail (what opens a breaker of 3 consecutive failures)."""
+    for _ in range(failures):
+        decision = breaker.allow()
+        breaker.record_failure(ErrorKind.TRANSPORT, None, decision.permit)
 
 
 def simulate(

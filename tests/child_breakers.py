@@ -1,6 +1,6 @@
 """A process using named durable breakers (``open_breakers``) on a shared SQLite file, line by line.
 
-Usage: python child_breakers.py DB [--poll SECONDS] [--flush SECONDS]
+Usage: python child_breakers.py DB [--poll SECONDS] [--flush SECONDS] [--open-for SECONDS]
 
 Commands on stdin, one per line; each answers one line on stdout:
 
@@ -8,6 +8,8 @@ Commands on stdin, one per line; each answers one line on stdout:
 * ``calls NAME N EVERY``: N calls through NAME, every EVERY-th one failing (rejections are fine).
 * ``wait NAME STATE TIMEOUT``: wait (polling the breaker, not sleeping a fixed time) until NAME is
   in STATE; answers ``seen NAME <epoch seconds>`` or ``timeout NAME <state>``.
+* ``hammer NAME SECONDS``: a succeeding call through NAME every 5 ms for SECONDS (rejections are
+  fine); answers ``hammered NAME <calls that ran>``.
 * ``flush``: wait until everything recorded is committed; answers ``flushed``.
 * ``sync``: wait two poll intervals (so that one poll saw everything already in the log);
   answers ``state <json of each breaker's shared state>``.
@@ -30,7 +32,13 @@ from poolwarden.events import AppendResult
 from poolwarden.policy import BreakerPolicy, OpenBackoff
 from poolwarden.storage import open_store
 
-POLICY = BreakerPolicy(consecutive_failures=3, backoff=OpenBackoff(base=300.0, jitter="none"))
+
+def policy(open_for: float = 300.0) -> BreakerPolicy:
+    """The children's policy: three failures in a row open a breaker for ``open_for`` seconds."""
+    return BreakerPolicy(consecutive_failures=3, backoff=OpenBackoff(base=open_for, jitter="none"))
+
+
+POLICY = policy()
 
 
 def say(line: str) -> None:
@@ -39,14 +47,18 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def call(breakers: Breakers, name: str, fail: bool) -> None:
-    """One call through ``name``; a failure raises ConnectionError inside the guard."""
+def call(breakers: Breakers, name: str, fail: bool) -> bool:
+    """One call through ``name``; a failure raises ConnectionError inside the guard. Returns
+    whether the breaker let it run."""
     try:
         with breakers.circuit(name):
             if fail:
                 raise ConnectionError("upstream down")
-    except (ConnectionError, CircuitOpen):
+    except ConnectionError:
         pass
+    except CircuitOpen:
+        return False
+    return True
 
 
 async def main() -> None:
@@ -54,6 +66,7 @@ async def main() -> None:
     parser.add_argument("db")
     parser.add_argument("--poll", type=float, default=0.5)
     parser.add_argument("--flush", type=float, default=0.25)
+    parser.add_argument("--open-for", type=float, default=300.0)
     args = parser.parse_args()
     acked: list[AppendResult] = []
     async with open_store(args.db) as store:
@@ -66,7 +79,7 @@ async def main() -> None:
 
         store.append = counting_append  # type: ignore[method-assign]
         async with open_breakers(
-            store, policy=POLICY, flush_interval=args.flush, poll_interval=args.poll
+            store, policy=policy(args.open_for), flush_interval=args.flush, poll_interval=args.poll
         ) as breakers:
             registry = breakers.registry
             say("ready")
@@ -95,6 +108,13 @@ async def main() -> None:
                         say(f"seen {name} {time.time()!r}")
                     else:
                         say(f"timeout {name} {breakers.breaker(name).state.value}")
+                elif command == "hammer":
+                    name, until = rest[0], time.monotonic() + float(rest[1])
+                    ran = 0
+                    while time.monotonic() < until:
+                        ran += call(breakers, name, fail=False)
+                        await asyncio.sleep(0.005)
+                    say(f"hammered {name} {ran}")
                 elif command == "flush":
                     await breakers.flush()
                     say("flushed")

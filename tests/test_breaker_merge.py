@@ -26,7 +26,7 @@ from poolwarden.clock import FakeClock
 from poolwarden.errors import InvalidTransition
 from poolwarden.policy import BreakerPolicy, ErrorKind, HalfOpenRule, OpenBackoff
 from poolwarden.replay import restore
-from tests._breaker_support import Log
+from tests._breaker_support import Log, trip
 
 T0 = 1_000.0
 POLICY = BreakerPolicy(
@@ -81,13 +81,6 @@ class Writer:
         for record in self.log.stream("breaker/" + KEY)[self.known :]:
             self.breaker.merge(from_recorded(record))
             self.known = record.version
-
-
-def trip(breaker: CircuitBreaker) -> None:
-    """Three admitted calls that fail."""
-    for _ in range(3):
-        decision = breaker.allow()
-        breaker.record_failure(ErrorKind.TRANSPORT, None, decision.permit)
 
 
 def test_a_foreign_trip_opens_the_local_breaker_with_its_times() -> None:

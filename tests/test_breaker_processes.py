@@ -29,9 +29,9 @@ pytestmark = pytest.mark.slow
 class Child:
     """One child process, spoken to a line at a time."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path | str, *options: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, CHILD, str(db), "--poll", str(POLL), "--flush", str(FLUSH)],
+            [sys.executable, CHILD, str(db), "--poll", str(POLL), "--flush", str(FLUSH), *options],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -154,3 +154,47 @@ def _jsonable(state: dict[str, Any]) -> dict[str, Any]:
     """``state`` as it reads back from JSON (a tuple becomes a list)."""
     loaded: dict[str, Any] = json.loads(json.dumps(state))
     return loaded
+
+
+async def test_three_processes_run_one_trial_per_half_open_round(tmp_path: Path) -> None:
+    """Three processes call a shared breaker every 5 ms through its open wait (1 s): each
+    half-opens it and claims the round, the first claim in the log wins, and the fleet runs ONE
+    trial call (the policy's ``trials``), not one per process; its success closes the breaker
+    everywhere."""
+    await _one_trial_per_round(tmp_path / "shared.db")
+
+
+async def test_three_processes_on_postgresql_run_one_trial_per_half_open_round(postgres_db: str) -> None:
+    """The same on a PostgreSQL log."""
+    await _one_trial_per_round(postgres_db)
+
+
+async def _one_trial_per_round(db: Path | str) -> None:
+    async with open_store(db):
+        pass
+    children = [Child(db, "--open-for", "1.0") for _ in range(3)]
+    try:
+        for child in children:
+            assert await child.answer() == ["ready"]
+        assert (await children[0].ask("trip api"))[0] == "tripped"
+        for child in children[1:]:
+            assert (await child.ask("wait api open 10"))[0] == "seen"
+        ran = await asyncio.gather(*(child.ask("hammer api 2.5") for child in children))
+        for child in children:
+            assert (await child.ask("wait api closed 10"))[0] == "seen"
+        for child in children:
+            assert (await child.ask("exit"))[0] == "report"
+            child.process.wait(timeout=30)
+    finally:
+        errors = [child.stderr() for child in children]
+    assert [child.process.returncode for child in children] == [0, 0, 0], errors
+    async with open_store(db, read_only=True) as store:
+        records = await store.read_stream("breaker/api")
+    types = [r.type for r in records]
+    assert types.count("BreakerTrialAdmitted") == 1, types
+    assert types.count("BreakerClosed") == 1, types
+    claims = [r for r in records if r.type == "BreakerHalfOpened"]
+    assert len(claims) >= 1
+    assert all(r.payload.get("decided_on") is not None for r in claims[1:])  # later claims lost
+    assert all(int(answer[2]) >= 1 for answer in ran)  # after the close, every process's calls ran
+    print(f"{len(claims)} claims for one round, {types.count('BreakerTrialAdmitted')} trial run")

@@ -122,9 +122,14 @@ async def test_snapshots_are_taken_every_n_events_and_restore_from_them(tmp_path
         async with DurableBreakers(store, live, snapshot_every=10) as durable:
             for _ in range(8):
                 trip(live, "api")
-                clock.advance(30.0)
-                live.named("api").allow()
-                live.named("api").record_success()
+                retry_at = live.named("api").retry_at
+                assert retry_at is not None
+                clock.advance(retry_at - clock())
+                assert not live.named("api").allow()  # half-opens: the round is claimed first
+                await durable.flush()  # the claim is in the log: the round is ours
+                trial = live.named("api").allow()
+                assert trial.reason == "half_open trial"
+                live.named("api").record_success(trial.permit)
                 await durable.flush()
         snapshot = await store.load_snapshot("breaker/api")
         version = await store.stream_version("breaker/api")

@@ -51,6 +51,7 @@ from poolwarden.breaker_events import (
     EVENT_TYPES,
     STREAM_PREFIX,
     BreakerEvent,
+    BreakerHalfOpened,
     decided_on,
     from_recorded,
     key_of_stream,
@@ -88,6 +89,14 @@ class DurableBreakers:
     append meets them). ``scope`` limits the driver to the breakers whose key starts with it (a
     pool's: ``conn-`` for the pool named ``main``, ``east.conn-`` for ``east``): it restores and
     follows only those, so pools sharing a log never take up each other's breakers.
+
+    ``claim_trials`` (default: on when polling, i.e. when other processes share the breakers)
+    makes each half-open round one process's: the one whose ``BreakerHalfOpened`` is first in the
+    stream runs the trials, the others reject calls until its outcome arrives, and give the round
+    up after ``trial_claim_timeout`` seconds without a sign of its owner (default: 5 s, or four
+    times ``flush_interval + poll_interval`` if longer; see
+    :mod:`poolwarden.breaker`). A claim is confirmed by the append that carries it, so the first
+    trial waits up to ``flush_interval`` (the call that half-opens the breaker is rejected).
     """
 
     def __init__(
@@ -101,6 +110,8 @@ class DurableBreakers:
         poll_interval: float | None = 0.5,
         scope: str = "",
         incident_of: IncidentOf | None = None,
+        claim_trials: bool | None = None,
+        trial_claim_timeout: float | None = None,
     ) -> None:
         if snapshot_every < 1:
             raise ConfigurationError("snapshot_every must be at least 1")
@@ -108,8 +119,23 @@ class DurableBreakers:
             raise ConfigurationError("flush_interval and summary_interval must be > 0 seconds")
         if poll_interval is not None and not poll_interval > 0:
             raise ConfigurationError("poll_interval must be > 0 seconds (or None: no polling)")
+        if claim_trials is None:
+            claim_trials = poll_interval is not None
+        lag = flush_interval + (poll_interval or 0.0)  # how late another process's events arrive
+        if trial_claim_timeout is None:
+            trial_claim_timeout = max(5.0, 4 * lag)
+        if claim_trials and not trial_claim_timeout > lag:
+            raise ConfigurationError(
+                "trial_claim_timeout must exceed flush_interval + poll_interval: another process's "
+                "trial takes that long to be seen here"
+            )
         self.store = store
         self.registry = registry
+        self.trial_claim_timeout = trial_claim_timeout if claim_trials else None
+        """Half-open rounds are claimed through the log (one process runs a round's trials; see
+        :meth:`~poolwarden.breaker.CircuitBreaker.claim_trials`), giving up a round held
+        elsewhere after this many seconds without a sign of its owner; ``None``: not claimed."""
+        registry.trial_claim_timeout = self.trial_claim_timeout
         self.snapshot_every = snapshot_every
         self.flush_interval = flush_interval
         self.summary_interval = summary_interval
@@ -179,6 +205,8 @@ class DurableBreakers:
             rng=self.registry.rng,
             catch_up=catch_up,
         )
+        if self.trial_claim_timeout is not None:
+            breaker.claim_trials(self.trial_claim_timeout)
         return breaker, max(after, tail[-1].version if tail else 0), after
 
     # --- persisting ----------------------------------------------------------------------------
@@ -259,11 +287,22 @@ class DurableBreakers:
         except BaseException:
             self._unsent[stream] = events
             raise
+        if self.trial_claim_timeout is not None:
+            self._confirm_claims(stream, events)
         if state is not None:
             # A failed snapshot costs only restore time: its events are committed either way.
             await self.store.save_snapshot(stream, version, state)
             self._snapshot_versions[stream] = version
         return len(events)
+
+    def _confirm_claims(self, stream: str, events: list[BreakerEvent]) -> None:
+        """Our appended ``BreakerHalfOpened`` met nobody's events: its round is ours to try."""
+        breaker = self.registry.get(key_of_stream(stream))
+        if breaker is None:
+            return
+        for event in events:
+            if isinstance(event, BreakerHalfOpened):
+                breaker.confirm_claim(event.at)
 
     async def _append(self, stream: str, events: Sequence[BreakerEvent]) -> int:
         expected = self._versions.get(stream, 0)
@@ -299,9 +338,11 @@ class DurableBreakers:
         marked = decided_on(events, known)
         for event in marked:
             try:
-                replayed.apply(event)
+                applied = replayed.apply(event)
             except InvalidTransition as exc:  # a marked transition is superseded, never impossible
                 raise ReplayError(stream, version, str(exc)) from exc
+            if applied and isinstance(event, BreakerHalfOpened):
+                replayed.take_claim()  # our claim still stands after the others' events
         if breaker is not None:
             breaker.rebase(replayed)
         elif not replayed.at_rest:

@@ -341,13 +341,17 @@ async def open_breakers(
     flush_interval: float = 0.25,
     summary_interval: float = 30.0,
     poll_interval: float | None = 0.5,
+    claim_trials: bool | None = None,
+    trial_claim_timeout: float | None = None,
 ) -> AsyncIterator[Breakers]:
     """Durable named breakers: restored from ``store`` (an open store, or a path to open) at entry.
 
     Their events are flushed every ``flush_interval`` seconds and at exit. Other processes may
     open the same breakers on the same log: each persists its own events, and their
     transitions (a trip, a close, an override) reach this one within ``poll_interval`` seconds
-    (``None``: only when an append meets them). See :mod:`poolwarden.aio.durable_breakers`.
+    (``None``: only when an append meets them). Half-open trials are claimed through the log
+    (``claim_trials``, on by default when polling): a round's trials run in one process only,
+    whatever the number of processes. See :mod:`poolwarden.aio.durable_breakers`.
     """
     if rng is None:
         rng = random.Random()
@@ -363,6 +367,8 @@ async def open_breakers(
                 flush_interval=flush_interval,
                 summary_interval=summary_interval,
                 poll_interval=poll_interval,
+                claim_trials=claim_trials,
+                trial_claim_timeout=trial_claim_timeout,
             )
         )
         yield Breakers(registry=registry, classify=classify, durable=durable)
