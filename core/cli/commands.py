@@ -96,7 +96,7 @@ def breakers(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from poolwarden.breaker_events import STREAM_PREFIX
-    from poolwarden.pool.streams import PoolStreams
+    from poolwarden.pool_streams import PoolStreams
     from poolwarden.telemetry.breakers import breaker_statuses
 
     statuses = asyncio.run(breaker_statuses(args.db))
