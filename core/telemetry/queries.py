@@ -232,6 +232,20 @@ class LogCounts:
 
 _QUERIES = (_REQUESTS, _RUNGS, _RECOVERED, _RECENT_ERRORS, _INCIDENTS, _PER_CONNECTION, _MEMORY, _HISTORY)
 
+# Each query reads the events it counts through one condition on their time, where a selection
+# of streams (one pool's, of a log several pools share) is added.
+_SINCE = "occurred_at >= ?"
+if any(sql.count(_SINCE) != 1 or sql.count("?") != 1 for sql in _QUERIES):
+    raise RuntimeError("every telemetry query takes one parameter, in its one time condition")
+
+
+def _scoped(sql: str, since: float, streams: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
+    """``sql`` and its parameters, counting only the events of ``streams`` when given."""
+    if streams is None:
+        return sql, (since,)
+    inside = f"stream IN ({', '.join('?' * len(streams))})" if streams else "1 = 0"
+    return sql.replace(_SINCE, f"{_SINCE} AND {inside}"), (since, *streams)
+
 
 def _shape(
     requests: Sequence[Sequence[Any]],
@@ -317,10 +331,13 @@ async def browser_figures(
     ]
 
 
-async def log_counts(store: EventStore, since: float = 0.0) -> LogCounts:
-    """Requests by (model, connection), recovery rungs and the newest errors since ``since``."""
-    params = (since,)
-    return _shape(*[await store.fetch(sql, params) for sql in _QUERIES])
+async def log_counts(
+    store: EventStore, since: float = 0.0, *, streams: Sequence[str] | None = None
+) -> LogCounts:
+    """Requests by (model, connection), recovery rungs and the newest errors since ``since``;
+    with ``streams``, of the events of those streams only (a pool's: ``pool/<name>`` and under,
+    its connections' lifecycles; telemetry counts nothing of breaker streams)."""
+    return _shape(*[await store.fetch(*_scoped(sql, since, streams)) for sql in _QUERIES])
 
 
 _COLUMNS = (
