@@ -24,15 +24,12 @@ from poolwarden.pool_streams import PoolStreams, pool_of
 from poolwarden.storage import EventStore, open_store
 from poolwarden.telemetry.breakers import BreakerStatus, breaker_statuses
 from poolwarden.telemetry.live import by_model, connection_figures, log_sections, model_metrics
-from poolwarden.telemetry.queries import LogCounts, log_counts
+from poolwarden.telemetry.queries import LogCounts, counted_streams, log_counts, owned_streams
 
 __all__ = ["POOL_SECTIONS", "LogReading", "log_telemetry", "read_fleet", "read_log", "telemetry_from_log"]
 
 POOL_SECTIONS = ("connections", "circuit_breaker", "models", "requests", "recovery")
 """The sections of the telemetry that the fleet view's ``pools`` section gives for each pool."""
-
-_COUNTED_FAMILIES = ("pool/", "connection/")
-"""The stream families telemetry's counts read (breakers are restored, not counted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +41,6 @@ class LogReading:
     counts: LogCounts
     stopped: list[tuple[Any, ...]] = field(default_factory=list)  # (stream, occurred_at, payload)
     pool: str | None = None  # the pool read, or None for the whole log
-
-
-async def _counted_streams(store: EventStore) -> list[str]:
-    """The streams of the families telemetry counts, each once."""
-    return [stream for family in _COUNTED_FAMILIES for stream in await store.streams(family)]
 
 
 async def _reading(
@@ -64,9 +56,7 @@ async def _reading(
         " WHERE e.stream LIKE 'connection/%' AND e.to_state IS NOT NULL AND e.position ="
         " (SELECT MAX(position) FROM events WHERE stream = e.stream AND to_state IS NOT NULL)"
     )
-    counts = await log_counts(
-        store, streams=None if pool is None else [s for s in streams if pool_of(s) == pool]
-    )
+    counts = await log_counts(store, streams=None if pool is None else owned_streams(streams, pool))
     stopped = await store.fetch(
         "SELECT e.stream, e.occurred_at, e.payload FROM events e WHERE e.type = ? AND e.position ="
         " (SELECT MAX(position) FROM events WHERE stream = e.stream AND type = e.type) ORDER BY e.stream",
@@ -88,7 +78,7 @@ async def read_log(db: str | os.PathLike[str], *, pool: str | None = None) -> Lo
         PoolStreams(pool)  # a ConfigurationError for a name no pool can have, before any reading
     statuses = await breaker_statuses(db)
     async with open_store(db, read_only=True) as store:
-        streams = await _counted_streams(store) if pool is not None else []
+        streams = await counted_streams(store) if pool is not None else []
         return await _reading(store, statuses, pool, streams)
 
 
@@ -97,7 +87,7 @@ async def read_fleet(db: str | os.PathLike[str]) -> tuple[LogReading, dict[str, 
     log when one of its streams or breakers is)."""
     statuses = await breaker_statuses(db)
     async with open_store(db, read_only=True) as store:
-        streams = await _counted_streams(store)
+        streams = await counted_streams(store)
         owners = (pool_of(s) for s in (*streams, *(STREAM_PREFIX + status.key for status in statuses)))
         names = sorted({name for name in owners if name is not None})
         whole = await _reading(store, statuses, None, streams)
