@@ -8,6 +8,7 @@ empty (with the same columns and dtypes) when the log holds nothing of its kind.
 """
 
 from poolwarden.analysis.chain import incident_chain
+from poolwarden.analysis.fleet import pool_summary
 from poolwarden.analysis.frames import EVENT_COLUMNS, empty_events
 from poolwarden.analysis.health import pool_health
 from poolwarden.analysis.load import load_events
@@ -33,6 +34,7 @@ __all__ = [
     "mtbf",
     "mttr",
     "pool_health",
+    "pool_summary",
     "recorded_events",
     "recovery_success_rates",
     "whatif",

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from poolwarden.analysis.frames import CATEGORY_COLUMNS, EVENT_COLUMNS, TIME_DTYPE, empty_events
+from poolwarden.analysis.frames import CATEGORY_COLUMNS, EVENT_COLUMNS, TIME_DTYPE, empty_events, pool_column
 from poolwarden.envelope import ENVELOPE, TIME_DTYPE_NAME
 from poolwarden.errors import CorruptDatabase
 
@@ -193,6 +193,7 @@ class ChunkDecoder:
         fences = self._fences.values()
         data["fence"] = pd.Series(pd.arrays.IntegerArray(fences, fences < 0), copy=False)
         data.update(self._categories())
+        data["pool"] = pool_column(data["stream"])
         data["incident_id"] = pd.concat(self._incident_ids, ignore_index=True)
         data["payload"] = pd.Series(self._payloads.values(), copy=False)
         frame = pd.DataFrame({name: data[name] for name in EVENT_COLUMNS}, copy=False)

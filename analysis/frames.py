@@ -14,14 +14,17 @@ import numpy as np
 import pandas as pd
 
 from poolwarden.envelope import ENVELOPE, READING_ORDER, TIME_DTYPE_NAME
+from poolwarden.pool_streams import pool_of
 
 __all__ = [
     "CATEGORY_COLUMNS",
+    "DERIVED_COLUMNS",
     "EVENT_COLUMNS",
     "TIME_DTYPE",
     "empty_events",
     "empty_frame",
     "make_category",
+    "pool_column",
     "string_category",
 ]
 
@@ -42,9 +45,24 @@ def _dtype(name: str) -> Any:
     return name if name in ("category", "str") else np.dtype(name)
 
 
-EVENT_COLUMNS: dict[str, Any] = {column.name: _dtype(column.dtype) for column in READING_ORDER}
+DERIVED_COLUMNS: dict[str, Any] = {"pool": "category"}
+"""Columns of the events frame that the log does not store, each derived from a stored one:
+``pool``, the name of the pool whose stream the event is on (:func:`pool_column`)."""
+
+
+def _event_columns() -> dict[str, Any]:
+    columns: dict[str, Any] = {}
+    for column in READING_ORDER:
+        columns[column.name] = _dtype(column.dtype)
+        if column.name == "stream":
+            columns.update(DERIVED_COLUMNS)
+    return columns
+
+
+EVENT_COLUMNS: dict[str, Any] = _event_columns()
 """The columns of :func:`~poolwarden.analysis.load_events`' frame, in order, with their dtypes: the
-event envelope's (:mod:`poolwarden.envelope`), the payload last."""
+event envelope's (:mod:`poolwarden.envelope`), the payload last, and after ``stream`` the
+:data:`DERIVED_COLUMNS`."""
 
 
 def string_category(values: Any = ()) -> pd.Categorical:
@@ -52,6 +70,25 @@ def string_category(values: Any = ()) -> pd.Categorical:
     array = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
     codes, uniques = pd.factorize(array, sort=True)
     return pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype="str"))
+
+
+def pool_column(streams: pd.Series) -> pd.Series:
+    """The pool each event's stream belongs to (:func:`poolwarden.pool_streams.pool_of`, the rule
+    of every ``--pool``), as a text category; missing for a stream of no pool (a standalone named
+    breaker). Each distinct stream is read once."""
+    categorical = streams.astype("category")
+    owners = [pool_of(str(stream)) for stream in categorical.cat.categories]
+    names = sorted({owner for owner in owners if owner is not None})
+    code_of: dict[str | None, int] = {name: code for code, name in enumerate(names)}
+    code_of[None] = -1
+    # a stream's code indexes its pool's code; code -1 (a missing stream) the last entry, -1
+    table = np.fromiter((code_of[owner] for owner in (*owners, None)), np.int32, count=len(owners) + 1)
+    codes = table[categorical.cat.codes.to_numpy()]
+    return pd.Series(
+        pd.Categorical.from_codes(codes, pd.Index(names, dtype="str"), validate=False),
+        index=streams.index,
+        copy=False,
+    )
 
 
 def make_category(values: Any) -> pd.Series:

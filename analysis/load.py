@@ -55,6 +55,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
 from poolwarden.analysis.columns import CHUNK_SELECT, ChunkDecoder
+from poolwarden.analysis.select import of_pool
 from poolwarden.analysis.snapshot import chunks_in_background
 from poolwarden.errors import (
     ConfigurationError,
@@ -62,6 +63,7 @@ from poolwarden.errors import (
     SchemaOutdated,
     SchemaTooNew,
 )
+from poolwarden.lease import check_pool_name
 from poolwarden.storage.migrate import SchemaState, head_revision, schema_status
 from poolwarden.storage.postgres import is_postgres_url
 from poolwarden.storage.sqlite import check_file, sqlite_url
@@ -203,6 +205,7 @@ def load_events(
     until: TimeLike | None = None,
     types: str | Sequence[str] | None = None,
     streams: str | Sequence[str] | None = None,
+    pool: str | None = None,
 ) -> pd.DataFrame:
     """The events of the log at ``db_or_url`` as a DataFrame, one row per event, in position order.
 
@@ -213,10 +216,13 @@ def load_events(
     :param types: keep events of these types (one name or several).
     :param streams: keep events of these streams; a name ending in ``/`` keeps every stream
         starting with it (``"breaker/"``).
+    :param pool: keep the events of the pool of this name (:func:`~poolwarden.analysis.select.of_pool`;
+        a fleet's log holds several pools).
 
     Columns (see :data:`~poolwarden.analysis.frames.EVENT_COLUMNS`): ``position``, ``version``,
     ``schema_version`` (int64); ``occurred_at``, ``recorded_at`` (datetime64[us, UTC]); the
-    low-cardinality text columns as categories; ``incident_id`` (str); ``latency_ms`` (float64,
+    low-cardinality text columns as categories, and ``pool`` (category: the pool whose stream the
+    event is on, missing for a standalone breaker's); ``incident_id`` (str); ``latency_ms`` (float64,
     NaN where unset); ``payload`` (a dict per row).
 
     Raises :class:`~poolwarden.errors.DatabaseUnavailable` for a missing file,
@@ -224,6 +230,9 @@ def load_events(
     :class:`~poolwarden.errors.SchemaTooNew` for a log written by a newer poolwarden and
     :class:`~poolwarden.errors.SchemaMismatch` for an SQLite file that holds no event log.
     """
+    if pool is not None:
+        check_pool_name(pool)  # before the log is read
+        return of_pool(load_events(db_or_url, since, until, types, streams), pool).reset_index(drop=True)
     clauses, params = _where(since, until, types, streams)
     if is_postgres_url(db_or_url):
         from poolwarden.analysis.load_postgres import load_postgres

@@ -3,8 +3,10 @@
 ``write_report(db, out_dir)`` loads the log once, runs every analysis on the frame, draws each
 figure (a "no data" panel where the log holds nothing of its kind) and writes
 ``out_dir/report.html`` with the tables behind the figures. The page has no script and no
-external resource: it opens from disk in any browser. ``main_analyze`` is the body of
-``poolwarden analyze --db PATH --out DIR``.
+external resource: it opens from disk in any browser. On a log several pools wrote to (a
+fleet's), the page begins with a table of the pools, one row each (:func:`pool_summary`);
+``pool=NAME`` makes the report of that pool's events alone. ``main_analyze`` is the body of
+``poolwarden analyze --db PATH --out DIR [--pool NAME]``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from poolwarden.analysis.fleet import pool_summary, pools
 from poolwarden.analysis.health import pool_health
 from poolwarden.analysis.load import load_events
 from poolwarden.analysis.rates import failure_counts, latency_percentiles, memory_samples
@@ -233,19 +236,25 @@ def _degraded_summary(health: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_report(
-    db: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, policy: BreakerPolicy | None = None
+    db: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    policy: BreakerPolicy | None = None,
+    pool: str | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` and its PNG plots for the log at ``db``; returns the page's path.
 
     ``out_dir`` is created if needed; files of an earlier report there are replaced. With a
     ``policy``, the page ends with what that breaker policy would have done on this log
-    (:func:`~poolwarden.analysis.whatif`). Errors of a missing or unreadable log are those of
-    :func:`~poolwarden.analysis.load_events`.
+    (:func:`~poolwarden.analysis.whatif`). With ``pool``, the report is of the events of the pool
+    of that name only; without, a log that holds more than one pool's events starts with a
+    section of one row per pool (:func:`~poolwarden.analysis.pool_summary`). Errors of a missing
+    or unreadable log are those of :func:`~poolwarden.analysis.load_events`.
     """
     # Here, not at the top: matplotlib loads only when a report is drawn, not for load_events.
     from poolwarden.analysis import plots
 
-    df = load_events(db)
+    df = load_events(db, pool=pool)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     span = (df["occurred_at"].max() - df["occurred_at"].min()) if not df.empty else pd.Timedelta(0)
@@ -330,14 +339,30 @@ def write_report(
         ),
         _Section("Memory", "memory_by_browser.png", (("PSS per connection (MB)", _memory_summary(samples)),)),
     )
+    if pool is None and len(pools(df)) > 1:
+        sections = (_pools_section(df), *sections)
     if policy is not None:
         sections += (_whatif_section(df, policy),)
     page = out / "report.html"
-    page.write_text(_page(db, df, sections), encoding="utf-8")
+    page.write_text(_page(db, df, sections, pool), encoding="utf-8")
     return page
 
 
-def _page(db: str | os.PathLike[str], df: pd.DataFrame, sections: tuple[_Section, ...]) -> str:
+def _pools_section(df: pd.DataFrame) -> _Section:
+    return _Section(
+        "Pools",
+        None,
+        (("One row per pool", pool_summary(df)),),
+        "The log holds several pools' events (a fleet's shared log); the sections below count them "
+        "all. Requests are those that ended (served or failed with a typed error); open breakers are "
+        "those open or forced open at their last change. `poolwarden analyze --pool NAME` makes the "
+        "report of one pool.",
+    )
+
+
+def _page(
+    db: str | os.PathLike[str], df: pd.DataFrame, sections: tuple[_Section, ...], pool: str | None = None
+) -> str:
     if df.empty:
         summary = "The log holds no events."
     else:
@@ -348,12 +373,13 @@ def _page(db: str | os.PathLike[str], df: pd.DataFrame, sections: tuple[_Section
             f"from {first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} UTC ({seconds:,.0f} s)."
         )
     made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    of = f" of pool {pool}" if pool is not None else ""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>poolwarden post-mortem: {html.escape(os.fspath(db))}</title>",
+        f"<title>poolwarden post-mortem{html.escape(of)}: {html.escape(os.fspath(db))}</title>",
         f"<style>{_CSS}</style></head><body>",
-        "<h1>poolwarden post-mortem</h1>",
+        f"<h1>poolwarden post-mortem{html.escape(of)}</h1>",
         f'<p class="note">{html.escape(os.fspath(db))} · made {made}</p>',
         f"<p>{html.escape(summary)}</p>",
     ]
@@ -387,14 +413,19 @@ def read_policy(path: str | os.PathLike[str]) -> BreakerPolicy:
 
 
 def main_analyze(
-    db: str | os.PathLike[str], out: str | os.PathLike[str], policy_file: str | os.PathLike[str] | None = None
+    db: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    policy_file: str | os.PathLike[str] | None = None,
+    pool: str | None = None,
 ) -> int:
-    """``poolwarden analyze --db PATH --out DIR [--policy FILE]``: write the report, print where; returns 0.
+    """``poolwarden analyze --db PATH --out DIR [--policy FILE] [--pool NAME]``: write the report,
+    print where; returns 0.
 
-    ``policy_file`` is a breaker policy as JSON, for the report's what-if section. Errors of the
-    one tree (a missing file, a newer schema, a bad policy) propagate for the CLI to print.
+    ``policy_file`` is a breaker policy as JSON, for the report's what-if section; ``pool`` the
+    pool whose events alone are reported. Errors of the one tree (a missing file, a newer schema,
+    a bad policy, a name no pool can have) propagate for the CLI to print.
     """
     policy = None if policy_file is None else read_policy(policy_file)
-    page = write_report(db, out, policy=policy)
+    page = write_report(db, out, policy=policy, pool=pool)
     print(f"report written to {page}")
     return 0

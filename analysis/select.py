@@ -14,6 +14,7 @@ import pandas as pd
 
 from poolwarden.analysis.vocabulary import ATTEMPT_OUTCOMES, TYPES
 from poolwarden.errors import ConfigurationError
+from poolwarden.pool_streams import PoolStreams
 
 __all__ = [
     "as_columns",
@@ -24,6 +25,7 @@ __all__ = [
     "incident_rows",
     "load_latencies",
     "log_end",
+    "of_pool",
     "on_streams",
     "served_latencies",
     "typed",
@@ -43,6 +45,14 @@ def on_streams(df: pd.DataFrame, prefix: str) -> pd.DataFrame:
         wanted = [name for name in streams.cat.categories if str(name).startswith(prefix)]
         return df[streams.isin(wanted)]
     return df[streams.astype(str).str.startswith(prefix)]
+
+
+def of_pool(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The rows of the pool called ``name``: those whose ``pool`` column (the pool whose stream the
+    event is on, by the rule of every ``--pool``) is ``name``; a name no pool can have is a
+    :class:`ConfigurationError`."""
+    PoolStreams(name)
+    return df[df["pool"] == name]
 
 
 def typed(df: pd.DataFrame, role: str) -> pd.DataFrame:

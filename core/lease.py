@@ -42,6 +42,7 @@ __all__ = [
     "decide_renew",
     "decide_take",
     "holder_id",
+    "is_pool_name",
 ]
 
 DEFAULT_POOL_NAME = "main"
@@ -49,10 +50,15 @@ DEFAULT_POOL_NAME = "main"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
 
-def check_pool_name(name: str) -> str:
-    """``name`` if it is a valid pool name: 1 to 40 of ``a-z 0-9 _ -``, starting with a letter
+def is_pool_name(name: str) -> bool:
+    """Whether ``name`` is a valid pool name: 1 to 40 of ``a-z 0-9 _ -``, starting with a letter
     or digit (it becomes part of stream and connection ids)."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
+
+
+def check_pool_name(name: str) -> str:
+    """``name`` if it is a valid pool name (:func:`is_pool_name`), else a :class:`ConfigurationError`."""
+    if not is_pool_name(name):
         raise ConfigurationError(
             f"a pool name is 1 to 40 characters of a-z, 0-9, '_' and '-', starting with a letter or digit; "
             f"not {name!r}"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from poolwarden.memory import HostReading
 from poolwarden.pool import PoolConfig
+
+if TYPE_CHECKING:
+    from poolwarden.pool import ResourcePool
 
 X = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
 """One input row for the built-in toy-mlp model."""
@@ -31,3 +35,15 @@ def pool_config(tmp_path: Path, **overrides: Any) -> PoolConfig:
     }
     options.update(overrides)
     return PoolConfig(**options)
+
+
+async def inject_and_recover(pool: ResourcePool, connection_id: str, fault: str) -> None:
+    """Inject ``fault`` on ``connection_id`` and wait (30 s at most) until the incident it began
+    has ended, everything it decided persisted."""
+    driver = pool.members[connection_id].driver
+    assert driver is not None
+    before = driver.machine.last_incident_id
+    await pool.inject_fault(connection_id, fault)
+    await asyncio.wait_for(
+        driver.wait_for(lambda m: m.last_incident_id != before and m.incident_id is None), 30
+    )

@@ -22,6 +22,7 @@ from poolwarden.analysis.report import FIGURES, bucket_for, main_analyze, write_
 from poolwarden.errors import ConfigurationError, DatabaseUnavailable
 from poolwarden.policy import BreakerPolicy
 from tests.analysis_scenario import create_empty_store, write_scenario
+from tests.pool_support import inject_and_recover
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -52,15 +53,9 @@ def pool_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
             await pool.load_model("matmul", kind="matmul", options={"k": 16, "n": 16})
             for _ in range(30):
                 await pool.run_inference("toy-mlp", x)
-            killed = pool.members["conn-0"].driver
-            assert killed is not None
-            before = killed.machine.last_incident_id
-            await pool.inject_fault("conn-0", "browser_kill")
             # One connection down at a time: a request finds the other serving (with both down at
             # once, requests fail until one is back; waiting for it is issue 15's).
-            await asyncio.wait_for(
-                killed.wait_for(lambda m: m.last_incident_id != before and m.incident_id is None), 30
-            )
+            await inject_and_recover(pool, "conn-0", "browser_kill")
             await pool.inject_fault("conn-1", "page_hang")
             for _ in range(30):
                 await pool.run_inference("toy-mlp", x)

@@ -153,13 +153,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "bench fuzz": {"command": "bench", "bench_command": "fuzz", "frames": 100_000, "seed": 0, "json": False},
     "bench crash": {"command": "bench", "bench_command": "crash", "kills": 100, "seed": 0, "json": False},
     "breakers": {"command": "breakers", "db": "x.db", "pool": None, "json": False},
-    "analyze": {"command": "analyze", "db": "x.db", "out": "out", "policy": None},
+    "analyze": {"command": "analyze", "db": "x.db", "out": "out", "policy": None, "pool": None},
     "telemetry": {
         "command": "telemetry",
         "db": "poolwarden.db",
         "detailed": False,
         "output": None,
         "prometheus": False,
+        "pool": None,
     },
     "test-recovery": {
         "command": "test-recovery",

@@ -12,8 +12,8 @@ import pandas as pd
 from sqlalchemy import create_engine
 
 import poolwarden.envelope as envelope_module
+from poolwarden.analysis.frames import DERIVED_COLUMNS, TIME_DTYPE
 from poolwarden.analysis.frames import EVENT_COLUMNS as FRAME_COLUMNS
-from poolwarden.analysis.frames import TIME_DTYPE
 from poolwarden.cli.eventlog import _as_json
 from poolwarden.envelope import COLUMN_NAMES, ENVELOPE, EVENT_FIELDS, INDEXED_FIELDS, TIME_DTYPE_NAME
 from poolwarden.events import NewEvent, RecordedEvent
@@ -109,9 +109,12 @@ def test_a_planned_row_holds_every_field_of_the_event_by_name() -> None:
 
 
 def test_analysis_dtypes_are_the_envelope_s() -> None:
-    """The frame's columns are the envelope's, the payload last, with the dtypes it names."""
+    """The frame's columns are the envelope's, the payload last, with the dtypes it names, and the
+    derived ones (``pool``) after ``stream``."""
     assert pd.api.types.pandas_dtype(TIME_DTYPE_NAME) == TIME_DTYPE
-    assert list(FRAME_COLUMNS) == [c.name for c in ENVELOPE if c.name != "payload"] + ["payload"]
+    stored = [name for name in FRAME_COLUMNS if name not in DERIVED_COLUMNS]
+    assert stored == [c.name for c in ENVELOPE if c.name != "payload"] + ["payload"]
+    assert list(FRAME_COLUMNS)[2 : 2 + len(DERIVED_COLUMNS)] == list(DERIVED_COLUMNS) == ["pool"]
     for column in ENVELOPE:
         assert str(FRAME_COLUMNS[column.name]) == column.dtype, column.name
 

@@ -160,3 +160,34 @@ async def test_the_recorder_tells_which_events_a_log_does_not_hold_yet(tmp_path:
         await recorder.flush()
         await store.flush()
         assert recorder.not_in_log(4) == []
+
+
+async def test_a_live_pool_counts_its_own_on_a_log_another_pool_shares(tmp_path: Path) -> None:
+    """Two pools on one log: each one's live telemetry, by both paths, counts its own requests and
+    incidents, not the other's."""
+    from poolwarden.pool import PoolConfig, ResourcePool
+    from tests.pool_support import inject_and_recover
+
+    def config(name: str) -> PoolConfig:
+        return PoolConfig(
+            name=name,
+            connections=1,
+            workers=("simulated",),
+            db=tmp_path / "fleet.db",
+            heartbeat_interval=0.2,
+            memory_interval=3600.0,
+        )
+
+    async with ResourcePool(config("main")) as main_pool, ResourcePool(config("east")) as east:
+        for pool, served in ((main_pool, 3), (east, 5)):
+            await pool.load_model("toy-mlp")
+            for _ in range(served):
+                await pool.run_inference("toy-mlp", INPUT)
+        await inject_and_recover(east, "east.conn-0", "browser_kill")
+        for pool, served, incidents in ((main_pool, 3, 0), (east, 5, 1)):
+            asynchronous = await export_telemetry(pool)
+            assert asynchronous["requests"] == {"total": served, "served": served, "failed": 0}
+            assert asynchronous["recovery"]["incidents"] == incidents
+            sync = ResourcePoolErrorRecovery.export_telemetry(pool)
+            assert sync["requests"] == asynchronous["requests"]
+            assert sync["recovery"]["incidents"] == incidents

@@ -96,7 +96,7 @@ def breakers(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from poolwarden.breaker_events import STREAM_PREFIX
-    from poolwarden.pool.streams import PoolStreams
+    from poolwarden.pool_streams import PoolStreams
     from poolwarden.telemetry.breakers import breaker_statuses
 
     statuses = asyncio.run(breaker_statuses(args.db))
@@ -145,11 +145,12 @@ def telemetry(args: argparse.Namespace) -> int:
     if args.prometheus:
         from poolwarden.telemetry.prometheus import metrics_from_log
 
-        write_text(asyncio.run(metrics_from_log(args.db)), args.output)
+        write_text(asyncio.run(metrics_from_log(args.db, pool=args.pool)), args.output)
         return EXIT_OK
     from poolwarden.telemetry.from_log import telemetry_from_log
 
-    write_json(asyncio.run(telemetry_from_log(args.db, detailed=args.detailed)), args.output)
+    figures = telemetry_from_log(args.db, detailed=args.detailed, pool=args.pool)
+    write_json(asyncio.run(figures), args.output)
     return EXIT_OK
 
 
@@ -283,7 +284,7 @@ def policy_check(args: argparse.Namespace) -> int:
 def analyze(args: argparse.Namespace) -> int:
     from poolwarden.analysis.report import main_analyze
 
-    return main_analyze(args.db, args.out, args.policy)
+    return main_analyze(args.db, args.out, args.policy, args.pool)
 
 
 def events(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 from poolwarden.envelope import READING_ORDER
 from poolwarden.errors import ConfigurationError
 from poolwarden.events import INDEXED_FIELDS, RecordedEvent
-from poolwarden.pool.streams import PoolStreams
+from poolwarden.pool_streams import PoolStreams
 from poolwarden.storage import open_store
 
 __all__ = ["check_types", "display_value", "format_event", "known_types", "print_events"]

@@ -62,6 +62,12 @@ def _db_option(parser: argparse.ArgumentParser, *, required: bool, help: str | N
         parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=help)
 
 
+def _pool_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--pool NAME``: only what the pool of that name wrote to a log several pools share
+    (``poolwarden.pool_streams.pool_of`` says which streams are its)."""
+    parser.add_argument("--pool", metavar="NAME", help=f"only {what} of the pool of this name")
+
+
 def _workers_option(parser: argparse.ArgumentParser, help: str | None = None) -> None:
     """``--workers``: which kind of worker serves (``auto`` by default)."""
     parser.add_argument("--workers", choices=WORKER_KINDS, default="auto", help=help)
@@ -241,7 +247,7 @@ def _add_log_readers(top: Commands) -> None:
         top, "breakers", "every breaker's state as last persisted and as it stands now", commands.breakers
     )
     _db_option(breakers, required=True)
-    breakers.add_argument("--pool", metavar="NAME", help="only the breakers of the pool of this name")
+    _pool_option(breakers, "the breakers")
     _json_option(breakers, "one JSON array")
 
     analyze = _command(
@@ -250,6 +256,7 @@ def _add_log_readers(top: Commands) -> None:
     _db_option(analyze, required=True)
     analyze.add_argument("--out", required=True, metavar="DIR")
     analyze.add_argument("--policy", metavar="FILE", help="a breaker policy (JSON) for a what-if section")
+    _pool_option(analyze, "the events (default: the whole log, with a section per pool)")
 
     telemetry = _command(top, "telemetry", "the seed's telemetry, counted from a log", commands.telemetry)
     _db_option(telemetry, required=False)
@@ -260,6 +267,7 @@ def _add_log_readers(top: Commands) -> None:
         action="store_true",
         help="Prometheus text exposition instead of JSON (needs poolwarden[prometheus])",
     )
+    _pool_option(telemetry, "the figures (default: the whole log, with a section per pool)")
 
     trial = _command(
         top,
@@ -320,11 +328,7 @@ def _add_log_readers(top: Commands) -> None:
     _db_option(events, required=True)
     events.add_argument("--stream", help="only this stream (or streams starting with it, if it ends in /)")
     events.add_argument("--type", action="append", help="only events of this type (repeatable)")
-    events.add_argument(
-        "--pool",
-        metavar="NAME",
-        help="only the streams of the pool of this name (a fleet's log holds several)",
-    )
+    _pool_option(events, "the streams (a fleet's log holds several pools)")
     events.add_argument("--limit", type=int, default=None, help="at most this many (the last ones)")
     events.add_argument("--follow", action="store_true", help="keep printing new events as they land")
     _json_option(events, "one JSON object per line")

@@ -143,7 +143,9 @@ class ResourcePoolErrorRecovery:
                 "synchronous telemetry reads the log file; this pool keeps its log in memory"
             )
         system = system_figures(pool.governor.level.value)
-        counts = log_counts_sync(path, stream=pool.streams.pool, unrecorded=pool.unrecorded)
+        counts = log_counts_sync(
+            path, stream=pool.streams.pool, unrecorded=pool.unrecorded, pool=pool.streams.name
+        )
         return build_telemetry(pool, counts, system, include_connections, include_models)
 
 

@@ -55,7 +55,7 @@ class PoolConfig:
     """Everything a :class:`~poolwarden.pool.ResourcePool` is set up with.
 
     :param name: the pool's name (``a-z 0-9 _ -``): its streams and connection ids derive from
-        it (:class:`~poolwarden.pool.streams.PoolStreams`), and while the pool runs it holds the
+        it (:class:`~poolwarden.pool_streams.PoolStreams`), and while the pool runs it holds the
         lease on it in the log, so a second pool of the same name on the same log is refused
         (:class:`~poolwarden.errors.LeaseHeld`). Pools of other names share the log freely.
     :param lease_ttl: seconds the pool's lease lasts unless renewed; the pool renews it every

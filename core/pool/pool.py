@@ -6,7 +6,7 @@ lifecycle machine (:mod:`poolwarden.lifecycle`) whose driver runs the recovery l
 levels of circuit breakers (:mod:`poolwarden.breaker_registry`) guard every call. Everything the
 pool decides is an event in its store: the breakers' and the lifecycles' on their own streams,
 the pool's own (placements, served and failed requests, recycling) on ``pool/main``, memory on
-``pool/main/memory`` (for a pool named ``main``: :mod:`poolwarden.pool.streams`).
+``pool/main/memory`` (for a pool named ``main``: :mod:`poolwarden.pool_streams`).
 
 A pool owns its streams: :meth:`ResourcePool.start` takes the lease on the pool's name
 (:mod:`poolwarden.lease`) before anything else, renews it while the pool runs and releases it
@@ -83,7 +83,6 @@ from poolwarden.pool.placement import StatsBook
 from poolwarden.pool.results import Fallback, InferenceResult, ModelInfo
 from poolwarden.pool.routing import Router, blocking_breaker
 from poolwarden.pool.serving import RequestPath
-from poolwarden.pool.streams import PoolStreams
 from poolwarden.pool.tally import ServedTally
 from poolwarden.pool_events import (
     AttemptFailed,
@@ -98,6 +97,7 @@ from poolwarden.pool_events import (
     PoolStopped,
     RecycleStarted,
 )
+from poolwarden.pool_streams import PoolStreams
 from poolwarden.storage import open_store
 from poolwarden.storage.base import EventStore
 from poolwarden.storage.fenced import FencedStore

@@ -2,8 +2,11 @@
 
 ``telemetry_from_log`` answers the seed's ``--export-telemetry`` for a log whose pool is not
 running: connection states are the last states the lifecycles recorded, breaker states are
-restored from their streams, and every count is a query. ``test_recovery`` starts a pool,
-injects one fault and reports the incident the ladder ran, rung by rung.
+restored from their streams, and every count is a query. On a log several pools share (a
+fleet's), it counts them all and adds a ``pools`` section, the main figures of each pool; with
+``pool=NAME`` it counts that pool's streams only (:func:`poolwarden.pool_streams.pool_of`).
+``test_recovery`` starts a pool, injects one fault and reports the incident the ladder ran, rung
+by rung.
 """
 
 from __future__ import annotations
@@ -15,13 +18,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from poolwarden.breaker_events import STREAM_PREFIX
 from poolwarden.pool_events import PoolStopped
-from poolwarden.storage import open_store
+from poolwarden.pool_streams import PoolStreams, pool_of
+from poolwarden.storage import EventStore, open_store
 from poolwarden.telemetry.breakers import BreakerStatus, breaker_statuses
 from poolwarden.telemetry.live import by_model, connection_figures, log_sections, model_metrics
-from poolwarden.telemetry.queries import LogCounts, log_counts
+from poolwarden.telemetry.queries import LogCounts, counted_streams, log_counts, owned_streams
 
-__all__ = ["LogReading", "log_telemetry", "read_log", "telemetry_from_log"]
+__all__ = ["POOL_SECTIONS", "LogReading", "log_telemetry", "read_fleet", "read_log", "telemetry_from_log"]
+
+POOL_SECTIONS = ("connections", "circuit_breaker", "models", "requests", "recovery")
+"""The sections of the telemetry that the fleet view's ``pools`` section gives for each pool."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,29 +40,76 @@ class LogReading:
     connections: list[tuple[Any, ...]]  # (stream, last to_state, browser, occurred_at)
     counts: LogCounts
     stopped: list[tuple[Any, ...]] = field(default_factory=list)  # (stream, occurred_at, payload)
+    pool: str | None = None  # the pool read, or None for the whole log
 
 
-async def read_log(db: str | os.PathLike[str]) -> LogReading:
-    """Read the breakers' states, each connection's last state and the counts from the log (read-only)."""
+async def _reading(
+    store: EventStore, statuses: list[BreakerStatus], pool: str | None, streams: list[str]
+) -> LogReading:
+    """What the log says of the pool named ``pool`` (its streams by :func:`pool_of`), or of the
+    whole log for ``None``; ``statuses`` are every breaker's, ``streams`` every counted stream."""
+    if pool is not None:
+        owner = PoolStreams(pool)
+        statuses = [status for status in statuses if owner.owns(STREAM_PREFIX + status.key)]
+    connections = await store.fetch(
+        "SELECT e.stream, e.to_state, e.browser, e.occurred_at FROM events e"
+        " WHERE e.stream LIKE 'connection/%' AND e.to_state IS NOT NULL AND e.position ="
+        " (SELECT MAX(position) FROM events WHERE stream = e.stream AND to_state IS NOT NULL)"
+    )
+    counts = await log_counts(store, streams=None if pool is None else owned_streams(streams, pool))
+    stopped = await store.fetch(
+        "SELECT e.stream, e.occurred_at, e.payload FROM events e WHERE e.type = ? AND e.position ="
+        " (SELECT MAX(position) FROM events WHERE stream = e.stream AND type = e.type) ORDER BY e.stream",
+        (PoolStopped.TYPE,),
+    )
+    return LogReading(
+        statuses,
+        [tuple(row) for row in connections if pool is None or pool_of(row[0]) == pool],
+        counts,
+        [tuple(row) for row in stopped if pool is None or pool_of(row[0]) == pool],
+        pool,
+    )
+
+
+async def read_log(db: str | os.PathLike[str], *, pool: str | None = None) -> LogReading:
+    """Read the breakers' states, each connection's last state and the counts from the log
+    (read-only); with ``pool``, of that pool's streams only."""
+    if pool is not None:
+        PoolStreams(pool)  # a ConfigurationError for a name no pool can have, before any reading
     statuses = await breaker_statuses(db)
     async with open_store(db, read_only=True) as store:
-        connections = await store.fetch(
-            "SELECT e.stream, e.to_state, e.browser, e.occurred_at FROM events e"
-            " WHERE e.stream LIKE 'connection/%' AND e.to_state IS NOT NULL AND e.position ="
-            " (SELECT MAX(position) FROM events WHERE stream = e.stream AND to_state IS NOT NULL)"
-        )
-        counts = await log_counts(store)
-        stopped = await store.fetch(
-            "SELECT e.stream, e.occurred_at, e.payload FROM events e WHERE e.type = ? AND e.position ="
-            " (SELECT MAX(position) FROM events WHERE stream = e.stream AND type = e.type) ORDER BY e.stream",
-            (PoolStopped.TYPE,),
-        )
-    return LogReading(statuses, [tuple(row) for row in connections], counts, [tuple(r) for r in stopped])
+        streams = await counted_streams(store) if pool is not None else []
+        return await _reading(store, statuses, pool, streams)
 
 
-async def telemetry_from_log(db: str | os.PathLike[str], *, detailed: bool = False) -> dict[str, Any]:
-    """The seed's telemetry keys, from the log alone (its pool need not be running)."""
-    return log_telemetry(await read_log(db), db, detailed=detailed)
+async def read_fleet(db: str | os.PathLike[str]) -> tuple[LogReading, dict[str, LogReading]]:
+    """The reading of the whole log, and of each pool that wrote to it (by name; a pool is in the
+    log when one of its streams or breakers is)."""
+    statuses = await breaker_statuses(db)
+    async with open_store(db, read_only=True) as store:
+        streams = await counted_streams(store)
+        owners = (pool_of(s) for s in (*streams, *(STREAM_PREFIX + status.key for status in statuses)))
+        names = sorted({name for name in owners if name is not None})
+        whole = await _reading(store, statuses, None, streams)
+        return whole, {name: await _reading(store, statuses, name, streams) for name in names}
+
+
+async def telemetry_from_log(
+    db: str | os.PathLike[str], *, detailed: bool = False, pool: str | None = None
+) -> dict[str, Any]:
+    """The seed's telemetry keys, from the log alone (its pool need not be running).
+
+    With ``pool``, of the pool of that name only (a fleet's log holds several). Without, of the
+    whole log, with a ``pools`` section: for each pool, by name, its :data:`POOL_SECTIONS`."""
+    if pool is not None:
+        return log_telemetry(await read_log(db, pool=pool), db, detailed=detailed)
+    whole, pools = await read_fleet(db)
+    telemetry = log_telemetry(whole, db, detailed=detailed)
+    telemetry["pools"] = {}
+    for name, reading in pools.items():
+        figures = log_telemetry(reading, db)
+        telemetry["pools"][name] = {section: figures[section] for section in POOL_SECTIONS}
+    return telemetry
 
 
 def log_telemetry(
@@ -70,7 +125,7 @@ def log_telemetry(
     telemetry: dict[str, Any] = {
         "timestamp": now,
         "datetime": now,
-        "source": {"db": str(db), "live": False},
+        "source": {"db": str(db), "live": False, **({"pool": reading.pool} if reading.pool else {})},
         "connections": {
             "total": len(connections),
             "healthy": states["healthy"],

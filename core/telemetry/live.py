@@ -18,6 +18,7 @@ from poolwarden.breaker import BreakerState
 from poolwarden.breaker_registry import BreakerRegistry
 from poolwarden.lifecycle_types import ConnectionState
 from poolwarden.memory import MemoryGovernor
+from poolwarden.pool_streams import PoolStreams
 from poolwarden.storage.base import EventStore
 from poolwarden.telemetry.queries import (
     HISTORY_BUCKET_S,
@@ -25,6 +26,7 @@ from poolwarden.telemetry.queries import (
     LogCounts,
     RequestCounts,
     log_counts,
+    pool_counted_streams,
 )
 
 __all__ = [
@@ -84,6 +86,8 @@ class PoolView(Protocol):
     def model_connections(self) -> Mapping[str, str]: ...
     @property
     def counters(self) -> Mapping[str, int]: ...
+    @property
+    def streams(self) -> PoolStreams: ...
     async def flush(self) -> None: ...
 
 
@@ -119,7 +123,8 @@ async def read_figures(pool: PoolView) -> tuple[LogCounts, dict[str, Any]]:
     """What telemetry counts: the log's counts (after a flush) and the host's figures (in a thread)."""
     store = pool.store
     await pool.flush()  # what the pool has decided so far is in the log before it is counted
-    counts = await log_counts(store)
+    # The pool's own events only: a log several pools share (a fleet's) holds the others' too.
+    counts = await log_counts(store, streams=await pool_counted_streams(store, pool.streams.name))
     system = await asyncio.to_thread(system_figures, pool.governor.level.value)
     return counts, system
 

@@ -145,14 +145,15 @@ async def snapshot_of_pool(pool: PoolView, clock: Clock = system_clock) -> Metri
     return MetricsSnapshot(clock(), telemetry, counts, breakers)
 
 
-async def metrics_from_log(db: str | os.PathLike[str]) -> str:
+async def metrics_from_log(db: str | os.PathLike[str], *, pool: str | None = None) -> str:
     """The Prometheus text exposition of the log at ``db`` alone (read-only; no pool need run).
 
     The figures are those of ``poolwarden telemetry --db``: breakers as they stand now by the
-    clock, each connection's last recorded state, and every count from the log.
+    clock, each connection's last recorded state, and every count from the log; with ``pool``,
+    of that pool's streams only.
     """
     collector = _new_collector()
-    reading = await read_log(db)
+    reading = await read_log(db, pool=pool)
     telemetry = log_telemetry(reading, db)
     breakers = tuple(sorted((s.key, s.effective_state) for s in reading.statuses))
     collector.snapshot = MetricsSnapshot(system_clock(), telemetry, reading.counts, breakers)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,11 @@ from poolwarden.pool_events import (
     InferencesServed,
     ModelPlaced,
 )
+from poolwarden.pool_streams import PoolStreams, pool_of
 from poolwarden.storage import EventStore
 
 __all__ = [
+    "COUNTED_FAMILIES",
     "HISTORY_BUCKETS",
     "HISTORY_BUCKET_S",
     "BrowserFigures",
@@ -47,8 +49,11 @@ __all__ = [
     "RequestCounts",
     "RungCounts",
     "browser_figures",
+    "counted_streams",
     "log_counts",
     "log_counts_sync",
+    "owned_streams",
+    "pool_counted_streams",
 ]
 
 # The type names, from the event classes.
@@ -232,6 +237,44 @@ class LogCounts:
 
 _QUERIES = (_REQUESTS, _RUNGS, _RECOVERED, _RECENT_ERRORS, _INCIDENTS, _PER_CONNECTION, _MEMORY, _HISTORY)
 
+# Each query reads the events it counts through one condition on their time, where a selection
+# of streams (one pool's, of a log several pools share) is added.
+_SINCE = "occurred_at >= ?"
+if any(sql.count(_SINCE) != 1 or sql.count("?") != 1 for sql in _QUERIES):
+    raise RuntimeError("every telemetry query takes one parameter, in its one time condition")
+
+
+COUNTED_FAMILIES = ("pool/", "connection/")
+"""The stream families whose events the counts read (breakers are restored, not counted)."""
+
+
+def owned_streams(found: Iterable[str], name: str) -> list[str]:
+    """Of the streams ``found``, those of the pool called ``name``
+    (:func:`~poolwarden.pool_streams.pool_of`), with its own ``pool/<name>`` streams whether
+    found or not (a pool's events may be counted before its stream is in the log)."""
+    own = PoolStreams(name)
+    return sorted(
+        {stream for stream in found if pool_of(stream) == name} | {own.pool, own.bridge, own.memory}
+    )
+
+
+async def counted_streams(store: EventStore) -> list[str]:
+    """Every stream of the families the counts read (:data:`COUNTED_FAMILIES`), each once."""
+    return [stream for family in COUNTED_FAMILIES for stream in await store.streams(family)]
+
+
+async def pool_counted_streams(store: EventStore, name: str) -> list[str]:
+    """The streams of the pool called ``name`` that the counts read, as the log holds them now."""
+    return owned_streams(await counted_streams(store), name)
+
+
+def _scoped(sql: str, since: float, streams: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
+    """``sql`` and its parameters, counting only the events of ``streams`` when given."""
+    if streams is None:
+        return sql, (since,)
+    inside = f"stream IN ({', '.join('?' * len(streams))})" if streams else "1 = 0"
+    return sql.replace(_SINCE, f"{_SINCE} AND {inside}"), (since, *streams)
+
 
 def _shape(
     requests: Sequence[Sequence[Any]],
@@ -317,10 +360,13 @@ async def browser_figures(
     ]
 
 
-async def log_counts(store: EventStore, since: float = 0.0) -> LogCounts:
-    """Requests by (model, connection), recovery rungs and the newest errors since ``since``."""
-    params = (since,)
-    return _shape(*[await store.fetch(sql, params) for sql in _QUERIES])
+async def log_counts(
+    store: EventStore, since: float = 0.0, *, streams: Sequence[str] | None = None
+) -> LogCounts:
+    """Requests by (model, connection), recovery rungs and the newest errors since ``since``;
+    with ``streams``, of the events of those streams only (a pool's: ``pool/<name>`` and under,
+    its connections' lifecycles; telemetry counts nothing of breaker streams)."""
+    return _shape(*[await store.fetch(*_scoped(sql, since, streams)) for sql in _QUERIES])
 
 
 _COLUMNS = (
@@ -369,6 +415,7 @@ def log_counts_sync(
     *,
     stream: str | None = None,
     unrecorded: Callable[[int], Sequence[NewEvent]] | None = None,
+    pool: str | None = None,
 ) -> LogCounts:
     """:func:`log_counts` on a read-only sqlite3 connection to the file at ``path`` (blocking).
 
@@ -376,8 +423,9 @@ def log_counts_sync(
     a second). With ``unrecorded``, the counts include them: it is called with the version
     ``stream`` (the pool's) stands at in the file, read in the same transaction as the counts,
     and returns the pool's events the file does not hold yet (``ResourcePool.unrecorded``).
+    With ``pool``, only the events of the pool of that name are counted (a log several pools
+    share holds the others' too).
     """
-    params = (since,)
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as raw:
         raw.execute("PRAGMA busy_timeout = 5000")
         raw.execute("BEGIN")  # one snapshot for the version and every count
@@ -386,4 +434,15 @@ def log_counts_sync(
                 "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?", (stream,)
             ).fetchone()[0]
             _add_unrecorded(raw, stream, int(version), unrecorded(int(version)))
-        return _shape(*[raw.execute(sql, params).fetchall() for sql in _QUERIES])
+        streams = None
+        if pool is not None:
+            found = [
+                row[0]
+                for family in COUNTED_FAMILIES
+                for row in raw.execute(
+                    "SELECT DISTINCT stream FROM events WHERE stream >= ? AND stream < ?",
+                    (family, family + "\U0010ffff"),
+                )
+            ]
+            streams = owned_streams(found, pool)
+        return _shape(*[raw.execute(*_scoped(sql, since, streams)).fetchall() for sql in _QUERIES])
