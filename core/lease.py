@@ -52,16 +52,17 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
 def is_pool_name(name: str) -> bool:
     """Whether ``name`` is a valid pool name: 1 to 40 of ``a-z 0-9 _ -``, starting with a letter
-    or digit (it becomes part of stream and connection ids)."""
-    return isinstance(name, str) and _NAME.fullmatch(name) is not None
+    or digit (it becomes part of stream and connection ids), and not starting with ``conn-``
+    (the default pool's connection ids, and so its breakers' keys, start with that)."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None and not name.startswith("conn-")
 
 
 def check_pool_name(name: str) -> str:
     """``name`` if it is a valid pool name (:func:`is_pool_name`), else a :class:`ConfigurationError`."""
     if not is_pool_name(name):
         raise ConfigurationError(
-            f"a pool name is 1 to 40 characters of a-z, 0-9, '_' and '-', starting with a letter or digit; "
-            f"not {name!r}"
+            f"a pool name is 1 to 40 characters of a-z, 0-9, '_' and '-', starting with a letter or digit "
+            f"and not with 'conn-' (the default pool's connection ids); not {name!r}"
         )
     return name
 

@@ -18,9 +18,10 @@ from poolwarden.pool_streams import PoolStreams, pool_of, pool_of_connection
         ("connection/east.conn-2", "east"),
         ("breaker/east.conn-1", "east"),
         ("breaker/east.conn-1/model.v2", "east"),
-        # a pool whose name starts like main's connection ids is still its own pool
-        ("connection/conn-x.conn-0", "conn-x"),
-        ("breaker/conn-x.conn-0/toy-mlp", "conn-x"),
+        # a pool name may not start like main's connection ids: such a stream is nobody's
+        ("connection/conn-x.conn-0", None),
+        ("breaker/conn-x.conn-0/toy-mlp", None),
+        ("connection/connx.conn-0", "connx"),
         # no pool's: standalone named breakers, other families, malformed names
         ("breaker/payments-api", None),
         ("breaker/east.payments", None),
@@ -33,12 +34,12 @@ from poolwarden.pool_streams import PoolStreams, pool_of, pool_of_connection
 )
 def test_pool_of(stream: str, pool: str | None) -> None:
     assert pool_of(stream) == pool
-    for name in ("main", "east", "conn-x"):
+    for name in ("main", "east", "connx"):
         assert PoolStreams(name).owns(stream) == (pool == name), name
 
 
 def test_a_pool_s_own_ids_read_back_to_it() -> None:
-    for name in ("main", "east", "conn-x"):
+    for name in ("main", "east", "connx"):
         streams = PoolStreams(name)
         conn = streams.connection_id(3)
         assert pool_of_connection(conn) == name
