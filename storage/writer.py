@@ -150,6 +150,7 @@ class GroupCommitWriter:
         self._failures = _Failures()
         self.broken: BaseException | None = None
         """The unexpected error that stopped the writer's task, if one did."""
+        self._woken = 0  # appenders waiting on the last commit's items (sync appends, snapshots)
 
     def start(self, name: str) -> None:
         """Start the writer's task (on the running loop), named ``name``."""
@@ -220,10 +221,13 @@ class GroupCommitWriter:
             while True:
                 batch = [await queue.get()]
                 size = _size(batch[0])
+                woken, self._woken = self._woken, 0
                 # Appenders woken by the last commit are about to queue their next append: yield
-                # to them (and, with linger, wait a little) so that they share this commit.
+                # to them (and, with linger, wait a little) so that they share this commit. Once
+                # as many items are queued as the last commit woke appenders, none is left to
+                # wait for: a lone appender's next append goes straight on.
                 for _ in range(2):
-                    if size + queue.qsize() >= self.max_batch:
+                    if size + queue.qsize() >= self.max_batch or 1 + queue.qsize() >= woken:
                         break
                     await asyncio.sleep(0)
                 if self.linger > 0 and size + queue.qsize() < self.max_batch:
@@ -301,6 +305,8 @@ class GroupCommitWriter:
     def _settle(self, item: Work, outcome: Outcome) -> None:
         if item.future.done():
             return
+        if not (isinstance(item, PendingAppend) and item.buffered):
+            self._woken += 1
         if isinstance(outcome, BaseException):
             item.future.set_exception(outcome)
             if isinstance(item, PendingAppend) and item.buffered:
