@@ -170,10 +170,14 @@ class WriterBackedStore(EventStore):
             raise ConfigurationError(f"durability must be 'sync' or 'buffered', not {mode!r}")
         rows = [event_row(new) for new in events]  # raises EventNotSerializable before anything is queued
         future = await writer.append(stream, rows, expected_version, buffered=mode == "buffered", fence=fence)
-        receipt = Receipt(stream, future)
         if mode == "sync":
-            await receipt  # raises ConcurrencyConflict, LeaseLost or the write's error
-        return receipt
+            # The future itself, not the receipt (which shields it for callers that await it
+            # later): a shield's callback costs the loop one more turn before this append
+            # returns. Cancelled here, the append is abandoned with the future; the receipt it
+            # would have returned is never seen. Raises ConcurrencyConflict, LeaseLost or the
+            # write's error.
+            await future
+        return Receipt(stream, future)
 
     async def flush(self) -> None:
         self._require_open()

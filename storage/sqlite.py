@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 _WRITABLE_STATES = (migrate.SchemaState.EMPTY, migrate.SchemaState.CURRENT, migrate.SchemaState.OUTDATED)
 _MAX_VARIABLES = 500  # stream ids per IN (...) query; far below SQLite's limit
 _HEADS_OF_WANTED = "SELECT 0, name, (SELECT MAX(version) FROM events WHERE stream = wanted.name) FROM wanted"
+_LAST_POSITION = "SELECT MAX(position) FROM events"
 _MAX_REMEMBERED = 100_000  # stream heads the writer remembers before it starts afresh
 
 _INSERT_EVENTS = (
@@ -641,6 +642,8 @@ def _read_state(
     (stream, version) index; a ``GROUP BY`` over an ``IN`` list would scan every version of
     every stream instead (6 ms a batch at 2,000 events a stream, 50 us this way).
     """
+    if not streams and not names:  # every head remembered, no fence: a lone append's case
+        return {}, conn.execute(_LAST_POSITION).fetchone()[0] or 0, None
     heads: dict[str, int] = {}
     position = 0
     fences: dict[str, int | None] | None = dict.fromkeys(names) if names else None
