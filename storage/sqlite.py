@@ -166,6 +166,8 @@ class SQLiteEventStore(WriterBackedStore):
         self._committed = asyncio.Event()  # replaced at each commit; followers wait on it
         self._state = "new"
 
+    _inline_commits = True  # a batch is one call in the driver's thread: a cancellation cannot cut it
+
     def __repr__(self) -> str:
         where = self.path if self.path is not None else ":memory:"
         return f"<SQLiteEventStore {where} {self.durability} {self._state}>"
