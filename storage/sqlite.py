@@ -2,16 +2,19 @@
 
 Appends go through the backend-neutral :class:`~poolwarden.storage.writer.GroupCommitWriter`
 (queue, batching, barriers, lock retries, durability). What this module gives it is the
-transaction: on one writer connection, ``BEGIN IMMEDIATE``, read the heads of the batch's
-streams and the log's last position, check versions and assign them
-(:func:`~poolwarden.storage.rows.plan_batch`), insert, ``COMMIT``; SQLite's errors become the
+transaction, one call into the writer connection's thread a batch: ``BEGIN IMMEDIATE``; read
+the log's last position, the batch's lease fences and the heads of the streams the writer does
+not remember, in one statement; check fences and versions and assign them
+(:func:`~poolwarden.storage.rows.plan_batch`); insert; ``COMMIT``. SQLite's errors become the
 error tree's (:mod:`~poolwarden.storage.sqlite_errors`). Reads use a separate pool of
 connections; WAL lets them run while the writer writes, from this process or another.
 
 Several processes may append to one file. ``BEGIN IMMEDIATE`` takes the write lock before the
 version check, so the check and the insert are atomic; SQLite's busy handler waits for the
 lock, and a batch still locked after it fails with :class:`~poolwarden.errors.DatabaseLocked`,
-which the writer retries until ``lock_timeout`` (nothing of a failed batch is written).
+which the writer retries until ``lock_timeout`` (nothing of a failed batch is written). A head
+the writer remembers, made stale by another process's append, is caught by the unique
+(stream, version) index: the batch runs again with heads read from the file.
 
 An in-memory store (``":memory:"``) has one connection, shared by the writer and readers in
 turn, since every SQLite connection to ``:memory:`` is a database of its own.
