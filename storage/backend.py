@@ -86,6 +86,9 @@ class WriterBackedStore(EventStore):
     linger: float
     max_pending: int
     lock_timeout: float
+    _inline_commits = False
+    """Whether a lone sync append may be committed in its appender's task (see
+    ``GroupCommitWriter.append_sync``): only where ``_commit_batch`` is safe to cancel midway."""
 
     # --- what a backend gives -------------------------------------------------------------------
 
@@ -115,6 +118,7 @@ class WriterBackedStore(EventStore):
                 max_pending=self.max_pending,
                 lock_timeout=self.lock_timeout,
                 on_commit=self._wake_followers,
+                inline=self._inline_commits,
             )
             self._writer.start(name=f"poolwarden-writer:{self.where or ':memory:'}")
         self._state = "open"
@@ -169,11 +173,17 @@ class WriterBackedStore(EventStore):
         if mode not in ("sync", "buffered"):
             raise ConfigurationError(f"durability must be 'sync' or 'buffered', not {mode!r}")
         rows = [event_row(new) for new in events]  # raises EventNotSerializable before anything is queued
-        future = await writer.append(stream, rows, expected_version, buffered=mode == "buffered", fence=fence)
-        receipt = Receipt(stream, future)
-        if mode == "sync":
-            await receipt  # raises ConcurrencyConflict, LeaseLost or the write's error
-        return receipt
+        if mode == "buffered":
+            return Receipt(
+                stream, await writer.append(stream, rows, expected_version, buffered=True, fence=fence)
+            )
+        future = await writer.append_sync(stream, rows, expected_version, fence=fence)
+        # The future itself, not the receipt (which shields it for callers that await it later):
+        # a shield's callback costs the loop one more turn before this append returns. Cancelled
+        # here, the append is abandoned with the future; the receipt it would have returned is
+        # never seen. Raises ConcurrencyConflict, LeaseLost or the write's error.
+        await future
+        return Receipt(stream, future)
 
     async def flush(self) -> None:
         self._require_open()

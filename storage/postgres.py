@@ -15,8 +15,9 @@ as on SQLite; this module gives it the transaction, one per batch, on the writer
 3. insert the rows (``INSERT ... SELECT FROM unnest(...)`` for a small batch, ``COPY`` for a
    large one), upsert the snapshots, ``pg_notify`` the last position; ``COMMIT``.
 
-Four round trips a batch: statements without parameters share one message (``BEGIN`` with the
-lock, ``NOTIFY`` with ``COMMIT``).
+Four round trips a batch, fenced or not: statements without parameters share one message
+(``BEGIN`` with the lock, ``NOTIFY`` with ``COMMIT``), and the heads, the last position and the
+lease fences are one query.
 
 **Why the advisory lock.** Positions are assigned by the writer (``MAX(position) + 1``), not by a
 sequence. A sequence hands out numbers at insert time, and two transactions may commit in the
@@ -132,10 +133,12 @@ _INSERT_EVENTS = (
 )
 _COPY_ABOVE = 200  # rows: a larger batch is inserted by COPY
 _SELECT_EVENTS = f"SELECT {', '.join(COLUMN_NAMES)} FROM events"
-_HEADS = (
-    "SELECT NULL::text, MAX(position) FROM events UNION ALL "
-    "SELECT s.name, (SELECT MAX(version) FROM events e WHERE e.stream = s.name) "
-    "FROM unnest($1::text[]) AS s(name)"
+# The log's last position, the batch's stream heads and its lease fences, in one round trip.
+_HEADS_AND_FENCES = (
+    "SELECT 0, NULL::text, MAX(position) FROM events UNION ALL "
+    "SELECT 1, s.name, (SELECT MAX(version) FROM events e WHERE e.stream = s.name) "
+    "FROM unnest($1::text[]) AS s(name) UNION ALL "
+    "SELECT 2, name, CASE WHEN released_at IS NULL THEN fence END FROM leases WHERE name = ANY($2::text[])"
 )
 _UPSERT_SNAPSHOT = (
     "INSERT INTO snapshots (stream, version, schema_version, taken_at, state) VALUES ($1, $2, $3, $4, $5) "
@@ -413,7 +416,7 @@ class PostgresEventStore(WriterBackedStore):
             raise self._translate(error) from error
 
     async def _transaction(self, work: list[Work]) -> list[Outcome]:
-        # Four round trips a batch: BEGIN with the lock; the heads; the insert; NOTIFY with
+        # Four round trips a batch: BEGIN with the lock; the heads and fences; the insert; NOTIFY with
         # COMMIT (statements without parameters share one simple-protocol message). Small
         # batches insert from arrays (unnest); large ones by COPY, which encodes rows faster.
         in_doubt: tuple[Any, ...] | None = None
@@ -424,9 +427,7 @@ class PostgresEventStore(WriterBackedStore):
                 try:
                     await driver.execute(f"BEGIN; SELECT pg_advisory_xact_lock({self._lock_key})")
                     streams = {item.stream for item in work if isinstance(item, PendingAppend)}
-                    heads, position = await self._heads(driver, streams)
-                    names = fence_names(work)
-                    fences = await self._fences(driver, names) if names else None
+                    heads, position, fences = await self._heads(driver, streams, fence_names(work))
                     outcomes, rows, snapshots = plan_batch(work, heads, position, self._clock(), fences)
                     if len(rows) > _COPY_ABOVE:
                         await driver.copy_records_to_table(
@@ -483,27 +484,25 @@ class PostgresEventStore(WriterBackedStore):
         return bool(found)
 
     @staticmethod
-    async def _heads(driver: Any, streams: Iterable[str]) -> tuple[dict[str, int], int]:
-        """The current version of each of ``streams`` and the log's last position, in one query."""
+    async def _heads(
+        driver: Any, streams: Iterable[str], names: set[str]
+    ) -> tuple[dict[str, int], int, dict[str, int | None] | None]:
+        """The current version of each of ``streams``, the log's last position and the fencing
+        number of each lease in ``names`` (``None``: released or none), in one query."""
         heads: dict[str, int] = {}
         position = 0
-        for stream, value in await driver.fetch(_HEADS, list(streams)):
-            if stream is None:
+        listed = sorted(names)
+        fences: dict[str, int | None] | None = dict.fromkeys(listed) if listed else None
+        for kind, name, value in await driver.fetch(_HEADS_AND_FENCES, list(streams), listed):
+            if kind == 0:
                 position = value or 0
-            elif value is not None:
-                heads[stream] = int(value)
-        return heads, int(position)
-
-    @staticmethod
-    async def _fences(driver: Any, names: set[str]) -> dict[str, int | None]:
-        """The current fencing number of each lease in ``names`` (``None``: released or none)."""
-        fences: dict[str, int | None] = dict.fromkeys(sorted(names))
-        rows = await driver.fetch(
-            "SELECT name, fence, released_at FROM leases WHERE name = ANY($1::text[])", sorted(names)
-        )
-        for name, fence, released_at in rows:
-            fences[name] = None if released_at is not None else int(fence)
-        return fences
+            elif kind == 1:
+                if value is not None:
+                    heads[name] = int(value)
+            else:
+                assert fences is not None
+                fences[name] = None if value is None else int(value)
+        return heads, int(position), fences
 
     # --- leases (the rules are poolwarden.lease's) ------------------------------------------------
 

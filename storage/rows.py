@@ -114,9 +114,12 @@ def event_row(new: NewEvent) -> tuple[Any, ...]:
     payload = encode_json(new.payload, event_type)
     check_text(payload, "the payload", event_type)
     copied = _copied(new)
-    for name, value in zip(_COPIED, copied, strict=True):
-        if isinstance(value, str) and not value.isascii():
-            check_text(value, f"column {name}", event_type)
+    for value in copied:
+        if isinstance(value, str) and not value.isascii():  # rare: then find and name the column
+            for name, text in zip(_COPIED, copied, strict=True):
+                if isinstance(text, str):
+                    check_text(text, f"column {name}", event_type)
+            break
     return (
         event_type,
         new.schema_version,

@@ -16,6 +16,9 @@ What the writer does around that callable:
 - batching: one task takes an item from the queue, yields to the appenders the last commit woke
   (and, with ``linger``, waits a little), then takes whatever else is queued, up to ``max_batch``
   events, and hands the batch to ``commit_batch``;
+- a lone sync append (:meth:`GroupCommitWriter.append_sync`, with ``inline=True``): when the
+  task is idle and the last commit woke no other appender, the appender commits its append in
+  its own task, two turns of the loop fewer; anything queued meanwhile waits for it;
 - lock retries: a batch that fails with :class:`~poolwarden.errors.DatabaseLocked` is retried
   with jittered backoff until ``lock_timeout`` has passed, then fails with ``DatabaseLocked``;
 - per-append outcomes: each append's future completes with its own result or error; a failed
@@ -138,8 +141,13 @@ class GroupCommitWriter:
         max_pending: int = 10_000,
         lock_timeout: float = 60.0,
         on_commit: Callable[[], None] | None = None,
+        inline: bool = False,
     ) -> None:
         self._commit_batch = commit_batch
+        self._inline_allowed = inline
+        self._idle = False  # the task waits on an empty queue with nothing in hand
+        self._inline: asyncio.Future[None] | None = None  # an appender committing its own append
+        self._last_woken = 0  # appenders the last commit woke
         self._owner = owner
         self.max_batch = max_batch
         self.linger = linger
@@ -150,6 +158,7 @@ class GroupCommitWriter:
         self._failures = _Failures()
         self.broken: BaseException | None = None
         """The unexpected error that stopped the writer's task, if one did."""
+        self._woken = 0  # appenders waiting on the last commit's items (sync appends, snapshots)
 
     def start(self, name: str) -> None:
         """Start the writer's task (on the running loop), named ``name``."""
@@ -179,6 +188,43 @@ class GroupCommitWriter:
         if self.stopped and not future.done():
             future.set_exception(StoreClosed(f"{self._owner!r} closed before this append was written"))
         return future
+
+    async def append_sync(
+        self,
+        stream: str,
+        rows: list[tuple[Any, ...]],
+        expected_version: int | None,
+        *,
+        fence: Lease | None = None,
+    ) -> asyncio.Future[AppendResult]:
+        """A sync append: its future completes at commit, as :meth:`append`'s does.
+
+        When the writer is idle (its task waits on an empty queue, no other append is being
+        committed this way) and its last commit woke at most one appender, there is no one to
+        batch with: the append is committed here, in the caller's task, which saves the two
+        turns of the loop a hand-over to the writer's task and back would take. Appends queued
+        meanwhile wait for it (order is kept) and are batched as ever. Only a writer made with
+        ``inline=True`` does this: its ``commit_batch`` must be safe to cancel with the caller
+        (SQLite's runs as one call in the driver's thread, which a cancellation cannot cut).
+        """
+        if (
+            self._idle
+            and self._inline is None
+            and self._last_woken <= 1
+            and self._inline_allowed
+            and self._queue.empty()
+            and not self.stopped
+        ):
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[AppendResult] = loop.create_future()
+            self._inline = inline = loop.create_future()
+            try:
+                await self._commit([PendingAppend(stream, expected_version, rows, future, False, fence)])
+            finally:
+                self._inline = None
+                inline.set_result(None)
+            return future
+        return await self.append(stream, rows, expected_version, buffered=False, fence=fence)
 
     async def save_snapshot(self, row: tuple[Any, ...], *, fence: Lease | None = None) -> None:
         """Queue a snapshot and wait until it is committed (or raise why it was not)."""
@@ -218,12 +264,19 @@ class GroupCommitWriter:
         batch: list[_Item] = []
         try:
             while True:
+                self._idle = True
                 batch = [await queue.get()]
+                self._idle = False
+                if self._inline is not None:  # an append committed by its appender came first
+                    await asyncio.shield(self._inline)
                 size = _size(batch[0])
+                woken, self._woken = self._woken, 0
                 # Appenders woken by the last commit are about to queue their next append: yield
-                # to them (and, with linger, wait a little) so that they share this commit.
+                # to them (and, with linger, wait a little) so that they share this commit. Once
+                # as many items are queued as the last commit woke appenders, none is left to
+                # wait for: a lone appender's next append goes straight on.
                 for _ in range(2):
-                    if size + queue.qsize() >= self.max_batch:
+                    if size + queue.qsize() >= self.max_batch or 1 + queue.qsize() >= woken:
                         break
                     await asyncio.sleep(0)
                 if self.linger > 0 and size + queue.qsize() < self.max_batch:
@@ -289,8 +342,10 @@ class GroupCommitWriter:
             except Exception as error:  # the transaction's typed error: every item of it failed
                 self._settle_all(work, error)
                 return
+        woken = self._woken
         for item, outcome in zip(work, outcomes, strict=True):
             self._settle(item, outcome)
+        self._last_woken = self._woken - woken
         if self._on_commit is not None:
             self._on_commit()
 
@@ -301,6 +356,8 @@ class GroupCommitWriter:
     def _settle(self, item: Work, outcome: Outcome) -> None:
         if item.future.done():
             return
+        if not (isinstance(item, PendingAppend) and item.buffered):
+            self._woken += 1
         if isinstance(outcome, BaseException):
             item.future.set_exception(outcome)
             if isinstance(item, PendingAppend) and item.buffered:

@@ -220,3 +220,76 @@ async def test_cancelled_writer_is_broken_and_fails_what_it_held() -> None:
         with pytest.raises(StoreError, match="writer stopped"):
             await future
     await writer.close()  # nothing left to do; the store reports the broken writer on its next call
+
+
+class HoppingLog(FakeLog):
+    """A FakeLog whose transaction suspends once (as a real one does, in the driver's thread),
+    noting the task that ran it and the batches that entered it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: list[asyncio.Task[Any] | None] = []
+        self.entered: list[list[str]] = []
+
+    async def commit_batch(self, work: list[Work]) -> Sequence[Outcome]:
+        self.tasks.append(asyncio.current_task())
+        self.entered.append([item.stream for item in work if isinstance(item, PendingAppend)])
+        await asyncio.sleep(0)
+        return await super().commit_batch(work)
+
+
+async def test_a_lone_sync_append_is_committed_in_its_callers_task_when_allowed() -> None:
+    """With inline=True and the writer idle, append_sync commits in the caller's task (two turns
+    of the loop fewer); without it, in the writer's task, as append does."""
+    for inline in (True, False):
+        log = HoppingLog()
+        writer = _writer(log, inline=inline)
+        await asyncio.sleep(0)  # the task parks on its empty queue
+        result = await (await writer.append_sync("s/a", [ROW], 0))
+        assert result.last_version == 1
+        assert (log.tasks[0] is asyncio.current_task()) is inline
+        await writer.close()
+
+
+async def test_appends_queued_during_an_inline_commit_follow_it_in_order() -> None:
+    """While an appender commits its own append, the writer's task waits for it before it
+    commits what was queued meanwhile (batched together); a flush waits for both."""
+    log = HoppingLog()
+    log.gate = asyncio.Event()
+    writer = _writer(log, inline=True)
+    await asyncio.sleep(0)
+    first = asyncio.create_task(writer.append_sync("s/a", [ROW], 0))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert log.entered == [["s/a"]]  # committing in `first`'s task, held at the gate
+    queued = [await writer.append_sync(f"s/{i}", [ROW], 0) for i in range(3)]  # not idle: queued
+    flushed = asyncio.create_task(writer.flush())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert log.entered == [["s/a"]]  # the writer's task waits for the inline commit
+    assert not flushed.done()
+    log.gate.set()
+    await flushed
+    assert log.entered == [["s/a"], ["s/0", "s/1", "s/2"]]
+    assert (await (await first)).last_position == 1
+    assert [(await f).last_position for f in queued] == [2, 3, 4]
+    await writer.close()
+
+
+async def test_sync_appenders_woken_together_are_still_batched() -> None:
+    """A commit that woke several appenders: their next appends go to the writer's queue and
+    share a transaction, none is committed alone in its appender's task."""
+    log = HoppingLog()
+    writer = _writer(log, inline=True)
+    await asyncio.sleep(0)
+
+    async def appender(i: int) -> None:
+        for version in range(5):
+            await (await writer.append_sync(f"s/{i}", [ROW], version))
+
+    await asyncio.gather(*(appender(i) for i in range(10)))
+    sizes = [len(batch) for batch in log.entered]
+    assert sizes[0] == 1  # the first found the writer idle
+    assert sum(sizes) == 50
+    assert len(sizes) <= 7, sizes  # then batches of the appenders each commit woke
+    await writer.close()

@@ -5,6 +5,12 @@ store by 32 concurrent appenders, buffered and then sync; all of them read back 
 same rows written with plain ``sqlite3.executemany`` into the same schema, as the baseline that
 machine noise affects equally.
 
+A lone durable append, each in a fresh process on an idle file: the p50 of one-event sync
+appends through the store (``lone_sync_append_us``) and of the same row through plain sqlite3
+(``raw_lone_append_us``: ``BEGIN IMMEDIATE``, ``INSERT``, ``COMMIT``), into the same schema, a file
+on disk of the same folder, with the store's pragmas (WAL, ``synchronous = NORMAL``); their
+ratio is ``lone_ratio``.
+
 With ``db=`` a PostgreSQL URL, the same runs go to that server (in schemas of their own, dropped
 afterwards) and the baseline is raw asyncpg: ``executemany`` (batches of 5,000 rows a
 transaction, as for sqlite3) and ``COPY``, into the same tables; :mod:`poolwarden.bench.store_postgres`.
@@ -17,6 +23,9 @@ import json
 import operator
 import os
 import sqlite3
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +40,8 @@ __all__ = ["run"]
 
 STREAMS = 100
 APPENDERS = 32
+LONE_APPENDS = 2000  # timed one-event appends, after LONE_WARMUP untimed ones
+LONE_WARMUP = 200
 
 # The raw baseline's rows: what the store sets, the payload, then the event's other columns as
 # they are (all from the event envelope, so the baseline writes every column the store writes).
@@ -126,11 +137,69 @@ def _raw_replay(path: Path) -> float:
     return elapsed
 
 
+async def _lone_store(path: Path) -> list[float]:
+    """Seconds each one-event sync append took, one after another on an otherwise idle store."""
+    async with open_store(path, durability="sync") as store:
+        samples: list[float] = []
+        for i in range(LONE_WARMUP + LONE_APPENDS):
+            new = _event(i)
+            started = time.perf_counter()
+            await store.append("lone/stream", [new], expected_version=i)
+            samples.append(time.perf_counter() - started)
+    return samples[LONE_WARMUP:]
+
+
+def _lone_raw(path: Path, schema_from: Path) -> list[float]:
+    """The same appends through plain sqlite3: a transaction of one INSERT each, the store's pragmas."""
+    with sqlite3.connect(schema_from) as source:
+        ddl = [sql for (sql,) in source.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")]
+    conn = sqlite3.connect(path, isolation_level=None)
+    for pragma in ("busy_timeout = 5000", "foreign_keys = ON", "synchronous = NORMAL", "journal_mode = WAL"):
+        conn.execute(f"PRAGMA {pragma}")
+    for statement in ddl:
+        conn.execute(statement)
+    sql = f"INSERT INTO events ({', '.join(_RAW_COLUMNS)}) VALUES ({', '.join('?' * len(_RAW_COLUMNS))})"
+    encode = json.JSONEncoder(separators=(",", ":")).encode
+    samples: list[float] = []
+    for i in range(LONE_WARMUP + LONE_APPENDS):
+        new = _event(i)
+        started = time.perf_counter()
+        row = (i + 1, "lone/stream", i + 1, time.time(), encode(new.payload), *_as_they_are(new))
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(sql, row)
+        conn.execute("COMMIT")
+        samples.append(time.perf_counter() - started)
+    conn.close()
+    return samples[LONE_WARMUP:]
+
+
+def lone_child(kind: str, folder: str) -> float:
+    """In a fresh process (see :func:`_lone_in_fresh_process`): the p50 in microseconds."""
+    base = Path(folder)
+    if kind == "store":
+        samples = asyncio.run(_lone_store(base / "lone.db"))
+    else:
+        samples = _lone_raw(base / "raw-lone.db", base / "lone.db")
+    return round(statistics.median(samples) * 1e6, 1)
+
+
+def _lone_in_fresh_process(kind: str, folder: Path) -> float:
+    code = "import sys; from poolwarden.bench.store import lone_child as c; print(c(*sys.argv[1:3]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, kind, str(folder)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the lone {kind} append run failed: {done.stderr.strip()}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def run(events: int = 200_000, sync_events: int | None = None) -> dict[str, Any]:
     """Run the store benchmark and return its figures."""
     sync_events = sync_events or events
     with tempfile.TemporaryDirectory(prefix="poolwarden-bench-") as folder:
         base = Path(folder)
+        lone_us = _lone_in_fresh_process("store", base)  # first: it creates the schema raw copies
+        raw_lone_us = _lone_in_fresh_process("raw", base)
         buffered_s = asyncio.run(_append_all(base / "buffered.db", events, "buffered"))
         sync_s = asyncio.run(_append_all(base / "sync.db", sync_events, "sync"))
         replay_s, replayed = asyncio.run(_replay(base / "buffered.db"))
@@ -150,6 +219,9 @@ def run(events: int = 200_000, sync_events: int | None = None) -> dict[str, Any]
         "replay_events_per_s": round(replayed / replay_s),
         "db_bytes": size,
     }
+    result["lone_sync_append_us"] = lone_us
+    result["raw_lone_append_us"] = raw_lone_us
+    result["lone_ratio"] = round(lone_us / raw_lone_us, 2)
     result["raw_replay_events_per_s"] = round(events / raw_replay_s)
     result["buffered_ratio"] = round(result["buffered_events_per_s"] / result["raw_sqlite_events_per_s"], 3)
     result["replay_ratio"] = round(result["replay_events_per_s"] / result["raw_replay_events_per_s"], 3)
