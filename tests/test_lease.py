@@ -15,7 +15,9 @@ def test_valid_pool_names(name: str) -> None:
     assert check_pool_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "Main", "-a", "a/b", "a.b", "x" * 41, "é", "a b", "a\x00", "conn-x", "conn-0"])
+@pytest.mark.parametrize(
+    "name", ["", "Main", "-a", "a/b", "a.b", "x" * 41, "é", "a b", "a\x00", "conn-x", "conn-0"]
+)
 def test_names_that_cannot_be_part_of_a_stream_id_are_refused(name: str) -> None:
     with pytest.raises(ConfigurationError):
         check_pool_name(name)
