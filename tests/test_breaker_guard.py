@@ -10,6 +10,7 @@ import pytest
 
 from poolwarden.aio.guard import Breakers, circuit, classify_exception, open_breakers
 from poolwarden.breaker import BreakerState
+from poolwarden.breaker_events import CallFailed
 from poolwarden.clock import FakeClock
 from poolwarden.errors import CircuitOpen, ConfigurationError, InvalidInput, ModelError
 from poolwarden.policy import BreakerPolicy, ErrorKind, HalfOpenRule, OpenBackoff
@@ -269,3 +270,42 @@ async def test_flush_on_open_breakers_commits_what_was_recorded_before_it(tmp_pa
         await breakers.flush()
         async with open_store(db, read_only=True) as store:
             assert [e.type for e in await store.read_stream("breaker/x")] == ["CallFailed"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "time_calls", "timed"),
+    [
+        (POLICY, None, False),  # no slow-call rule: the fast path, no clock read
+        (BreakerPolicy(consecutive_failures=3, slow_call_rate=0.5), None, True),
+        (POLICY, True, True),  # asked for: durations logged without a slow-call rule
+        (BreakerPolicy(consecutive_failures=3, slow_call_rate=0.5), False, False),
+    ],
+)
+@pytest.mark.parametrize("style", ["sync", "async", "with"])
+async def test_calls_are_timed_only_when_a_rule_or_the_caller_needs_it(
+    policy: BreakerPolicy, time_calls: bool | None, timed: bool, style: str
+) -> None:
+    """A guard reads the timer only for a policy that judges slowness, or when asked
+    (``time_calls``); an untimed failure is logged with no duration, a timed one with its own."""
+    timer = Ticks()
+    guard = Breakers(policy, clock=FakeClock(T0), timer=timer, time_calls=time_calls)
+
+    def fail() -> None:
+        raise ConnectionError("down")
+
+    async def fail_async() -> None:
+        raise ConnectionError("down")
+
+    if style == "sync":
+        with pytest.raises(ConnectionError):
+            guard.circuit("api")(fail)()
+    elif style == "async":
+        with pytest.raises(ConnectionError):
+            await guard.circuit("api")(fail_async)()
+    else:
+        with pytest.raises(ConnectionError), guard.circuit("api"):
+            fail()
+    (event,) = guard.breaker("api").drain_events()
+    assert isinstance(event, CallFailed)
+    assert event.duration == (1.0 if timed else None)
+    assert timer.now == (2.0 if timed else 0.0)

@@ -133,7 +133,7 @@ class Guard:
         self,
         breaker: CircuitBreaker,
         classify: Callable[[BaseException], ErrorKind | None],
-        timer: Callable[[], float],
+        timer: Callable[[], float] | None,
     ) -> None:
         self.breaker = breaker
         self._classify = classify
@@ -148,12 +148,13 @@ class Guard:
         if not decision:
             raise CircuitOpen(self.breaker.key, decision.reason, decision.retry_at)
         self._decision = decision
-        self._started = self._timer()
+        if self._timer is not None:
+            self._started = self._timer()
 
     def _end(self, exc: BaseException | None) -> None:
         decision, self._decision = self._decision, None
         assert decision is not None
-        duration = self._timer() - self._started
+        duration = None if self._timer is None else self._timer() - self._started
         kind = None if exc is None else self._classify(exc)
         if kind is None:
             self.breaker.record_success(decision.permit, duration)
@@ -186,35 +187,64 @@ class Guard:
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Protect ``fn`` (sync or async): each call goes through the breaker.
 
-        The wrappers inline what ``with guard:`` does, without a guard object per call.
+        The wrappers inline what ``with guard:`` does, without a guard object per call; an
+        untimed guard's sync wrapper is the breaker's fast path (an admitted call in a closed
+        breaker costs one ``allow`` and one ``record_success``, no clock).
         """
         breaker, classify, timer = self.breaker, self._classify, self._timer
+        allow, succeeded, failed = breaker.allow, breaker.record_success, breaker.record_failure
 
         def admit() -> Decision:
-            decision = breaker.allow()
-            if not decision:
+            decision = allow()
+            if not decision.allowed:
                 raise CircuitOpen(breaker.key, decision.reason, decision.retry_at)
             return decision
+
+        if timer is None and not inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            def guarded_untimed(*args: P.args, **kwargs: P.kwargs) -> Any:
+                decision = allow()
+                if not decision.allowed:
+                    raise CircuitOpen(breaker.key, decision.reason, decision.retry_at)
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    kind = classify(exc)
+                    if kind is None:
+                        succeeded(decision.permit)
+                    else:
+                        failed(kind, None, decision.permit)
+                    raise
+                succeeded(decision.permit)
+                return result
+
+            return guarded_untimed
+
+        def took(started: float | None) -> float | None:
+            return None if timer is None or started is None else timer() - started
 
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
                 decision = admit()
-                started = timer()
+                started = None if timer is None else timer()
                 try:
                     result = await fn(*args, **kwargs)
                 except BaseException as exc:
                     kind = classify(exc)
                     if kind is None:
-                        breaker.record_success(decision.permit, timer() - started)
+                        succeeded(decision.permit, took(started))
                     else:
-                        breaker.record_failure(kind, timer() - started, decision.permit)
+                        failed(kind, took(started), decision.permit)
                     raise
-                breaker.record_success(decision.permit, timer() - started)
+                succeeded(decision.permit, took(started))
                 return result
 
             return guarded_async
+
+        assert timer is not None  # the untimed sync wrapper is above
 
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
@@ -225,11 +255,11 @@ class Guard:
             except BaseException as exc:
                 kind = classify(exc)
                 if kind is None:
-                    breaker.record_success(decision.permit, timer() - started)
+                    succeeded(decision.permit, timer() - started)
                 else:
-                    breaker.record_failure(kind, timer() - started, decision.permit)
+                    failed(kind, timer() - started, decision.permit)
                 raise
-            breaker.record_success(decision.permit, timer() - started)
+            succeeded(decision.permit, timer() - started)
             return result
 
         return guarded
@@ -248,6 +278,7 @@ class Breakers:
         timer: Callable[[], float] = time.perf_counter,
         registry: BreakerRegistry | None = None,
         durable: DurableBreakers | None = None,
+        time_calls: bool | None = None,
     ) -> None:
         if rng is None:
             rng = random.Random()  # the I/O edge: the pure breakers draw only from what they are given
@@ -256,6 +287,9 @@ class Breakers:
         )
         self._classify = classify
         self._timer = timer
+        self._time_calls = time_calls
+        """Whether guards time their calls: ``None`` (the default) only for a breaker whose
+        policy judges slowness (``slow_call_rate``); untimed calls log no duration."""
         self._durable = durable
 
     def breaker(self, name: str) -> CircuitBreaker:
@@ -310,7 +344,11 @@ class Breakers:
         judge: Callable[[BaseException], ErrorKind | None] = self._classify
         if failure is not None or ignore is not None or success is not None:
             judge = judging(self._classify, failure=failure, ignore=ignore, success=success)
-        return Guard(self.registry.named(name), judge, self._timer)
+        breaker = self.registry.named(name)
+        timed = self._time_calls
+        if timed is None:
+            timed = breaker.policy.slow_call_rate is not None
+        return Guard(breaker, judge, self._timer if timed else None)
 
     __call__ = circuit
 

@@ -4,7 +4,11 @@ In one process:
 
 * ``bare_ns``: a call to a trivial function; ``protected_ns``: the same call between ``allow()``
   and ``record_success()`` of a closed breaker; ``overhead_ns`` is the difference (target <= 500).
-* ``guard_ns``: the same call through the ``circuit(name)`` decorator (timing each call too).
+* ``guard_ns``: the same call through the ``circuit(name)`` decorator (no slow-call rule, so
+  untimed: the fast path), and ``guard_overhead_ns`` over the bare call (target <= 150 ns);
+  ``guard_timed_ns`` / ``guard_timed_overhead_ns`` with ``time_calls=True`` (two clock reads a
+  call, what a slow-call rule needs). ``bare_again_ns`` times the bare call again afterwards:
+  far from ``bare_ns``, the machine's load changed during the run.
 * ``create_10k_s``: creating 10,000 breakers (target <= 1.0); ``bytes_per_breaker`` by tracemalloc.
 * ``restore_*``: a synthetic log of ``restore_events`` events over ``restore_breakers`` breakers
   (random traffic, snapshots every ``snapshot_every`` events per stream as the driver takes them),
@@ -302,6 +306,9 @@ def run(
     protected_ns = _best_ns(_protected_loop(breaker), calls)
     guarded = Breakers(clock=FakeClock()).circuit("bench")(_work)
     guard_ns = _best_ns(_guard_loop(guarded), calls // 4)
+    timed = Breakers(clock=FakeClock(), time_calls=True).circuit("bench")(_work)
+    guard_timed_ns = _best_ns(_guard_loop(timed), calls // 4)
+    bare_again_ns = _best_ns(_bare, calls)  # the baseline again after: a machine that got busier shows
     say("creating 10,000 breakers ...")
     create_10k_s = min(_create(10_000) for _ in range(3))
     result: dict[str, Any] = {
@@ -310,6 +317,10 @@ def run(
         "overhead_ns": round(protected_ns - bare_ns, 1),
         "protected_ratio": round(protected_ns / bare_ns, 2),
         "guard_ns": round(guard_ns, 1),
+        "guard_overhead_ns": round(guard_ns - min(bare_ns, bare_again_ns), 1),
+        "guard_timed_ns": round(guard_timed_ns, 1),
+        "guard_timed_overhead_ns": round(guard_timed_ns - min(bare_ns, bare_again_ns), 1),
+        "bare_again_ns": round(bare_again_ns, 1),
         "create_10k_s": round(create_10k_s, 4),
         "bytes_per_breaker": _bytes_per_breaker(10_000),
     }
