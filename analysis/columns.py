@@ -14,7 +14,11 @@ cost stays close to the plain per-column JSON arrays (``analysis/load.py`` has t
   pool's log holds a few thousand distinct lines among a million events: each line is coded
   with a dictionary, each distinct line decoded once, and every category column is then a
   ``numpy.take`` of its table by the line codes;
-- ``incident_id`` (many distinct values) as a JSON array; payloads, already JSON, as one array.
+- ``incident_id`` (many distinct values) as a JSON array, one string object kept for each
+  distinct id of a chunk; payloads, already JSON, as one array.
+
+Each column is filled into one array allocated for all chunks, and :meth:`ChunkDecoder.frame`
+lets each go as soon as its Series is made: the peak is the frame, plus one column's copy.
 """
 
 from __future__ import annotations

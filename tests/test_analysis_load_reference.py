@@ -137,3 +137,13 @@ def test_an_incident_id_is_one_string_within_a_chunk(varied_log: Path) -> None:
     repeated = ids[ids == ids.value_counts().index[0]]
     assert all(isinstance(value, str) for value in ids)
     assert len({id(value) for value in repeated}) < len(repeated)
+
+
+def test_a_non_string_incident_id_is_converted_as_pandas_would() -> None:
+    """A value that is not a string (PostgreSQL could hand one over) takes pandas' own conversion."""
+    values = np.array(["inc-1", 5, np.nan], dtype=object)
+    made = columns._strings(values.copy())
+    pd.testing.assert_series_equal(made, pd.Series(values, dtype="str"))
+    assert made.tolist()[:2] == ["inc-1", "5"]
+    strings = np.array(["inc-1", np.nan], dtype=object)
+    assert columns._strings(strings).dtype == "str"
