@@ -28,6 +28,11 @@ about 0.15 s, but the reader, not the decoding, sets the pace, so it still does 
 dependency. The cyclic garbage collector is paused while the million dicts are made: with it
 running the load took 0.2 to 0.4 s more.
 
+Re-measured for issue 14 (the same file, CPU seconds, single-threaded): SQLite's texts 1.08 s
+(0.36 of it the category lines: per-column texts or ``||`` with separators cost more), decoding
+0.86 s (0.42 of it the payload dicts), ~0.1 s of hand-over between the threads. The frame's
+memory and what is left of the load's cost are in docs/analysis.md ("How the load is fast").
+
 Times are read as integer microseconds (SQLite prints a REAL in JSON with 15 significant digits,
 too few for epoch seconds), so ``occurred_at`` keeps the store's precision.
 

@@ -1,22 +1,29 @@
 """``poolwarden bench analysis``: loading a log into pandas, against ``pandas.read_sql`` over sqlite3.
 
-In one process and one folder: a log of N events with the mix a pool writes (calls failing on
-connection and model breakers, successes summarised, breakers opening, half-opening and closing,
-recoveries climbing the ladder under one incident id, memory samples) is built with plain
-``sqlite3.executemany`` into a schema the store created; then ``load_events``, two analyses on
-its frame, and the baseline, ``pandas.read_sql("SELECT * FROM events", sqlite3_connection)``,
-are timed on the same file. ``load_ratio`` is load_events' time over the baseline's. Outside the
-timings, the benchmark checks that what it loaded is a history a pool could have written (see
+A log of N events with the mix a pool writes (calls failing on connection and model breakers,
+successes summarised, breakers opening, half-opening and closing, recoveries climbing the ladder
+under one incident id, memory samples) is built with plain ``sqlite3.executemany`` into a schema
+the store created, as a file on disk. Then ``load_events`` and the baseline,
+``pandas.read_sql("SELECT * FROM events", sqlite3_connection)``, each run in a fresh Python
+process on that file, alternately, so that neither inherits the other's heap or imports;
+``load_ratio`` is load_events' time over the baseline's, and each process reports its peak RSS.
+A second, larger log (``rss_events``, 3,000,000 by default) is loaded the same way, for
+load_events' peak RSS at that size. The first N events of the larger log are the N-event log (the
+history is deterministic), so the smaller file is copied from it rather than built again.
+
+Two analyses are timed in this process on a frame it loads itself; outside the timings, the
+benchmark checks that what it loaded is a history a pool could have written (see
 ``_check_history``) and refuses to report figures timed on anything else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +36,7 @@ from poolwarden.storage.rows import EVENT_ROW, INSERT_COLUMNS
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["build_log", "run"]
+__all__ = ["build_log", "copy_log", "measure_in_child", "run"]
 
 START = 1_800_000_000.0
 CONNECTIONS = 32
@@ -277,6 +284,21 @@ def _check_history(frame: pd.DataFrame, table: pd.DataFrame, timeline: pd.DataFr
         raise AssertionError("the log has too few incidents or breaker transitions to analyse")
 
 
+def copy_log(source: Path, path: Path, events: int) -> None:
+    """Write at ``path`` (a new file) the store's schema and the first ``events`` events of ``source``."""
+    asyncio.run(_create_schema(path))
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute("ATTACH DATABASE ? AS source", (f"file:{source}?mode=ro",))
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO main.events SELECT * FROM source.events WHERE position <= ?", (events,))
+        conn.execute("COMMIT")
+        conn.execute("DETACH DATABASE source")
+    finally:
+        conn.close()
+
+
 def _timed(work: Callable[[], Any]) -> tuple[float, float, Any]:
     """Wall and CPU seconds of ``work()``, and its result."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -284,55 +306,111 @@ def _timed(work: Callable[[], Any]) -> tuple[float, float, Any]:
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
-def run(events: int = 1_000_000, repeat: int = 2) -> dict[str, Any]:
+_CHILD = """
+import contextlib, json, resource, sqlite3, sys, time
+which, path = sys.argv[1], sys.argv[2]
+import pandas as pd
+from poolwarden.analysis import load_events
+wall, cpu = time.perf_counter(), time.process_time()
+if which == "load_events":
+    frame = load_events(path)
+else:
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        frame = pd.read_sql("SELECT * FROM events", connection)
+wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+print(json.dumps({"rows": len(frame), "wall_s": wall, "cpu_s": cpu, "peak_rss_bytes": peak}))
+"""
+"""The timed process: imports first (not timed, but in its peak RSS), then one load of the file."""
+
+
+def measure_in_child(which: str, path: Path) -> dict[str, Any]:
+    """Wall and CPU seconds and peak RSS of ``load_events`` (or ``read_sql``) of ``path``, in a new process.
+
+    The peak RSS is the whole process's (``ru_maxrss``): the interpreter, pandas and poolwarden
+    imported (about 110 MB), and the load.
+    """
+    if which not in ("load_events", "read_sql"):
+        raise ValueError(f"nothing to measure called {which!r}")
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, which, str(path)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the {which} process failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _mb(value: float) -> float:
+    return round(value / 2**20, 1)
+
+
+def run(events: int = 1_000_000, repeat: int = 3, rss_events: int = 3_000_000) -> dict[str, Any]:
     """Run the analysis benchmark and return its figures.
 
-    ``load_events`` and the baseline run ``repeat`` times each, alternately, and the best of each
-    counts, so that a busy moment of the machine weighs on both alike. ``load_cpu_ratio`` is the
-    same ratio in CPU seconds of this process, steadier on a shared machine.
+    ``load_events`` and the baseline run ``repeat`` times each, alternately, each in a fresh
+    process, and the best of each counts, so that a busy moment of the machine weighs on both
+    alike. ``load_cpu_ratio`` is the same ratio in CPU seconds (of the timed process, both its
+    threads), steadier on a shared machine. ``rss_events`` (0 for none) is the size of the log
+    whose load gives ``rss_peak_mb``, the peak RSS of a fresh process that loads it.
     """
     # Imported here: the benchmark module is importable without pandas, the CLI lists it anyway.
-    import pandas as pd
-
     from poolwarden.analysis import breaker_timeline, incidents, load_events, recovery_success_rates
 
+    if events < 1 or rss_events < 0 or repeat < 1:
+        raise ValueError("events and repeat must be at least 1, rss_events at least 0")
     with tempfile.TemporaryDirectory(prefix="poolwarden-bench-") as folder:
-        path = Path(folder) / "analysis.db"
-        build_s, _, _ = _timed(lambda: build_log(path, events))
-
-        def baseline() -> pd.DataFrame:
-            with contextlib.closing(sqlite3.connect(path)) as connection:
-                return pd.read_sql("SELECT * FROM events", connection)
-
-        loads: list[tuple[float, float]] = []
-        baselines: list[tuple[float, float]] = []
-        frame = pd.DataFrame()
+        path, large = Path(folder) / "analysis.db", Path(folder) / "analysis-rss.db"
+        build_s, _, _ = _timed(
+            lambda: build_log(large if rss_events > events else path, max(events, rss_events))
+        )
+        if rss_events > events:
+            copy_log(large, path, events)
+        elif rss_events:
+            copy_log(path, large, rss_events)
+        loads: list[dict[str, Any]] = []
+        baselines: list[dict[str, Any]] = []
         for _ in range(repeat):
-            wall, cpu, expected = _timed(baseline)
-            baselines.append((wall, cpu))
-            del expected
-            wall, cpu, frame = _timed(lambda: load_events(path))
-            loads.append((wall, cpu))
-        if len(frame) != events:
-            raise AssertionError(f"load_events returned {len(frame)} events of {events}")
+            baselines.append(measure_in_child("read_sql", path))
+            loads.append(measure_in_child("load_events", path))
+        for measured in (*loads, *baselines):
+            if measured["rows"] != events:
+                raise AssertionError(f"a timed load returned {measured['rows']} events of {events}")
+        rss = measure_in_child("load_events", large) if rss_events else None
+        if rss is not None and rss["rows"] != rss_events:
+            raise AssertionError(f"load_events returned {rss['rows']} events of {rss_events}")
+        frame = load_events(path)
         rates_s, _, _ = _timed(lambda: recovery_success_rates(frame))
         timeline_s, _, timeline = _timed(lambda: breaker_timeline(frame))
         incidents_s, _, table = _timed(lambda: incidents(frame))
         size = path.stat().st_size
     _check_history(frame, table, timeline)
-    load_s, load_cpu = min(loads)[0], min(cpu for _, cpu in loads)
-    read_sql_s, read_sql_cpu = min(baselines)[0], min(cpu for _, cpu in baselines)
-    return {
+    load_s, load_cpu = min(m["wall_s"] for m in loads), min(m["cpu_s"] for m in loads)
+    read_sql_s, read_sql_cpu = min(m["wall_s"] for m in baselines), min(m["cpu_s"] for m in baselines)
+    result: dict[str, Any] = {
         "events": events,
         "db_bytes": size,
         "build_s": round(build_s, 2),
+        "measured": "each load in a fresh process, on a file on disk; best of the runs",
+        "runs": repeat,
         "load_events_s": round(load_s, 3),
         "read_sql_s": round(read_sql_s, 3),
         "load_ratio": round(load_s / read_sql_s, 3),
         "load_cpu_s": round(load_cpu, 3),
         "read_sql_cpu_s": round(read_sql_cpu, 3),
         "load_cpu_ratio": round(load_cpu / read_sql_cpu, 3),
+        "load_events_runs_s": [round(m["wall_s"], 3) for m in loads],
+        "read_sql_runs_s": [round(m["wall_s"], 3) for m in baselines],
+        "load_peak_rss_mb": _mb(max(m["peak_rss_bytes"] for m in loads)),
+        "read_sql_peak_rss_mb": _mb(max(m["peak_rss_bytes"] for m in baselines)),
         "recovery_success_rates_s": round(rates_s, 3),
         "breaker_timeline_s": round(timeline_s, 3),
         "incidents_s": round(incidents_s, 3),
     }
+    if rss is not None:
+        result.update(
+            rss_events=rss_events,
+            rss_load_events_s=round(rss["wall_s"], 3),
+            rss_peak_mb=_mb(rss["peak_rss_bytes"]),
+        )
+    return result

@@ -84,8 +84,11 @@ def breaker(args: argparse.Namespace) -> int:
 def analysis(args: argparse.Namespace) -> int:
     from poolwarden.bench.analysis import run
 
-    print(f"building a log of {args.events:,} events and loading it ...", file=sys.stderr)
-    print_result(run(events=args.events), args.json)
+    if args.events < 1 or args.rss_events < 0 or args.repeat < 1:
+        raise ConfigurationError("--events and --repeat must be at least 1, --rss-events at least 0")
+    sizes = f"{args.events:,}" + (f" and {args.rss_events:,}" if args.rss_events else "")
+    print(f"building logs of {sizes} events and loading them in fresh processes ...", file=sys.stderr)
+    print_result(run(events=args.events, repeat=args.repeat, rss_events=args.rss_events), args.json)
     return EXIT_OK
 
 

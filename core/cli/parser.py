@@ -216,7 +216,16 @@ def _add_bench(top: Commands) -> None:
         bench_commands.analysis,
     )
     analysis.add_argument(
-        "--events", type=int, default=1_000_000, help="events in the log (default 1,000,000)"
+        "--events", type=int, default=1_000_000, help="events in the timed log (default 1,000,000)"
+    )
+    analysis.add_argument(
+        "--rss-events",
+        type=int,
+        default=3_000_000,
+        help="events in the log whose load's peak RSS is measured (default 3,000,000; 0: none)",
+    )
+    analysis.add_argument(
+        "--repeat", type=int, default=3, help="fresh-process runs of each load, alternately (default 3)"
     )
     _json_option(analysis)
 
