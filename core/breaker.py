@@ -241,6 +241,7 @@ class CircuitBreaker:
         "_ok",
         "_ok_mark",
         "_ok_slow",
+        "_outbox",
         "_owner_seen_at",
         "_rej_first",
         "_rej_last",
@@ -320,6 +321,7 @@ class CircuitBreaker:
         self._rej_last = 0.0
         self._rejected_total = 0
         self._replaying = False
+        self._outbox: list[CircuitBreaker] | None = None
         self._claim = _OFF
         self._claim_timeout = 0.0
         self._owner_seen_at: float | None = None
@@ -440,6 +442,13 @@ class CircuitBreaker:
         """The events emitted since the last drain, oldest first."""
         events, self._events = self._events, []
         return events
+
+    def report_to(self, outbox: list[CircuitBreaker]) -> None:
+        """Append this breaker to ``outbox`` whenever it goes from no pending event to one (and
+        now, if it has some): a driver then finds the breakers with work without scanning all."""
+        self._outbox = outbox
+        if self._events:
+            outbox.append(self)
 
     @property
     def has_events(self) -> bool:
@@ -746,6 +755,8 @@ class CircuitBreaker:
 
     def _emit(self, event: BreakerEvent) -> None:
         self._apply(event)
+        if not self._events and self._outbox is not None:
+            self._outbox.append(self)
         self._events.append(event)
         self._seq += 1
 

@@ -120,6 +120,7 @@ class BreakerRegistry:
         self.trial_claim_timeout: float | None = None
         """When set (by a durable driver sharing the breakers through a log), every breaker
         created here claims its half-open rounds (:meth:`CircuitBreaker.claim_trials`)."""
+        self._dirty: list[CircuitBreaker] = []
         self._breakers: dict[str, CircuitBreaker] = {}
         self._seen: dict[str, tuple[tuple[int, int, int], float]] = {}
         self._pairs: dict[tuple[str, str], tuple[CircuitBreaker, CircuitBreaker]] = {}
@@ -172,9 +173,17 @@ class BreakerRegistry:
 
     def adopt(self, breaker: CircuitBreaker) -> None:
         """Hold ``breaker`` (a restored one) under its key, replacing any breaker there."""
+        breaker.report_to(self._dirty)
         self._breakers[breaker.key] = breaker
         self._seen.pop(breaker.key, None)
         self._pairs.clear()
+
+    def take_dirty(self) -> list[CircuitBreaker]:
+        """The breakers held here that emitted events since the last call, each once (a driver's
+        flush reads these rather than every breaker)."""
+        dirty, self._dirty[:] = list(self._dirty), []
+        held = self._breakers
+        return list({id(b): b for b in dirty if held.get(b.key) is b and b.has_events}.values())
 
     def get(self, key: str) -> CircuitBreaker | None:
         """The breaker held under ``key``, without creating one."""
@@ -227,5 +236,6 @@ class BreakerRegistry:
             )
             if self.trial_claim_timeout is not None:
                 breaker.claim_trials(self.trial_claim_timeout)
+            breaker.report_to(self._dirty)
             self._breakers[key] = breaker
         return breaker

@@ -12,15 +12,21 @@ from poolwarden.cli import main
 def test_benchmark_reports_every_figure_and_an_exact_restore(capsys: pytest.CaptureFixture[str]) -> None:
     """A small run prints the issue's keys as one JSON object, and its restores equal the live breakers."""
     argv = ["--calls", "2000", "--events", "3000", "--breakers", "100", "--snapshot-every", "20"]
+    argv += ["--idle-breakers", "200"]
     assert main(["bench", "breaker", "--json", *argv]) == 0
     captured = capsys.readouterr()
     (line,) = captured.out.strip().splitlines()  # with --json: nothing but the result, no progress
     assert captured.err == ""
     result = json.loads(line)
-    for key in ("bare_ns", "protected_ns", "overhead_ns", "create_10k_s", "bytes_per_breaker"):
+    for key in ("bare_ns", "protected_ns", "overhead_ns", "create_10k_s", "bytes_per_breaker", "guard_ns"):
         assert isinstance(result[key], int | float)
         assert result[key] > 0 or key == "overhead_ns"
     assert result["restore_exact"] is True
+    # The idle driver, measured in its own process with 200 breakers alive.
+    assert result["idle_breakers"] == 200
+    assert result["idle_seconds"] >= 10
+    assert 0 <= result["idle_cpu_pct"] < 100
+    assert result["guard_timed_ns"] > 0
     assert result["restore_tail_events"] < result["restore_events"]
     assert result["restore_events"] >= 3000
     assert result["restore_breakers"] == 100

@@ -159,3 +159,27 @@ def test_idle_after_must_be_positive() -> None:
     """A registry refuses a non-positive idle_after."""
     with pytest.raises(ConfigurationError):
         BreakerRegistry(idle_after=0, clock=FakeClock(), rng=random.Random(0))
+
+
+def test_take_dirty_lists_each_breaker_with_events_once() -> None:
+    """What a durable driver's flush reads instead of every breaker: the held breakers that
+    emitted since the last call, each once; an adopted breaker with pending events is listed."""
+    reg = registry(FakeClock(1_000.0))
+    idle = [reg.named(f"idle-{i}") for i in range(50)]
+    busy = reg.named("busy")
+    for _ in range(3):
+        busy.record_failure(ErrorKind.TRANSPORT)  # three events, listed once
+    assert reg.take_dirty() == [busy]
+    assert reg.take_dirty() == []  # taken: the events are now the driver's to drain
+    busy.drain_events()
+    busy.record_failure(ErrorKind.TRANSPORT)
+    idle[7].force_open("ops", "maintenance")
+    assert {b.key for b in reg.take_dirty()} == {"busy", "idle-7"}
+    replacement = reg.named("other")
+    replacement.record_failure(ErrorKind.TRANSPORT)
+    reg.adopt(reg.named("other"))  # the same breaker adopted: still listed once
+    assert reg.take_dirty() == [replacement]
+    replacement.drain_events()
+    replacement.record_failure(ErrorKind.TRANSPORT)
+    replacement.drain_events()  # drained (a rebase does) before the take: nothing left to flush
+    assert reg.take_dirty() == []

@@ -229,7 +229,9 @@ class DurableBreakers:
                 self._unsent[stream] = self._unsent.get(stream, []) + gone.drain_events()
             self._evicted.clear()
             batches: list[tuple[str, list[BreakerEvent], dict[str, Any] | None]] = []
-            for breaker in self.registry:
+            # Only breakers with events wait for a flush (the registry lists them as they emit);
+            # a snapshot of all looks at every one, as do the idle summaries (``checkpoint``).
+            for breaker in self.registry if snapshot_all else self.registry.take_dirty():
                 stream = STREAM_PREFIX + breaker.key
                 held = self._unsent.pop(stream, [])
                 pending = len(held) + breaker.pending_events

@@ -4,6 +4,9 @@ In one process:
 
 * ``bare_ns``: a call to a trivial function; ``protected_ns``: the same call between ``allow()``
   and ``record_success()`` of a closed breaker; ``overhead_ns`` is the difference (target <= 500).
+* ``idle_cpu_pct``: the share of a core a durable driver takes with ``idle_breakers`` breakers
+  alive and nothing happening (its loop flushing and polling), measured in its own process
+  (:mod:`poolwarden.bench.idle`); target < 1 %.
 * ``guard_ns``: the same call through the ``circuit(name)`` decorator (no slow-call rule, so
   untimed: the fast path), and ``guard_overhead_ns`` over the bare call (target <= 150 ns);
   ``guard_timed_ns`` / ``guard_timed_overhead_ns`` with ``time_calls=True`` (two clock reads a
@@ -28,6 +31,7 @@ from __future__ import annotations
 import gc
 import json as jsonlib
 import random
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -293,6 +297,7 @@ def run(
     restore_events: int = 1_000_000,
     restore_breakers: int = 10_000,
     snapshot_every: int = 10,
+    idle_breakers: int = 100_000,
 ) -> dict[str, Any]:
     """Run the breaker benchmark and return its figures (progress goes to stderr unless ``json``)."""
 
@@ -324,6 +329,15 @@ def run(
         "create_10k_s": round(create_10k_s, 4),
         "bytes_per_breaker": _bytes_per_breaker(10_000),
     }
+    if idle_breakers:
+        say(f"idling a durable driver with {idle_breakers:,} breakers for 10 s, in its own process ...")
+        measured = subprocess.run(
+            [sys.executable, "-m", "poolwarden.bench.idle", str(idle_breakers), "10"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result.update(jsonlib.loads(measured.stdout.splitlines()[-1]))
     if restore_events:
         say(f"generating {restore_events:,} events over {restore_breakers:,} breakers, then restoring ...")
         result.update(_restore(restore_breakers, restore_events, snapshot_every))

@@ -75,6 +75,7 @@ def breaker(args: argparse.Namespace) -> int:
         calls=args.calls,
         restore_events=args.events,
         restore_breakers=args.breakers,
+        idle_breakers=args.idle_breakers,
         snapshot_every=args.snapshot_every,
     )
     print_result(result, args.json)

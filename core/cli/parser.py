@@ -207,6 +207,12 @@ def _add_bench(top: Commands) -> None:
     breaker.add_argument("--events", type=int, default=1_000_000, help="events in the restore log")
     breaker.add_argument("--breakers", type=int, default=10_000, help="breakers in the restore log")
     breaker.add_argument("--snapshot-every", type=int, default=10, help="events between snapshots")
+    breaker.add_argument(
+        "--idle-breakers",
+        type=int,
+        default=100_000,
+        help="breakers alive in the idle-cost measure, in its own process (default 100,000; 0: skip)",
+    )
     _json_option(breaker)
 
     analysis = _command(
