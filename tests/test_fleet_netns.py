@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import asyncpg
 import pytest
@@ -32,11 +32,9 @@ from poolwarden.storage import open_store
 from tests import netns
 from tests.bridge_helpers import installed
 from tests.child_breakers import POLICY
+from tests.fleet_support import BREAKER_CHILD, POOL_CHILD, Child, rows, trip_delay
 from tests.pg_cluster import Cluster, find_bin
 
-ROOT = Path(__file__).resolve().parent.parent
-POOL_CHILD = str(Path(__file__).with_name("fleet_pool_child.py"))
-BREAKER_CHILD = str(Path(__file__).with_name("child_breakers.py"))
 POLL = 0.5
 """``open_breakers``' default poll interval."""
 MARGIN = 0.5
@@ -93,65 +91,12 @@ async def database(fleet: Fleet) -> AsyncIterator[str]:
         await admin.close()
 
 
-class Child:
-    """A process on a test host, spoken to a line at a time; stderr goes to a file."""
-
-    def __init__(self, host: netns.Host, argv: list[str], stderr: Path) -> None:
-        self.stderr_path = stderr
-        self._stderr: IO[str] = stderr.open("w")
-        self.process = subprocess.Popen(
-            host.command(sys.executable, *argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            cwd=ROOT,
-        )
-
-    async def answer(self, within: float = 60.0) -> list[str]:
-        """The child's next line split into words (a child that says nothing in time has failed)."""
-        assert self.process.stdout is not None
-        stdout = self.process.stdout
-        async with asyncio.timeout(within):
-            line = await asyncio.to_thread(stdout.readline)
-        assert line, f"the child ended ({self.process.wait()}): {self.stderr()}"
-        return line.split(maxsplit=2)
-
-    async def ask(self, command: str, within: float = 60.0) -> list[str]:
-        self.send(command)
-        return await self.answer(within)
-
-    def send(self, command: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(command + "\n")
-        self.process.stdin.flush()
-
-    def stderr(self) -> str:
-        self._stderr.flush()
-        return self.stderr_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        """Kill the child if it still runs; wait for it and close its pipes."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.communicate(timeout=30)
-        self._stderr.close()
-
-
 @pytest.fixture
 def children() -> Iterator[list[Child]]:
     made: list[Child] = []
     yield made
     for child in made:
         child.stop()
-
-
-async def _rows(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
 
 
 def _cli(*args: str) -> list[Any]:
@@ -206,7 +151,7 @@ async def test_two_pools_on_two_hosts_share_one_log_each_writing_its_own_streams
         assert all(i.startswith(f"{name}.conn-") for i in ids), ids
 
     # Both pools are connected now, each from its own host's address, none from here.
-    seen = await _rows(
+    seen = await rows(
         local,
         "SELECT DISTINCT host(client_addr) AS addr FROM pg_stat_activity"
         " WHERE datname = $1 AND pid <> pg_backend_pid()",
@@ -221,7 +166,7 @@ async def test_two_pools_on_two_hosts_share_one_log_each_writing_its_own_streams
         assert child.process.wait(timeout=60) == 0, child.stderr()
 
     owners = {name: PoolStreams(name) for name in pools}
-    events = await _rows(local, "SELECT stream, version, fence, connection_id, browser FROM events")
+    events = await rows(local, "SELECT stream, version, fence, connection_id, browser FROM events")
     by_pool: dict[str, set[str]] = {name: set() for name in pools}
     browsers: dict[str, set[str]] = {name: set() for name in pools}
     for row in events:
@@ -240,7 +185,7 @@ async def test_two_pools_on_two_hosts_share_one_log_each_writing_its_own_streams
         assert {f"pool/{name}", f"pool/{name}/bridge", f"connection/{name}.conn-0"} <= streams
         assert any(s.startswith(f"breaker/{name}.conn-") for s in streams)
 
-    leases = await _rows(local, "SELECT name, holder, fence, released_at FROM leases ORDER BY name")
+    leases = await rows(local, "SELECT name, holder, fence, released_at FROM leases ORDER BY name")
     assert [(r["name"], r["fence"]) for r in leases] == [("east", fences["east"]), ("west", fences["west"])]
     assert all(r["released_at"] is not None for r in leases)
     # The holder names the process: `ip netns exec` runs the child in the process it started.
@@ -273,23 +218,6 @@ async def _breaker_children(
     assert await one.answer() == ["ready"]
     assert await two.answer() == ["ready"]
     return one, two
-
-
-async def trip_delay(tripper: Child, watcher: Child, url: str, name: str) -> tuple[float, float]:
-    """Trip ``name`` by hand on ``tripper`` while ``watcher`` calls through it; seconds from the
-    trip's append (its ``recorded_at``) and from its acknowledgement to the watcher's first
-    rejection."""
-    assert await watcher.ask(f"until-rejected {name} 30") == ["watching", name]
-    tripped = await tripper.ask(f"trip-now {name}")
-    assert tripped[:2] == ["tripped", name], tripped
-    rejected = await watcher.answer()
-    assert rejected[:2] == ["rejected", name], rejected
-    (row,) = await _rows(
-        url,
-        "SELECT recorded_at FROM events WHERE stream = $1 AND to_state = 'open' ORDER BY version",
-        f"breaker/{name}",
-    )
-    return float(rejected[2]) - row["recorded_at"], float(rejected[2]) - float(tripped[2])
 
 
 async def test_a_trip_on_one_host_is_honoured_on_the_other_within_its_poll_interval(
