@@ -15,6 +15,8 @@ Commands on stdin, one per line; each answers one line on stdout:
   in STATE; answers ``seen NAME <epoch seconds>`` or ``timeout NAME <state>``.
 * ``hammer NAME SECONDS``: a succeeding call through NAME every 5 ms for SECONDS (rejections are
   fine); answers ``hammered NAME <calls that ran>``.
+* ``pending``: answers ``pending N ERROR``: how many events wait in memory for the log, and
+  the class of the store error the background flush last met (``none`` if none).
 * ``flush``: wait until everything recorded is committed; answers ``flushed``.
 * ``sync``: wait two poll intervals (so that one poll saw everything already in the log);
   answers ``state <json of each breaker's shared state>``.
@@ -139,6 +141,11 @@ async def main() -> None:
                         ran += call(breakers, name, fail=False)
                         await asyncio.sleep(0.005)
                     say(f"hammered {name} {ran}")
+                elif command == "pending":
+                    durable = breakers._durable  # the driver behind open_breakers: a test looks in
+                    assert durable is not None
+                    error = type(durable.last_error).__name__ if durable.last_error else "none"
+                    say(f"pending {durable.pending} {error}")
                 elif command == "flush":
                     await breakers.flush()
                     say("flushed")

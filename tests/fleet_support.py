@@ -42,7 +42,7 @@ class Child:
         async with asyncio.timeout(within):
             line = await asyncio.to_thread(stdout.readline)
         assert line, f"the child ended ({self.process.wait()}): {self.stderr()}"
-        return line.split(maxsplit=2)
+        return line.strip().split(maxsplit=2)
 
     async def ask(self, command: str, within: float = 60.0) -> list[str]:
         self.send(command)
