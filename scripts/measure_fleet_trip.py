@@ -8,9 +8,14 @@ breaker every millisecond or so while A trips it by hand (``Breakers.trip``, dur
 returns), and the delay is B's first rejection minus the trip's ``recorded_at`` in the log (its
 append; the acknowledgement to A comes a commit later, and is reported too).
 
+Two phases: ``locked``, each trip sent as soon as the last was honoured, which is just after one
+of B's polls, so the trip waits nearly a whole poll interval (close to the worst case); and
+``random``, A pausing a random fraction of the poll interval before each trip, so that trips
+land anywhere in B's poll cycle (the typical case).
+
 Usage: .venv/bin/python scripts/measure_fleet_trip.py [--trips N] [--polls 0.5,0.1] [--fsync];
-the last line printed is one JSON object: {poll: {"from_append": {...}, "from_ack": {...}}},
-each with the median, p90 and max in seconds and the raw delays.
+the last line printed is one JSON object: {poll: {phase: {"from_append": {...}, "from_ack":
+{...}}}}, each with the median, p90 and max in seconds and the raw delays.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -70,19 +76,23 @@ async def measure(cluster: Cluster, a: netns.Host, b: netns.Host, poll: float, t
     try:
         for child in children:
             assert await child.answer() == ["ready"], child.stderr()
-        from_append: list[float] = []
-        from_ack: list[float] = []
-        for i in range(trips):
-            appended, acked = await trip_delay(tripper, watcher, local, f"trip-{i}")
-            from_append.append(appended)
-            from_ack.append(acked)
+        results: dict[str, Any] = {}
+        for phase in ("locked", "random"):
+            from_append: list[float] = []
+            from_ack: list[float] = []
+            for i in range(trips):
+                pause = random.uniform(0.0, poll) if phase == "random" else 0.0
+                appended, acked = await trip_delay(tripper, watcher, local, f"{phase}-{i}", pause)
+                from_append.append(appended)
+                from_ack.append(acked)
+            results[phase] = {"from_append": _summary(from_append), "from_ack": _summary(from_ack)}
         for child in children:
             assert (await child.ask("exit"))[0] == "report", child.stderr()
             assert child.process.wait(timeout=60) == 0, child.stderr()
     finally:
         for child in children:
             child.stop()
-    return {"from_append": _summary(from_append), "from_ack": _summary(from_ack)}
+    return results
 
 
 async def main() -> None:
@@ -108,14 +118,14 @@ async def main() -> None:
             for poll in (float(p) for p in args.polls.split(",")):
                 result = await measure(cluster, a, b, poll, args.trips)
                 results[str(poll)] = result
-                for what in ("from_append", "from_ack"):
-                    figures = result[what]
-                    print(
-                        f"poll {poll:.3f} s, trip {what.replace('_', ' ')} -> rejected on B: median "
-                        f"{figures['median']:.3f} s, p90 {figures['p90']:.3f} s, max {figures['max']:.3f} s "
-                        f"(n={figures['n']})",
-                        flush=True,
-                    )
+                for phase, figures_of in result.items():
+                    for what, figures in figures_of.items():
+                        print(
+                            f"poll {poll:.3f} s, {phase} phase, trip {what.replace('_', ' ')} -> rejected "
+                            f"on B: median {figures['median']:.3f} s, p90 {figures['p90']:.3f} s, "
+                            f"max {figures['max']:.3f} s (n={figures['n']})",
+                            flush=True,
+                        )
         finally:
             cluster.remove()
     print(json.dumps(results))

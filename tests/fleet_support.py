@@ -73,11 +73,16 @@ async def rows(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
         await conn.close()
 
 
-async def trip_delay(tripper: Child, watcher: Child, url: str, name: str) -> tuple[float, float]:
+async def trip_delay(
+    tripper: Child, watcher: Child, url: str, name: str, pause: float = 0.0
+) -> tuple[float, float]:
     """Trip ``name`` by hand on ``tripper`` while ``watcher`` calls through it; seconds from the
     trip's append (its ``recorded_at``) and from its acknowledgement to the watcher's first
-    rejection."""
+    rejection. ``pause``: seconds to let pass between the watcher's first call and the trip (a
+    measurement's way to land trips anywhere in the watcher's poll cycle)."""
     assert await watcher.ask(f"until-rejected {name} 30") == ["watching", name]
+    if pause:
+        await asyncio.sleep(pause)
     tripped = await tripper.ask(f"trip-now {name}")
     assert tripped[:2] == ["tripped", name], tripped
     rejected = await watcher.answer()
