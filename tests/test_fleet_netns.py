@@ -234,7 +234,10 @@ async def test_a_trip_on_one_host_is_honoured_on_the_other_within_its_poll_inter
         await trip_delay(two, one, local, "search"),
     ]
     for from_append, from_ack in delays:
-        assert 0.0 < from_ack <= from_append <= POLL + MARGIN, delays
+        # Seen only once committed, so after the append; the acknowledgement may reach the
+        # tripper after the watcher's poll saw the commit, so from_ack may even be negative.
+        assert from_ack <= from_append, delays
+        assert 0.0 < from_append <= POLL + MARGIN, delays
     # Traffic from both hosts on one breaker at once: their appends meet and rebase.
     busy = await asyncio.gather(one.ask("calls ledger 300 5"), two.ask("calls ledger 300 5"))
     assert [answer[0] for answer in busy] == ["called", "called"]
