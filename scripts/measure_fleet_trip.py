@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -101,6 +102,8 @@ async def main() -> None:
     parser.add_argument("--polls", default="0.5,0.1", help="poll intervals, comma-separated")
     parser.add_argument("--fsync", action="store_true", help="run the cluster with fsync on")
     args = parser.parse_args()
+    # SIGTERM (a timeout's) as Ctrl-C: the namespaces and the cluster are removed on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     reason = netns.unavailable()
     bin_dir = find_bin()
     if reason is not None or bin_dir is None:

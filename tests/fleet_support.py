@@ -13,11 +13,12 @@ import asyncpg
 
 from tests import netns
 
-__all__ = ["BREAKER_CHILD", "POOL_CHILD", "ROOT", "Child", "rows", "trip_delay"]
+__all__ = ["BREAKER_CHILD", "LOCK_HOLDER", "POOL_CHILD", "ROOT", "Child", "rows", "trip_delay"]
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL_CHILD = str(Path(__file__).with_name("fleet_pool_child.py"))
 BREAKER_CHILD = str(Path(__file__).with_name("child_breakers.py"))
+LOCK_HOLDER = str(Path(__file__).with_name("fleet_lock_holder.py"))
 
 
 class Child:
