@@ -29,7 +29,7 @@ from poolwarden.browser.launcher import find_chromium
 from poolwarden.clock import system_clock
 from poolwarden.errors import StoreError
 from poolwarden.events import NewEvent
-from poolwarden.pool.streams import PoolStreams
+from poolwarden.pool_streams import PoolStreams
 from poolwarden.replay import restore_all
 from poolwarden.storage import open_store
 from tests import netns
