@@ -5,11 +5,18 @@ Usage: python child_breakers.py DB [--poll SECONDS] [--flush SECONDS] [--open-fo
 Commands on stdin, one per line; each answers one line on stdout:
 
 * ``trip NAME``: three failing calls through NAME; answers ``tripped NAME <epoch seconds>``.
+* ``trip-now NAME``: ``Breakers.trip`` (a manual trip, durable when it returns); answers
+  ``tripped NAME <epoch seconds once durable>``.
+* ``until-rejected NAME TIMEOUT``: calls through NAME that succeed, one every millisecond or so,
+  until one is rejected; answers ``watching NAME`` after the first call went through, then
+  ``rejected NAME <epoch seconds of the rejection>`` or ``timeout NAME <state>``.
 * ``calls NAME N EVERY``: N calls through NAME, every EVERY-th one failing (rejections are fine).
 * ``wait NAME STATE TIMEOUT``: wait (polling the breaker, not sleeping a fixed time) until NAME is
   in STATE; answers ``seen NAME <epoch seconds>`` or ``timeout NAME <state>``.
 * ``hammer NAME SECONDS``: a succeeding call through NAME every 5 ms for SECONDS (rejections are
   fine); answers ``hammered NAME <calls that ran>``.
+* ``pending``: answers ``pending N ERROR``: how many events wait in memory for the log, and
+  the class of the store error the background flush last met (``none`` if none).
 * ``flush``: wait until everything recorded is committed; answers ``flushed``.
 * ``sync``: wait two poll intervals (so that one poll saw everything already in the log);
   answers ``state <json of each breaker's shared state>``.
@@ -92,6 +99,25 @@ async def main() -> None:
                     for _ in range(3):
                         call(breakers, rest[0], fail=True)
                     say(f"tripped {rest[0]} {time.time()!r}")
+                elif command == "trip-now":
+                    await breakers.trip(rest[0], "child", "tripped by hand")
+                    say(f"tripped {rest[0]} {time.time()!r}")
+                elif command == "until-rejected":
+                    name, deadline = rest[0], time.monotonic() + float(rest[1])
+                    watching = False
+                    while time.monotonic() < deadline:
+                        try:
+                            with breakers.circuit(name):
+                                pass
+                        except CircuitOpen:
+                            say(f"rejected {name} {time.time()!r}")
+                            break
+                        if not watching:
+                            say(f"watching {name}")
+                            watching = True
+                        await asyncio.sleep(0.001)  # let the poller run
+                    else:
+                        say(f"timeout {name} {breakers.breaker(name).state.value}")
                 elif command == "calls":
                     name, n, every = rest[0], int(rest[1]), int(rest[2])
                     for i in range(n):
@@ -115,6 +141,11 @@ async def main() -> None:
                         ran += call(breakers, name, fail=False)
                         await asyncio.sleep(0.005)
                     say(f"hammered {name} {ran}")
+                elif command == "pending":
+                    durable = breakers._durable  # the driver behind open_breakers: a test looks in
+                    assert durable is not None
+                    error = type(durable.last_error).__name__ if durable.last_error else "none"
+                    say(f"pending {durable.pending} {error}")
                 elif command == "flush":
                     await breakers.flush()
                     say("flushed")

@@ -5,6 +5,11 @@ PostgreSQL refuses to run as root; run as root (as CI does), the cluster is made
 ``postgres`` user (Debian's package creates it) through ``runuser``. The superuser ``postgres``
 has a password, and TCP connections must give it (scram-sha-256), so a wrong password is a real
 authentication failure. Nothing here sleeps a fixed time: starting waits for ``pg_isready``.
+
+By default the server listens on 127.0.0.1 only. ``listen_addresses`` adds addresses of this
+machine to listen on too (the fleet tests' veth ends, tests/netns.py), and ``clients`` the
+client addresses or networks that may connect over TCP from elsewhere than 127.0.0.1 (with the
+password too: a ``host ... scram-sha-256`` line each in ``pg_hba.conf``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["PASSWORD", "Cluster", "find_bin"]
@@ -44,8 +50,16 @@ def _free_port() -> int:
 class Cluster:
     """A PostgreSQL server of its own: :meth:`start`, :meth:`stop`, :meth:`remove`."""
 
-    def __init__(self, bin_dir: Path, *, fsync: bool = False) -> None:
+    def __init__(
+        self,
+        bin_dir: Path,
+        *,
+        fsync: bool = False,
+        listen_addresses: Sequence[str] = (),
+        clients: Sequence[str] = (),
+    ) -> None:
         self.bin = bin_dir
+        self.listen_addresses = ("127.0.0.1", *listen_addresses)
         self.fsync = fsync  # off for the tests (nothing to keep); on for honest benchmark figures
         self.root = Path(tempfile.mkdtemp(prefix="poolwarden-pg-"))
         self.data = self.root / "data"
@@ -74,14 +88,20 @@ class Cluster:
             "--no-sync",
         )
         password_file.unlink()
+        if clients:
+            # initdb's host lines admit 127.0.0.1 and ::1; these admit the others, password required.
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                for client in clients:
+                    hba.write(f"host all all {client} scram-sha-256\n")
 
     @property
     def url(self) -> str:
         """A URL for database ``postgres`` over TCP, with the password."""
         return self.url_for("postgres")
 
-    def url_for(self, database: str, password: str = PASSWORD) -> str:
-        return f"postgresql+asyncpg://postgres:{password}@127.0.0.1:{self.port}/{database}"
+    def url_for(self, database: str, password: str = PASSWORD, host: str = "127.0.0.1") -> str:
+        """A URL for ``database`` over TCP to ``host`` (one of the listen addresses)."""
+        return f"postgresql+asyncpg://postgres:{password}@{host}:{self.port}/{database}"
 
     def _run(self, *command: str) -> None:
         subprocess.run([*self._as, *command], check=True, capture_output=True, timeout=120)
@@ -98,7 +118,7 @@ class Cluster:
             "-t",
             "60",
             "-o",
-            f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 "
+            f"-p {self.port} -k {self.sockets} -c listen_addresses={','.join(self.listen_addresses)} "
             f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200",
             "start",
         )
