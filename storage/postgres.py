@@ -241,6 +241,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+SESSION_SETTINGS: dict[str, str] = {
+    # A session idle inside a transaction (its host cut off between BEGIN and COMMIT) is ended
+    # by the server after 10 s, which frees the log's write lock for every other host.
+    "idle_in_transaction_session_timeout": "10000",
+    # The server notices a client that is gone within ~25 s (keepalives) or once unacknowledged
+    # data has waited 15 s, rather than after the kernel's hours-long defaults.
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "15000",
+}
+"""Server settings of every connection a PostgreSQL store opens (all settable by any user)."""
+
+
 class PostgresEventStore(WriterBackedStore):
     """An :class:`~poolwarden.storage.base.EventStore` in a PostgreSQL database.
 
@@ -256,6 +270,10 @@ class PostgresEventStore(WriterBackedStore):
     :param lock_timeout: seconds the writer retries a batch refused for a lock or a serialisation
         failure before failing.
     :param connect_timeout: seconds a connection attempt may take.
+    :param write_timeout: seconds one statement of the writer may go unanswered (a server across
+        a network partition, or the write lock held that long) before the batch fails with
+        :class:`~poolwarden.errors.DatabaseUnavailable` (its events are kept by their owner).
+    :param read_timeout: the same for a read (``None``: unbounded).
     :param pool_size: reader connections kept open.
     :param schema: the PostgreSQL schema that holds the store's tables (created if missing):
         several logs may share one database, each in its own schema.
@@ -276,6 +294,8 @@ class PostgresEventStore(WriterBackedStore):
         max_pending: int = 10_000,
         lock_timeout: float = 60.0,
         connect_timeout: float = 10.0,
+        write_timeout: float = 10.0,
+        read_timeout: float | None = 120.0,
         pool_size: int = 4,
         schema: str = "public",
         clock: Clock = system_clock,
@@ -302,6 +322,8 @@ class PostgresEventStore(WriterBackedStore):
         self.max_pending = max_pending
         self.lock_timeout = lock_timeout
         self.connect_timeout = connect_timeout
+        self.write_timeout = write_timeout
+        self.read_timeout = read_timeout
         self.pool_size = pool_size
         self._clock = clock
         self._engine: AsyncEngine | None = None  # the writer's and the listener's connections
@@ -321,8 +343,8 @@ class PostgresEventStore(WriterBackedStore):
 
     # --- opening and closing ------------------------------------------------------------------
 
-    def _create_engine(self, pool_size: int, *, pre_ping: bool) -> AsyncEngine:
-        settings = {"application_name": "poolwarden", "search_path": self.schema}
+    def _create_engine(self, pool_size: int, *, pre_ping: bool, timeout: float | None) -> AsyncEngine:
+        settings = {**SESSION_SETTINGS, "application_name": "poolwarden", "search_path": self.schema}
         if self.read_only:
             settings["default_transaction_read_only"] = "on"
         return create_async_engine(
@@ -330,7 +352,11 @@ class PostgresEventStore(WriterBackedStore):
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=pre_ping,
-            connect_args={"timeout": self.connect_timeout, "server_settings": settings},
+            connect_args={
+                "timeout": self.connect_timeout,
+                "command_timeout": timeout,  # asyncpg's, per statement: TimeoutError, translated
+                "server_settings": settings,
+            },
         )
 
     async def open(self) -> None:
@@ -343,8 +369,10 @@ class PostgresEventStore(WriterBackedStore):
                 "a PostgreSQL store needs asyncpg: pip install 'poolwarden[postgres]'"
             ) from error
         try:
-            self._engine = self._create_engine(2, pre_ping=False)
-            self._reader_engine = self._create_engine(self.pool_size, pre_ping=True)
+            self._engine = self._create_engine(2, pre_ping=False, timeout=self.write_timeout)
+            self._reader_engine = self._create_engine(
+                self.pool_size, pre_ping=True, timeout=self.read_timeout
+            )
             await self._prepare_schema()
         except BaseException:
             await self._dispose()

@@ -15,11 +15,11 @@ import sys
 
 import asyncpg
 
-from poolwarden.storage.postgres import write_lock
+from poolwarden.storage.postgres import SESSION_SETTINGS, write_lock
 
 
 async def main(url: str) -> None:
-    conn = await asyncpg.connect(url)
+    conn = await asyncpg.connect(url, server_settings=SESSION_SETTINGS)  # as the store's writer
     await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({write_lock('public')})")
     print("locked", flush=True)
     await asyncio.to_thread(sys.stdin.readline)

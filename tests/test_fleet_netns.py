@@ -316,12 +316,6 @@ async def test_a_cut_off_host_keeps_its_events_and_appends_them_once_when_the_li
     await _check_breaker_log(local, views, reports)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the PostgreSQL store bounds no statement on an established connection: across a "
-    "partition an append waits for the kernel's TCP retransmissions to give up (about 15 min "
-    "by default) rather than failing with DatabaseUnavailable (issue #12, to fix in storage/postgres.py)",
-)
 async def test_a_cut_off_hosts_appends_fail_with_a_typed_error(
     fleet: Fleet, database: str, children: list[Child], tmp_path: Path
 ) -> None:
@@ -348,13 +342,6 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a host cut off inside a write transaction keeps the log's write lock until the server "
-    "notices it is gone (no keepalive or idle-in-transaction timeout is set: hours by default), and "
-    "every other host's appends and store openings wait on that lock without bound (issue #12, to "
-    "fix in storage/postgres.py)",
-)
 async def test_a_host_cut_off_inside_a_write_transaction_does_not_stall_the_others(
     fleet: Fleet, database: str, children: list[Child], tmp_path: Path
 ) -> None:

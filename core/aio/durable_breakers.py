@@ -150,6 +150,7 @@ class DurableBreakers:
         self._unsent: dict[str, list[BreakerEvent]] = {}
         self._evicted: list[CircuitBreaker] = []
         self._position = 0
+        self._in_flight = 0  # events being appended right now
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -273,6 +274,8 @@ class DurableBreakers:
         needed), then save the snapshot ``state`` if the append met nobody; returns how many
         events were appended. Events that could not be appended wait in ``_unsent``."""
         conflict: ConcurrencyConflict | None = None
+        in_flight = len(events)
+        self._in_flight += in_flight
         try:
             for _ in range(_REBASES):
                 try:
@@ -289,6 +292,8 @@ class DurableBreakers:
         except BaseException:
             self._unsent[stream] = events
             raise
+        finally:
+            self._in_flight -= in_flight
         if self.trial_claim_timeout is not None:
             self._confirm_claims(stream, events)
         if state is not None:
@@ -500,7 +505,7 @@ class DurableBreakers:
     @property
     def pending(self) -> int:
         """Events accepted by breakers but not yet committed."""
-        unsent = sum(len(events) for events in self._unsent.values())
+        unsent = self._in_flight + sum(len(events) for events in self._unsent.values())
         evicted = sum(breaker.pending_events for breaker in self._evicted)
         return unsent + evicted + sum(breaker.pending_events for breaker in self.registry)
 
