@@ -6,19 +6,40 @@ requests go straight over the same workers' WebSocket connections (request, bina
 frame, answer) with no pool in between. The two alternate for five rounds of ``requests / 5``
 each. ``overhead_ratio`` is the pool's best round over the bare loop's best; both pay for the
 same simulated worker in the same process, so it isolates the pool.
+
+Then the same again with the simulated worker in a process of its own
+(:mod:`poolwarden.workers.simulated_process`), in echo mode (each inference answered with
+precomputed bytes), connected to the pool's bridge over loopback with the pool-issued worker ids
+and secrets as a page is; the baseline is a bare ``websockets`` server in this process that sends
+the same request frames to the same worker process (its own echo workers) and takes the same
+replies. ``pool_cpu_us_per_request`` and ``echo_cpu_us_per_request`` are this process's CPU time
+(``time.process_time``) per request in each one's best round, the worker process's excluded;
+``pool_vs_echo`` is their ratio. ``pool_top_costs`` are the ten functions with the most own time
+(cProfile's tottime) in one more pool round, each with its share of the profiled time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
+import itertools
+import json
+import pstats
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
+from websockets.asyncio.server import ServerConnection, serve
 
 from poolwarden.pool import PoolConfig, ResourcePool
+from poolwarden.protocol import PROTOCOL_VERSION, Limits, Tensor
+from poolwarden.workers.handle import WorkerHandle
+from poolwarden.workers.simulated import id_template
+from poolwarden.workers.simulated_process import SimulatedProcess, SimulatedProcessHandle
 
 __all__ = ["run"]
 
@@ -28,15 +49,19 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-async def _measure(requests: int, concurrency: int, connections: int, folder: Path) -> dict[str, Any]:
-    x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
-    config = PoolConfig(
+def _config(connections: int, db: Path) -> PoolConfig:
+    return PoolConfig(
         connections=connections,
         workers=("simulated",),
-        db=folder / "bench-pool.db",
+        db=db,
         heartbeat_interval=60.0,
         memory_interval=3600.0,
     )
+
+
+async def _measure(requests: int, concurrency: int, connections: int, folder: Path) -> dict[str, Any]:
+    x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
+    config = _config(connections, folder / "bench-pool.db")
     async with ResourcePool(config) as pool:
         for member in pool.members.values():
             await pool.load_model("toy-mlp", connection_id=member.connection_id)
@@ -92,7 +117,158 @@ async def _measure(requests: int, concurrency: int, connections: int, folder: Pa
     return results
 
 
+class _OutOfProcessPool(ResourcePool):
+    """A pool whose simulated workers run in ``process``."""
+
+    def __init__(self, config: PoolConfig, process: SimulatedProcess) -> None:
+        super().__init__(config)
+        self._process = process
+
+    def _new_handle(self, kind: str, connection_id: str) -> WorkerHandle:
+        return SimulatedProcessHandle(self.server, connection_id, self._process)
+
+
+class _EchoLink:
+    """The bare baseline's side of one worker socket: send a request frame, await its reply."""
+
+    def __init__(self, ws: ServerConnection, request: tuple[bytes, bytes], ids: itertools.count[int]) -> None:
+        self.ws = ws
+        self.prefix, self.suffix = request
+        self.ids = ids
+        self.waiting: dict[int, asyncio.Future[bytes]] = {}
+
+    async def infer(self) -> bytes:
+        request_id = next(self.ids)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.waiting[request_id] = future
+        await self.ws.send(b"%s%s%s" % (self.prefix, str(request_id).rjust(16).encode(), self.suffix))
+        return await future
+
+    def answer(self, frame: bytes | str) -> None:
+        if isinstance(frame, str):  # loaded (the only text answer the baseline asks for)
+            request_id = json.loads(frame)["id"]
+        else:  # a result: its header's id, read where it is (8 bytes of fixed header, then JSON)
+            at = frame.index(b'"id":', 8) + 5
+            request_id = int(frame[at : frame.index(b",", at)])
+        future = self.waiting.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_result(frame if isinstance(frame, bytes) else frame.encode())
+
+
+def _top_costs(profile: cProfile.Profile, count: int = 10) -> list[list[Any]]:
+    stats: dict[Any, Any] = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in stats.values()) or 1.0
+    ranked = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:count]
+    top = []
+    for (filename, line, function), entry in ranked:
+        label = function if filename == "~" else f"{'/'.join(Path(filename).parts[-2:])}:{line}({function})"
+        top.append([label, round(entry[2] / total, 3)])
+    return top
+
+
+async def _measure_out_of_process(
+    requests: int, concurrency: int, connections: int, folder: Path
+) -> dict[str, Any]:
+    x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
+    request = id_template({"type": "infer", "model": "toy-mlp"}, [Tensor.from_values("input", x)])
+    ids = itertools.count(2)
+    links: list[_EchoLink] = []
+    linked = asyncio.Event()
+
+    async def echo_handler(ws: ServerConnection) -> None:
+        hello = json.loads(await ws.recv())
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "welcome",
+                    "protocol": PROTOCOL_VERSION,
+                    "worker_id": hello["worker_id"],
+                    "generation": 1,
+                }
+            )
+        )
+        link = _EchoLink(ws, request, ids)
+        load = json.dumps(
+            {"type": "load_model", "id": 1, "model": "toy-mlp", "kind": "toy-mlp", "options": {}}
+        )
+        loaded = link.waiting[1] = asyncio.get_running_loop().create_future()
+        await ws.send(load)
+        reader = asyncio.ensure_future(_read(ws, link))
+        await asyncio.wait_for(loaded, 10.0)
+        links.append(link)
+        if len(links) == connections:
+            linked.set()
+        await reader
+
+    async def _read(ws: ServerConnection, link: _EchoLink) -> None:
+        async for frame in ws:
+            link.answer(frame)
+
+    config = _config(connections, folder / "bench-pool-oop.db")
+    async with (
+        serve(
+            echo_handler, "127.0.0.1", 0, compression=None, max_size=Limits().max_frame_bytes
+        ) as echo_server,
+        SimulatedProcess(echo=True) as process,
+    ):
+        port = echo_server.sockets[0].getsockname()[1]
+        for index in range(connections):
+            await process.add(f"ws://127.0.0.1:{port}/ws?worker=echo-{index}", "-", f"echo-{index}", None)
+        await asyncio.wait_for(linked.wait(), 10.0)
+        worker = psutil.Process(process.pid)
+        async with _OutOfProcessPool(config, process) as pool:
+            for member in pool.members.values():
+                await pool.load_model("toy-mlp", connection_id=member.connection_id)
+
+            async def through_pool(count: int) -> None:
+                for _ in range(count):
+                    await pool.run_inference("toy-mlp", {"input": x})
+
+            async def echo(count: int, index: int) -> None:
+                link = links[index % len(links)]
+                for _ in range(count):
+                    await link.infer()
+
+            paths: dict[str, Callable[[int, int], Awaitable[None]]] = {
+                "pool": lambda count, _index: through_pool(count),
+                "echo": echo,
+            }
+            rounds = 5
+            per_client = max(1, requests // (concurrency * rounds))
+            done = per_client * concurrency
+            for name in paths:  # warm both
+                await asyncio.gather(*(paths[name](20, i) for i in range(concurrency)))
+            cpu: dict[str, list[float]] = {"pool": [], "echo": []}
+            worker_cpu: dict[str, list[float]] = {"pool": [], "echo": []}
+            wall: dict[str, list[float]] = {"pool": [], "echo": []}
+            for name in ("pool", "echo") * rounds:
+                worker_began = sum(worker.cpu_times()[:2])
+                began, cpu_began = time.perf_counter(), time.process_time()
+                await asyncio.gather(*(paths[name](per_client, i) for i in range(concurrency)))
+                cpu[name].append(time.process_time() - cpu_began)
+                wall[name].append(time.perf_counter() - began)
+                worker_cpu[name].append(sum(worker.cpu_times()[:2]) - worker_began)
+            profile = cProfile.Profile(time.process_time)  # CPU, not wall: a send that wakes the worker
+            # may be preempted by it on a loaded machine, and the wait is no cost of the pool
+            profile.enable()
+            await asyncio.gather(*(through_pool(per_client) for _ in range(concurrency)))
+            profile.disable()
+        pool_cpu, echo_cpu = min(cpu["pool"]) / done, min(cpu["echo"]) / done
+        return {
+            "pool_cpu_us_per_request": round(pool_cpu * 1e6, 1),
+            "echo_cpu_us_per_request": round(echo_cpu * 1e6, 1),
+            "pool_vs_echo": round(pool_cpu / echo_cpu, 3),
+            "worker_cpu_us_per_request_pool": round(min(worker_cpu["pool"]) / done * 1e6, 1),
+            "worker_cpu_us_per_request_echo": round(min(worker_cpu["echo"]) / done * 1e6, 1),
+            "oop_pool_requests_per_s": round(done / min(wall["pool"])),
+            "oop_echo_requests_per_s": round(done / min(wall["echo"])),
+            "pool_top_costs": _top_costs(profile),
+        }
+
+
 def run(requests: int = 20_000, concurrency: int = 16, connections: int = 2) -> dict[str, Any]:
     """Run the pool benchmark and return its figures."""
     with tempfile.TemporaryDirectory(prefix="poolwarden-bench-pool-") as folder:
-        return asyncio.run(_measure(requests, concurrency, connections, Path(folder)))
+        results = asyncio.run(_measure(requests, concurrency, connections, Path(folder)))
+        results.update(asyncio.run(_measure_out_of_process(requests, concurrency, connections, Path(folder))))
+        return results

@@ -17,6 +17,11 @@ Faults (:class:`Fault`), injected with :meth:`SimulatedWorker.inject`:
   loss is also reported unprompted, and the device is "recreated" afterwards, as the page does);
 - ``garbage``: answer the next request with bytes that are not a message;
 - ``oversized``: send a frame of ``size`` bytes.
+
+With ``echo=True`` the worker answers each inference with precomputed bytes: the first request for
+a model and input shape is computed (numpy) and its result frame kept, and every later one gets
+that frame with its own request id written in (:func:`id_template`), so that a benchmark can tell
+the pool's costs from the worker's (``poolwarden bench pool``).
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from poolwarden.workers.models import ModelSpec, reference_forward, resolve_mode
 if TYPE_CHECKING:
     from poolwarden.bridge.server import BridgeServer
 
-__all__ = ["TERMINAL_CLOSE_CODES", "Fault", "SimulatedWorker"]
+__all__ = ["TERMINAL_CLOSE_CODES", "Fault", "SimulatedWorker", "id_template"]
 
 logger = logging.getLogger("poolwarden.workers.simulated")
 
@@ -62,6 +67,19 @@ declared it dead (4410) and will reload or restart it. A refusal because the wor
 (4409) is retried with backoff: the id is free once that socket closes."""
 
 USER_AGENT = "poolwarden-simulated/1"
+
+_ID_WIDTH = 16
+_ID_SENTINEL = 10**15  # 16 digits, as wide as the largest id (2**53 - 1)
+
+
+def id_template(header: Mapping[str, Any], tensors: list[Tensor]) -> tuple[bytes, bytes]:
+    """A binary frame for ``header`` and ``tensors`` split around its ``id``, whose value is to go
+    between the two parts right-aligned in 16 characters (``str(id).rjust(16)``): JSON allows the
+    spaces, and every id gives a frame of the same length, so no byte but the id's is rewritten."""
+    frame = encode_binary({**header, "id": _ID_SENTINEL}, tensors)
+    key = b'"id":' + str(_ID_SENTINEL).encode()
+    at = frame.index(key) + len(b'"id":')
+    return frame[:at], frame[at + _ID_WIDTH :]
 
 
 class Fault(StrEnum):
@@ -102,6 +120,7 @@ class SimulatedWorker:
         protocol: int = PROTOCOL_VERSION,
         limits: Limits | None = None,
         backoff: tuple[float, float] = (0.05, 2.0),
+        echo: bool = False,
     ) -> None:
         self.ws_url = ws_url
         self.token = token
@@ -111,6 +130,8 @@ class SimulatedWorker:
         self.protocol = protocol
         self.limits = limits or Limits()
         self.backoff = backoff
+        self.echo = echo
+        self._replies: dict[tuple[str, tuple[int, ...]], tuple[bytes, bytes]] = {}
         self.instance = ""
         self.last_close_code: int | None = None
         self.connects = 0
@@ -145,6 +166,7 @@ class SimulatedWorker:
             return
         self.instance = secrets.token_hex(8)
         self._models.clear()
+        self._replies.clear()
         self._task = asyncio.create_task(self._run(), name=f"simulated-worker-{self.worker_id}")
 
     async def wait_stopped(self) -> None:
@@ -364,6 +386,13 @@ class SimulatedWorker:
         inputs = {t.name: t for t in command.tensors}
         if set(inputs) != {"input"}:
             raise InvalidInput(f"{model}: expects one tensor named 'input', got {sorted(inputs)}")
+        if self.echo:
+            key = (model, inputs["input"].shape)
+            reply = self._replies.get(key)
+            if reply is not None:
+                prefix, suffix = reply
+                await ws.send(b"%s%s%s" % (prefix, str(command.id).rjust(_ID_WIDTH).encode(), suffix))
+                return
         output = reference_forward(spec, inputs["input"].to_numpy())
         header = {
             "type": "result",
@@ -372,6 +401,11 @@ class SimulatedWorker:
             "backend": "simulated",
             "elapsed_ms": (time.perf_counter() - started) * 1000,
         }
+        if self.echo:
+            header["elapsed_ms"] = 0.0
+            self._replies[(model, inputs["input"].shape)] = id_template(
+                header, [Tensor.from_values("output", output)]
+            )
         await ws.send(encode_binary(header, [Tensor.from_values("output", output)]))
 
     async def _hook(
