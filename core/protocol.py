@@ -15,6 +15,10 @@ frames with this layout (all integers little-endian)::
     ...    zeros up to the next multiple of 8
     D      data:     each tensor's float32 values, at D + offset; offsets are multiples of 8 and
                      the tensors are laid out in order without gaps other than that alignment.
+
+Version 2 replaces the JSON header with a fixed binary one (magic b"PWT2", see docs/protocol.md
+and :func:`encode_binary`); the data section is the same. The version of a connection's tensor
+frames is the one its ``welcome`` names; a receiver tells the layouts apart by their magic.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BINARY_MAGIC",
+    "BINARY_MAGIC_V2",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
     "Command",
@@ -61,16 +66,24 @@ __all__ = [
     "parse_page_message",
 ]
 
-PROTOCOL_VERSION = 1
-"""The protocol version this code speaks and sends in ``welcome``."""
+PROTOCOL_VERSION = 2
+"""The highest protocol version this code speaks: what a worker announces in its hello. The
+server's ``welcome`` names the version of the connection, the lower of the hello's and its own."""
 
-SUPPORTED_VERSIONS = frozenset({1})
+SUPPORTED_VERSIONS = frozenset({1, 2})
 """The versions a hello may announce and still be accepted."""
 
 BINARY_MAGIC = b"PWT1"
-"""The first four bytes of every binary (tensor) frame."""
+"""The first four bytes of every version 1 binary (tensor) frame."""
+
+BINARY_MAGIC_V2 = b"PWT2"
+"""The first four bytes of every version 2 binary (tensor) frame (a fixed binary header)."""
 
 _HEADER = struct.Struct("<4sI")
+# magic, type code, tensor count, model and backend lengths, id, elapsed_ms
+_HEADER_V2 = struct.Struct("<4sBBBBQd")
+_TYPE_CODES = {"infer": 1, "result": 2}
+_TYPE_NAMES = {code: name for name, code in _TYPE_CODES.items()}
 
 
 class WireErrorKind(StrEnum):
@@ -212,8 +225,15 @@ def _align8(n: int) -> int:
     return (n + 7) & ~7
 
 
-def encode_binary(header: Mapping[str, Any], tensors: Sequence[Tensor]) -> bytes:
-    """Encode a binary frame: ``header`` (a dict with ``type`` and ``id``) plus ``tensors``."""
+def encode_binary(header: Mapping[str, Any], tensors: Sequence[Tensor], version: int = 1) -> bytes:
+    """Encode a binary frame: ``header`` (a dict with ``type`` and ``id``) plus ``tensors``.
+
+    ``version`` is the connection's (its ``welcome``'s). Version 2's fixed header carries only
+    ``type`` (``infer`` or ``result``), ``id``, ``model`` and, in a result, ``backend`` and
+    ``elapsed_ms``; any other field is a ValueError.
+    """
+    if version >= 2:
+        return _encode_v2(header, tensors)
     descriptors = []
     offset = 0
     for t in tensors:
@@ -235,8 +255,107 @@ def encode_binary(header: Mapping[str, Any], tensors: Sequence[Tensor]) -> bytes
     return b"".join(parts)
 
 
+def _encode_v2(header: Mapping[str, Any], tensors: Sequence[Tensor]) -> bytes:
+    extra = set(header) - {"type", "id", "model", "backend", "elapsed_ms"}
+    if extra:
+        raise ValueError(f"a version 2 tensor frame cannot carry {sorted(extra)}")
+    model = str(header["model"]).encode()
+    backend = str(header.get("backend", "")).encode()
+    parts = [
+        _HEADER_V2.pack(
+            BINARY_MAGIC_V2,
+            _TYPE_CODES[header["type"]],
+            len(tensors),
+            len(model),
+            len(backend),
+            header["id"],
+            float(header.get("elapsed_ms", 0.0)),
+        ),
+        model,
+        backend,
+    ]
+    for t in tensors:
+        name = t.name.encode()
+        parts.append(struct.pack(f"<BB{len(t.shape)}I", len(name), len(t.shape), *t.shape))
+        parts.append(name)
+    size = sum(map(len, parts))
+    parts.append(b"\0" * (_align8(size) - size))
+    for t in tensors:
+        parts.append(t.data)
+        parts.append(b"\0" * (_align8(len(t.data)) - len(t.data)))
+    return b"".join(parts)
+
+
+def _decode_v2(frame: bytes, limits: Limits) -> tuple[dict[str, Any], tuple[Tensor, ...]]:
+    try:
+        _, code, count, model_len, backend_len, request_id, elapsed = _HEADER_V2.unpack_from(frame)
+        at = _HEADER_V2.size
+        model = frame[at : at + model_len].decode()
+        backend = frame[at + model_len : at + model_len + backend_len].decode()
+        at += model_len + backend_len
+        if at > len(frame):
+            raise ProtocolError("binary header runs past the frame", WireErrorKind.MALFORMED)
+        kind = _TYPE_NAMES.get(code)
+        if kind is None:
+            raise ProtocolError(f"binary frame of type code {code}", WireErrorKind.UNKNOWN_TYPE)
+        if request_id > MAX_SAFE_INTEGER or not math.isfinite(elapsed):
+            raise ProtocolError(
+                "binary header: id over 2**53 - 1 or elapsed_ms not finite", WireErrorKind.MALFORMED
+            )
+        if count > limits.max_tensors:
+            raise ProtocolError(
+                f"{count} tensors in one frame, the cap is {limits.max_tensors}", WireErrorKind.TOO_LARGE
+            )
+        shapes = []
+        for _ in range(count):
+            name_len, rank = frame[at], frame[at + 1]
+            if not 1 <= rank <= limits.max_rank:
+                raise ProtocolError(
+                    f"tensor rank {rank} is not 1..{limits.max_rank}", WireErrorKind.BAD_TENSOR
+                )
+            shape = struct.unpack_from(f"<{rank}I", frame, at + 2)
+            at += 2 + 4 * rank
+            name = frame[at : at + name_len].decode()
+            at += name_len
+            if not 1 <= len(name) <= 64 or at > len(frame):
+                raise ProtocolError(
+                    "tensor name must be a non-empty string of at most 64 characters",
+                    WireErrorKind.BAD_TENSOR,
+                )
+            shapes.append((name, shape))
+    except (struct.error, IndexError) as exc:
+        raise ProtocolError(f"binary header runs past the frame: {exc}", WireErrorKind.MALFORMED) from exc
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"binary header text is not UTF-8: {exc}", WireErrorKind.MALFORMED) from exc
+    if at > limits.max_header_bytes:
+        raise ProtocolError(f"binary header of {at} bytes is over the cap", WireErrorKind.TOO_LARGE)
+    base = _align8(at)
+    expected = end = 0
+    tensors = []
+    for name, shape in shapes:
+        nbytes = 4 * math.prod(shape)
+        if nbytes > limits.max_tensor_bytes:
+            raise ProtocolError(f"tensor {name!r}: {nbytes} bytes is over the cap", WireErrorKind.TOO_LARGE)
+        start = base + expected
+        if start + nbytes > len(frame):
+            raise ProtocolError(f"tensor {name!r} runs past the end of the frame", WireErrorKind.BAD_TENSOR)
+        tensors.append(Tensor(name, shape, bytes(frame[start : start + nbytes])))
+        end = expected + nbytes
+        expected = _align8(end)
+    if not base + end <= len(frame) <= base + expected:
+        raise ProtocolError("binary frame has bytes after its last tensor", WireErrorKind.BAD_TENSOR)
+    header: dict[str, Any] = {"type": kind, "id": request_id, "model": model}
+    if kind == "result":
+        header["backend"] = backend
+        header["elapsed_ms"] = elapsed
+    return header, tuple(tensors)
+
+
 def decode_binary(frame: bytes, limits: Limits) -> tuple[dict[str, Any], tuple[Tensor, ...]]:
-    """Decode a binary frame into its JSON header and its tensors, checking every length."""
+    """Decode a binary frame (either version, told by its magic) into its header and its tensors,
+    checking every length."""
+    if frame[:4] == BINARY_MAGIC_V2:
+        return _decode_v2(frame, limits)
     if len(frame) < _HEADER.size:
         raise ProtocolError("binary frame shorter than its fixed header", WireErrorKind.MALFORMED)
     magic, head_len = _HEADER.unpack_from(frame)

@@ -20,6 +20,7 @@ import pytest_asyncio
 
 from poolwarden.aio.lifecycle_driver import LifecycleDriver
 from poolwarden.aio.recovery_actions import HandleRecoveryActions, PlacedModel
+from poolwarden.bridge import server as server_module
 from poolwarden.bridge.server import BridgeServer, WorkerConnection
 from poolwarden.browser.cdp import DevTools
 from poolwarden.browser.launcher import BrowserProcess, find_chromium, launch_chromium
@@ -27,6 +28,7 @@ from poolwarden.clock import system_clock
 from poolwarden.errors import DeadlineExceeded, InvalidInput, ModelError
 from poolwarden.lifecycle import ConnectionLifecycle, uuid_ids
 from poolwarden.lifecycle_types import HeartbeatMissed, LifecyclePolicy, ProcessExited, SocketClosed
+from poolwarden.protocol import Limits, PageMessage
 from poolwarden.storage import open_store
 from poolwarden.workers.browser_worker import secret_script
 from poolwarden.workers.chromium import ChromiumWorker
@@ -110,6 +112,26 @@ async def test_hello_reports_a_webgpu_fallback_adapter(healthy: Rig) -> None:
 async def test_toy_mlp_on_webgpu_matches_numpy(healthy: Rig) -> None:
     """toy-mlp computed by WGSL on WebGPU equals the numpy reference."""
     await check_toy_mlp(healthy.conn, "webgpu", batch=5)
+
+
+async def test_the_page_speaks_protocol_2_with_fixed_binary_headers(
+    healthy: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page announces version 2, is welcomed with it, and sends its results as PWT2 frames."""
+    assert healthy.conn.hello is not None
+    assert healthy.conn.hello.protocol == 2
+    assert healthy.conn.protocol == 2
+    frames: list[bytes] = []
+    parse = server_module.parse_page_message
+
+    def spy(frame: str | bytes, limits: Limits) -> PageMessage:
+        if isinstance(frame, bytes):
+            frames.append(frame)
+        return parse(frame, limits)
+
+    monkeypatch.setattr(server_module, "parse_page_message", spy)
+    await check_toy_mlp(healthy.conn, "webgpu", batch=2)
+    assert [frame[:4] for frame in frames] == [b"PWT2"]
 
 
 async def test_matmul_on_webgpu_matches_numpy(healthy: Rig) -> None:

@@ -68,10 +68,12 @@ def _listening(pid: int) -> list[str]:
 
 
 async def test_firefox_computes_on_the_javascript_path(firefox: FirefoxWorker) -> None:
-    """Firefox offers no WebGPU adapter here: the page says so, runs on js, and matches numpy."""
+    """Firefox offers no WebGPU adapter here: the page says so, runs on js, and matches numpy (its
+    tensor frames in protocol version 2, fixed binary headers)."""
     hello = firefox.connection.hello
     assert hello is not None
     assert (hello.browser, hello.backend) == ("firefox", "js")
+    assert (hello.protocol, firefox.connection.protocol) == (2, 2)
     assert hello.webgpu is None
     assert hello.capabilities["webgpu"]["reason"]
     conn = firefox.connection

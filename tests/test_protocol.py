@@ -153,9 +153,9 @@ def test_hello_is_parsed_with_its_capabilities() -> None:
 
 
 def test_hello_with_an_unsupported_version_is_refused() -> None:
-    """A hello announcing protocol 2 is an unsupported_version breach."""
+    """A hello announcing protocol 3 is an unsupported_version breach."""
     with pytest.raises(ProtocolError) as info:
-        parse_page_message(hello(protocol=2), LIMITS)
+        parse_page_message(hello(protocol=3), LIMITS)
     assert info.value.kind == WireErrorKind.UNSUPPORTED_VERSION
 
 

@@ -3,7 +3,8 @@
 Each frame is one of: a message the real page sends (or a command the server sends) with fields
 replaced by hostile values (lone surrogates, 400-digit and non-finite numbers, integers past
 2**53, nested objects, wrong types), the same as a binary result frame, a valid frame cut short
-or with a byte flipped, or random bytes or text. Every frame goes through
+or with a byte flipped, a version 2 tensor frame (fixed binary header) with bytes overwritten or
+cut short, or random bytes or text. Every frame goes through
 ``parse_page_message`` and ``parse_command``; each answer is ``parsed`` (a message),
 ``refused`` (:class:`~poolwarden.errors.ProtocolError`) or ``unhandled`` (any other exception: a
 bug, which the bridge would turn into a traceback). The figure that matters is ``unhandled: 0``;
@@ -21,7 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from poolwarden.errors import ProtocolError
-from poolwarden.protocol import Limits, encode_binary, parse_command, parse_page_message
+from poolwarden.protocol import Limits, Tensor, encode_binary, parse_command, parse_page_message
 from poolwarden.protocol_examples import COMMANDS, PAGE_MESSAGES, RESULT_HEADER
 
 __all__ = ["run"]
@@ -70,6 +71,14 @@ def _mutated(rng: random.Random, template: Mapping[str, Any]) -> dict[str, Any]:
     return message
 
 
+def _damaged_v2(rng: random.Random) -> bytes:
+    tensors = [Tensor.from_values("output", [[1.0, 2.0, 3.0]])] * rng.randint(0, 2)
+    frame = bytearray(encode_binary(RESULT_HEADER, tensors, 2))
+    for _ in range(rng.randint(1, 4)):
+        frame[rng.randrange(4, len(frame))] = rng.randrange(256)
+    return bytes(frame[: rng.randint(4, len(frame))] if rng.random() < 0.3 else frame)
+
+
 def _frame(rng: random.Random) -> str | bytes:
     """One hostile frame (see the module docstring for the kinds)."""
     kind = rng.random()
@@ -86,8 +95,10 @@ def _frame(rng: random.Random) -> str | bytes:
             at = rng.randrange(len(cut))
             cut = cut[:at] + bytes([cut[at] ^ (1 << rng.randrange(8))]) + cut[at + 1 :]
         return cut.decode("utf-8", "replace") if rng.random() < 0.5 else cut
-    if kind < 0.9:
+    if kind < 0.85:
         return rng.randbytes(rng.randint(0, 64))
+    if kind < 0.9:
+        return _damaged_v2(rng)
     return "".join(chr(rng.randint(0, 0x10FFFF)) for _ in range(rng.randint(0, 32)))
 
 

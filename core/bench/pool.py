@@ -36,9 +36,9 @@ import psutil
 from websockets.asyncio.server import ServerConnection, serve
 
 from poolwarden.pool import PoolConfig, ResourcePool
-from poolwarden.protocol import PROTOCOL_VERSION, Limits, Tensor
+from poolwarden.protocol import BINARY_MAGIC_V2, PROTOCOL_VERSION, Limits, Tensor
 from poolwarden.workers.handle import WorkerHandle
-from poolwarden.workers.simulated import id_template
+from poolwarden.workers.simulated import FrameTemplate
 from poolwarden.workers.simulated_process import SimulatedProcess, SimulatedProcessHandle
 
 __all__ = ["run"]
@@ -131,9 +131,9 @@ class _OutOfProcessPool(ResourcePool):
 class _EchoLink:
     """The bare baseline's side of one worker socket: send a request frame, await its reply."""
 
-    def __init__(self, ws: ServerConnection, request: tuple[bytes, bytes], ids: itertools.count[int]) -> None:
+    def __init__(self, ws: ServerConnection, request: FrameTemplate, ids: itertools.count[int]) -> None:
         self.ws = ws
-        self.prefix, self.suffix = request
+        self.request = request
         self.ids = ids
         self.waiting: dict[int, asyncio.Future[bytes]] = {}
 
@@ -141,13 +141,15 @@ class _EchoLink:
         request_id = next(self.ids)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.waiting[request_id] = future
-        await self.ws.send(b"%s%s%s" % (self.prefix, str(request_id).rjust(16).encode(), self.suffix))
+        await self.ws.send(self.request(request_id))
         return await future
 
     def answer(self, frame: bytes | str) -> None:
         if isinstance(frame, str):  # loaded (the only text answer the baseline asks for)
             request_id = json.loads(frame)["id"]
-        else:  # a result: its header's id, read where it is (8 bytes of fixed header, then JSON)
+        elif frame[:4] == BINARY_MAGIC_V2:  # a result: its id is the uint64 at offset 8
+            request_id = int.from_bytes(frame[8:16], "little")
+        else:  # a version 1 result: the id in its JSON header, after 8 bytes of fixed header
             at = frame.index(b'"id":', 8) + 5
             request_id = int(frame[at : frame.index(b",", at)])
         future = self.waiting.pop(request_id, None)
@@ -170,7 +172,9 @@ async def _measure_out_of_process(
     requests: int, concurrency: int, connections: int, folder: Path
 ) -> dict[str, Any]:
     x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
-    request = id_template({"type": "infer", "model": "toy-mlp"}, [Tensor.from_values("input", x)])
+    request = FrameTemplate(
+        {"type": "infer", "model": "toy-mlp"}, [Tensor.from_values("input", x)], PROTOCOL_VERSION
+    )
     ids = itertools.count(2)
     links: list[_EchoLink] = []
     linked = asyncio.Event()

@@ -168,6 +168,8 @@ class WorkerConnection:
         self.connection_id = worker_id
         self.hello: Hello | None = None
         self.generation = 0
+        self.protocol = PROTOCOL_VERSION
+        """The protocol version of the live socket (its welcome's): the lower of its hello's and ours."""
         self.last_close: CloseInfo | None = None
         self._server = server
         self._ws: ServerConnection | None = None
@@ -336,7 +338,9 @@ class WorkerConnection:
         ws = self._require_ws()
         request_id = next(self._ids)
         if tensors is not None:
-            data: str | bytes = encode_binary({"type": message_type, "id": request_id, **fields}, tensors)
+            data: str | bytes = encode_binary(
+                {"type": message_type, "id": request_id, **fields}, tensors, self.protocol
+            )
         else:
             data = encode_command(message_type, request_id, **fields)
         future: asyncio.Future[PageMessage] = asyncio.get_running_loop().create_future()
@@ -370,6 +374,7 @@ class WorkerConnection:
         assert self._ws is None, "a live socket is never replaced"
         self._ws = ws
         self.hello = hello
+        self.protocol = min(hello.protocol, PROTOCOL_VERSION)
         self.generation += 1
         self._notify()
         return self.generation
@@ -611,7 +616,7 @@ class BridgeServer:
             )
         )
         welcome = encode_command(
-            "welcome", None, protocol=PROTOCOL_VERSION, worker_id=worker_id, generation=generation
+            "welcome", None, protocol=conn.protocol, worker_id=worker_id, generation=generation
         )
         try:
             await ws.send(welcome)

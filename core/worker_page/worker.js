@@ -1,9 +1,9 @@
 // The poolwarden worker page: computes the built-in models on WebNN, WebGPU or plain JavaScript
-// and answers the bridge over one WebSocket. Protocol: docs/protocol.md (version 1).
+// and answers the bridge over one WebSocket. Protocol: docs/protocol.md (version 2).
 // Plain JavaScript, no build step. Numerics mirror poolwarden/workers/models.py exactly.
 "use strict";
 
-const PROTOCOL = 1;
+const PROTOCOL = 2; // the highest version spoken; the welcome names the connection's
 const params = new URLSearchParams(location.search);
 const WORKER_ID = params.get("worker") || "";
 // The worker's secret for its hello. The worker adds a script over the browser's remote-control
@@ -26,6 +26,7 @@ const MODEL_KINDS = ["toy-mlp", "matmul"];
 const MAX_DIM = 1024;
 
 let ws = null;
+let frameVersion = 1; // the version of the socket's tensor frames: its welcome's
 let backoffMs = BACKOFF_MIN_MS;
 let stopped = false;
 let backend = "js";
@@ -410,9 +411,12 @@ async function compute(model, x, batch) {
 
 const align8 = (n) => (n + 7) & ~7;
 
+const FRAME_TYPES = ["", "infer", "result"]; // version 2's type codes
+
 function decodeFrame(buf) {
   const view = new DataView(buf);
   const magic = String.fromCharCode(view.getUint8(0), view.getUint8(1), view.getUint8(2), view.getUint8(3));
+  if (magic === "PWT2") return decodeFrameV2(buf, view);
   if (magic !== "PWT1") throw new Error(`bad magic ${magic}`);
   const headLen = view.getUint32(4, true);
   const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 8, headLen)));
@@ -424,7 +428,81 @@ function decodeFrame(buf) {
   return { header, tensors };
 }
 
+// Version 2: a fixed binary header (docs/protocol.md), then the same data section as version 1.
+function decodeFrameV2(buf, view) {
+  const type = FRAME_TYPES[view.getUint8(4)];
+  if (!type) throw new Error(`bad frame type code ${view.getUint8(4)}`);
+  const count = view.getUint8(5);
+  const modelLen = view.getUint8(6);
+  const backendLen = view.getUint8(7);
+  const id = Number(view.getBigUint64(8, true));
+  const text = new TextDecoder("utf-8", { fatal: true });
+  let at = 24;
+  const model = text.decode(new Uint8Array(buf, at, modelLen));
+  at += modelLen + backendLen;
+  const shapes = [];
+  for (let i = 0; i < count; i++) {
+    const nameLen = view.getUint8(at);
+    const rank = view.getUint8(at + 1);
+    const shape = [];
+    for (let r = 0; r < rank; r++) shape.push(view.getUint32(at + 2 + 4 * r, true));
+    at += 2 + 4 * rank;
+    shapes.push({ name: text.decode(new Uint8Array(buf, at, nameLen)), shape });
+    at += nameLen;
+  }
+  let offset = align8(at);
+  const tensors = shapes.map(({ name, shape }) => {
+    const nbytes = 4 * shape.reduce((a, b) => a * b, 1);
+    if (offset + nbytes > buf.byteLength) throw new InputError(`tensor ${name} runs past the frame`);
+    const data = new Float32Array(buf.slice(offset, offset + nbytes));
+    offset = align8(offset + nbytes);
+    return { name, shape, data };
+  });
+  return { header: { type, id, model }, tensors };
+}
+
+function encodeFrameV2(header, tensors) {
+  const utf8 = new TextEncoder();
+  const model = utf8.encode(header.model);
+  const backend = utf8.encode(header.backend || "");
+  const names = tensors.map((t) => utf8.encode(t.name));
+  let size = 24 + model.length + backend.length;
+  tensors.forEach((t, i) => (size += 2 + 4 * t.shape.length + names[i].length));
+  const base = align8(size);
+  let end = base;
+  const offsets = tensors.map((t) => {
+    const at = end;
+    end = align8(end + t.data.byteLength);
+    return at;
+  });
+  const buf = new ArrayBuffer(end);
+  const view = new DataView(buf);
+  const bytes = new Uint8Array(buf);
+  bytes.set([0x50, 0x57, 0x54, 0x32]); // "PWT2"
+  view.setUint8(4, FRAME_TYPES.indexOf(header.type));
+  view.setUint8(5, tensors.length);
+  view.setUint8(6, model.length);
+  view.setUint8(7, backend.length);
+  view.setBigUint64(8, BigInt(header.id), true);
+  view.setFloat64(16, header.elapsed_ms || 0, true);
+  let at = 24;
+  bytes.set(model, at);
+  bytes.set(backend, at + model.length);
+  at += model.length + backend.length;
+  tensors.forEach((t, i) => {
+    view.setUint8(at, names[i].length);
+    view.setUint8(at + 1, t.shape.length);
+    t.shape.forEach((d, r) => view.setUint32(at + 2 + 4 * r, d, true));
+    at += 2 + 4 * t.shape.length;
+    bytes.set(names[i], at);
+    at += names[i].length;
+  });
+  tensors.forEach((t, i) => new Float32Array(buf, offsets[i], t.data.length).set(t.data));
+  return buf;
+}
+
 function encodeFrame(header, tensors) {
+  if (frameVersion >= 2) return encodeFrameV2(header, tensors);
   let offset = 0;
   const descriptors = tensors.map((t) => {
     const d = { name: t.name, dtype: "float32", shape: t.shape, offset, nbytes: t.data.byteLength };
@@ -458,6 +536,7 @@ function connect() {
   socket.binaryType = "arraybuffer";
   ws = socket;
   socket.onopen = () => {
+    frameVersion = 1; // until this socket's welcome
     socket.send(
       JSON.stringify({
         type: "hello",
@@ -531,6 +610,7 @@ async function handle(data) {
     switch (msg.type) {
       case "welcome":
         backoffMs = BACKOFF_MIN_MS;
+        frameVersion = msg.protocol >= 2 ? 2 : 1;
         status(`connected as ${WORKER_ID} (generation ${msg.generation}, backend ${backend})`);
         return;
       case "error":

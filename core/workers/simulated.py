@@ -20,7 +20,7 @@ Faults (:class:`Fault`), injected with :meth:`SimulatedWorker.inject`:
 
 With ``echo=True`` the worker answers each inference with precomputed bytes: the first request for
 a model and input shape is computed (numpy) and its result frame kept, and every later one gets
-that frame with its own request id written in (:func:`id_template`), so that a benchmark can tell
+that frame with its own request id written in (:class:`FrameTemplate`), so that a benchmark can tell
 the pool's costs from the worker's (``poolwarden bench pool``).
 """
 
@@ -31,6 +31,7 @@ import contextlib
 import json
 import logging
 import secrets
+import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ from poolwarden.workers.models import ModelSpec, reference_forward, resolve_mode
 if TYPE_CHECKING:
     from poolwarden.bridge.server import BridgeServer
 
-__all__ = ["TERMINAL_CLOSE_CODES", "Fault", "SimulatedWorker", "id_template"]
+__all__ = ["TERMINAL_CLOSE_CODES", "Fault", "FrameTemplate", "SimulatedWorker"]
 
 logger = logging.getLogger("poolwarden.workers.simulated")
 
@@ -70,16 +71,32 @@ USER_AGENT = "poolwarden-simulated/1"
 
 _ID_WIDTH = 16
 _ID_SENTINEL = 10**15  # 16 digits, as wide as the largest id (2**53 - 1)
+_ID = struct.Struct("<Q")
 
 
-def id_template(header: Mapping[str, Any], tensors: list[Tensor]) -> tuple[bytes, bytes]:
-    """A binary frame for ``header`` and ``tensors`` split around its ``id``, whose value is to go
-    between the two parts right-aligned in 16 characters (``str(id).rjust(16)``): JSON allows the
-    spaces, and every id gives a frame of the same length, so no byte but the id's is rewritten."""
-    frame = encode_binary({**header, "id": _ID_SENTINEL}, tensors)
-    key = b'"id":' + str(_ID_SENTINEL).encode()
-    at = frame.index(key) + len(b'"id":')
-    return frame[:at], frame[at + _ID_WIDTH :]
+class FrameTemplate:
+    """A tensor frame for ``header`` and ``tensors`` in which only the request id changes:
+    ``template(request_id)`` is the frame for that id, no byte but the id's rewritten.
+
+    In version 2 the id is a fixed uint64; in version 1 it goes into the JSON header right-aligned
+    in 16 characters (JSON allows the spaces), so every id gives a frame of the same length.
+    """
+
+    __slots__ = ("prefix", "suffix", "version")
+
+    def __init__(self, header: Mapping[str, Any], tensors: list[Tensor], version: int = 1) -> None:
+        self.version = version
+        frame = encode_binary({**header, "id": _ID_SENTINEL}, tensors, version)
+        if version >= 2:
+            self.prefix, self.suffix = frame[:8], frame[16:]
+            return
+        at = frame.index(b'"id":' + str(_ID_SENTINEL).encode()) + len(b'"id":')
+        self.prefix, self.suffix = frame[:at], frame[at + _ID_WIDTH :]
+
+    def __call__(self, request_id: int) -> bytes:
+        if self.version >= 2:
+            return b"%s%s%s" % (self.prefix, _ID.pack(request_id), self.suffix)
+        return b"%s%s%s" % (self.prefix, str(request_id).rjust(_ID_WIDTH).encode(), self.suffix)
 
 
 class Fault(StrEnum):
@@ -131,7 +148,7 @@ class SimulatedWorker:
         self.limits = limits or Limits()
         self.backoff = backoff
         self.echo = echo
-        self._replies: dict[tuple[str, tuple[int, ...]], tuple[bytes, bytes]] = {}
+        self._replies: dict[tuple[str, tuple[int, ...]], FrameTemplate] = {}
         self.instance = ""
         self.last_close_code: int | None = None
         self.connects = 0
@@ -142,6 +159,7 @@ class SimulatedWorker:
         self._hung_until = 0.0
         self._allocations: list[bytearray] = []
         self._welcomed = False
+        self._frames = 1  # the version of tensor frames: the welcome's
 
     @classmethod
     def for_server(cls, server: BridgeServer, worker_id: str, **kwargs: Any) -> SimulatedWorker:
@@ -319,6 +337,7 @@ class SimulatedWorker:
             if command.type in ("welcome", "error"):
                 if command.type == "welcome":
                     self._welcomed = True
+                    self._frames = int(fields.get("protocol", 1))
                 else:
                     logger.info("simulated worker %s told: %s", self.worker_id, fields.get("message"))
                 return
@@ -389,9 +408,8 @@ class SimulatedWorker:
         if self.echo:
             key = (model, inputs["input"].shape)
             reply = self._replies.get(key)
-            if reply is not None:
-                prefix, suffix = reply
-                await ws.send(b"%s%s%s" % (prefix, str(command.id).rjust(_ID_WIDTH).encode(), suffix))
+            if reply is not None and command.id is not None:
+                await ws.send(reply(command.id))
                 return
         output = reference_forward(spec, inputs["input"].to_numpy())
         header = {
@@ -403,10 +421,10 @@ class SimulatedWorker:
         }
         if self.echo:
             header["elapsed_ms"] = 0.0
-            self._replies[(model, inputs["input"].shape)] = id_template(
-                header, [Tensor.from_values("output", output)]
+            self._replies[(model, inputs["input"].shape)] = FrameTemplate(
+                header, [Tensor.from_values("output", output)], self._frames
             )
-        await ws.send(encode_binary(header, [Tensor.from_values("output", output)]))
+        await ws.send(encode_binary(header, [Tensor.from_values("output", output)], self._frames))
 
     async def _hook(
         self, ws: ClientConnection, request_id: int | None, action: str, fields: Mapping[str, Any]
