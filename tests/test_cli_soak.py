@@ -40,3 +40,6 @@ def test_a_short_soak_holds_and_reports_its_figures(
     assert set(report["rss_mb"]) == {"start", "end", "growth"}
     assert set(report["browser_pss_mb"]) == {"start", "end", "growth"}
     assert report["latency_ms"]["p50"] is not None
+    # breakers of the connections serving at the end, apart from those of replaced ones
+    assert isinstance(report["breakers_not_closed"], list)
+    assert isinstance(report["retired_breakers_not_closed"], int)

@@ -141,7 +141,11 @@ async def run_soak(
             "SELECT COUNT(*) FROM events WHERE type = ? AND occurred_at >= ?",
             (ConnectionQuarantined.TYPE, started_at),
         )
-        breakers_open = sorted(b.key for b in pool.registry if str(b.state) != "closed")
+        live = set(pool.members)
+        not_closed = sorted(b.key for b in pool.registry if str(b.state) != "closed")
+        # A quarantined connection is replaced by a new one; its breakers stay as they ended.
+        breakers_open = [key for key in not_closed if key.split("/", 1)[0] in live]
+        retired_open = len(not_closed) - len(breakers_open)
     children = await asyncio.to_thread(lambda: psutil.Process(os.getpid()).children(recursive=True))
     leaked = [child.pid for child in children if child.is_running()]
     lost = tally.requests - tally.served - sum(tally.errors_by_kind.values())
@@ -162,6 +166,7 @@ async def run_soak(
         "recoveries": {str(rung): int(n) for rung, n in rows}
         | ({"quarantined": int(quarantined[0][0])} if quarantined[0][0] else {}),
         "breakers_not_closed": breakers_open,
+        "retired_breakers_not_closed": retired_open,
         "rss_mb": {"start": round(rss_start, 1), "end": round(rss_end, 1), "growth": round(rss_growth, 4)},
         "browser_pss_mb": {
             "start": round(pss_start, 1),
