@@ -147,6 +147,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "events": 1_000_000,
         "breakers": 10_000,
         "snapshot_every": 10,
+        "idle_breakers": 100_000,
         "json": False,
     },
     "bench analysis": {
