@@ -339,9 +339,8 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
                 for member in list(pool.members.values()):
                     if member.driver is not None:
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(
-                                member.driver.wait_for(lambda m: m.incident_id is None), 30
-                            )
+                            async with asyncio.timeout(30):
+                                await member.driver.wait_for(lambda m: m.incident_id is None)
                 await pool.flush()
                 recoveries = await _recoveries(store, started_at)
                 await _fault_outcomes(store, tally.faults, started_at)

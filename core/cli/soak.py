@@ -146,7 +146,8 @@ async def run_soak(
         for member in list(pool.members.values()):  # let recoveries under way end
             if member.driver is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(member.driver.wait_for(lambda m: m.incident_id is None), 30)
+                    async with asyncio.timeout(30):
+                        await member.driver.wait_for(lambda m: m.incident_id is None)
         await pool.flush()
         rows = await pool.store.fetch(
             "SELECT rung, COUNT(*) FROM events WHERE type = ? AND occurred_at >= ? GROUP BY rung",

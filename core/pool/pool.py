@@ -564,7 +564,8 @@ class ResourcePool:
         driver = member.driver
         if closing and driver is not None and driver.machine.state is not ConnectionState.CLOSED:
             try:
-                await asyncio.wait_for(driver.close_connection(), CLOSE_CONNECTION_TIMEOUT)
+                async with asyncio.timeout(CLOSE_CONNECTION_TIMEOUT):
+                    await driver.close_connection()
             except Exception as error:  # stopping must go on: the worker is stopped below regardless
                 log.error("closing connection %s failed: %r", member.connection_id, error)
         if member.recovery is not None:
@@ -857,7 +858,8 @@ class ResourcePool:
         )
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(member.idle.wait(), self.config.drain_timeout)
+                async with asyncio.timeout(self.config.drain_timeout):
+                    await member.idle.wait()
             if member.driver.machine.state is ConnectionState.DRAINING:
                 member.driver.drained()
             await member.driver.wait_for(
