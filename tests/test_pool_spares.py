@@ -193,9 +193,22 @@ async def test_a_killed_browser_is_replaced_by_the_warm_spare_under_traffic(
         assert "conn-0" in served
         (promoted,) = [e for e in pool.spares.events if isinstance(e, SparePromoted)]
         assert (promoted.connection_id, promoted.spare_id) == ("conn-0", spare.worker_id)
+        # The promoted tab is conn-0's for good: a reload (the reconnect rung after a renderer
+        # crash) comes back as conn-0, and a second kill is seen and promotes the next spare.
+        recovery = member.recovery
+        assert recovery is not None
+        before = recovery.machine.last_incident_id
+        await pool.inject_fault("conn-0", "renderer_crash")
+        assert await recovery.wait_outcome(before, WAIT) == (True, "reconnect")
+        before = recovery.machine.last_incident_id
+        await pool.inject_fault("conn-0", "browser_kill")
+        assert await recovery.wait_outcome(before, WAIT) == (True, "restart")
+        assert _count(pool, SparePromoted) == 2
+        served = {(await pool.run_inference("toy-mlp", {"input": X})).connection_id for _ in range(30)}
+        assert "conn-0" in served
         await pool.flush()
         stored = [e.type async for e in pool.store.iter_all() if e.type.startswith("Spare")]
-        assert stored[:3] == ["SpareLaunched", "SparePromoted", "SpareLaunched"]
+        assert stored[:4] == ["SpareLaunched", "SparePromoted", "SpareLaunched", "SparePromoted"]
         rungs = [
             e.rung
             async for e in pool.store.iter_all()

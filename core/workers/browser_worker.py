@@ -207,13 +207,13 @@ class BrowserWorker:
         if self.process is None:
             raise BrowserError(f"spare {spare.worker_id!r} has no browser")
         async with asyncio.timeout(timeout):
-            await self._adopt_identity()  # a reload of the tab must come back as this worker
+            await self._adopt_identity(spare)  # a reload of the tab must come back as this worker
             hello = await self.server.adopt(self.worker_id, spare.worker_id)
         if self.on_promoted is not None:
             self.on_promoted(spare, loop.time() - started)
         return hello
 
-    async def _adopt_identity(self) -> None:
+    async def _adopt_identity(self, spare: BrowserWorker) -> None:
         """Make the promoted page's reloads hand it this worker id's secret (nothing by default)."""
 
     async def stop(self) -> None:

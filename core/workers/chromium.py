@@ -54,7 +54,7 @@ class ChromiumWorker(BrowserWorker):
     def _remote_client(self, process: BrowserProcess) -> DevTools:
         return self._devtools(process)  # the pipe's one client, connected at launch
 
-    async def _adopt_identity(self) -> None:
+    async def _adopt_identity(self, spare: BrowserWorker) -> None:
         """Add this worker id's secret script to the promoted spare's tab: it runs after the
         spare's own in every document the tab loads, and so overrides the spare's secret."""
         devtools = self._devtools(self.process) if self.process is not None else None
