@@ -161,7 +161,8 @@ class SparePromoted(PoolEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SpareRetired(PoolEvent):
     """A warm spare was stopped: ``reason`` memory pressure (none is launched again until the host's
-    is back to normal), the pool closing, or a failed launch (``error_kind``)."""
+    is back to normal), the pool closing, lost (its browser or page went away while it waited), or
+    a failed launch (``error_kind``)."""
 
     spare_id: str
     browser: str

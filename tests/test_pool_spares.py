@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -292,3 +294,20 @@ async def test_the_bridge_hands_a_spares_socket_to_a_worker_id() -> None:
             await verify_round_trip(target)
         finally:
             await page.stop()
+
+
+@pytest.mark.parametrize("_", [pytest.param(None, marks=chromium_only)])
+async def test_a_spare_that_died_idle_is_retired_and_replaced(tmp_path: Path, own_tmp: Path, _: None) -> None:
+    """A spare's browser killed while it waits is never promoted: the next memory round retires
+    it (SpareRetired, lost) and launches another."""
+    async with ResourcePool(_chromium(tmp_path, connections=1), memory_sampler=Host()) as pool:
+        dead = await pool.spares.wait_ready("chromium", WAIT)
+        assert dead.process is not None
+        os.killpg(dead.process.pid, signal.SIGKILL)
+        await asyncio.wait_for(dead.process.process.wait(), WAIT)
+        assert pool.spares.take("chromium") is None
+        await pool.check_memory()
+        (retired,) = [e for e in pool.spares.events if isinstance(e, SpareRetired)]
+        assert (retired.spare_id, retired.reason.split(":")[0]) == (dead.worker_id, "lost")
+        await _wait_for(pool, lambda: _count(pool, SpareLaunched) == 2, "another spare was launched")
+    assert await asyncio.to_thread(_no_browser_left, own_tmp) == []

@@ -945,6 +945,7 @@ class ResourcePool:
         """Take memory readings now, decide, and carry the decisions out. Returns them."""
         self.governor.observe_host(await self._memory_sampler())
         if self.spares.kinds:
+            await self.spares.prune()
             if self.governor.spares_allowed:
                 self.spares.replenish()
             else:

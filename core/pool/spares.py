@@ -137,10 +137,19 @@ class SpareKeeper:
 
     def take(self, kind: str) -> BrowserWorker | None:
         """A ready spare of ``kind`` for a restart rung to promote (it is the rung's from now on)."""
-        ready = self.ready.get(kind)
-        if not ready:
-            return None
-        return ready.pop(0)
+        ready = self.ready.get(kind, [])
+        for index, worker in enumerate(ready):
+            if _alive(worker):  # a spare that died idle is left for prune()
+                return ready.pop(index)
+        return None
+
+    async def prune(self) -> None:
+        """Retire the ready spares whose browser died or whose page left while they waited."""
+        for kind, workers in self.ready.items():
+            dead = [worker for worker in workers if not _alive(worker)]
+            for worker in dead:
+                workers.remove(worker)
+                await self._retire(worker, kind, "lost: its browser or page went away")
 
     def promoted(self, connection_id: str, spare: BrowserWorker, took: float) -> None:
         """A restart rung promoted ``spare``: record it. Its replacement is launched by the next
@@ -197,3 +206,9 @@ class SpareKeeper:
                 if pss is not None:
                     found.append((worker, pss))
         return found
+
+
+def _alive(worker: BrowserWorker) -> bool:
+    """Whether a spare's browser runs and its page's socket is attached."""
+    process = worker.process
+    return process is not None and process.alive and worker.connection.connected

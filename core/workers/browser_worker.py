@@ -169,6 +169,7 @@ class BrowserWorker:
                 )
                 await self._stop(remove_profile=True)
                 await spare.stop()
+                self.server.forget(spare.worker_id)  # its secret admits nothing from now on
         old = await self._stop(remove_profile=False)
         # The old profile is deleted while the new browser starts, off the recovery's critical path.
         cleanup = asyncio.create_task(old.remove_profile()) if old is not None else None
