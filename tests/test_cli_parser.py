@@ -131,6 +131,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "workers": "chromium",
         "repeat": 3,
         "ping_timeout": 0.5,
+        "warm_spares": 0,
+        "faults": (),
         "json": False,
     },
     "bench pool": {
