@@ -146,7 +146,8 @@ class MemoryEvent(DomainEvent):
 class MemorySampled(MemoryEvent):
     """A memory reading: of the host (``scope`` host: ``percent``, ``available_mb``,
     ``total_mb``) or of one browser (``scope`` browser: ``pss_mb`` of its whole process tree,
-    with ``connection_id`` and ``browser``). A scope's payload holds only its own keys."""
+    with ``connection_id`` and ``browser``; ``scope`` spare: the same of a warm spare browser,
+    ``connection_id`` being the spare's worker id). A scope's payload holds only its own keys."""
 
     scope: str
     connection_id: str | None = None
@@ -197,6 +198,8 @@ class MemoryGovernor:
         self.level = PressureLevel.NORMAL
         self.host: HostReading | None = None
         self._browsers: dict[str, _BrowserTrack] = {}
+        self.spares_mb: dict[str, float] = {}
+        """The last PSS (MiB) of each warm spare browser, by its worker id."""
         self._events: list[NewEvent] = []
 
     # --- readings -------------------------------------------------------------------------
@@ -248,6 +251,26 @@ class MemoryGovernor:
             pss_mb=reading.pss_mb,
         )
         self._events.append(encode(sampled, self._clock()))
+
+    def observe_spares(self, readings: Iterable[BrowserReading]) -> None:
+        """Take the readings of the warm spares (``connection_id``: the spare's worker id); they
+        replace the previous ones (a spare promoted or retired is no longer counted)."""
+        self.spares_mb = {}
+        now = self._clock()
+        for reading in readings:
+            self.spares_mb[reading.connection_id] = reading.pss_mb
+            sampled = MemorySampled(
+                scope="spare",
+                connection_id=reading.connection_id,
+                browser=reading.browser,
+                pss_mb=reading.pss_mb,
+            )
+            self._events.append(encode(sampled, now))
+
+    @property
+    def spares_allowed(self) -> bool:
+        """Whether warm spares may be kept: only while the pressure is NORMAL."""
+        return self.level is PressureLevel.NORMAL
 
     def forget_browser(self, connection_id: str) -> None:
         """Drop a browser's readings: it was restarted (its memory starts afresh) or closed."""

@@ -31,6 +31,9 @@ __all__ = [
     "PoolStarted",
     "PoolStopped",
     "RecycleStarted",
+    "SpareLaunched",
+    "SparePromoted",
+    "SpareRetired",
 ]
 
 
@@ -130,6 +133,41 @@ class RecycleStarted(PoolEvent):
     browser: str
     reason: str
     in_flight: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpareLaunched(PoolEvent):
+    """A warm spare browser of kind ``browser`` is ready: launched, its page loaded to hello, no
+    models, not a connection. ``spare_id`` is its worker id (issued by the pool, authenticated by
+    the bridge); ``latency_ms`` the launch to the hello."""
+
+    spare_id: str
+    browser: str
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SparePromoted(PoolEvent):
+    """The restart rung of ``connection_id`` took the warm spare ``spare_id`` instead of launching a
+    browser: its page is the connection's now. ``latency_ms``: the hand-over (the models are loaded
+    and the round trip verified after it, as after a launch)."""
+
+    connection_id: str
+    spare_id: str
+    browser: str
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpareRetired(PoolEvent):
+    """A warm spare was stopped: ``reason`` memory pressure (none is launched again until the host's
+    is back to normal), the pool closing, lost (its browser or page went away while it waited), or
+    a failed launch (``error_kind``)."""
+
+    spare_id: str
+    browser: str
+    reason: str
+    error_kind: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,6 +285,9 @@ REGISTRY.register(
     ModelPlaced,
     ModelEvicted,
     RecycleStarted,
+    SpareLaunched,
+    SparePromoted,
+    SpareRetired,
     FaultInjected,
     PageReattached,
     PanicRouted,

@@ -86,6 +86,11 @@ class PoolStreams:
         """The id of the pool's connection ``number``."""
         return f"{self.connection_prefix}{number}"
 
+    def spare_id(self, number: int) -> str:
+        """The worker id of the pool's warm spare browser ``number`` (never a connection's)."""
+        prefix = "spare-" if self.name == DEFAULT_POOL_NAME else f"{self.name}.spare-"
+        return f"{prefix}{number}"
+
     def owns(self, stream: str) -> bool:
         """Whether ``stream`` is one of this pool's (:func:`pool_of`): its own streams, and its
         connections' lifecycle and breaker streams (a standalone named breaker is no pool's)."""

@@ -722,7 +722,7 @@ def _parse_hello(msg: Mapping[str, Any]) -> Hello:
 
 
 _COMMAND_TYPES = frozenset(
-    {"welcome", "load_model", "unload_model", "infer", "ping", "memory", "hook", "error"}
+    {"welcome", "rebind", "load_model", "unload_model", "infer", "ping", "memory", "hook", "error"}
 )
 
 

@@ -131,6 +131,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "workers": "chromium",
         "repeat": 3,
         "ping_timeout": 0.5,
+        "warm_spares": 0,
+        "faults": (),
         "json": False,
     },
     "bench pool": {
@@ -147,6 +149,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "events": 1_000_000,
         "breakers": 10_000,
         "snapshot_every": 10,
+        "idle_breakers": 100_000,
         "json": False,
     },
     "bench analysis": {

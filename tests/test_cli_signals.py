@@ -61,3 +61,40 @@ def test_a_signal_stops_the_demo_cleanly(tmp_path: Path, sent: signal.Signals, e
     assert "Traceback" not in stderr
     stopped = _count(db, "SELECT COUNT(*) FROM events WHERE stream = 'pool/main' AND type = 'PoolStopped'")
     assert stopped == 1, "the pool did not close: its log has no PoolStopped"
+
+
+# As a shell's background job starts it: SIGINT ignored, which asyncio.run then leaves alone.
+_BACKGROUND_CHILD = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "sys.argv = ['poolwarden', *sys.argv[1:]]; runpy.run_module('poolwarden', run_name='__main__')"
+)
+
+
+@pytest.mark.parametrize("command", ["demo", "soak"])
+def test_sigterm_stops_a_background_job_at_once(tmp_path: Path, command: str) -> None:
+    """With SIGINT ignored, SIGTERM still cancels the command's work (not a KeyboardInterrupt
+    raised mid-parse, which broke the pool's sockets) and its clients stop at once (Python
+    3.11's wait_for lost such cancellations): the pool closes within seconds, log complete."""
+    db = tmp_path / f"{command}.db"
+    argv = [command, "--workers", "simulated", "--duration", "300", "--db", str(db), "--json"]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _BACKGROUND_CHILD, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_until_serving(db, child)
+        sent_at = time.monotonic()
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=60)
+        took = time.monotonic() - sent_at
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert took < 30, f"{command} took {took:.1f} s to stop after SIGTERM (its run lasts 300 s)"
+    stopped = _count(db, "SELECT COUNT(*) FROM events WHERE stream = 'pool/main' AND type = 'PoolStopped'")
+    assert stopped == 1, "the pool did not close: its log has no PoolStopped"

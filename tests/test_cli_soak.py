@@ -38,5 +38,11 @@ def test_a_short_soak_holds_and_reports_its_figures(
     assert report["requests"] > 0
     assert sum(report["faults"].values()) >= 3
     assert set(report["rss_mb"]) == {"start", "end", "growth"}
+    times = [at for at, _ in report["rss_series_mb"]]
+    assert len(times) >= 10  # every twelfth of the run
+    assert times == sorted(times)
     assert set(report["browser_pss_mb"]) == {"start", "end", "growth"}
     assert report["latency_ms"]["p50"] is not None
+    # breakers of the connections serving at the end, apart from those of replaced ones
+    assert isinstance(report["breakers_not_closed"], list)
+    assert isinstance(report["retired_breakers_not_closed"], int)

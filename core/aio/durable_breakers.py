@@ -452,7 +452,8 @@ class DurableBreakers:
             if self.poll_interval is not None:
                 timeout = max(0.0, min(timeout, next_poll - loop.time()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: 3.11's can lose a cancellation
+                    await self._wake.wait()
             self._wake.clear()
             if self._stopping:
                 return

@@ -198,7 +198,8 @@ async def _measure_out_of_process(
         loaded = link.waiting[1] = asyncio.get_running_loop().create_future()
         await ws.send(load)
         reader = asyncio.ensure_future(_read(ws, link))
-        await asyncio.wait_for(loaded, 10.0)
+        async with asyncio.timeout(10.0):
+            await loaded
         links.append(link)
         if len(links) == connections:
             linked.set()
@@ -218,7 +219,8 @@ async def _measure_out_of_process(
         port = echo_server.sockets[0].getsockname()[1]
         for index in range(connections):
             await process.add(f"ws://127.0.0.1:{port}/ws?worker=echo-{index}", "-", f"echo-{index}", None)
-        await asyncio.wait_for(linked.wait(), 10.0)
+        async with asyncio.timeout(10.0):
+            await linked.wait()
         worker = psutil.Process(process.pid)
         async with _OutOfProcessPool(config, process) as pool:
             for member in pool.members.values():

@@ -33,6 +33,8 @@ from poolwarden.bridge.server import BridgeServer
 from poolwarden.errors import ConfigurationError, ModelError
 from poolwarden.events import NewEvent
 from poolwarden.lifecycle_types import ConnectionState, LifecyclePolicy
+from poolwarden.pool.spares import SPARE_KINDS, SpareKeeper
+from poolwarden.pool_events import PoolEvent
 from poolwarden.storage import open_store
 from poolwarden.workers.handle import InjectedFault, WorkerHandle, verify_round_trip
 from poolwarden.workers.models import ATOL, RTOL, reference_forward, resolve_model
@@ -52,11 +54,12 @@ NO_RUNG = "none"
 
 @dataclass
 class RecoveryRig:
-    """A started worker, its bridge server and the recovery looking after it."""
+    """A started worker, its bridge server and the recovery looking after it (and its warm spares)."""
 
     server: BridgeServer
     handle: WorkerHandle
     recovery: Recovery
+    spares: SpareKeeper | None = None
 
 
 def bench_policy(ping_timeout_s: float) -> LifecyclePolicy:
@@ -101,11 +104,14 @@ async def recovery_rig(
     worker_id: str = "bench-1",
     heartbeat_interval_s: float = 0.1,
     reconnect_grace_s: float = 1.0,
+    warm_spares: int = 0,
 ) -> AsyncIterator[RecoveryRig]:
     """A worker of kind ``workers`` started with :data:`PLACED` loaded, under a running Recovery.
 
-    The bridge's events reach the recovery (a page's unprompted ``device_lost`` counts). On exit
-    the recovery stops first, then the worker (its browser killed whole), then the server.
+    The bridge's events reach the recovery (a page's unprompted ``device_lost`` counts). With
+    ``warm_spares`` (browsers only), a :class:`SpareKeeper` keeps that many spares, which the
+    restart rung promotes as in a pool. On exit the recovery stops first, then the spares and the
+    worker (its browser killed whole), then the server.
     """
     router: list[Recovery] = []
 
@@ -115,7 +121,16 @@ async def recovery_rig(
 
     async with BridgeServer(on_event=route) as server, open_store(db_path) as store:
         handle = make_handle(workers, server, worker_id)
+        spares: SpareKeeper | None = None
+        if warm_spares > 0 and workers in SPARE_KINDS:
+            from poolwarden.workers.browser_worker import BrowserWorker
+
+            assert isinstance(handle, BrowserWorker)
+            spares = _spare_keeper(workers, server, warm_spares)
+            spares.attach(handle, worker_id)
         try:
+            if spares is not None:
+                spares.replenish()
             await handle.start()
             await handle.connection.load_model(PLACED.model, PLACED.kind, PLACED.options)
             recovery = Recovery(
@@ -129,9 +144,33 @@ async def recovery_rig(
             router.append(recovery)
             async with recovery:
                 await recovery.driver.wait_for(lambda m: m.state is ConnectionState.HEALTHY)
-                yield RecoveryRig(server, handle, recovery)
+                yield RecoveryRig(server, handle, recovery, spares)
         finally:
+            if spares is not None:
+                await spares.close()
             await handle.stop()
+
+
+def _spare_keeper(workers: str, server: BridgeServer, count: int) -> SpareKeeper:
+    from poolwarden.workers.browser_worker import BrowserWorker
+
+    def make(kind: str, spare_id: str) -> BrowserWorker:
+        worker = make_handle(kind, server, spare_id)
+        assert isinstance(worker, BrowserWorker)
+        return worker
+
+    def record(event: PoolEvent) -> None:
+        """The benchmark keeps the spares' events in ``SpareKeeper.events`` only."""
+
+    return SpareKeeper(
+        server=server,
+        kinds=(workers,),
+        count=count,
+        make=make,
+        spare_id=lambda n: f"bench-spare-{n}",
+        emit=record,
+        allowed=lambda: True,
+    )
 
 
 async def inject_and_recover(rig: RecoveryRig, fault: InjectedFault, timeout: float) -> tuple[str, float]:  # noqa: ASYNC109
@@ -187,15 +226,27 @@ def _supported(rig: RecoveryRig, fault: InjectedFault) -> bool:
     return fault is not InjectedFault.DEVICE_LOST or rig.handle.connection.backend in ("webgpu", "simulated")
 
 
-async def measure(workers: str, repeat: int, ping_timeout_s: float, db_path: Path) -> dict[str, Any]:
+async def measure(
+    workers: str,
+    repeat: int,
+    ping_timeout_s: float,
+    db_path: Path,
+    *,
+    warm_spares: int = 0,
+    only: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """The benchmark's result object (see the module docstring)."""
     if repeat < 1:
         raise ConfigurationError(f"--repeat must be at least 1, got {repeat}")
+    if warm_spares < 0:
+        raise ConfigurationError(f"--warm-spares must be at least 0, got {warm_spares}")
+    chosen = [InjectedFault(name) for name in only] if only else list(InjectedFault)
     policy = bench_policy(ping_timeout_s)
     faults: dict[str, Any] = {}
-    async with recovery_rig(workers, db_path, policy=policy) as rig:
+    spare_pss: list[float] = []
+    async with recovery_rig(workers, db_path, policy=policy, warm_spares=warm_spares) as rig:
         await check_placed_model(rig)
-        for fault in InjectedFault:
+        for fault in chosen:
             if not _supported(rig, fault):
                 print(f"{fault.value}: skipped (backend {rig.handle.connection.backend})", file=sys.stderr)
                 faults[fault.value] = {"recovered": False, "rung": None, "median_s": None, "runs": 0}
@@ -203,6 +254,13 @@ async def measure(workers: str, repeat: int, ping_timeout_s: float, db_path: Pat
             rungs: Counter[str] = Counter()
             times: list[float] = []
             for _ in range(repeat):
+                if rig.spares is not None:
+                    # Outside the timing: a run measures a promotion, not a spare still launching.
+                    spare = await rig.spares.wait_ready(workers, policy.restart_timeout_s)
+                    with contextlib.suppress(Exception):
+                        pss = await spare.pss_bytes()
+                        if pss is not None:
+                            spare_pss.append(pss / 2**20)
                 rung, seconds = await inject_and_recover(rig, fault, policy.recovery_timeout_s)
                 await check_placed_model(rig)
                 rungs[rung] += 1
@@ -220,10 +278,27 @@ async def measure(workers: str, repeat: int, ping_timeout_s: float, db_path: Pat
                 file=sys.stderr,
                 flush=True,
             )
-    return {"workers": workers, "ping_timeout_s": ping_timeout_s, "faults": faults}
+        promoted = sum(type(e).__name__ == "SparePromoted" for e in rig.spares.events) if rig.spares else 0
+    result: dict[str, Any] = {"workers": workers, "ping_timeout_s": ping_timeout_s, "faults": faults}
+    if warm_spares:
+        result["warm_spares"] = warm_spares
+        result["spares_promoted"] = promoted
+        result["spare_pss_mb"] = round(statistics.median(spare_pss), 1) if spare_pss else None
+    return result
 
 
-def run(workers: str = "chromium", repeat: int = 3, ping_timeout_s: float = 0.5) -> dict[str, Any]:
+def run(
+    workers: str = "chromium",
+    repeat: int = 3,
+    ping_timeout_s: float = 0.5,
+    *,
+    warm_spares: int = 0,
+    faults: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """Run the benchmark in a fresh event loop, the events in a temporary SQLite file."""
     with tempfile.TemporaryDirectory(prefix="poolwarden-bench-recovery-") as tmp:
-        return asyncio.run(measure(workers, repeat, ping_timeout_s, Path(tmp) / "events.db"))
+        return asyncio.run(
+            measure(
+                workers, repeat, ping_timeout_s, Path(tmp) / "events.db", warm_spares=warm_spares, only=faults
+            )
+        )

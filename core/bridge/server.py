@@ -401,6 +401,28 @@ class WorkerConnection:
             future.set_result(message)
 
 
+def _connected(worker_id: str, generation: int, hello: Hello) -> WorkerConnected:
+    return WorkerConnected(
+        connection_id=worker_id,
+        browser=hello.browser,
+        generation=generation,
+        instance=hello.instance,
+        backend=hello.backend,
+        user_agent=hello.user_agent,
+        fallback_adapter=hello.is_fallback_adapter,
+        webnn=hello.webnn_available,
+    )
+
+
+@dataclasses.dataclass(slots=True)
+class _Binding:
+    """Which worker id's connection a socket serves now (and its generation and hello there)."""
+
+    conn: WorkerConnection
+    generation: int
+    hello: Hello
+
+
 def _error_from(connection_id: str, reply: ErrorReply) -> Exception:
     text = f"worker {connection_id!r}: {reply.kind}: {reply.message}"
     if reply.kind == WireErrorKind.INPUT:
@@ -446,6 +468,7 @@ class BridgeServer:
         self._workers: dict[str, WorkerConnection] = {}
         self._files: dict[str, bytes] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._bindings: dict[ServerConnection, _Binding] = {}
         self.port = 0
 
     async def __aenter__(self) -> BridgeServer:
@@ -603,38 +626,67 @@ class BridgeServer:
             )
             return
         generation = conn._attach(ws, hello)
-        self._emit(
-            WorkerConnected(
-                connection_id=worker_id,
-                browser=hello.browser,
-                generation=generation,
-                instance=hello.instance,
-                backend=hello.backend,
-                user_agent=hello.user_agent,
-                fallback_adapter=hello.is_fallback_adapter,
-                webnn=hello.webnn_available,
-            )
-        )
+        # Mutable: a spare's socket is handed to another worker id by adopt() while it serves.
+        binding = self._bindings[ws] = _Binding(conn, generation, hello)
+        self._emit(_connected(worker_id, generation, hello))
         welcome = encode_command(
             "welcome", None, protocol=conn.protocol, worker_id=worker_id, generation=generation
         )
         try:
             await ws.send(welcome)
-            await self._receive_loop(ws, conn)
+            await self._receive_loop(ws, binding)
         except ConnectionClosed:
             pass  # how it closed is read from the socket just below
         finally:
+            self._bindings.pop(ws, None)
             code, reason = _close_of(ws)
+            conn, generation, hello = binding.conn, binding.generation, binding.hello
             if conn._detach(ws, generation, code, reason):
                 self._emit(
                     WorkerLeft(
-                        connection_id=worker_id,
+                        connection_id=conn.connection_id,
                         browser=hello.browser,
                         generation=generation,
                         code=code,
                         reason=reason,
                     )
                 )
+
+    async def adopt(self, worker_id: str, spare_id: str) -> Hello:
+        """Hand the live socket of ``spare_id`` (a warm spare's page) to ``worker_id``; return its hello.
+
+        The page is told its new worker id and that id's secret (a ``rebind`` message, before any
+        request of its new owner), so that it reconnects as ``worker_id`` from now on; then the
+        socket is attached to ``worker_id``'s connection as a new generation (``WorkerConnected``)
+        and ``spare_id`` is withdrawn, as :meth:`forget` does. ``worker_id`` must have no socket
+        attached (the restart rung declared its old page dead first).
+        """
+        spare = self._workers.get(spare_id)
+        ws = spare._ws if spare is not None else None
+        binding = self._bindings.get(ws) if ws is not None else None
+        if spare is None or ws is None or binding is None or binding.conn is not spare:
+            raise WorkerDisconnected(spare_id, spare.last_close.code if spare and spare.last_close else None)
+        target = self.worker(worker_id)
+        if target.connected:
+            raise ProtocolError(f"worker id {worker_id!r} is live", WireErrorKind.WORKER_LIVE)
+        rebind = encode_command(
+            "rebind",
+            None,
+            worker_id=worker_id,
+            token=self._secret(worker_id),
+            generation=target.generation + 1,
+        )
+        await ws.send(rebind)
+        if spare._ws is not ws or target.connected:  # closed, or taken, while the message went out
+            raise WorkerDisconnected(spare_id, None)
+        spare._ws = None
+        spare._notify()
+        self._workers.pop(spare_id, None)
+        hello = dataclasses.replace(binding.hello, worker_id=worker_id)
+        generation = target._attach(ws, hello)
+        binding.conn, binding.generation, binding.hello = target, generation, hello
+        self._emit(_connected(worker_id, generation, hello))
+        return hello
 
     async def _receive_hello(self, ws: ServerConnection, worker_id: str) -> Hello | None:
         try:
@@ -705,9 +757,10 @@ class BridgeServer:
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
 
-    async def _receive_loop(self, ws: ServerConnection, conn: WorkerConnection) -> None:
+    async def _receive_loop(self, ws: ServerConnection, binding: _Binding) -> None:
         strikes = StrikeCounter(self.strike_limit)
         async for frame in ws:
+            conn = binding.conn
             try:
                 message = parse_page_message(frame, self.limits)
                 if isinstance(message, Hello):

@@ -283,7 +283,8 @@ async def launch_chromium(
         except DevToolsError as exc:
             if process.returncode is None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(process.wait(), 1.0)  # exiting: wait for its code
+                    async with asyncio.timeout(1.0):  # exiting: wait for its code
+                        await process.wait()
             if process.returncode is not None:
                 tail = await asyncio.to_thread(_tail, profile / "stderr.log")
                 raise BrowserLaunchFailed(

@@ -10,11 +10,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from types import FrameType
+from collections.abc import Callable, Sequence
 
 from poolwarden.cli.output import (
     EXIT_BROKEN_PIPE,
@@ -24,6 +21,7 @@ from poolwarden.cli.output import (
     EXIT_USAGE,
 )
 from poolwarden.cli.parser import SEED_FLAGS, build_parser, translate_seed_flags
+from poolwarden.cli.running import sigterm_as_sigint
 from poolwarden.errors import PoolwardenError
 
 __all__ = ["main"]
@@ -55,35 +53,3 @@ def main(argv: Sequence[str] | None = None) -> int:
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, sys.stdout.fileno())
             return EXIT_BROKEN_PIPE
-
-
-@contextlib.contextmanager
-def sigterm_as_sigint() -> Iterator[Callable[[], bool]]:
-    """While the block runs, SIGTERM stops the command the way Ctrl-C does: it is handed to the
-    SIGINT handler in force (``asyncio.run`` installs one that cancels the main task, so a pool
-    closes, flushes its log and stops its browsers; otherwise ``KeyboardInterrupt``). Yields a
-    function telling whether SIGTERM came. A SIGTERM that the parent set to be ignored stays
-    ignored; off the main thread nothing is installed (Python handles signals there only)."""
-    came = False
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        nonlocal came
-        came = True
-        on_sigint = signal.getsignal(signal.SIGINT)
-        if callable(on_sigint):
-            on_sigint(signal.SIGINT, frame)
-        else:  # SIGINT ignored (a background job of a shell): stop all the same
-            raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: came
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is signal.SIG_IGN:
-        yield lambda: came
-        return
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        yield lambda: came
-    finally:
-        signal.signal(signal.SIGTERM, previous)

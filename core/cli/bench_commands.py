@@ -45,7 +45,13 @@ def recovery(args: argparse.Namespace) -> int:
         "timing each to a verified HEALTHY ...",
         file=sys.stderr,
     )
-    result = run(workers=args.workers, repeat=args.repeat, ping_timeout_s=args.ping_timeout)
+    result = run(
+        workers=args.workers,
+        repeat=args.repeat,
+        ping_timeout_s=args.ping_timeout,
+        warm_spares=args.warm_spares,
+        faults=tuple(args.faults),
+    )
     if args.json:
         print(json.dumps(result))
         return EXIT_OK
@@ -56,6 +62,11 @@ def recovery(args: argparse.Namespace) -> int:
         else:
             rung, median, runs = figures["rung"], figures["median_s"], figures["runs"]
             print(f"{fault:<15}  rung {rung:<9}  median {median:.3f} s  runs {runs}")
+    if result.get("warm_spares"):
+        print(
+            f"warm spares {result['warm_spares']}: promoted {result['spares_promoted']}, "
+            f"spare PSS {result['spare_pss_mb']} MiB"
+        )
     return EXIT_OK
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 from typing import Any
 
 from poolwarden.cli.output import EXIT_OK, EXIT_PROBLEM, write_json, write_text
+from poolwarden.cli.running import run_async
 
 __all__ = [
     "analyze",
@@ -38,7 +38,7 @@ def db_upgrade(args: argparse.Namespace) -> int:
     from poolwarden.storage.admin import shown, upgrade_database
     from poolwarden.storage.postgres import is_postgres_url
 
-    before, after = asyncio.run(upgrade_database(args.db))
+    before, after = run_async(upgrade_database(args.db))
     if before == after:
         print(f"{shown(args.db)}: already at revision {after}")
     else:
@@ -77,7 +77,7 @@ def db_leases(args: argparse.Namespace) -> int:
         async with open_store(args.db, read_only=True) as store:
             return await store.leases()
 
-    rows = asyncio.run(read())
+    rows = run_async(read())
     now = time.time()
     if not rows:
         print(f"{args.db}: no pool has held a lease here")
@@ -99,7 +99,7 @@ def breakers(args: argparse.Namespace) -> int:
     from poolwarden.pool_streams import PoolStreams
     from poolwarden.telemetry.breakers import breaker_statuses
 
-    statuses = asyncio.run(breaker_statuses(args.db))
+    statuses = run_async(breaker_statuses(args.db))
     if args.pool is not None:
         owner = PoolStreams(args.pool)
         statuses = [status for status in statuses if owner.owns(STREAM_PREFIX + status.key)]
@@ -133,7 +133,7 @@ def demo(args: argparse.Namespace) -> int:
     )
     if faults is not None:
         options = dataclasses.replace(options, faults=faults)
-    summary = asyncio.run(run_demo(options, live=not args.json))
+    summary = run_async(run_demo(options, live=not args.json))
     if args.json:
         print(json.dumps(summary))
     else:
@@ -145,19 +145,19 @@ def telemetry(args: argparse.Namespace) -> int:
     if args.prometheus:
         from poolwarden.telemetry.prometheus import metrics_from_log
 
-        write_text(asyncio.run(metrics_from_log(args.db, pool=args.pool)), args.output)
+        write_text(run_async(metrics_from_log(args.db, pool=args.pool)), args.output)
         return EXIT_OK
     from poolwarden.telemetry.from_log import telemetry_from_log
 
     figures = telemetry_from_log(args.db, detailed=args.detailed, pool=args.pool)
-    write_json(asyncio.run(figures), args.output)
+    write_json(run_async(figures), args.output)
     return EXIT_OK
 
 
 def recovery_trial(args: argparse.Namespace) -> int:
     from poolwarden.cli.trial import run_recovery_trial
 
-    report = asyncio.run(
+    report = run_async(
         run_recovery_trial(
             workers=args.workers, connection_id=args.connection_id, fault=args.fault, db=args.db
         )
@@ -184,7 +184,7 @@ def recovery_trial(args: argparse.Namespace) -> int:
 def rolling_restart(args: argparse.Namespace) -> int:
     from poolwarden.cli.maintenance import run_rolling_restart
 
-    report = asyncio.run(
+    report = run_async(
         run_rolling_restart(
             workers=args.workers, connections=args.connections, db=args.db, clients=args.clients
         )
@@ -203,7 +203,7 @@ def rolling_restart(args: argparse.Namespace) -> int:
 def soak(args: argparse.Namespace) -> int:
     from poolwarden.cli.soak import run_soak
 
-    report = asyncio.run(
+    report = run_async(
         run_soak(
             workers=args.workers,
             connections=args.connections,
@@ -240,7 +240,7 @@ def whatif(args: argparse.Namespace) -> int:
         async with open_store(args.db, read_only=True) as store:
             return [e async for e in store.iter_all() if e.stream.startswith("breaker/")]
 
-    report = what_if(asyncio.run(records()), policy)
+    report = what_if(run_async(records()), policy)
     rows = [
         {
             "key": key,
@@ -290,7 +290,7 @@ def analyze(args: argparse.Namespace) -> int:
 def events(args: argparse.Namespace) -> int:
     from poolwarden.cli.eventlog import print_events
 
-    return asyncio.run(
+    return run_async(
         print_events(
             args.db,
             stream=args.stream,

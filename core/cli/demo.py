@@ -84,9 +84,11 @@ async def _client(pool: ResourcePool, tally: DemoTally, rng: random.Random, unti
         tally.requests += 1
         try:
             # A watchdog beyond the pool's own deadline: if it fires, the pool left a request hanging.
-            result = await asyncio.wait_for(
-                pool.run_inference(model_id, {"input": x}), pool.config.default_deadline + 5.0
-            )
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result of a request
+            # that finished just as the client was cancelled, losing the cancellation (the loop
+            # then ran on to its end: a SIGTERMed soak did not stop).
+            async with asyncio.timeout(pool.config.default_deadline + 5.0):
+                result = await pool.run_inference(model_id, {"input": x})
         except PoolwardenError as error:
             tally.errors_by_kind[type(error).__name__] += 1
             await asyncio.sleep(0.05)  # a refused client backs off a little, as a real one would
@@ -337,9 +339,8 @@ async def run_demo(options: DemoOptions, *, live: bool = True) -> dict[str, Any]
                 for member in list(pool.members.values()):
                     if member.driver is not None:
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(
-                                member.driver.wait_for(lambda m: m.incident_id is None), 30
-                            )
+                            async with asyncio.timeout(30):
+                                await member.driver.wait_for(lambda m: m.incident_id is None)
                 await pool.flush()
                 recoveries = await _recoveries(store, started_at)
                 await _fault_outcomes(store, tally.faults, started_at)

@@ -188,6 +188,19 @@ def _add_bench(top: Commands) -> None:
     recovery.add_argument(
         "--ping-timeout", type=float, default=0.5, help="the ping rung's (and heartbeat's) timeout, seconds"
     )
+    recovery.add_argument(
+        "--warm-spares",
+        type=int,
+        default=0,
+        help="warm spare browsers the restart rung promotes instead of launching (default 0)",
+    )
+    recovery.add_argument(
+        "--faults",
+        nargs="+",
+        choices=["browser_kill", "renderer_crash", "page_hang", "socket_drop", "device_lost"],
+        default=(),
+        help="only these faults (default: all)",
+    )
     _json_option(recovery)
 
     pool = _command(

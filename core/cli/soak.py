@@ -2,8 +2,11 @@
 
 Clients send the demo's requests (each answer checked against numpy) for ``duration`` seconds
 while a fault (the demo's five, in turn) is injected on a serving connection every
-``fault_every`` seconds. After a warm-up, and again at the end, it reads this process's RSS and the
-browsers' PSS (the median of a few readings, as browsers restarted by faults come and go); after
+``fault_every`` seconds. After a warm-up (a tenth of the run: the log's file and SQLite's page
+caches, the allocator's arenas fill over minutes, not seconds), and again at the end, it reads
+this process's RSS and the browsers' PSS (the median of a few readings, as browsers restarted by
+faults come and go), and every twelfth of the run it samples RSS (``rss_series_mb``, to tell a
+leak's line from a curve that levels off); after
 the pool closes it counts this process's child processes left alive (leaked). The run holds when
 ``lost`` and ``wrong_results`` are 0, no process leaked, and RSS grew by at most 5 % after the
 warm-up (the browsers' PSS growth is reported beside it).
@@ -47,6 +50,15 @@ async def _memory(pool: ResourcePool) -> tuple[float, float]:
         with contextlib.suppress(Exception):  # a browser restarting has none
             pss += await member.handle.pss_bytes() or 0
     return rss / 2**20, pss / 2**20
+
+
+async def _sample_rss(series: list[tuple[float, float]], every: float, until: float, began: float) -> None:
+    """Append ``(seconds since start, RSS in MB)`` to ``series`` every ``every`` seconds until ``until``."""
+    process = psutil.Process(os.getpid())
+    while time.monotonic() < until:
+        rss = await asyncio.to_thread(lambda: process.memory_info().rss)
+        series.append((time.monotonic() - began, rss / 2**20))
+        await asyncio.sleep(every)
 
 
 async def _median_memory(pool: ResourcePool, gap: float) -> tuple[float, float]:
@@ -93,7 +105,7 @@ async def run_soak(
 ) -> dict[str, Any]:
     """Run the soak and return its report (the JSON ``poolwarden soak --json`` prints)."""
     kind, why = resolve_workers(workers)
-    warmup = min(60.0, duration / 10) if warmup is None else warmup
+    warmup = duration / 10 if warmup is None else warmup
     db_path = await asyncio.to_thread(lambda: str(Path(db).resolve()))
     print(
         f"poolwarden soak: {why}; {duration:g} s, a fault every {fault_every:g} s; log in {db_path}",
@@ -116,6 +128,8 @@ async def run_soak(
             for _ in range(4 * connections)
         ]
         faults = asyncio.create_task(_faults(pool, fault_every, until, rng, injected))
+        series: list[tuple[float, float]] = []
+        sampling = asyncio.create_task(_sample_rss(series, duration / 12, until, began))
         try:
             await asyncio.sleep(warmup)
             rss_start, pss_start = await _median_memory(pool, 1.0)
@@ -125,13 +139,15 @@ async def run_soak(
             await asyncio.gather(*work)
         finally:
             faults.cancel()
+            sampling.cancel()
             for task in work:
                 task.cancel()
-            await asyncio.gather(faults, *work, return_exceptions=True)
+            await asyncio.gather(faults, sampling, *work, return_exceptions=True)
         for member in list(pool.members.values()):  # let recoveries under way end
             if member.driver is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(member.driver.wait_for(lambda m: m.incident_id is None), 30)
+                    async with asyncio.timeout(30):
+                        await member.driver.wait_for(lambda m: m.incident_id is None)
         await pool.flush()
         rows = await pool.store.fetch(
             "SELECT rung, COUNT(*) FROM events WHERE type = ? AND occurred_at >= ? GROUP BY rung",
@@ -141,7 +157,11 @@ async def run_soak(
             "SELECT COUNT(*) FROM events WHERE type = ? AND occurred_at >= ?",
             (ConnectionQuarantined.TYPE, started_at),
         )
-        breakers_open = sorted(b.key for b in pool.registry if str(b.state) != "closed")
+        live = set(pool.members)
+        not_closed = sorted(b.key for b in pool.registry if str(b.state) != "closed")
+        # A quarantined connection is replaced by a new one; its breakers stay as they ended.
+        breakers_open = [key for key in not_closed if key.split("/", 1)[0] in live]
+        retired_open = len(not_closed) - len(breakers_open)
     children = await asyncio.to_thread(lambda: psutil.Process(os.getpid()).children(recursive=True))
     leaked = [child.pid for child in children if child.is_running()]
     lost = tally.requests - tally.served - sum(tally.errors_by_kind.values())
@@ -162,7 +182,9 @@ async def run_soak(
         "recoveries": {str(rung): int(n) for rung, n in rows}
         | ({"quarantined": int(quarantined[0][0])} if quarantined[0][0] else {}),
         "breakers_not_closed": breakers_open,
+        "retired_breakers_not_closed": retired_open,
         "rss_mb": {"start": round(rss_start, 1), "end": round(rss_end, 1), "growth": round(rss_growth, 4)},
+        "rss_series_mb": [[round(at, 1), round(mb, 1)] for at, mb in series],
         "browser_pss_mb": {
             "start": round(pss_start, 1),
             "end": round(pss_end, 1),

@@ -110,6 +110,12 @@ class PoolConfig:
         session (by winning the race at start-up) drives the browser, reads files as the pool's
         user and can plant an extension in the worker page (docs/bridge.md, "Firefox"): only on a
         host whose every user is trusted. Off by default: Firefox then opens no port at all.
+    :param warm_spares: warm spare browsers kept per browser kind in use (0: none, the default;
+        simulated workers get none). A spare is launched like a connection's browser, its page
+        loaded to hello, with no models and no requests; a restart rung promotes it instead of
+        launching, and another is launched in the background. Its memory is sampled with the
+        browsers', and under memory pressure (WARNING or worse) it is retired and none is
+        launched until the host is back to normal (docs/pool.md, "A warm spare browser").
     """
 
     name: str = DEFAULT_POOL_NAME
@@ -140,6 +146,7 @@ class PoolConfig:
     browser_path: str | None = None
     browser_args: tuple[str, ...] = ()
     allow_exposed_firefox_port: bool = False
+    warm_spares: int = 0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     connection_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     model_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
@@ -162,6 +169,8 @@ class PoolConfig:
                 raise ConfigurationError(
                     f"browser flag {arg!r} is the pool's own (its control channel or profile)"
                 )
+        if self.warm_spares < 0:
+            raise ConfigurationError(f"warm_spares must be >= 0, not {self.warm_spares}")
         if self.max_out_for_maintenance < 1:
             raise ConfigurationError("max_out_for_maintenance must be at least 1")
         if self.max_queue < 1 or self.per_connection_concurrency < 1:

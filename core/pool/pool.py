@@ -83,6 +83,7 @@ from poolwarden.pool.placement import StatsBook
 from poolwarden.pool.results import Fallback, InferenceResult, ModelInfo
 from poolwarden.pool.routing import Router, blocking_breaker
 from poolwarden.pool.serving import RequestPath
+from poolwarden.pool.spares import SpareKeeper
 from poolwarden.pool.tally import ServedTally
 from poolwarden.pool_events import (
     AttemptFailed,
@@ -102,6 +103,7 @@ from poolwarden.storage import open_store
 from poolwarden.storage.base import EventStore
 from poolwarden.storage.fenced import FencedStore
 from poolwarden.telemetry.queries import browser_figures
+from poolwarden.workers.browser_worker import BrowserWorker
 from poolwarden.workers.handle import WorkerHandle
 from poolwarden.workers.models import resolve_model
 
@@ -204,6 +206,17 @@ class ResourcePool:
             incident_of=self.incidents.at,
         )
         self.governor = MemoryGovernor(self.config.memory, clock=clock)
+        self.spares = SpareKeeper(
+            server=self.server,
+            kinds=self.config.workers,
+            count=self.config.warm_spares,
+            make=self._new_browser,
+            spare_id=self.streams.spare_id,
+            emit=lambda event: self._recorder.emit(event),
+            allowed=lambda: not self._closing and self.governor.spares_allowed,
+            on_change=lambda: self._wake_changes(),
+        )
+        """The warm spare browsers (``config.warm_spares``): not connections, never routed to."""
         self.stats = StatsBook()
         self.members: dict[str, PoolMember] = {}
         self.model_connections: dict[str, str] = {}
@@ -357,6 +370,7 @@ class ResourcePool:
                 took_over_from=lease.took_over_from,
             )
         )
+        self.spares.replenish()  # in the background: serving does not wait for them
         self._monitor = asyncio.create_task(self._monitor_loop(), name="poolwarden monitor")
         if self.config.metrics_port is not None:
             from poolwarden.telemetry.prometheus import PoolMetrics
@@ -396,7 +410,9 @@ class ResourcePool:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(
-            *(self._stop_member(m, closing=True) for m in list(self.members.values())), return_exceptions=True
+            self.spares.close(),
+            *(self._stop_member(m, closing=True) for m in list(self.members.values())),
+            return_exceptions=True,
         )
         await self.server.close()
         try:
@@ -508,6 +524,18 @@ class ResourcePool:
             extra_args=self.config.browser_args,
         )
 
+    def _new_browser(self, kind: str, worker_id: str) -> BrowserWorker:
+        """A browser worker made as a connection's is, for a warm spare."""
+        handle = self._new_handle(kind, worker_id)
+        assert isinstance(handle, BrowserWorker), f"{kind} workers have no browser"
+        return handle
+
+    def _take_spare(self, kind: str) -> BrowserWorker | None:
+        """The restart rung's warm spare of ``kind``, if one is ready (and spares are allowed)."""
+        if self._closing or not self.governor.spares_allowed:
+            return None
+        return self.spares.take(kind)
+
     async def _add_member(self, kind: str, used: set[str]) -> PoolMember:
         """Create (or restore from the log) one connection and start its worker."""
         while True:
@@ -529,6 +557,9 @@ class ResourcePool:
             clock=self.clock,
             started_at=self.clock(),
         )
+        if self.spares.kinds and isinstance(member.handle, BrowserWorker):
+            self.spares.attach(member.handle, connection_id)
+            member.handle.spare_source = self._take_spare  # none under memory pressure
         member.recovery = Recovery(
             member.handle,
             self.store,
@@ -564,7 +595,8 @@ class ResourcePool:
         driver = member.driver
         if closing and driver is not None and driver.machine.state is not ConnectionState.CLOSED:
             try:
-                await asyncio.wait_for(driver.close_connection(), CLOSE_CONNECTION_TIMEOUT)
+                async with asyncio.timeout(CLOSE_CONNECTION_TIMEOUT):
+                    await driver.close_connection()
             except Exception as error:  # stopping must go on: the worker is stopped below regardless
                 log.error("closing connection %s failed: %r", member.connection_id, error)
         if member.recovery is not None:
@@ -585,6 +617,7 @@ class ResourcePool:
         self._wake_changes()
         if isinstance(event, RecoveryCompleted | ConnectionQuarantined | ConnectionClosed):
             self.incidents.end(member.connection_id, event.incident_id)
+            self.spares.replenish()  # a spare promoted by the rung is replaced now, not during it
         if not isinstance(event, RecoveryCompleted):
             return
         self._half_open(
@@ -857,7 +890,8 @@ class ResourcePool:
         )
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(member.idle.wait(), self.config.drain_timeout)
+                async with asyncio.timeout(self.config.drain_timeout):
+                    await member.idle.wait()
             if member.driver.machine.state is ConnectionState.DRAINING:
                 member.driver.drained()
             await member.driver.wait_for(
@@ -912,6 +946,16 @@ class ResourcePool:
     async def check_memory(self) -> list[EvictModel | RecycleBrowser]:
         """Take memory readings now, decide, and carry the decisions out. Returns them."""
         self.governor.observe_host(await self._memory_sampler())
+        if self.spares.kinds:
+            await self.spares.prune()
+            if self.governor.spares_allowed:
+                self.spares.replenish()
+            else:
+                await self.spares.retire_all(f"memory pressure {self.governor.level.value}")
+            spares = await self.spares.pss()
+            self.governor.observe_spares(
+                BrowserReading(spare.worker_id, spare.browser, pss / 2**20) for spare, pss in spares
+            )
         for member in list(self.members.values()):
             if member.state is ConnectionState.HEALTHY:
                 with contextlib.suppress(Exception):

@@ -5,12 +5,13 @@
 
 const PROTOCOL = 2; // the highest version spoken; the welcome names the connection's
 const params = new URLSearchParams(location.search);
-const WORKER_ID = params.get("worker") || "";
+// Both change once, when a warm spare page is promoted to a connection (the `rebind` message).
+let WORKER_ID = params.get("worker") || "";
 // The worker's secret for its hello. The worker adds a script over the browser's remote-control
 // session (Chromium's private DevTools pipe, Firefox's one BiDi session) that runs before this one
 // in every document of the tab (so reloads get it too); the secret is never in the URL. The
 // property is read once and deleted. A `token` URL parameter is the fallback (docs/bridge.md).
-const TOKEN = takeInjectedSecret() || params.get("token") || "";
+let TOKEN = takeInjectedSecret() || params.get("token") || "";
 const HOOKS = params.get("hooks") === "1";
 // Optional: restrict the backends tried (e.g. "js"), for diagnosis.
 const ALLOWED = (params.get("backends") || "webnn,webgpu,js").split(",");
@@ -613,6 +614,18 @@ async function handle(data) {
         frameVersion = msg.protocol >= 2 ? 2 : 1;
         status(`connected as ${WORKER_ID} (generation ${msg.generation}, backend ${backend})`);
         return;
+      case "rebind": {
+        // A warm spare promoted to a connection: from now on this page is that worker id (its
+        // reconnects say so), and its URL names it, so that a reload of the tab stays it.
+        WORKER_ID = String(msg.worker_id);
+        TOKEN = String(msg.token);
+        const url = new URL(location.href);
+        url.searchParams.set("worker", WORKER_ID);
+        url.searchParams.delete("token");
+        history.replaceState(null, "", url.toString());
+        status(`promoted: connected as ${WORKER_ID} (generation ${msg.generation}, backend ${backend})`);
+        return;
+      }
       case "error":
         status(`bridge error: ${msg.kind}: ${msg.message}`);
         return;

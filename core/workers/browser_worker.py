@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from poolwarden.errors import BrowserError, BrowserLaunchFailed
@@ -29,7 +30,12 @@ if TYPE_CHECKING:
     from poolwarden.browser.remote import RemoteClient
     from poolwarden.protocol import Hello
 
-__all__ = ["BrowserWorker", "secret_script"]
+__all__ = ["BrowserWorker", "SpareSource", "secret_script"]
+
+log = logging.getLogger(__name__)
+
+SpareSource = Callable[[str], "BrowserWorker | None"]
+"""Hands the restart rung a ready warm spare of a browser kind, or None (:meth:`BrowserWorker.restart`)."""
 
 
 def secret_script(origin: str, secret: str) -> str:
@@ -43,6 +49,17 @@ def secret_script(origin: str, secret: str) -> str:
         f"{{ value: {json.dumps(secret)}, configurable: true }});\n"
         "}\n"
     )
+
+
+async def _kill(process: BrowserProcess | None, remote: RemoteClient | None, *, remove_profile: bool) -> None:
+    try:
+        if process is not None:
+            # The process group first: a stopped or hung browser would hold up the closing of its
+            # remote-control session, and a dead one's closes at once.
+            await process.kill(remove_profile=remove_profile)
+    finally:
+        if remote is not None:
+            await remote.close()
 
 
 class BrowserWorker:
@@ -69,6 +86,11 @@ class BrowserWorker:
         self.extra_args = tuple(extra_args)
         self.process: BrowserProcess | None = None
         self.remote: RemoteClient | None = None
+        self.spare_source: SpareSource | None = None
+        """Set by a pool with warm spares: the restart rung promotes one instead of launching."""
+        self.on_promoted: Callable[[BrowserWorker, float], None] | None = None
+        """Called with the spare and the seconds its promotion took, once it serves this worker id."""
+        self._reaping: set[asyncio.Task[None]] = set()
 
     @property
     def connection(self) -> WorkerConnection:
@@ -126,10 +148,28 @@ class BrowserWorker:
 
     async def restart(self, timeout: float | None = None) -> Hello:
         """Declare the old page dead, kill the browser's whole process group, launch a fresh one,
-        and wait for its hello."""
+        and wait for its hello.
+
+        With a warm spare ready (``spare_source``), the spare's browser and page become this
+        worker's instead of a launch (:meth:`_promote`), and the old browser, SIGKILLed first, is
+        reaped and its profile removed in the background (:meth:`stop` waits for that). A spare
+        that fails its promotion is stopped and the launch happens as without one.
+        """
         # Before the kill: its socket may still look live (a hung page's does), and a live worker
         # id refuses every new hello, the relaunched page's too.
         self.connection.declare_dead("restart rung: relaunching the browser")
+        spare = self.spare_source(self.browser) if self.spare_source is not None else None
+        if spare is not None:
+            self._reap_in_background()
+            try:
+                return await self._promote(spare, self.start_timeout if timeout is None else timeout)
+            except Exception as error:  # the launch below is the fallback
+                log.warning(
+                    "worker %s: promoting spare %s failed: %r", self.worker_id, spare.worker_id, error
+                )
+                await self._stop(remove_profile=True)
+                await spare.stop()
+                self.server.forget(spare.worker_id)  # its secret admits nothing from now on
         old = await self._stop(remove_profile=False)
         # The old profile is deleted while the new browser starts, off the recovery's critical path.
         cleanup = asyncio.create_task(old.remove_profile()) if old is not None else None
@@ -139,21 +179,57 @@ class BrowserWorker:
             if cleanup is not None:
                 await cleanup
 
+    def _reap_in_background(self) -> None:
+        """SIGKILL the browser's group now; close its session, wait for it, remove its profile in
+        a task that :meth:`stop` waits for."""
+        remote, self.remote = self.remote, None
+        process, self.process = self.process, None
+        if process is not None:
+            process.cut_lifeline()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+        task = asyncio.create_task(_kill(process, remote, remove_profile=True), name=f"reap {self.worker_id}")
+        self._reaping.add(task)
+        task.add_done_callback(self._reaped)
+
+    def _reaped(self, task: asyncio.Task[None]) -> None:
+        self._reaping.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("worker %s: reaping the old browser failed: %r", self.worker_id, task.exception())
+
+    async def _promote(self, spare: BrowserWorker, timeout: float) -> Hello:
+        """Take over ``spare``'s browser and its page (already said hello): this worker's now."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # Held by this worker first, so stop() kills the spare's browser whatever happens next.
+        self.process, spare.process = spare.process, None
+        self.remote, spare.remote = spare.remote, None
+        if self.process is None:
+            raise BrowserError(f"spare {spare.worker_id!r} has no browser")
+        async with asyncio.timeout(timeout):
+            await self._adopt_identity(spare)  # a reload of the tab must come back as this worker
+            hello = await self.server.adopt(self.worker_id, spare.worker_id)
+        if self.on_promoted is not None:
+            self.on_promoted(spare, loop.time() - started)
+        return hello
+
+    async def _adopt_identity(self, spare: BrowserWorker) -> None:
+        """Make the promoted page's reloads hand it this worker id's secret (nothing by default)."""
+
     async def stop(self) -> None:
-        """Close the remote-control session and kill the browser (idempotent)."""
-        await self._stop(remove_profile=True)
+        """Close the remote-control session and kill the browser (idempotent); wait for the
+        reaping of a browser a promotion replaced."""
+        try:
+            await self._stop(remove_profile=True)
+        finally:
+            if self._reaping:
+                await asyncio.gather(*self._reaping, return_exceptions=True)
 
     async def _stop(self, *, remove_profile: bool) -> BrowserProcess | None:
         remote, self.remote = self.remote, None
         process, self.process = self.process, None
-        try:
-            if process is not None:
-                # The process group first: a stopped or hung browser would hold up the closing
-                # of its remote-control session, and a dead one's closes at once.
-                await process.kill(remove_profile=remove_profile)
-        finally:
-            if remote is not None:
-                await remote.close()
+        await _kill(process, remote, remove_profile=remove_profile)
         return process
 
     async def stopped(self) -> bool:

@@ -54,6 +54,17 @@ class ChromiumWorker(BrowserWorker):
     def _remote_client(self, process: BrowserProcess) -> DevTools:
         return self._devtools(process)  # the pipe's one client, connected at launch
 
+    async def _adopt_identity(self, spare: BrowserWorker) -> None:
+        """Add this worker id's secret script to the promoted spare's tab: it runs after the
+        spare's own in every document the tab loads, and so overrides the spare's secret."""
+        devtools = self._devtools(self.process) if self.process is not None else None
+        if devtools is None or devtools.page_session is None:
+            raise BrowserError(f"worker {self.worker_id!r}: the spare has no page session")
+        script = secret_script(self.server.origin, self.server.secret_for(self.worker_id))
+        await devtools.send(
+            "Page.addScriptToEvaluateOnNewDocument", {"source": script}, session=devtools.page_session
+        )
+
     async def _prepare_remote(self, client: RemoteClient) -> None:
         """Nothing left to do: the page was attached before it was loaded."""
 

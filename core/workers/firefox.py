@@ -101,6 +101,18 @@ class FirefoxWorker(BrowserWorker):
         url = self.server.page_url(self.worker_id, hooks=self.hooks)
         await client.navigate(self.page_context, url, timeout=timeout, wait="none")
 
+    async def _adopt_identity(self, spare: BrowserWorker) -> None:
+        """Take the spare's browsing context; with a BiDi session, add this worker id's secret as a
+        preload script after the spare's (it overrides it in every document the tab loads). With
+        no session nothing reloads the tab: the page itself reconnects with what ``rebind`` told it."""
+        if isinstance(spare, FirefoxWorker):
+            self.page_context, spare.page_context = spare.page_context, None
+        if isinstance(self.remote, BiDi):
+            script = secret_script(self.server.origin, self.server.secret_for(self.worker_id))
+            await self.remote.send(
+                "script.addPreloadScript", {"functionDeclaration": f"() => {{\n{script}}}"}
+            )
+
     def _remote_client(self, process: BrowserProcess) -> RemoteClient | None:
         if not self.remote_port:
             return None

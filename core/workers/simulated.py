@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -237,6 +238,13 @@ class SimulatedWorker:
         else:
             self._faults.append(_Pending(fault, count, seconds, size))
 
+    def _rebind(self, worker_id: str, token: str) -> None:
+        """Promoted (as a warm spare's page is): reconnect as ``worker_id`` with ``token`` from now on."""
+        parts = urlsplit(self.ws_url)
+        query = urlencode({**dict(parse_qsl(parts.query)), "worker": worker_id})
+        self.ws_url = urlunsplit(parts._replace(query=query))
+        self.worker_id, self.token = worker_id, token
+
     # --- the connection loop ----------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -334,10 +342,12 @@ class SimulatedWorker:
             await ws.send(b"\x00garbage\xff")
             return
         try:
-            if command.type in ("welcome", "error"):
+            if command.type in ("welcome", "rebind", "error"):
                 if command.type == "welcome":
                     self._welcomed = True
                     self._frames = int(fields.get("protocol", 1))
+                elif command.type == "rebind":
+                    self._rebind(str(fields["worker_id"]), str(fields["token"]))
                 else:
                     logger.info("simulated worker %s told: %s", self.worker_id, fields.get("message"))
                 return
