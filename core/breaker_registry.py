@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from poolwarden.breaker import CircuitBreaker, Decision
+from poolwarden.breaker import CircuitBreaker, Decision, TrialClaim
 from poolwarden.clock import Clock
 from poolwarden.errors import ConfigurationError
 from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, RandomSource
@@ -118,8 +118,7 @@ class BreakerRegistry:
         self.rng = rng
         self.idle_after = idle_after
         self.trial_claim_timeout: float | None = None
-        """When set (by a durable driver sharing the breakers through a log), every breaker
-        created here claims its half-open rounds (:meth:`CircuitBreaker.claim_trials`)."""
+        """When set (:meth:`claim_trials`), every breaker held here claims its half-open rounds."""
         self._dirty: list[CircuitBreaker] = []
         self._breakers: dict[str, CircuitBreaker] = {}
         self._seen: dict[str, tuple[tuple[int, int, int], float]] = {}
@@ -173,10 +172,24 @@ class BreakerRegistry:
 
     def adopt(self, breaker: CircuitBreaker) -> None:
         """Hold ``breaker`` (a restored one) under its key, replacing any breaker there."""
+        self._claiming(breaker)
         breaker.report_to(self._dirty)
         self._breakers[breaker.key] = breaker
         self._seen.pop(breaker.key, None)
         self._pairs.clear()
+
+    def claim_trials(self, timeout: float) -> None:
+        """Have every breaker held here, and every one created or adopted later, claim its
+        half-open rounds through the log (:meth:`CircuitBreaker.claim_trials`): what a durable
+        driver sharing the breakers with other processes asks."""
+        self.trial_claim_timeout = timeout
+        for breaker in self._breakers.values():
+            self._claiming(breaker)
+
+    def _claiming(self, breaker: CircuitBreaker) -> None:
+        # A breaker already claiming keeps its claim (a rebase's replayed one may hold ours).
+        if self.trial_claim_timeout is not None and breaker.trial_claim is TrialClaim.OFF:
+            breaker.claim_trials(self.trial_claim_timeout)
 
     def take_dirty(self) -> list[CircuitBreaker]:
         """The breakers held here that emitted events since the last call, each once (a driver's
@@ -234,8 +247,7 @@ class BreakerRegistry:
                 connection_id=connection_id,
                 model_id=model_id,
             )
-            if self.trial_claim_timeout is not None:
-                breaker.claim_trials(self.trial_claim_timeout)
+            self._claiming(breaker)
             breaker.report_to(self._dirty)
             self._breakers[key] = breaker
         return breaker

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from poolwarden.breaker import BreakerState
+from poolwarden.breaker import BreakerState, CircuitBreaker, TrialClaim
 from poolwarden.breaker_registry import BreakerRegistry, model_key
 from poolwarden.clock import FakeClock
 from poolwarden.errors import ConfigurationError
@@ -183,3 +183,17 @@ def test_take_dirty_lists_each_breaker_with_events_once() -> None:
     replacement.record_failure(ErrorKind.TRANSPORT)
     replacement.drain_events()  # drained (a rebase does) before the take: nothing left to flush
     assert reg.take_dirty() == []
+
+
+def test_claim_trials_reaches_breakers_held_before_and_made_after() -> None:
+    """A registry asked to claim trials (as a sharing durable driver asks) turns it on for the
+    breakers it already holds, those it creates and those it adopts; a claim in progress stays."""
+    reg = registry(FakeClock(1_000.0))
+    before = reg.named("before")
+    assert before.trial_claim is TrialClaim.OFF
+    reg.claim_trials(5.0)
+    assert before.trial_claim is TrialClaim.NO_ROUND
+    assert reg.named("after").trial_claim is TrialClaim.NO_ROUND
+    adopted = CircuitBreaker("adopted", clock=reg.clock, rng=reg.rng)
+    reg.adopt(adopted)
+    assert adopted.trial_claim is TrialClaim.NO_ROUND

@@ -135,7 +135,8 @@ class DurableBreakers:
         """Half-open rounds are claimed through the log (one process runs a round's trials; see
         :meth:`~poolwarden.breaker.CircuitBreaker.claim_trials`), giving up a round held
         elsewhere after this many seconds without a sign of its owner; ``None``: not claimed."""
-        registry.trial_claim_timeout = self.trial_claim_timeout
+        if self.trial_claim_timeout is not None:
+            registry.claim_trials(self.trial_claim_timeout)
         self.snapshot_every = snapshot_every
         self.flush_interval = flush_interval
         self.summary_interval = summary_interval
