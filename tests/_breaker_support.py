@@ -3,16 +3,19 @@ and a fixed random source."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterable
+from typing import Any
 
 from poolwarden.breaker import CircuitBreaker
 from poolwarden.breaker_events import BreakerEvent
-from poolwarden.clock import FakeClock
+from poolwarden.clock import FakeClock, system_clock
 from poolwarden.events import RecordedEvent
 from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, OpenBackoff, SlidingWindow
+from poolwarden.replay import restore_all
 
-__all__ = ["CountingSource", "Log", "simulate", "trip"]
+__all__ = ["CountingSource", "Log", "replayed_states", "simulate", "trip"]
 
 
 class Log:
@@ -40,6 +43,20 @@ class Log:
     def stream(self, stream: str) -> list[RecordedEvent]:
         """The records of one stream, in version order."""
         return [record for record in self.records if record.stream == stream]
+
+
+def replayed_states(records: Iterable[RecordedEvent], policy: BreakerPolicy) -> dict[str, Any]:
+    """Each breaker's ``shared_state()`` as a replay of ``records`` (the whole log, no snapshot)
+    gives it, in the shape it has after a trip through JSON (what child processes report)."""
+    replayed = restore_all(
+        records,
+        policy_for=lambda key, level: policy,
+        clock=system_clock,
+        rng=random.Random(0),
+        catch_up=False,
+    )
+    states: dict[str, Any] = json.loads(json.dumps({k: b.shared_state() for k, b in replayed.items()}))
+    return states
 
 
 def trip(breaker: CircuitBreaker, failures: int = 3) -> None:

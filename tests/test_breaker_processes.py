@@ -15,8 +15,8 @@ import pytest
 from poolwarden.aio.durable_breakers import DurableBreakers
 from poolwarden.breaker_registry import BreakerRegistry
 from poolwarden.clock import system_clock
-from poolwarden.replay import restore_all
 from poolwarden.storage import open_store
+from tests._breaker_support import replayed_states
 from tests.child_breakers import POLICY
 
 CHILD = str(Path(__file__).with_name("child_breakers.py"))
@@ -129,14 +129,7 @@ async def test_two_processes_share_a_named_breaker(tmp_path: Path) -> None:
 
     # Both see every shared breaker alike, as a replay of the whole log (no snapshot) does, and
     # a restore (snapshots and tails, as the next process would) agrees.
-    replayed = restore_all(
-        records,
-        policy_for=lambda key, level: POLICY,
-        clock=system_clock,
-        rng=random.Random(0),
-        catch_up=False,
-    )
-    expected = {key: _jsonable(breaker.shared_state()) for key, breaker in replayed.items()}
+    expected = replayed_states(records, POLICY)
     assert views[0] == views[1] == expected
     assert expected["payments"]["state"] == expected["search"]["state"] == "open"
     assert expected["inventory"]["state"] == "open"

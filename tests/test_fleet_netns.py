@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import subprocess
 import sys
 import time
@@ -26,13 +25,12 @@ import asyncpg
 import pytest
 
 from poolwarden.browser.launcher import find_chromium
-from poolwarden.clock import system_clock
 from poolwarden.errors import StoreError
 from poolwarden.events import NewEvent
 from poolwarden.pool_streams import PoolStreams
-from poolwarden.replay import restore_all
 from poolwarden.storage import open_store
 from tests import netns
+from tests._breaker_support import replayed_states
 from tests.bridge_helpers import installed
 from tests.child_breakers import POLICY
 from tests.fleet_support import BREAKER_CHILD, LOCK_HOLDER, POOL_CHILD, Child, rows, trip_delay
@@ -275,14 +273,7 @@ async def _check_breaker_log(url: str, views: list[Any], reports: list[Any]) -> 
     for stream in {s for s, _ in keys}:
         versions = sorted(v for s, v in keys if s == stream)
         assert versions == list(range(1, len(versions) + 1)), stream
-    replayed = restore_all(
-        records,
-        policy_for=lambda key, level: POLICY,
-        clock=system_clock,
-        rng=random.Random(0),
-        catch_up=False,
-    )
-    assert views[0] == views[1] == {k: _jsonable(b.shared_state()) for k, b in replayed.items()}
+    assert views[0] == views[1] == replayed_states(records, POLICY)
 
 
 # --- a partition: host B's link cut while both run ----------------------------------------------
@@ -336,10 +327,6 @@ async def test_a_cut_off_hosts_appends_fail_with_a_typed_error(
         assert int(pending[1]) > 0, pending
     finally:
         fleet.b.mend()
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value))
 
 
 async def test_a_host_cut_off_inside_a_write_transaction_does_not_stall_the_others(
