@@ -150,7 +150,7 @@ def _jsonable(state: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_three_processes_run_one_trial_per_half_open_round(tmp_path: Path) -> None:
-    """Three processes call a shared breaker every 5 ms through its open wait (1 s): each
+    """Three processes call a shared breaker every 5 ms through its open wait (3 s): each
     half-opens it and claims the round, the first claim in the log wins, and the fleet runs ONE
     trial call (the policy's ``trials``), not one per process; its success closes the breaker
     everywhere."""
@@ -165,14 +165,16 @@ async def test_three_processes_on_postgresql_run_one_trial_per_half_open_round(p
 async def _one_trial_per_round(db: Path | str) -> None:
     async with open_store(db):
         pass
-    children = [Child(db, "--open-for", "1.0") for _ in range(3)]
+    # Open for 3 s: long enough for the others to see it open (flush + poll, slower on a busy
+    # machine) before its wait ends; they look at once, not one after the other.
+    children = [Child(db, "--open-for", "3.0") for _ in range(3)]
     try:
         for child in children:
             assert await child.answer() == ["ready"]
         assert (await children[0].ask("trip api"))[0] == "tripped"
-        for child in children[1:]:
-            assert (await child.ask("wait api open 10"))[0] == "seen"
-        ran = await asyncio.gather(*(child.ask("hammer api 2.5") for child in children))
+        seen = await asyncio.gather(*(child.ask("wait api open 10") for child in children[1:]))
+        assert [answer[0] for answer in seen] == ["seen", "seen"], seen
+        ran = await asyncio.gather(*(child.ask("hammer api 4.5") for child in children))
         for child in children:
             assert (await child.ask("wait api closed 10"))[0] == "seen"
         for child in children:
