@@ -45,11 +45,9 @@ reads in full, the WAL's committed frames included.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,6 +60,7 @@ from sqlalchemy.pool import StaticPool
 from poolwarden.analysis.columns import CHUNK_SELECT, ChunkDecoder
 from poolwarden.analysis.select import of_pool
 from poolwarden.analysis.snapshot import chunks_in_background
+from poolwarden.collector import collector_paused
 from poolwarden.errors import (
     ConfigurationError,
     SchemaMismatch,
@@ -179,19 +178,6 @@ def _translate(error: sqlite3.Error, path: Path) -> Exception:
     return translated if translated is not None else error
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    # A million new dicts and lists would set off the cyclic collector again and again over the
-    # same live objects; none of them can form a cycle, so its passes would find nothing.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _read(
     connection: sqlite3.Connection, uri: str, path: Path, clauses: list[str], params: list[Any]
 ) -> pd.DataFrame:
@@ -242,7 +228,7 @@ def load_events(
     if is_postgres_url(db_or_url):
         from poolwarden.analysis.load_postgres import load_postgres
 
-        with _collector_paused():
+        with collector_paused():
             return load_postgres(str(db_or_url), clauses, params, CHUNK)
     path = _path_of(db_or_url)
     check_file(path, must_exist=True)
@@ -252,7 +238,7 @@ def load_events(
     except sqlite3.Error as error:
         raise _translate(error, path) from error
     try:
-        with _collector_paused():
+        with collector_paused():
             return _read(connection, uri, path, clauses, params)
     except sqlite3.Error as error:
         if isinstance(error, sqlite3.OperationalError) and "no such column" in str(error):
