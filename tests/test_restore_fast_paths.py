@@ -1,0 +1,98 @@
+"""The shortcuts a restore takes give what the plain way gives: windows, payloads, the collector."""
+
+from __future__ import annotations
+
+import gc
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from poolwarden.collector import collector_paused
+from poolwarden.events import decode_json
+from poolwarden.outcome_window import CountWindow, window_from_json
+from poolwarden.policy import SlidingWindow
+
+SIZE = 8
+
+
+def _added_one_by_one(codes: str) -> CountWindow:
+    window = CountWindow(SIZE)
+    for char in codes:
+        window.add(int(char))
+    return window
+
+
+@given(st.text(alphabet="0123", max_size=SIZE + 4), st.lists(st.sampled_from([0, 1, 2, 3]), max_size=12))
+def test_a_count_window_from_json_is_the_window_its_codes_make_one_by_one(
+    codes: str, later: list[int]
+) -> None:
+    """A count window rebuilt from its digits holds what adding each digit in turn makes, and
+    goes on the same way (same ring, same totals) as calls are added."""
+    rebuilt = window_from_json(
+        {"kind": "count", "size": SIZE, "codes": codes}, SlidingWindow(size=SIZE, min_calls=SIZE)
+    )
+    expected = _added_one_by_one(codes)
+    for code in [None, *later]:
+        if code is not None:
+            rebuilt.add(code)
+            expected.add(code)
+        assert isinstance(rebuilt, CountWindow)
+        assert (rebuilt.to_json(), rebuilt.calls, rebuilt.failures, rebuilt.slow) == (
+            expected.to_json(),
+            expected.calls,
+            expected.failures,
+            expected.slow,
+        )
+        assert (bytes(rebuilt._ring), rebuilt._head) == (bytes(expected._ring), expected._head)
+
+
+def test_a_count_window_from_json_refuses_what_adding_refuses() -> None:
+    """A digit string that is not outcome codes fails as adding its characters one by one fails."""
+    with pytest.raises(ValueError, match="invalid literal for int"):
+        window_from_json(
+            {"kind": "count", "size": SIZE, "codes": "01x"}, SlidingWindow(size=SIZE, min_calls=SIZE)
+        )
+
+
+@given(
+    st.one_of(
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+            lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+            max_leaves=8,
+        ).map(lambda value: json.dumps(value, separators=(",", ":"))),
+        st.text(alphabet=' {}[]":,01ae\t\n\ufeff'),
+    )
+)
+def test_decode_json_is_json_loads(text: str) -> None:
+    """decode_json gives json.loads's value, or raises its error with its message."""
+    outcomes = []
+    for decode in (json.loads, decode_json):
+        try:
+            outcomes.append(("value", decode(text)))
+        except json.JSONDecodeError as error:
+            outcomes.append(("error", str(error)))
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_collector_paused_leaves_the_collector_as_it_found_it(enabled: bool) -> None:
+    """The collector is off inside the block and as it was after, even when the block raises."""
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        inside = []
+
+        def block() -> None:
+            with collector_paused():
+                inside.append(gc.isenabled())
+                raise RuntimeError
+
+        with pytest.raises(RuntimeError):
+            block()
+        assert inside == [False]
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
