@@ -70,7 +70,7 @@ from poolwarden.breaker_events import (
 )
 from poolwarden.clock import Clock
 from poolwarden.errors import ConfigurationError, InvalidTransition
-from poolwarden.events import RecordedEvent
+from poolwarden.events import RecordedEvent, decode_json
 from poolwarden.outcome_window import FAILED, SLOW, CountWindow, OutcomeWindow, new_window, window_from_json
 from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, RandomSource, counts
 
@@ -94,6 +94,10 @@ class BreakerState(enum.StrEnum):
     METRICS_ONLY = "metrics_only"
 
 
+_STATES: Final = {state.value: state for state in BreakerState}
+_LEVELS: Final = {level.value: level for level in BreakerLevel}
+"""Values to members in a dict lookup, where calling the enum costs a microsecond (a restore
+converts two a breaker); a value not there goes to the enum, which refuses it as ever."""
 _CLOSED = BreakerState.CLOSED
 _OPEN = BreakerState.OPEN
 _HALF_OPEN = BreakerState.HALF_OPEN
@@ -326,9 +330,8 @@ class CircuitBreaker:
         self._claim_timeout = 0.0
         self._owner_seen_at: float | None = None
         self._fast = True
-        self._admit = Decision(True, "closed", None, 0)
         self._verdict: Decision | None = None
-        self._refresh()
+        self._refresh()  # sets _admit
 
     # --- the hot path ------------------------------------------------------------------------
 
@@ -530,11 +533,11 @@ class CircuitBreaker:
             policy,
             clock=clock,
             rng=rng,
-            level=BreakerLevel(data["level"]),
+            level=_LEVELS.get(data["level"]) or BreakerLevel(data["level"]),
             connection_id=data["connection_id"],
             model_id=data["model_id"],
         )
-        breaker.state = BreakerState(data["state"])
+        breaker.state = _STATES.get(data["state"]) or BreakerState(data["state"])
         breaker.epoch = data["epoch"]
         breaker.opened_at = data["opened_at"]
         breaker.retry_at = data["retry_at"]
@@ -712,7 +715,7 @@ class CircuitBreaker:
         if _FAST_TYPES.get(kind) != record.schema_version:
             self.apply(from_recorded(record))
             return
-        payload = record.payload
+        payload = decode_json(record.payload_json)
         ok = payload.get("ok")
         if ok is not None:
             self._fold_successes(ok["n"], ok.get("runs"), ok.get("buckets"), ok.get("slow", 0))
