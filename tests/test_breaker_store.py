@@ -14,13 +14,17 @@ from typing import Any
 import pytest
 
 from poolwarden.aio.durable_breakers import DurableBreakers
+from poolwarden.bench.restore_file import write_log
 from poolwarden.breaker import BreakerState
+from poolwarden.breaker_events import key_of_stream
 from poolwarden.breaker_registry import BreakerRegistry
 from poolwarden.clock import FakeClock
 from poolwarden.errors import DatabaseLocked
-from poolwarden.events import NewEvent
+from poolwarden.events import NewEvent, Snapshot
 from poolwarden.policy import BreakerPolicy, ErrorKind, OpenBackoff
+from poolwarden.replay import restore, restore_all
 from poolwarden.storage import Receipt, SQLiteEventStore, open_store
+from tests._breaker_support import simulate
 
 T0 = 1_800_000_000.0
 POLICY = BreakerPolicy(consecutive_failures=3, backoff=OpenBackoff(base=30.0, jitter="none"))
@@ -401,3 +405,35 @@ async def test_poll_leaves_a_stream_with_own_events_to_the_append(tmp_path: Path
         assert driver_two.rebased == 1
         assert two.named("shared").state is BreakerState.OPEN
         assert await store.stream_version("breaker/shared") == 5
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_a_restore_from_the_file_equals_a_replay_of_the_whole_log(tmp_path: Path, seed: int) -> None:
+    """Breakers restored from a file of random traffic (each stream snapshotted at a random
+    version, its tail after) equal those a replay of every event makes, window included."""
+    breakers, log, clock = simulate(40, 2_000, seed=seed)
+    policy = next(iter(breakers.values())).policy
+    rng = random.Random(seed)
+    snapshots: dict[str, Snapshot] = {}
+    for stream, head in log.versions.items():
+        cut = rng.randrange(head + 1)  # 0: no snapshot, head: no tail
+        if cut:
+            at_cut = restore(
+                key_of_stream(stream),
+                log.stream(stream)[:cut],
+                policy=policy,
+                clock=clock,
+                rng=rng,
+                catch_up=False,
+            )
+            snapshots[stream] = Snapshot(stream, cut, at_cut.snapshot(), clock())
+    db = tmp_path / "breakers.db"
+    await asyncio.to_thread(write_log, db, log.records, snapshots)  # it runs a loop of its own
+    expected = restore_all(
+        log.records, policy_for=lambda key, level: policy, clock=clock, rng=random.Random(0), catch_up=True
+    )
+    restored = BreakerRegistry(connection_policy=policy, clock=clock, rng=random.Random(0))
+    async with open_store(db, read_only=True) as store:
+        assert await DurableBreakers(store, restored, poll_interval=None).restore() == len(expected)
+    assert {b.key: b.snapshot() for b in restored} == {key: b.snapshot() for key, b in expected.items()}
+    assert any(b.snapshot()["window"]["codes"] for b in restored)  # windows came back from snapshots
