@@ -23,10 +23,14 @@ the decoding's ~1.3 s overlap on the two cores. The whole load measured 1.6 to 2
 the single-threaded JSON-array loader it replaced took 4.6 to 5.6 s (4.6 to 5.5 s CPU) on the
 same file in the same runs. Chunks are 10,000 events: the decoding waits little for the first
 one, little is left after the last, and no C call of the decoder holds the GIL long enough to
-keep the reader waiting (its queries waited 0.015 s in all). orjson would cut the decoding by
-about 0.15 s, but the reader, not the decoding, sets the pace, so it still does not earn a
-dependency. The cyclic garbage collector is paused while the million dicts are made: with it
-running the load took 0.2 to 0.4 s more.
+keep the reader waiting (its queries waited 0.015 s in all). The cyclic garbage collector is
+paused while the million dicts are made: with it running the load took 0.2 to 0.4 s more.
+
+On a machine where other work holds a core the two threads share one, and the load takes its CPU
+total however the work is split: issue 14 cut that total. msgspec decodes the payload and incident
+arrays (0.16 s CPU where ``json.loads`` took 0.35; orjson is as fast but makes a float of an
+integer past 64 bits, so it would change values), and each category column's codes are made in
+the integer type pandas keeps them in (it narrowed an int32 column with a copy, ten times).
 
 Re-measured for issue 14 (the same file, CPU seconds, single-threaded): SQLite's texts 1.08 s
 (0.36 of it the category lines: per-column texts or ``||`` with separators cost more), decoding

@@ -23,6 +23,7 @@ import poolwarden.analysis.load as load
 from poolwarden.analysis import EVENT_COLUMNS, load_events
 from poolwarden.analysis.frames import CATEGORY_COLUMNS, TIME_DTYPE, string_category
 from poolwarden.bench.analysis import build_log
+from poolwarden.errors import CorruptDatabase
 from poolwarden.pool_streams import pool_of
 from poolwarden.storage.schema import EVENT_COLUMNS as TABLE_COLUMNS
 
@@ -70,6 +71,10 @@ def _odd_rows(path: Path) -> None:
             {"schema_version": 3, "incident_id": "inc-x", "rung": 'say "ping"\nthen [wait]'},
             {"incident_id": "", "browser": "ünïcødé", "latency_ms": 0.1, "payload": '{"a":[1,{"b":null}]}'},
             {"incident_id": None, "stream": "s/odd", "type": "Odd", "payload": "{}"},
+            # JSON msgspec reads differently from json.loads, or refuses (json.loads' values stand):
+            {"payload": '{"big":123456789012345678901234567890,"neg":-9223372036854775809}'},
+            {"payload": '{"inf":-Infinity,"huge":1e400}'},
+            {"payload": '{"half":"\\ud800","dup":1,"dup":2,"f":0.30000000000000004,"z":-0.0}'},
         ]
         for offset, values in enumerate(odd, 1):
             row = {**template, "position": last + offset, "version": 10_000 + offset, **values}
@@ -131,6 +136,31 @@ def test_small_chunks_equal_the_reference(varied_log: Path, monkeypatch: pytest.
     monkeypatch.setattr(load, "CHUNK", 7)
     monkeypatch.setattr(columns, "_FIRST_CAPACITY", 16)
     _assert_same(load_events(varied_log), _reference(varied_log))
+
+
+def test_without_msgspec_the_frame_is_the_same(varied_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With msgspec missing, json.loads alone decodes the payloads: the same frame."""
+    monkeypatch.setattr(columns, "_fast_decoder", lambda: None)
+    _assert_same(load_events(varied_log), _reference(varied_log))
+
+
+def test_odd_json_keeps_json_loads_values(varied_log: Path) -> None:
+    """Payloads msgspec refuses or could misread keep json.loads' values: big ints, infinity, a surrogate."""
+    payloads = load_events(varied_log)["payload"].tolist()[-3:]
+    assert payloads[0] == {"big": 123456789012345678901234567890, "neg": -9223372036854775809}
+    assert isinstance(payloads[0]["big"], int)
+    assert payloads[1] == {"inf": -np.inf, "huge": np.inf}
+    assert payloads[2] == {"half": "\ud800", "dup": 2, "f": 0.30000000000000004, "z": -0.0}
+
+
+def test_nan_in_a_payload_is_json_loads_nan() -> None:
+    """A NaN (msgspec refuses it) is decoded by json.loads, in a chunk that is otherwise ordinary."""
+    decoder = columns.ChunkDecoder("nan.db", expected=2)
+    payloads = decoder._objects('[{"a":NaN},{"b":[1,2.5]}]', 2, "payload")
+    assert np.isnan(payloads[0]["a"])
+    assert payloads[1] == {"b": [1, 2.5]}
+    with pytest.raises(CorruptDatabase, match="payload is not valid JSON"):
+        decoder._objects('[{"a":nan}]', 1, "payload")
 
 
 def test_an_incident_id_is_one_string_within_a_chunk(varied_log: Path) -> None:
