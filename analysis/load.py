@@ -63,9 +63,9 @@ import pandas as pd
 from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
-from poolwarden.analysis.columns import CHUNK_SELECT, ChunkDecoder
+from poolwarden.analysis.columns import CHUNK_SELECT, DENSE_CHUNK_SELECT, ChunkDecoder, dense_row
 from poolwarden.analysis.select import of_pool
-from poolwarden.analysis.snapshot import chunks_in_background
+from poolwarden.analysis.snapshot import ChunkRead, chunks_in_background
 from poolwarden.errors import (
     ConfigurationError,
     SchemaMismatch,
@@ -196,11 +196,29 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _chunk_reader(clauses: list[str], params: list[Any]) -> ChunkRead:
+    """How each chunk is read: with the dense select when nothing filters the events, else the full one."""
+    where = " WHERE position >= ? AND position < ?" + "".join(f" AND {c}" for c in clauses)
+    full = CHUNK_SELECT + where
+
+    def read_full(connection: sqlite3.Connection, start: int, stop: int) -> Any:
+        return connection.execute(full, (start, stop, *params)).fetchone()
+
+    if clauses:  # a filter leaves gaps in the positions: the dense select would nearly always miss
+        return read_full
+    dense = DENSE_CHUNK_SELECT + where
+
+    def read_dense(connection: sqlite3.Connection, start: int, stop: int) -> Any:
+        row = dense_row(connection.execute(dense, (start, stop)).fetchone())
+        return read_full(connection, start, stop) if row is None else row
+
+    return read_dense
+
+
 def _read(
     connection: sqlite3.Connection, uri: str, path: Path, clauses: list[str], params: list[Any]
 ) -> pd.DataFrame:
-    sql = f"{CHUNK_SELECT} WHERE position >= ? AND position < ?" + "".join(f" AND {c}" for c in clauses)
-    with chunks_in_background(connection, sql, params, CHUNK) as chunks:
+    with chunks_in_background(connection, _chunk_reader(clauses, params), CHUNK) as chunks:
         _check_schema(uri, path)  # while the reader starts
         decoder = ChunkDecoder(path, expected=chunks.span())
         for row in chunks:

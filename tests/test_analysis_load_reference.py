@@ -180,3 +180,49 @@ def test_a_non_string_incident_id_is_converted_as_pandas_would() -> None:
     assert made.tolist()[:2] == ["inc-1", "5"]
     strings = np.array(["inc-1", np.nan], dtype=object)
     assert columns._strings(strings).dtype == "str"
+
+
+@pytest.fixture(scope="module")
+def gapped_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A log with holes in its positions and a run of fenced events amid unfenced ones."""
+    path = tmp_path_factory.mktemp("gapped") / "gapped.db"
+    build_log(path, 3000, seed=4)
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "DELETE FROM events WHERE position IN (5, 6, 700, 2999) OR position BETWEEN 1500 AND 1530"
+        )
+        connection.execute("UPDATE events SET fence = position % 5 + 1 WHERE position BETWEEN 100 AND 1200")
+    connection.close()
+    return path
+
+
+@pytest.mark.parametrize("chunk", [7, 100, 10_000])
+def test_dense_and_full_chunks_equal_the_reference(
+    gapped_log: Path, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks read lean (every position there, fences all set or all NULL) or in full: the same frame."""
+    kinds: list[str] = []
+    dense_row = columns.dense_row
+
+    def counted(row: Any) -> Any:
+        made = dense_row(row)
+        kinds.append("full" if made is None else "dense")
+        return made
+
+    monkeypatch.setattr(load, "CHUNK", chunk)
+    monkeypatch.setattr(load, "dense_row", counted)
+    _assert_same(load_events(gapped_log), _reference(gapped_log))
+    assert "full" in kinds
+    assert ("dense" in kinds) == (chunk < 3000)
+
+
+def test_a_filtered_load_reads_full_chunks(gapped_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filter leaves gaps: every chunk is read with the full select, and the frame is the reference's."""
+    monkeypatch.setattr(load, "dense_row", lambda row: pytest.fail("a filtered load read a dense chunk"))
+    expected = _reference(gapped_log)
+    loaded = load_events(gapped_log, types=["CallFailed", "MemorySampled"])
+    wanted = expected[expected["type"].isin(["CallFailed", "MemorySampled"])].reset_index(drop=True)
+    wanted["type"] = wanted["type"].cat.remove_unused_categories()
+    assert len(loaded) == len(wanted)
+    pd.testing.assert_series_equal(loaded["position"], wanted["position"])
+    pd.testing.assert_series_equal(loaded["fence"], wanted["fence"])
