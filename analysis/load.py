@@ -26,16 +26,21 @@ one, little is left after the last, and no C call of the decoder holds the GIL l
 keep the reader waiting (its queries waited 0.015 s in all). The cyclic garbage collector is
 paused while the million dicts are made: with it running the load took 0.2 to 0.4 s more.
 
-On a machine where other work holds a core the two threads share one, and the load takes its CPU
-total however the work is split: issue 14 cut that total. msgspec decodes the payload and incident
-arrays (0.16 s CPU where ``json.loads`` took 0.35; orjson is as fast but makes a float of an
-integer past 64 bits, so it would change values), and each category column's codes are made in
-the integer type pandas keeps them in (it narrowed an int32 column with a copy, ten times).
-
 Re-measured for issue 14 (the same file, CPU seconds, single-threaded): SQLite's texts 1.08 s
 (0.36 of it the category lines: per-column texts or ``||`` with separators cost more), decoding
-0.86 s (0.42 of it the payload dicts), ~0.1 s of hand-over between the threads. The frame's
-memory and what is left of the load's cost are in docs/analysis.md ("How the load is fast").
+0.86 s (0.42 of it the payload dicts), ~0.1 s of hand-over between the threads. On a machine
+where other work holds a core the two threads share one, and the load takes its CPU total
+however the work is split, so issue 14 (point 7) cut the total, to ~1.6 s from ~1.85 in fresh
+processes run alternately: msgspec decodes the payload and incident arrays (0.16 s where
+``json.loads`` took 0.35; orjson is as fast but makes a float of an integer past 64 bits, so it
+would change values); an unfiltered chunk is read with a leaner select that leaves out the
+positions (a range, when the chunk holds every one) and NULL fences (SQLite 0.97 s); each
+category column's codes are made in the integer type pandas keeps them in (it narrowed ten int32
+arrays with a copy). A second reader connection on every other chunk (its snapshot taken after
+the first's, the same events up to its last position in an append-only log) was tried: no
+steadier on the loaded machine, and 20 MB more peak at 3,000,000 events, so not kept. The
+frame's memory and what is left of the load's cost are in docs/analysis.md ("How the load is
+fast").
 
 Times are read as integer microseconds (SQLite prints a REAL in JSON with 15 significant digits,
 too few for epoch seconds), so ``occurred_at`` keeps the store's precision.
