@@ -51,8 +51,9 @@ __all__ = ["CHUNK_SELECT", "CHUNK_SELECT_POSTGRES", "DENSE_CHUNK_SELECT", "Chunk
 # msgspec parses the payload array of a million events in ~0.16 s CPU where json.loads takes
 # ~0.35 s, and gives the same values: integers of any size as ints (orjson makes a float of one
 # past 64 bits, so it is not used), floats correctly rounded, the last of duplicate keys. What it
-# refuses and json accepts (NaN, Infinity, 1e400, lone surrogates) goes to json.loads. It is
-# imported with the module, not in the first load (13 to 27 ms in a fresh process).
+# refuses and json accepts (NaN, Infinity, 1e400, lone surrogates, escaped or not) goes to
+# json.loads. It is imported with the module, not in the first load (13 to 27 ms in a fresh
+# process).
 try:
     import msgspec
 except ModuleNotFoundError:  # the analysis extra installs it; without it, json.loads alone
@@ -61,11 +62,13 @@ else:
     _HAVE_MSGSPEC = True
 
 
-def _fast_decoder() -> tuple[Callable[[str], Any], type[Exception]] | None:
-    """A new msgspec JSON decoder's ``decode`` and msgspec's decoding error; None without msgspec."""
+def _fast_decoder() -> tuple[Callable[[str], Any], tuple[type[Exception], ...]] | None:
+    """A new msgspec JSON decoder's ``decode`` and the errors that hand a text to json.loads;
+    None without msgspec. ValueError too: msgspec raises UnicodeEncodeError for a str holding a
+    lone surrogate, which json.loads takes."""
     if not _HAVE_MSGSPEC:
         return None
-    return msgspec.json.Decoder().decode, msgspec.DecodeError
+    return msgspec.json.Decoder().decode, (msgspec.DecodeError, ValueError)
 
 
 # Each column travels in the text its envelope dtype calls for; the few texts of one kind each

@@ -153,12 +153,14 @@ def test_odd_json_keeps_json_loads_values(varied_log: Path) -> None:
     assert payloads[2] == {"half": "\ud800", "dup": 2, "f": 0.30000000000000004, "z": -0.0}
 
 
-def test_nan_in_a_payload_is_json_loads_nan() -> None:
-    """A NaN (msgspec refuses it) is decoded by json.loads, in a chunk that is otherwise ordinary."""
+def test_what_msgspec_refuses_is_json_loads_value() -> None:
+    """A NaN or a raw lone surrogate (msgspec refuses both) goes to json.loads; bad JSON is still reported."""
     decoder = columns.ChunkDecoder("nan.db", expected=2)
     payloads = decoder._objects('[{"a":NaN},{"b":[1,2.5]}]', 2, "payload")
     assert np.isnan(payloads[0]["a"])
     assert payloads[1] == {"b": [1, 2.5]}
+    surrogate = decoder._objects('[{"a":"\ud800"}]', 1, "payload")  # a raw lone surrogate: msgspec raises
+    assert surrogate[0] == {"a": "\ud800"}
     with pytest.raises(CorruptDatabase, match="payload is not valid JSON"):
         decoder._objects('[{"a":nan}]', 1, "payload")
 
