@@ -21,6 +21,7 @@ __all__ = [
     "DERIVED_COLUMNS",
     "EVENT_COLUMNS",
     "TIME_DTYPE",
+    "code_dtype",
     "empty_events",
     "empty_frame",
     "make_category",
@@ -72,6 +73,18 @@ def string_category(values: Any = ()) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype="str"))
 
 
+def code_dtype(categories: int) -> type[np.signedinteger[Any]]:
+    """The integer type pandas keeps the codes of a categorical with this many categories in.
+
+    Codes made in it from the start are taken as they are; made wider, pandas narrows them with a
+    copy (1 MB a column at a million events, ten columns).
+    """
+    for dtype in (np.int8, np.int16, np.int32):
+        if categories < np.iinfo(dtype).max:
+            return dtype
+    return np.int64
+
+
 def pool_column(streams: pd.Series) -> pd.Series:
     """The pool each event's stream belongs to (:func:`poolwarden.pool_streams.pool_of`, the rule
     of every ``--pool``), as a text category; missing for a stream of no pool (a standalone named
@@ -82,7 +95,8 @@ def pool_column(streams: pd.Series) -> pd.Series:
     code_of: dict[str | None, int] = {name: code for code, name in enumerate(names)}
     code_of[None] = -1
     # a stream's code indexes its pool's code; code -1 (a missing stream) the last entry, -1
-    table = np.fromiter((code_of[owner] for owner in (*owners, None)), np.int32, count=len(owners) + 1)
+    owner_codes = (code_of[owner] for owner in (*owners, None))
+    table = np.fromiter(owner_codes, code_dtype(len(names)), len(owners) + 1)
     codes = table[categorical.cat.codes.to_numpy()]
     return pd.Series(
         pd.Categorical.from_codes(codes, pd.Index(names, dtype="str"), validate=False),

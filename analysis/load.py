@@ -23,15 +23,24 @@ the decoding's ~1.3 s overlap on the two cores. The whole load measured 1.6 to 2
 the single-threaded JSON-array loader it replaced took 4.6 to 5.6 s (4.6 to 5.5 s CPU) on the
 same file in the same runs. Chunks are 10,000 events: the decoding waits little for the first
 one, little is left after the last, and no C call of the decoder holds the GIL long enough to
-keep the reader waiting (its queries waited 0.015 s in all). orjson would cut the decoding by
-about 0.15 s, but the reader, not the decoding, sets the pace, so it still does not earn a
-dependency. The cyclic garbage collector is paused while the million dicts are made: with it
-running the load took 0.2 to 0.4 s more.
+keep the reader waiting (its queries waited 0.015 s in all). The cyclic garbage collector is
+paused while the million dicts are made: with it running the load took 0.2 to 0.4 s more.
 
 Re-measured for issue 14 (the same file, CPU seconds, single-threaded): SQLite's texts 1.08 s
 (0.36 of it the category lines: per-column texts or ``||`` with separators cost more), decoding
-0.86 s (0.42 of it the payload dicts), ~0.1 s of hand-over between the threads. The frame's
-memory and what is left of the load's cost are in docs/analysis.md ("How the load is fast").
+0.86 s (0.42 of it the payload dicts), ~0.1 s of hand-over between the threads. On a machine
+where other work holds a core the two threads share one, and the load takes its CPU total
+however the work is split, so issue 14 (point 7) cut the total, to ~1.6 s from ~1.85 in fresh
+processes run alternately: msgspec decodes the payload and incident arrays (0.16 s where
+``json.loads`` took 0.35; orjson is as fast but makes a float of an integer past 64 bits, so it
+would change values); an unfiltered chunk is read with a leaner select that leaves out the
+positions (a range, when the chunk holds every one) and NULL fences (SQLite 0.97 s); each
+category column's codes are made in the integer type pandas keeps them in (it narrowed ten int32
+arrays with a copy). A second reader connection on every other chunk (its snapshot taken after
+the first's, the same events up to its last position in an append-only log) was tried: no
+steadier on the loaded machine, and 20 MB more peak at 3,000,000 events, so not kept. The
+frame's memory and what is left of the load's cost are in docs/analysis.md ("How the load is
+fast").
 
 Times are read as integer microseconds (SQLite prints a REAL in JSON with 15 significant digits,
 too few for epoch seconds), so ``occurred_at`` keeps the store's precision.
@@ -57,9 +66,9 @@ import pandas as pd
 from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
-from poolwarden.analysis.columns import CHUNK_SELECT, ChunkDecoder
+from poolwarden.analysis.columns import CHUNK_SELECT, DENSE_CHUNK_SELECT, ChunkDecoder, dense_row
 from poolwarden.analysis.select import of_pool
-from poolwarden.analysis.snapshot import chunks_in_background
+from poolwarden.analysis.snapshot import ChunkRead, chunks_in_background
 from poolwarden.collector import collector_paused
 from poolwarden.errors import (
     ConfigurationError,
@@ -178,11 +187,29 @@ def _translate(error: sqlite3.Error, path: Path) -> Exception:
     return translated if translated is not None else error
 
 
+def _chunk_reader(clauses: list[str], params: list[Any]) -> ChunkRead:
+    """How each chunk is read: with the dense select when nothing filters the events, else the full one."""
+    where = " WHERE position >= ? AND position < ?" + "".join(f" AND {c}" for c in clauses)
+    full = CHUNK_SELECT + where
+
+    def read_full(connection: sqlite3.Connection, start: int, stop: int) -> Any:
+        return connection.execute(full, (start, stop, *params)).fetchone()
+
+    if clauses:  # a filter leaves gaps in the positions: the dense select would nearly always miss
+        return read_full
+    dense = DENSE_CHUNK_SELECT + where
+
+    def read_dense(connection: sqlite3.Connection, start: int, stop: int) -> Any:
+        row = dense_row(connection.execute(dense, (start, stop)).fetchone())
+        return read_full(connection, start, stop) if row is None else row
+
+    return read_dense
+
+
 def _read(
     connection: sqlite3.Connection, uri: str, path: Path, clauses: list[str], params: list[Any]
 ) -> pd.DataFrame:
-    sql = f"{CHUNK_SELECT} WHERE position >= ? AND position < ?" + "".join(f" AND {c}" for c in clauses)
-    with chunks_in_background(connection, sql, params, CHUNK) as chunks:
+    with chunks_in_background(connection, _chunk_reader(clauses, params), CHUNK) as chunks:
         _check_schema(uri, path)  # while the reader starts
         decoder = ChunkDecoder(path, expected=chunks.span())
         for row in chunks:

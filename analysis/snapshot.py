@@ -20,10 +20,13 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["Chunks", "chunks_in_background"]
+__all__ = ["ChunkRead", "Chunks", "chunks_in_background"]
+
+ChunkRead = Callable[[sqlite3.Connection, int, int], Any]
+"""Reads the chunk of positions ``start`` (included) to ``stop`` (excluded) on the connection: one row."""
 
 AHEAD = 2
 """Chunk rows the reader may hold ready before the caller takes them: bounds the text held at once."""
@@ -34,9 +37,9 @@ _END = object()
 class Chunks(threading.Thread):
     """The thread that reads the chunks, and, for the caller, the chunk rows it reads in turn."""
 
-    def __init__(self, connection: sqlite3.Connection, sql: str, params: Sequence[Any], chunk: int) -> None:
+    def __init__(self, connection: sqlite3.Connection, read: ChunkRead, chunk: int) -> None:
         super().__init__(name="poolwarden-load-reader", daemon=True)
-        self.connection, self.sql, self.params, self.chunk = connection, sql, params, chunk
+        self.connection, self.read, self.chunk = connection, read, chunk
         self.rows: queue.Queue[Any] = queue.Queue(maxsize=AHEAD)
         self.stopping = threading.Event()
         self.ended = False  # the caller has taken _END: the reader is done with the connection
@@ -61,8 +64,7 @@ class Chunks(threading.Thread):
             for start in range(low, high + 1, self.chunk):
                 if self.stopping.is_set():
                     return
-                bounds = (start, start + self.chunk)
-                self.rows.put(connection.execute(self.sql, (*bounds, *self.params)).fetchone())
+                self.rows.put(self.read(connection, start, start + self.chunk))
         finally:
             connection.rollback()  # a read transaction: nothing to keep, its snapshot is let go
 
@@ -99,18 +101,15 @@ class Chunks(threading.Thread):
 
 
 @contextlib.contextmanager
-def chunks_in_background(
-    connection: sqlite3.Connection, sql: str, params: Sequence[Any], chunk: int
-) -> Iterator[Chunks]:
-    """The one-row results of ``sql`` for successive position ranges, read by a background thread.
+def chunks_in_background(connection: sqlite3.Connection, read: ChunkRead, chunk: int) -> Iterator[Chunks]:
+    """What ``read`` returns for successive position ranges, read by a background thread.
 
     :param connection: opened with ``isolation_level=None`` and ``check_same_thread=False``; the
         reader uses it alone until the block ends.
-    :param sql: a query with ``position >= ? AND position < ?`` as its first two parameters,
-        followed by ``params``; it runs once per range of ``chunk`` positions, from the log's
-        first position to its last in the snapshot.
+    :param read: called once per range of ``chunk`` positions, from the log's first position to
+        its last in the snapshot, with the connection and the range's start and stop (excluded).
     """
-    reader = Chunks(connection, sql, params, chunk)
+    reader = Chunks(connection, read, chunk)
     reader.start()
     try:
         yield reader

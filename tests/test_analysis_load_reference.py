@@ -23,6 +23,7 @@ import poolwarden.analysis.load as load
 from poolwarden.analysis import EVENT_COLUMNS, load_events
 from poolwarden.analysis.frames import CATEGORY_COLUMNS, TIME_DTYPE, string_category
 from poolwarden.bench.analysis import build_log
+from poolwarden.errors import CorruptDatabase
 from poolwarden.pool_streams import pool_of
 from poolwarden.storage.schema import EVENT_COLUMNS as TABLE_COLUMNS
 
@@ -70,6 +71,10 @@ def _odd_rows(path: Path) -> None:
             {"schema_version": 3, "incident_id": "inc-x", "rung": 'say "ping"\nthen [wait]'},
             {"incident_id": "", "browser": "ünïcødé", "latency_ms": 0.1, "payload": '{"a":[1,{"b":null}]}'},
             {"incident_id": None, "stream": "s/odd", "type": "Odd", "payload": "{}"},
+            # JSON msgspec reads differently from json.loads, or refuses (json.loads' values stand):
+            {"payload": '{"big":123456789012345678901234567890,"neg":-9223372036854775809}'},
+            {"payload": '{"inf":-Infinity,"huge":1e400}'},
+            {"payload": '{"half":"\\ud800","dup":1,"dup":2,"f":0.30000000000000004,"z":-0.0}'},
         ]
         for offset, values in enumerate(odd, 1):
             row = {**template, "position": last + offset, "version": 10_000 + offset, **values}
@@ -133,6 +138,33 @@ def test_small_chunks_equal_the_reference(varied_log: Path, monkeypatch: pytest.
     _assert_same(load_events(varied_log), _reference(varied_log))
 
 
+def test_without_msgspec_the_frame_is_the_same(varied_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With msgspec missing, json.loads alone decodes the payloads: the same frame."""
+    monkeypatch.setattr(columns, "_fast_decoder", lambda: None)
+    _assert_same(load_events(varied_log), _reference(varied_log))
+
+
+def test_odd_json_keeps_json_loads_values(varied_log: Path) -> None:
+    """Payloads msgspec refuses or could misread keep json.loads' values: big ints, infinity, a surrogate."""
+    payloads = load_events(varied_log)["payload"].tolist()[-3:]
+    assert payloads[0] == {"big": 123456789012345678901234567890, "neg": -9223372036854775809}
+    assert isinstance(payloads[0]["big"], int)
+    assert payloads[1] == {"inf": -np.inf, "huge": np.inf}
+    assert payloads[2] == {"half": "\ud800", "dup": 2, "f": 0.30000000000000004, "z": -0.0}
+
+
+def test_what_msgspec_refuses_is_json_loads_value() -> None:
+    """A NaN or a raw lone surrogate (msgspec refuses both) goes to json.loads; bad JSON is still reported."""
+    decoder = columns.ChunkDecoder("nan.db", expected=2)
+    payloads = decoder._objects('[{"a":NaN},{"b":[1,2.5]}]', 2, "payload")
+    assert np.isnan(payloads[0]["a"])
+    assert payloads[1] == {"b": [1, 2.5]}
+    surrogate = decoder._objects('[{"a":"\ud800"}]', 1, "payload")  # a raw lone surrogate: msgspec raises
+    assert surrogate[0] == {"a": "\ud800"}
+    with pytest.raises(CorruptDatabase, match="payload is not valid JSON"):
+        decoder._objects('[{"a":nan}]', 1, "payload")
+
+
 def test_an_incident_id_is_one_string_within_a_chunk(varied_log: Path) -> None:
     """Events of one incident share their id's string object (memory), and it is still a str."""
     loaded = load_events(varied_log)
@@ -150,3 +182,49 @@ def test_a_non_string_incident_id_is_converted_as_pandas_would() -> None:
     assert made.tolist()[:2] == ["inc-1", "5"]
     strings = np.array(["inc-1", np.nan], dtype=object)
     assert columns._strings(strings).dtype == "str"
+
+
+@pytest.fixture(scope="module")
+def gapped_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A log with holes in its positions and a run of fenced events amid unfenced ones."""
+    path = tmp_path_factory.mktemp("gapped") / "gapped.db"
+    build_log(path, 3000, seed=4)
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "DELETE FROM events WHERE position IN (5, 6, 700, 2999) OR position BETWEEN 1500 AND 1530"
+        )
+        connection.execute("UPDATE events SET fence = position % 5 + 1 WHERE position BETWEEN 100 AND 1200")
+    connection.close()
+    return path
+
+
+@pytest.mark.parametrize("chunk", [7, 100, 10_000])
+def test_dense_and_full_chunks_equal_the_reference(
+    gapped_log: Path, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks read lean (every position there, fences all set or all NULL) or in full: the same frame."""
+    kinds: list[str] = []
+    dense_row = columns.dense_row
+
+    def counted(row: Any) -> Any:
+        made = dense_row(row)
+        kinds.append("full" if made is None else "dense")
+        return made
+
+    monkeypatch.setattr(load, "CHUNK", chunk)
+    monkeypatch.setattr(load, "dense_row", counted)
+    _assert_same(load_events(gapped_log), _reference(gapped_log))
+    assert "full" in kinds
+    assert ("dense" in kinds) == (chunk < 3000)
+
+
+def test_a_filtered_load_reads_full_chunks(gapped_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filter leaves gaps: every chunk is read with the full select, and the frame is the reference's."""
+    monkeypatch.setattr(load, "dense_row", lambda row: pytest.fail("a filtered load read a dense chunk"))
+    expected = _reference(gapped_log)
+    loaded = load_events(gapped_log, types=["CallFailed", "MemorySampled"])
+    wanted = expected[expected["type"].isin(["CallFailed", "MemorySampled"])].reset_index(drop=True)
+    wanted["type"] = wanted["type"].cat.remove_unused_categories()
+    assert len(loaded) == len(wanted)
+    pd.testing.assert_series_equal(loaded["position"], wanted["position"])
+    pd.testing.assert_series_equal(loaded["fence"], wanted["fence"])
