@@ -216,8 +216,9 @@ async function withErrorScopes(device, body) {
   } catch (err) {
     thrown = err;
   }
-  const validation = await device.popErrorScope();
-  const oom = await device.popErrorScope();
+  // Both pops are issued at once (they pop in call order): one round trip to the GPU process,
+  // not two, on every inference and model load.
+  const [validation, oom] = await Promise.all([device.popErrorScope(), device.popErrorScope()]);
   if (oom) throw new GpuError("out_of_memory", oom.message);
   if (validation) throw new GpuError("validation", validation.message);
   if (thrown) throw thrown;
