@@ -35,7 +35,8 @@ import numpy as np
 import psutil
 from websockets.asyncio.server import ServerConnection, serve
 
-from poolwarden.pool import PoolConfig, ResourcePool
+from poolwarden.bridge.server import BridgeServer
+from poolwarden.pool import PoolConfig, ResourcePool, WorkerFactory
 from poolwarden.protocol import BINARY_MAGIC_V2, PROTOCOL_VERSION, Limits, Tensor
 from poolwarden.workers.handle import WorkerHandle
 from poolwarden.workers.simulated import FrameTemplate
@@ -117,15 +118,13 @@ async def _measure(requests: int, concurrency: int, connections: int, folder: Pa
     return results
 
 
-class _OutOfProcessPool(ResourcePool):
-    """A pool whose simulated workers run in ``process``."""
+def _in_process(process: SimulatedProcess) -> WorkerFactory:
+    """A pool's worker factory whose simulated workers run in ``process``."""
 
-    def __init__(self, config: PoolConfig, process: SimulatedProcess) -> None:
-        super().__init__(config)
-        self._process = process
+    def make(server: BridgeServer, kind: str, worker_id: str) -> WorkerHandle:
+        return SimulatedProcessHandle(server, worker_id, process)
 
-    def _new_handle(self, kind: str, connection_id: str) -> WorkerHandle:
-        return SimulatedProcessHandle(self.server, connection_id, self._process)
+    return make
 
 
 class _EchoLink:
@@ -222,7 +221,7 @@ async def _measure_out_of_process(
         async with asyncio.timeout(10.0):
             await linked.wait()
         worker = psutil.Process(process.pid)
-        async with _OutOfProcessPool(config, process) as pool:
+        async with ResourcePool(config, worker_factory=_in_process(process)) as pool:
             for member in pool.members.values():
                 await pool.load_model("toy-mlp", connection_id=member.connection_id)
 

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 
 from poolwarden.lazy import lazy_exports
 
-__all__ = ["BROWSER_PREFERENCES", "InferenceResult", "PoolConfig", "ResourcePool", "RetryPolicy"]
+__all__ = [
+    "BROWSER_PREFERENCES",
+    "InferenceResult",
+    "PoolConfig",
+    "ResourcePool",
+    "RetryPolicy",
+    "WorkerFactory",
+]
 
 _EXPORTS: dict[str, str] = {
     "BROWSER_PREFERENCES": "poolwarden.pool.placement",
@@ -19,12 +26,13 @@ _EXPORTS: dict[str, str] = {
     "RetryPolicy": "poolwarden.pool.config",
     "InferenceResult": "poolwarden.pool.results",
     "ResourcePool": "poolwarden.pool.pool",
+    "WorkerFactory": "poolwarden.pool.pool",
 }
 
 if TYPE_CHECKING:
     from poolwarden.pool.config import PoolConfig, RetryPolicy
     from poolwarden.pool.placement import BROWSER_PREFERENCES
-    from poolwarden.pool.pool import ResourcePool
+    from poolwarden.pool.pool import ResourcePool, WorkerFactory
     from poolwarden.pool.results import InferenceResult
 
 

@@ -110,7 +110,7 @@ from poolwarden.workers.models import resolve_model
 if TYPE_CHECKING:
     from poolwarden.telemetry.prometheus import PoolMetrics
 
-__all__ = ["InferenceResult", "MemorySampler", "ResourcePool"]
+__all__ = ["InferenceResult", "MemorySampler", "ResourcePool", "WorkerFactory"]
 
 _FAILURE_SIGNALS = frozenset((BridgeWorkerDisconnected.TYPE, ProtocolViolated.TYPE, WorkerReported.TYPE))
 """Bridge events that are signs of a failure (a socket closing, a page misbehaving or reporting
@@ -127,6 +127,12 @@ MemorySampler = Callable[[], Awaitable[HostReading]]
 BrowserMemory = Callable[[PoolMember], Awaitable[int | None]]
 """Reads one connection's browser memory in bytes (the default asks its handle, which samples the
 PSS of the browser's process tree in a thread); tests inject readings."""
+
+WorkerFactory = Callable[[BridgeServer, str, str], WorkerHandle]
+"""Makes the handle of a connection's worker from (the pool's bridge, the worker kind, the worker
+id): a worker of one's own (in another process, on a device the built-in kinds do not reach) that
+speaks the protocol (docs/protocol.md) to the pool's bridge. The default makes the built-in
+simulated, Chromium and Firefox workers from the pool's config."""
 
 
 def _loaded(member: PoolMember, model_id: str, load: asyncio.Future[None]) -> None:
@@ -158,7 +164,8 @@ class ResourcePool:
     Use as ``async with ResourcePool(PoolConfig(...)) as pool``. ``store`` may be given to share
     one event store; otherwise the pool opens ``config.db`` and closes it with itself. Requests
     are served by the pool's :class:`~poolwarden.pool.serving.RequestPath`, built from the
-    pool's parts it needs; :meth:`run_inference` hands each one to it.
+    pool's parts it needs; :meth:`run_inference` hands each one to it. ``worker_factory`` makes
+    each connection's worker handle (:data:`WorkerFactory`; default: the built-in kinds).
     """
 
     def __init__(
@@ -171,8 +178,10 @@ class ResourcePool:
         browser_memory: BrowserMemory | None = None,
         fallback: Fallback | None = None,
         rng: random.Random | None = None,
+        worker_factory: WorkerFactory | None = None,
     ) -> None:
         self.config = config or PoolConfig()
+        self._worker_factory = worker_factory
         self.clock = clock
         self.streams = PoolStreams(self.config.name)
         self._own_store = store is None
@@ -500,6 +509,8 @@ class ResourcePool:
             log.error("pool task %s failed: %r", task.get_name(), task.exception())
 
     def _new_handle(self, kind: str, connection_id: str) -> WorkerHandle:
+        if self._worker_factory is not None:
+            return self._worker_factory(self.server, kind, connection_id)
         if kind == "simulated":
             from poolwarden.workers.simulated_handle import SimulatedHandle
 
