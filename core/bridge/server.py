@@ -549,7 +549,12 @@ class BridgeServer:
             return
         self._files = await asyncio.to_thread(_read_page_files)
         # Bind first so the port, and so the one allowed Origin, is known before serving.
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY only on sockets whose proto says
+        # TCP, and accepted sockets inherit it. With Nagle on, a small frame written right after
+        # another (the welcome, then the first request) waited for the page's delayed ACK: 40 ms.
+        sock = socket.socket(
+            socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+        )
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.host, self._requested_port))
