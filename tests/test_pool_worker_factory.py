@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from poolwarden.bridge.server import BridgeServer
+from poolwarden.errors import ConfigurationError
 from poolwarden.pool import PoolConfig, ResourcePool
 from poolwarden.workers.handle import WorkerHandle
 from poolwarden.workers.models import reference_forward, resolve_model
@@ -35,3 +37,15 @@ async def test_every_connection_gets_the_factorys_handle_and_serves(tmp_path: Pa
     assert sorted(worker_id for _, worker_id, _ in made) == sorted(handles)
     assert {kind for kind, _, _ in made} == {"simulated"}
     assert all(handles[worker_id] is handle for _, worker_id, handle in made)
+
+
+def test_a_spare_from_a_factory_that_makes_no_browser_is_a_configuration_error(tmp_path: Path) -> None:
+    """warm_spares with a factory whose workers are not browsers: a typed error that says so."""
+
+    def factory(server: BridgeServer, kind: str, worker_id: str) -> WorkerHandle:
+        return SimulatedHandle(server, worker_id)
+
+    config = PoolConfig(workers=("chromium",), warm_spares=1, db=tmp_path / "p.db")
+    pool = ResourcePool(config, worker_factory=factory)
+    with pytest.raises(ConfigurationError, match="warm_spares needs chromium workers that are browsers"):
+        pool._new_browser("chromium", "spare-0")

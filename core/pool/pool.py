@@ -538,7 +538,12 @@ class ResourcePool:
     def _new_browser(self, kind: str, worker_id: str) -> BrowserWorker:
         """A browser worker made as a connection's is, for a warm spare."""
         handle = self._new_handle(kind, worker_id)
-        assert isinstance(handle, BrowserWorker), f"{kind} workers have no browser"
+        if not isinstance(handle, BrowserWorker):
+            # Only a worker_factory of the embedder's can get here: the built-in kinds are browsers.
+            raise ConfigurationError(
+                f"warm_spares needs {kind} workers that are browsers (a BrowserWorker); the worker "
+                f"factory made a {type(handle).__name__}: set warm_spares=0 for such workers"
+            )
         return handle
 
     def _take_spare(self, kind: str) -> BrowserWorker | None:
