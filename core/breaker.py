@@ -70,7 +70,7 @@ from poolwarden.breaker_events import (
 )
 from poolwarden.clock import Clock
 from poolwarden.errors import ConfigurationError, InvalidTransition
-from poolwarden.events import RecordedEvent, decode_json
+from poolwarden.events import RecordedEvent
 from poolwarden.outcome_window import FAILED, SLOW, CountWindow, OutcomeWindow, new_window, window_from_json
 from poolwarden.policy import BreakerLevel, BreakerPolicy, ErrorKind, RandomSource, counts
 
@@ -715,7 +715,7 @@ class CircuitBreaker:
         if _FAST_TYPES.get(kind) != record.schema_version:
             self.apply(from_recorded(record))
             return
-        payload = decode_json(record.payload_json)
+        payload = record.payload
         ok = payload.get("ok")
         if ok is not None:
             self._fold_successes(ok["n"], ok.get("runs"), ok.get("buckets"), ok.get("slow", 0))
