@@ -5,7 +5,11 @@ by a :class:`~poolwarden.aio.recovery.Recovery` exactly as a pool would: watcher
 process, a heartbeat, the lifecycle ladder, every event in a SQLite file. Each fault of
 :class:`~poolwarden.workers.handle.InjectedFault` is caused ``repeat`` times; a run is timed from
 the injection until the ladder reports the connection HEALTHY, which it does only after a verified
-round trip (a toy-mlp inference checked against numpy). A dropped socket opens no recovery (the
+round trip (a toy-mlp inference checked against numpy). Each injection comes at a random point of
+the heartbeat's cycle (a delay drawn uniformly from one interval, outside the timing, from
+``seed``), as a fault in production does: injected at a fixed point, every hang would wait the
+same share of the interval before the next heartbeat and the median would be that share's, not
+the average's. A dropped socket opens no recovery (the
 page reconnects by itself, models intact): it is timed to the page's new hello plus the same
 verified round trip. After each run, outside the timing, the placed model's result is checked
 against numpy too.
@@ -15,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +48,9 @@ __all__ = ["run"]
 
 WORKER_KINDS = ("chromium", "firefox", "simulated")
 """What ``--workers`` accepts."""
+
+HEARTBEAT_INTERVAL_S = 0.1
+"""How often the rig's heartbeat pings its worker (as a pool's default)."""
 
 PLACED = PlacedModel("bench-mlp", "toy-mlp")
 """The model the benchmark places on its worker (loaded again after every reload or restart)."""
@@ -102,7 +110,7 @@ async def recovery_rig(
     *,
     policy: LifecyclePolicy,
     worker_id: str = "bench-1",
-    heartbeat_interval_s: float = 0.1,
+    heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
     reconnect_grace_s: float = 1.0,
     warm_spares: int = 0,
 ) -> AsyncIterator[RecoveryRig]:
@@ -221,6 +229,13 @@ async def check_placed_model(rig: RecoveryRig) -> str:
     return result.backend
 
 
+def injection_phases(seed: int) -> Iterator[float]:
+    """Delays before each injection, uniform over one heartbeat interval, reproducible from ``seed``."""
+    draw = random.Random(seed)
+    while True:
+        yield draw.uniform(0.0, HEARTBEAT_INTERVAL_S)
+
+
 def _supported(rig: RecoveryRig, fault: InjectedFault) -> bool:
     # Without a GPU device there is none to lose: Firefox here runs the JS path.
     return fault is not InjectedFault.DEVICE_LOST or rig.handle.connection.backend in ("webgpu", "simulated")
@@ -234,6 +249,7 @@ async def measure(
     *,
     warm_spares: int = 0,
     only: tuple[str, ...] = (),
+    seed: int = 0,
 ) -> dict[str, Any]:
     """The benchmark's result object (see the module docstring)."""
     if repeat < 1:
@@ -242,6 +258,7 @@ async def measure(
         raise ConfigurationError(f"--warm-spares must be at least 0, got {warm_spares}")
     chosen = [InjectedFault(name) for name in only] if only else list(InjectedFault)
     policy = bench_policy(ping_timeout_s)
+    phases = injection_phases(seed)
     faults: dict[str, Any] = {}
     spare_pss: list[float] = []
     async with recovery_rig(workers, db_path, policy=policy, warm_spares=warm_spares) as rig:
@@ -261,6 +278,7 @@ async def measure(
                         pss = await spare.pss_bytes()
                         if pss is not None:
                             spare_pss.append(pss / 2**20)
+                await asyncio.sleep(next(phases))  # outside the timing: where in the cycle it lands
                 rung, seconds = await inject_and_recover(rig, fault, policy.recovery_timeout_s)
                 await check_placed_model(rig)
                 rungs[rung] += 1
@@ -279,7 +297,13 @@ async def measure(
                 flush=True,
             )
         promoted = sum(type(e).__name__ == "SparePromoted" for e in rig.spares.events) if rig.spares else 0
-    result: dict[str, Any] = {"workers": workers, "ping_timeout_s": ping_timeout_s, "faults": faults}
+    result: dict[str, Any] = {
+        "workers": workers,
+        "ping_timeout_s": ping_timeout_s,
+        "heartbeat_interval_s": HEARTBEAT_INTERVAL_S,
+        "seed": seed,
+        "faults": faults,
+    }
     if warm_spares:
         result["warm_spares"] = warm_spares
         result["spares_promoted"] = promoted
@@ -294,11 +318,18 @@ def run(
     *,
     warm_spares: int = 0,
     faults: tuple[str, ...] = (),
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Run the benchmark in a fresh event loop, the events in a temporary SQLite file."""
     with tempfile.TemporaryDirectory(prefix="poolwarden-bench-recovery-") as tmp:
         return asyncio.run(
             measure(
-                workers, repeat, ping_timeout_s, Path(tmp) / "events.db", warm_spares=warm_spares, only=faults
+                workers,
+                repeat,
+                ping_timeout_s,
+                Path(tmp) / "events.db",
+                warm_spares=warm_spares,
+                only=faults,
+                seed=seed,
             )
         )

@@ -51,6 +51,7 @@ def recovery(args: argparse.Namespace) -> int:
         ping_timeout_s=args.ping_timeout,
         warm_spares=args.warm_spares,
         faults=tuple(args.faults),
+        seed=args.seed,
     )
     if args.json:
         print(json.dumps(result))

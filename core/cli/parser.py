@@ -201,6 +201,12 @@ def _add_bench(top: Commands) -> None:
         default=(),
         help="only these faults (default: all)",
     )
+    recovery.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds where in the heartbeat's cycle each fault lands (default 0)",
+    )
     _json_option(recovery)
 
     pool = _command(
