@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import operator
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -85,7 +86,10 @@ SELECT_SNAPSHOTS_IN_RANGE = (
     "SELECT stream, version, state, taken_at, schema_version FROM snapshots WHERE stream >= ? AND stream < ?"
 )
 # Every stream in [?1, ?2) by a skip scan of the (stream, version) index (a seek a stream), then
-# each stream's events after its snapshot (a seek a stream): no step reads the whole log.
+# each stream's events after its snapshot (a seek a stream): no step reads the whole log. No
+# ORDER BY: the plan yields the rows in (stream, version) order already (the names in order, each
+# one's range of the index), and sorting them again in a temporary b-tree cost a tenth of the read.
+# load_heads checks the order and sorts only a stream that ever came out of it.
 SELECT_TAILS = f"""
 WITH RECURSIVE names(stream) AS (
     SELECT MIN(stream) FROM events WHERE stream >= ?1 AND stream < ?2
@@ -96,7 +100,6 @@ WITH RECURSIVE names(stream) AS (
 SELECT {", ".join(f"e.{name}" for name in COLUMN_NAMES)}
 FROM names JOIN events AS e ON e.stream = names.stream
 WHERE e.version > COALESCE((SELECT version FROM snapshots WHERE stream = names.stream), 0)
-ORDER BY e.stream, e.version
 """
 
 _UPSERT_LEASE = (
@@ -609,12 +612,7 @@ class SQLiteEventStore(WriterBackedStore):
                 raise
             except Exception as error:
                 raise self._translate(error) from error
-        heads: dict[str, tuple[Snapshot | None, list[RecordedEvent]]] = {
-            row[0]: (_snapshot(row), []) for row in rows
-        }
-        for recorded in tails:
-            heads.setdefault(recorded.stream, (None, []))[1].append(recorded)
-        return heads
+        return group_heads(rows, tails)
 
     async def fetch(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only SQL query over the store's schema (aggregates for telemetry).
@@ -719,6 +717,32 @@ def _recorded_event(_cursor: Any, row: tuple[Any, ...], _new: Any = tuple.__new_
     """sqlite3's row factory for event rows: the row tuple becomes a RecordedEvent in one call."""
     event: RecordedEvent = _new(RecordedEvent, row)
     return event
+
+
+def group_heads(
+    snapshot_rows: list[Any], tails: list[RecordedEvent]
+) -> dict[str, tuple[Snapshot | None, list[RecordedEvent]]]:
+    """Each stream's snapshot (decoded from its row, if it has one) and its tail in version order.
+
+    ``tails`` come grouped by stream and in version order from SQLite's plan of
+    :data:`SELECT_TAILS` (which has no ORDER BY); a stream whose events ever came out of order is
+    sorted rather than folded wrongly.
+    """
+    heads: dict[str, tuple[Snapshot | None, list[RecordedEvent]]] = {
+        row[0]: (_snapshot(row), []) for row in snapshot_rows
+    }
+    unordered: set[str] = set()
+    for recorded in tails:
+        tail = heads.setdefault(recorded.stream, (None, []))[1]
+        if tail and tail[-1].version > recorded.version:
+            unordered.add(recorded.stream)
+        tail.append(recorded)
+    for stream in unordered:
+        heads[stream][1].sort(key=_version_of)
+    return heads
+
+
+_version_of = operator.attrgetter("version")
 
 
 def _snapshot(row: Any) -> Snapshot:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import gc
 import json
+import random
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from poolwarden.collector import collector_paused
-from poolwarden.events import decode_json
+from poolwarden.envelope import COLUMN_NAMES
+from poolwarden.events import RecordedEvent, Snapshot, decode_json
 from poolwarden.outcome_window import CountWindow, window_from_json
 from poolwarden.policy import SlidingWindow
+from poolwarden.storage.sqlite import group_heads
 
 SIZE = 8
 
@@ -96,3 +99,27 @@ def test_collector_paused_leaves_the_collector_as_it_found_it(enabled: bool) -> 
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(1, 6)), unique=True), st.randoms())
+def test_group_heads_gives_each_stream_its_events_in_version_order_whatever_order_they_came_in(
+    keys: list[tuple[str, int]], shuffle: random.Random
+) -> None:
+    """SQLite's tails query has no ORDER BY (its plan gives the order); rows out of it are sorted."""
+    rows = [_row(stream, version) for stream, version in keys]
+    shuffle.shuffle(rows)
+    snapshot = ("b", 3, json.dumps({"state": "closed"}), 1.5, 1)
+    heads = group_heads([snapshot], rows)
+    assert heads["b"][0] == Snapshot("b", 3, {"state": "closed"}, 1.5, 1)
+    for stream in "abc":
+        expected = sorted(version for s, version in keys if s == stream)
+        if expected or stream == "b":
+            assert [event.version for event in heads[stream][1]] == expected
+        else:
+            assert stream not in heads
+
+
+def _row(stream: str, version: int) -> RecordedEvent:
+    values = dict.fromkeys(COLUMN_NAMES)
+    values.update(stream=stream, version=version, type="CallFailed", payload='{"counted": true}')
+    return RecordedEvent(*(values[name] for name in COLUMN_NAMES))
