@@ -66,6 +66,23 @@ class CountWindow:
         codes = (self._ring[(start + i) % self.size] for i in range(self.calls))
         return {"kind": "count", "size": self.size, "codes": "".join(str(code) for code in codes)}
 
+    def load_codes(self, codes: str) -> None:
+        """Fill an empty window with ``codes`` (``to_json``'s digits, oldest first).
+
+        At most ``size`` valid digits fill the ring in one step, which is what adding each in turn
+        makes, without a call per code (a restore rebuilds a window per breaker); anything else
+        is added digit by digit, so it fails as ``add`` would.
+        """
+        if len(codes) <= self.size and not codes.strip("0123"):
+            self._ring[: len(codes)] = codes.encode("ascii").translate(_DIGIT_CODES)
+            self._head = len(codes) % self.size
+            self.calls = len(codes)
+            self.failures = codes.count("1") + codes.count("3")
+            self.slow = codes.count("2") + codes.count("3")
+        else:
+            for char in codes:
+                self.add(int(char))
+
 
 class TimeWindow:
     """Call counts in whole-second buckets, for the last ``size`` seconds."""
@@ -120,6 +137,14 @@ class TimeWindow:
         """The buckets oldest first."""
         return {"kind": "time", "size": self.size, "buckets": [list(b) for b in self._buckets if b[1]]}
 
+    def load_buckets(self, buckets: list[list[int]]) -> None:
+        """Fill an empty window with ``to_json``'s buckets (``[second, calls, failures, slow]``)."""
+        for second, calls, failures, slow in buckets:
+            self._buckets.append([second, calls, failures, slow])
+            self.calls += calls
+            self.failures += failures
+            self.slow += slow
+
 
 OutcomeWindow = CountWindow | TimeWindow
 
@@ -139,22 +164,7 @@ def window_from_json(data: dict[str, Any], spec: SlidingWindow) -> OutcomeWindow
     if data.get("kind") != spec.kind or data.get("size") != spec.size:
         return window
     if isinstance(window, CountWindow):
-        codes: str = data["codes"]
-        if len(codes) <= window.size and not codes.strip("0123"):
-            # What adding each code in turn to the empty ring makes, without a call per code (a
-            # restore rebuilds a window per breaker): a snapshot holds at most ``size`` codes.
-            window._ring[: len(codes)] = codes.encode("ascii").translate(_DIGIT_CODES)
-            window._head = len(codes) % window.size
-            window.calls = len(codes)
-            window.failures = codes.count("1") + codes.count("3")
-            window.slow = codes.count("2") + codes.count("3")
-        else:
-            for char in codes:
-                window.add(int(char))
+        window.load_codes(data["codes"])
     else:
-        for second, calls, failures, slow in data["buckets"]:
-            window._buckets.append([second, calls, failures, slow])
-            window.calls += calls
-            window.failures += failures
-            window.slow += slow
+        window.load_buckets(data["buckets"])
     return window
