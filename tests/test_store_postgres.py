@@ -327,3 +327,38 @@ async def test_a_connection_lost_while_committing_is_resolved_or_raised(
         if not committed:
             await store.append("s/a", [make_event()], expected_version=0)
         assert [e.version for e in await store.read_stream("s/a")] == [1]
+
+
+async def test_a_read_or_write_held_past_its_timeout_is_a_typed_error_and_the_store_goes_on(
+    postgres_db: str, make_event: MakeEvent
+) -> None:
+    """With the events table locked by another session, a read waits read_timeout and an append
+    write_timeout, each then DatabaseUnavailable (not a hang); once the lock is gone the same
+    store reads and appends again, and the refused append wrote nothing."""
+    import asyncpg
+
+    async with PostgresEventStore(postgres_db, read_timeout=0.5, write_timeout=0.5) as store:
+        await store.append("t/a", [make_event()], expected_version=0)
+        admin = await asyncpg.connect(postgres_db.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            locked = admin.transaction()
+            await locked.start()
+            await admin.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(DatabaseUnavailable):
+                await store.read_stream("t/a")
+            read_waited = loop.time() - started
+            started = loop.time()
+            with pytest.raises(DatabaseUnavailable):
+                await store.append("t/a", [make_event()], expected_version=1)
+            write_waited = loop.time() - started
+            await locked.rollback()
+        finally:
+            await admin.close()
+        # Each waited its own timeout, not the defaults (120 s and 10 s) nor nothing at all.
+        assert 0.4 < read_waited < 5.0
+        assert 0.4 < write_waited < 5.0
+        assert [e.version for e in await store.read_stream("t/a")] == [1]
+        await store.append("t/a", [make_event()], expected_version=1)
+        assert await store.stream_version("t/a") == 2
