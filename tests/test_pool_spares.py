@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from poolwarden.bridge.server import BridgeServer
-from poolwarden.browser.launcher import find_chromium
+from poolwarden.browser.launcher import find_chromium, find_firefox
 from poolwarden.codec import REGISTRY, decode, encode
 from poolwarden.errors import ConfigurationError, ProtocolError, WorkerDisconnected
 from poolwarden.events import NewEvent, RecordedEvent
@@ -42,6 +42,11 @@ WAIT = 60.0
 chromium_only = [
     pytest.mark.browser,
     pytest.mark.skipif(not installed(find_chromium), reason="Chromium is not installed"),
+]
+
+firefox_only = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not installed(find_firefox), reason="Firefox is not installed"),
 ]
 
 
@@ -93,11 +98,12 @@ async def _wait_for(pool: ResourcePool, done: Callable[[], bool], what: str) -> 
     assert done(), what
 
 
-def _chromium(tmp_path: Path, *, connections: int) -> PoolConfig:
-    """Chromium connections with test hooks and one warm spare; memory is read when the test says."""
+def _chromium(tmp_path: Path, *, connections: int, browser: str = "chromium") -> PoolConfig:
+    """Chromium (or ``browser``) connections with test hooks and one warm spare; memory is read
+    when the test says."""
     return PoolConfig(
         connections=connections,
-        workers=("chromium",),
+        workers=(browser,),
         db=tmp_path / "pool.db",
         hooks=True,
         heartbeat_interval=30.0,
@@ -310,4 +316,36 @@ async def test_a_spare_that_died_idle_is_retired_and_replaced(tmp_path: Path, ow
         (retired,) = [e for e in pool.spares.events if isinstance(e, SpareRetired)]
         assert (retired.spare_id, retired.reason.split(":")[0]) == (dead.worker_id, "lost")
         await _wait_for(pool, lambda: _count(pool, SpareLaunched) == 2, "another spare was launched")
+    assert await asyncio.to_thread(_no_browser_left, own_tmp) == []
+
+
+@pytest.mark.parametrize("_", [pytest.param(None, marks=firefox_only)])
+async def test_a_killed_firefox_is_replaced_by_its_warm_spare(tmp_path: Path, own_tmp: Path, _: None) -> None:
+    """The same promotion with Firefox (its page rebound over BiDi, not DevTools): the killed
+    connection's restart rung promotes the Firefox spare, the connection serves from the spare's
+    process, a new spare is launched, and after close no browser process is left."""
+    config = _chromium(tmp_path, connections=1, browser="firefox")
+    async with ResourcePool(config, memory_sampler=Host()) as pool:
+        await pool.load_model("toy-mlp", connection_id="conn-0")
+        await _wait_for(pool, lambda: _count(pool, SpareLaunched) == 1, "a spare was launched")
+        spare = pool.spares.spares[0]
+        spare_pid = spare.process.pid if spare.process is not None else None
+        member = pool.members["conn-0"]
+        assert member.recovery is not None
+        before = member.recovery.machine.last_incident_id
+        await pool.inject_fault("conn-0", "browser_kill")
+        assert await member.recovery.wait_outcome(before, WAIT) == (True, "restart")
+        assert _count(pool, SparePromoted) == 1
+        process = getattr(member.handle, "process", None)
+        assert process is not None
+        assert process.pid == spare_pid
+        result = await pool.run_inference("toy-mlp", {"input": X}, deadline=20.0)
+        assert result.connection_id == "conn-0"
+        await _wait_for(pool, lambda: _count(pool, SpareLaunched) == 2, "a new spare was launched")
+        (promoted,) = [e for e in pool.spares.events if isinstance(e, SparePromoted)]
+        assert (promoted.connection_id, promoted.spare_id, promoted.browser) == (
+            "conn-0",
+            spare.worker_id,
+            "firefox",
+        )
     assert await asyncio.to_thread(_no_browser_left, own_tmp) == []
