@@ -537,8 +537,10 @@ function connect() {
   const socket = new WebSocket(`ws://${location.host}/ws?worker=${encodeURIComponent(WORKER_ID)}`);
   socket.binaryType = "arraybuffer";
   ws = socket;
-  socket.onopen = () => {
+  socket.onopen = async () => {
     frameVersion = 1; // until this socket's welcome
+    await backendChosen; // the hello names the backend; the socket opened while it was chosen
+    if (ws !== socket || socket.readyState !== WebSocket.OPEN) return;
     socket.send(
       JSON.stringify({
         type: "hello",
@@ -744,11 +746,16 @@ function hook(id, msg) {
   }
 }
 
+// Settles once the backend is chosen; chooseBackend never rejects (a backend that fails is
+// recorded in the capabilities and the next one tried, down to plain JavaScript).
+let backendChosen = null;
+
 async function main() {
-  status("choosing a backend");
-  await chooseBackend();
-  status(`backend ${backend}; connecting`);
-  connect();
+  status("choosing a backend; connecting");
+  backendChosen = chooseBackend();
+  connect(); // the socket's handshake runs while the backend is chosen
+  await backendChosen;
+  status(`backend ${backend}`);
 }
 
 main();
