@@ -182,10 +182,14 @@ class Tensor:
         return values
 
     def to_numpy(self) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """The values as a numpy float32 array of this shape (numpy is imported on first use)."""
+        """The values as a writable numpy float32 array of this shape, a copy of the data (numpy
+        is imported on first use)."""
         import numpy as np
 
-        return np.frombuffer(self.data, dtype="<f4").reshape(self.shape).astype(np.float32)
+        if sys.byteorder == "big":  # pragma: no cover - the wire is little-endian
+            return np.frombuffer(self.data, dtype="<f4").reshape(self.shape).astype(np.float32)
+        # One copy, straight into the array's own (writable) buffer.
+        return np.frombuffer(bytearray(self.data), dtype=np.float32).reshape(self.shape)
 
 
 def _shape_of(name: str, values: Any) -> tuple[int, ...]:

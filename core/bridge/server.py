@@ -794,7 +794,9 @@ class BridgeServer:
                     await ws.close(1008, "too many protocol errors")
                     return
                 continue
-            if isinstance(message, Log):
+            if message.__class__ is Result:  # the common case, asked first
+                conn._deliver(message)
+            elif isinstance(message, Log):
                 page_logger.log(
                     _LOG_LEVELS.get(message.level, logging.INFO),
                     "%s: %s",
