@@ -134,3 +134,26 @@ async def test_a_caller_timeout_around_a_request_is_the_callers() -> None:
             await connection.app_ping(timeout=30.0)
     assert not isinstance(caught.value, DeadlineExceeded)
     assert len(connection._pending) == 0
+
+
+def test_a_connection_used_again_in_a_new_loop_still_expires_requests() -> None:
+    """A timer armed in a loop that ended never rings: the next loop's requests get their own."""
+    pending: PendingRequests[str] = PendingRequests()
+
+    async def leave_a_timer_armed() -> None:
+        _, task = await _waiting(pending, 1, 0.05)  # the loop ends before the timer rings
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        pending.discard(1)
+
+    async def expire_one() -> None:
+        await asyncio.sleep(0.1)  # past the old timer's time: a later deadline would not re-arm it
+        _, task = await _waiting(pending, 2, 0.02)
+        async with asyncio.timeout(2.0):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert pending.expired(2)
+
+    asyncio.run(leave_a_timer_armed())
+    asyncio.run(expire_one())

@@ -32,12 +32,13 @@ Reply = TypeVar("Reply")
 class PendingRequests(Generic[Reply]):
     """Request id -> (future of its reply, deadline, task), with one timer for all deadlines."""
 
-    __slots__ = ("_entries", "_expired", "_timer", "_wake_at")
+    __slots__ = ("_entries", "_expired", "_loop", "_timer", "_wake_at")
 
     def __init__(self) -> None:
         self._entries: dict[int, tuple[asyncio.Future[Reply], float, asyncio.Task[Any]]] = {}
         self._expired: set[int] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the timer's
         self._wake_at = math.inf
 
     def __len__(self) -> int:
@@ -57,7 +58,8 @@ class PendingRequests(Generic[Reply]):
         """Wait for ``request_id``'s reply in ``future`` until ``deadline`` (the loop's time);
         ``task`` is cancelled if the deadline passes first."""
         self._entries[request_id] = (future, deadline, task)
-        if deadline < self._wake_at:
+        # A timer armed in another loop (a connection used again after its loop ended) rings never.
+        if deadline < self._wake_at or loop is not self._loop:
             self._arm(loop, deadline)
 
     def future(self, request_id: int) -> asyncio.Future[Reply] | None:
@@ -86,6 +88,7 @@ class PendingRequests(Generic[Reply]):
         if self._timer is not None:
             self._timer.cancel()
         self._wake_at = at
+        self._loop = loop
         self._timer = loop.call_at(at, self._expire, loop, at)
 
     def _expire(self, loop: asyncio.AbstractEventLoop, armed_for: float) -> None:
