@@ -52,7 +52,8 @@ class Admission:
     @property
     def allowed(self) -> bool:
         """Whether both breakers admitted the call."""
-        return bool(self.connection_decision) and bool(self.model_decision)
+        model = self.model_decision  # read as fields: asked for every call a pool makes
+        return model is not None and model.allowed and self.connection_decision.allowed
 
     def __bool__(self) -> bool:
         return self.allowed

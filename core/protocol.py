@@ -182,10 +182,14 @@ class Tensor:
         return values
 
     def to_numpy(self) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """The values as a numpy float32 array of this shape (numpy is imported on first use)."""
+        """The values as a writable numpy float32 array of this shape, a copy of the data (numpy
+        is imported on first use)."""
         import numpy as np
 
-        return np.frombuffer(self.data, dtype="<f4").reshape(self.shape).astype(np.float32)
+        if sys.byteorder == "big":  # pragma: no cover - the wire is little-endian
+            return np.frombuffer(self.data, dtype="<f4").reshape(self.shape).astype(np.float32)
+        # One copy, straight into the array's own (writable) buffer.
+        return np.frombuffer(bytearray(self.data), dtype=np.float32).reshape(self.shape)
 
 
 def _shape_of(name: str, values: Any) -> tuple[int, ...]:
@@ -255,10 +259,23 @@ def encode_binary(header: Mapping[str, Any], tensors: Sequence[Tensor], version:
     return b"".join(parts)
 
 
+_V2_FIELDS = frozenset({"type", "id", "model", "backend", "elapsed_ms"})
+_PADDING = tuple(b"\0" * n for n in range(8))
+"""``_PADDING[-size & 7]`` pads ``size`` bytes to the next multiple of 8."""
+_SHAPES: dict[int, struct.Struct] = {}
+"""A version 2 tensor descriptor of each rank: name length, rank, then the shape (made on first use)."""
+
+
+def _shape_struct(rank: int) -> struct.Struct:
+    layout = _SHAPES.get(rank)
+    if layout is None:
+        layout = _SHAPES[rank] = struct.Struct(f"<BB{rank}I")
+    return layout
+
+
 def _encode_v2(header: Mapping[str, Any], tensors: Sequence[Tensor]) -> bytes:
-    extra = set(header) - {"type", "id", "model", "backend", "elapsed_ms"}
-    if extra:
-        raise ValueError(f"a version 2 tensor frame cannot carry {sorted(extra)}")
+    if not _V2_FIELDS.issuperset(header):
+        raise ValueError(f"a version 2 tensor frame cannot carry {sorted(set(header) - _V2_FIELDS)}")
     model = str(header["model"]).encode()
     backend = str(header.get("backend", "")).encode()
     parts = [
@@ -274,19 +291,34 @@ def _encode_v2(header: Mapping[str, Any], tensors: Sequence[Tensor]) -> bytes:
         model,
         backend,
     ]
+    size = _HEADER_V2.size + len(model) + len(backend)
     for t in tensors:
         name = t.name.encode()
-        parts.append(struct.pack(f"<BB{len(t.shape)}I", len(name), len(t.shape), *t.shape))
+        shape = t.shape
+        descriptor = _shape_struct(len(shape)).pack(len(name), len(shape), *shape)
+        parts.append(descriptor)
         parts.append(name)
-    size = sum(map(len, parts))
-    parts.append(b"\0" * (_align8(size) - size))
+        size += len(descriptor) + len(name)
+    parts.append(_PADDING[-size & 7])
     for t in tensors:
-        parts.append(t.data)
-        parts.append(b"\0" * (_align8(len(t.data)) - len(t.data)))
+        data = t.data
+        parts.append(data)
+        parts.append(_PADDING[-len(data) & 7])
     return b"".join(parts)
 
 
 def _decode_v2(frame: bytes, limits: Limits) -> tuple[dict[str, Any], tuple[Tensor, ...]]:
+    kind, request_id, model, backend, elapsed, tensors = _read_v2(frame, limits)
+    header: dict[str, Any] = {"type": kind, "id": request_id, "model": model}
+    if kind == "result":
+        header["backend"] = backend
+        header["elapsed_ms"] = elapsed
+    return header, tensors
+
+
+def _read_v2(frame: bytes, limits: Limits) -> tuple[str, int, str, str, float, tuple[Tensor, ...]]:
+    """A version 2 frame's type, id, model, backend, elapsed_ms and tensors, every length checked
+    (the id is at most 2**53 - 1, elapsed_ms finite, the texts UTF-8)."""
     try:
         _, code, count, model_len, backend_len, request_id, elapsed = _HEADER_V2.unpack_from(frame)
         at = _HEADER_V2.size
@@ -313,7 +345,7 @@ def _decode_v2(frame: bytes, limits: Limits) -> tuple[dict[str, Any], tuple[Tens
                 raise ProtocolError(
                     f"tensor rank {rank} is not 1..{limits.max_rank}", WireErrorKind.BAD_TENSOR
                 )
-            shape = struct.unpack_from(f"<{rank}I", frame, at + 2)
+            shape = _shape_struct(rank).unpack_from(frame, at)[2:]
             at += 2 + 4 * rank
             name = frame[at : at + name_len].decode()
             at += name_len
@@ -329,26 +361,23 @@ def _decode_v2(frame: bytes, limits: Limits) -> tuple[dict[str, Any], tuple[Tens
         raise ProtocolError(f"binary header text is not UTF-8: {exc}", WireErrorKind.MALFORMED) from exc
     if at > limits.max_header_bytes:
         raise ProtocolError(f"binary header of {at} bytes is over the cap", WireErrorKind.TOO_LARGE)
-    base = _align8(at)
+    base = (at + 7) & ~7
     expected = end = 0
     tensors = []
+    size = len(frame)
     for name, shape in shapes:
         nbytes = 4 * math.prod(shape)
         if nbytes > limits.max_tensor_bytes:
             raise ProtocolError(f"tensor {name!r}: {nbytes} bytes is over the cap", WireErrorKind.TOO_LARGE)
         start = base + expected
-        if start + nbytes > len(frame):
+        if start + nbytes > size:
             raise ProtocolError(f"tensor {name!r} runs past the end of the frame", WireErrorKind.BAD_TENSOR)
         tensors.append(Tensor(name, shape, bytes(frame[start : start + nbytes])))
         end = expected + nbytes
-        expected = _align8(end)
-    if not base + end <= len(frame) <= base + expected:
+        expected = (end + 7) & ~7
+    if not base + end <= size <= base + expected:
         raise ProtocolError("binary frame has bytes after its last tensor", WireErrorKind.BAD_TENSOR)
-    header: dict[str, Any] = {"type": kind, "id": request_id, "model": model}
-    if kind == "result":
-        header["backend"] = backend
-        header["elapsed_ms"] = elapsed
-    return header, tuple(tensors)
+    return kind, request_id, model, backend, elapsed, tuple(tensors)
 
 
 def decode_binary(frame: bytes, limits: Limits) -> tuple[dict[str, Any], tuple[Tensor, ...]]:
@@ -654,7 +683,15 @@ PageMessage: TypeAlias = (
 def parse_page_message(frame: str | bytes, limits: Limits) -> PageMessage:
     """Parse one frame a worker sent, or raise ProtocolError with the breach's kind."""
     if isinstance(frame, bytes | bytearray | memoryview):
-        header, tensors = decode_binary(bytes(frame), limits)
+        frame = bytes(frame)
+        if frame[:4] == BINARY_MAGIC_V2:  # the fixed header's fields need no checks beyond its own
+            kind, request_id, model, backend, elapsed, tensors = _read_v2(frame, limits)
+            if kind != "result":
+                raise ProtocolError(
+                    f"binary frame of type {kind!r} from a worker", WireErrorKind.UNKNOWN_TYPE
+                )
+            return Result(request_id, model, backend, elapsed, tensors)
+        header, tensors = decode_binary(frame, limits)
         if header.get("type") != "result":
             raise ProtocolError(
                 f"binary frame of type {header.get('type')!r} from a worker", WireErrorKind.UNKNOWN_TYPE

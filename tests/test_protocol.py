@@ -251,3 +251,16 @@ def test_any_json_message_parses_or_raises_protocol_error(value: object, kind: s
     """A message of any type whose fields hold arbitrary JSON never escapes as another exception."""
     with contextlib.suppress(ProtocolError):
         parse_page_message(json.dumps({**dict.fromkeys(_FIELDS, value), "type": kind}), LIMITS)
+
+
+def test_to_numpy_is_a_writable_float32_copy() -> None:
+    """A tensor's array has its shape and values, is float32 and writable, and shares no memory
+    with the tensor (changing it leaves the tensor's bytes as they were)."""
+    tensor = Tensor.from_values("t", [[1.0, 2.0], [3.0, 4.0]])
+    array = tensor.to_numpy()
+    assert array.dtype == np.float32
+    assert array.shape == (2, 2)
+    assert array.flags.writeable
+    array[0, 0] = 9.0
+    assert tensor.to_numpy()[0, 0] == 1.0
+    assert tensor.to_list() == [[1.0, 2.0], [3.0, 4.0]]

@@ -106,13 +106,34 @@ def _set(offset: int, fmt: str, *values: object) -> Callable[[bytes], bytes]:
         (_set(24 + 7 + 6, "<B", 0), WireErrorKind.BAD_TENSOR),  # an empty name
     ],
 )
+@pytest.mark.parametrize("parse", [decode_binary, parse_page_message])
 def test_damaged_version_2_frames_raise_typed_protocol_errors(
-    mutate: Callable[[bytes], bytes], kind: WireErrorKind
+    mutate: Callable[[bytes], bytes], kind: WireErrorKind, parse: Callable[[bytes, Limits], object]
 ) -> None:
-    """Truncation, trailing bytes, a bad type code, too many tensors, a bad id, time, name or shape."""
+    """Truncation, trailing bytes, a bad type code, too many tensors, a bad id, time, name or
+    shape; the same through the page's message parser, which reads a version 2 result directly."""
     with pytest.raises(ProtocolError) as info:
-        decode_binary(mutate(_result_frame()), LIMITS)
+        parse(mutate(_result_frame()), LIMITS)
     assert info.value.kind == kind
+
+
+def test_a_version_2_infer_frame_from_a_worker_is_refused() -> None:
+    """A worker may not send an infer frame in version 2 either."""
+    frame = encode_binary({"type": "infer", "id": 1, "model": "m"}, [], 2)
+    with pytest.raises(ProtocolError, match="binary frame of type 'infer' from a worker") as info:
+        parse_page_message(frame, LIMITS)
+    assert info.value.kind == WireErrorKind.UNKNOWN_TYPE
+
+
+def test_a_version_2_result_parses_from_any_bytes_like_frame() -> None:
+    """A result frame given as bytearray or memoryview parses to the same message, its tensors bytes."""
+    frame = _result_frame()
+    expected = parse_page_message(frame, LIMITS)
+    for view in (bytearray(frame), memoryview(frame)):
+        message = parse_page_message(view, LIMITS)
+        assert message == expected
+        assert isinstance(message, Result)
+        assert type(message.tensors[0].data) is bytes
 
 
 @settings(max_examples=1500, deadline=None)

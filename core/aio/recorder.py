@@ -105,6 +105,8 @@ class EventRecorder:
         """Have an append made within ``delay`` seconds (for events that ``gather`` will make
         then): the pool's summaries of successes ask for one a second, and any event recorded
         meanwhile brings it forward to :data:`LINGER`."""
+        if self._timer is not None:  # an append is due already (the pool asks once a request)
+            return
         self._schedule(delay, sooner=False)  # one is due already: at most ``delay`` from now, or sooner
 
     def _schedule(self, delay: float, *, sooner: bool) -> None:

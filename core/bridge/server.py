@@ -62,6 +62,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Origin
 
+from poolwarden.bridge.pending import PendingRequests
+
 # Named apart from the error WorkerDisconnected, which this module raises.
 from poolwarden.bridge.refusals import RefusalLimiter
 from poolwarden.bridge_events import (
@@ -173,7 +175,7 @@ class WorkerConnection:
         self.last_close: CloseInfo | None = None
         self._server = server
         self._ws: ServerConnection | None = None
-        self._pending: dict[int, asyncio.Future[PageMessage]] = {}
+        self._pending: PendingRequests[PageMessage] = PendingRequests()
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
 
@@ -343,18 +345,28 @@ class WorkerConnection:
             )
         else:
             data = encode_command(message_type, request_id, **fields)
-        future: asyncio.Future[PageMessage] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[PageMessage] = loop.create_future()
+        task = asyncio.current_task()
+        assert task is not None, "a request runs in a task"
+        cancelling = task.cancelling()
+        pending = self._pending
+        # The deadline is kept with the request, under the connection's one timer (see
+        # poolwarden.bridge.pending): it cancels this task when it passes, as asyncio.timeout does.
+        pending.add(loop, request_id, future, loop.time() + timeout, task)
         try:
-            async with asyncio.timeout(timeout):
-                await ws.send(data)
-                reply = await future
-        except TimeoutError:
-            raise DeadlineExceeded(f"worker {self.connection_id!r}: no answer within {timeout} s") from None
+            await ws.send(data)
+            reply = await future
+        except asyncio.CancelledError:
+            if pending.expired(request_id) and task.uncancel() <= cancelling:
+                raise DeadlineExceeded(
+                    f"worker {self.connection_id!r}: no answer within {timeout} s"
+                ) from None
+            raise
         except ConnectionClosed as exc:
             raise WorkerDisconnected(self.connection_id, exc.rcvd.code if exc.rcvd else 1006) from exc
         finally:
-            self._pending.pop(request_id, None)
+            pending.discard(request_id)
             if future.done() and not future.cancelled():
                 # The socket closed while the request was being sent: the send's own error is
                 # raised, and the future's (the same disconnect) must not be reported as lost.
@@ -384,16 +396,13 @@ class WorkerConnection:
             return False
         self._ws = None
         self.last_close = CloseInfo(generation, code, reason)
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(WorkerDisconnected(self.connection_id, code, reason))
-        self._pending.clear()
+        self._pending.fail_all(lambda: WorkerDisconnected(self.connection_id, code, reason))
         self._notify()
         return True
 
     def _deliver(self, message: PageMessage) -> None:
         request_id = getattr(message, "id", None)
-        future = self._pending.get(request_id) if request_id is not None else None
+        future = self._pending.future(request_id) if request_id is not None else None
         if future is None:
             # A late answer to a request that timed out: nobody is waiting, and that is no breach.
             logger.debug("worker %s: answer to no pending request: %r", self.connection_id, message)
@@ -785,7 +794,9 @@ class BridgeServer:
                     await ws.close(1008, "too many protocol errors")
                     return
                 continue
-            if isinstance(message, Log):
+            if message.__class__ is Result:  # the common case, asked first
+                conn._deliver(message)
+            elif isinstance(message, Log):
                 page_logger.log(
                     _LOG_LEVELS.get(message.level, logging.INFO),
                     "%s: %s",

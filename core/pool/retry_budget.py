@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["RetryBudget"]
+__all__ = ["TRIM_FLOOR", "RetryBudget"]
+
+TRIM_FLOOR = 4096
+"""Requests a budget keeps noted before it trims them outside ``try_spend``."""
 
 
 @dataclass(slots=True)
@@ -16,12 +19,18 @@ class RetryBudget:
     window: float
     requests: deque[float] = field(default_factory=deque)
     retries: deque[float] = field(default_factory=deque)
+    trim_above: int = TRIM_FLOOR
+    """How many noted requests set off a trim here (at most twice those of the last window)."""
 
     def note_request(self, now: float) -> None:
         """A request arrived at ``now`` (loop time)."""
-        self.requests.append(now)
-        if len(self.requests) > 4096:  # trimmed when spending; this only bounds the memory
+        requests = self.requests
+        requests.append(now)
+        # Trimmed when spending; this only bounds the memory, so it trims when the count has
+        # doubled since the last trim rather than on every request of a busy pool.
+        if len(requests) > self.trim_above:
             self._trim(now)
+            self.trim_above = max(TRIM_FLOOR, 2 * len(requests))
 
     def try_spend(self, now: float, ratio: float, minimum: int) -> bool:
         """Take one retry from the budget, if it has one left."""

@@ -89,10 +89,6 @@ class Route(NamedTuple, Generic[Member]):
     wait for it."""
 
 
-def _never(connection_id: str) -> bool:
-    return False
-
-
 def blocking_breaker(breakers: Iterable[CircuitBreaker], now: float) -> CircuitBreaker | None:
     """The first of ``breakers`` that would refuse a call now, found without asking them (asking
     a half-open breaker would take one of its trials)."""
@@ -177,7 +173,7 @@ class Router(Generic[Member]):
         standings = self._standings_now(now)
         best: Member | None = None
         best_key: tuple[bool, bool, bool, float, float, int] | None = None
-        ejected = self.outliers.is_ejected if self.outliers is not None else _never
+        ejected = self.outliers.is_ejected if self.outliers is not None else None
         best_breakers: tuple[CircuitBreaker, CircuitBreaker] | None = None
         refusal: CircuitOpen | None = None
         isolated: list[str] = []
@@ -200,7 +196,8 @@ class Router(Generic[Member]):
             browser = member.browser
             place, latency = standings.get((model_type, browser)) or self._rank(model_type, browser)
             key = (
-                ejected(connection_id),  # an outlier only when nothing else can take the request
+                # an outlier only when nothing else can take the request
+                ejected is not None and ejected(connection_id),
                 connection_id in tried,
                 model_id not in models,
                 place,
