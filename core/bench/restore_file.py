@@ -100,13 +100,20 @@ def _child(mode: str, path: str) -> dict[str, Any]:
 
 
 def measure(
-    records: list[RecordedEvent], snapshots: dict[str, Snapshot], *, repeats: int = 3
+    records: list[RecordedEvent], snapshots: dict[str, Snapshot], *, repeats: int = 5
 ) -> dict[str, Any]:
     """Write the log to a temporary file and time both paths ``repeats`` times, alternately, each
-    in a fresh process; medians and their ratio."""
+    in a fresh process; medians and their ratio.
+
+    One untimed run of each comes first: the file was written a moment ago, and the first reads
+    after writing 200 MB were measured 1.5-2x slower than every later one, for either path (the
+    kernel still writing the pages back). A restart reads a log its previous process wrote.
+    """
     with tempfile.TemporaryDirectory(prefix="poolwarden-restore-") as folder:
         path = Path(folder) / "breakers.db"
         write_log(path, records, snapshots)
+        _child("raw", str(path))
+        _child("restore", str(path))
         raw: list[float] = []
         library: list[float] = []
         restored = 0
