@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -62,13 +62,36 @@ if STORE_SET != ("position", "stream", "version", "recorded_at", "fence"):
 _copied = attrgetter(*_COPIED)
 
 # One encoder for every payload: json.dumps with options builds a new encoder on each call.
-_encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+_encode_json = _encoder.encode
+
+
+def _c_encoder() -> Callable[[Any, int], Sequence[str]] | None:
+    """json's C encoder with :data:`_encoder`'s options, made once: ``JSONEncoder.encode`` makes
+    a new one (and a table of the containers it is in) on every call, a third of a payload's
+    encoding. This one keeps no table (it holds no state, so any thread may use it): a value that
+    contains itself ends in a ``RecursionError``, which :func:`encode_json` turns into the same
+    refusal as any other value JSON cannot hold."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # a Python without json's C accelerator
+        return None
+    made: Callable[[Any, int], Sequence[str]] = make(
+        None, _encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    return made
+
+
+_c_encode = _c_encoder()
 
 
 def encode_json(value: Mapping[str, Any], what: str) -> str:
     """``value`` as compact JSON; raises :class:`EventNotSerializable` naming ``what`` if it cannot be."""
     try:
-        return _encode_json(value)
+        if _c_encode is None or type(value) is not dict:
+            return _encode_json(value)
+        return "".join(_c_encode(value, 0))
+    except RecursionError as error:  # nested too deep, or (no table of containers) contains itself
+        raise EventNotSerializable(what, f"nested too deep, or it contains itself ({error})") from error
     except (TypeError, ValueError) as error:
         raise EventNotSerializable(what, str(error)) from error
 
