@@ -44,6 +44,7 @@ from typing import Any
 from poolwarden.errors import DatabaseLocked, StoreClosed, StoreError, WriteFailed
 from poolwarden.events import AppendResult
 from poolwarden.lease import Lease
+from poolwarden.storage.inbox import Inbox
 
 __all__ = [
     "CommitBatch",
@@ -153,7 +154,7 @@ class GroupCommitWriter:
         self.linger = linger
         self.lock_timeout = lock_timeout
         self._on_commit = on_commit
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max_pending)
+        self._queue: Inbox[_Item] = Inbox(max_pending)
         self._task: asyncio.Task[None] | None = None
         self._failures = _Failures()
         self.broken: BaseException | None = None
@@ -185,7 +186,8 @@ class GroupCommitWriter:
         """Queue an append (waiting while the queue is full); its future completes at commit."""
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         await self._queue.put(PendingAppend(stream, expected_version, rows, future, buffered, fence))
-        if self.stopped and not future.done():
+        task = self._task
+        if task is not None and task.done() and not future.done():
             future.set_exception(StoreClosed(f"{self._owner!r} closed before this append was written"))
         return future
 
@@ -212,7 +214,7 @@ class GroupCommitWriter:
             and self._inline is None
             and self._last_woken <= 1
             and self._inline_allowed
-            and self._queue.empty()
+            and not self._queue
             and not self.stopped
         ):
             loop = asyncio.get_running_loop()
@@ -265,7 +267,7 @@ class GroupCommitWriter:
         try:
             while True:
                 self._idle = True
-                batch = [await queue.get()]
+                batch = [await queue.first()]
                 self._idle = False
                 if self._inline is not None:  # an append committed by its appender came first
                     await asyncio.shield(self._inline)
@@ -276,15 +278,12 @@ class GroupCommitWriter:
                 # as many items are queued as the last commit woke appenders, none is left to
                 # wait for: a lone appender's next append goes straight on.
                 for _ in range(2):
-                    if size + queue.qsize() >= self.max_batch or 1 + queue.qsize() >= woken:
+                    if size + len(queue) >= self.max_batch or 1 + len(queue) >= woken:
                         break
                     await asyncio.sleep(0)
-                if self.linger > 0 and size + queue.qsize() < self.max_batch:
+                if self.linger > 0 and size + len(queue) < self.max_batch:
                     await asyncio.sleep(self.linger)
-                while size < self.max_batch and not queue.empty():
-                    item = queue.get_nowait()
-                    batch.append(item)
-                    size += _size(item)
+                batch += queue.take(size, self.max_batch, _size)
                 stop = await self._handle(batch)
                 if stop:
                     # Appenders that were waiting for room when close() began queued behind
@@ -299,9 +298,7 @@ class GroupCommitWriter:
             raise
 
     def _fail_queued(self, error: StoreError) -> None:
-        queue = self._queue
-        while not queue.empty():
-            self._fail([queue.get_nowait()], error)
+        self._fail(self._queue.take_all(), error)
 
     @staticmethod
     def _fail(items: list[_Item], error: StoreError) -> None:
