@@ -25,7 +25,7 @@ from typing import Any
 from poolwarden.envelope import ENVELOPE, EVENT_FIELDS, STORE_SET
 from poolwarden.errors import ConcurrencyConflict, ConfigurationError, EventNotSerializable, LeaseLost
 from poolwarden.events import AppendResult, NewEvent
-from poolwarden.storage.writer import Outcome, PendingAppend, Work
+from poolwarden.storage.writer import Outcome, PendingAppend, PendingSnapshot, Work
 
 __all__ = [
     "EVENT_ROW",
@@ -178,27 +178,40 @@ def plan_batch(
     outcomes: list[Outcome] = []
     rows: list[tuple[Any, ...]] = []
     snapshots: list[tuple[Any, ...]] = []
+    add_outcome, add_row = outcomes.append, rows.append  # bound once: a batch has thousands of items
+    head_of = heads.get
     for item in work:
         fence = item.fence
+        number = None
         if fence is not None:
             current = fences.get(fence.name) if fences is not None else None
             if current != fence.fence:
-                outcomes.append(LeaseLost(fence.name, fence.fence, current))
+                add_outcome(LeaseLost(fence.name, fence.fence, current))
                 continue
-        if not isinstance(item, PendingAppend):
+            number = fence.fence
+        if item.__class__ is not PendingAppend:
+            assert isinstance(item, PendingSnapshot)
             snapshots.append(item.row)
-            outcomes.append(None)
+            add_outcome(None)
             continue
-        head = heads.get(item.stream, 0)
-        if item.expected_version is not None and item.expected_version != head:
-            outcomes.append(ConcurrencyConflict(item.stream, item.expected_version, head))
+        stream = item.stream
+        head = head_of(stream, 0)
+        expected = item.expected_version
+        if expected is not None and expected != head:
+            add_outcome(ConcurrencyConflict(stream, expected, head))
             continue
         first_position = position + 1
-        stream = item.stream
-        number = None if fence is None else fence.fence
-        for offset, row in enumerate(item.rows, start=1):
-            position += 1
-            rows.append((position, stream, head + offset, recorded_at, number, *row))
-        heads[stream] = head + len(item.rows)
-        outcomes.append(AppendResult(stream, head + 1, head + len(item.rows), first_position, position))
+        event_rows = item.rows
+        if len(event_rows) == 1:  # most appends carry one event: no loop to set up
+            position = first_position
+            last = head + 1
+            add_row((position, stream, last, recorded_at, number, *event_rows[0]))
+        else:
+            last = head
+            for row in event_rows:
+                position += 1
+                last += 1
+                add_row((position, stream, last, recorded_at, number, *row))
+        heads[stream] = last
+        add_outcome(AppendResult(stream, head + 1, last, first_position, position))
     return outcomes, rows, snapshots
