@@ -53,7 +53,6 @@ from poolwarden.storage.backend import WriterBackedStore, refuse_unusable_schema
 from poolwarden.storage.base import Durability
 from poolwarden.storage.rows import (
     INSERT_COLUMNS,
-    fence_names,
     plan_batch,
 )
 from poolwarden.storage.sqlite_errors import translate
@@ -304,26 +303,25 @@ class SQLiteEventStore(WriterBackedStore):
     # --- the transaction the group-commit writer runs -----------------------------------------
 
     async def _commit_batch(self, work: list[Work]) -> list[Outcome]:
-        """One ``BEGIN IMMEDIATE`` transaction for ``work``; SQLite's errors become typed ones."""
+        """One ``BEGIN IMMEDIATE`` transaction for ``work``; SQLite's errors become typed ones.
+
+        ONE hop into the driver's thread a batch: the whole transaction (BEGIN IMMEDIATE, the
+        read, plan_batch, the insert, COMMIT) is one plain function that aiosqlite's thread runs
+        on its sqlite3 connection, where each await of the driver's own methods (execute,
+        executemany) would be a hop of its own, and SQLAlchemy's run_sync a hop per statement.
+        """
         try:
-            return await self._transaction(work)
+            async with self._shared_lock or self._write_lock:
+                driver = self._require_driver()
+                outcomes: list[Outcome] = await driver._execute(self._write_batch, driver._conn, work)
+                return outcomes
         except StoreError:
             raise
         except Exception as error:
             raise self._translate(error) from error
 
-    async def _transaction(self, work: list[Work]) -> list[Outcome]:
-        # ONE hop into the driver's thread a batch: the whole transaction (BEGIN IMMEDIATE, the
-        # read, plan_batch, the insert, COMMIT) is one plain function that aiosqlite's thread
-        # runs on its sqlite3 connection, where each await of the driver's own methods (execute,
-        # executemany) would be a hop of its own, and SQLAlchemy's run_sync a hop per statement.
-        async with self._shared_lock or self._write_lock:
-            driver = self._require_driver()
-            outcomes: list[Outcome] = await driver._execute(self._write_batch, driver._conn, work)
-            return outcomes
-
     def _write_batch(self, conn: sqlite3.Connection, work: list[Work], retry: bool = False) -> list[Outcome]:
-        """The writer's transaction for one batch, run in the driver's thread (see _transaction).
+        """The writer's transaction for one batch, run in the driver's thread (see _commit_batch).
 
         Stream heads come from :attr:`_known_heads` where it knows them: this process's writer is the
         only one here, and what it committed is what it remembers. Another process (or another
@@ -336,12 +334,25 @@ class SQLiteEventStore(WriterBackedStore):
         the same statement as the heads it does not know.
         """
         cache = self._known_heads
-        streams = list(dict.fromkeys(item.stream for item in work if isinstance(item, PendingAppend)))
-        remembered = {stream: cache[stream] for stream in streams if stream in cache}
-        names = sorted(fence_names(work))
+        streams: dict[str, None] = {}  # the batch's streams, in order, once each
+        named: set[str] = set()
+        for item in work:  # one pass: a batch has thousands of items
+            if isinstance(item, PendingAppend):
+                streams[item.stream] = None
+            if item.fence is not None:
+                named.add(item.fence.name)
+        remembered: dict[str, int] = {}
+        unknown: list[str] = []
+        for stream in streams:
+            head = cache.get(stream)
+            if head is None:
+                unknown.append(stream)
+            else:
+                remembered[stream] = head
+        names = sorted(named)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            heads, position, fences = _read_state(conn, [s for s in streams if s not in remembered], names)
+            heads, position, fences = _read_state(conn, unknown, names)
             heads.update(remembered)
             now = self._clock()
             planned = dict(heads)
