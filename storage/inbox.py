@@ -39,17 +39,23 @@ class Inbox(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    async def put(self, item: T) -> None:
-        """Add ``item``, first waiting while the inbox is full."""
+    def offer(self, item: T) -> bool:
+        """Add ``item`` if there is room, without waiting; whether it was added."""
         items = self._items
         if len(items) >= self._limit:
-            await self._room()
+            return False
         items.append(item)
         getter = self._getter
         if getter is not None:
             self._getter = None
             if not getter.done():
                 getter.set_result(None)
+        return True
+
+    async def put(self, item: T) -> None:
+        """Add ``item``, first waiting while the inbox is full."""
+        while not self.offer(item):
+            await self._room()
 
     async def _room(self) -> None:
         loop = asyncio.get_running_loop()

@@ -125,17 +125,20 @@ def event_row(new: NewEvent) -> tuple[Any, ...]:
     """The columns ``new`` gives (:data:`EVENT_ROW`); raises :class:`EventNotSerializable` for a bad
     event: no type, a time that is not finite, a payload JSON cannot hold, or text (in the type,
     the payload or a column) that UTF-8 cannot encode."""
-    if not new.type:
-        raise EventNotSerializable("", "an event needs a type")
     event_type = new.type
+    if not event_type:
+        raise EventNotSerializable("", "an event needs a type")
     if not isinstance(event_type, str):
         raise EventNotSerializable(repr(event_type), "the type must be text")
-    check_text(event_type, "the type", repr(event_type))
-    if not math.isfinite(new.occurred_at):
-        raise EventNotSerializable(event_type, f"occurred_at must be a finite time, not {new.occurred_at}")
+    if not event_type.isascii():  # check_text's own first test, here to save the call
+        check_text(event_type, "the type", repr(event_type))
+    occurred_at = new.occurred_at
+    if not math.isfinite(occurred_at):
+        raise EventNotSerializable(event_type, f"occurred_at must be a finite time, not {occurred_at}")
     latency = new.latency_ms
     payload = encode_json(new.payload, event_type)
-    check_text(payload, "the payload", event_type)
+    if not payload.isascii():
+        check_text(payload, "the payload", event_type)
     copied = _copied(new)
     for value in copied:
         if isinstance(value, str) and not value.isascii():  # rare: then find and name the column
@@ -146,7 +149,7 @@ def event_row(new: NewEvent) -> tuple[Any, ...]:
     return (
         event_type,
         new.schema_version,
-        float(new.occurred_at),
+        float(occurred_at),
         payload,
         *copied,
         None if latency is None else float(latency),

@@ -185,7 +185,9 @@ class GroupCommitWriter:
     ) -> asyncio.Future[AppendResult]:
         """Queue an append (waiting while the queue is full); its future completes at commit."""
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        await self._queue.put(PendingAppend(stream, expected_version, rows, future, buffered, fence))
+        item = PendingAppend(stream, expected_version, rows, future, buffered, fence)
+        if not self._queue.offer(item):  # full: wait for room (no coroutine when there is some)
+            await self._queue.put(item)
         task = self._task
         if task is not None and task.done() and not future.done():
             future.set_exception(StoreClosed(f"{self._owner!r} closed before this append was written"))
