@@ -172,7 +172,10 @@ class WriterBackedStore(EventStore):
         mode = durability or self.durability
         if mode not in ("sync", "buffered"):
             raise ConfigurationError(f"durability must be 'sync' or 'buffered', not {mode!r}")
-        rows = [event_row(new) for new in events]  # raises EventNotSerializable before anything is queued
+        # event_row raises EventNotSerializable before anything is queued. A tuple of the rows
+        # (each of plain values) is one the collector stops tracking: no list per append for its
+        # full passes to walk while the append waits in the queue.
+        rows = tuple([event_row(new) for new in events])
         if mode == "buffered":
             return Receipt(
                 stream, await writer.append(stream, rows, expected_version, buffered=True, fence=fence)
