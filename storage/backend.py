@@ -162,11 +162,14 @@ class WriterBackedStore(EventStore):
         durability: Durability | None = None,
         fence: Lease | None = None,
     ) -> Receipt:
-        self._require_open()
-        writer = self._require_writer()  # a read-only store refuses before anything else
+        writer = self._writer
+        if self._state != "open" or writer is None or writer.broken is not None:
+            self._require_open()  # raises the error that says why
+            writer = self._require_writer()  # a read-only store refuses before anything else
         if not stream:
             raise ConfigurationError("a stream id must not be empty")
-        check_stream(stream)
+        if stream.__class__ is not str or not stream.isascii():  # check_stream's own fast test
+            check_stream(stream)
         if expected_version is not None and expected_version < 0:
             raise ConfigurationError(f"expected_version must be >= 0, not {expected_version}")
         mode = durability or self.durability
