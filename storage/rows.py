@@ -24,7 +24,7 @@ from typing import Any
 
 from poolwarden.envelope import ENVELOPE, EVENT_FIELDS, STORE_SET
 from poolwarden.errors import ConcurrencyConflict, ConfigurationError, EventNotSerializable, LeaseLost
-from poolwarden.events import AppendResult, NewEvent
+from poolwarden.events import NewEvent
 from poolwarden.storage.writer import Outcome, PendingAppend, PendingSnapshot, Work
 
 __all__ = [
@@ -175,8 +175,9 @@ def plan_batch(
     :param fences: the current fencing number of each lease named by the batch's items
         (:func:`fence_names`; ``None``: released or absent). An item whose lease has moved on
         is refused with :class:`~poolwarden.errors.LeaseLost` and writes nothing.
-    :returns: one outcome per item, the event rows to insert (:data:`INSERT_COLUMNS`) and the
-        snapshot rows to save.
+    :returns: one outcome per item (a committed append's is a
+        :data:`~poolwarden.storage.writer.Committed` tuple), the event rows to insert
+        (:data:`INSERT_COLUMNS`) and the snapshot rows to save.
     """
     outcomes: list[Outcome] = []
     rows: list[tuple[Any, ...]] = []
@@ -216,5 +217,5 @@ def plan_batch(
                 last += 1
                 add_row((position, stream, last, recorded_at, number, *row))
         heads[stream] = last
-        add_outcome(AppendResult(stream, head + 1, last, first_position, position))
+        add_outcome((head + 1, last, first_position, position))
     return outcomes, rows, snapshots

@@ -48,6 +48,7 @@ from poolwarden.storage.inbox import Inbox
 
 __all__ = [
     "CommitBatch",
+    "Committed",
     "GroupCommitWriter",
     "Outcome",
     "PendingAppend",
@@ -78,17 +79,25 @@ class PendingAppend:
     buffered: bool
     fence: Lease | None = None
     """The lease the append is made under: the transaction refuses it if the lease moved on."""
-    outcome: AppendResult | BaseException | None = None
-    """What became of it (None: not yet): its result, or the error that refused it."""
+    outcome: AppendResult | Committed | BaseException | None = None
+    """What became of it (None: not yet): where it landed, or the error that refused it."""
 
     def done(self) -> bool:
         """Whether the append has committed or failed (or its appender gave up on it)."""
         future = self.future
         return self.outcome is not None or (future is not None and future.done())
 
+    def _landed(self) -> AppendResult | BaseException | None:
+        """The outcome, a Committed tuple made the AppendResult it stands for."""
+        outcome = self.outcome
+        if outcome.__class__ is tuple:
+            outcome = self.outcome = AppendResult(self.stream, *outcome)
+        assert not isinstance(outcome, tuple)
+        return outcome
+
     def result(self) -> AppendResult:
         """The committed append's result; raises its error, or ``InvalidStateError`` if pending."""
-        outcome = self.outcome
+        outcome = self._landed()
         if outcome is None:
             if self.future is not None:
                 return self.future.result()
@@ -99,7 +108,7 @@ class PendingAppend:
 
     def exception(self) -> BaseException | None:
         """The error that refused the append (None if it committed); ``InvalidStateError`` if pending."""
-        outcome = self.outcome
+        outcome = self._landed()
         if outcome is None:
             if self.future is not None:
                 return self.future.exception()
@@ -111,24 +120,26 @@ class PendingAppend:
         future = self.future
         if future is None:
             future = self.future = asyncio.get_running_loop().create_future()
-            outcome = self.outcome
+            outcome = self._landed()
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)
             elif outcome is not None:
                 future.set_result(outcome)
         return future
 
-    def settle(self, outcome: AppendResult | BaseException) -> None:
+    def settle(self, outcome: AppendResult | Committed | BaseException) -> None:
         """Record the outcome and complete the future, if there is one (the writer's call)."""
         self.outcome = outcome
         future = self.future
         if future is not None:
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
+            landed = self._landed()
+            if isinstance(landed, BaseException):
+                future.set_exception(landed)
                 if self.buffered:
                     future.exception()  # retrieved here; flush() and close() report it
             else:
-                future.set_result(outcome)
+                assert landed is not None
+                future.set_result(landed)
 
     def __await__(self) -> Generator[Any, None, AppendResult]:
         return asyncio.shield(self.waiter()).__await__()
@@ -154,8 +165,15 @@ class _Barrier:
 Work = PendingAppend | PendingSnapshot
 """What a transaction writes: appends and snapshots."""
 
-Outcome = AppendResult | BaseException | None
-"""What became of one work item: its result, the error that refused it, or None (a snapshot)."""
+Committed = tuple[int, int, int, int]
+"""Where a committed append landed, as :func:`~poolwarden.storage.rows.plan_batch` gives it: its
+first and last versions and positions. The :class:`~poolwarden.events.AppendResult` it stands for
+is made when someone asks (a buffered append's seldom is): a tuple of numbers costs a third as
+much to make in the write transaction, and is one the collector stops tracking."""
+
+Outcome = AppendResult | Committed | BaseException | None
+"""What became of one work item: where it landed (an AppendResult, or a Committed tuple), the
+error that refused it, or None (a snapshot)."""
 
 CommitBatch = Callable[[list[Work]], Awaitable[Sequence[Outcome]]]
 """The backend's transaction: commits a batch in one transaction, one outcome per item, in order."""

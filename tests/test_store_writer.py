@@ -353,3 +353,20 @@ async def test_a_failed_buffered_append_raises_its_error_when_awaited_after() ->
     with pytest.raises(DatabaseError):
         await Receipt("s/a", pending)
     await writer.close()
+
+
+async def test_a_committed_tuple_outcome_is_given_as_an_append_result() -> None:
+    """A transaction may give a committed append's outcome as a Committed tuple (as plan_batch
+    does): sync appenders and buffered receipts get the AppendResult it stands for."""
+
+    async def commit_batch(work: list[Work]) -> Sequence[Outcome]:
+        return [(1, 1, n, n) for n, _ in enumerate(work, start=1)]
+
+    writer = GroupCommitWriter(commit_batch, owner="fake store")
+    writer.start("test-writer")
+    buffered = await writer.append("s/a", [ROW], None, buffered=True)
+    synced = await writer.append("s/b", [ROW], None, buffered=False)
+    assert await synced == AppendResult("s/b", 1, 1, 2, 2)
+    assert buffered.result() == AppendResult("s/a", 1, 1, 1, 1)
+    assert await Receipt("s/a", buffered) == AppendResult("s/a", 1, 1, 1, 1)
+    await writer.close()
