@@ -162,17 +162,23 @@ class WriterBackedStore(EventStore):
         durability: Durability | None = None,
         fence: Lease | None = None,
     ) -> Receipt:
-        self._require_open()
-        writer = self._require_writer()  # a read-only store refuses before anything else
+        writer = self._writer
+        if self._state != "open" or writer is None or writer.broken is not None:
+            self._require_open()  # raises the error that says why
+            writer = self._require_writer()  # a read-only store refuses before anything else
         if not stream:
             raise ConfigurationError("a stream id must not be empty")
-        check_stream(stream)
+        if stream.__class__ is not str or not stream.isascii():  # check_stream's own fast test
+            check_stream(stream)
         if expected_version is not None and expected_version < 0:
             raise ConfigurationError(f"expected_version must be >= 0, not {expected_version}")
         mode = durability or self.durability
         if mode not in ("sync", "buffered"):
             raise ConfigurationError(f"durability must be 'sync' or 'buffered', not {mode!r}")
-        rows = [event_row(new) for new in events]  # raises EventNotSerializable before anything is queued
+        # event_row raises EventNotSerializable before anything is queued. A tuple of the rows
+        # (each of plain values) is one the collector stops tracking: no list per append for its
+        # full passes to walk while the append waits in the queue.
+        rows = tuple([event_row(new) for new in events])
         if mode == "buffered":
             return Receipt(
                 stream, await writer.append(stream, rows, expected_version, buffered=True, fence=fence)

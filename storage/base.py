@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
-from typing import Any, Literal, Self
+from typing import Any, Literal, Protocol, Self
 
 from poolwarden.events import AppendResult, NewEvent, RecordedEvent, Snapshot
 from poolwarden.lease import Lease, LeaseRow
@@ -33,6 +33,17 @@ ANY_VERSION: None = None
 """``expected_version`` meaning: append after whatever the stream holds, without a check."""
 
 
+class AppendPromise(Protocol):
+    """What a :class:`Receipt` holds besides a future: an append that makes its future only
+    when someone waits for it (the group-commit writer's buffered appends)."""
+
+    def done(self) -> bool: ...
+
+    def result(self) -> AppendResult: ...
+
+    def waiter(self) -> asyncio.Future[AppendResult]: ...
+
+
 class Receipt:
     """The promise of one append: awaiting it gives its :class:`AppendResult` once committed.
 
@@ -41,7 +52,7 @@ class Receipt:
 
     __slots__ = ("_future", "stream")
 
-    def __init__(self, stream: str, future: asyncio.Future[AppendResult]) -> None:
+    def __init__(self, stream: str, future: asyncio.Future[AppendResult] | AppendPromise) -> None:
         self.stream = stream
         self._future = future
 
@@ -54,7 +65,9 @@ class Receipt:
         return self._future.result()
 
     def __await__(self) -> Generator[Any, None, AppendResult]:
-        return asyncio.shield(self._future).__await__()
+        promise = self._future
+        future = promise if isinstance(promise, asyncio.Future) else promise.waiter()
+        return asyncio.shield(future).__await__()
 
     def __repr__(self) -> str:
         state = "done" if self._future.done() else "pending"

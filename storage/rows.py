@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any
 
 from poolwarden.envelope import ENVELOPE, EVENT_FIELDS, STORE_SET
 from poolwarden.errors import ConcurrencyConflict, ConfigurationError, EventNotSerializable, LeaseLost
-from poolwarden.events import AppendResult, NewEvent
-from poolwarden.storage.writer import Outcome, PendingAppend, Work
+from poolwarden.events import NewEvent
+from poolwarden.storage.writer import Outcome, PendingAppend, PendingSnapshot, Work
 
 __all__ = [
     "EVENT_ROW",
@@ -62,13 +62,36 @@ if STORE_SET != ("position", "stream", "version", "recorded_at", "fence"):
 _copied = attrgetter(*_COPIED)
 
 # One encoder for every payload: json.dumps with options builds a new encoder on each call.
-_encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+_encode_json = _encoder.encode
+
+
+def _c_encoder() -> Callable[[Any, int], Sequence[str]] | None:
+    """json's C encoder with :data:`_encoder`'s options, made once: ``JSONEncoder.encode`` makes
+    a new one (and a table of the containers it is in) on every call, a third of a payload's
+    encoding. This one keeps no table (it holds no state, so any thread may use it): a value that
+    contains itself ends in a ``RecursionError``, which :func:`encode_json` turns into the same
+    refusal as any other value JSON cannot hold."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # a Python without json's C accelerator
+        return None
+    made: Callable[[Any, int], Sequence[str]] = make(
+        None, _encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    return made
+
+
+_c_encode = _c_encoder()
 
 
 def encode_json(value: Mapping[str, Any], what: str) -> str:
     """``value`` as compact JSON; raises :class:`EventNotSerializable` naming ``what`` if it cannot be."""
     try:
-        return _encode_json(value)
+        if _c_encode is None or type(value) is not dict:
+            return _encode_json(value)
+        return "".join(_c_encode(value, 0))
+    except RecursionError as error:  # nested too deep, or (no table of containers) contains itself
+        raise EventNotSerializable(what, f"nested too deep, or it contains itself ({error})") from error
     except (TypeError, ValueError) as error:
         raise EventNotSerializable(what, str(error)) from error
 
@@ -102,17 +125,20 @@ def event_row(new: NewEvent) -> tuple[Any, ...]:
     """The columns ``new`` gives (:data:`EVENT_ROW`); raises :class:`EventNotSerializable` for a bad
     event: no type, a time that is not finite, a payload JSON cannot hold, or text (in the type,
     the payload or a column) that UTF-8 cannot encode."""
-    if not new.type:
-        raise EventNotSerializable("", "an event needs a type")
     event_type = new.type
+    if not event_type:
+        raise EventNotSerializable("", "an event needs a type")
     if not isinstance(event_type, str):
         raise EventNotSerializable(repr(event_type), "the type must be text")
-    check_text(event_type, "the type", repr(event_type))
-    if not math.isfinite(new.occurred_at):
-        raise EventNotSerializable(event_type, f"occurred_at must be a finite time, not {new.occurred_at}")
+    if not event_type.isascii():  # check_text's own first test, here to save the call
+        check_text(event_type, "the type", repr(event_type))
+    occurred_at = new.occurred_at
+    if not math.isfinite(occurred_at):
+        raise EventNotSerializable(event_type, f"occurred_at must be a finite time, not {occurred_at}")
     latency = new.latency_ms
     payload = encode_json(new.payload, event_type)
-    check_text(payload, "the payload", event_type)
+    if not payload.isascii():
+        check_text(payload, "the payload", event_type)
     copied = _copied(new)
     for value in copied:
         if isinstance(value, str) and not value.isascii():  # rare: then find and name the column
@@ -123,7 +149,7 @@ def event_row(new: NewEvent) -> tuple[Any, ...]:
     return (
         event_type,
         new.schema_version,
-        float(new.occurred_at),
+        float(occurred_at),
         payload,
         *copied,
         None if latency is None else float(latency),
@@ -149,33 +175,47 @@ def plan_batch(
     :param fences: the current fencing number of each lease named by the batch's items
         (:func:`fence_names`; ``None``: released or absent). An item whose lease has moved on
         is refused with :class:`~poolwarden.errors.LeaseLost` and writes nothing.
-    :returns: one outcome per item, the event rows to insert (:data:`INSERT_COLUMNS`) and the
-        snapshot rows to save.
+    :returns: one outcome per item (a committed append's is a
+        :data:`~poolwarden.storage.writer.Committed` tuple), the event rows to insert
+        (:data:`INSERT_COLUMNS`) and the snapshot rows to save.
     """
     outcomes: list[Outcome] = []
     rows: list[tuple[Any, ...]] = []
     snapshots: list[tuple[Any, ...]] = []
+    add_outcome, add_row = outcomes.append, rows.append  # bound once: a batch has thousands of items
+    head_of = heads.get
     for item in work:
         fence = item.fence
+        number = None
         if fence is not None:
             current = fences.get(fence.name) if fences is not None else None
             if current != fence.fence:
-                outcomes.append(LeaseLost(fence.name, fence.fence, current))
+                add_outcome(LeaseLost(fence.name, fence.fence, current))
                 continue
-        if not isinstance(item, PendingAppend):
+            number = fence.fence
+        if item.__class__ is not PendingAppend:
+            assert isinstance(item, PendingSnapshot)
             snapshots.append(item.row)
-            outcomes.append(None)
+            add_outcome(None)
             continue
-        head = heads.get(item.stream, 0)
-        if item.expected_version is not None and item.expected_version != head:
-            outcomes.append(ConcurrencyConflict(item.stream, item.expected_version, head))
+        stream = item.stream
+        head = head_of(stream, 0)
+        expected = item.expected_version
+        if expected is not None and expected != head:
+            add_outcome(ConcurrencyConflict(stream, expected, head))
             continue
         first_position = position + 1
-        stream = item.stream
-        number = None if fence is None else fence.fence
-        for offset, row in enumerate(item.rows, start=1):
-            position += 1
-            rows.append((position, stream, head + offset, recorded_at, number, *row))
-        heads[stream] = head + len(item.rows)
-        outcomes.append(AppendResult(stream, head + 1, head + len(item.rows), first_position, position))
+        event_rows = item.rows
+        if len(event_rows) == 1:  # most appends carry one event: no loop to set up
+            position = first_position
+            last = head + 1
+            add_row((position, stream, last, recorded_at, number, *event_rows[0]))
+        else:
+            last = head
+            for row in event_rows:
+                position += 1
+                last += 1
+                add_row((position, stream, last, recorded_at, number, *row))
+        heads[stream] = last
+        add_outcome((head + 1, last, first_position, position))
     return outcomes, rows, snapshots

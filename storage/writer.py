@@ -37,16 +37,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from poolwarden.errors import DatabaseLocked, StoreClosed, StoreError, WriteFailed
 from poolwarden.events import AppendResult
 from poolwarden.lease import Lease
+from poolwarden.storage.inbox import Inbox
 
 __all__ = [
     "CommitBatch",
+    "Committed",
     "GroupCommitWriter",
     "Outcome",
     "PendingAppend",
@@ -57,21 +59,90 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class PendingAppend:
-    """One append waiting for its transaction.
+    """One append waiting for its transaction, and the promise of its outcome.
 
     ``rows`` are the backend's encoded events (the writer only counts them): for the stores in
     this package, :func:`~poolwarden.storage.rows.event_row`'s, the columns the event gives.
+
+    A sync append's ``future`` is made with it (its appender waits on it). A buffered append
+    gets one only if someone waits for it (:meth:`waiter`): most are never awaited, and a future
+    apiece, kept alive from queue to commit, was a tenth of a buffered append's time (making it,
+    and the collector's full passes over thousands of them waiting in the queue).
     """
 
     stream: str
     expected_version: int | None
-    rows: list[tuple[Any, ...]]
-    future: asyncio.Future[AppendResult]
+    rows: Sequence[tuple[Any, ...]]
+    future: asyncio.Future[AppendResult] | None
     buffered: bool
     fence: Lease | None = None
     """The lease the append is made under: the transaction refuses it if the lease moved on."""
+    outcome: AppendResult | Committed | BaseException | None = None
+    """What became of it (None: not yet): where it landed, or the error that refused it."""
+
+    def done(self) -> bool:
+        """Whether the append has committed or failed (or its appender gave up on it)."""
+        future = self.future
+        return self.outcome is not None or (future is not None and future.done())
+
+    def _landed(self) -> AppendResult | BaseException | None:
+        """The outcome, a Committed tuple made the AppendResult it stands for."""
+        outcome = self.outcome
+        if outcome.__class__ is tuple:
+            outcome = self.outcome = AppendResult(self.stream, *outcome)
+        assert not isinstance(outcome, tuple)
+        return outcome
+
+    def result(self) -> AppendResult:
+        """The committed append's result; raises its error, or ``InvalidStateError`` if pending."""
+        outcome = self._landed()
+        if outcome is None:
+            if self.future is not None:
+                return self.future.result()
+            raise asyncio.InvalidStateError("the append is not committed yet")
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def exception(self) -> BaseException | None:
+        """The error that refused the append (None if it committed); ``InvalidStateError`` if pending."""
+        outcome = self._landed()
+        if outcome is None:
+            if self.future is not None:
+                return self.future.exception()
+            raise asyncio.InvalidStateError("the append is not committed yet")
+        return outcome if isinstance(outcome, BaseException) else None
+
+    def waiter(self) -> asyncio.Future[AppendResult]:
+        """A future that completes with the append (made now, on the running loop, if it has none)."""
+        future = self.future
+        if future is None:
+            future = self.future = asyncio.get_running_loop().create_future()
+            outcome = self._landed()
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            elif outcome is not None:
+                future.set_result(outcome)
+        return future
+
+    def settle(self, outcome: AppendResult | Committed | BaseException) -> None:
+        """Record the outcome and complete the future, if there is one (the writer's call)."""
+        self.outcome = outcome
+        future = self.future
+        if future is not None:
+            landed = self._landed()
+            if isinstance(landed, BaseException):
+                future.set_exception(landed)
+                if self.buffered:
+                    future.exception()  # retrieved here; flush() and close() report it
+            else:
+                assert landed is not None
+                future.set_result(landed)
+
+    def __await__(self) -> Generator[Any, None, AppendResult]:
+        return asyncio.shield(self.waiter()).__await__()
 
 
 @dataclass(slots=True)
@@ -94,8 +165,15 @@ class _Barrier:
 Work = PendingAppend | PendingSnapshot
 """What a transaction writes: appends and snapshots."""
 
-Outcome = AppendResult | BaseException | None
-"""What became of one work item: its result, the error that refused it, or None (a snapshot)."""
+Committed = tuple[int, int, int, int]
+"""Where a committed append landed, as :func:`~poolwarden.storage.rows.plan_batch` gives it: its
+first and last versions and positions. The :class:`~poolwarden.events.AppendResult` it stands for
+is made when someone asks (a buffered append's seldom is): a tuple of numbers costs a third as
+much to make in the write transaction, and is one the collector stops tracking."""
+
+Outcome = AppendResult | Committed | BaseException | None
+"""What became of one work item: where it landed (an AppendResult, or a Committed tuple), the
+error that refused it, or None (a snapshot)."""
 
 CommitBatch = Callable[[list[Work]], Awaitable[Sequence[Outcome]]]
 """The backend's transaction: commits a batch in one transaction, one outcome per item, in order."""
@@ -153,7 +231,7 @@ class GroupCommitWriter:
         self.linger = linger
         self.lock_timeout = lock_timeout
         self._on_commit = on_commit
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max_pending)
+        self._queue: Inbox[_Item] = Inbox(max_pending)
         self._task: asyncio.Task[None] | None = None
         self._failures = _Failures()
         self.broken: BaseException | None = None
@@ -176,23 +254,30 @@ class GroupCommitWriter:
     async def append(
         self,
         stream: str,
-        rows: list[tuple[Any, ...]],
+        rows: Sequence[tuple[Any, ...]],
         expected_version: int | None,
         *,
         buffered: bool,
         fence: Lease | None = None,
-    ) -> asyncio.Future[AppendResult]:
-        """Queue an append (waiting while the queue is full); its future completes at commit."""
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        await self._queue.put(PendingAppend(stream, expected_version, rows, future, buffered, fence))
-        if self.stopped and not future.done():
-            future.set_exception(StoreClosed(f"{self._owner!r} closed before this append was written"))
-        return future
+    ) -> PendingAppend:
+        """Queue an append (waiting while the queue is full); it completes at commit."""
+        future: asyncio.Future[AppendResult] | None = None
+        if not buffered:
+            future = asyncio.get_running_loop().create_future()
+        item = PendingAppend(stream, expected_version, rows, future, buffered, fence)
+        if not self._queue.offer(item):  # full: wait for room (no coroutine when there is some)
+            await self._queue.put(item)
+        task = self._task
+        if task is not None and task.done() and not item.done():
+            item.outcome = error = StoreClosed(f"{self._owner!r} closed before this append was written")
+            if future is not None:
+                future.set_exception(error)
+        return item
 
     async def append_sync(
         self,
         stream: str,
-        rows: list[tuple[Any, ...]],
+        rows: Sequence[tuple[Any, ...]],
         expected_version: int | None,
         *,
         fence: Lease | None = None,
@@ -212,7 +297,7 @@ class GroupCommitWriter:
             and self._inline is None
             and self._last_woken <= 1
             and self._inline_allowed
-            and self._queue.empty()
+            and not self._queue
             and not self.stopped
         ):
             loop = asyncio.get_running_loop()
@@ -224,7 +309,9 @@ class GroupCommitWriter:
                 self._inline = None
                 inline.set_result(None)
             return future
-        return await self.append(stream, rows, expected_version, buffered=False, fence=fence)
+        item = await self.append(stream, rows, expected_version, buffered=False, fence=fence)
+        assert item.future is not None  # a sync append's is made with it
+        return item.future
 
     async def save_snapshot(self, row: tuple[Any, ...], *, fence: Lease | None = None) -> None:
         """Queue a snapshot and wait until it is committed (or raise why it was not)."""
@@ -265,7 +352,7 @@ class GroupCommitWriter:
         try:
             while True:
                 self._idle = True
-                batch = [await queue.get()]
+                batch = [await queue.first()]
                 self._idle = False
                 if self._inline is not None:  # an append committed by its appender came first
                     await asyncio.shield(self._inline)
@@ -276,15 +363,12 @@ class GroupCommitWriter:
                 # as many items are queued as the last commit woke appenders, none is left to
                 # wait for: a lone appender's next append goes straight on.
                 for _ in range(2):
-                    if size + queue.qsize() >= self.max_batch or 1 + queue.qsize() >= woken:
+                    if size + len(queue) >= self.max_batch or 1 + len(queue) >= woken:
                         break
                     await asyncio.sleep(0)
-                if self.linger > 0 and size + queue.qsize() < self.max_batch:
+                if self.linger > 0 and size + len(queue) < self.max_batch:
                     await asyncio.sleep(self.linger)
-                while size < self.max_batch and not queue.empty():
-                    item = queue.get_nowait()
-                    batch.append(item)
-                    size += _size(item)
+                batch += queue.take(size, self.max_batch, _size)
                 stop = await self._handle(batch)
                 if stop:
                     # Appenders that were waiting for room when close() began queued behind
@@ -299,14 +383,17 @@ class GroupCommitWriter:
             raise
 
     def _fail_queued(self, error: StoreError) -> None:
-        queue = self._queue
-        while not queue.empty():
-            self._fail([queue.get_nowait()], error)
+        self._fail(self._queue.take_all(), error)
 
     @staticmethod
     def _fail(items: list[_Item], error: StoreError) -> None:
         for item in items:
-            if not item.future.done():
+            if isinstance(item, PendingAppend):
+                if not item.done():
+                    item.settle(error)
+                    if item.future is not None:
+                        item.future.exception()  # retrieved: the appender, if still there, re-raises it
+            elif not item.future.done():
                 item.future.set_exception(error)
                 item.future.exception()  # retrieved: the appender, if still there, re-raises it
 
@@ -354,19 +441,22 @@ class GroupCommitWriter:
             self._settle(item, error)
 
     def _settle(self, item: Work, outcome: Outcome) -> None:
-        if item.future.done():
-            return
-        if not (isinstance(item, PendingAppend) and item.buffered):
-            self._woken += 1
-        if isinstance(outcome, BaseException):
-            item.future.set_exception(outcome)
-            if isinstance(item, PendingAppend) and item.buffered:
-                item.future.exception()  # retrieved here; reported by flush() and close()
+        if isinstance(item, PendingAppend):
+            if item.done():  # failed already, or its sync appender was cancelled
+                return
+            assert outcome is not None
+            item.settle(outcome)
+            if not item.buffered:
+                self._woken += 1
+            elif isinstance(outcome, BaseException):
                 if not self._failures.items:
                     log.error("buffered append to %s failed: %s (flush() reports all)", item.stream, outcome)
                 self._failures.items.append((item.stream, outcome))
-        elif isinstance(item, PendingAppend):
-            assert isinstance(outcome, AppendResult)
-            item.future.set_result(outcome)
+            return
+        if item.future.done():
+            return
+        self._woken += 1
+        if isinstance(outcome, BaseException):
+            item.future.set_exception(outcome)
         else:
             item.future.set_result(None)

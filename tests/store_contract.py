@@ -310,6 +310,16 @@ class StoreContract:
         assert await store.stream_version("s/a") == 0
         await store.append("s/a", [make_event()], expected_version=0)
 
+    async def test_a_payload_that_contains_itself_is_refused(
+        self, store: EventStore, make_event: MakeEvent
+    ) -> None:
+        """A payload that contains itself raises EventNotSerializable, as JSON cannot hold it."""
+        looped: dict[str, Any] = {"n": 1}
+        looped["self"] = looped
+        with pytest.raises(EventNotSerializable):
+            await store.append("s/a", [make_event(payload={"outer": [looped]})])
+        await store.append("s/a", [make_event(payload={"n": 1})], expected_version=0)
+
     @pytest.mark.parametrize(
         "bad",
         [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import poolwarden.storage.sqlite as sqlite_module
 from poolwarden.errors import ConcurrencyConflict, LeaseLost
 from poolwarden.events import NewEvent
 from poolwarden.storage import SQLiteEventStore
@@ -147,3 +149,37 @@ async def test_a_batch_is_one_call_into_the_drivers_thread(tmp_path: Path) -> No
             assert positions == list(range(positions[0], positions[0] + 20))
         finally:
             driver._tx = counting.real
+
+
+@pytest.mark.parametrize("enabled_before", [True, False])
+async def test_a_bulk_batch_commits_with_the_collector_paused_and_leaves_it_as_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, enabled_before: bool
+) -> None:
+    """A batch of at least _BULK items is planned with the cyclic collector paused, a small one
+    with it as it was; after each the collector is as the store found it."""
+    seen: list[tuple[int, bool]] = []
+    plan = sqlite_module.plan_batch
+
+    def watched(work: list[Any], *args: Any) -> Any:
+        seen.append((len(work), gc.isenabled()))
+        return plan(work, *args)
+
+    monkeypatch.setattr(sqlite_module, "plan_batch", watched)
+    was_enabled = gc.isenabled()
+    if not enabled_before:
+        gc.disable()
+    try:
+        async with SQLiteEventStore(tmp_path / "bulk.db", durability="buffered") as store:
+            bulk = sqlite_module._BULK
+            for n in range(bulk):  # queued together: one batch of them all
+                await store.append(f"s/{n % 7}", [_ours(n)])
+            await store.flush()
+            await store.append("s/lone", [_ours(0)])
+            await store.flush()
+            assert gc.isenabled() is enabled_before
+            assert await store.stream_version("s/lone") == 1
+    finally:
+        if was_enabled:
+            gc.enable()
+    assert seen[0] == (bulk, False)
+    assert seen[-1] == (1, enabled_before)

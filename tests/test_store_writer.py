@@ -17,6 +17,7 @@ from poolwarden.errors import (
     WriteFailed,
 )
 from poolwarden.events import AppendResult
+from poolwarden.storage.base import Receipt
 from poolwarden.storage.writer import GroupCommitWriter, Outcome, PendingAppend, Work
 
 ROW: tuple[Any, ...] = ("Happened",)
@@ -292,4 +293,80 @@ async def test_sync_appenders_woken_together_are_still_batched() -> None:
     assert sizes[0] == 1  # the first found the writer idle
     assert sum(sizes) == 50
     assert len(sizes) <= 7, sizes  # then batches of the appenders each commit woke
+    await writer.close()
+
+
+async def test_a_buffered_append_makes_its_future_only_when_awaited() -> None:
+    """A buffered append has no future until someone waits for it; after its commit it gives its
+    result (done, result(), await) all the same, and a receipt of it does too."""
+    log = FakeLog()
+    writer = _writer(log)
+    pending = await writer.append("s/a", [ROW, ROW], None, buffered=True)
+    assert pending.future is None
+    assert not pending.done()
+    with pytest.raises(asyncio.InvalidStateError):
+        pending.result()
+    await writer.flush()
+    assert pending.future is None
+    assert pending.done()
+    assert pending.exception() is None
+    assert pending.result() == AppendResult("s/a", 1, 2, 1, 2)
+    receipt = Receipt("s/a", pending)
+    assert receipt.done()
+    assert await receipt == AppendResult("s/a", 1, 2, 1, 2)
+    assert await pending == AppendResult("s/a", 1, 2, 1, 2)
+    await writer.close()
+
+
+async def _wait(pending: Any) -> AppendResult:
+    result: AppendResult = await Receipt("s/a", pending)
+    return result
+
+
+async def test_a_buffered_append_awaited_before_its_commit_completes_with_it() -> None:
+    """Waiting for a buffered append before its commit makes its future, which the commit completes."""
+    log = FakeLog()
+    log.gate = asyncio.Event()
+    writer = _writer(log)
+    pending = await writer.append("s/a", [ROW], None, buffered=True)
+    waiting = asyncio.create_task(_wait(pending))
+    await asyncio.sleep(0)
+    assert pending.future is not None
+    assert not waiting.done()
+    log.gate.set()
+    assert (await waiting).first_version == 1
+    await writer.close()
+
+
+async def test_a_failed_buffered_append_raises_its_error_when_awaited_after() -> None:
+    """A buffered append that failed raises its error when awaited later, as well as being
+    reported by flush()."""
+    log = FakeLog()
+    log.fail_next.append(DatabaseError(None, "disk full"))
+    writer = _writer(log)
+    pending = await writer.append("s/a", [ROW], None, buffered=True)
+    with pytest.raises(WriteFailed):
+        await writer.flush()
+    assert isinstance(pending.exception(), DatabaseError)
+    with pytest.raises(DatabaseError):
+        pending.result()
+    with pytest.raises(DatabaseError):
+        await Receipt("s/a", pending)
+    await writer.close()
+
+
+async def test_a_committed_tuple_outcome_is_given_as_an_append_result() -> None:
+    """A transaction may give a committed append's outcome as a Committed tuple (as plan_batch
+    does): sync appenders and buffered receipts get the AppendResult it stands for."""
+
+    async def commit_batch(work: list[Work]) -> Sequence[Outcome]:
+        return [(1, 1, n, n) for n, _ in enumerate(work, start=1)]
+
+    writer = GroupCommitWriter(commit_batch, owner="fake store")
+    writer.start("test-writer")
+    buffered = await writer.append("s/a", [ROW], None, buffered=True)
+    synced = await writer.append("s/b", [ROW], None, buffered=False)
+    assert await synced == AppendResult("s/b", 1, 1, 2, 2)
+    assert buffered.result() == AppendResult("s/a", 1, 1, 1, 1)
+    assert await Receipt("s/a", buffered) == AppendResult("s/a", 1, 1, 1, 1)
     await writer.close()
