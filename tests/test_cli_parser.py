@@ -133,6 +133,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "ping_timeout": 0.5,
         "warm_spares": 0,
         "faults": (),
+        "seed": 0,
         "json": False,
     },
     "bench pool": {
