@@ -742,10 +742,9 @@ _new_recorded_event: Callable[[tuple[Any, ...]], RecordedEvent] = functools.part
 """A row of the envelope's columns, in order, as a RecordedEvent (its tuple, unchecked)."""
 
 
-def _recorded_event(_cursor: Any, row: tuple[Any, ...], _new: Any = tuple.__new__) -> RecordedEvent:
-    """sqlite3's row factory for event rows: the row tuple becomes a RecordedEvent in one call."""
-    event: RecordedEvent = _new(RecordedEvent, row)
-    return event
+def _recorded_event(_cursor: Any, row: tuple[Any, ...]) -> RecordedEvent:
+    """sqlite3's row factory for event rows: :data:`_new_recorded_event` of the row."""
+    return _new_recorded_event(row)
 
 
 def group_heads(
