@@ -11,23 +11,38 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 from collections.abc import Iterator
 
 __all__ = ["collector_paused"]
+
+_lock = threading.Lock()  # held only to count, never across the block (which may await)
+_depth = 0  # blocks under way, in every thread
+_enable_after = False  # whether the collector was on when the first of them began
 
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
     """Disable the cyclic collector for the block, and enable it again after if it was enabled.
 
-    Nested or overlapping uses are safe: only the one that found the collector enabled turns it
-    back on (an inner block may so run its end with the collector on again, which costs time,
-    never correctness). Cycles made meanwhile are collected by the first pass after the block.
+    The collector is one switch for the whole process, and blocks overlap: nested ones, a
+    restore that pauses across an ``await`` on the loop's thread, a store's writer committing a
+    big batch in its driver's thread. So the blocks are counted under a lock: the first to begin
+    notes whether the collector was on and turns it off, the last to end turns it back on if it
+    was. (Each block reading and setting the switch by itself, a block that began while another
+    was ending could find the collector off, and leave it off for good.) Cycles made meanwhile
+    are collected by the first pass after the last block.
     """
-    enabled = gc.isenabled()
-    gc.disable()
+    global _depth, _enable_after
+    with _lock:
+        if _depth == 0:
+            _enable_after = gc.isenabled()
+            gc.disable()
+        _depth += 1
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and _enable_after:
+                gc.enable()

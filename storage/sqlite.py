@@ -335,8 +335,8 @@ class SQLiteEventStore(WriterBackedStore):
         passes set off meanwhile promote them all, and its full passes then walk every live object
         of the process to free none of them (they form no cycle). Paused for the transaction
         (milliseconds), it runs after; 32 buffered appenders went 7 % faster (3 full passes a
-        300,000-append run, were 12). The collector is the process's: a pause of it made by
-        another thread meanwhile may end early, which costs time, never correctness.
+        300,000-append run, were 12). The collector is the process's: pauses in other threads
+        overlapping this one are counted with it, and the last to end turns it back on.
         """
         with collector_paused():
             return self._write_batch(conn, work)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import json
 import random
+import sys
+import threading
 
 import pytest
 from hypothesis import given
@@ -123,3 +125,33 @@ def _row(stream: str, version: int) -> RecordedEvent:
     values = dict.fromkeys(COLUMN_NAMES)
     values.update(stream=stream, version=version, type="CallFailed", payload='{"counted": true}')
     return RecordedEvent(*(values[name] for name in COLUMN_NAMES))
+
+
+def test_collector_paused_in_two_threads_at_once_leaves_the_collector_on() -> None:
+    """Blocks in two threads overlapping every which way (as a restore on the loop's thread and a
+    writer's bulk commit in its driver's thread do): the collector is off while any block runs and
+    on again after the last. Switching threads every microsecond, the unlocked version left it off
+    within the first trials."""
+    was, interval = gc.isenabled(), sys.getswitchinterval()
+    seen_on_inside: list[bool] = []
+
+    def pause_often() -> None:
+        for _ in range(2000):
+            with collector_paused():
+                if gc.isenabled():
+                    seen_on_inside.append(True)
+
+    try:
+        sys.setswitchinterval(1e-6)
+        for _ in range(20):
+            gc.enable()
+            threads = [threading.Thread(target=pause_often) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert gc.isenabled()
+        assert seen_on_inside == []
+    finally:
+        sys.setswitchinterval(interval)
+        (gc.enable if was else gc.disable)()
