@@ -157,3 +157,43 @@ def test_a_connection_used_again_in_a_new_loop_still_expires_requests() -> None:
 
     asyncio.run(leave_a_timer_armed())
     asyncio.run(expire_one())
+
+
+async def test_a_request_stuck_in_its_send_when_the_socket_is_let_go_still_gets_its_timeout() -> None:
+    """The socket detached (declared dead) while a request waits in its send: failing its future
+    does not reach it, so its deadline still cuts the send short with the typed timeout."""
+    connection = _connection()
+    ws = connection._ws
+    assert ws is not None
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    ping = asyncio.create_task(connection.app_ping(timeout=0.1))
+    await asyncio.sleep(0.01)  # in its send now
+    connection._detach(ws, connection.generation, 1006, "declared dead")
+    async with asyncio.timeout(2.0):
+        with pytest.raises(DeadlineExceeded, match=r"no answer within 0\.1 s"):
+            await ping
+    assert loop.time() - began < 1.0
+    assert len(connection._pending) == 0
+
+
+def test_requests_left_from_a_loop_closed_under_them_do_not_stop_the_next_loops_deadlines() -> None:
+    """A loop closed with a request still in flight (no asyncio.run to cancel it) leaves its entry;
+    the next loop's request still gets its timeout, and the dead loop's entry is dropped."""
+    connection = _connection()
+    old_loop = asyncio.new_event_loop()
+    try:
+        in_flight = old_loop.create_task(connection.app_ping(timeout=0.05))
+        old_loop.run_until_complete(asyncio.sleep(0.01))
+        assert not in_flight.done()
+    finally:
+        old_loop.close()
+    assert len(connection._pending) == 1
+
+    async def next_loop() -> None:
+        async with asyncio.timeout(2.0):
+            with pytest.raises(DeadlineExceeded):
+                await connection.app_ping(timeout=0.1)
+        assert len(connection._pending) == 0
+
+    asyncio.run(next_loop())

@@ -57,6 +57,11 @@ class PendingRequests(Generic[Reply]):
     ) -> None:
         """Wait for ``request_id``'s reply in ``future`` until ``deadline`` (the loop's time);
         ``task`` is cancelled if the deadline passes first."""
+        if loop is not self._loop and self._entries:
+            # A connection used again after its loop ended: requests left from that loop can
+            # never run again (their tasks cannot even be cancelled), so they are dropped.
+            entries = self._entries.items()
+            self._entries = {key: entry for key, entry in entries if entry[2].get_loop() is loop}
         self._entries[request_id] = (future, deadline, task)
         # A timer armed in another loop (a connection used again after its loop ended) rings never.
         if deadline < self._wake_at or loop is not self._loop:
@@ -78,11 +83,15 @@ class PendingRequests(Generic[Reply]):
         return request_id in self._expired
 
     def fail_all(self, error: Callable[[], BaseException]) -> None:
-        """Fail every request still waiting with ``error()`` and forget them all (the socket closed)."""
+        """Fail every request still waiting with ``error()`` (the socket closed).
+
+        The entries stay until their requests end (each discards its own): a request still in
+        its send is not waiting on its future, so failing the future does not reach it, and its
+        deadline must still cut the send short.
+        """
         for future, _, _ in self._entries.values():
             if not future.done():
                 future.set_exception(error())
-        self._entries.clear()
 
     def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
         if self._timer is not None:
@@ -101,9 +110,14 @@ class PendingRequests(Generic[Reply]):
         for request_id, (future, deadline, task) in list(entries.items()):
             if deadline > now:
                 soonest = min(soonest, deadline)
-            elif not future.done():  # answered meanwhile: the answer wins
+            elif not _answered(future):  # answered meanwhile: the answer wins
                 del entries[request_id]
                 self._expired.add(request_id)
                 task.cancel()
         if soonest < math.inf:
             self._arm(loop, soonest)
+
+
+def _answered(future: asyncio.Future[Any]) -> bool:
+    """Whether ``future`` holds its reply (not a disconnect set by ``fail_all``, not nothing yet)."""
+    return future.done() and not future.cancelled() and future.exception() is None
