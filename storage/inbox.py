@@ -8,7 +8,9 @@ the task waits for work, one future's result; the task takes a whole batch in on
 The rules are ``asyncio.Queue``'s: a put waits while the inbox holds ``limit`` items (nothing
 is dropped), putters waiting for room are let in first come, first served, and a put cancelled
 while it waits leaves nothing behind and passes its turn on. One task takes (:meth:`Inbox.first`
-is not for concurrent callers).
+is not for concurrent callers). Once :meth:`Inbox.close` has run (the taker is stopping), a put,
+and every put still waiting for room, raises :class:`InboxClosed`: none is left waiting for a
+taker that is gone.
 """
 
 from __future__ import annotations
@@ -18,15 +20,19 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-__all__ = ["Inbox"]
+__all__ = ["Inbox", "InboxClosed"]
 
 T = TypeVar("T")
+
+
+class InboxClosed(Exception):
+    """The inbox was closed: it takes no more items."""
 
 
 class Inbox(Generic[T]):
     """A bounded FIFO of items for one taker; see the module docstring."""
 
-    __slots__ = ("_getter", "_items", "_limit", "_putters")
+    __slots__ = ("_closed", "_getter", "_items", "_limit", "_putters")
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
@@ -35,12 +41,18 @@ class Inbox(Generic[T]):
         self._limit = limit
         self._getter: asyncio.Future[None] | None = None  # the taker, waiting for an item
         self._putters: deque[asyncio.Future[None]] = deque()  # putters waiting for room
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._items)
 
     def offer(self, item: T) -> bool:
-        """Add ``item`` if there is room, without waiting; whether it was added."""
+        """Add ``item`` if there is room, without waiting; whether it was added.
+
+        Raises :class:`InboxClosed` once the inbox is closed.
+        """
+        if self._closed:
+            raise InboxClosed
         items = self._items
         if len(items) >= self._limit:
             return False
@@ -59,7 +71,7 @@ class Inbox(Generic[T]):
 
     async def _room(self) -> None:
         loop = asyncio.get_running_loop()
-        while len(self._items) >= self._limit:
+        while len(self._items) >= self._limit and not self._closed:
             putter: asyncio.Future[None] = loop.create_future()
             self._putters.append(putter)
             try:
@@ -109,6 +121,15 @@ class Inbox(Generic[T]):
         if taken and self._putters:
             self._wake_putters(len(taken))
         return taken
+
+    def close(self) -> list[T]:
+        """Take no more items: every put from now on, and every put waiting for room, raises
+        :class:`InboxClosed`. Returns the items left, oldest first (for the taker to fail)."""
+        self._closed = True
+        left = list(self._items)
+        self._items.clear()
+        self._wake_putters(len(self._putters))
+        return left
 
     def _wake_putters(self, count: int) -> None:
         putters = self._putters

@@ -35,6 +35,7 @@ holds it and everything still queued fails with :class:`~poolwarden.errors.Store
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -44,7 +45,7 @@ from typing import Any
 from poolwarden.errors import DatabaseLocked, StoreClosed, StoreError, WriteFailed
 from poolwarden.events import AppendResult
 from poolwarden.lease import Lease
-from poolwarden.storage.inbox import Inbox
+from poolwarden.storage.inbox import Inbox, InboxClosed
 
 __all__ = [
     "CommitBatch",
@@ -265,11 +266,11 @@ class GroupCommitWriter:
         if not buffered:
             future = asyncio.get_running_loop().create_future()
         item = PendingAppend(stream, expected_version, rows, future, buffered, fence)
-        if not self._queue.offer(item):  # full: wait for room (no coroutine when there is some)
-            await self._queue.put(item)
-        task = self._task
-        if task is not None and task.done() and not item.done():
-            item.outcome = error = StoreClosed(f"{self._owner!r} closed before this append was written")
+        try:
+            if not self._queue.offer(item):  # full: wait for room (no coroutine when there is some)
+                await self._queue.put(item)
+        except InboxClosed:  # the writer stopped (closed, or broken) before there was room
+            item.outcome = error = self._closed_error()
             if future is not None:
                 future.set_exception(error)
         return item
@@ -316,7 +317,7 @@ class GroupCommitWriter:
     async def save_snapshot(self, row: tuple[Any, ...], *, fence: Lease | None = None) -> None:
         """Queue a snapshot and wait until it is committed (or raise why it was not)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put(PendingSnapshot(row, future, fence))
+        await self._put(PendingSnapshot(row, future, fence))
         await asyncio.shield(future)
 
     async def flush(self) -> None:
@@ -330,14 +331,27 @@ class GroupCommitWriter:
         An unexpected error that stopped the task is raised here too.
         """
         if self._task is not None and not self._task.done():
-            await self._barrier(stop=True)
+            with contextlib.suppress(StoreError):  # stopped meanwhile: the task says how
+                await self._barrier(stop=True)
             await self._task
         self._raise_failures()
 
     async def _barrier(self, *, stop: bool) -> None:
         barrier = _Barrier(asyncio.get_running_loop().create_future(), stop=stop)
-        await self._queue.put(barrier)
+        await self._put(barrier)
         await asyncio.shield(barrier.future)
+
+    async def _put(self, item: _Item) -> None:
+        """Queue ``item``, waiting for room; StoreClosed once the writer has stopped."""
+        try:
+            await self._queue.put(item)
+        except InboxClosed:
+            raise self._closed_error() from None
+
+    def _closed_error(self) -> StoreError:
+        if self.broken is not None:
+            return StoreError(f"the store's writer stopped: {self.broken!r}")
+        return StoreClosed(f"{self._owner!r} closed before this append was written")
 
     def _raise_failures(self) -> None:
         failures = self._failures.take()
@@ -383,7 +397,9 @@ class GroupCommitWriter:
             raise
 
     def _fail_queued(self, error: StoreError) -> None:
-        self._fail(self._queue.take_all(), error)
+        """The writer is stopping: fail what is queued, and close the queue, so that appenders
+        waiting for room, and any that come later, are told rather than left waiting."""
+        self._fail(self._queue.close(), error)
 
     @staticmethod
     def _fail(items: list[_Item], error: StoreError) -> None:

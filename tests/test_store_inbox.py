@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from poolwarden.storage.inbox import Inbox
+from poolwarden.storage.inbox import Inbox, InboxClosed
 
 
 async def _settle() -> None:
@@ -73,3 +73,22 @@ async def test_an_inbox_holds_at_least_one_item() -> None:
     """A limit below one is refused."""
     with pytest.raises(ValueError, match="at least one"):
         Inbox(0)
+
+
+async def test_close_tells_every_waiting_and_later_putter_and_gives_what_was_left() -> None:
+    """close() returns the items left; putters waiting for room, and puts after it, raise InboxClosed."""
+    inbox: Inbox[int] = Inbox(2)
+    await inbox.put(1)
+    await inbox.put(2)
+    waiting = [asyncio.create_task(inbox.put(n)) for n in (3, 4, 5)]
+    await _settle()
+    assert not any(task.done() for task in waiting)
+    assert inbox.close() == [1, 2]
+    for task in waiting:
+        with pytest.raises(InboxClosed):
+            await task
+    with pytest.raises(InboxClosed):
+        inbox.offer(6)
+    with pytest.raises(InboxClosed):
+        await inbox.put(7)
+    assert len(inbox) == 0

@@ -370,3 +370,34 @@ async def test_a_committed_tuple_outcome_is_given_as_an_append_result() -> None:
     assert buffered.result() == AppendResult("s/a", 1, 1, 1, 1)
     assert await Receipt("s/a", buffered) == AppendResult("s/a", 1, 1, 1, 1)
     await writer.close()
+
+
+async def test_appenders_waiting_for_room_when_close_runs_are_all_told() -> None:
+    """More appenders wait for room than the queue holds when close() begins, and more come
+    after: each ends, committed or told StoreClosed; none is left waiting, and close() returns.
+    A flush() after close is StoreClosed too, not a wait for a writer that is gone."""
+    log = FakeLog()
+    log.gate = asyncio.Event()
+    writer = _writer(log, max_pending=2, max_batch=1)
+    appends = [asyncio.create_task(writer.append("s/a", [ROW], None, buffered=False)) for _ in range(8)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    closing = asyncio.create_task(writer.close())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    appends += [asyncio.create_task(writer.append("s/a", [ROW], None, buffered=False)) for _ in range(6)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    log.gate.set()
+    async with asyncio.timeout(5.0):
+        await closing
+        futures = await asyncio.gather(*appends)
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    committed = [o for o in outcomes if isinstance(o, AppendResult)]
+    refused = [o for o in outcomes if isinstance(o, StoreClosed)]
+    assert len(committed) + len(refused) == len(appends)
+    assert committed, "the appends queued before close() commit"
+    assert refused, "the ones behind the stop are told"
+    assert len(committed) == sum(len(batch) for batch in log.batches)
+    with pytest.raises(StoreClosed):
+        await writer.flush()
