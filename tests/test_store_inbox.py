@@ -14,6 +14,17 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+async def _full_with_three_waiting() -> tuple[Inbox[int], list[asyncio.Task[None]]]:
+    """An inbox of two holding 0 and 1, with putters of 2, 3 and 4 waiting for room."""
+    inbox: Inbox[int] = Inbox(2)
+    await inbox.put(0)
+    await inbox.put(1)
+    waiting = [asyncio.create_task(inbox.put(n)) for n in (2, 3, 4)]
+    await _settle()
+    assert not any(task.done() for task in waiting)
+    return inbox, waiting
+
+
 async def test_items_come_out_in_the_order_they_went_in() -> None:
     """first() and take() give the oldest items first, and take() stops at the size limit."""
     inbox: Inbox[int] = Inbox(10)
@@ -38,12 +49,7 @@ async def test_first_waits_for_an_item() -> None:
 
 async def test_a_full_inbox_makes_putters_wait_first_come_first_served() -> None:
     """Putters wait while the inbox is full; as items are taken they get in in the order they came."""
-    inbox: Inbox[int] = Inbox(2)
-    await inbox.put(0)
-    await inbox.put(1)
-    waiting = [asyncio.create_task(inbox.put(n)) for n in (2, 3, 4)]
-    await _settle()
-    assert not any(task.done() for task in waiting)
+    inbox, waiting = await _full_with_three_waiting()
     assert await inbox.first() == 0
     await _settle()
     assert [task.done() for task in waiting] == [True, False, False]
@@ -77,13 +83,8 @@ async def test_an_inbox_holds_at_least_one_item() -> None:
 
 async def test_close_tells_every_waiting_and_later_putter_and_gives_what_was_left() -> None:
     """close() returns the items left; putters waiting for room, and puts after it, raise InboxClosed."""
-    inbox: Inbox[int] = Inbox(2)
-    await inbox.put(1)
-    await inbox.put(2)
-    waiting = [asyncio.create_task(inbox.put(n)) for n in (3, 4, 5)]
-    await _settle()
-    assert not any(task.done() for task in waiting)
-    assert inbox.close() == [1, 2]
+    inbox, waiting = await _full_with_three_waiting()
+    assert inbox.close() == [0, 1]
     for task in waiting:
         with pytest.raises(InboxClosed):
             await task
