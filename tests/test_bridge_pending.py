@@ -197,3 +197,19 @@ def test_requests_left_from_a_loop_closed_under_them_do_not_stop_the_next_loops_
         assert len(connection._pending) == 0
 
     asyncio.run(next_loop())
+
+
+async def test_connections_of_one_server_never_share_a_request_id() -> None:
+    """A warm spare's socket handed to another connection may still bring an answer to one of the
+    spare's requests: ids are the server's, so such an answer matches nothing of its new owner's."""
+    server = BridgeServer()
+    spare, owner = WorkerConnection(server, "spare"), WorkerConnection(server, "owner")
+    spare._ws = _StuckSocket()  # type: ignore[assignment]
+    owner._ws = _StuckSocket()  # type: ignore[assignment]
+    pings = [asyncio.create_task(c.app_ping(timeout=30.0)) for c in (spare, owner, spare, owner)]
+    await asyncio.sleep(0.01)
+    assert len(spare._pending) == len(owner._pending) == 2
+    assert not set(spare._pending) & set(owner._pending)
+    for ping in pings:
+        ping.cancel()
+    await asyncio.gather(*pings, return_exceptions=True)

@@ -176,7 +176,9 @@ class WorkerConnection:
         self._server = server
         self._ws: ServerConnection | None = None
         self._pending: PendingRequests[PageMessage] = PendingRequests()
-        self._ids = itertools.count(1)
+        # The server's one sequence: a promoted spare's socket, handed to another connection,
+        # may still bring an answer to a request of the spare's, which must match nothing there.
+        self._ids = server.request_ids
         self._changed = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -475,6 +477,8 @@ class BridgeServer:
         """Counts every refusal (``refusals.totals``) and decides which are written to the log."""
         self._server: Server | None = None
         self._workers: dict[str, WorkerConnection] = {}
+        self.request_ids = itertools.count(1)
+        """Request ids, unique across the server's connections (see ``WorkerConnection``)."""
         self._files: dict[str, bytes] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._bindings: dict[ServerConnection, _Binding] = {}
@@ -694,6 +698,8 @@ class BridgeServer:
         if spare._ws is not ws or target.connected:  # closed, or taken, while the message went out
             raise WorkerDisconnected(spare_id, None)
         spare._ws = None
+        # The spare's own requests still waiting will get no answer through it any more.
+        spare._pending.fail_all(lambda: WorkerDisconnected(spare_id, None))
         spare._notify()
         self._workers.pop(spare_id, None)
         hello = dataclasses.replace(binding.hello, worker_id=worker_id)
