@@ -261,7 +261,12 @@ class GroupCommitWriter:
         buffered: bool,
         fence: Lease | None = None,
     ) -> PendingAppend:
-        """Queue an append (waiting while the queue is full); it completes at commit."""
+        """Queue an append (waiting while the queue is full); it completes at commit.
+
+        Raises StoreClosed (or the broken writer's error) if the writer stopped before the append
+        was queued: it was never taken, so it must not look acknowledged (a buffered appender
+        would hold a receipt nobody reports on).
+        """
         future: asyncio.Future[AppendResult] | None = None
         if not buffered:
             future = asyncio.get_running_loop().create_future()
@@ -270,9 +275,7 @@ class GroupCommitWriter:
             if not self._queue.offer(item):  # full: wait for room (no coroutine when there is some)
                 await self._queue.put(item)
         except InboxClosed:  # the writer stopped (closed, or broken) before there was room
-            item.outcome = error = self._closed_error()
-            if future is not None:
-                future.set_exception(error)
+            raise self._closed_error() from None
         return item
 
     async def append_sync(

@@ -172,9 +172,10 @@ async def test_close_commits_what_is_queued_and_refuses_what_comes_after() -> No
     await writer.close()
     assert all(f.done() and f.exception() is None for f in queued)
     assert writer.stopped
-    late = await writer.append("s/a", [ROW], None, buffered=False)
     with pytest.raises(StoreClosed):
-        await late
+        await writer.append("s/a", [ROW], None, buffered=False)
+    with pytest.raises(StoreClosed):
+        await writer.append("s/a", [ROW], None, buffered=True)
 
 
 async def test_close_raises_write_failed_for_lost_buffered_appends() -> None:
@@ -374,25 +375,35 @@ async def test_a_committed_tuple_outcome_is_given_as_an_append_result() -> None:
 
 async def test_appenders_waiting_for_room_when_close_runs_are_all_told() -> None:
     """More appenders wait for room than the queue holds when close() begins, and more come
-    after: each ends, committed or told StoreClosed; none is left waiting, and close() returns.
-    A flush() after close is StoreClosed too, not a wait for a writer that is gone."""
+    after: each ends, committed or told StoreClosed (by its append, if it was never queued, or
+    by its future); none is left waiting, and close() returns. A flush() after close is
+    StoreClosed too, not a wait for a writer that is gone."""
     log = FakeLog()
     log.gate = asyncio.Event()
     writer = _writer(log, max_pending=2, max_batch=1)
-    appends = [asyncio.create_task(writer.append("s/a", [ROW], None, buffered=False)) for _ in range(8)]
-    for _ in range(20):
-        await asyncio.sleep(0)
+
+    async def sync_append() -> AppendResult | StoreClosed:
+        try:
+            item = await writer.append("s/a", [ROW], None, buffered=False)
+            assert item.future is not None
+            return await item.future
+        except StoreClosed as refused:
+            return refused
+
+    async def settle() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    appends = [asyncio.create_task(sync_append()) for _ in range(8)]
+    await settle()
     closing = asyncio.create_task(writer.close())
-    for _ in range(20):
-        await asyncio.sleep(0)
-    appends += [asyncio.create_task(writer.append("s/a", [ROW], None, buffered=False)) for _ in range(6)]
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await settle()
+    appends += [asyncio.create_task(sync_append()) for _ in range(6)]
+    await settle()
     log.gate.set()
     async with asyncio.timeout(5.0):
         await closing
-        futures = await asyncio.gather(*appends)
-        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        outcomes = await asyncio.gather(*appends)
     committed = [o for o in outcomes if isinstance(o, AppendResult)]
     refused = [o for o in outcomes if isinstance(o, StoreClosed)]
     assert len(committed) + len(refused) == len(appends)
