@@ -361,7 +361,7 @@ def _read_v2(frame: bytes, limits: Limits) -> tuple[str, int, str, str, float, t
         raise ProtocolError(f"binary header text is not UTF-8: {exc}", WireErrorKind.MALFORMED) from exc
     if at > limits.max_header_bytes:
         raise ProtocolError(f"binary header of {at} bytes is over the cap", WireErrorKind.TOO_LARGE)
-    base = (at + 7) & ~7
+    base = _align8(at)
     expected = end = 0
     tensors = []
     size = len(frame)
@@ -374,7 +374,7 @@ def _read_v2(frame: bytes, limits: Limits) -> tuple[str, int, str, str, float, t
             raise ProtocolError(f"tensor {name!r} runs past the end of the frame", WireErrorKind.BAD_TENSOR)
         tensors.append(Tensor(name, shape, bytes(frame[start : start + nbytes])))
         end = expected + nbytes
-        expected = (end + 7) & ~7
+        expected = _align8(end)
     if not base + end <= size <= base + expected:
         raise ProtocolError("binary frame has bytes after its last tensor", WireErrorKind.BAD_TENSOR)
     return kind, request_id, model, backend, elapsed, tuple(tensors)
