@@ -330,7 +330,7 @@ class SQLiteEventStore(WriterBackedStore):
         """:meth:`_write_batch` for a batch of at least ``_BULK`` items, with Python's cyclic
         collector paused (:func:`~poolwarden.collector.collector_paused`).
 
-        Planning a big batch makes an insert row and an ``AppendResult`` per item, thousands at
+        Planning a big batch makes an insert row and an outcome per item, thousands at
         once, while the appends waiting in the queue hold thousands more objects: the collector's
         passes set off meanwhile promote them all, and its full passes then walk every live object
         of the process to free none of them (they form no cycle). Paused for the transaction

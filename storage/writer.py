@@ -352,6 +352,7 @@ class GroupCommitWriter:
             raise self._closed_error() from None
 
     def _closed_error(self) -> StoreError:
+        """Why nothing more is written: the error that broke the writer, or its close."""
         if self.broken is not None:
             return StoreError(f"the store's writer stopped: {self.broken!r}")
         return StoreClosed(f"{self._owner!r} closed before this append was written")
@@ -390,19 +391,19 @@ class GroupCommitWriter:
                 if stop:
                     # Appenders that were waiting for room when close() began queued behind
                     # the stop: they are told, not left waiting.
-                    self._fail_queued(StoreClosed(f"{self._owner!r} closed before this append was written"))
+                    self._fail_queued()
                     return
         except BaseException as error:
             self.broken = error
-            stopped = StoreError(f"the store's writer stopped: {error!r}")
-            self._fail(batch, stopped)  # the batch in hand when it stopped: its appenders must not hang
-            self._fail_queued(stopped)
+            self._fail(batch, self._closed_error())  # the batch in hand: its appenders must not hang
+            self._fail_queued()
             raise
 
-    def _fail_queued(self, error: StoreError) -> None:
-        """The writer is stopping: fail what is queued, and close the queue, so that appenders
-        waiting for room, and any that come later, are told rather than left waiting."""
-        self._fail(self._queue.close(), error)
+    def _fail_queued(self) -> None:
+        """The writer is stopping: fail what is queued with :meth:`_closed_error`, and close the
+        queue, so that appenders waiting for room, and any that come later, are told rather than
+        left waiting."""
+        self._fail(self._queue.close(), self._closed_error())
 
     @staticmethod
     def _fail(items: list[_Item], error: StoreError) -> None:
